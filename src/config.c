@@ -1,0 +1,672 @@
+/* config.c — owns the declaration table (every key: name, type, default, bounds, doc, reloadable),
+ * what each type's values mean (durations, sizes, CIDR blocks, listen addresses, ports, words), the
+ * embedded default and the reference count. config_yaml.c finds values in YAML and hands their text
+ * here, and the defaults are parsed from the table's own default_text through that same walker, so a
+ * documented default cannot drift from the one that serves.
+ *
+ * Adding a key is one row in keys[]. Adding a type is one entry in type_ops[] (a scalar parser, or an
+ * element parser and elem_size for a list); a type whose values are mappings (rate_limits) would add
+ * its own walk function in config_yaml.c's walk_value() and its release hook here. */
+
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MS_PER_S UINT64_C(1000)
+#define MS_PER_M (60 * MS_PER_S)
+#define MS_PER_H (60 * MS_PER_M)
+#define MS_PER_D (24 * MS_PER_H)
+#define KIB UINT64_C(1024)
+#define MIB (1024 * KIB)
+
+/* ENUM values are stored through an int-sized object; the enums in struct config must fit that. */
+_Static_assert(sizeof(enum access_format) == sizeof(int), "enum storage");
+_Static_assert(sizeof(enum log_level) == sizeof(int), "enum storage");
+
+/* Index order is the enum order: the ENUM parser stores the index. */
+static const char *const log_level_words[] = {"error", "warn", "notice", "info", "debug", NULL};
+static const char *const access_format_words[] = {"text", "json", NULL};
+
+#define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)                   \
+    {.name = (name_), .type = (type_), .default_text = (default_), .min = (min_), .max = (max_),        \
+     .choices = (choices_), .reloadable = (reloadable_), .doc = (doc_),                                \
+     .offset = offsetof(struct config, field_)}
+#define LIST_ROW(name_, type_, default_, min_, max_, reloadable_, field_, doc_)                        \
+    {.name = (name_), .type = (type_), .default_text = (default_), .min = (min_), .max = (max_),        \
+     .reloadable = (reloadable_), .doc = (doc_), .offset = offsetof(struct config, field_),            \
+     .count_offset = offsetof(struct config, field_##_count)}
+
+/* The one declaration table. Docs are single sentences: the man page repeats them verbatim and
+ * test_config checks that it does. Bounds of DURATION are in ms, of SIZE in bytes, of lists in entries. */
+static const struct config_key keys[] = {
+    LIST_ROW("listen", CONFIG_LISTEN_LIST, "[\"127.0.0.1:3128\"]", 1, 64, 1, listen,
+             "Addresses that accept proxy clients, as IP:port; port 0 picks a free port"),
+    ROW("workers", CONFIG_WORKERS, "auto", 1, 256, NULL, 0, workers,
+        "Worker threads, each with its own event loop; auto starts one per online CPU"),
+    ROW("shutdown_timeout", CONFIG_DURATION, "30s", 0, MS_PER_H, NULL, 1, shutdown_timeout_ms,
+        "How long a graceful stop waits for in-flight requests and tunnels"),
+    LIST_ROW("access.allow", CONFIG_CIDR_LIST, "[\"127.0.0.0/8\", \"::1/128\"]", 0, 4096, 1,
+             access_allow, "Client address blocks allowed to use the proxy; clients outside get 403"),
+    LIST_ROW("connect.allowed_ports", CONFIG_PORT_LIST, "[443]", 0, 1024, 1, connect_allowed_ports,
+             "Destination ports that CONNECT may open tunnels to; other ports get 403"),
+    ROW("timeouts.client_header", CONFIG_DURATION, "10s", 100, MS_PER_H, NULL, 1,
+        client_header_timeout_ms, "Time a client has to send a complete request head"),
+    ROW("timeouts.client_idle", CONFIG_DURATION, "60s", 100, MS_PER_D, NULL, 1, client_idle_timeout_ms,
+        "Time a keep-alive client connection may sit idle between requests"),
+    ROW("timeouts.client_body", CONFIG_DURATION, "30s", 100, MS_PER_D, NULL, 1, client_body_timeout_ms,
+        "Longest stall allowed between two reads of a request body"),
+    ROW("timeouts.upstream_connect", CONFIG_DURATION, "10s", 100, 10 * MS_PER_M, NULL, 1,
+        upstream_connect_timeout_ms, "Time allowed to open a connection to an origin server"),
+    ROW("timeouts.upstream_response", CONFIG_DURATION, "60s", 100, MS_PER_D, NULL, 1,
+        upstream_response_timeout_ms,
+        "Time from sending a request upstream until the first byte of its response"),
+    ROW("timeouts.tunnel_idle", CONFIG_DURATION, "5m", MS_PER_S, MS_PER_D, NULL, 1,
+        tunnel_idle_timeout_ms, "Time a CONNECT tunnel may pass no bytes in either direction"),
+    ROW("http.max_request_line", CONFIG_SIZE, "8KiB", 256, MIB, NULL, 1, max_request_line,
+        "Longest request line accepted; longer ones get 414"),
+    ROW("http.max_header_size", CONFIG_SIZE, "32KiB", KIB, MIB, NULL, 1, max_header_size,
+        "Largest request head (request line and headers) accepted; larger ones get 431"),
+    ROW("backpressure.buffer", CONFIG_SIZE, "256KiB", 16 * KIB, 64 * MIB, NULL, 1, buffer_size,
+        "Bytes buffered per direction per connection before reading pauses"),
+    ROW("log.level", CONFIG_LOG_LEVEL, "info", 0, 0, log_level_words, 1, log_level,
+        "Least severe diagnostic written to stderr"),
+    ROW("log.access", CONFIG_STRING, "stderr", 0, 0, NULL, 1, access_log,
+        "Where access-log lines go: stderr, stdout, off, or a file to append to"),
+    ROW("log.access_format", CONFIG_ENUM, "text", 0, 0, access_format_words, 1, access_format,
+        "Access-log line format, one line per request or tunnel"),
+};
+
+#define KEY_COUNT (sizeof keys / sizeof keys[0])
+
+const struct config_key *config_keys(size_t *count)
+{
+    if (count != NULL)
+        *count = KEY_COUNT;
+    return keys;
+}
+
+const struct config_key *config_key_find(const char *name)
+{
+    for (size_t i = 0; i < KEY_COUNT; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* ---- small parsers ------------------------------------------------------------------------------- */
+
+/* Decimal digits only (no sign, space or base prefix), overflow-checked. *end gets the first non-digit. */
+static int parse_digits(const char *text, uint64_t *out, const char **end)
+{
+    uint64_t value = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned digit = (unsigned)(*p - '0');
+        if (value > (UINT64_MAX - digit) / 10)
+            return -1;
+        value = value * 10 + digit;
+    }
+    if (p == text)
+        return -1;
+    *out = value;
+    *end = p;
+    return 0;
+}
+
+static int parse_number(const char *text, uint64_t *out)
+{
+    const char *end;
+    return parse_digits(text, out, &end) == 0 && *end == '\0' ? 0 : -1;
+}
+
+static int all_digits(const char *text)
+{
+    if (*text == '\0')
+        return 0;
+    for (; *text != '\0'; text++)
+        if (*text < '0' || *text > '9')
+            return 0;
+    return 1;
+}
+
+struct unit {
+    const char *suffix;
+    uint64_t factor;
+};
+
+static const struct unit duration_units[] = {
+    {"ms", 1}, {"s", MS_PER_S}, {"m", MS_PER_M}, {"h", MS_PER_H}, {"d", MS_PER_D}, {NULL, 0},
+};
+
+/* IEC powers of 1024 and SI powers of 1000 ("kB" is the SI spelling, "KB" the common one). */
+static const struct unit size_units[] = {
+    {"", 1},        {"B", 1},         {"KiB", KIB},     {"MiB", MIB}, {"GiB", 1024 * MIB},
+    {"KB", 1000},   {"kB", 1000},     {"MB", 1000000},  {"GB", 1000000000}, {NULL, 0},
+};
+
+/* Digits then one of the units: the form is right even if the value overflows. */
+static int has_unit_form(const char *text, const struct unit *units)
+{
+    const char *p = text;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    for (const struct unit *u = units; p != text && u->suffix != NULL; u++)
+        if (strcmp(p, u->suffix) == 0)
+            return 1;
+    return 0;
+}
+
+static int parse_with_unit(const char *text, const struct unit *units, uint64_t *out)
+{
+    uint64_t value;
+    const char *end;
+    if (parse_digits(text, &value, &end) != 0)
+        return -1;
+    for (const struct unit *u = units; u->suffix != NULL; u++) {
+        if (strcmp(end, u->suffix) != 0)
+            continue;
+        if (value > UINT64_MAX / u->factor)
+            return -1;
+        *out = value * u->factor;
+        return 0;
+    }
+    return -1;
+}
+
+int config_parse_duration_ms(const char *text, uint64_t *out)
+{
+    /* A bare number is ambiguous (seconds? ms?) so only 0, which means the same in every unit, may
+     * go without one. */
+    if (strcmp(text, "0") == 0) {
+        *out = 0;
+        return 0;
+    }
+    return parse_with_unit(text, duration_units, out);
+}
+
+int config_parse_size(const char *text, uint64_t *out) { return parse_with_unit(text, size_units, out); }
+
+/* The largest unit that divides the value exactly, so messages read "100ms", "5m", "1MiB". */
+static void format_with_unit(uint64_t value, const struct unit *units, size_t n, char *buf, size_t len)
+{
+    const char *suffix = units[0].suffix;
+    uint64_t factor = 1;
+    for (size_t i = 0; i < n; i++)
+        if (value != 0 && value % units[i].factor == 0 && units[i].factor >= factor) {
+            factor = units[i].factor;
+            suffix = units[i].suffix;
+        }
+    snprintf(buf, len, "%llu%s", (unsigned long long)(value / factor), value == 0 ? "" : suffix);
+}
+
+static void format_duration(uint64_t ms, char *buf, size_t len)
+{
+    format_with_unit(ms, duration_units, 5, buf, len);
+}
+
+static void format_size(uint64_t bytes, char *buf, size_t len)
+{
+    static const struct unit iec[] = {{"", 1}, {"KiB", KIB}, {"MiB", MIB}, {"GiB", 1024 * MIB}};
+    format_with_unit(bytes, iec, 4, buf, len);
+}
+
+/* Values are echoed in messages; keep them short and free of control characters. len >= 8. */
+static const char *printable(const char *text, char *buf, size_t len)
+{
+    size_t n = strlen(text), keep = n < len ? n : len - 4;
+    for (size_t i = 0; i < keep; i++)
+        buf[i] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+    if (keep < n)
+        memcpy(buf + keep, "...", 4);
+    else
+        buf[keep] = '\0';
+    return buf;
+}
+
+static int why_fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int why_fail(char *why, size_t why_len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (why != NULL && why_len > 0)
+        vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- CIDR blocks ------------------------------------------------------------------------------------ */
+
+int cidr_parse(const char *text, struct cidr *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(text, '/');
+    size_t host_len = slash != NULL ? (size_t)(slash - text) : strlen(text);
+    if (host_len == 0 || host_len >= sizeof host)
+        return -1;
+    memcpy(host, text, host_len);
+    host[host_len] = '\0';
+
+    struct cidr block = {0};
+    unsigned max_prefix;
+    if (inet_pton(AF_INET, host, block.addr) == 1) {
+        block.family = AF_INET;
+        max_prefix = 32;
+    } else if (inet_pton(AF_INET6, host, block.addr) == 1) {
+        block.family = AF_INET6;
+        max_prefix = 128;
+    } else {
+        return -1;
+    }
+    uint64_t prefix = max_prefix;
+    if (slash != NULL && (parse_number(slash + 1, &prefix) != 0 || prefix > max_prefix))
+        return -1;
+    block.prefix = (unsigned)prefix;
+    /* Host bits are masked off rather than refused: "10.1.2.3/8" can only mean 10.0.0.0/8. */
+    for (unsigned bit = block.prefix; bit < max_prefix; bit++)
+        block.addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+    *out = block;
+    return 0;
+}
+
+static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned prefix)
+{
+    unsigned whole = prefix / 8, rest = prefix % 8;
+    if (memcmp(a, b, whole) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (a[whole] & mask) == (b[whole] & mask);
+}
+
+/* A client is the same client whether a dual-stack socket shows it as ::ffff:a.b.c.d or an IPv4 socket
+ * as a.b.c.d: both match IPv4 blocks, and both match IPv6 blocks in their mapped form (so ::/0 matches
+ * every client, and ::ffff:0:0/96 every IPv4 client). */
+int cidr_contains(const struct cidr *cidr, const struct sockaddr *addr)
+{
+    static const uint8_t mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    uint8_t v6[16];
+    if (addr->sa_family == AF_INET) {
+        memcpy(v6, mapped_prefix, 12);
+        memcpy(v6 + 12, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
+    } else if (addr->sa_family == AF_INET6) {
+        memcpy(v6, &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr, 16);
+    } else {
+        return 0;
+    }
+    int is_v4 = memcmp(v6, mapped_prefix, 12) == 0;
+    if (cidr->family == AF_INET)
+        return is_v4 && cidr->prefix <= 32 && prefix_matches(cidr->addr, v6 + 12, cidr->prefix);
+    if (cidr->family == AF_INET6)
+        return cidr->prefix <= 128 && prefix_matches(cidr->addr, v6, cidr->prefix);
+    return 0;
+}
+
+/* ---- listen addresses -------------------------------------------------------------------------------- */
+
+/* Split "host:port" / "[v6]:port" into host text and port; -1 with a reason. */
+static int split_host_port(const char *text, char *host, size_t host_len, int *bracketed, uint64_t *port,
+                           char *why, size_t why_len)
+{
+    const char *host_start = text, *host_end, *colon;
+    *bracketed = text[0] == '[';
+    if (*bracketed) {
+        host_start = text + 1;
+        host_end = strchr(host_start, ']');
+        if (host_end == NULL || host_end[1] != ':')
+            return why_fail(why, why_len, "an IPv6 listen address is written [address]:port, as in [::1]:3128");
+        colon = host_end + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL)
+            return why_fail(why, why_len, "needs an address and a port, as in 127.0.0.1:3128");
+        host_end = colon;
+        if (memchr(text, ':', (size_t)(colon - text)) != NULL)
+            return why_fail(why, why_len, "an IPv6 address goes in brackets, as in [::1]:3128");
+    }
+    if (parse_number(colon + 1, port) != 0 || *port > 65535)
+        return why_fail(why, why_len, "needs a port from 0 to 65535 after the colon");
+    size_t n = (size_t)(host_end - host_start);
+    if (n == 0 || n >= host_len)
+        return why_fail(why, why_len, "listen needs an IP address");
+    memcpy(host, host_start, n);
+    host[n] = '\0';
+    return 0;
+}
+
+static int parse_listen(const char *text, struct listen_addr *out, char *why, size_t why_len)
+{
+    char host[INET6_ADDRSTRLEN + 1], shown[INET6_ADDRSTRLEN];
+    int bracketed;
+    uint64_t port;
+    if (split_host_port(text, host, sizeof host, &bracketed, &port, why, why_len) != 0)
+        return -1;
+    memset(out, 0, sizeof *out);
+    if (!bracketed) {
+        /* Only "localhost" is resolved: a name that resolves differently tomorrow has no place in a
+         * bind address, and getaddrinfo() would make loading depend on DNS. */
+        const char *ip = strcmp(host, "*") == 0 ? "0.0.0.0" : strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+        struct sockaddr_in *sin = (struct sockaddr_in *)&out->addr;
+        if (inet_pton(AF_INET, ip, &sin->sin_addr) != 1)
+            return why_fail(why, why_len, "listen needs an IP address (or * or localhost)");
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        out->addr_len = sizeof *sin;
+        inet_ntop(AF_INET, &sin->sin_addr, shown, sizeof shown);
+        snprintf(out->text, sizeof out->text, "%s:%u", shown, (unsigned)port);
+        return 0;
+    }
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addr;
+    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+        return why_fail(why, why_len, "listen needs an IP address; [%s] is not an IPv6 address", host);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)port);
+    out->addr_len = sizeof *sin6;
+    inet_ntop(AF_INET6, &sin6->sin6_addr, shown, sizeof shown);
+    snprintf(out->text, sizeof out->text, "[%s]:%u", shown, (unsigned)port);
+    return 0;
+}
+
+/* ---- per-type value handling --------------------------------------------------------------------------- */
+
+static int check_range(const struct config_key *key, const char *text, uint64_t value,
+                       void (*format)(uint64_t, char *, size_t), char *why, size_t why_len)
+{
+    char bound[32], shown[64];
+    if (value < key->min) {
+        format(key->min, bound, sizeof bound);
+        return why_fail(why, why_len, "%s is below the minimum %s", printable(text, shown, sizeof shown), bound);
+    }
+    if (value > key->max) {
+        format(key->max, bound, sizeof bound);
+        return why_fail(why, why_len, "%s is above the maximum %s", printable(text, shown, sizeof shown), bound);
+    }
+    return 0;
+}
+
+static void format_plain(uint64_t value, char *buf, size_t len)
+{
+    snprintf(buf, len, "%llu", (unsigned long long)value);
+}
+
+static int parse_bool(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    char shown[64];
+    (void)key;
+    /* YAML 1.2's two words only: YAML 1.1's yes/no/on/off surprise people (the "Norway problem"). */
+    if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+        return why_fail(why, why_len, "\"%s\" is not true or false", printable(text, shown, sizeof shown));
+    *(int *)dst = strcmp(text, "true") == 0;
+    return 0;
+}
+
+static int parse_uint(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    char shown[64];
+    uint64_t value;
+    if (parse_number(text, &value) != 0)
+        return why_fail(why, why_len, "\"%s\" is not a whole number", printable(text, shown, sizeof shown));
+    if (check_range(key, text, value, format_plain, why, why_len) != 0)
+        return -1;
+    *(unsigned *)dst = (unsigned)value;
+    return 0;
+}
+
+static int parse_workers(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    char shown[64];
+    if (strcmp(text, "auto") != 0) {
+        if (!all_digits(text))
+            return why_fail(why, why_len, "\"%s\" is not auto or a number", printable(text, shown, sizeof shown));
+        return parse_uint(key, text, dst, why, why_len);
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < (long)key->min)
+        cpus = (long)key->min;
+    if ((uint64_t)cpus > key->max)
+        cpus = (long)key->max;
+    *(unsigned *)dst = (unsigned)cpus;
+    return 0;
+}
+
+static int parse_duration(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    char shown[64];
+    uint64_t ms;
+    if (config_parse_duration_ms(text, &ms) != 0) {
+        printable(text, shown, sizeof shown);
+        if (all_digits(text))
+            return why_fail(why, why_len, "%s needs a unit: ms, s, m, h or d (as in %ss)", shown, shown);
+        if (has_unit_form(text, duration_units))
+            return why_fail(why, why_len, "%s is too large", shown);
+        return why_fail(why, why_len, "\"%s\" is not a duration such as 250ms, 10s, 5m, 1h or 1d", shown);
+    }
+    if (check_range(key, text, ms, format_duration, why, why_len) != 0)
+        return -1;
+    *(uint64_t *)dst = ms;
+    return 0;
+}
+
+static int parse_size(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    char shown[64];
+    uint64_t bytes;
+    if (config_parse_size(text, &bytes) != 0) {
+        printable(text, shown, sizeof shown);
+        if (has_unit_form(text, size_units))
+            return why_fail(why, why_len, "%s is too large", shown);
+        return why_fail(why, why_len, "\"%s\" is not a size such as 512, 64KiB or 1MiB", shown);
+    }
+    if (check_range(key, text, bytes, format_size, why, why_len) != 0)
+        return -1;
+    *(size_t *)dst = (size_t)bytes;
+    return 0;
+}
+
+static int parse_string(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    (void)key;
+    if (*text == '\0')
+        return why_fail(why, why_len, "must not be empty");
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return why_fail(why, why_len, "out of memory");
+    free(*(char **)dst);
+    *(char **)dst = copy;
+    return 0;
+}
+
+static int parse_enum(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+{
+    char list[256] = "", shown[64];
+    for (size_t i = 0; key->choices[i] != NULL; i++) {
+        if (strcmp(text, key->choices[i]) == 0) {
+            *(int *)dst = (int)i;
+            return 0;
+        }
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s", i > 0 ? ", " : "", key->choices[i]);
+    }
+    return why_fail(why, why_len, "\"%s\" is not one of %s", printable(text, shown, sizeof shown), list);
+}
+
+static int parse_listen_element(const struct config_key *key, const char *text, void *dst, char *why,
+                                size_t why_len)
+{
+    char reason[128], shown[64];
+    (void)key;
+    if (parse_listen(text, dst, reason, sizeof reason) != 0)
+        return why_fail(why, why_len, "\"%s\": %s", printable(text, shown, sizeof shown), reason);
+    return 0;
+}
+
+static int parse_cidr_element(const struct config_key *key, const char *text, void *dst, char *why,
+                              size_t why_len)
+{
+    char shown[64];
+    (void)key;
+    if (cidr_parse(text, dst) != 0)
+        return why_fail(why, why_len, "\"%s\" is not an address block such as 10.0.0.0/8 or ::1/128",
+                        printable(text, shown, sizeof shown));
+    return 0;
+}
+
+static int parse_port_element(const struct config_key *key, const char *text, void *dst, char *why,
+                              size_t why_len)
+{
+    char shown[64];
+    uint64_t port;
+    (void)key;
+    if (parse_number(text, &port) != 0 || port < 1 || port > 65535)
+        return why_fail(why, why_len, "\"%s\" is not a port from 1 to 65535", printable(text, shown, sizeof shown));
+    *(uint16_t *)dst = (uint16_t)port;
+    return 0;
+}
+
+static unsigned listen_port(const struct listen_addr *l)
+{
+    if (l->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)&l->addr)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)(const void *)&l->addr)->sin6_port);
+}
+
+/* Port 0 asks the kernel for a fresh port each time, so "127.0.0.1:0" twice is two listeners. */
+static int same_listen(const void *a, const void *b)
+{
+    const struct listen_addr *x = a, *y = b;
+    return listen_port(x) != 0 && strcmp(x->text, y->text) == 0;
+}
+
+static int same_cidr(const void *a, const void *b)
+{
+    const struct cidr *x = a, *y = b;
+    return x->family == y->family && x->prefix == y->prefix && memcmp(x->addr, y->addr, 16) == 0;
+}
+
+static int same_port(const void *a, const void *b) { return *(const uint16_t *)a == *(const uint16_t *)b; }
+
+typedef int (*value_parser)(const struct config_key *key, const char *text, void *dst, char *why,
+                            size_t why_len);
+
+struct type_ops {
+    const char *describe;                     /* for "expected ..." messages */
+    value_parser parse;                       /* scalars: into the field; lists: into one element */
+    size_t elem_size;                         /* lists only */
+    int (*same)(const void *a, const void *b); /* lists only: repeated entries are refused */
+    int owns_string;                          /* the field is a heap string to free */
+};
+
+static const struct type_ops type_ops[] = {
+    [CONFIG_BOOL] = {"true or false", parse_bool, 0, NULL, 0},
+    [CONFIG_UINT] = {"a whole number", parse_uint, 0, NULL, 0},
+    [CONFIG_WORKERS] = {"auto or a number", parse_workers, 0, NULL, 0},
+    [CONFIG_DURATION] = {"a duration such as 10s", parse_duration, 0, NULL, 0},
+    [CONFIG_SIZE] = {"a size such as 64KiB", parse_size, 0, NULL, 0},
+    [CONFIG_STRING] = {"a string", parse_string, 0, NULL, 1},
+    [CONFIG_ENUM] = {"a word", parse_enum, 0, NULL, 0},
+    [CONFIG_LOG_LEVEL] = {"a log level", parse_enum, 0, NULL, 0},
+    [CONFIG_LISTEN_LIST] = {"a list of addresses", parse_listen_element, sizeof(struct listen_addr),
+                            same_listen, 0},
+    [CONFIG_CIDR_LIST] = {"a list of address blocks", parse_cidr_element, sizeof(struct cidr), same_cidr, 0},
+    [CONFIG_PORT_LIST] = {"a list of ports", parse_port_element, sizeof(uint16_t), same_port, 0},
+};
+
+static void *field_of(struct config *cfg, const struct config_key *key) { return (char *)cfg + key->offset; }
+
+size_t config_value_elem_size(const struct config_key *key) { return type_ops[key->type].elem_size; }
+
+const char *config_value_describe(const struct config_key *key) { return type_ops[key->type].describe; }
+
+/* Every parser writes its destination only on success, so a failed value leaves the field as it was
+ * (and a replaced string is freed by parse_string). */
+int config_value_set(struct config *cfg, const struct config_key *key, const char *text, char *why,
+                     size_t why_len)
+{
+    return type_ops[key->type].parse(key, text, field_of(cfg, key), why, why_len);
+}
+
+int config_value_parse_element(const struct config_key *key, const char *text, void *elem, char *why,
+                               size_t why_len)
+{
+    return type_ops[key->type].parse(key, text, elem, why, why_len);
+}
+
+int config_value_same_element(const struct config_key *key, const void *a, const void *b)
+{
+    return type_ops[key->type].same(a, b);
+}
+
+void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems, size_t count)
+{
+    void **field = field_of(cfg, key);
+    free(*field);
+    *field = elems;
+    *(size_t *)((char *)cfg + key->count_offset) = count;
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------------------------- */
+
+/* The count lives beside the public struct, not in it, so struct config stays plain data. */
+struct config_holder {
+    atomic_uint refs;
+    struct config config;
+};
+
+static struct config_holder *holder_of(struct config *cfg)
+{
+    return (struct config_holder *)(void *)((char *)cfg - offsetof(struct config_holder, config));
+}
+
+static void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < KEY_COUNT; i++)
+        if (type_ops[keys[i].type].elem_size > 0 || type_ops[keys[i].type].owns_string)
+            free(*(void **)field_of(cfg, &keys[i]));
+    free(cfg->source);
+    free(holder_of(cfg));
+}
+
+struct config *config_ref(struct config *cfg)
+{
+    if (cfg != NULL)
+        atomic_fetch_add_explicit(&holder_of(cfg)->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+    /* acq_rel: whatever a thread wrote before dropping its reference happens before the free. */
+    if (cfg != NULL && atomic_fetch_sub_explicit(&holder_of(cfg)->refs, 1, memory_order_acq_rel) == 1)
+        config_free(cfg);
+}
+
+struct config *config_default(void)
+{
+    struct config_holder *holder = calloc(1, sizeof *holder);
+    if (holder == NULL)
+        return NULL;
+    atomic_init(&holder->refs, 1);
+    struct config *cfg = &holder->config;
+    cfg->source = strdup("(embedded default)");
+    if (cfg->source == NULL) {
+        config_free(cfg);
+        return NULL;
+    }
+    char err[256];
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        if (config_yaml_set_default(cfg, &keys[i], err, sizeof err) != 0) {
+            /* Only a broken table row (or out of memory) gets here; test_config catches the former. */
+            log_error("config: default of %s: %s", keys[i].name, err);
+            config_free(cfg);
+            return NULL;
+        }
+    }
+    return cfg;
+}

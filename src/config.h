@@ -1,0 +1,138 @@
+/* config.h — rlproxy's configuration: one table declares every key (name, type, default, bounds,
+ * one-line doc, reloadable); config_load_*() turn YAML (libyaml) or the embedded defaults into an
+ * immutable, reference-counted struct config. Loading never exits and never touches sockets. */
+#ifndef RLPROXY_CONFIG_H
+#define RLPROXY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+/* An address block; family is AF_INET or AF_INET6, addr holds 4 or 16 bytes in network order. */
+struct cidr {
+    int family;
+    unsigned prefix;
+    uint8_t addr[16];
+};
+
+/* One `listen` entry: "127.0.0.1:3128", "[::1]:3128", "*:3128" (all IPv4), "[::]:3128". */
+struct listen_addr {
+    char text[80]; /* as written in the config, normalised: "127.0.0.1:3128", "[::1]:3128" */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+};
+
+enum access_format { ACCESS_FORMAT_TEXT, ACCESS_FORMAT_JSON };
+
+struct config {
+    char *source; /* file path, or "(embedded default)" */
+
+    struct listen_addr *listen; /* listen: ["127.0.0.1:3128"] */
+    size_t listen_count;
+    unsigned workers;           /* workers: auto (resolved to the number of online CPUs) | 1..256 */
+    uint64_t shutdown_timeout_ms;
+
+    struct cidr *access_allow; /* access.allow: ["127.0.0.0/8", "::1/128"] */
+    size_t access_allow_count;
+
+    uint16_t *connect_allowed_ports; /* connect.allowed_ports: [443] */
+    size_t connect_allowed_ports_count;
+
+    uint64_t client_header_timeout_ms;    /* timeouts.client_header: 10s */
+    uint64_t client_idle_timeout_ms;      /* timeouts.client_idle: 60s */
+    uint64_t client_body_timeout_ms;      /* timeouts.client_body: 30s (stall between body reads) */
+    uint64_t upstream_connect_timeout_ms; /* timeouts.upstream_connect: 10s */
+    uint64_t upstream_response_timeout_ms;/* timeouts.upstream_response: 60s (to the first byte) */
+    uint64_t tunnel_idle_timeout_ms;      /* timeouts.tunnel_idle: 5m */
+
+    size_t max_request_line; /* http.max_request_line: 8KiB (414 above) */
+    size_t max_header_size;  /* http.max_header_size: 32KiB, request line + headers (431 above) */
+
+    size_t buffer_size; /* backpressure.buffer: 256KiB per direction per connection */
+
+    enum log_level log_level;        /* log.level: info */
+    char *access_log;                /* log.access: "stderr" | "off" | a file path */
+    enum access_format access_format;/* log.access_format: text */
+};
+
+enum config_type {
+    CONFIG_BOOL,
+    CONFIG_UINT,      /* unsigned integer within [min, max] */
+    CONFIG_WORKERS,   /* "auto" or an integer in [min, max] */
+    CONFIG_DURATION,  /* "250ms", "10s", "5m", "1h", "1d" or "0" (other bare numbers: error); in ms */
+    CONFIG_SIZE,      /* "64KiB", "1MiB", "512", "1GiB"; stored in bytes */
+    CONFIG_STRING,
+    CONFIG_ENUM,      /* one of the words in `choices` (NULL-terminated), stored as its index */
+    CONFIG_LOG_LEVEL, /* error|warn|notice|info|debug */
+    CONFIG_LISTEN_LIST,
+    CONFIG_CIDR_LIST,
+    CONFIG_PORT_LIST,
+};
+
+/* One row of the declaration table. */
+struct config_key {
+    const char *name;          /* dotted path: "timeouts.client_header" */
+    enum config_type type;
+    const char *default_text;  /* the default as a user would write it in YAML: "10s", "[443]" */
+    uint64_t min, max;         /* bounds for UINT, WORKERS, DURATION (ms), SIZE (bytes), list lengths */
+    const char *const *choices;/* ENUM words */
+    int reloadable;            /* 1: a SIGHUP applies it; 0: needs a restart */
+    const char *doc;           /* one line */
+    size_t offset;             /* offsetof(struct config, field) */
+    size_t count_offset;       /* lists: offsetof the *_count field */
+};
+
+/* The table, in the order the docs present it. */
+const struct config_key *config_keys(size_t *count);
+
+/* Load from a YAML file. On error returns -1 and writes "FILE:LINE:COLUMN: key: what is wrong"
+ * into err (never more than err_len bytes, always NUL-terminated). An empty file means defaults. */
+int config_load_file(const char *path, struct config **out, char *err, size_t err_len);
+
+/* Same, from a string; `name` stands in for the file name in messages. */
+int config_load_string(const char *yaml, size_t len, const char *name, struct config **out, char *err,
+                       size_t err_len);
+
+/* The embedded default (every key at its default). Never fails except on out of memory (NULL). */
+struct config *config_default(void);
+
+/* Configs are shared by workers and in-flight requests; the last unref frees. Thread-safe. */
+struct config *config_ref(struct config *config);
+void config_unref(struct config *config);
+
+/* Helpers other modules use. */
+int cidr_parse(const char *text, struct cidr *out);             /* 0 or -1 */
+int cidr_contains(const struct cidr *cidr, const struct sockaddr *addr); /* 1 or 0 */
+int config_parse_duration_ms(const char *text, uint64_t *out);  /* 0 or -1 */
+int config_parse_size(const char *text, uint64_t *out);         /* 0 or -1 */
+
+/* The row named `name` ("timeouts.client_header"), or NULL. */
+const struct config_key *config_key_find(const char *name);
+
+/* Largest config file or string accepted; bigger inputs are refused before parsing. */
+#define CONFIG_MAX_BYTES ((size_t)1 << 20)
+
+/* ---- Between config.c (what values mean) and config_yaml.c (where they are written); other modules
+ * have no use for these. Storage per type: BOOL int, UINT and WORKERS unsigned, DURATION uint64_t ms,
+ * SIZE size_t, STRING char * (heap), ENUM and LOG_LEVEL the enum, *_LIST a heap array + size_t count. */
+
+/* Element size for list types; 0 for scalar types. */
+size_t config_value_elem_size(const struct config_key *key);
+/* What the value should look like, for "expected ..." messages: "a duration such as 10s". */
+const char *config_value_describe(const struct config_key *key);
+/* Scalar types: parse text and store it in cfg (the old value is freed). -1 with a reason in why. */
+int config_value_set(struct config *cfg, const struct config_key *key, const char *text, char *why,
+                     size_t why_len);
+/* List types: parse one element into elem (elem_size bytes). -1 with a reason in why. */
+int config_value_parse_element(const struct config_key *key, const char *text, void *elem, char *why,
+                               size_t why_len);
+/* List types: 1 when two parsed elements are the same entry (a repeated entry is an error). */
+int config_value_same_element(const struct config_key *key, const void *a, const void *b);
+/* List types: store a heap array (ownership passes to cfg; the old array is freed). */
+void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems, size_t count);
+/* Parse row->default_text through the YAML value walker into cfg (config_yaml.c). */
+int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err, size_t err_len);
+
+#endif

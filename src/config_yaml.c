@@ -1,0 +1,619 @@
+/* config_yaml.c — turns YAML text into a struct config by walking libyaml's event stream against the
+ * declaration table in config.c, and owns every position: each error names FILE:LINE:COLUMN of the
+ * node at fault. What a value means is config.c's business; this file only finds values and checks
+ * the shape around them (mappings where sections are, lists where lists are, no key twice).
+ *
+ * Hostile input costs at most linear time and memory: inputs over CONFIG_MAX_BYTES are refused before
+ * parsing, anchors and aliases are refused (an alias bomb expands exponentially in any consumer that
+ * follows them), and the walk stops at the first error, so it never descends into unknown structure. */
+
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+/* Longest dotted key path we look up; longer ones cannot be in the table. */
+#define PATH_MAX_LEN 128
+
+struct walker {
+    yaml_parser_t parser;
+    const char *name; /* file name for messages */
+    const unsigned char *input;
+    size_t input_len;
+    struct config *cfg;
+    char *err;
+    size_t err_len;
+};
+
+/* Keys already given in one mapping, for the duplicate check. */
+struct seen {
+    struct seen_key {
+        char *name;
+        yaml_mark_t mark;
+    } *keys;
+    size_t count, cap;
+};
+
+/* ---- messages ------------------------------------------------------------------------------------- */
+
+static void append(struct walker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void append(struct walker *w, const char *fmt, ...)
+{
+    if (w->err == NULL || w->err_len == 0)
+        return;
+    size_t used = strlen(w->err);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->err + used, w->err_len - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Starts the message "FILE:LINE:COLUMN: path: " (libyaml marks are 0-based; editors count from 1). */
+static void begin(struct walker *w, yaml_mark_t mark, const char *path)
+{
+    if (w->err != NULL && w->err_len > 0)
+        w->err[0] = '\0';
+    append(w, "%s:%zu:%zu: ", w->name, mark.line + 1, mark.column + 1);
+    if (path != NULL && *path != '\0')
+        append(w, "%s: ", path);
+}
+
+static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const char *fmt, ...)
+{
+    begin(w, mark, path);
+    if (w->err != NULL && w->err_len > 0) {
+        size_t used = strlen(w->err);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(w->err + used, w->err_len - used, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* The reader reports a byte offset, not a mark; count lines and UTF-8 characters up to it. */
+static yaml_mark_t mark_at_offset(const struct walker *w, size_t offset)
+{
+    yaml_mark_t mark = {offset, 0, 0};
+    for (size_t i = 0; i < offset && i < w->input_len; i++) {
+        if (w->input[i] == '\n') {
+            mark.line++;
+            mark.column = 0;
+        } else if ((w->input[i] & 0xc0) != 0x80) {
+            mark.column++;
+        }
+    }
+    return mark;
+}
+
+static int fail_parser(struct walker *w)
+{
+    const yaml_parser_t *p = &w->parser;
+    if (p->error == YAML_MEMORY_ERROR) {
+        begin(w, (yaml_mark_t){0, 0, 0}, NULL);
+        append(w, "out of memory");
+        return -1;
+    }
+    yaml_mark_t mark = p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
+    fail_at(w, mark, NULL, "%s", p->problem != NULL ? p->problem : "YAML syntax error");
+    if (p->error == YAML_READER_ERROR && p->problem_value != -1)
+        append(w, " (#%X)", (unsigned)p->problem_value);
+    if (p->context != NULL)
+        append(w, " (%s at line %zu, column %zu)", p->context, p->context_mark.line + 1,
+               p->context_mark.column + 1);
+    return -1;
+}
+
+static const char *node_kind(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_MAPPING_START_EVENT:
+        return "a mapping";
+    case YAML_SEQUENCE_START_EVENT:
+        return "a list";
+    case YAML_SCALAR_EVENT:
+        return "a single value";
+    default:
+        return "something else";
+    }
+}
+
+/* ---- events --------------------------------------------------------------------------------------- */
+
+/* Next event, or -1 with the message written. On 0 the caller owns ev and must yaml_event_delete() it. */
+static int next_event(struct walker *w, const char *path, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&w->parser, ev))
+        return fail_parser(w);
+    const yaml_char_t *anchor = NULL, *tag = NULL;
+    if (ev->type == YAML_SCALAR_EVENT) {
+        anchor = ev->data.scalar.anchor;
+        tag = ev->data.scalar.tag;
+    } else if (ev->type == YAML_SEQUENCE_START_EVENT) {
+        anchor = ev->data.sequence_start.anchor;
+        tag = ev->data.sequence_start.tag;
+    } else if (ev->type == YAML_MAPPING_START_EVENT) {
+        anchor = ev->data.mapping_start.anchor;
+        tag = ev->data.mapping_start.tag;
+    }
+    const char *refused = ev->type == YAML_ALIAS_EVENT ? "aliases (*name) are not allowed"
+                          : anchor != NULL             ? "anchors (&name) are not allowed"
+                          : tag != NULL                ? "tags (!name) are not allowed"
+                                                       : NULL;
+    if (refused == NULL)
+        return 0;
+    fail_at(w, ev->start_mark, path, "%s", refused);
+    yaml_event_delete(ev);
+    return -1;
+}
+
+/* YAML's null: an empty plain scalar, "~" or "null". Quoted "" is an empty string, not null. */
+static int is_null(const yaml_event_t *ev)
+{
+    if (ev->type != YAML_SCALAR_EVENT || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return 0;
+    const char *v = (const char *)ev->data.scalar.value;
+    return *v == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 ||
+           strcmp(v, "NULL") == 0;
+}
+
+/* A scalar's text as a C string; "\0" in a double-quoted scalar would silently cut it short. */
+static int scalar_text(struct walker *w, const yaml_event_t *ev, const char *path, const char **text)
+{
+    *text = (const char *)ev->data.scalar.value;
+    if (strlen(*text) != ev->data.scalar.length)
+        return fail_at(w, ev->start_mark, path, "contains a NUL character");
+    return 0;
+}
+
+/* ---- values ----------------------------------------------------------------------------------------- */
+
+static int walk_scalar(struct walker *w, const struct config_key *key, const char *path, const yaml_event_t *ev)
+{
+    const char *text;
+    char why[256];
+    if (ev->type != YAML_SCALAR_EVENT)
+        return fail_at(w, ev->start_mark, path, "expected %s, got %s", config_value_describe(key), node_kind(ev));
+    if (is_null(ev))
+        return fail_at(w, ev->start_mark, path, "needs a value, such as %s", key->default_text);
+    if (scalar_text(w, ev, path, &text) != 0)
+        return -1;
+    if (config_value_set(w->cfg, key, text, why, sizeof why) != 0)
+        return fail_at(w, ev->start_mark, path, "%s", why);
+    return 0;
+}
+
+struct list_build {
+    char *elems;
+    size_t count, cap, elem_size;
+};
+
+static int add_element(struct walker *w, const struct config_key *key, const char *path, const yaml_event_t *ev,
+                       struct list_build *list)
+{
+    const char *text;
+    char why[256];
+    if (ev->type != YAML_SCALAR_EVENT)
+        return fail_at(w, ev->start_mark, path, "list entries must be single values, not %s", node_kind(ev));
+    if (is_null(ev))
+        return fail_at(w, ev->start_mark, path, "empty list entry");
+    if (scalar_text(w, ev, path, &text) != 0)
+        return -1;
+    if (list->count >= key->max)
+        return fail_at(w, ev->start_mark, path, "more than the maximum of %llu entries",
+                       (unsigned long long)key->max);
+    if (list->count == list->cap) {
+        size_t cap = list->cap == 0 ? 4 : list->cap * 2;
+        char *grown = realloc(list->elems, cap * list->elem_size);
+        if (grown == NULL)
+            return fail_at(w, ev->start_mark, path, "out of memory");
+        list->elems = grown;
+        list->cap = cap;
+    }
+    char *slot = list->elems + list->count * list->elem_size;
+    if (config_value_parse_element(key, text, slot, why, sizeof why) != 0)
+        return fail_at(w, ev->start_mark, path, "%s", why);
+    /* Quadratic, but lists are capped at a few thousand entries and this runs once per load. */
+    for (size_t i = 0; i < list->count; i++)
+        if (config_value_same_element(key, list->elems + i * list->elem_size, slot))
+            return fail_at(w, ev->start_mark, path, "%s is listed twice", text);
+    list->count++;
+    return 0;
+}
+
+static int walk_list(struct walker *w, const struct config_key *key, const char *path, const yaml_event_t *start)
+{
+    if (start->type != YAML_SEQUENCE_START_EVENT)
+        return fail_at(w, start->start_mark, path, "expected %s, such as %s, got %s", config_value_describe(key),
+                       key->default_text, node_kind(start));
+    struct list_build list = {.elem_size = config_value_elem_size(key)};
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(w, path, &ev) != 0)
+            goto fail;
+        int done = ev.type == YAML_SEQUENCE_END_EVENT;
+        int rc = done ? 0 : add_element(w, key, path, &ev, &list);
+        yaml_event_delete(&ev);
+        if (rc != 0)
+            goto fail;
+        if (done)
+            break;
+    }
+    if (list.count < key->min) {
+        fail_at(w, start->start_mark, path, "needs at least %llu entr%s", (unsigned long long)key->min,
+                key->min == 1 ? "y" : "ies");
+        goto fail;
+    }
+    config_value_set_list(w->cfg, key, list.elems, list.count);
+    return 0;
+fail:
+    free(list.elems);
+    return -1;
+}
+
+/* A new kind of value (a list of mappings, say) gets its own walk function, chosen here by key->type. */
+static int walk_value(struct walker *w, const struct config_key *key, const char *path)
+{
+    yaml_event_t ev;
+    if (next_event(w, path, &ev) != 0)
+        return -1;
+    int rc = config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev) : walk_scalar(w, key, path, &ev);
+    yaml_event_delete(&ev);
+    return rc;
+}
+
+/* ---- mappings ------------------------------------------------------------------------------------------ */
+
+/* The first row under section `path`, for examples in messages; NULL when `path` is no section. */
+static const struct config_key *first_in_section(const char *path)
+{
+    size_t count, len = strlen(path);
+    const struct config_key *keys = config_keys(&count);
+    for (size_t i = 0; i < count; i++)
+        if (strncmp(keys[i].name, path, len) == 0 && keys[i].name[len] == '.')
+            return &keys[i];
+    return NULL;
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[PATH_MAX_LEN + 1];
+    if (la > PATH_MAX_LEN || lb > PATH_MAX_LEN)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t above = row[j];
+            size_t best = diagonal + (a[i - 1] != b[j - 1]);
+            if (above + 1 < best)
+                best = above + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diagonal = above;
+        }
+    }
+    return row[lb];
+}
+
+static const char *last_part(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    return dot != NULL ? dot + 1 : path;
+}
+
+/* How far `path` is from `name`: spelling distance, but for keys (not sections) the right leaf word
+ * in the wrong section ("client_header" at the top) or a fragment of one ("timeouts.connect") is close. */
+static size_t key_distance(const char *path, const char *name, int is_section)
+{
+    const char *leaf = last_part(path), *name_leaf = last_part(name);
+    size_t d = edit_distance(path, name);
+    if (is_section)
+        return d;
+    if (strcmp(leaf, name_leaf) == 0 && d > 1)
+        d = 1;
+    if (strlen(leaf) >= 4 && strstr(name_leaf, leaf) != NULL && d > 2)
+        d = 2;
+    return d;
+}
+
+static void consider(const char *path, const char *name, size_t n, size_t *best, char *buf, size_t len)
+{
+    int is_section = name[n] == '.';
+    char candidate[PATH_MAX_LEN];
+    if (n >= sizeof candidate)
+        return;
+    memcpy(candidate, name, n);
+    candidate[n] = '\0';
+    size_t d = key_distance(path, candidate, is_section);
+    if (d < *best) {
+        *best = d;
+        snprintf(buf, len, "%s", candidate);
+    }
+}
+
+/* The known key or section closest to an unknown `path`, or NULL when nothing is close. */
+static const char *suggest(const char *path, char *buf, size_t len)
+{
+    size_t count, best = SIZE_MAX;
+    const struct config_key *keys = config_keys(&count);
+    for (size_t i = 0; i < count; i++) {
+        const char *name = keys[i].name;
+        consider(path, name, strlen(name), &best, buf, len);
+        for (const char *dot = strchr(name, '.'); dot != NULL; dot = strchr(dot + 1, '.'))
+            consider(path, name, (size_t)(dot - name), &best, buf, len); /* its sections */
+    }
+    size_t tolerance = strlen(path) / 4 > 2 ? strlen(path) / 4 : 2;
+    return best <= tolerance ? buf : NULL;
+}
+
+static int fail_unknown(struct walker *w, yaml_mark_t mark, const char *path)
+{
+    char buf[PATH_MAX_LEN];
+    const char *close = suggest(path, buf, sizeof buf);
+    if (close != NULL)
+        return fail_at(w, mark, path, "unknown key, did you mean %s?", close);
+    return fail_at(w, mark, path, "unknown key");
+}
+
+static int walk_mapping(struct walker *w, const char *prefix);
+
+static int walk_section(struct walker *w, const char *path)
+{
+    yaml_event_t ev;
+    if (next_event(w, path, &ev) != 0)
+        return -1;
+    int rc = 0;
+    if (ev.type == YAML_MAPPING_START_EVENT)
+        rc = walk_mapping(w, path);
+    else if (!is_null(&ev)) /* a null section ("timeouts:" with every key commented out) is empty */
+        rc = fail_at(w, ev.start_mark, path, "expected a mapping of keys such as %s:, got %s",
+                     last_part(first_in_section(path)->name), node_kind(&ev));
+    yaml_event_delete(&ev);
+    return rc;
+}
+
+static const yaml_mark_t *seen_find(const struct seen *seen, const char *name)
+{
+    for (size_t i = 0; i < seen->count; i++)
+        if (strcmp(seen->keys[i].name, name) == 0)
+            return &seen->keys[i].mark;
+    return NULL;
+}
+
+static int seen_add(struct seen *seen, const char *name, yaml_mark_t mark)
+{
+    if (seen->count == seen->cap) {
+        size_t cap = seen->cap == 0 ? 8 : seen->cap * 2;
+        struct seen_key *grown = realloc(seen->keys, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        seen->keys = grown;
+        seen->cap = cap;
+    }
+    seen->keys[seen->count].name = strdup(name);
+    if (seen->keys[seen->count].name == NULL)
+        return -1;
+    seen->keys[seen->count++].mark = mark;
+    return 0;
+}
+
+static void seen_free(struct seen *seen)
+{
+    for (size_t i = 0; i < seen->count; i++)
+        free(seen->keys[i].name);
+    free(seen->keys);
+}
+
+/* One "key: value" of a mapping under `prefix`; key_ev is the key's event. */
+static int walk_entry(struct walker *w, const char *prefix, const yaml_event_t *key_ev, struct seen *seen)
+{
+    yaml_mark_t mark = key_ev->start_mark;
+    const char *name;
+    char path[PATH_MAX_LEN];
+    if (key_ev->type != YAML_SCALAR_EVENT)
+        return fail_at(w, mark, prefix, "keys must be single words, not %s", node_kind(key_ev));
+    if (scalar_text(w, key_ev, prefix, &name) != 0)
+        return -1;
+    if (*name == '\0')
+        return fail_at(w, mark, prefix, "empty key");
+    int n = snprintf(path, sizeof path, "%s%s%s", prefix, *prefix != '\0' ? "." : "", name);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return fail_at(w, mark, prefix, "unknown key (%zu characters long)", strlen(name));
+    if (strchr(name, '.') != NULL)
+        return fail_at(w, mark, path, "a key cannot contain a dot; nest each part under the one before it");
+    const yaml_mark_t *first = seen_find(seen, name);
+    if (first != NULL)
+        return fail_at(w, mark, path, "duplicate key (first given at line %zu, column %zu)", first->line + 1,
+                       first->column + 1);
+    if (seen_add(seen, name, mark) != 0)
+        return fail_at(w, mark, path, "out of memory");
+    const struct config_key *key = config_key_find(path);
+    if (key != NULL)
+        return walk_value(w, key, path);
+    if (first_in_section(path) != NULL)
+        return walk_section(w, path);
+    return fail_unknown(w, mark, path);
+}
+
+static int walk_mapping(struct walker *w, const char *prefix)
+{
+    struct seen seen = {0};
+    int rc = 0;
+    for (;;) {
+        yaml_event_t key_ev;
+        if (next_event(w, prefix, &key_ev) != 0) {
+            rc = -1;
+            break;
+        }
+        int done = key_ev.type == YAML_MAPPING_END_EVENT;
+        if (!done)
+            rc = walk_entry(w, prefix, &key_ev, &seen);
+        yaml_event_delete(&key_ev);
+        if (done || rc != 0)
+            break;
+    }
+    seen_free(&seen);
+    return rc;
+}
+
+/* ---- documents -------------------------------------------------------------------------------------------- */
+
+static int walk_root(struct walker *w)
+{
+    yaml_event_t ev;
+    if (next_event(w, NULL, &ev) != 0)
+        return -1;
+    int rc = 0;
+    if (ev.type == YAML_MAPPING_START_EVENT)
+        rc = walk_mapping(w, "");
+    else if (!is_null(&ev)) /* "---" alone, or "~": no keys given */
+        rc = fail_at(w, ev.start_mark, NULL, "the top level must be a mapping of keys such as listen:, not %s",
+                     node_kind(&ev));
+    yaml_event_delete(&ev);
+    return rc;
+}
+
+/* Consume one event whose type the parser's grammar already fixes; only errors need handling. */
+static int skip_event(struct walker *w, yaml_event_type_t *type)
+{
+    yaml_event_t ev;
+    if (next_event(w, NULL, &ev) != 0)
+        return -1;
+    *type = ev.type;
+    yaml_event_delete(&ev);
+    return 0;
+}
+
+/* One stream holding at most one document. With key == NULL the document is a whole config; else it is
+ * the value of that one key (a row's default_text). */
+static int walk_stream(struct walker *w, const struct config_key *key)
+{
+    yaml_event_type_t got;
+    if (skip_event(w, &got) != 0 || skip_event(w, &got) != 0) /* stream start, document start or end */
+        return -1;
+    if (got == YAML_STREAM_END_EVENT) /* an empty file, or only comments: all defaults */
+        return key == NULL ? 0 : fail_at(w, w->parser.mark, key->name, "the default is empty");
+    if ((key == NULL ? walk_root(w) : walk_value(w, key, key->name)) != 0)
+        return -1;
+    if (skip_event(w, &got) != 0) /* document end */
+        return -1;
+    yaml_event_t ev;
+    if (next_event(w, NULL, &ev) != 0)
+        return -1;
+    int rc = 0;
+    if (ev.type != YAML_STREAM_END_EVENT)
+        rc = fail_at(w, ev.start_mark, NULL, "a config holds one YAML document; remove the second ---");
+    yaml_event_delete(&ev);
+    return rc;
+}
+
+static int walk_text(struct config *cfg, const char *text, size_t len, const char *name,
+                     const struct config_key *key, char *err, size_t err_len)
+{
+    struct walker w = {.name = name, .input = (const unsigned char *)text, .input_len = len, .cfg = cfg,
+                       .err = err, .err_len = err_len};
+    if (!yaml_parser_initialize(&w.parser)) {
+        snprintf(err, err_len, "%s: out of memory", name);
+        return -1;
+    }
+    yaml_parser_set_input_string(&w.parser, w.input, len);
+    int rc = walk_stream(&w, key);
+    yaml_parser_delete(&w.parser);
+    return rc;
+}
+
+int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err, size_t err_len)
+{
+    return walk_text(cfg, key->default_text, strlen(key->default_text), "(default)", key, err, err_len);
+}
+
+int config_load_string(const char *yaml, size_t len, const char *name, struct config **out, char *err,
+                       size_t err_len)
+{
+    char scratch[1];
+    if (err == NULL || err_len == 0) {
+        err = scratch;
+        err_len = sizeof scratch;
+    }
+    err[0] = '\0';
+    *out = NULL;
+    if (name == NULL)
+        name = "(string)";
+    if (len > CONFIG_MAX_BYTES) {
+        snprintf(err, err_len, "%s: larger than the %zu KiB limit for a config file", name, CONFIG_MAX_BYTES / 1024);
+        return -1;
+    }
+    struct config *cfg = config_default();
+    char *source = strdup(name);
+    if (cfg == NULL || source == NULL) {
+        free(source);
+        config_unref(cfg);
+        snprintf(err, err_len, "%s: out of memory", name);
+        return -1;
+    }
+    free(cfg->source);
+    cfg->source = source;
+    if (walk_text(cfg, yaml != NULL ? yaml : "", len, name, NULL, err, err_len) != 0) {
+        config_unref(cfg);
+        return -1;
+    }
+    *out = cfg;
+    return 0;
+}
+
+/* Reads up to limit + 1 bytes so an oversized file is recognised without reading all of it. */
+static char *read_limited(FILE *f, size_t limit, size_t *len)
+{
+    char *buf = malloc(limit + 1);
+    if (buf == NULL)
+        return NULL;
+    *len = 0;
+    while (*len <= limit) {
+        size_t n = fread(buf + *len, 1, limit + 1 - *len, f);
+        if (n == 0)
+            break;
+        *len += n;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int config_load_file(const char *path, struct config **out, char *err, size_t err_len)
+{
+    char scratch[1], reason[128];
+    if (err == NULL || err_len == 0) {
+        err = scratch;
+        err_len = sizeof scratch;
+    }
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, err_len, "%s: %s", path, strerror_r(errno, reason, sizeof reason));
+        return -1;
+    }
+    size_t len;
+    errno = 0;
+    char *text = read_limited(f, CONFIG_MAX_BYTES, &len);
+    int saved = errno != 0 ? errno : ENOMEM;
+    fclose(f);
+    if (text == NULL) {
+        snprintf(err, err_len, "%s: %s", path, strerror_r(saved, reason, sizeof reason));
+        return -1;
+    }
+    int rc = config_load_string(text, len, path, out, err, err_len);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,802 @@
+/* conn.c — the client side of the proxy; see conn.h for the state machine. */
+#include "conn.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "access.h"
+#include "http.h"
+#include "log.h"
+#include "tunnel.h"
+#include "upstream.h"
+#include "util.h"
+#include "worker.h"
+
+#define LINGER_MS 2000 /* after an error reply: keep reading (and discarding) this long */
+#define VIA_TOKEN "1.1 rlproxy"
+
+enum conn_state { CONN_READ_HEAD, CONN_FORWARD, CONN_TUNNEL_CONNECT, CONN_CLOSING };
+
+static const char *const state_names[] = {"READ_HEAD", "FORWARD", "TUNNEL_CONNECT", "CLOSING"};
+
+enum framing { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
+
+struct conn {
+    struct worker *worker;
+    struct config *config;
+    struct bufferevent *bev;
+    struct conn *prev, *next;
+    enum conn_state state;
+    char client_text[64];
+    struct sockaddr_storage client_addr;
+    struct http_parser parser;
+    struct event *timer; /* idle / header deadline / linger */
+    struct event *kick;  /* runs process_input from the loop, e.g. after curl drained the body */
+    int header_deadline_armed;
+
+    /* the request in flight */
+    struct upstream *upstream;
+    struct evbuffer *body; /* request body bytes not yet taken by curl */
+    int message_done;
+    int head_sent;
+    enum framing framing;
+    int close_after;
+    int client_eof;
+    int recv_paused, send_paused;
+    int status;
+    uint64_t start_ms, upstream_start_ms, upstream_head_ms;
+    uint64_t bytes_in, bytes_out;
+};
+
+static void process_input(struct conn *c);
+static void send_error(struct conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void conn_set_state(struct conn *c, enum conn_state next)
+{
+    log_debug("conn %s: %s -> %s", c->client_text, state_names[c->state], state_names[next]);
+    c->state = next;
+}
+
+struct conn *conn_next(struct conn *c) { return c->next; }
+
+/* ---- timers ----------------------------------------------------------------------------------- */
+
+static void arm_timer(struct conn *c, uint64_t ms)
+{
+    struct timeval tv;
+    util_ms_to_timeval(ms, &tv);
+    evtimer_add(c->timer, &tv);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->state == CONN_READ_HEAD && c->parser.started) {
+        send_error(c, 408, "request head not received within %" PRIu64 " ms",
+                   c->config->client_header_timeout_ms);
+        return;
+    }
+    conn_free(c); /* idle keep-alive expired, or the linger after an error reply ended */
+}
+
+static void wait_for_request(struct conn *c)
+{
+    c->header_deadline_armed = 0;
+    arm_timer(c, c->config->client_idle_timeout_ms);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+}
+
+/* ---- closing ---------------------------------------------------------------------------------- */
+
+void conn_free(struct conn *c)
+{
+    if (c->upstream != NULL) {
+        upstream_abort(c->upstream);
+        worker_count_response(c->worker, 0, c->bytes_in, c->bytes_out);
+    }
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
+    event_free(c->timer);
+    event_free(c->kick);
+    if (c->body != NULL)
+        evbuffer_free(c->body);
+    http_parser_free(&c->parser);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        c->worker->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    worker_conn_removed(c->worker, c);
+    config_unref(c->config);
+    free(c);
+}
+
+static void on_linger_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void on_closing_event(struct bufferevent *bev, short what, void *arg)
+{
+    conn_free(arg);
+}
+
+/* Once the last byte is out: half-close and read what the client still sends for a moment, so our
+ * close does not turn into a RST that destroys the reply before the client reads it. */
+static void on_closing_drained(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    shutdown(bufferevent_getfd(bev), SHUT_WR);
+    bufferevent_setcb(bev, on_linger_read, NULL, on_closing_event, c);
+    bufferevent_enable(bev, EV_READ);
+    arm_timer(c, LINGER_MS);
+}
+
+static void close_after_flush(struct conn *c)
+{
+    conn_set_state(c, CONN_CLOSING);
+    if (c->upstream != NULL) {
+        upstream_abort(c->upstream);
+        c->upstream = NULL;
+    }
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(c->bev, NULL, on_closing_drained, on_closing_event, c);
+    struct timeval tv;
+    util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    arm_timer(c, c->config->client_body_timeout_ms + LINGER_MS);
+    on_closing_drained(c->bev, c);
+}
+
+/* ---- access log ------------------------------------------------------------------------------- */
+
+static void format_time(char *buf, size_t len)
+{
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t used = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + used, len - used, ".%03ldZ", now.tv_nsec / 1000000);
+}
+
+/* Copies s for a log line, replacing quotes, backslashes and control bytes so a hostile target
+ * cannot forge log lines or break the JSON. */
+static void sanitize(char *out, size_t out_len, const char *s, size_t len)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < len && j + 1 < out_len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        out[j++] = (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\') ? '?' : (char)ch;
+    }
+    out[j] = '\0';
+}
+
+static void log_request(struct conn *c)
+{
+    if (!log_access_enabled())
+        return;
+    const struct http_request *r = &c->parser.req;
+    char when[40], method[40], target[1024], line[1400];
+    format_time(when, sizeof when);
+    sanitize(method, sizeof method, http_arena(r, r->method_off), r->method_len);
+    sanitize(target, sizeof target, http_arena(r, r->target_off), r->target_len);
+    uint64_t now = util_now_ms();
+    uint64_t total = now - c->start_ms;
+    uint64_t upstream_ms = c->upstream_head_ms ? c->upstream_head_ms - c->upstream_start_ms : 0;
+    int n;
+    if (c->config->access_format == ACCESS_FORMAT_JSON)
+        n = snprintf(line, sizeof line,
+                     "{\"time\":\"%s\",\"client\":\"%s\",\"user\":null,\"method\":\"%s\","
+                     "\"target\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+                     ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64 "}",
+                     when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
+                     total, upstream_ms);
+    else
+        n = snprintf(line, sizeof line,
+                     "%s %s - \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64
+                     "ms upstream=%" PRIu64 "ms",
+                     when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
+                     total, upstream_ms);
+    if (n > 0)
+        log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* ---- replies made by the proxy itself --------------------------------------------------------- */
+
+static void send_error(struct conn *c, int status, const char *fmt, ...)
+{
+    if (c->head_sent) { /* too late for a status: a truncated response must look truncated */
+        c->status = c->status ? c->status : status;
+        log_request(c);
+        conn_free(c);
+        return;
+    }
+    char body[700];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof body - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof body - 2)
+        n = (int)sizeof body - 2;
+    body[n++] = '\n';
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nConnection: close\r\nVia: " VIA_TOKEN "\r\n\r\n",
+                        status, http_status_reason(status), n);
+    evbuffer_add(out, body, (size_t)n);
+    c->status = status;
+    c->head_sent = 1;
+    if (c->parser.req.method_len > 0)
+        log_request(c);
+    log_info("%s: %d %.*s", c->client_text, status, n - 1, body);
+    close_after_flush(c);
+}
+
+/* ---- upstream callbacks ----------------------------------------------------------------------- */
+
+struct head_scan {
+    const char *connection;
+    size_t connection_len;
+    int64_t content_length;
+};
+
+/* Iterates "Name: value\r\n" lines of curl's header block. */
+static size_t next_header(const char *p, const char *end, const char **name, size_t *name_len,
+                          const char **value, size_t *value_len)
+{
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *line_end = eol ? eol + 1 : end;
+    const char *stop = eol ? eol : end;
+    if (stop > p && stop[-1] == '\r')
+        stop--;
+    const char *colon = memchr(p, ':', (size_t)(stop - p));
+    if (colon == NULL) {
+        *name_len = 0;
+        return (size_t)(line_end - p);
+    }
+    *name = p;
+    *name_len = (size_t)(colon - p);
+    const char *v = colon + 1;
+    while (v < stop && (*v == ' ' || *v == '\t'))
+        v++;
+    const char *v_end = stop;
+    while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+        v_end--;
+    *value = v;
+    *value_len = (size_t)(v_end - v);
+    return (size_t)(line_end - p);
+}
+
+static void scan_response_head(const char *h, size_t len, struct head_scan *s)
+{
+    const char *p = h, *end = h + len;
+    s->connection = NULL;
+    s->connection_len = 0;
+    s->content_length = -1;
+    while (p < end) {
+        const char *name, *value;
+        size_t name_len, value_len;
+        p += next_header(p, end, &name, &name_len, &value, &value_len);
+        if (name_len == 0)
+            continue;
+        if (util_equals_nocase(name, name_len, "Connection")) {
+            s->connection = value;
+            s->connection_len = value_len;
+        } else if (util_equals_nocase(name, name_len, "Content-Length")) {
+            char digits[24];
+            if (value_len > 0 && value_len < sizeof digits) {
+                memcpy(digits, value, value_len);
+                digits[value_len] = '\0';
+                s->content_length = strtoll(digits, NULL, 10);
+            }
+        }
+    }
+}
+
+static void on_upstream_head(void *arg, int status, const char *reason, size_t reason_len,
+                             const char *headers, size_t headers_len)
+{
+    struct conn *c = arg;
+    const struct http_request *r = &c->parser.req;
+    struct head_scan scan;
+    scan_response_head(headers, headers_len, &scan);
+    int no_body = r->method == HTTP_HEAD || status == 204 || status == 304;
+    int transfer_encoded = 0;
+
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", status, (int)reason_len, reason);
+    const char *p = headers, *end = headers + headers_len;
+    while (p < end) {
+        const char *name, *value;
+        size_t name_len, value_len;
+        p += next_header(p, end, &name, &name_len, &value, &value_len);
+        if (name_len == 0)
+            continue;
+        if (util_equals_nocase(name, name_len, "Transfer-Encoding"))
+            transfer_encoded = 1;
+        if (http_response_header_is_hop(name, name_len, scan.connection, scan.connection_len))
+            continue;
+        /* curl decoded the chunked framing: a Content-Length next to it is not the body length */
+        if (transfer_encoded && util_equals_nocase(name, name_len, "Content-Length"))
+            continue;
+        evbuffer_add(out, name, name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, value, value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (transfer_encoded)
+        scan.content_length = -1;
+    if (no_body)
+        c->framing = FRAME_NONE;
+    else if (scan.content_length >= 0)
+        c->framing = FRAME_LENGTH;
+    else if (r->version_minor == 1)
+        c->framing = FRAME_CHUNKED;
+    else
+        c->framing = FRAME_CLOSE;
+    if (!r->keep_alive || c->framing == FRAME_CLOSE || c->worker->draining)
+        c->close_after = 1;
+    if (c->framing == FRAME_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add(out, "Via: " VIA_TOKEN "\r\n", 5 + sizeof VIA_TOKEN - 1 + 2);
+    if (c->close_after)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (r->version_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    c->status = status;
+    c->head_sent = 1;
+    c->upstream_head_ms = util_now_ms();
+}
+
+static enum upstream_body_result on_upstream_body(void *arg, const char *data, size_t len)
+{
+    struct conn *c = arg;
+    if (c->state != CONN_FORWARD)
+        return UPSTREAM_BODY_ABORT;
+    if (c->framing == FRAME_NONE)
+        return UPSTREAM_BODY_OK; /* HEAD/204/304 carry no body whatever the origin sends */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) >= c->config->buffer_size) {
+        c->recv_paused = 1; /* resumed by on_client_write once the client drained half */
+        return UPSTREAM_BODY_PAUSE;
+    }
+    if (c->framing == FRAME_CHUNKED)
+        evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add(out, data, len);
+    if (c->framing == FRAME_CHUNKED)
+        evbuffer_add(out, "\r\n", 2);
+    c->bytes_out += len;
+    return UPSTREAM_BODY_OK;
+}
+
+static size_t on_upstream_read(void *arg, char *buf, size_t len)
+{
+    struct conn *c = arg;
+    size_t before = evbuffer_get_length(c->body);
+    int n = evbuffer_remove(c->body, buf, len);
+    if (n > 0) {
+        /* feeding stopped at the high-water mark: resume it from the loop, not from inside curl */
+        if (before >= c->config->buffer_size && before - (size_t)n < c->config->buffer_size)
+            event_active(c->kick, EV_TIMEOUT, 0);
+        return (size_t)n;
+    }
+    if (c->message_done)
+        return 0;
+    c->send_paused = 1; /* resumed by process_input when more body arrives */
+    return UPSTREAM_READ_PAUSE;
+}
+
+static void finish_request(struct conn *c)
+{
+    log_request(c);
+    worker_count_response(c->worker, c->status, c->bytes_in, c->bytes_out);
+    if (c->close_after || !c->message_done || c->client_eof) {
+        close_after_flush(c);
+        return;
+    }
+    /* keep-alive: the next request may already be waiting in the input buffer */
+    http_parser_next(&c->parser);
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    c->message_done = c->head_sent = c->recv_paused = c->send_paused = 0;
+    c->status = 0;
+    c->bytes_in = c->bytes_out = 0;
+    c->upstream_head_ms = 0;
+    c->framing = FRAME_NONE;
+    conn_set_state(c, CONN_READ_HEAD);
+    wait_for_request(c);
+    bufferevent_enable(c->bev, EV_READ);
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+static void on_upstream_done(void *arg, const struct upstream_result *result)
+{
+    struct conn *c = arg;
+    c->upstream = NULL;
+    if (!result->ok) {
+        send_error(c, result->status, "%s", result->message);
+        return;
+    }
+    if (c->framing == FRAME_CHUNKED)
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    if (c->message_done || c->state != CONN_FORWARD) {
+        finish_request(c);
+        return;
+    }
+    /* The origin answered before the client finished its body: the rest cannot be resynced. */
+    c->close_after = 1;
+    finish_request(c);
+}
+
+static void on_tunnel_connected(void *arg, int fd);
+
+static const struct upstream_callbacks forward_callbacks = {
+    .on_head = on_upstream_head,
+    .on_body = on_upstream_body,
+    .read_body = on_upstream_read,
+    .on_done = on_upstream_done,
+    .on_connected = NULL,
+};
+
+static const struct upstream_callbacks tunnel_callbacks = {
+    .on_done = on_upstream_done,
+    .on_connected = on_tunnel_connected,
+};
+
+/* ---- starting the upstream side ------------------------------------------------------------- */
+
+static struct curl_slist *append_header(struct curl_slist *list, const char *name, size_t name_len,
+                                        const char *value, size_t value_len, int *failed)
+{
+    char stack[512];
+    size_t need = name_len + value_len + 3;
+    char *line = need <= sizeof stack ? stack : malloc(need);
+    if (line == NULL) {
+        *failed = 1;
+        return list;
+    }
+    /* "Name;" is curl's way to send an empty header ("Name:" would delete it) */
+    if (value_len == 0)
+        snprintf(line, need, "%.*s;", (int)name_len, name);
+    else
+        snprintf(line, need, "%.*s: %.*s", (int)name_len, name, (int)value_len, value);
+    struct curl_slist *next = curl_slist_append(list, line);
+    if (line != stack)
+        free(line);
+    if (next == NULL)
+        *failed = 1;
+    return next ? next : list;
+}
+
+static struct curl_slist *build_request_headers(const struct http_request *r, int *failed)
+{
+    struct curl_slist *list = NULL;
+    int has_accept = 0;
+    for (size_t i = 0; i < r->header_count; i++) {
+        const struct http_header *h = &r->headers[i];
+        const char *name = http_arena(r, h->name_off);
+        if (http_request_header_is_hop(r, name, h->name_len))
+            continue;
+        if (util_equals_nocase(name, h->name_len, "Accept"))
+            has_accept = 1;
+        list = append_header(list, name, h->name_len, http_arena(r, h->value_off), h->value_len,
+                             failed);
+    }
+    list = append_header(list, "Via", 3, VIA_TOKEN, sizeof VIA_TOKEN - 1, failed);
+    /* An empty value removes a header libcurl would add on its own. */
+    const char *removals[] = {"Expect:", has_accept ? NULL : "Accept:"};
+    for (size_t i = 0; i < 2; i++) {
+        if (removals[i] == NULL)
+            continue;
+        struct curl_slist *next = curl_slist_append(list, removals[i]);
+        if (next == NULL)
+            *failed = 1;
+        else
+            list = next;
+    }
+    return list;
+}
+
+static void start_forward(struct conn *c)
+{
+    const struct http_request *r = &c->parser.req;
+    const struct http_target *t = &r->target;
+    char url[400], target_text[1200];
+    const char *scheme = t->scheme == HTTP_SCHEME_HTTPS ? "https" : "http";
+    snprintf(url, sizeof url, t->host_is_ipv6 ? "%s://[%s]:%u/" : "%s://%s:%u/", scheme, t->host,
+             t->port);
+
+    const char *path = http_arena(r, t->path_off);
+    size_t path_len = t->path_len;
+    char *target = malloc(path_len + 2);
+    if (target == NULL) {
+        send_error(c, 503, "out of memory");
+        return;
+    }
+    size_t used = 0;
+    if (path_len == 0 || path[0] != '/')
+        target[used++] = '/';
+    memcpy(target + used, path, path_len);
+    target[used + path_len] = '\0';
+    snprintf(target_text, sizeof target_text, "%.*s", (int)r->target_len,
+             http_arena(r, r->target_off));
+
+    int failed = 0;
+    struct upstream_request req = {
+        .url = url,
+        .request_target = target,
+        .method = http_arena(r, r->method_off),
+        .is_head = r->method == HTTP_HEAD,
+        .upload = r->has_body || r->content_length == 0,
+        .upload_length = r->chunked ? -1 : r->content_length,
+        .headers = build_request_headers(r, &failed),
+        .target_text = target_text,
+        .connect_timeout_ms = c->config->upstream_connect_timeout_ms,
+        .response_timeout_ms = c->config->upstream_response_timeout_ms,
+    };
+    if (failed) {
+        curl_slist_free_all(req.headers);
+        free(target);
+        send_error(c, 503, "out of memory");
+        return;
+    }
+    c->upstream_start_ms = util_now_ms();
+    c->upstream = upstream_start(c->worker->upstream, &req, &forward_callbacks, c);
+    free(target); /* curl copied it */
+    if (c->upstream == NULL) {
+        send_error(c, 503, "cannot start upstream transfer");
+        return;
+    }
+    if (r->expect_continue && r->has_body && evbuffer_get_length(c->body) == 0)
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    /* a stalled request body is a client timeout; a write that never drains likewise */
+    struct timeval tv;
+    util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
+    bufferevent_set_timeouts(c->bev, r->has_body ? &tv : NULL, &tv);
+}
+
+static void start_tunnel(struct conn *c)
+{
+    const struct http_target *t = &c->parser.req.target;
+    if (!access_connect_port_allowed(c->config, t->port)) {
+        send_error(c, 403, "CONNECT to port %u is not allowed (connect.allowed_ports)", t->port);
+        return;
+    }
+    conn_set_state(c, CONN_TUNNEL_CONNECT);
+    bufferevent_disable(c->bev, EV_READ); /* bytes after the head wait for the tunnel */
+    c->upstream_start_ms = util_now_ms();
+    c->upstream = upstream_connect(c->worker->upstream, t->host, t->port,
+                                   c->config->upstream_connect_timeout_ms, &tunnel_callbacks, c);
+    if (c->upstream == NULL)
+        send_error(c, 503, "cannot start upstream connection");
+}
+
+static void on_tunnel_connected(void *arg, int fd)
+{
+    struct conn *c = arg;
+    c->upstream = NULL;
+    struct tunnel_info info;
+    const struct http_target *t = &c->parser.req.target;
+    snprintf(info.client, sizeof info.client, "%s", c->client_text);
+    snprintf(info.target, sizeof info.target, t->host_is_ipv6 ? "[%s]:%u" : "%s:%u", t->host,
+             t->port);
+    info.start_ms = c->start_ms;
+    evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
+                 39);
+    struct bufferevent *bev = c->bev;
+    struct worker *w = c->worker;
+    c->bev = NULL; /* the tunnel owns it now */
+    conn_free(c);
+    tunnel_start(w, bev, fd, &info);
+}
+
+/* ---- the request head ------------------------------------------------------------------------- */
+
+static void handle_head(struct conn *c)
+{
+    const struct http_request *r = &c->parser.req;
+    evtimer_del(c->timer);
+    atomic_fetch_add(&c->worker->stats.requests, 1);
+    if (!access_client_allowed(c->config, (const struct sockaddr *)&c->client_addr)) {
+        send_error(c, 403, "client %s is not allowed to use this proxy (access.allow)",
+                   c->client_text);
+        return;
+    }
+    if (r->method == HTTP_CONNECT) {
+        start_tunnel(c);
+        return;
+    }
+    if (r->target.scheme == HTTP_SCHEME_NONE) {
+        char local[64] = "127.0.0.1:3128";
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &len) == 0)
+            util_format_sockaddr((struct sockaddr *)&ss, local, sizeof local);
+        send_error(c, 400,
+                   "rlproxy is an HTTP proxy: send the full URL (absolute form), e.g. "
+                   "curl -x http://%s http://example.com/ or http_proxy=http://%s",
+                   local, local);
+        return;
+    }
+    conn_set_state(c, CONN_FORWARD);
+    start_forward(c);
+}
+
+/* ---- input ------------------------------------------------------------------------------------ */
+
+static int on_request_body(void *arg, const char *data, size_t len)
+{
+    struct conn *c = arg;
+    c->bytes_in += len;
+    return evbuffer_add(c->body, data, len);
+}
+
+static int wants_input(const struct conn *c)
+{
+    if (c->state == CONN_READ_HEAD)
+        return 1;
+    return c->state == CONN_FORWARD && !c->message_done &&
+           evbuffer_get_length(c->body) < c->config->buffer_size;
+}
+
+static void process_input(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (wants_input(c) && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec;
+        if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
+            break;
+        size_t len = vec.iov_len;
+        if (c->state == CONN_FORWARD) { /* feed no more body than fits under the mark */
+            size_t room = c->config->buffer_size - evbuffer_get_length(c->body);
+            if (len > room)
+                len = room;
+        }
+        enum http_feed_result result;
+        size_t used = http_parser_feed(&c->parser, vec.iov_base, len, &result);
+        evbuffer_drain(in, used);
+        if (c->state == CONN_READ_HEAD && c->parser.started && !c->header_deadline_armed) {
+            c->header_deadline_armed = 1;
+            c->start_ms = util_now_ms();
+            arm_timer(c, c->config->client_header_timeout_ms);
+        }
+        if (result == HTTP_FEED_ERROR) {
+            if (c->state == CONN_FORWARD && c->head_sent) {
+                send_error(c, c->parser.error_status, "%s", c->parser.error_reason);
+                return;
+            }
+            send_error(c, c->parser.error_status, "malformed request: %s",
+                       c->parser.error_reason ? c->parser.error_reason : "parse error");
+            return;
+        }
+        if (result == HTTP_FEED_HEAD) {
+            http_parser_resume(&c->parser);
+            handle_head(c);
+            if (c->state != CONN_FORWARD)
+                return; /* tunnel, error reply or closing: no more parsing here */
+            /* a body-less request completes with no further input: feed zero bytes */
+            http_parser_feed(&c->parser, "", 0, &result);
+        }
+        if (result == HTTP_FEED_DONE) {
+            c->message_done = 1;
+            break;
+        }
+    }
+    if (c->state == CONN_FORWARD && c->upstream != NULL && c->send_paused &&
+        (evbuffer_get_length(c->body) > 0 || c->message_done)) {
+        c->send_paused = 0;
+        upstream_set_pause(c->upstream, c->recv_paused, 0);
+    }
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->state == CONN_READ_HEAD || c->state == CONN_FORWARD)
+        process_input(c);
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg) { process_input(arg); }
+
+static void on_client_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (c->recv_paused && c->upstream != NULL) {
+        c->recv_paused = 0;
+        upstream_set_pause(c->upstream, 0, c->send_paused);
+    }
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->state == CONN_FORWARD && !c->message_done && !c->head_sent)
+            send_error(c, 408, "request body stalled for %" PRIu64 " ms",
+                       c->config->client_body_timeout_ms);
+        else
+            conn_free(c);
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) && c->state == CONN_FORWARD &&
+        c->message_done) {
+        /* the client half-closed after a whole request: answer it, then close */
+        c->client_eof = 1;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    conn_free(c);
+}
+
+/* ---- accept ----------------------------------------------------------------------------------- */
+
+void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->worker = w;
+    c->config = config_ref(w->config);
+    memcpy(&c->client_addr, addr, (size_t)addr_len < sizeof c->client_addr ? (size_t)addr_len
+                                                                           : sizeof c->client_addr);
+    util_format_sockaddr(addr, c->client_text, sizeof c->client_text);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->kick = event_new(w->base, -1, 0, on_kick, c);
+    c->body = evbuffer_new();
+    http_parser_init(&c->parser, c->config->max_request_line, c->config->max_header_size,
+                     on_request_body, c);
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    worker_conn_added(w, c);
+    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->body == NULL) {
+        if (c->bev == NULL)
+            evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, c->config->buffer_size);
+    bufferevent_setwatermark(c->bev, EV_WRITE, c->config->buffer_size / 2, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    conn_set_state(c, CONN_READ_HEAD);
+    wait_for_request(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    if (c->state == CONN_READ_HEAD && !c->parser.started &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        conn_free(c);
+        return;
+    }
+    c->close_after = 1;
+}

@@ -1,0 +1,2 @@
+/* Compiles Debian node-llhttp's llhttp.c (found with -I$(LLHTTP_SRCDIR)); never a copy in this tree. */
+#include <llhttp.c>

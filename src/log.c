@@ -1,0 +1,140 @@
+/* log.c — see log.h. */
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int current_level = LOG_LEVEL_INFO;
+static int journal_prefix = -1; /* lazily: 1 when stderr is journald's stream */
+static int access_fd = -1;
+static int access_owned;
+
+static const char *const level_names[] = {"error", "warn", "notice", "info", "debug"};
+/* syslog priorities for journald's "<N>" prefix */
+static const int level_priority[] = {3, 4, 5, 6, 7};
+
+void log_set_level(enum log_level level) { atomic_store(&current_level, (int)level); }
+
+enum log_level log_get_level(void) { return (enum log_level)atomic_load(&current_level); }
+
+const char *log_level_name(enum log_level level)
+{
+    if ((unsigned)level > LOG_LEVEL_DEBUG)
+        return "?";
+    return level_names[level];
+}
+
+int log_level_parse(const char *text, enum log_level *out)
+{
+    for (int i = 0; i <= LOG_LEVEL_DEBUG; i++) {
+        if (strcmp(text, level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* journald sets JOURNAL_STREAM to "dev:inode" of the stream it hands us; when it matches stderr we
+ * emit "<N>" priorities and leave timestamps to the journal. */
+static int stderr_is_journal(void)
+{
+    const char *stream = getenv("JOURNAL_STREAM");
+    if (stream == NULL)
+        return 0;
+    unsigned long long dev, ino;
+    struct stat st;
+    if (sscanf(stream, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if ((int)level > atomic_load(&current_level))
+        return;
+    if (journal_prefix < 0)
+        journal_prefix = stderr_is_journal();
+
+    char line[2048];
+    size_t used;
+    if (journal_prefix) {
+        used = (size_t)snprintf(line, sizeof line, "<%d>%s: ", level_priority[level], level_names[level]);
+    } else {
+        struct timespec now;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &now);
+        gmtime_r(&now.tv_sec, &tm);
+        used = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+        used += (size_t)snprintf(line + used, sizeof line - used, ".%03ldZ rlproxy[%d] %s: ",
+                                 now.tv_nsec / 1000000, (int)getpid(), level_names[level]);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + used, sizeof line - used, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    used += (size_t)n;
+    if (used > sizeof line - 2)
+        used = sizeof line - 2;
+    line[used++] = '\n';
+    ssize_t unused = write(STDERR_FILENO, line, used);
+    (void)unused;
+}
+
+int log_access_open(const char *target)
+{
+    int fd;
+    int owned = 0;
+    if (target == NULL || strcmp(target, "off") == 0) {
+        fd = -1;
+    } else if (strcmp(target, "stderr") == 0) {
+        fd = STDERR_FILENO;
+    } else if (strcmp(target, "stdout") == 0) {
+        fd = STDOUT_FILENO;
+    } else {
+        fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0)
+            return -1;
+        owned = 1;
+    }
+    /* Swapped without a lock: a line written concurrently goes to the old or the new target; the old
+     * descriptor is closed only after the swap, so a racing write at worst fails with EBADF. */
+    int old = access_fd, old_owned = access_owned;
+    access_fd = fd;
+    access_owned = owned;
+    if (old_owned && old >= 0)
+        close(old);
+    return 0;
+}
+
+int log_access_enabled(void) { return access_fd >= 0; }
+
+void log_access_line(const char *line, size_t len)
+{
+    int fd = access_fd;
+    if (fd < 0)
+        return;
+    struct iovec iov[2] = {{(void *)line, len}, {(void *)"\n", 1}};
+    ssize_t unused = writev(fd, iov, 2);
+    (void)unused;
+}
+
+void log_access_close(void)
+{
+    if (access_owned && access_fd >= 0)
+        close(access_fd);
+    access_fd = -1;
+    access_owned = 0;
+}

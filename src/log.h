@@ -1,0 +1,39 @@
+/* log.h — leveled diagnostics to stderr (journald reads the "<N>" syslog prefix when stderr is the
+ * journal) and the access log sink. Thread-safe: each line goes out in one write(2). */
+#ifndef RLPROXY_LOG_H
+#define RLPROXY_LOG_H
+
+#include <stddef.h>
+
+enum log_level {
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_WARN,
+    LOG_LEVEL_NOTICE,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG,
+};
+
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+const char *log_level_name(enum log_level level);
+int log_level_parse(const char *text, enum log_level *out); /* 0 or -1 */
+
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_notice(...) log_msg(LOG_LEVEL_NOTICE, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_get_level() >= LOG_LEVEL_DEBUG)                                                    \
+            log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__);                                                 \
+    } while (0)
+
+/* Access log: "stderr", "off" or a path (opened O_APPEND). Returns 0 or -1 with errno. */
+int log_access_open(const char *target);
+int log_access_enabled(void);
+void log_access_line(const char *line, size_t len); /* line without trailing newline */
+void log_access_close(void);
+
+#endif

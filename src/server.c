@@ -1,0 +1,245 @@
+/* server.c — see server.h. */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "util.h"
+#include "worker.h"
+
+#define LISTEN_BACKLOG 1024
+
+struct server {
+    struct event_base *base;
+    struct config *config;
+    const char *config_path;
+    int *listen_fds;
+    size_t listen_count;
+    struct worker *workers;
+    unsigned worker_count;
+    int stopping;
+    struct event *watchdog;
+};
+
+static int open_listener(const struct listen_addr *la)
+{
+    int fd = socket(la->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        log_error("listen %s: socket: %s", la->text, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (la->addr.ss_family == AF_INET6) /* "[::]:3128" means IPv6 only; list 0.0.0.0 for IPv4 */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)&la->addr, la->addr_len) != 0 ||
+        listen(fd, LISTEN_BACKLOG) != 0) {
+        log_error("listen %s: %s", la->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    socklen_t len = sizeof bound;
+    char text[80];
+    if (getsockname(fd, (struct sockaddr *)&bound, &len) == 0)
+        log_notice("listening on %s", util_format_sockaddr((struct sockaddr *)&bound, text,
+                                                           sizeof text));
+    return fd;
+}
+
+static int open_listeners(struct server *s)
+{
+    s->listen_fds = calloc(s->config->listen_count, sizeof *s->listen_fds);
+    if (s->listen_fds == NULL)
+        return -1;
+    for (size_t i = 0; i < s->config->listen_count; i++) {
+        int fd = open_listener(&s->config->listen[i]);
+        if (fd < 0)
+            return -1;
+        s->listen_fds[s->listen_count++] = fd;
+    }
+    return 0;
+}
+
+static void close_listeners(struct server *s)
+{
+    for (size_t i = 0; i < s->listen_count; i++)
+        close(s->listen_fds[i]);
+    free(s->listen_fds);
+    s->listen_fds = NULL;
+    s->listen_count = 0;
+}
+
+static int same_listen(const struct config *a, const struct config *b)
+{
+    if (a->listen_count != b->listen_count)
+        return 0;
+    for (size_t i = 0; i < a->listen_count; i++)
+        if (strcmp(a->listen[i].text, b->listen[i].text) != 0)
+            return 0;
+    return 1;
+}
+
+static void reload(struct server *s)
+{
+    if (s->config_path == NULL) {
+        log_notice("SIGHUP: running on the embedded default config, nothing to reload");
+        return;
+    }
+    daemon_notify_reloading();
+    char err[1024];
+    struct config *next = NULL;
+    if (config_load_file(s->config_path, &next, err, sizeof err) != 0) {
+        log_error("reload failed, keeping the running config: %s", err);
+        daemon_notify_ready();
+        return;
+    }
+    if (!same_listen(s->config, next))
+        log_warn("reload: listen changed; the new addresses take effect after a restart");
+    if (next->workers != s->config->workers)
+        log_warn("reload: workers changed; takes effect after a restart");
+    log_set_level(next->log_level);
+    if (log_access_open(next->access_log) != 0)
+        log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));
+    for (unsigned i = 0; i < s->worker_count; i++)
+        worker_post_config(&s->workers[i], next);
+    config_unref(s->config);
+    s->config = next;
+    log_notice("configuration reloaded from %s", s->config_path);
+    daemon_notify_ready();
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    if (sig == SIGHUP) {
+        reload(s);
+        return;
+    }
+    if (s->stopping) {
+        log_notice("second stop signal: stopping now");
+        for (unsigned i = 0; i < s->worker_count; i++)
+            worker_post_stop(&s->workers[i], 1);
+        event_base_loopbreak(s->base);
+        return;
+    }
+    s->stopping = 1;
+    daemon_notify_stopping();
+    log_notice("stopping: draining connections for up to %" PRIu64 " ms",
+               s->config->shutdown_timeout_ms);
+    for (unsigned i = 0; i < s->worker_count; i++)
+        worker_post_stop(&s->workers[i], 0);
+    /* the main loop now only waits (in server_run) for the workers or the deadline */
+    event_base_loopexit(s->base, NULL);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg) { daemon_watchdog_ping(); }
+
+/* Joins every worker, forcing them to stop when the drain deadline passes. A second signal during
+ * the wait is handled by the signal events still armed on the main base. */
+static void wait_for_workers(struct server *s)
+{
+    uint64_t deadline = util_now_ms() + s->config->shutdown_timeout_ms;
+    for (unsigned i = 0; i < s->worker_count; i++) {
+        for (;;) {
+            uint64_t now = util_now_ms();
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            uint64_t wait_ms = now < deadline ? deadline - now : 0;
+            if (wait_ms > 100)
+                wait_ms = 100;
+            until.tv_nsec += (long)(wait_ms * 1000000);
+            until.tv_sec += until.tv_nsec / 1000000000;
+            until.tv_nsec %= 1000000000;
+            if (pthread_timedjoin_np(s->workers[i].thread, NULL, &until) == 0)
+                break;
+            event_base_loop(s->base, EVLOOP_NONBLOCK); /* a second signal forces the stop */
+            if (util_now_ms() >= deadline) {
+                log_warn("drain deadline passed: closing remaining connections");
+                for (unsigned j = 0; j < s->worker_count; j++)
+                    worker_post_stop(&s->workers[j], 1);
+                deadline = UINT64_MAX;
+            }
+        }
+    }
+}
+
+int server_run(struct config *config, const char *config_path)
+{
+    struct server s;
+    memset(&s, 0, sizeof s);
+    s.config = config;
+    s.config_path = config_path;
+    int status = 1;
+    s.base = event_base_new();
+    if (s.base == NULL || open_listeners(&s) != 0)
+        goto out;
+    s.workers = calloc(config->workers, sizeof *s.workers);
+    if (s.workers == NULL)
+        goto out;
+    for (unsigned i = 0; i < config->workers; i++) {
+        if (worker_init(&s.workers[i], i, config, s.listen_fds, s.listen_count) != 0) {
+            log_error("worker %u: initialisation failed", i);
+            worker_destroy(&s.workers[i]);
+            goto stop_workers;
+        }
+        if (worker_run(&s.workers[i]) != 0) {
+            log_error("worker %u: cannot start thread", i);
+            worker_destroy(&s.workers[i]);
+            goto stop_workers;
+        }
+        s.worker_count++;
+    }
+    struct event *signals[4];
+    const int signal_numbers[4] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+    for (int i = 0; i < 4; i++) {
+        signals[i] = evsignal_new(s.base, signal_numbers[i], on_signal, &s);
+        evsignal_add(signals[i], NULL);
+    }
+    uint64_t watchdog_ms = daemon_watchdog_interval_ms();
+    if (watchdog_ms > 0) {
+        s.watchdog = event_new(s.base, -1, EV_PERSIST, on_watchdog, &s);
+        struct timeval tv;
+        util_ms_to_timeval(watchdog_ms, &tv);
+        event_add(s.watchdog, &tv);
+    }
+    log_notice("rlproxy %s started: %u workers", PACKAGE_VERSION, s.worker_count);
+    daemon_notify_ready();
+    event_base_dispatch(s.base);
+    status = 0;
+    wait_for_workers(&s);
+    for (unsigned i = 0; i < s.worker_count; i++)
+        worker_destroy(&s.workers[i]);
+    for (int i = 0; i < 4; i++)
+        event_free(signals[i]);
+    if (s.watchdog != NULL)
+        event_free(s.watchdog);
+    log_notice("stopped");
+    goto out;
+
+stop_workers:
+    for (unsigned i = 0; i < s.worker_count; i++)
+        worker_post_stop(&s.workers[i], 1);
+    for (unsigned i = 0; i < s.worker_count; i++) {
+        worker_join(&s.workers[i]);
+        worker_destroy(&s.workers[i]);
+    }
+out:
+    free(s.workers);
+    close_listeners(&s);
+    if (s.base != NULL)
+        event_base_free(s.base);
+    config_unref(s.config);
+    return status;
+}

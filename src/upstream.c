@@ -1,0 +1,537 @@
+/* upstream.c — libcurl multi driven by libevent (the pattern of curl's docs/examples/multi-event.c):
+ * curl tells us which sockets to watch and when to wake it; we call curl_multi_socket_action and
+ * then drain curl_multi_info_read. libcurl is never called from inside its own callbacks: handles are
+ * removed only in the info_read loop or from libevent callbacks. */
+#include "upstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+#define POOL_MAX 64                     /* idle easy handles kept per worker */
+#define UPSTREAM_MAX_HEAD (64 * 1024)   /* response head bound; more is a 502 */
+
+struct upstream_multi {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    CURL *pool[POOL_MAX];
+    size_t pool_count;
+    size_t active;
+};
+
+struct upstream {
+    struct upstream_multi *m;
+    CURL *easy;
+    struct curl_slist *headers;
+    const struct upstream_callbacks *cb;
+    void *ctx;
+    struct event *response_timer;
+    uint64_t response_timeout_ms;
+    char *head; /* header block of the response being read */
+    size_t head_len, head_cap;
+    int status;
+    char reason[128];
+    int head_delivered;
+    int in_interim; /* inside a 1xx response's headers */
+    int connect_only;
+    int timed_out;
+    int head_too_big;
+    int pause_mask;
+    uint64_t bytes_received;
+    char target_text[256];
+    char error[CURL_ERROR_SIZE];
+};
+
+struct socket_watch {
+    struct event *ev;
+    struct upstream_multi *m;
+};
+
+static void check_done(struct upstream_multi *m);
+
+/* ---- libevent <-> curl glue ------------------------------------------------------------------- */
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream_multi *m = arg;
+    int flags = 0;
+    if (what & EV_READ)
+        flags |= CURL_CSELECT_IN;
+    if (what & EV_WRITE)
+        flags |= CURL_CSELECT_OUT;
+    int running = 0;
+    curl_multi_socket_action(m->multi, fd, flags, &running);
+    check_done(m);
+}
+
+static void on_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream_multi *m = arg;
+    int running = 0;
+    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(m);
+}
+
+static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct upstream_multi *m = userp;
+    struct socket_watch *w = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (w != NULL) {
+            event_free(w->ev);
+            free(w);
+            curl_multi_assign(m->multi, s, NULL);
+        }
+        return 0;
+    }
+    short events = EV_PERSIST;
+    if (what & CURL_POLL_IN)
+        events |= EV_READ;
+    if (what & CURL_POLL_OUT)
+        events |= EV_WRITE;
+    if (w == NULL) {
+        w = calloc(1, sizeof *w);
+        if (w == NULL)
+            return -1;
+        w->m = m;
+        curl_multi_assign(m->multi, s, w);
+    } else {
+        event_free(w->ev);
+    }
+    w->ev = event_new(m->base, s, events, on_socket_event, m);
+    if (w->ev == NULL)
+        return -1;
+    event_add(w->ev, NULL);
+    return 0;
+}
+
+static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct upstream_multi *m = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(m->timer);
+        return 0;
+    }
+    struct timeval tv;
+    util_ms_to_timeval((uint64_t)timeout_ms, &tv);
+    evtimer_add(m->timer, &tv); /* a 0 ms timer runs socket_action from the loop, not from here */
+    return 0;
+}
+
+struct upstream_multi *upstream_multi_new(struct event_base *base)
+{
+    struct upstream_multi *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    m->base = base;
+    m->multi = curl_multi_init();
+    m->timer = evtimer_new(base, on_timer_event, m);
+    if (m->multi == NULL || m->timer == NULL) {
+        upstream_multi_free(m);
+        return NULL;
+    }
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
+    /* idle upstream connections kept for reuse by this worker */
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, 256L);
+    return m;
+}
+
+void upstream_multi_free(struct upstream_multi *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->pool_count; i++)
+        curl_easy_cleanup(m->pool[i]);
+    if (m->multi != NULL)
+        curl_multi_cleanup(m->multi);
+    if (m->timer != NULL)
+        event_free(m->timer);
+    free(m);
+}
+
+size_t upstream_multi_active(const struct upstream_multi *m) { return m->active; }
+
+/* ---- easy handle life ------------------------------------------------------------------------- */
+
+static CURL *easy_get(struct upstream_multi *m)
+{
+    if (m->pool_count > 0)
+        return m->pool[--m->pool_count];
+    return curl_easy_init();
+}
+
+static void easy_put(struct upstream_multi *m, CURL *easy)
+{
+    if (m->pool_count < POOL_MAX) {
+        curl_easy_reset(easy);
+        m->pool[m->pool_count++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
+}
+
+static void upstream_free(struct upstream *u)
+{
+    struct upstream_multi *m = u->m;
+    curl_multi_remove_handle(m->multi, u->easy);
+    easy_put(m, u->easy);
+    curl_slist_free_all(u->headers);
+    if (u->response_timer != NULL)
+        event_free(u->response_timer);
+    free(u->head);
+    m->active--;
+    free(u);
+}
+
+void upstream_abort(struct upstream *u)
+{
+    if (u != NULL)
+        upstream_free(u);
+}
+
+/* ---- result classification -------------------------------------------------------------------- */
+
+static void classify(struct upstream *u, CURLcode code, struct upstream_result *r)
+{
+    long os_errno = 0;
+    curl_easy_getinfo(u->easy, CURLINFO_OS_ERRNO, &os_errno);
+    const char *detail = u->error[0] ? u->error : curl_easy_strerror(code);
+    const char *t = u->target_text;
+    r->status = 502;
+    if (u->timed_out) {
+        r->status = 504;
+        snprintf(r->message, sizeof r->message,
+                 "upstream timed out: no response from %s within %llu ms", t,
+                 (unsigned long long)u->response_timeout_ms);
+        return;
+    }
+    if (u->head_too_big) {
+        snprintf(r->message, sizeof r->message, "response header from %s too large", t);
+        return;
+    }
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+        snprintf(r->message, sizeof r->message, "cannot resolve host for %s: %s", t, detail);
+        break;
+    case CURLE_COULDNT_CONNECT:
+        if (os_errno == ECONNREFUSED)
+            snprintf(r->message, sizeof r->message, "connection refused by %s", t);
+        else
+            snprintf(r->message, sizeof r->message, "cannot connect to %s: %s", t, detail);
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        r->status = 504;
+        snprintf(r->message, sizeof r->message, "upstream timed out: %s: %s", t, detail);
+        break;
+    case CURLE_GOT_NOTHING:
+        snprintf(r->message, sizeof r->message, "%s closed the connection without a response", t);
+        break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+        snprintf(r->message, sizeof r->message, "TLS with %s failed: %s", t, detail);
+        break;
+    default:
+        snprintf(r->message, sizeof r->message, "upstream error from %s: %s", t, detail);
+        break;
+    }
+}
+
+static void finish(struct upstream *u, CURLcode code)
+{
+    struct upstream_result r;
+    memset(&r, 0, sizeof r);
+    r.bytes_received = u->bytes_received;
+    if (code == CURLE_OK && !u->timed_out && !u->head_too_big &&
+        (u->head_delivered || u->connect_only)) {
+        r.ok = 1;
+    } else {
+        classify(u, code, &r);
+    }
+    const struct upstream_callbacks *cb = u->cb;
+    void *ctx = u->ctx;
+    if (u->connect_only && r.ok) {
+        curl_socket_t s = CURL_SOCKET_BAD;
+        curl_easy_getinfo(u->easy, CURLINFO_ACTIVESOCKET, &s);
+        /* curl closes its connect-only connection when the handle leaves the multi; our dup keeps
+         * the socket for the tunnel and frees curl from any say over it (no cache pruning). */
+        int fd = s == CURL_SOCKET_BAD ? -1 : fcntl(s, F_DUPFD_CLOEXEC, 0);
+        upstream_free(u);
+        if (fd < 0) {
+            r.ok = 0;
+            r.status = 502;
+            snprintf(r.message, sizeof r.message, "tunnel socket unavailable");
+            cb->on_done(ctx, &r);
+            return;
+        }
+        cb->on_connected(ctx, fd);
+        return;
+    }
+    upstream_free(u);
+    cb->on_done(ctx, &r);
+}
+
+static void check_done(struct upstream_multi *m)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct upstream *u = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&u);
+        finish(u, msg->data.result);
+    }
+}
+
+static void on_response_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *u = arg;
+    u->timed_out = 1;
+    finish(u, CURLE_OPERATION_TIMEDOUT);
+}
+
+void upstream_request_sent(struct upstream *u)
+{
+    if (u->head_delivered || u->response_timer == NULL)
+        return;
+    struct timeval tv;
+    util_ms_to_timeval(u->response_timeout_ms, &tv);
+    evtimer_add(u->response_timer, &tv);
+}
+
+/* ---- curl callbacks --------------------------------------------------------------------------- */
+
+static int head_append(struct upstream *u, const char *data, size_t len)
+{
+    if (u->head_len + len > UPSTREAM_MAX_HEAD) {
+        u->head_too_big = 1;
+        return -1;
+    }
+    if (u->head_len + len > u->head_cap) {
+        size_t cap = u->head_cap ? u->head_cap * 2 : 2048;
+        while (cap < u->head_len + len)
+            cap *= 2;
+        char *grown = realloc(u->head, cap);
+        if (grown == NULL)
+            return -1;
+        u->head = grown;
+        u->head_cap = cap;
+    }
+    memcpy(u->head + u->head_len, data, len);
+    u->head_len += len;
+    return 0;
+}
+
+/* "HTTP/1.1 200 OK\r\n": keeps the code and the reason phrase exactly as the origin sent them. */
+static int parse_status_line(struct upstream *u, const char *line, size_t len)
+{
+    if (len < 12 || memcmp(line, "HTTP/", 5) != 0)
+        return -1;
+    const char *sp = memchr(line, ' ', len);
+    if (sp == NULL || (size_t)(line + len - sp) < 4)
+        return -1;
+    int code = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return -1;
+        code = code * 10 + (sp[i] - '0');
+    }
+    const char *reason = sp + 4;
+    const char *end = line + len;
+    while (end > reason && (end[-1] == '\r' || end[-1] == '\n'))
+        end--;
+    if (reason < end && *reason == ' ')
+        reason++;
+    size_t reason_len = reason < end ? (size_t)(end - reason) : 0;
+    if (reason_len >= sizeof u->reason)
+        reason_len = sizeof u->reason - 1;
+    memcpy(u->reason, reason, reason_len);
+    u->reason[reason_len] = '\0';
+    u->status = code;
+    return 0;
+}
+
+static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
+{
+    struct upstream *u = arg;
+    size_t len = size * nitems;
+    if (u->head_delivered)
+        return len; /* trailers after a chunked body: not forwarded */
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        if (parse_status_line(u, data, len) != 0)
+            return 0;
+        u->in_interim = u->status < 200;
+        u->head_len = 0;
+        return len;
+    }
+    if (len <= 2 && (data[0] == '\r' || data[0] == '\n')) {
+        if (u->in_interim) { /* 1xx: curl handles 100; 103 hints are dropped deliberately */
+            u->in_interim = 0;
+            return len;
+        }
+        u->head_delivered = 1;
+        if (u->response_timer != NULL)
+            evtimer_del(u->response_timer);
+        u->cb->on_head(u->ctx, u->status, u->reason, strlen(u->reason), u->head, u->head_len);
+        return len;
+    }
+    if (u->in_interim)
+        return len;
+    return head_append(u, data, len) == 0 ? len : 0;
+}
+
+static size_t write_cb(char *data, size_t size, size_t nitems, void *arg)
+{
+    struct upstream *u = arg;
+    size_t len = size * nitems;
+    switch (u->cb->on_body(u->ctx, data, len)) {
+    case UPSTREAM_BODY_OK:
+        u->bytes_received += len;
+        return len;
+    case UPSTREAM_BODY_PAUSE:
+        u->pause_mask |= CURLPAUSE_RECV;
+        return CURL_WRITEFUNC_PAUSE;
+    default:
+        return 0;
+    }
+}
+
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct upstream *u = arg;
+    size_t n = u->cb->read_body(u->ctx, buf, size * nitems);
+    if (n == CURL_READFUNC_PAUSE)
+        u->pause_mask |= CURLPAUSE_SEND;
+    else if (n == 0)
+        upstream_request_sent(u);
+    return n;
+}
+
+/* A retried request (curl resends on a reused connection that died) cannot rewind a streamed body. */
+static int seek_cb(void *arg, curl_off_t offset, int origin)
+{
+    return offset == 0 && origin == SEEK_SET ? CURL_SEEKFUNC_CANTSEEK : CURL_SEEKFUNC_FAIL;
+}
+
+void upstream_set_pause(struct upstream *u, int recv_paused, int send_paused)
+{
+    int mask = (recv_paused ? CURLPAUSE_RECV : 0) | (send_paused ? CURLPAUSE_SEND : 0);
+    if (mask == u->pause_mask)
+        return;
+    u->pause_mask = mask;
+    curl_easy_pause(u->easy, mask);
+}
+
+/* ---- starting transfers ----------------------------------------------------------------------- */
+
+static struct upstream *upstream_new(struct upstream_multi *m, const struct upstream_callbacks *cb,
+                                     void *ctx, const char *target_text)
+{
+    struct upstream *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return NULL;
+    u->easy = easy_get(m);
+    if (u->easy == NULL) {
+        free(u);
+        return NULL;
+    }
+    u->m = m;
+    u->cb = cb;
+    u->ctx = ctx;
+    snprintf(u->target_text, sizeof u->target_text, "%s", target_text);
+    CURL *e = u->easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, u);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, u->error);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* curl would otherwise obey http_proxy/https_proxy from our environment */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    m->active++;
+    return u;
+}
+
+static int add_to_multi(struct upstream *u)
+{
+    if (curl_multi_add_handle(u->m->multi, u->easy) != CURLM_OK) {
+        u->headers = NULL;
+        upstream_free(u);
+        return -1;
+    }
+    return 0;
+}
+
+struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_request *req,
+                                const struct upstream_callbacks *cb, void *ctx)
+{
+    struct upstream *u = upstream_new(m, cb, ctx, req->target_text);
+    if (u == NULL) {
+        curl_slist_free_all(req->headers);
+        return NULL;
+    }
+    CURL *e = u->easy;
+    u->headers = req->headers;
+    u->response_timeout_ms = req->response_timeout_ms;
+    u->response_timer = evtimer_new(m->base, on_response_timeout, u);
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, req->request_target);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, u);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    if (req->is_head) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    if (req->upload) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_length);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+        curl_easy_setopt(e, CURLOPT_READDATA, u);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, u);
+    }
+    if (add_to_multi(u) != 0)
+        return NULL;
+    if (!req->upload)
+        upstream_request_sent(u);
+    return u;
+}
+
+struct upstream *upstream_connect(struct upstream_multi *m, const char *host, unsigned port,
+                                  uint64_t connect_timeout_ms, const struct upstream_callbacks *cb,
+                                  void *ctx)
+{
+    char target[300], url[320];
+    int v6 = strchr(host, ':') != NULL;
+    snprintf(target, sizeof target, v6 ? "[%s]:%u" : "%s:%u", host, port);
+    snprintf(url, sizeof url, "http://%s/", target);
+    struct upstream *u = upstream_new(m, cb, ctx, target);
+    if (u == NULL)
+        return NULL;
+    u->connect_only = 1;
+    curl_easy_setopt(u->easy, CURLOPT_URL, url);
+    curl_easy_setopt(u->easy, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(u->easy, CURLOPT_FORBID_REUSE, 1L);
+    curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
+    if (add_to_multi(u) != 0)
+        return NULL;
+    return u;
+}

@@ -1,0 +1,75 @@
+/* upstream.h — fetching from origins with libcurl multi on a worker's event loop. Owns the CURLM, the
+ * libevent<->curl socket/timer glue (nothing else calls curl_multi_socket_action), the pool of easy
+ * handles, and the mapping of curl errors to 502/504 with a cause. Knows nothing about clients:
+ * it talks to its owner through struct upstream_callbacks. */
+#ifndef RLPROXY_UPSTREAM_H
+#define RLPROXY_UPSTREAM_H
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct upstream_multi;
+struct upstream;
+
+enum upstream_body_result { UPSTREAM_BODY_OK, UPSTREAM_BODY_PAUSE, UPSTREAM_BODY_ABORT };
+#define UPSTREAM_READ_PAUSE CURL_READFUNC_PAUSE
+#define UPSTREAM_READ_ABORT CURL_READFUNC_ABORT
+
+struct upstream_result {
+    int ok;            /* 1: the whole response arrived */
+    int status;        /* when !ok: what the client should get if no head was sent (502, 504) */
+    char message[600]; /* when !ok: the cause, one line, names the target */
+    uint64_t bytes_received;
+};
+
+/* Callbacks run inside libcurl's callbacks (except on_done and on_connected): they must not call
+ * back into this module; they may touch their own buffers and arm libevent events. */
+struct upstream_callbacks {
+    /* The final (non-1xx) response head. `headers` is the raw header block from the origin,
+     * "Name: value\r\n" lines, without the status line and the blank line. */
+    void (*on_head)(void *ctx, int status, const char *reason, size_t reason_len,
+                    const char *headers, size_t headers_len);
+    enum upstream_body_result (*on_body)(void *ctx, const char *data, size_t len);
+    /* Request body: bytes copied, 0 at the end, UPSTREAM_READ_PAUSE or UPSTREAM_READ_ABORT. */
+    size_t (*read_body)(void *ctx, char *buf, size_t len);
+    /* The transfer is over (removed from the multi); the upstream object is already freed. */
+    void (*on_done)(void *ctx, const struct upstream_result *result);
+    /* Tunnels only: the TCP connection is up; fd is ours (a dup, close it when done). */
+    void (*on_connected)(void *ctx, int fd);
+};
+
+struct upstream_request {
+    const char *url;            /* "http://host:port/" — scheme and authority; path comes next */
+    const char *request_target; /* sent verbatim: "/a/../b?x" */
+    const char *method;
+    int is_head;
+    int upload;            /* send a body (Content-Length or chunked) */
+    int64_t upload_length; /* -1: chunked */
+    struct curl_slist *headers; /* taken over by the upstream */
+    const char *target_text;    /* for messages: "http://host:port/path" or "host:port" */
+    uint64_t connect_timeout_ms;
+    uint64_t response_timeout_ms; /* from the end of the request to the first response byte */
+};
+
+struct upstream_multi *upstream_multi_new(struct event_base *base);
+void upstream_multi_free(struct upstream_multi *m); /* aborts nothing: free transfers first */
+size_t upstream_multi_active(const struct upstream_multi *m);
+
+struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_request *req,
+                                const struct upstream_callbacks *cb, void *ctx);
+/* CONNECT: open a TCP connection to host:port through libcurl (DNS cache, happy eyeballs). */
+struct upstream *upstream_connect(struct upstream_multi *m, const char *host, unsigned port,
+                                  uint64_t connect_timeout_ms, const struct upstream_callbacks *cb,
+                                  void *ctx);
+
+/* Pausing: recv when the client cannot take more, send when it has not sent more body yet.
+ * Never call from inside an upstream callback. */
+void upstream_set_pause(struct upstream *u, int recv_paused, int send_paused);
+/* The request body is complete; starts the response timer. Safe from inside read_body. */
+void upstream_request_sent(struct upstream *u);
+/* Stop and free without calling on_done. Never from inside an upstream callback. */
+void upstream_abort(struct upstream *u);
+
+#endif

@@ -1,0 +1,25 @@
+/* util.h — small helpers shared by every module: monotonic time, case-insensitive token compare,
+ * socket address formatting. No state, no allocation. */
+#ifndef RLPROXY_UTIL_H
+#define RLPROXY_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+uint64_t util_now_ms(void); /* CLOCK_MONOTONIC */
+uint64_t util_now_us(void);
+void util_ms_to_timeval(uint64_t ms, struct timeval *tv);
+
+/* 1 when the len bytes at a equal the NUL-terminated word, ignoring ASCII case. */
+int util_equals_nocase(const char *a, size_t len, const char *word);
+
+/* "127.0.0.1:3128" / "[::1]:3128"; returns buf. */
+const char *util_format_sockaddr(const struct sockaddr *sa, char *buf, size_t buf_len);
+
+/* For each comma-separated token (trimmed of SP/HT) in value[0..len): fn returns non-zero to stop. */
+int util_for_each_token(const char *value, size_t len,
+                        int (*fn)(const char *token, size_t token_len, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,64 @@
+/* worker.h — one thread: its event_base, its CURLM (struct upstream_multi), its listeners and every
+ * client connection and tunnel it accepted, start to finish. Nothing here is touched by another
+ * thread except through worker_post_* (which wake the loop with event_active). */
+#ifndef RLPROXY_WORKER_H
+#define RLPROXY_WORKER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "upstream.h"
+
+struct conn;
+struct tunnel;
+
+struct worker_stats {
+    _Atomic uint64_t requests;
+    _Atomic uint64_t responses_by_class[6]; /* index status/100; 0 = aborted */
+    _Atomic uint64_t bytes_from_clients, bytes_to_clients;
+    _Atomic uint64_t connections_accepted;
+    _Atomic uint64_t tunnels_opened;
+};
+
+struct worker {
+    unsigned id;
+    pthread_t thread;
+    struct event_base *base;
+    struct upstream_multi *upstream;
+    struct config *config; /* current; connections take a reference when they start */
+    struct evconnlistener **listeners;
+    size_t listener_count;
+    struct event *wakeup;
+    pthread_mutex_t lock; /* guards pending_config and the message flags */
+    struct config *pending_config;
+    int stop_requested, force_stop;
+    int draining;
+    struct conn *conns;     /* intrusive list */
+    struct tunnel *tunnels; /* intrusive list */
+    size_t conn_count, tunnel_count;
+    struct worker_stats stats;
+};
+
+/* listen_fds are shared by every worker (each adds its own evconnlistener on them). */
+int worker_init(struct worker *w, unsigned id, struct config *config, const int *listen_fds,
+                size_t listen_count);
+int worker_run(struct worker *w); /* starts the thread */
+void worker_join(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* From the main thread. */
+void worker_post_stop(struct worker *w, int force);
+void worker_post_config(struct worker *w, struct config *config); /* takes a reference */
+
+/* From the worker's own thread. */
+void worker_conn_added(struct worker *w, struct conn *c);
+void worker_conn_removed(struct worker *w, struct conn *c);
+void worker_tunnel_added(struct worker *w, struct tunnel *t);
+void worker_tunnel_removed(struct worker *w, struct tunnel *t);
+void worker_count_response(struct worker *w, int status, uint64_t bytes_in, uint64_t bytes_out);
+
+#endif
