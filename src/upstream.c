@@ -529,7 +529,6 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
     u->connect_only = 1;
     curl_easy_setopt(u->easy, CURLOPT_URL, url);
     curl_easy_setopt(u->easy, CURLOPT_CONNECT_ONLY, 1L);
-    curl_easy_setopt(u->easy, CURLOPT_FORBID_REUSE, 1L);
     curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
     if (add_to_multi(u) != 0)
         return NULL;
