@@ -1,12 +1,12 @@
 /* config.c — owns the declaration table (every key: name, type, default, bounds, doc, reloadable),
  * what each type's values mean (durations, sizes, CIDR blocks, listen addresses, ports, words), the
  * embedded default and the reference count. config_yaml.c finds values in YAML and hands their text
- * here, and the defaults are parsed from the table's own default_text through that same walker, so a
- * documented default cannot drift from the one that serves.
+ * here, and the defaults are parsed from the table's own default_text through that same walker, so
+ * a documented default cannot drift from the one that serves.
  *
- * Adding a key is one row in keys[]. Adding a type is one entry in type_ops[] (a scalar parser, or an
- * element parser and elem_size for a list); a type whose values are mappings (rate_limits) would add
- * its own walk function in config_yaml.c's walk_value() and its release hook here. */
+ * Adding a key is one row in keys[]. Adding a type is one entry in type_ops[] (a scalar parser, or
+ * an element parser and elem_size for a list); a type whose values are mappings (rate_limits) would
+ * add its own walk function in config_yaml.c's walk_value() and its release hook here. */
 
 #include "config.h"
 
@@ -34,17 +34,23 @@ _Static_assert(sizeof(enum log_level) == sizeof(int), "enum storage");
 static const char *const log_level_words[] = {"error", "warn", "notice", "info", "debug", NULL};
 static const char *const access_format_words[] = {"text", "json", NULL};
 
-#define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)                   \
-    {.name = (name_), .type = (type_), .default_text = (default_), .min = (min_), .max = (max_),        \
-     .choices = (choices_), .reloadable = (reloadable_), .doc = (doc_),                                \
-     .offset = offsetof(struct config, field_)}
-#define LIST_ROW(name_, type_, default_, min_, max_, reloadable_, field_, doc_)                        \
-    {.name = (name_), .type = (type_), .default_text = (default_), .min = (min_), .max = (max_),        \
-     .reloadable = (reloadable_), .doc = (doc_), .offset = offsetof(struct config, field_),            \
-     .count_offset = offsetof(struct config, field_##_count)}
+#define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)               \
+    {                                                                                              \
+        .name = (name_), .type = (type_), .default_text = (default_), .min = (min_),               \
+        .max = (max_), .choices = (choices_), .reloadable = (reloadable_), .doc = (doc_),          \
+        .offset = offsetof(struct config, field_)                                                  \
+    }
+#define LIST_ROW(name_, type_, default_, min_, max_, reloadable_, field_, doc_)                    \
+    {                                                                                              \
+        .name = (name_), .type = (type_), .default_text = (default_), .min = (min_),               \
+        .max = (max_), .reloadable = (reloadable_), .doc = (doc_),                                 \
+        .offset = offsetof(struct config, field_),                                                 \
+        .count_offset = offsetof(struct config, field_##_count)                                    \
+    }
 
 /* The one declaration table. Docs are single sentences: the man page repeats them verbatim and
- * test_config checks that it does. Bounds of DURATION are in ms, of SIZE in bytes, of lists in entries. */
+ * test_config checks that it does. Bounds of DURATION are in ms, of SIZE in bytes, of lists in
+ * entries. */
 static const struct config_key keys[] = {
     LIST_ROW("listen", CONFIG_LISTEN_LIST, "[\"127.0.0.1:3128\"]", 1, 64, 1, listen,
              "Addresses that accept proxy clients, as IP:port; port 0 picks a free port"),
@@ -53,15 +59,17 @@ static const struct config_key keys[] = {
     ROW("shutdown_timeout", CONFIG_DURATION, "30s", 0, MS_PER_H, NULL, 1, shutdown_timeout_ms,
         "How long a graceful stop waits for in-flight requests and tunnels"),
     LIST_ROW("access.allow", CONFIG_CIDR_LIST, "[\"127.0.0.0/8\", \"::1/128\"]", 0, 4096, 1,
-             access_allow, "Client address blocks allowed to use the proxy; clients outside get 403"),
+             access_allow,
+             "Client address blocks allowed to use the proxy; clients outside get 403"),
     LIST_ROW("connect.allowed_ports", CONFIG_PORT_LIST, "[443]", 0, 1024, 1, connect_allowed_ports,
              "Destination ports that CONNECT may open tunnels to; other ports get 403"),
     ROW("timeouts.client_header", CONFIG_DURATION, "10s", 100, MS_PER_H, NULL, 1,
         client_header_timeout_ms, "Time a client has to send a complete request head"),
-    ROW("timeouts.client_idle", CONFIG_DURATION, "60s", 100, MS_PER_D, NULL, 1, client_idle_timeout_ms,
+    ROW("timeouts.client_idle", CONFIG_DURATION, "60s", 100, MS_PER_D, NULL, 1,
+        client_idle_timeout_ms,
         "Time a keep-alive client connection may sit idle between requests"),
-    ROW("timeouts.client_body", CONFIG_DURATION, "30s", 100, MS_PER_D, NULL, 1, client_body_timeout_ms,
-        "Longest stall allowed between two reads of a request body"),
+    ROW("timeouts.client_body", CONFIG_DURATION, "30s", 100, MS_PER_D, NULL, 1,
+        client_body_timeout_ms, "Longest stall allowed between two reads of a request body"),
     ROW("timeouts.upstream_connect", CONFIG_DURATION, "10s", 100, 10 * MS_PER_M, NULL, 1,
         upstream_connect_timeout_ms, "Time allowed to open a connection to an origin server"),
     ROW("timeouts.upstream_response", CONFIG_DURATION, "60s", 100, MS_PER_D, NULL, 1,
@@ -100,9 +108,10 @@ const struct config_key *config_key_find(const char *name)
     return NULL;
 }
 
-/* ---- small parsers ------------------------------------------------------------------------------- */
+/* ---- small parsers ---- */
 
-/* Decimal digits only (no sign, space or base prefix), overflow-checked. *end gets the first non-digit. */
+/* Decimal digits only (no sign, space or base prefix), overflow-checked. *end gets the first
+ * non-digit. */
 static int parse_digits(const char *text, uint64_t *out, const char **end)
 {
     uint64_t value = 0;
@@ -147,8 +156,8 @@ static const struct unit duration_units[] = {
 
 /* IEC powers of 1024 and SI powers of 1000 ("kB" is the SI spelling, "KB" the common one). */
 static const struct unit size_units[] = {
-    {"", 1},        {"B", 1},         {"KiB", KIB},     {"MiB", MIB}, {"GiB", 1024 * MIB},
-    {"KB", 1000},   {"kB", 1000},     {"MB", 1000000},  {"GB", 1000000000}, {NULL, 0},
+    {"", 1},      {"B", 1},     {"KiB", KIB},    {"MiB", MIB},       {"GiB", 1024 * MIB},
+    {"KB", 1000}, {"kB", 1000}, {"MB", 1000000}, {"GB", 1000000000}, {NULL, 0},
 };
 
 /* Digits then one of the units: the form is right even if the value overflows. */
@@ -191,10 +200,14 @@ int config_parse_duration_ms(const char *text, uint64_t *out)
     return parse_with_unit(text, duration_units, out);
 }
 
-int config_parse_size(const char *text, uint64_t *out) { return parse_with_unit(text, size_units, out); }
+int config_parse_size(const char *text, uint64_t *out)
+{
+    return parse_with_unit(text, size_units, out);
+}
 
 /* The largest unit that divides the value exactly, so messages read "100ms", "5m", "1MiB". */
-static void format_with_unit(uint64_t value, const struct unit *units, size_t n, char *buf, size_t len)
+static void format_with_unit(uint64_t value, const struct unit *units, size_t n, char *buf,
+                             size_t len)
 {
     const char *suffix = units[0].suffix;
     uint64_t factor = 1;
@@ -230,7 +243,8 @@ static const char *printable(const char *text, char *buf, size_t len)
     return buf;
 }
 
-static int why_fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int why_fail(char *why, size_t why_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int why_fail(char *why, size_t why_len, const char *fmt, ...)
 {
     va_list ap;
@@ -241,7 +255,7 @@ static int why_fail(char *why, size_t why_len, const char *fmt, ...)
     return -1;
 }
 
-/* ---- CIDR blocks ------------------------------------------------------------------------------------ */
+/* ---- CIDR blocks ---- */
 
 int cidr_parse(const char *text, struct cidr *out)
 {
@@ -270,7 +284,7 @@ int cidr_parse(const char *text, struct cidr *out)
     block.prefix = (unsigned)prefix;
     /* Host bits are masked off rather than refused: "10.1.2.3/8" can only mean 10.0.0.0/8. */
     for (unsigned bit = block.prefix; bit < max_prefix; bit++)
-        block.addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+        block.addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
     *out = block;
     return 0;
 }
@@ -286,9 +300,9 @@ static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned prefix)
     return (a[whole] & mask) == (b[whole] & mask);
 }
 
-/* A client is the same client whether a dual-stack socket shows it as ::ffff:a.b.c.d or an IPv4 socket
- * as a.b.c.d: both match IPv4 blocks, and both match IPv6 blocks in their mapped form (so ::/0 matches
- * every client, and ::ffff:0:0/96 every IPv4 client). */
+/* A client is the same client whether a dual-stack socket shows it as ::ffff:a.b.c.d or an IPv4
+ * socket as a.b.c.d: both match IPv4 blocks, and both match IPv6 blocks in their mapped form (so
+ * ::/0 matches every client, and ::ffff:0:0/96 every IPv4 client). */
 int cidr_contains(const struct cidr *cidr, const struct sockaddr *addr)
 {
     static const uint8_t mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -309,11 +323,11 @@ int cidr_contains(const struct cidr *cidr, const struct sockaddr *addr)
     return 0;
 }
 
-/* ---- listen addresses -------------------------------------------------------------------------------- */
+/* ---- listen addresses ---- */
 
 /* Split "host:port" / "[v6]:port" into host text and port; -1 with a reason. */
-static int split_host_port(const char *text, char *host, size_t host_len, int *bracketed, uint64_t *port,
-                           char *why, size_t why_len)
+static int split_host_port(const char *text, char *host, size_t host_len, int *bracketed,
+                           uint64_t *port, char *why, size_t why_len)
 {
     const char *host_start = text, *host_end, *colon;
     *bracketed = text[0] == '[';
@@ -321,7 +335,8 @@ static int split_host_port(const char *text, char *host, size_t host_len, int *b
         host_start = text + 1;
         host_end = strchr(host_start, ']');
         if (host_end == NULL || host_end[1] != ':')
-            return why_fail(why, why_len, "an IPv6 listen address is written [address]:port, as in [::1]:3128");
+            return why_fail(why, why_len,
+                            "an IPv6 listen address is written [address]:port, as in [::1]:3128");
         colon = host_end + 1;
     } else {
         colon = strrchr(text, ':');
@@ -344,15 +359,17 @@ static int split_host_port(const char *text, char *host, size_t host_len, int *b
 static int parse_listen(const char *text, struct listen_addr *out, char *why, size_t why_len)
 {
     char host[INET6_ADDRSTRLEN + 1], shown[INET6_ADDRSTRLEN];
-    int bracketed;
-    uint64_t port;
+    int bracketed = 0;
+    uint64_t port = 0; /* set by split_host_port(); GCC -O3 cannot see that */
     if (split_host_port(text, host, sizeof host, &bracketed, &port, why, why_len) != 0)
         return -1;
     memset(out, 0, sizeof *out);
     if (!bracketed) {
         /* Only "localhost" is resolved: a name that resolves differently tomorrow has no place in a
          * bind address, and getaddrinfo() would make loading depend on DNS. */
-        const char *ip = strcmp(host, "*") == 0 ? "0.0.0.0" : strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+        const char *ip = strcmp(host, "*") == 0           ? "0.0.0.0"
+                         : strcmp(host, "localhost") == 0 ? "127.0.0.1"
+                                                          : host;
         struct sockaddr_in *sin = (struct sockaddr_in *)&out->addr;
         if (inet_pton(AF_INET, ip, &sin->sin_addr) != 1)
             return why_fail(why, why_len, "listen needs an IP address (or * or localhost)");
@@ -365,7 +382,8 @@ static int parse_listen(const char *text, struct listen_addr *out, char *why, si
     }
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addr;
     if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-        return why_fail(why, why_len, "listen needs an IP address; [%s] is not an IPv6 address", host);
+        return why_fail(why, why_len, "listen needs an IP address; [%s] is not an IPv6 address",
+                        host);
     sin6->sin6_family = AF_INET6;
     sin6->sin6_port = htons((uint16_t)port);
     out->addr_len = sizeof *sin6;
@@ -374,7 +392,7 @@ static int parse_listen(const char *text, struct listen_addr *out, char *why, si
     return 0;
 }
 
-/* ---- per-type value handling --------------------------------------------------------------------------- */
+/* ---- per-type value handling ---- */
 
 static int check_range(const struct config_key *key, const char *text, uint64_t value,
                        void (*format)(uint64_t, char *, size_t), char *why, size_t why_len)
@@ -382,11 +400,13 @@ static int check_range(const struct config_key *key, const char *text, uint64_t 
     char bound[32], shown[64];
     if (value < key->min) {
         format(key->min, bound, sizeof bound);
-        return why_fail(why, why_len, "%s is below the minimum %s", printable(text, shown, sizeof shown), bound);
+        return why_fail(why, why_len, "%s is below the minimum %s",
+                        printable(text, shown, sizeof shown), bound);
     }
     if (value > key->max) {
         format(key->max, bound, sizeof bound);
-        return why_fail(why, why_len, "%s is above the maximum %s", printable(text, shown, sizeof shown), bound);
+        return why_fail(why, why_len, "%s is above the maximum %s",
+                        printable(text, shown, sizeof shown), bound);
     }
     return 0;
 }
@@ -396,35 +416,41 @@ static void format_plain(uint64_t value, char *buf, size_t len)
     snprintf(buf, len, "%llu", (unsigned long long)value);
 }
 
-static int parse_bool(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_bool(const struct config_key *key, const char *text, void *dst, char *why,
+                      size_t why_len)
 {
     char shown[64];
     (void)key;
-    /* YAML 1.2's two words only: YAML 1.1's yes/no/on/off surprise people (the "Norway problem"). */
+    /* YAML 1.2's two words only: YAML 1.1's yes/no/on/off surprise people ("Norway problem"). */
     if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
-        return why_fail(why, why_len, "\"%s\" is not true or false", printable(text, shown, sizeof shown));
+        return why_fail(why, why_len, "\"%s\" is not true or false",
+                        printable(text, shown, sizeof shown));
     *(int *)dst = strcmp(text, "true") == 0;
     return 0;
 }
 
-static int parse_uint(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_uint(const struct config_key *key, const char *text, void *dst, char *why,
+                      size_t why_len)
 {
     char shown[64];
     uint64_t value;
     if (parse_number(text, &value) != 0)
-        return why_fail(why, why_len, "\"%s\" is not a whole number", printable(text, shown, sizeof shown));
+        return why_fail(why, why_len, "\"%s\" is not a whole number",
+                        printable(text, shown, sizeof shown));
     if (check_range(key, text, value, format_plain, why, why_len) != 0)
         return -1;
     *(unsigned *)dst = (unsigned)value;
     return 0;
 }
 
-static int parse_workers(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_workers(const struct config_key *key, const char *text, void *dst, char *why,
+                         size_t why_len)
 {
     char shown[64];
     if (strcmp(text, "auto") != 0) {
         if (!all_digits(text))
-            return why_fail(why, why_len, "\"%s\" is not auto or a number", printable(text, shown, sizeof shown));
+            return why_fail(why, why_len, "\"%s\" is not auto or a number",
+                            printable(text, shown, sizeof shown));
         return parse_uint(key, text, dst, why, why_len);
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -436,17 +462,20 @@ static int parse_workers(const struct config_key *key, const char *text, void *d
     return 0;
 }
 
-static int parse_duration(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_duration(const struct config_key *key, const char *text, void *dst, char *why,
+                          size_t why_len)
 {
     char shown[64];
     uint64_t ms;
     if (config_parse_duration_ms(text, &ms) != 0) {
         printable(text, shown, sizeof shown);
         if (all_digits(text))
-            return why_fail(why, why_len, "%s needs a unit: ms, s, m, h or d (as in %ss)", shown, shown);
+            return why_fail(why, why_len, "%s needs a unit: ms, s, m, h or d (as in %ss)", shown,
+                            shown);
         if (has_unit_form(text, duration_units))
             return why_fail(why, why_len, "%s is too large", shown);
-        return why_fail(why, why_len, "\"%s\" is not a duration such as 250ms, 10s, 5m, 1h or 1d", shown);
+        return why_fail(why, why_len, "\"%s\" is not a duration such as 250ms, 10s, 5m, 1h or 1d",
+                        shown);
     }
     if (check_range(key, text, ms, format_duration, why, why_len) != 0)
         return -1;
@@ -454,7 +483,8 @@ static int parse_duration(const struct config_key *key, const char *text, void *
     return 0;
 }
 
-static int parse_size(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_size(const struct config_key *key, const char *text, void *dst, char *why,
+                      size_t why_len)
 {
     char shown[64];
     uint64_t bytes;
@@ -470,7 +500,8 @@ static int parse_size(const struct config_key *key, const char *text, void *dst,
     return 0;
 }
 
-static int parse_string(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_string(const struct config_key *key, const char *text, void *dst, char *why,
+                        size_t why_len)
 {
     (void)key;
     if (*text == '\0')
@@ -483,7 +514,8 @@ static int parse_string(const struct config_key *key, const char *text, void *ds
     return 0;
 }
 
-static int parse_enum(const struct config_key *key, const char *text, void *dst, char *why, size_t why_len)
+static int parse_enum(const struct config_key *key, const char *text, void *dst, char *why,
+                      size_t why_len)
 {
     char list[256] = "", shown[64];
     for (size_t i = 0; key->choices[i] != NULL; i++) {
@@ -494,11 +526,12 @@ static int parse_enum(const struct config_key *key, const char *text, void *dst,
         size_t used = strlen(list);
         snprintf(list + used, sizeof list - used, "%s%s", i > 0 ? ", " : "", key->choices[i]);
     }
-    return why_fail(why, why_len, "\"%s\" is not one of %s", printable(text, shown, sizeof shown), list);
+    return why_fail(why, why_len, "\"%s\" is not one of %s", printable(text, shown, sizeof shown),
+                    list);
 }
 
-static int parse_listen_element(const struct config_key *key, const char *text, void *dst, char *why,
-                                size_t why_len)
+static int parse_listen_element(const struct config_key *key, const char *text, void *dst,
+                                char *why, size_t why_len)
 {
     char reason[128], shown[64];
     (void)key;
@@ -513,7 +546,8 @@ static int parse_cidr_element(const struct config_key *key, const char *text, vo
     char shown[64];
     (void)key;
     if (cidr_parse(text, dst) != 0)
-        return why_fail(why, why_len, "\"%s\" is not an address block such as 10.0.0.0/8 or ::1/128",
+        return why_fail(why, why_len,
+                        "\"%s\" is not an address block such as 10.0.0.0/8 or ::1/128",
                         printable(text, shown, sizeof shown));
     return 0;
 }
@@ -525,7 +559,8 @@ static int parse_port_element(const struct config_key *key, const char *text, vo
     uint64_t port;
     (void)key;
     if (parse_number(text, &port) != 0 || port < 1 || port > 65535)
-        return why_fail(why, why_len, "\"%s\" is not a port from 1 to 65535", printable(text, shown, sizeof shown));
+        return why_fail(why, why_len, "\"%s\" is not a port from 1 to 65535",
+                        printable(text, shown, sizeof shown));
     *(uint16_t *)dst = (uint16_t)port;
     return 0;
 }
@@ -550,17 +585,20 @@ static int same_cidr(const void *a, const void *b)
     return x->family == y->family && x->prefix == y->prefix && memcmp(x->addr, y->addr, 16) == 0;
 }
 
-static int same_port(const void *a, const void *b) { return *(const uint16_t *)a == *(const uint16_t *)b; }
+static int same_port(const void *a, const void *b)
+{
+    return *(const uint16_t *)a == *(const uint16_t *)b;
+}
 
 typedef int (*value_parser)(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len);
 
 struct type_ops {
-    const char *describe;                     /* for "expected ..." messages */
-    value_parser parse;                       /* scalars: into the field; lists: into one element */
-    size_t elem_size;                         /* lists only */
+    const char *describe; /* for "expected ..." messages */
+    value_parser parse;   /* scalars: into the field; lists: into one element */
+    size_t elem_size;     /* lists only */
     int (*same)(const void *a, const void *b); /* lists only: repeated entries are refused */
-    int owns_string;                          /* the field is a heap string to free */
+    int owns_string;                           /* the field is a heap string to free */
 };
 
 static const struct type_ops type_ops[] = {
@@ -574,15 +612,25 @@ static const struct type_ops type_ops[] = {
     [CONFIG_LOG_LEVEL] = {"a log level", parse_enum, 0, NULL, 0},
     [CONFIG_LISTEN_LIST] = {"a list of addresses", parse_listen_element, sizeof(struct listen_addr),
                             same_listen, 0},
-    [CONFIG_CIDR_LIST] = {"a list of address blocks", parse_cidr_element, sizeof(struct cidr), same_cidr, 0},
+    [CONFIG_CIDR_LIST] = {"a list of address blocks", parse_cidr_element, sizeof(struct cidr),
+                          same_cidr, 0},
     [CONFIG_PORT_LIST] = {"a list of ports", parse_port_element, sizeof(uint16_t), same_port, 0},
 };
 
-static void *field_of(struct config *cfg, const struct config_key *key) { return (char *)cfg + key->offset; }
+static void *field_of(struct config *cfg, const struct config_key *key)
+{
+    return (char *)cfg + key->offset;
+}
 
-size_t config_value_elem_size(const struct config_key *key) { return type_ops[key->type].elem_size; }
+size_t config_value_elem_size(const struct config_key *key)
+{
+    return type_ops[key->type].elem_size;
+}
 
-const char *config_value_describe(const struct config_key *key) { return type_ops[key->type].describe; }
+const char *config_value_describe(const struct config_key *key)
+{
+    return type_ops[key->type].describe;
+}
 
 /* Every parser writes its destination only on success, so a failed value leaves the field as it was
  * (and a replaced string is freed by parse_string). */
@@ -592,8 +640,8 @@ int config_value_set(struct config *cfg, const struct config_key *key, const cha
     return type_ops[key->type].parse(key, text, field_of(cfg, key), why, why_len);
 }
 
-int config_value_parse_element(const struct config_key *key, const char *text, void *elem, char *why,
-                               size_t why_len)
+int config_value_parse_element(const struct config_key *key, const char *text, void *elem,
+                               char *why, size_t why_len)
 {
     return type_ops[key->type].parse(key, text, elem, why, why_len);
 }
@@ -603,15 +651,24 @@ int config_value_same_element(const struct config_key *key, const void *a, const
     return type_ops[key->type].same(a, b);
 }
 
-void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems, size_t count)
+/* Pointer fields have their own types (struct cidr *, char *...); memcpy reads and writes them as
+ * the void * they convert to, without type-punning through void **. */
+static void *pointer_field(struct config *cfg, const struct config_key *key)
 {
-    void **field = field_of(cfg, key);
-    free(*field);
-    *field = elems;
-    *(size_t *)((char *)cfg + key->count_offset) = count;
+    void *value;
+    memcpy(&value, field_of(cfg, key), sizeof value);
+    return value;
 }
 
-/* ---- lifetime ---------------------------------------------------------------------------------------------- */
+void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems,
+                           size_t count)
+{
+    free(pointer_field(cfg, key));
+    memcpy(field_of(cfg, key), &elems, sizeof elems);
+    memcpy((char *)cfg + key->count_offset, &count, sizeof count);
+}
+
+/* ---- lifetime ---- */
 
 /* The count lives beside the public struct, not in it, so struct config stays plain data. */
 struct config_holder {
@@ -628,7 +685,7 @@ static void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < KEY_COUNT; i++)
         if (type_ops[keys[i].type].elem_size > 0 || type_ops[keys[i].type].owns_string)
-            free(*(void **)field_of(cfg, &keys[i]));
+            free(pointer_field(cfg, &keys[i]));
     free(cfg->source);
     free(holder_of(cfg));
 }
@@ -643,7 +700,8 @@ struct config *config_ref(struct config *cfg)
 void config_unref(struct config *cfg)
 {
     /* acq_rel: whatever a thread wrote before dropping its reference happens before the free. */
-    if (cfg != NULL && atomic_fetch_sub_explicit(&holder_of(cfg)->refs, 1, memory_order_acq_rel) == 1)
+    if (cfg != NULL &&
+        atomic_fetch_sub_explicit(&holder_of(cfg)->refs, 1, memory_order_acq_rel) == 1)
         config_free(cfg);
 }
 
@@ -662,7 +720,7 @@ struct config *config_default(void)
     char err[256];
     for (size_t i = 0; i < KEY_COUNT; i++) {
         if (config_yaml_set_default(cfg, &keys[i], err, sizeof err) != 0) {
-            /* Only a broken table row (or out of memory) gets here; test_config catches the former. */
+            /* Only a broken row (or out of memory) gets here; test_config catches the former. */
             log_error("config: default of %s: %s", keys[i].name, err);
             config_free(cfg);
             return NULL;

@@ -61,7 +61,7 @@ enum config_type {
     CONFIG_BOOL,
     CONFIG_UINT,      /* unsigned integer within [min, max] */
     CONFIG_WORKERS,   /* "auto" or an integer in [min, max] */
-    CONFIG_DURATION,  /* "250ms", "10s", "5m", "1h", "1d" or "0" (other bare numbers: error); in ms */
+    CONFIG_DURATION,  /* "250ms", "10s", "5m", "1h", "1d"; no bare numbers but 0; stored in ms */
     CONFIG_SIZE,      /* "64KiB", "1MiB", "512", "1GiB"; stored in bytes */
     CONFIG_STRING,
     CONFIG_ENUM,      /* one of the words in `choices` (NULL-terminated), stored as its index */
@@ -114,25 +114,28 @@ const struct config_key *config_key_find(const char *name);
 /* Largest config file or string accepted; bigger inputs are refused before parsing. */
 #define CONFIG_MAX_BYTES ((size_t)1 << 20)
 
-/* ---- Between config.c (what values mean) and config_yaml.c (where they are written); other modules
- * have no use for these. Storage per type: BOOL int, UINT and WORKERS unsigned, DURATION uint64_t ms,
- * SIZE size_t, STRING char * (heap), ENUM and LOG_LEVEL the enum, *_LIST a heap array + size_t count. */
+/* ---- Between config.c (what values mean) and config_yaml.c (where they are written); other
+ * modules have no use for these. Storage per type: BOOL int, UINT and WORKERS unsigned, DURATION
+ * uint64_t ms, SIZE size_t, STRING char * (heap), ENUM and LOG_LEVEL the enum, *_LIST a heap array
+ * and a size_t count. */
 
 /* Element size for list types; 0 for scalar types. */
 size_t config_value_elem_size(const struct config_key *key);
 /* What the value should look like, for "expected ..." messages: "a duration such as 10s". */
 const char *config_value_describe(const struct config_key *key);
-/* Scalar types: parse text and store it in cfg (the old value is freed). -1 with a reason in why. */
+/* Scalar types: parse text and store it in cfg (freeing the old value); -1 with a reason in why. */
 int config_value_set(struct config *cfg, const struct config_key *key, const char *text, char *why,
                      size_t why_len);
-/* List types: parse one element into elem (elem_size bytes). -1 with a reason in why. */
-int config_value_parse_element(const struct config_key *key, const char *text, void *elem, char *why,
-                               size_t why_len);
+/* List types: parse one element into elem (elem_size bytes); -1 with a reason in why. */
+int config_value_parse_element(const struct config_key *key, const char *text, void *elem,
+                               char *why, size_t why_len);
 /* List types: 1 when two parsed elements are the same entry (a repeated entry is an error). */
 int config_value_same_element(const struct config_key *key, const void *a, const void *b);
 /* List types: store a heap array (ownership passes to cfg; the old array is freed). */
-void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems, size_t count);
-/* Parse row->default_text through the YAML value walker into cfg (config_yaml.c). */
-int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err, size_t err_len);
+void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems,
+                           size_t count);
+/* Parse key->default_text through the YAML value walker into cfg (config_yaml.c). */
+int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err,
+                            size_t err_len);
 
 #endif

@@ -1,11 +1,12 @@
-/* config_yaml.c — turns YAML text into a struct config by walking libyaml's event stream against the
- * declaration table in config.c, and owns every position: each error names FILE:LINE:COLUMN of the
- * node at fault. What a value means is config.c's business; this file only finds values and checks
- * the shape around them (mappings where sections are, lists where lists are, no key twice).
+/* config_yaml.c — turns YAML text into a struct config by walking libyaml's event stream against
+ * the declaration table in config.c, and owns every position: each error names FILE:LINE:COLUMN of
+ * the node at fault. What a value means is config.c's business; this file only finds values and
+ * checks the shape around them (mappings where sections are, lists where lists are, no key twice).
  *
- * Hostile input costs at most linear time and memory: inputs over CONFIG_MAX_BYTES are refused before
- * parsing, anchors and aliases are refused (an alias bomb expands exponentially in any consumer that
- * follows them), and the walk stops at the first error, so it never descends into unknown structure. */
+ * Hostile input costs at most linear time and memory: inputs over CONFIG_MAX_BYTES are refused
+ * before parsing, anchors and aliases are refused (an alias bomb expands exponentially in any
+ * consumer that follows them), and the walk stops at the first error, so it never descends into
+ * unknown structure. */
 
 #include "config.h"
 
@@ -34,25 +35,30 @@ struct seen {
     struct seen_key {
         char *name;
         yaml_mark_t mark;
-    } *keys;
+    } * keys;
     size_t count, cap;
 };
 
-/* ---- messages ------------------------------------------------------------------------------------- */
+/* ---- messages ---- */
 
-static void append(struct walker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void append(struct walker *w, const char *fmt, ...)
+static void vappend(struct walker *w, const char *fmt, va_list ap)
 {
     if (w->err == NULL || w->err_len == 0)
         return;
     size_t used = strlen(w->err);
+    vsnprintf(w->err + used, w->err_len - used, fmt, ap);
+}
+
+static void append(struct walker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void append(struct walker *w, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(w->err + used, w->err_len - used, fmt, ap);
+    vappend(w, fmt, ap);
     va_end(ap);
 }
 
-/* Starts the message "FILE:LINE:COLUMN: path: " (libyaml marks are 0-based; editors count from 1). */
+/* Starts "FILE:LINE:COLUMN: path: " (libyaml's marks count from 0; editors count from 1). */
 static void begin(struct walker *w, yaml_mark_t mark, const char *path)
 {
     if (w->err != NULL && w->err_len > 0)
@@ -67,13 +73,10 @@ static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const c
 static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const char *fmt, ...)
 {
     begin(w, mark, path);
-    if (w->err != NULL && w->err_len > 0) {
-        size_t used = strlen(w->err);
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(w->err + used, w->err_len - used, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    vappend(w, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -100,7 +103,8 @@ static int fail_parser(struct walker *w)
         append(w, "out of memory");
         return -1;
     }
-    yaml_mark_t mark = p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
+    yaml_mark_t mark =
+        p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
     fail_at(w, mark, NULL, "%s", p->problem != NULL ? p->problem : "YAML syntax error");
     if (p->error == YAML_READER_ERROR && p->problem_value != -1)
         append(w, " (#%X)", (unsigned)p->problem_value);
@@ -124,9 +128,9 @@ static const char *node_kind(const yaml_event_t *ev)
     }
 }
 
-/* ---- events --------------------------------------------------------------------------------------- */
+/* ---- events ---- */
 
-/* Next event, or -1 with the message written. On 0 the caller owns ev and must yaml_event_delete() it. */
+/* Next event, or -1 with the message written. On 0 the caller owns ev (yaml_event_delete()). */
 static int next_event(struct walker *w, const char *path, yaml_event_t *ev)
 {
     if (!yaml_parser_parse(&w->parser, ev))
@@ -164,7 +168,8 @@ static int is_null(const yaml_event_t *ev)
 }
 
 /* A scalar's text as a C string; "\0" in a double-quoted scalar would silently cut it short. */
-static int scalar_text(struct walker *w, const yaml_event_t *ev, const char *path, const char **text)
+static int scalar_text(struct walker *w, const yaml_event_t *ev, const char *path,
+                       const char **text)
 {
     *text = (const char *)ev->data.scalar.value;
     if (strlen(*text) != ev->data.scalar.length)
@@ -172,14 +177,16 @@ static int scalar_text(struct walker *w, const yaml_event_t *ev, const char *pat
     return 0;
 }
 
-/* ---- values ----------------------------------------------------------------------------------------- */
+/* ---- values ---- */
 
-static int walk_scalar(struct walker *w, const struct config_key *key, const char *path, const yaml_event_t *ev)
+static int walk_scalar(struct walker *w, const struct config_key *key, const char *path,
+                       const yaml_event_t *ev)
 {
     const char *text;
     char why[256];
     if (ev->type != YAML_SCALAR_EVENT)
-        return fail_at(w, ev->start_mark, path, "expected %s, got %s", config_value_describe(key), node_kind(ev));
+        return fail_at(w, ev->start_mark, path, "expected %s, got %s", config_value_describe(key),
+                       node_kind(ev));
     if (is_null(ev))
         return fail_at(w, ev->start_mark, path, "needs a value, such as %s", key->default_text);
     if (scalar_text(w, ev, path, &text) != 0)
@@ -194,13 +201,14 @@ struct list_build {
     size_t count, cap, elem_size;
 };
 
-static int add_element(struct walker *w, const struct config_key *key, const char *path, const yaml_event_t *ev,
-                       struct list_build *list)
+static int add_element(struct walker *w, const struct config_key *key, const char *path,
+                       const yaml_event_t *ev, struct list_build *list)
 {
     const char *text;
     char why[256];
     if (ev->type != YAML_SCALAR_EVENT)
-        return fail_at(w, ev->start_mark, path, "list entries must be single values, not %s", node_kind(ev));
+        return fail_at(w, ev->start_mark, path, "list entries must be single values, not %s",
+                       node_kind(ev));
     if (is_null(ev))
         return fail_at(w, ev->start_mark, path, "empty list entry");
     if (scalar_text(w, ev, path, &text) != 0)
@@ -227,11 +235,12 @@ static int add_element(struct walker *w, const struct config_key *key, const cha
     return 0;
 }
 
-static int walk_list(struct walker *w, const struct config_key *key, const char *path, const yaml_event_t *start)
+static int walk_list(struct walker *w, const struct config_key *key, const char *path,
+                     const yaml_event_t *start)
 {
     if (start->type != YAML_SEQUENCE_START_EVENT)
-        return fail_at(w, start->start_mark, path, "expected %s, such as %s, got %s", config_value_describe(key),
-                       key->default_text, node_kind(start));
+        return fail_at(w, start->start_mark, path, "expected %s, such as %s, got %s",
+                       config_value_describe(key), key->default_text, node_kind(start));
     struct list_build list = {.elem_size = config_value_elem_size(key)};
     for (;;) {
         yaml_event_t ev;
@@ -246,8 +255,8 @@ static int walk_list(struct walker *w, const struct config_key *key, const char 
             break;
     }
     if (list.count < key->min) {
-        fail_at(w, start->start_mark, path, "needs at least %llu entr%s", (unsigned long long)key->min,
-                key->min == 1 ? "y" : "ies");
+        fail_at(w, start->start_mark, path, "needs at least %llu entr%s",
+                (unsigned long long)key->min, key->min == 1 ? "y" : "ies");
         goto fail;
     }
     config_value_set_list(w->cfg, key, list.elems, list.count);
@@ -257,18 +266,19 @@ fail:
     return -1;
 }
 
-/* A new kind of value (a list of mappings, say) gets its own walk function, chosen here by key->type. */
+/* A new kind of value (a list of mappings, say) gets its own walk function, chosen here. */
 static int walk_value(struct walker *w, const struct config_key *key, const char *path)
 {
     yaml_event_t ev;
     if (next_event(w, path, &ev) != 0)
         return -1;
-    int rc = config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev) : walk_scalar(w, key, path, &ev);
+    int rc = config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
+                                             : walk_scalar(w, key, path, &ev);
     yaml_event_delete(&ev);
     return rc;
 }
 
-/* ---- mappings ------------------------------------------------------------------------------------------ */
+/* ---- mappings ---- */
 
 /* The first row under section `path`, for examples in messages; NULL when `path` is no section. */
 static const struct config_key *first_in_section(const char *path)
@@ -312,7 +322,8 @@ static const char *last_part(const char *path)
 }
 
 /* How far `path` is from `name`: spelling distance, but for keys (not sections) the right leaf word
- * in the wrong section ("client_header" at the top) or a fragment of one ("timeouts.connect") is close. */
+ * in the wrong section ("client_header" at the top) or a fragment of one ("timeouts.connect") is
+ * close. */
 static size_t key_distance(const char *path, const char *name, int is_section)
 {
     const char *leaf = last_part(path), *name_leaf = last_part(name);
@@ -326,7 +337,8 @@ static size_t key_distance(const char *path, const char *name, int is_section)
     return d;
 }
 
-static void consider(const char *path, const char *name, size_t n, size_t *best, char *buf, size_t len)
+static void consider(const char *path, const char *name, size_t n, size_t *best, char *buf,
+                     size_t len)
 {
     int is_section = name[n] == '.';
     char candidate[PATH_MAX_LEN];
@@ -415,7 +427,8 @@ static void seen_free(struct seen *seen)
 }
 
 /* One "key: value" of a mapping under `prefix`; key_ev is the key's event. */
-static int walk_entry(struct walker *w, const char *prefix, const yaml_event_t *key_ev, struct seen *seen)
+static int walk_entry(struct walker *w, const char *prefix, const yaml_event_t *key_ev,
+                      struct seen *seen)
 {
     yaml_mark_t mark = key_ev->start_mark;
     const char *name;
@@ -430,11 +443,12 @@ static int walk_entry(struct walker *w, const char *prefix, const yaml_event_t *
     if (n < 0 || (size_t)n >= sizeof path)
         return fail_at(w, mark, prefix, "unknown key (%zu characters long)", strlen(name));
     if (strchr(name, '.') != NULL)
-        return fail_at(w, mark, path, "a key cannot contain a dot; nest each part under the one before it");
+        return fail_at(w, mark, path,
+                       "a key cannot contain a dot; nest each part under the one before it");
     const yaml_mark_t *first = seen_find(seen, name);
     if (first != NULL)
-        return fail_at(w, mark, path, "duplicate key (first given at line %zu, column %zu)", first->line + 1,
-                       first->column + 1);
+        return fail_at(w, mark, path, "duplicate key (first given at line %zu, column %zu)",
+                       first->line + 1, first->column + 1);
     if (seen_add(seen, name, mark) != 0)
         return fail_at(w, mark, path, "out of memory");
     const struct config_key *key = config_key_find(path);
@@ -466,7 +480,7 @@ static int walk_mapping(struct walker *w, const char *prefix)
     return rc;
 }
 
-/* ---- documents -------------------------------------------------------------------------------------------- */
+/* ---- documents ---- */
 
 static int walk_root(struct walker *w)
 {
@@ -477,7 +491,8 @@ static int walk_root(struct walker *w)
     if (ev.type == YAML_MAPPING_START_EVENT)
         rc = walk_mapping(w, "");
     else if (!is_null(&ev)) /* "---" alone, or "~": no keys given */
-        rc = fail_at(w, ev.start_mark, NULL, "the top level must be a mapping of keys such as listen:, not %s",
+        rc = fail_at(w, ev.start_mark, NULL,
+                     "the top level must be a mapping of keys such as listen:, not %s",
                      node_kind(&ev));
     yaml_event_delete(&ev);
     return rc;
@@ -494,12 +509,13 @@ static int skip_event(struct walker *w, yaml_event_type_t *type)
     return 0;
 }
 
-/* One stream holding at most one document. With key == NULL the document is a whole config; else it is
- * the value of that one key (a row's default_text). */
+/* One stream holding at most one document. With key == NULL the document is a whole config; else it
+ * is the value of that one key (a row's default_text). */
 static int walk_stream(struct walker *w, const struct config_key *key)
 {
     yaml_event_type_t got;
-    if (skip_event(w, &got) != 0 || skip_event(w, &got) != 0) /* stream start, document start or end */
+    /* Stream start, then document start (or stream end: no document at all). */
+    if (skip_event(w, &got) != 0 || skip_event(w, &got) != 0)
         return -1;
     if (got == YAML_STREAM_END_EVENT) /* an empty file, or only comments: all defaults */
         return key == NULL ? 0 : fail_at(w, w->parser.mark, key->name, "the default is empty");
@@ -512,7 +528,8 @@ static int walk_stream(struct walker *w, const struct config_key *key)
         return -1;
     int rc = 0;
     if (ev.type != YAML_STREAM_END_EVENT)
-        rc = fail_at(w, ev.start_mark, NULL, "a config holds one YAML document; remove the second ---");
+        rc = fail_at(w, ev.start_mark, NULL,
+                     "a config holds one YAML document; remove the second ---");
     yaml_event_delete(&ev);
     return rc;
 }
@@ -520,8 +537,12 @@ static int walk_stream(struct walker *w, const struct config_key *key)
 static int walk_text(struct config *cfg, const char *text, size_t len, const char *name,
                      const struct config_key *key, char *err, size_t err_len)
 {
-    struct walker w = {.name = name, .input = (const unsigned char *)text, .input_len = len, .cfg = cfg,
-                       .err = err, .err_len = err_len};
+    struct walker w = {.name = name,
+                       .input = (const unsigned char *)text,
+                       .input_len = len,
+                       .cfg = cfg,
+                       .err = err,
+                       .err_len = err_len};
     if (!yaml_parser_initialize(&w.parser)) {
         snprintf(err, err_len, "%s: out of memory", name);
         return -1;
@@ -532,13 +553,15 @@ static int walk_text(struct config *cfg, const char *text, size_t len, const cha
     return rc;
 }
 
-int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err, size_t err_len)
+int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err,
+                            size_t err_len)
 {
-    return walk_text(cfg, key->default_text, strlen(key->default_text), "(default)", key, err, err_len);
+    return walk_text(cfg, key->default_text, strlen(key->default_text), "(default)", key, err,
+                     err_len);
 }
 
-int config_load_string(const char *yaml, size_t len, const char *name, struct config **out, char *err,
-                       size_t err_len)
+int config_load_string(const char *yaml, size_t len, const char *name, struct config **out,
+                       char *err, size_t err_len)
 {
     char scratch[1];
     if (err == NULL || err_len == 0) {
@@ -550,7 +573,8 @@ int config_load_string(const char *yaml, size_t len, const char *name, struct co
     if (name == NULL)
         name = "(string)";
     if (len > CONFIG_MAX_BYTES) {
-        snprintf(err, err_len, "%s: larger than the %zu KiB limit for a config file", name, CONFIG_MAX_BYTES / 1024);
+        snprintf(err, err_len, "%s: larger than the %zu KiB limit for a config file", name,
+                 CONFIG_MAX_BYTES / 1024);
         return -1;
     }
     struct config *cfg = config_default();

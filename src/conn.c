@@ -25,13 +25,10 @@
 #include "worker.h"
 
 #define LINGER_MS 2000 /* after an error reply: keep reading (and discarding) this long */
-#define VIA_TOKEN "1.1 rlproxy"
 
 enum conn_state { CONN_READ_HEAD, CONN_FORWARD, CONN_TUNNEL_CONNECT, CONN_CLOSING };
 
 static const char *const state_names[] = {"READ_HEAD", "FORWARD", "TUNNEL_CONNECT", "CLOSING"};
-
-enum framing { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
 
 struct conn {
     struct worker *worker;
@@ -51,7 +48,7 @@ struct conn {
     struct evbuffer *body; /* request body bytes not yet taken by curl */
     int message_done;
     int head_sent;
-    enum framing framing;
+    enum http_framing framing;
     int close_after;
     int client_eof;
     int recv_paused, send_paused;
@@ -243,7 +240,7 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nConnection: close\r\nVia: " VIA_TOKEN "\r\n\r\n",
+                        "Content-Length: %d\r\nConnection: close\r\nVia: " HTTP_VIA "\r\n\r\n",
                         status, http_status_reason(status), n);
     evbuffer_add(out, body, (size_t)n);
     c->status = status;
@@ -256,116 +253,14 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
 
 /* ---- upstream callbacks ----------------------------------------------------------------------- */
 
-struct head_scan {
-    const char *connection;
-    size_t connection_len;
-    int64_t content_length;
-};
-
-/* Iterates "Name: value\r\n" lines of curl's header block. */
-static size_t next_header(const char *p, const char *end, const char **name, size_t *name_len,
-                          const char **value, size_t *value_len)
-{
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    const char *line_end = eol ? eol + 1 : end;
-    const char *stop = eol ? eol : end;
-    if (stop > p && stop[-1] == '\r')
-        stop--;
-    const char *colon = memchr(p, ':', (size_t)(stop - p));
-    if (colon == NULL) {
-        *name_len = 0;
-        return (size_t)(line_end - p);
-    }
-    *name = p;
-    *name_len = (size_t)(colon - p);
-    const char *v = colon + 1;
-    while (v < stop && (*v == ' ' || *v == '\t'))
-        v++;
-    const char *v_end = stop;
-    while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
-        v_end--;
-    *value = v;
-    *value_len = (size_t)(v_end - v);
-    return (size_t)(line_end - p);
-}
-
-static void scan_response_head(const char *h, size_t len, struct head_scan *s)
-{
-    const char *p = h, *end = h + len;
-    s->connection = NULL;
-    s->connection_len = 0;
-    s->content_length = -1;
-    while (p < end) {
-        const char *name, *value;
-        size_t name_len, value_len;
-        p += next_header(p, end, &name, &name_len, &value, &value_len);
-        if (name_len == 0)
-            continue;
-        if (util_equals_nocase(name, name_len, "Connection")) {
-            s->connection = value;
-            s->connection_len = value_len;
-        } else if (util_equals_nocase(name, name_len, "Content-Length")) {
-            char digits[24];
-            if (value_len > 0 && value_len < sizeof digits) {
-                memcpy(digits, value, value_len);
-                digits[value_len] = '\0';
-                s->content_length = strtoll(digits, NULL, 10);
-            }
-        }
-    }
-}
-
 static void on_upstream_head(void *arg, int status, const char *reason, size_t reason_len,
                              const char *headers, size_t headers_len)
 {
     struct conn *c = arg;
-    const struct http_request *r = &c->parser.req;
-    struct head_scan scan;
-    scan_response_head(headers, headers_len, &scan);
-    int no_body = r->method == HTTP_HEAD || status == 204 || status == 304;
-    int transfer_encoded = 0;
-
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", status, (int)reason_len, reason);
-    const char *p = headers, *end = headers + headers_len;
-    while (p < end) {
-        const char *name, *value;
-        size_t name_len, value_len;
-        p += next_header(p, end, &name, &name_len, &value, &value_len);
-        if (name_len == 0)
-            continue;
-        if (util_equals_nocase(name, name_len, "Transfer-Encoding"))
-            transfer_encoded = 1;
-        if (http_response_header_is_hop(name, name_len, scan.connection, scan.connection_len))
-            continue;
-        /* curl decoded the chunked framing: a Content-Length next to it is not the body length */
-        if (transfer_encoded && util_equals_nocase(name, name_len, "Content-Length"))
-            continue;
-        evbuffer_add(out, name, name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, value, value_len);
-        evbuffer_add(out, "\r\n", 2);
-    }
-    if (transfer_encoded)
-        scan.content_length = -1;
-    if (no_body)
-        c->framing = FRAME_NONE;
-    else if (scan.content_length >= 0)
-        c->framing = FRAME_LENGTH;
-    else if (r->version_minor == 1)
-        c->framing = FRAME_CHUNKED;
-    else
-        c->framing = FRAME_CLOSE;
-    if (!r->keep_alive || c->framing == FRAME_CLOSE || c->worker->draining)
-        c->close_after = 1;
-    if (c->framing == FRAME_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add(out, "Via: " VIA_TOKEN "\r\n", 5 + sizeof VIA_TOKEN - 1 + 2);
-    if (c->close_after)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    else if (r->version_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+    int close_after = c->worker->draining;
+    c->framing = http_write_response_head(bufferevent_get_output(c->bev), &c->parser.req, status,
+                                          reason, reason_len, headers, headers_len, &close_after);
+    c->close_after = close_after;
     c->status = status;
     c->head_sent = 1;
     c->upstream_head_ms = util_now_ms();
@@ -376,17 +271,17 @@ static enum upstream_body_result on_upstream_body(void *arg, const char *data, s
     struct conn *c = arg;
     if (c->state != CONN_FORWARD)
         return UPSTREAM_BODY_ABORT;
-    if (c->framing == FRAME_NONE)
+    if (c->framing == HTTP_FRAME_NONE)
         return UPSTREAM_BODY_OK; /* HEAD/204/304 carry no body whatever the origin sends */
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) >= c->config->buffer_size) {
         c->recv_paused = 1; /* resumed by on_client_write once the client drained half */
         return UPSTREAM_BODY_PAUSE;
     }
-    if (c->framing == FRAME_CHUNKED)
+    if (c->framing == HTTP_FRAME_CHUNKED)
         evbuffer_add_printf(out, "%zx\r\n", len);
     evbuffer_add(out, data, len);
-    if (c->framing == FRAME_CHUNKED)
+    if (c->framing == HTTP_FRAME_CHUNKED)
         evbuffer_add(out, "\r\n", 2);
     c->bytes_out += len;
     return UPSTREAM_BODY_OK;
@@ -424,7 +319,7 @@ static void finish_request(struct conn *c)
     c->status = 0;
     c->bytes_in = c->bytes_out = 0;
     c->upstream_head_ms = 0;
-    c->framing = FRAME_NONE;
+    c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
     bufferevent_enable(c->bev, EV_READ);
@@ -439,7 +334,7 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
         send_error(c, result->status, "%s", result->message);
         return;
     }
-    if (c->framing == FRAME_CHUNKED)
+    if (c->framing == HTTP_FRAME_CHUNKED)
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
     if (c->message_done || c->state != CONN_FORWARD) {
         finish_request(c);
@@ -504,7 +399,7 @@ static struct curl_slist *build_request_headers(const struct http_request *r, in
         list = append_header(list, name, h->name_len, http_arena(r, h->value_off), h->value_len,
                              failed);
     }
-    list = append_header(list, "Via", 3, VIA_TOKEN, sizeof VIA_TOKEN - 1, failed);
+    list = append_header(list, "Via", 3, HTTP_VIA, sizeof HTTP_VIA - 1, failed);
     /* An empty value removes a header libcurl would add on its own. */
     const char *removals[] = {"Expect:", has_accept ? NULL : "Accept:"};
     for (size_t i = 0; i < 2; i++) {

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/buffer.h>
+
 #include "util.h"
 
 enum header_state { HS_NONE, HS_FIELD, HS_FIELD_DONE, HS_VALUE, HS_VALUE_DONE };
@@ -641,6 +643,117 @@ int http_parse_target(const char *target, size_t len, int is_connect, struct htt
     out->path_off = (uint32_t)(skip + auth_len);
     out->path_len = (uint32_t)(rest - auth_len);
     return 0;
+}
+
+struct head_scan {
+    const char *connection;
+    size_t connection_len;
+    int64_t content_length;
+    int transfer_encoded;
+};
+
+/* Iterates "Name: value\r\n" lines of curl's header block. */
+static size_t next_header(const char *p, const char *end, const char **name, size_t *name_len,
+                          const char **value, size_t *value_len)
+{
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *line_end = eol ? eol + 1 : end;
+    const char *stop = eol ? eol : end;
+    if (stop > p && stop[-1] == '\r')
+        stop--;
+    const char *colon = memchr(p, ':', (size_t)(stop - p));
+    if (colon == NULL) {
+        *name_len = 0;
+        return (size_t)(line_end - p);
+    }
+    *name = p;
+    *name_len = (size_t)(colon - p);
+    const char *v = colon + 1;
+    while (v < stop && (*v == ' ' || *v == '\t'))
+        v++;
+    const char *v_end = stop;
+    while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+        v_end--;
+    *value = v;
+    *value_len = (size_t)(v_end - v);
+    return (size_t)(line_end - p);
+}
+
+static void scan_response_head(const char *h, size_t len, struct head_scan *s)
+{
+    const char *p = h, *end = h + len;
+    s->connection = NULL;
+    s->connection_len = 0;
+    s->content_length = -1;
+    s->transfer_encoded = 0;
+    while (p < end) {
+        const char *name, *value;
+        size_t name_len, value_len;
+        p += next_header(p, end, &name, &name_len, &value, &value_len);
+        if (name_len == 0)
+            continue;
+        if (util_equals_nocase(name, name_len, "Connection")) {
+            s->connection = value;
+            s->connection_len = value_len;
+        } else if (util_equals_nocase(name, name_len, "Transfer-Encoding")) {
+            s->transfer_encoded = 1;
+        } else if (util_equals_nocase(name, name_len, "Content-Length")) {
+            char digits[24];
+            if (value_len > 0 && value_len < sizeof digits) {
+                memcpy(digits, value, value_len);
+                digits[value_len] = '\0';
+                s->content_length = strtoll(digits, NULL, 10);
+            }
+        }
+    }
+}
+
+enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *r,
+                                           int status, const char *reason, size_t reason_len,
+                                           const char *headers, size_t headers_len,
+                                           int *close_after)
+{
+    struct head_scan scan;
+    scan_response_head(headers, headers_len, &scan);
+    int no_body = r->method == HTTP_HEAD || status == 204 || status == 304;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", status, (int)reason_len, reason);
+    const char *p = headers, *end = headers + headers_len;
+    while (p < end) {
+        const char *name, *value;
+        size_t name_len, value_len;
+        p += next_header(p, end, &name, &name_len, &value, &value_len);
+        if (name_len == 0)
+            continue;
+        if (http_response_header_is_hop(name, name_len, scan.connection, scan.connection_len))
+            continue;
+        /* curl decoded the chunked framing: a Content-Length next to it is not the body length */
+        if (scan.transfer_encoded && util_equals_nocase(name, name_len, "Content-Length"))
+            continue;
+        evbuffer_add(out, name, name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, value, value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    enum http_framing framing;
+    if (no_body)
+        framing = HTTP_FRAME_NONE;
+    else if (scan.content_length >= 0 && !scan.transfer_encoded)
+        framing = HTTP_FRAME_LENGTH;
+    else if (r->version_minor == 1)
+        framing = HTTP_FRAME_CHUNKED;
+    else
+        framing = HTTP_FRAME_CLOSE;
+    if (!r->keep_alive || framing == HTTP_FRAME_CLOSE)
+        *close_after = 1;
+    if (framing == HTTP_FRAME_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add(out, "Via: " HTTP_VIA "\r\n", 5 + sizeof HTTP_VIA - 1 + 2);
+    if (*close_after)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (r->version_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    return framing;
 }
 
 const char *http_status_reason(int status)

@@ -8,7 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_MAX_HEADERS 256 /* more header lines than this is a 431 even under the byte limit */
+#define HTTP_MAX_HEADERS 256
+#define HTTP_VIA "1.1 rlproxy" /* our Via entry, both directions (RFC 9110 7.6.3) */
+
+struct evbuffer; /* more header lines than this is a 431 even under the byte limit */
 
 struct http_header {
     uint32_t name_off, name_len, value_off, value_len; /* into the request's arena */
@@ -98,6 +101,18 @@ int http_response_header_is_hop(const char *name, size_t name_len, const char *c
  * Returns 0, or -1 with a reason. */
 int http_parse_target(const char *target, size_t len, int is_connect, struct http_target *out,
                       const char **reason);
+
+/* How the body of a response is delimited toward the client. */
+enum http_framing { HTTP_FRAME_NONE, HTTP_FRAME_LENGTH, HTTP_FRAME_CHUNKED, HTTP_FRAME_CLOSE };
+
+/* Writes the client's response head: our status line with the origin's code and reason, the
+ * origin's end-to-end headers in order (duplicates kept), Via, and framing headers. `headers` is
+ * curl's raw header block. *close_after is in/out: set when the connection must close after this
+ * response. Returns the framing the body must use. curl has already removed chunked framing. */
+enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *req,
+                                           int status, const char *reason, size_t reason_len,
+                                           const char *headers, size_t headers_len,
+                                           int *close_after);
 
 const char *http_status_reason(int status);
 

@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "http.h"
 
 static int sink(void *arg, const char *data, size_t len)
@@ -36,6 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (size_t i = 0; i < req->header_count; i++)
                 (void)http_request_header_is_hop(req, http_arena(req, req->headers[i].name_off),
                                                  req->headers[i].name_len);
+            /* the same bytes as an origin's header block, rewritten for this client */
+            struct evbuffer *out = evbuffer_new();
+            int close_after = 0;
+            http_write_response_head(out, req, 200, "OK", 2, in, len, &close_after);
+            evbuffer_free(out);
             if (req->method == HTTP_CONNECT)
                 break;
             http_parser_resume(&p);

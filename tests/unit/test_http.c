@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "http.h"
 
 struct collected {
@@ -318,6 +320,76 @@ START_TEST(test_targets)
 }
 END_TEST
 
+/* Parses `request`, rewrites `origin_head` for it and returns the client's head as a string. */
+static char *rewrite(const char *request, int status, const char *reason, const char *origin_head,
+                     enum http_framing *framing, int *close_after)
+{
+    struct http_parser p;
+    http_parser_init(&p, 8192, 32768, NULL, NULL);
+    ck_assert_int_eq(feed(&p, request, 100000, 1, NULL), HTTP_FEED_DONE);
+    struct evbuffer *out = evbuffer_new();
+    *close_after = 0;
+    *framing = http_write_response_head(out, &p.req, status, reason, strlen(reason), origin_head,
+                                        strlen(origin_head), close_after);
+    size_t len = evbuffer_get_length(out);
+    char *text = calloc(1, len + 1);
+    evbuffer_remove(out, text, len);
+    evbuffer_free(out);
+    http_parser_free(&p);
+    return text;
+}
+
+START_TEST(test_response_rewrite)
+{
+    enum http_framing framing;
+    int close_after;
+    char *head = rewrite("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 299, "Custom Thing",
+                         "Set-Cookie: a=1\r\nConnection: X-Private\r\nX-Private: 1\r\n"
+                         "Set-Cookie: b=2\r\nKeep-Alive: timeout=5\r\nContent-Length: 10\r\n",
+                         &framing, &close_after);
+    ck_assert_str_eq(head, "HTTP/1.1 299 Custom Thing\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+                           "Content-Length: 10\r\nVia: 1.1 rlproxy\r\n\r\n");
+    ck_assert_int_eq(framing, HTTP_FRAME_LENGTH);
+    ck_assert_int_eq(close_after, 0);
+    free(head);
+
+    /* chunked from the origin: re-framed; the stale Content-Length is dropped */
+    head = rewrite("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 200, "OK",
+                   "Transfer-Encoding: chunked\r\nContent-Length: 3\r\nX-A: 1\r\n", &framing,
+                   &close_after);
+    ck_assert_str_eq(head, "HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n"
+                           "Via: 1.1 rlproxy\r\n\r\n");
+    ck_assert_int_eq(framing, HTTP_FRAME_CHUNKED);
+    free(head);
+
+    /* no length for an HTTP/1.0 client: close-delimited */
+    head = rewrite("GET http://h/ HTTP/1.0\r\n\r\n", 200, "OK", "X-A: 1\r\n", &framing,
+                   &close_after);
+    ck_assert_int_eq(framing, HTTP_FRAME_CLOSE);
+    ck_assert_int_eq(close_after, 1);
+    ck_assert_ptr_nonnull(strstr(head, "Connection: close\r\n"));
+    free(head);
+
+    /* HEAD and 304 have no body, whatever their Content-Length says */
+    head = rewrite("HEAD http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 200, "OK",
+                   "Content-Length: 99\r\n", &framing, &close_after);
+    ck_assert_int_eq(framing, HTTP_FRAME_NONE);
+    ck_assert_ptr_nonnull(strstr(head, "Content-Length: 99\r\n"));
+    free(head);
+    head = rewrite("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 304, "Not Modified", "ETag: x\r\n",
+                   &framing, &close_after);
+    ck_assert_int_eq(framing, HTTP_FRAME_NONE);
+    ck_assert_ptr_null(strstr(head, "Transfer-Encoding"));
+    free(head);
+
+    /* the client asked to close */
+    head = rewrite("GET http://h/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 200, "OK",
+                   "Content-Length: 0\r\n", &framing, &close_after);
+    ck_assert_int_eq(close_after, 1);
+    free(head);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -332,6 +404,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_hop_by_hop);
     tcase_add_test(tc, test_targets);
+    tcase_add_test(tc, test_response_rewrite);
     suite_add_tcase(s, tc);
     return s;
 }
