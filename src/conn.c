@@ -596,6 +596,10 @@ static void process_input(struct conn *c)
         }
         if (result == HTTP_FEED_DONE) {
             c->message_done = 1;
+            /* the client now waits for the answer: only a write that never drains times out */
+            struct timeval tv;
+            util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
+            bufferevent_set_timeouts(c->bev, NULL, &tv);
             break;
         }
     }
