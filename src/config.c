@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define MS_PER_S UINT64_C(1000)
@@ -89,6 +90,13 @@ static const struct config_key keys[] = {
         "Where access-log lines go: stderr, stdout, off, or a file to append to"),
     ROW("log.access_format", CONFIG_ENUM, "text", 0, 0, access_format_words, 1, access_format,
         "Access-log line format, one line per request or tunnel"),
+    LIST_ROW("admin.listen", CONFIG_LISTEN_LIST, "[\"127.0.0.1:9128\"]", 0, 8, 0, admin_listen,
+             "Addresses of the admin endpoint serving /metrics and /healthz; an empty list disables it"),
+    ROW("upstream_proxy", CONFIG_PROXY_URL, "\"\"", 0, 0, NULL, 1, upstream_proxy,
+        "Parent proxy that every request and tunnel goes through, or empty for direct connections"),
+    LIST_ROW("upstream_proxy_bypass", CONFIG_HOST_PATTERN_LIST, "[]", 0, 1024, 1,
+             upstream_proxy_bypass,
+             "Destinations reached directly despite upstream_proxy: names, *.suffix patterns or address blocks"),
 };
 
 #define KEY_COUNT (sizeof keys / sizeof keys[0])
@@ -590,6 +598,104 @@ static int same_port(const void *a, const void *b)
     return *(const uint16_t *)a == *(const uint16_t *)b;
 }
 
+static int parse_proxy_url(const struct config_key *key, const char *text, void *dst, char *why,
+                           size_t why_len)
+{
+    static const char *const schemes[] = {"http://", "https://", "socks5://", "socks5h://", NULL};
+    char shown[64];
+    int known = *text == '\0';
+    for (size_t i = 0; schemes[i] != NULL && !known; i++)
+        known = strncmp(text, schemes[i], strlen(schemes[i])) == 0 &&
+                text[strlen(schemes[i])] != '\0';
+    if (!known)
+        return why_fail(why, why_len,
+                        "\"%s\" is not a proxy URL such as http://parent.example:3128 "
+                        "(schemes: http, https, socks5, socks5h)",
+                        printable(text, shown, sizeof shown));
+    for (const char *p = text; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return why_fail(why, why_len, "proxy URL contains a space or control character");
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return why_fail(why, why_len, "out of memory");
+    free(*(char **)dst);
+    *(char **)dst = copy;
+    (void)key;
+    return 0;
+}
+
+static int parse_host_pattern_element(const struct config_key *key, const char *text, void *dst,
+                                      char *why, size_t why_len)
+{
+    struct host_pattern *hp = dst;
+    char shown[64];
+    (void)key;
+    memset(hp, 0, sizeof *hp);
+    if (cidr_parse(text, &hp->cidr) == 0) {
+        hp->is_cidr = 1;
+        snprintf(hp->text, sizeof hp->text, "%s", text);
+        return 0;
+    }
+    const char *name = text;
+    if (strncmp(text, "*.", 2) == 0) {
+        hp->wildcard = 1;
+        name = text + 1; /* keep the dot: "*.internal" matches "a.internal", not "xinternal" */
+    }
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof hp->text || (hp->wildcard && len < 2))
+        return why_fail(why, why_len, "\"%s\" is not a host name, *.suffix or address block",
+                        printable(text, shown, sizeof shown));
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '.' || c == '_';
+        if (!ok)
+            return why_fail(why, why_len, "\"%s\" is not a host name, *.suffix or address block",
+                            printable(text, shown, sizeof shown));
+        hp->text[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    return 0;
+}
+
+static int same_host_pattern(const void *a, const void *b)
+{
+    const struct host_pattern *x = a, *y = b;
+    return x->wildcard == y->wildcard && strcmp(x->text, y->text) == 0;
+}
+
+int host_pattern_match(const struct host_pattern *patterns, size_t count, const char *host)
+{
+    struct sockaddr_storage ss;
+    int is_address = 0;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *in = (struct sockaddr_in *)(void *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)&ss;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        ss.ss_family = AF_INET;
+        is_address = 1;
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        ss.ss_family = AF_INET6;
+        is_address = 1;
+    }
+    size_t host_len = strlen(host);
+    for (size_t i = 0; i < count; i++) {
+        const struct host_pattern *p = &patterns[i];
+        if (p->is_cidr) {
+            if (is_address && cidr_contains(&p->cidr, (const struct sockaddr *)&ss))
+                return 1;
+            continue;
+        }
+        size_t len = strlen(p->text);
+        if (p->wildcard) {
+            if (host_len > len && strcasecmp(host + host_len - len, p->text) == 0)
+                return 1;
+        } else if (strcasecmp(host, p->text) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 typedef int (*value_parser)(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len);
 
@@ -615,6 +721,9 @@ static const struct type_ops type_ops[] = {
     [CONFIG_CIDR_LIST] = {"a list of address blocks", parse_cidr_element, sizeof(struct cidr),
                           same_cidr, 0},
     [CONFIG_PORT_LIST] = {"a list of ports", parse_port_element, sizeof(uint16_t), same_port, 0},
+    [CONFIG_PROXY_URL] = {"a proxy URL", parse_proxy_url, 0, NULL, 1},
+    [CONFIG_HOST_PATTERN_LIST] = {"a list of host patterns", parse_host_pattern_element,
+                                  sizeof(struct host_pattern), same_host_pattern, 0},
 };
 
 static void *field_of(struct config *cfg, const struct config_key *key)

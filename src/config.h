@@ -26,6 +26,14 @@ struct listen_addr {
 
 enum access_format { ACCESS_FORMAT_TEXT, ACCESS_FORMAT_JSON };
 
+/* One `upstream_proxy_bypass` entry: a host name, "*.suffix", or an address block. */
+struct host_pattern {
+    char text[256]; /* lower-cased; for "*.suffix" the text after the '*' (".suffix") */
+    int wildcard;
+    int is_cidr;
+    struct cidr cidr;
+};
+
 struct config {
     char *source; /* file path, or "(embedded default)" */
 
@@ -55,6 +63,13 @@ struct config {
     enum log_level log_level;        /* log.level: info */
     char *access_log;                /* log.access: "stderr" | "off" | a file path */
     enum access_format access_format;/* log.access_format: text */
+
+    struct listen_addr *admin_listen; /* admin.listen: ["127.0.0.1:9128"]; [] disables */
+    size_t admin_listen_count;
+
+    char *upstream_proxy; /* upstream_proxy: "" (none) or "http://[user:pass@]host:port" */
+    struct host_pattern *upstream_proxy_bypass; /* upstream_proxy_bypass: [] */
+    size_t upstream_proxy_bypass_count;
 };
 
 enum config_type {
@@ -69,6 +84,8 @@ enum config_type {
     CONFIG_LISTEN_LIST,
     CONFIG_CIDR_LIST,
     CONFIG_PORT_LIST,
+    CONFIG_PROXY_URL,         /* "" or scheme://[user:password@]host:port, scheme http|https|socks5|socks5h */
+    CONFIG_HOST_PATTERN_LIST, /* host names, "*.suffix", address blocks */
 };
 
 /* One row of the declaration table. */
@@ -107,6 +124,9 @@ int cidr_parse(const char *text, struct cidr *out);             /* 0 or -1 */
 int cidr_contains(const struct cidr *cidr, const struct sockaddr *addr); /* 1 or 0 */
 int config_parse_duration_ms(const char *text, uint64_t *out);  /* 0 or -1 */
 int config_parse_size(const char *text, uint64_t *out);         /* 0 or -1 */
+
+/* 1 when host (a name or an address literal) matches one of the patterns. */
+int host_pattern_match(const struct host_pattern *patterns, size_t count, const char *host);
 
 /* The row named `name` ("timeouts.client_header"), or NULL. */
 const struct config_key *config_key_find(const char *name);

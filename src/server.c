@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "daemon.h"
 #include "log.h"
 #include "util.h"
@@ -20,16 +21,24 @@
 
 #define LISTEN_BACKLOG 1024
 
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 struct server {
     struct event_base *base;
     struct config *config;
     const char *config_path;
     int *listen_fds;
+    char (*listen_texts)[80]; /* the config text each descriptor was opened for */
     size_t listen_count;
+    int socket_activated; /* listeners came from systemd: never rebound */
     struct worker *workers;
     unsigned worker_count;
     int stopping;
     struct event *watchdog;
+    struct admin *admin;
+    struct admin_view view;
 };
 
 static int open_listener(const struct listen_addr *la)
@@ -58,17 +67,84 @@ static int open_listener(const struct listen_addr *la)
     return fd;
 }
 
+/* systemd socket activation (rlproxy.socket): the sockets it passes replace `listen`. */
+static int take_activated_sockets(struct server *s)
+{
+#ifdef HAVE_LIBSYSTEMD
+    int n = sd_listen_fds(1);
+    if (n <= 0)
+        return 0;
+    s->listen_fds = calloc((size_t)n, sizeof *s->listen_fds);
+    s->listen_texts = calloc((size_t)n, sizeof *s->listen_texts);
+    if (s->listen_fds == NULL || s->listen_texts == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        s->listen_fds[i] = SD_LISTEN_FDS_START + i;
+        snprintf(s->listen_texts[i], sizeof s->listen_texts[i], "systemd socket %d", i);
+    }
+    s->listen_count = (size_t)n;
+    s->socket_activated = 1;
+    log_notice("using %d socket(s) passed by systemd; listen is ignored", n);
+    return 1;
+#else
+    (void)s;
+    return 0;
+#endif
+}
+
+/* Opens the listeners `config` asks for, reusing the descriptors of `s` whose address did not
+ * change (port 0 always means a new socket). On failure nothing of `s` is touched. */
+static int build_listeners(struct server *s, const struct config *config, int **fds_out,
+                           char (**texts_out)[80])
+{
+    size_t n = config->listen_count;
+    int *fds = calloc(n, sizeof *fds);
+    char(*texts)[80] = calloc(n, sizeof *texts);
+    if (fds == NULL || texts == NULL) {
+        free(fds);
+        free(texts);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct listen_addr *la = &config->listen[i];
+        fds[i] = -1;
+        for (size_t j = 0; j < s->listen_count; j++)
+            if (strcmp(s->listen_texts[j], la->text) == 0 && !strstr(la->text, ":0") &&
+                s->listen_fds[j] >= 0)
+                fds[i] = s->listen_fds[j];
+        if (fds[i] < 0)
+            fds[i] = open_listener(la);
+        if (fds[i] < 0) {
+            for (size_t k = 0; k < i; k++) {
+                int reused = 0;
+                for (size_t j = 0; j < s->listen_count; j++)
+                    reused |= s->listen_fds[j] == fds[k];
+                if (!reused)
+                    close(fds[k]);
+            }
+            free(fds);
+            free(texts);
+            return -1;
+        }
+        snprintf(texts[i], sizeof texts[i], "%s", la->text);
+    }
+    *fds_out = fds;
+    *texts_out = texts;
+    return 0;
+}
+
 static int open_listeners(struct server *s)
 {
-    s->listen_fds = calloc(s->config->listen_count, sizeof *s->listen_fds);
-    if (s->listen_fds == NULL)
+    int activated = take_activated_sockets(s);
+    if (activated != 0)
+        return activated < 0 ? -1 : 0;
+    int *fds;
+    char(*texts)[80];
+    if (build_listeners(s, s->config, &fds, &texts) != 0)
         return -1;
-    for (size_t i = 0; i < s->config->listen_count; i++) {
-        int fd = open_listener(&s->config->listen[i]);
-        if (fd < 0)
-            return -1;
-        s->listen_fds[s->listen_count++] = fd;
-    }
+    s->listen_fds = fds;
+    s->listen_texts = texts;
+    s->listen_count = s->config->listen_count;
     return 0;
 }
 
@@ -77,8 +153,36 @@ static void close_listeners(struct server *s)
     for (size_t i = 0; i < s->listen_count; i++)
         close(s->listen_fds[i]);
     free(s->listen_fds);
+    free(s->listen_texts);
     s->listen_fds = NULL;
+    s->listen_texts = NULL;
     s->listen_count = 0;
+}
+
+/* Reload: new sockets for new addresses, the same ones for unchanged addresses; workers switch
+ * their listeners; sockets no longer listed close once every worker has let go of them. */
+static int rebind(struct server *s, const struct config *next)
+{
+    int *fds;
+    char(*texts)[80];
+    if (build_listeners(s, next, &fds, &texts) != 0)
+        return -1;
+    for (unsigned i = 0; i < s->worker_count; i++)
+        if (worker_post_listeners(&s->workers[i], fds, next->listen_count) != 0)
+            log_error("worker %u: cannot hand over the new listeners", i);
+    for (size_t j = 0; j < s->listen_count; j++) {
+        int kept = 0;
+        for (size_t i = 0; i < next->listen_count; i++)
+            kept |= fds[i] == s->listen_fds[j];
+        if (!kept)
+            close(s->listen_fds[j]);
+    }
+    free(s->listen_fds);
+    free(s->listen_texts);
+    s->listen_fds = fds;
+    s->listen_texts = texts;
+    s->listen_count = next->listen_count;
+    return 0;
 }
 
 static int same_listen(const struct config *a, const struct config *b)
@@ -102,11 +206,17 @@ static void reload(struct server *s)
     struct config *next = NULL;
     if (config_load_file(s->config_path, &next, err, sizeof err) != 0) {
         log_error("reload failed, keeping the running config: %s", err);
+        s->view.process.reloads_failed++;
         daemon_notify_ready();
         return;
     }
-    if (!same_listen(s->config, next))
-        log_warn("reload: listen changed; the new addresses take effect after a restart");
+    if (!same_listen(s->config, next) && !s->socket_activated && rebind(s, next) != 0) {
+        log_error("reload failed, keeping the running config: cannot listen on the new addresses");
+        s->view.process.reloads_failed++;
+        config_unref(next);
+        daemon_notify_ready();
+        return;
+    }
     if (next->workers != s->config->workers)
         log_warn("reload: workers changed; takes effect after a restart");
     log_set_level(next->log_level);
@@ -116,6 +226,7 @@ static void reload(struct server *s)
         worker_post_config(&s->workers[i], next);
     config_unref(s->config);
     s->config = next;
+    s->view.process.reloads_ok++;
     log_notice("configuration reloaded from %s", s->config_path);
     daemon_notify_ready();
 }
@@ -135,6 +246,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     s->stopping = 1;
+    s->view.stopping = 1;
     daemon_notify_stopping();
     log_notice("stopping: draining connections for up to %" PRIu64 " ms",
                s->config->shutdown_timeout_ms);
@@ -214,6 +326,15 @@ int server_run(struct config *config, const char *config_path)
         util_ms_to_timeval(watchdog_ms, &tv);
         event_add(s.watchdog, &tv);
     }
+    s.view.workers = s.workers;
+    s.view.worker_count = s.worker_count;
+    s.view.process.start_time_unix = (uint64_t)time(NULL);
+    s.admin = admin_start(s.base, config, &s.view);
+    if (s.admin == NULL) {
+        for (int i = 0; i < 4; i++)
+            event_free(signals[i]);
+        goto stop_workers;
+    }
     log_notice("rlproxy %s started: %u workers", PACKAGE_VERSION, s.worker_count);
     daemon_notify_ready();
     event_base_dispatch(s.base);
@@ -221,6 +342,7 @@ int server_run(struct config *config, const char *config_path)
     wait_for_workers(&s);
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_destroy(&s.workers[i]);
+    admin_free(s.admin);
     for (int i = 0; i < 4; i++)
         event_free(signals[i]);
     if (s.watchdog != NULL)

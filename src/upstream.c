@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@ struct upstream_multi {
     struct event *timer;
     CURL *pool[POOL_MAX];
     size_t pool_count;
-    size_t active;
+    _Atomic size_t active; /* read by the admin thread for /metrics */
 };
 
 struct upstream {
@@ -159,7 +160,7 @@ void upstream_multi_free(struct upstream_multi *m)
     free(m);
 }
 
-size_t upstream_multi_active(const struct upstream_multi *m) { return m->active; }
+size_t upstream_multi_active(struct upstream_multi *m) { return atomic_load(&m->active); }
 
 /* ---- easy handle life ------------------------------------------------------------------------- */
 

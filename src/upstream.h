@@ -55,7 +55,7 @@ struct upstream_request {
 
 struct upstream_multi *upstream_multi_new(struct event_base *base);
 void upstream_multi_free(struct upstream_multi *m); /* aborts nothing: free transfers first */
-size_t upstream_multi_active(const struct upstream_multi *m);
+size_t upstream_multi_active(struct upstream_multi *m); /* thread-safe */
 
 struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_request *req,
                                 const struct upstream_callbacks *cb, void *ctx);

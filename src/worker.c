@@ -5,6 +5,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,6 +28,9 @@ static void on_accept_error(struct evconnlistener *listener, void *arg)
     log_warn("worker %u: accept failed: %s", ((struct worker *)arg)->id,
              evutil_socket_error_to_string(err));
 }
+
+static int add_listeners(struct worker *w, int *fds, size_t count);
+static void free_listeners(struct worker *w);
 
 static void maybe_finish_drain(struct worker *w)
 {
@@ -64,7 +68,19 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     struct config *config = w->pending_config;
     w->pending_config = NULL;
     int stop = w->stop_requested, force = w->force_stop;
+    int *listen_fds = w->pending_listen_fds;
+    size_t listen_count = w->pending_listen_count;
+    int listen_update = w->listen_update;
+    w->pending_listen_fds = NULL;
+    w->pending_listen_count = 0;
+    w->listen_update = 0;
     pthread_mutex_unlock(&w->lock);
+    if (listen_update) {
+        free_listeners(w);
+        if (add_listeners(w, listen_fds, listen_count) != 0)
+            log_error("worker %u: cannot watch the new listeners", w->id);
+        free(listen_fds);
+    }
     if (config != NULL) {
         config_unref(w->config);
         w->config = config;
@@ -76,6 +92,59 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     }
     if (stop && !w->draining)
         start_drain(w);
+}
+
+/* Takes ownership of fds (this worker's own duplicates). */
+static int add_listeners(struct worker *w, int *fds, size_t count)
+{
+    struct evconnlistener **grown = realloc(w->listeners, (count ? count : 1) * sizeof *grown);
+    if (grown == NULL) {
+        for (size_t i = 0; i < count; i++)
+            close(fds[i]);
+        return -1;
+    }
+    w->listeners = grown;
+    int status = 0;
+    for (size_t i = 0; i < count; i++) {
+        evutil_make_socket_nonblocking(fds[i]);
+        struct evconnlistener *l = evconnlistener_new(w->base, on_accept, w,
+                                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                                      -1, fds[i]);
+        if (l == NULL) {
+            close(fds[i]);
+            status = -1;
+            continue;
+        }
+        evconnlistener_set_error_cb(l, on_accept_error);
+        if (w->draining)
+            evconnlistener_disable(l);
+        w->listeners[w->listener_count++] = l;
+    }
+    return status;
+}
+
+static void free_listeners(struct worker *w)
+{
+    for (size_t i = 0; i < w->listener_count; i++)
+        evconnlistener_free(w->listeners[i]);
+    w->listener_count = 0;
+}
+
+static int *dup_all(const int *fds, size_t count)
+{
+    int *copies = calloc(count ? count : 1, sizeof *copies);
+    if (copies == NULL)
+        return NULL;
+    for (size_t i = 0; i < count; i++) {
+        copies[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (copies[i] < 0) {
+            while (i-- > 0)
+                close(copies[i]);
+            free(copies);
+            return NULL;
+        }
+    }
+    return copies;
 }
 
 int worker_init(struct worker *w, unsigned id, struct config *config, const int *listen_fds,
@@ -90,25 +159,15 @@ int worker_init(struct worker *w, unsigned id, struct config *config, const int 
         return -1;
     w->upstream = upstream_multi_new(w->base);
     w->wakeup = event_new(w->base, -1, EV_PERSIST, on_wakeup, w);
-    w->listeners = calloc(listen_count ? listen_count : 1, sizeof *w->listeners);
-    if (w->upstream == NULL || w->wakeup == NULL || w->listeners == NULL)
+    if (w->upstream == NULL || w->wakeup == NULL)
         return -1;
-    for (size_t i = 0; i < listen_count; i++) {
-        /* each worker gets its own descriptor for the shared socket so each can free its own */
-        int fd = dup(listen_fds[i]);
-        if (fd < 0)
-            return -1;
-        evutil_make_socket_nonblocking(fd);
-        w->listeners[i] = evconnlistener_new(w->base, on_accept, w,
-                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, fd);
-        if (w->listeners[i] == NULL) {
-            close(fd);
-            return -1;
-        }
-        w->listener_count++;
-        evconnlistener_set_error_cb(w->listeners[i], on_accept_error);
-    }
-    return 0;
+    /* each worker gets its own descriptors for the shared sockets so each can free its own */
+    int *fds = dup_all(listen_fds, listen_count);
+    if (fds == NULL)
+        return -1;
+    int status = add_listeners(w, fds, listen_count);
+    free(fds);
+    return status;
 }
 
 static void *worker_main(void *arg)
@@ -128,9 +187,11 @@ void worker_join(struct worker *w) { pthread_join(w->thread, NULL); }
 
 void worker_destroy(struct worker *w)
 {
-    for (size_t i = 0; i < w->listener_count; i++)
-        evconnlistener_free(w->listeners[i]);
+    free_listeners(w);
     free(w->listeners);
+    for (size_t i = 0; i < w->pending_listen_count; i++)
+        close(w->pending_listen_fds[i]);
+    free(w->pending_listen_fds);
     upstream_multi_free(w->upstream);
     if (w->wakeup != NULL)
         event_free(w->wakeup);
@@ -150,6 +211,23 @@ void worker_post_stop(struct worker *w, int force)
     event_active(w->wakeup, EV_TIMEOUT, 0);
 }
 
+int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count)
+{
+    int *fds = dup_all(listen_fds, count);
+    if (fds == NULL)
+        return -1;
+    pthread_mutex_lock(&w->lock);
+    for (size_t i = 0; i < w->pending_listen_count; i++)
+        close(w->pending_listen_fds[i]);
+    free(w->pending_listen_fds);
+    w->pending_listen_fds = fds;
+    w->pending_listen_count = count;
+    w->listen_update = 1;
+    pthread_mutex_unlock(&w->lock);
+    event_active(w->wakeup, EV_TIMEOUT, 0);
+    return 0;
+}
+
 void worker_post_config(struct worker *w, struct config *config)
 {
     pthread_mutex_lock(&w->lock);
@@ -163,11 +241,16 @@ void worker_post_config(struct worker *w, struct config *config)
 
 /* conn.c and tunnel.c link themselves into w->conns / w->tunnels; the worker keeps the counts that
  * decide when a drain is complete. */
-void worker_conn_added(struct worker *w, struct conn *c) { w->conn_count++; }
+void worker_conn_added(struct worker *w, struct conn *c)
+{
+    w->conn_count++;
+    atomic_fetch_add(&w->stats.open_connections, 1);
+}
 
 void worker_conn_removed(struct worker *w, struct conn *c)
 {
     w->conn_count--;
+    atomic_fetch_sub(&w->stats.open_connections, 1);
     maybe_finish_drain(w);
 }
 
@@ -175,11 +258,13 @@ void worker_tunnel_added(struct worker *w, struct tunnel *t)
 {
     w->tunnel_count++;
     atomic_fetch_add(&w->stats.tunnels_opened, 1);
+    atomic_fetch_add(&w->stats.open_tunnels, 1);
 }
 
 void worker_tunnel_removed(struct worker *w, struct tunnel *t)
 {
     w->tunnel_count--;
+    atomic_fetch_sub(&w->stats.open_tunnels, 1);
     maybe_finish_drain(w);
 }
 

@@ -22,6 +22,7 @@ struct worker_stats {
     _Atomic uint64_t bytes_from_clients, bytes_to_clients;
     _Atomic uint64_t connections_accepted;
     _Atomic uint64_t tunnels_opened;
+    _Atomic uint64_t open_connections, open_tunnels; /* gauges */
 };
 
 struct worker {
@@ -35,6 +36,9 @@ struct worker {
     struct event *wakeup;
     pthread_mutex_t lock; /* guards pending_config and the message flags */
     struct config *pending_config;
+    int *pending_listen_fds; /* already this worker's own descriptors */
+    size_t pending_listen_count;
+    int listen_update;
     int stop_requested, force_stop;
     int draining;
     struct conn *conns;     /* intrusive list */
@@ -53,6 +57,8 @@ void worker_destroy(struct worker *w);
 /* From the main thread. */
 void worker_post_stop(struct worker *w, int force);
 void worker_post_config(struct worker *w, struct config *config); /* takes a reference */
+/* Replace the worker's listeners by ones on these sockets (the worker dups them). 0 or -1. */
+int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count);
 
 /* From the worker's own thread. */
 void worker_conn_added(struct worker *w, struct conn *c);

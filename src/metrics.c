@@ -1,0 +1,76 @@
+/* metrics.c — see metrics.h. Names follow Prometheus conventions: counters end in _total, units
+ * in the name (_bytes), one HELP and TYPE line per family. */
+#include "metrics.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+
+#include "worker.h"
+
+static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static uint64_t sum(struct worker *workers, unsigned count, size_t offset)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < count; i++)
+        total += atomic_load((_Atomic uint64_t *)((char *)&workers[i].stats + offset));
+    return total;
+}
+
+#define SUM(field) sum(workers, worker_count, offsetof(struct worker_stats, field))
+
+void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worker_count,
+                    const struct metrics_process *process)
+{
+    family(out, "rlproxy_requests_total", "counter", "Requests whose head was parsed.");
+    evbuffer_add_printf(out, "rlproxy_requests_total %" PRIu64 "\n", SUM(requests));
+
+    family(out, "rlproxy_responses_total", "counter",
+           "Responses by status class; class=\"aborted\" when the exchange ended without one.");
+    static const char *const classes[] = {"aborted", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (unsigned c = 0; c < 6; c++) {
+        uint64_t n = 0;
+        for (unsigned i = 0; i < worker_count; i++)
+            n += atomic_load(&workers[i].stats.responses_by_class[c]);
+        evbuffer_add_printf(out, "rlproxy_responses_total{class=\"%s\"} %" PRIu64 "\n", classes[c],
+                            n);
+    }
+
+    family(out, "rlproxy_client_bytes_total", "counter",
+           "Body bytes from clients (in) and to clients (out), tunnels included.");
+    evbuffer_add_printf(out, "rlproxy_client_bytes_total{direction=\"in\"} %" PRIu64 "\n",
+                        SUM(bytes_from_clients));
+    evbuffer_add_printf(out, "rlproxy_client_bytes_total{direction=\"out\"} %" PRIu64 "\n",
+                        SUM(bytes_to_clients));
+
+    family(out, "rlproxy_connections_accepted_total", "counter", "Client connections accepted.");
+    evbuffer_add_printf(out, "rlproxy_connections_accepted_total %" PRIu64 "\n",
+                        SUM(connections_accepted));
+    family(out, "rlproxy_open_connections", "gauge",
+           "Client connections open now (tunnels excluded).");
+    evbuffer_add_printf(out, "rlproxy_open_connections %" PRIu64 "\n", SUM(open_connections));
+    family(out, "rlproxy_tunnels_total", "counter", "CONNECT tunnels established.");
+    evbuffer_add_printf(out, "rlproxy_tunnels_total %" PRIu64 "\n", SUM(tunnels_opened));
+    family(out, "rlproxy_open_tunnels", "gauge", "CONNECT tunnels open now.");
+    evbuffer_add_printf(out, "rlproxy_open_tunnels %" PRIu64 "\n", SUM(open_tunnels));
+
+    family(out, "rlproxy_upstream_transfers", "gauge",
+           "Upstream transfers in progress (requests and tunnel connects).");
+    uint64_t active = 0;
+    for (unsigned i = 0; i < worker_count; i++)
+        active += upstream_multi_active(workers[i].upstream);
+    evbuffer_add_printf(out, "rlproxy_upstream_transfers %" PRIu64 "\n", active);
+
+    family(out, "rlproxy_workers", "gauge", "Worker threads.");
+    evbuffer_add_printf(out, "rlproxy_workers %u\n", worker_count);
+    family(out, "rlproxy_config_reloads_total", "counter", "Configuration reloads by result.");
+    evbuffer_add_printf(out, "rlproxy_config_reloads_total{result=\"ok\"} %" PRIu64 "\n",
+                        process->reloads_ok);
+    evbuffer_add_printf(out, "rlproxy_config_reloads_total{result=\"failed\"} %" PRIu64 "\n",
+                        process->reloads_failed);
+    family(out, "rlproxy_start_time_seconds", "gauge", "Start time of the process (Unix time).");
+    evbuffer_add_printf(out, "rlproxy_start_time_seconds %" PRIu64 "\n", process->start_time_unix);
+}
