@@ -77,7 +77,7 @@ START_TEST(test_table_is_consistent)
                           k->type == CONFIG_LOG_LEVEL || k->type == CONFIG_BOOL,
                       "%s bounds", k->name);
         int is_list = k->type == CONFIG_LISTEN_LIST || k->type == CONFIG_CIDR_LIST ||
-                      k->type == CONFIG_PORT_LIST;
+                      k->type == CONFIG_PORT_LIST || k->type == CONFIG_HOST_PATTERN_LIST;
         ck_assert_msg(is_list == (k->count_offset != 0), "%s count_offset", k->name);
         ck_assert_msg(is_list == (config_value_elem_size(k) != 0), "%s elem size", k->name);
         if (k->type == CONFIG_ENUM || k->type == CONFIG_LOG_LEVEL)
