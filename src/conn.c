@@ -414,13 +414,21 @@ static struct curl_slist *build_request_headers(const struct http_request *r, in
     return list;
 }
 
+static const char *parent_proxy_for(const struct config *config, const char *host)
+{
+    if (config->upstream_proxy[0] == '\0' ||
+        host_pattern_match(config->upstream_proxy_bypass, config->upstream_proxy_bypass_count, host))
+        return NULL;
+    return config->upstream_proxy;
+}
+
 static void start_forward(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
     const struct http_target *t = &r->target;
     char url[400], target_text[1200];
     const char *scheme = t->scheme == HTTP_SCHEME_HTTPS ? "https" : "http";
-    snprintf(url, sizeof url, t->host_is_ipv6 ? "%s://[%s]:%u/" : "%s://%s:%u/", scheme, t->host,
+    snprintf(url, sizeof url, t->host_is_ipv6 ? "%s://[%s]:%u" : "%s://%s:%u", scheme, t->host,
              t->port);
 
     const char *path = http_arena(r, t->path_off);
@@ -448,6 +456,7 @@ static void start_forward(struct conn *c)
         .upload_length = r->chunked ? -1 : r->content_length,
         .headers = build_request_headers(r, &failed),
         .target_text = target_text,
+        .parent_proxy = parent_proxy_for(c->config, t->host),
         .connect_timeout_ms = c->config->upstream_connect_timeout_ms,
         .response_timeout_ms = c->config->upstream_response_timeout_ms,
     };
@@ -483,7 +492,8 @@ static void start_tunnel(struct conn *c)
     bufferevent_disable(c->bev, EV_READ); /* bytes after the head wait for the tunnel */
     c->upstream_start_ms = util_now_ms();
     c->upstream = upstream_connect(c->worker->upstream, t->host, t->port,
-                                   c->config->upstream_connect_timeout_ms, &tunnel_callbacks, c);
+                                   c->config->upstream_connect_timeout_ms,
+                                   parent_proxy_for(c->config, t->host), &tunnel_callbacks, c);
     if (c->upstream == NULL)
         send_error(c, 503, "cannot start upstream connection");
 }

@@ -485,8 +485,27 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
     u->headers = req->headers;
     u->response_timeout_ms = req->response_timeout_ms;
     u->response_timer = evtimer_new(m->base, on_response_timeout, u);
-    curl_easy_setopt(e, CURLOPT_URL, req->url);
-    curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, req->request_target);
+    if (req->parent_proxy == NULL) {
+        char url[512];
+        snprintf(url, sizeof url, "%s/", req->url);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        /* the target goes out byte for byte; curl would otherwise normalise it */
+        curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, req->request_target);
+    } else {
+        /* a parent needs the absolute form, which REQUEST_TARGET would replace */
+        size_t len = strlen(req->url) + strlen(req->request_target) + 1;
+        char *url = malloc(len);
+        if (url == NULL) {
+            curl_slist_free_all(u->headers);
+            u->headers = NULL;
+            upstream_free(u);
+            return NULL;
+        }
+        snprintf(url, len, "%s%s", req->url, req->request_target);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        free(url); /* curl copies strings it is given */
+        curl_easy_setopt(e, CURLOPT_PROXY, req->parent_proxy);
+    }
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
@@ -517,8 +536,8 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
 }
 
 struct upstream *upstream_connect(struct upstream_multi *m, const char *host, unsigned port,
-                                  uint64_t connect_timeout_ms, const struct upstream_callbacks *cb,
-                                  void *ctx)
+                                  uint64_t connect_timeout_ms, const char *parent_proxy,
+                                  const struct upstream_callbacks *cb, void *ctx)
 {
     char target[300], url[320];
     int v6 = strchr(host, ':') != NULL;
@@ -530,6 +549,10 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
     u->connect_only = 1;
     curl_easy_setopt(u->easy, CURLOPT_URL, url);
     curl_easy_setopt(u->easy, CURLOPT_CONNECT_ONLY, 1L);
+    if (parent_proxy != NULL) { /* curl sends CONNECT to the parent; the socket is the tunnel */
+        curl_easy_setopt(u->easy, CURLOPT_PROXY, parent_proxy);
+        curl_easy_setopt(u->easy, CURLOPT_HTTPPROXYTUNNEL, 1L);
+    }
     curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
     if (add_to_multi(u) != 0)
         return NULL;

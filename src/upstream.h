@@ -41,7 +41,7 @@ struct upstream_callbacks {
 };
 
 struct upstream_request {
-    const char *url;            /* "http://host:port/" — scheme and authority; path comes next */
+    const char *url;            /* "http://host:port" — scheme and authority */
     const char *request_target; /* sent verbatim: "/a/../b?x" */
     const char *method;
     int is_head;
@@ -49,6 +49,7 @@ struct upstream_request {
     int64_t upload_length; /* -1: chunked */
     struct curl_slist *headers; /* taken over by the upstream */
     const char *target_text;    /* for messages: "http://host:port/path" or "host:port" */
+    const char *parent_proxy;   /* NULL: connect directly */
     uint64_t connect_timeout_ms;
     uint64_t response_timeout_ms; /* from the end of the request to the first response byte */
 };
@@ -61,8 +62,8 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
                                 const struct upstream_callbacks *cb, void *ctx);
 /* CONNECT: open a TCP connection to host:port through libcurl (DNS cache, happy eyeballs). */
 struct upstream *upstream_connect(struct upstream_multi *m, const char *host, unsigned port,
-                                  uint64_t connect_timeout_ms, const struct upstream_callbacks *cb,
-                                  void *ctx);
+                                  uint64_t connect_timeout_ms, const char *parent_proxy,
+                                  const struct upstream_callbacks *cb, void *ctx);
 
 /* Pausing: recv when the client cannot take more, send when it has not sent more body yet.
  * Never call from inside an upstream callback. */
