@@ -294,8 +294,17 @@ int server_run(struct config *config, const char *config_path)
     s.config = config;
     s.config_path = config_path;
     int status = 1;
+    struct event *signals[4] = {NULL, NULL, NULL, NULL};
+    const int signal_numbers[4] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
     s.base = event_base_new();
-    if (s.base == NULL || open_listeners(&s) != 0)
+    if (s.base == NULL)
+        goto out;
+    /* before anything is announced: a TERM during start-up must stop us cleanly, not kill us */
+    for (int i = 0; i < 4; i++) {
+        signals[i] = evsignal_new(s.base, signal_numbers[i], on_signal, &s);
+        evsignal_add(signals[i], NULL);
+    }
+    if (open_listeners(&s) != 0)
         goto out;
     s.workers = calloc(config->workers, sizeof *s.workers);
     if (s.workers == NULL)
@@ -313,12 +322,6 @@ int server_run(struct config *config, const char *config_path)
         }
         s.worker_count++;
     }
-    struct event *signals[4];
-    const int signal_numbers[4] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
-    for (int i = 0; i < 4; i++) {
-        signals[i] = evsignal_new(s.base, signal_numbers[i], on_signal, &s);
-        evsignal_add(signals[i], NULL);
-    }
     uint64_t watchdog_ms = daemon_watchdog_interval_ms();
     if (watchdog_ms > 0) {
         s.watchdog = event_new(s.base, -1, EV_PERSIST, on_watchdog, &s);
@@ -330,11 +333,8 @@ int server_run(struct config *config, const char *config_path)
     s.view.worker_count = s.worker_count;
     s.view.process.start_time_unix = (uint64_t)time(NULL);
     s.admin = admin_start(s.base, config, &s.view);
-    if (s.admin == NULL) {
-        for (int i = 0; i < 4; i++)
-            event_free(signals[i]);
+    if (s.admin == NULL)
         goto stop_workers;
-    }
     log_notice("rlproxy %s started: %u workers", PACKAGE_VERSION, s.worker_count);
     daemon_notify_ready();
     event_base_dispatch(s.base);
@@ -343,10 +343,6 @@ int server_run(struct config *config, const char *config_path)
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_destroy(&s.workers[i]);
     admin_free(s.admin);
-    for (int i = 0; i < 4; i++)
-        event_free(signals[i]);
-    if (s.watchdog != NULL)
-        event_free(s.watchdog);
     log_notice("stopped");
     goto out;
 
@@ -358,6 +354,11 @@ stop_workers:
         worker_destroy(&s.workers[i]);
     }
 out:
+    for (int i = 0; i < 4; i++)
+        if (signals[i] != NULL)
+            event_free(signals[i]);
+    if (s.watchdog != NULL)
+        event_free(s.watchdog);
     free(s.workers);
     close_listeners(&s);
     if (s.base != NULL)
