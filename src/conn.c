@@ -204,15 +204,16 @@ static void log_request(struct conn *c)
         n = snprintf(line, sizeof line,
                      "{\"time\":\"%s\",\"client\":\"%s\",\"user\":null,\"method\":\"%s\","
                      "\"target\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-                     ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64 "}",
+                     ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
+                     ",\"limit\":\"none\",\"wait_ms\":0,\"attempts\":%d}",
                      when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms);
+                     total, upstream_ms, c->upstream_start_ms ? 1 : 0);
     else
         n = snprintf(line, sizeof line,
                      "%s %s - \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64
-                     "ms upstream=%" PRIu64 "ms",
+                     "ms upstream=%" PRIu64 "ms limit=none wait=0ms attempts=%d",
                      when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms);
+                     total, upstream_ms, c->upstream_start_ms ? 1 : 0);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -318,7 +319,7 @@ static void finish_request(struct conn *c)
     c->message_done = c->head_sent = c->recv_paused = c->send_paused = 0;
     c->status = 0;
     c->bytes_in = c->bytes_out = 0;
-    c->upstream_head_ms = 0;
+    c->upstream_head_ms = c->upstream_start_ms = 0;
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
@@ -508,6 +509,7 @@ static void on_tunnel_connected(void *arg, int fd)
     snprintf(info.target, sizeof info.target, t->host_is_ipv6 ? "[%s]:%u" : "%s:%u", t->host,
              t->port);
     info.start_ms = c->start_ms;
+    info.connect_ms = util_now_ms() - c->upstream_start_ms;
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
     struct bufferevent *bev = c->bev;

@@ -14,6 +14,7 @@ struct tunnel_info {
     char client[64];
     char target[300];
     uint64_t start_ms;
+    uint64_t connect_ms; /* time to open the upstream connection */
 };
 
 /* Takes over `client` (a bufferevent whose input may already hold bytes for the origin) and
