@@ -43,7 +43,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_text(req, 405, "Method Not Allowed", "text/plain", body);
     } else if (path != NULL && strcmp(path, "/metrics") == 0) {
         metrics_render(body, admin->view->workers, admin->view->worker_count,
-                       &admin->view->process);
+                       admin->view->limiter, &admin->view->process);
         reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     } else if (path != NULL && strcmp(path, "/healthz") == 0) {
         if (admin->view->stopping) {

@@ -13,6 +13,7 @@ struct worker;
 struct admin;
 
 struct admin_view {
+    struct limiter *limiter; /* current rules, for per-rule metrics */
     struct worker *workers;
     unsigned worker_count;
     struct metrics_process process;

@@ -5,8 +5,10 @@
  * a documented default cannot drift from the one that serves.
  *
  * Adding a key is one row in keys[]. Adding a type is one entry in type_ops[] (a scalar parser, or
- * an element parser and elem_size for a list); a type whose values are mappings (rate_limits) would
- * add its own walk function in config_yaml.c's walk_value() and its release hook here. */
+ * an element parser and elem_size for a list). rate_limits, a list of mappings, has its own walk
+ * function in config_yaml.c; each mapping is walked against a second table, rule_fields[], whose
+ * offsets are into struct rate_rule, with the same parsers, and its release hook frees a rule's
+ * lists through that table. */
 
 #include "config.h"
 
@@ -30,10 +32,16 @@
 /* ENUM values are stored through an int-sized object; the enums in struct config must fit that. */
 _Static_assert(sizeof(enum access_format) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum storage");
+_Static_assert(sizeof(enum rate_key) == sizeof(int), "enum storage");
+_Static_assert(sizeof(enum rate_over_limit) == sizeof(int), "enum storage");
+/* UINT stores an unsigned; the rate-rule and max-keys fields are uint32_t. */
+_Static_assert(sizeof(unsigned) == sizeof(uint32_t), "uint storage");
 
 /* Index order is the enum order: the ENUM parser stores the index. */
 static const char *const log_level_words[] = {"error", "warn", "notice", "info", "debug", NULL};
 static const char *const access_format_words[] = {"text", "json", NULL};
+static const char *const rate_key_words[] = {"client", "host", "client+host", "user", "global", NULL};
+static const char *const over_limit_words[] = {"delay", "reject", NULL};
 
 #define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)               \
     {                                                                                              \
@@ -97,9 +105,78 @@ static const struct config_key keys[] = {
     LIST_ROW("upstream_proxy_bypass", CONFIG_HOST_PATTERN_LIST, "[]", 0, 1024, 1,
              upstream_proxy_bypass,
              "Destinations reached directly despite upstream_proxy: names, *.suffix patterns or address blocks"),
+    LIST_ROW("rate_limits", CONFIG_RATE_RULES, "[]", 0, 1024, 1, rate_limits,
+             "Rate-limit rules, tried in order; the first rule that matches a request applies, and a request no rule matches is not limited"),
+    ROW("rate_limits_max_keys", CONFIG_UINT, "1000000", 1000, 100000000, NULL, 1,
+        rate_limits_max_keys,
+        "The most windows (distinct keys over all rules) kept at once; at the cap a request for a new key is refused with 429 until idle keys expire"),
 };
 
 #define KEY_COUNT (sizeof keys / sizeof keys[0])
+
+#define RULE_ROW(name_, type_, default_, min_, max_, choices_, field_, doc_)                       \
+    {                                                                                              \
+        .name = (name_), .type = (type_), .default_text = (default_), .min = (min_),               \
+        .max = (max_), .choices = (choices_), .reloadable = 1, .doc = (doc_),                      \
+        .offset = offsetof(struct rate_rule, field_)                                               \
+    }
+#define RULE_REQUIRED(name_, type_, min_, max_, field_, doc_)                                      \
+    {                                                                                              \
+        .name = (name_), .type = (type_), .min = (min_), .max = (max_), .reloadable = 1,           \
+        .doc = (doc_), .offset = offsetof(struct rate_rule, field_), .required = 1                 \
+    }
+/* Match lists are optional (empty matches everything) and take a single value for one entry. */
+#define RULE_LIST(name_, type_, max_, field_, doc_)                                                \
+    {                                                                                              \
+        .name = (name_), .type = (type_), .max = (max_), .reloadable = 1, .doc = (doc_),           \
+        .offset = offsetof(struct rate_rule, field_),                                              \
+        .count_offset = offsetof(struct rate_rule, field_##_count), .single_ok = 1                 \
+    }
+
+/* The keys of one rate_limits entry. Required rows have no default; optional scalars have one;
+ * match lists start empty. Docs follow the rules of keys[] (the man page repeats them). */
+static const struct config_key rule_fields[] = {
+    RULE_REQUIRED("name", CONFIG_RULE_NAME, 1, 63, name,
+             "Names the rule in 429 bodies, RateLimit fields, the access log and metrics"),
+    RULE_LIST("match.host", CONFIG_HOST_NAME_LIST, 1024, match_host,
+              "Destination hosts the rule applies to: exact names, single addresses or *.suffix patterns"),
+    RULE_LIST("match.method", CONFIG_METHOD_LIST, RATE_RULE_MAX_METHODS, match_method,
+              "Request methods the rule applies to, such as GET or CONNECT"),
+    /* Not a list: one prefix per rule; several prefixes are several rules. */
+    {.name = "match.path_prefix", .type = CONFIG_PATH_PREFIX, .reloadable = 1,
+     .offset = offsetof(struct rate_rule, match_path_prefix),
+     .doc = "Start of the request path (and query) the rule applies to, compared byte for byte"},
+    RULE_LIST("match.client", CONFIG_CIDR_LIST, 4096, match_client,
+              "Client address blocks the rule applies to"),
+    RULE_LIST("match.user", CONFIG_USER_LIST, 1024, match_user,
+              "Proxy user names the rule applies to"),
+    RULE_ROW("key", CONFIG_ENUM, "client", 0, 0, rate_key_words, key,
+             "What the rule counts separately: each client address, destination host, client and host pair or user, or all requests together"),
+    RULE_REQUIRED("limit", CONFIG_UINT, 1, 1000000, limit,
+             "Most requests one key may have admitted within any span of one window"),
+    RULE_REQUIRED("window", CONFIG_DURATION, 1, MS_PER_D, window_ms,
+             "Length of the sliding window that limit counts over"),
+    RULE_ROW("over_limit", CONFIG_ENUM, "reject", 0, 0, over_limit_words, over_limit,
+             "What a request over the limit gets: delay holds it until the window has room, reject answers 429 at once"),
+    RULE_ROW("max_delay", CONFIG_DURATION, "30s", 0, MS_PER_H, NULL, max_delay_ms,
+             "Longest a delayed request is held; one that would wait longer gets 429 at once"),
+    RULE_ROW("max_queue", CONFIG_UINT, "1000", 0, 1000000, NULL, max_queue,
+             "Most requests held at once by this rule; a request beyond it gets 429 at once"),
+    RULE_ROW("headers", CONFIG_BOOL, "false", 0, 0, NULL, headers,
+             "Whether admitted responses carry RateLimit-Policy and RateLimit fields too, as 429 responses always do"),
+    RULE_ROW("shared", CONFIG_BOOL, "false", 0, 0, NULL, shared,
+             "Reserved for windows shared by several rlproxy instances; this version keeps every window in the process"),
+};
+
+#define RULE_FIELD_COUNT (sizeof rule_fields / sizeof rule_fields[0])
+_Static_assert(RULE_FIELD_COUNT <= CONFIG_RULE_MAX_FIELDS, "config_yaml.c tracks this many fields");
+
+const struct config_key *config_rule_fields(size_t *count)
+{
+    if (count != NULL)
+        *count = RULE_FIELD_COUNT;
+    return rule_fields;
+}
 
 const struct config_key *config_keys(size_t *count)
 {
@@ -624,18 +701,10 @@ static int parse_proxy_url(const struct config_key *key, const char *text, void 
     return 0;
 }
 
-static int parse_host_pattern_element(const struct config_key *key, const char *text, void *dst,
-                                      char *why, size_t why_len)
+/* A host name or "*.suffix" into hp (zeroed first); 0 or -1. */
+static int parse_host_name(const char *text, struct host_pattern *hp)
 {
-    struct host_pattern *hp = dst;
-    char shown[64];
-    (void)key;
     memset(hp, 0, sizeof *hp);
-    if (cidr_parse(text, &hp->cidr) == 0) {
-        hp->is_cidr = 1;
-        snprintf(hp->text, sizeof hp->text, "%s", text);
-        return 0;
-    }
     const char *name = text;
     if (strncmp(text, "*.", 2) == 0) {
         hp->wildcard = 1;
@@ -643,17 +712,59 @@ static int parse_host_pattern_element(const struct config_key *key, const char *
     }
     size_t len = strlen(name);
     if (len == 0 || len >= sizeof hp->text || (hp->wildcard && len < 2))
-        return why_fail(why, why_len, "\"%s\" is not a host name, *.suffix or address block",
-                        printable(text, shown, sizeof shown));
+        return -1;
     for (size_t i = 0; i < len; i++) {
         char c = name[i];
         int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                  c == '-' || c == '.' || c == '_';
         if (!ok)
-            return why_fail(why, why_len, "\"%s\" is not a host name, *.suffix or address block",
-                            printable(text, shown, sizeof shown));
+            return -1;
         hp->text[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
     }
+    return 0;
+}
+
+static int parse_host_pattern_element(const struct config_key *key, const char *text, void *dst,
+                                      char *why, size_t why_len)
+{
+    struct host_pattern *hp = dst;
+    char shown[64];
+    (void)key;
+    struct cidr block;
+    if (cidr_parse(text, &block) == 0) {
+        memset(hp, 0, sizeof *hp);
+        hp->is_cidr = 1;
+        hp->cidr = block;
+        snprintf(hp->text, sizeof hp->text, "%s", text);
+        return 0;
+    }
+    if (parse_host_name(text, hp) != 0)
+        return why_fail(why, why_len, "\"%s\" is not a host name, *.suffix or address block",
+                        printable(text, shown, sizeof shown));
+    return 0;
+}
+
+/* match.host: a destination is named, not a network. A single address is still a host (kept as a
+ * one-address block so host_pattern_match compares it as an address: "::1" matches "0::1"), but a
+ * block is refused: a rule for a range of destinations is almost always a rule for clients. */
+static int parse_host_name_element(const struct config_key *key, const char *text, void *dst,
+                                   char *why, size_t why_len)
+{
+    char shown[64];
+    struct cidr block;
+    int is_address = cidr_parse(text, &block) == 0;
+    if (is_address && strchr(text, '/') != NULL)
+        return why_fail(why, why_len,
+                        "\"%s\" is an address block; match.host takes host names, single "
+                        "addresses and *.suffix (client blocks go in match.client)",
+                        printable(text, shown, sizeof shown));
+    if (is_address)
+        return parse_host_pattern_element(key, text, dst, why, why_len);
+    struct host_pattern hp;
+    if (parse_host_name(text, &hp) != 0)
+        return why_fail(why, why_len, "\"%s\" is not a host name or *.suffix",
+                        printable(text, shown, sizeof shown));
+    memcpy(dst, &hp, sizeof hp);
     return 0;
 }
 
@@ -696,6 +807,142 @@ int host_pattern_match(const struct host_pattern *patterns, size_t count, const 
     return 0;
 }
 
+/* ---- rate-rule fields ---- */
+
+#define RULE_NAME_SIZE sizeof(((struct rate_rule *)0)->name)
+#define METHOD_SIZE sizeof(((struct rate_rule *)0)->match_method[0])
+#define USER_MAX_LEN 255
+
+/* A rule's name goes into RateLimit-Policy as a structured-field string, log lines and metric
+ * labels; letters, digits and "_.-" need no escaping in any of them. */
+static int parse_rule_name(const struct config_key *key, const char *text, void *dst, char *why,
+                           size_t why_len)
+{
+    static const char allowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    char shown[64];
+    size_t len = strlen(text);
+    (void)key;
+    if (len == 0)
+        return why_fail(why, why_len, "must not be empty");
+    if (len >= RULE_NAME_SIZE)
+        return why_fail(why, why_len, "\"%s\" is longer than %zu characters",
+                        printable(text, shown, sizeof shown), RULE_NAME_SIZE - 1);
+    if (strspn(text, allowed) != len)
+        return why_fail(why, why_len, "\"%s\" may hold only letters, digits, _, . and -",
+                        printable(text, shown, sizeof shown));
+    memcpy(dst, text, len + 1);
+    return 0;
+}
+
+/* RFC 9110 token characters: what a method may be made of. */
+static int is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Methods are case-sensitive on the wire, but every registered one is upper case and a lower-case
+ * "get" in a config can only mean GET; upper-casing makes the limiter's comparison a strcmp. */
+static int parse_method_element(const struct config_key *key, const char *text, void *dst,
+                                char *why, size_t why_len)
+{
+    char shown[64], method[METHOD_SIZE];
+    size_t len = strlen(text);
+    (void)key;
+    if (len >= METHOD_SIZE)
+        return why_fail(why, why_len, "\"%s\" is longer than %zu characters",
+                        printable(text, shown, sizeof shown), METHOD_SIZE - 1);
+    for (size_t i = 0; i <= len; i++) {
+        if (len == 0 || (i < len && !is_tchar(text[i])))
+            return why_fail(why, why_len, "\"%s\" is not a method name such as GET",
+                            printable(text, shown, sizeof shown));
+        method[i] = (text[i] >= 'a' && text[i] <= 'z') ? (char)(text[i] - 'a' + 'A') : text[i];
+    }
+    memcpy(dst, method, sizeof method);
+    return 0;
+}
+
+static int same_method(const void *a, const void *b)
+{
+    return strcmp(a, b) == 0;
+}
+
+/* match_method is a fixed array in the rule, not a heap array: copy the parsed list in. The walker
+ * stops at the row's max, which is the array's size. */
+static void store_methods(void *field, void *elems, size_t count)
+{
+    if (count > RATE_RULE_MAX_METHODS)
+        count = RATE_RULE_MAX_METHODS;
+    if (count > 0)
+        memcpy(field, elems, count * METHOD_SIZE);
+    free(elems);
+}
+
+/* Compared with the request's path and query as received (no decoding or dot-segment removal), so
+ * the prefix must look like one. */
+static int parse_path_prefix(const struct config_key *key, const char *text, void *dst, char *why,
+                             size_t why_len)
+{
+    char shown[64];
+    (void)key;
+    if (text[0] != '/')
+        return why_fail(why, why_len, "\"%s\" must start with /",
+                        printable(text, shown, sizeof shown));
+    for (const char *p = text; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return why_fail(why, why_len, "\"%s\" contains a space or control character",
+                            printable(text, shown, sizeof shown));
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return why_fail(why, why_len, "out of memory");
+    free(*(char **)dst);
+    *(char **)dst = copy;
+    return 0;
+}
+
+/* A Basic credential's user-id cannot hold a colon, so a name with one could never match. */
+static int parse_user_element(const struct config_key *key, const char *text, void *dst,
+                              char *why, size_t why_len)
+{
+    char shown[64];
+    size_t len = strlen(text);
+    (void)key;
+    int ok = len > 0 && len <= USER_MAX_LEN && strchr(text, ':') == NULL;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char)text[i] >= 0x20 && text[i] != 0x7f;
+    if (!ok)
+        return why_fail(why, why_len,
+                        "\"%s\" is not a user name (1 to %d characters, no colon or control "
+                        "characters)",
+                        printable(text, shown, sizeof shown), USER_MAX_LEN);
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return why_fail(why, why_len, "out of memory");
+    *(char **)dst = copy;
+    return 0;
+}
+
+static int same_string(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b) == 0;
+}
+
+static void release_strings(void *elems, size_t count)
+{
+    char **strings = elems;
+    for (size_t i = 0; i < count; i++)
+        free(strings[i]);
+}
+
+static void free_fields(void *base, const struct config_key *table, size_t count);
+
+static void release_rules(void *elems, size_t count)
+{
+    struct rate_rule *rules = elems;
+    for (size_t i = 0; i < count; i++)
+        free_fields(&rules[i], rule_fields, RULE_FIELD_COUNT);
+}
+
 typedef int (*value_parser)(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len);
 
@@ -705,6 +952,8 @@ struct type_ops {
     size_t elem_size;     /* lists only */
     int (*same)(const void *a, const void *b); /* lists only: repeated entries are refused */
     int owns_string;                           /* the field is a heap string to free */
+    void (*release)(void *elems, size_t count); /* lists: free what elements own */
+    void (*store)(void *field, void *elems, size_t count); /* lists kept in a fixed array */
 };
 
 static const struct type_ops type_ops[] = {
@@ -724,12 +973,22 @@ static const struct type_ops type_ops[] = {
     [CONFIG_PROXY_URL] = {"a proxy URL", parse_proxy_url, 0, NULL, 1},
     [CONFIG_HOST_PATTERN_LIST] = {"a list of host patterns", parse_host_pattern_element,
                                   sizeof(struct host_pattern), same_host_pattern, 0},
+    /* Walked by config_yaml.c's walk_rules(), never parsed from one scalar. */
+    [CONFIG_RATE_RULES] = {.describe = "a list of rules (mappings with name, limit and window)",
+                           .elem_size = sizeof(struct rate_rule), .release = release_rules},
+    [CONFIG_RULE_NAME] = {.describe = "a name such as github", .parse = parse_rule_name},
+    [CONFIG_HOST_NAME_LIST] = {.describe = "a host name, *.suffix, or a list of them",
+                               .parse = parse_host_name_element,
+                               .elem_size = sizeof(struct host_pattern),
+                               .same = same_host_pattern},
+    [CONFIG_METHOD_LIST] = {.describe = "a method, or a list of methods", .parse = parse_method_element,
+                            .elem_size = METHOD_SIZE, .same = same_method, .store = store_methods},
+    [CONFIG_PATH_PREFIX] = {.describe = "a path such as /api/", .parse = parse_path_prefix,
+                            .owns_string = 1},
+    [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them", .parse = parse_user_element,
+                          .elem_size = sizeof(char *), .same = same_string,
+                          .release = release_strings},
 };
-
-static void *field_of(struct config *cfg, const struct config_key *key)
-{
-    return (char *)cfg + key->offset;
-}
 
 size_t config_value_elem_size(const struct config_key *key)
 {
@@ -743,38 +1002,106 @@ const char *config_value_describe(const struct config_key *key)
 
 /* Every parser writes its destination only on success, so a failed value leaves the field as it was
  * (and a replaced string is freed by parse_string). */
+int config_value_set_at(void *base, const struct config_key *key, const char *text, char *why,
+                        size_t why_len)
+{
+    if (type_ops[key->type].parse == NULL || type_ops[key->type].elem_size > 0)
+        return why_fail(why, why_len, "expected %s", type_ops[key->type].describe);
+    return type_ops[key->type].parse(key, text, (char *)base + key->offset, why, why_len);
+}
+
 int config_value_set(struct config *cfg, const struct config_key *key, const char *text, char *why,
                      size_t why_len)
 {
-    return type_ops[key->type].parse(key, text, field_of(cfg, key), why, why_len);
+    return config_value_set_at(cfg, key, text, why, why_len);
 }
 
 int config_value_parse_element(const struct config_key *key, const char *text, void *elem,
                                char *why, size_t why_len)
 {
+    if (type_ops[key->type].parse == NULL)
+        return why_fail(why, why_len, "expected %s", type_ops[key->type].describe);
     return type_ops[key->type].parse(key, text, elem, why, why_len);
 }
 
 int config_value_same_element(const struct config_key *key, const void *a, const void *b)
 {
-    return type_ops[key->type].same(a, b);
+    return type_ops[key->type].same != NULL && type_ops[key->type].same(a, b);
+}
+
+void config_value_release(const struct config_key *key, void *elems, size_t count)
+{
+    if (elems != NULL && type_ops[key->type].release != NULL)
+        type_ops[key->type].release(elems, count);
 }
 
 /* Pointer fields have their own types (struct cidr *, char *...); memcpy reads and writes them as
  * the void * they convert to, without type-punning through void **. */
-static void *pointer_field(struct config *cfg, const struct config_key *key)
+static void *pointer_at(void *base, const struct config_key *key)
 {
     void *value;
-    memcpy(&value, field_of(cfg, key), sizeof value);
+    memcpy(&value, (char *)base + key->offset, sizeof value);
     return value;
+}
+
+static size_t count_at(void *base, const struct config_key *key)
+{
+    size_t count;
+    memcpy(&count, (char *)base + key->count_offset, sizeof count);
+    return count;
+}
+
+/* A heap list field and everything its elements own. */
+static void free_list(void *base, const struct config_key *key)
+{
+    void *elems = pointer_at(base, key);
+    config_value_release(key, elems, count_at(base, key));
+    free(elems);
+}
+
+/* What every field of a config (or of a rule) owns; the struct itself stays. */
+static void free_fields(void *base, const struct config_key *table, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct type_ops *ops = &type_ops[table[i].type];
+        if (ops->owns_string)
+            free(pointer_at(base, &table[i]));
+        else if (ops->elem_size > 0 && ops->store == NULL)
+            free_list(base, &table[i]);
+    }
+}
+
+void config_value_set_list_at(void *base, const struct config_key *key, void *elems, size_t count)
+{
+    if (type_ops[key->type].store != NULL) {
+        type_ops[key->type].store((char *)base + key->offset, elems, count);
+    } else {
+        free_list(base, key);
+        memcpy((char *)base + key->offset, &elems, sizeof elems);
+    }
+    memcpy((char *)base + key->count_offset, &count, sizeof count);
 }
 
 void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems,
                            size_t count)
 {
-    free(pointer_field(cfg, key));
-    memcpy(field_of(cfg, key), &elems, sizeof elems);
-    memcpy((char *)cfg + key->count_offset, &count, sizeof count);
+    config_value_set_list_at(cfg, key, elems, count);
+}
+
+/* Optional scalars get their defaults; match lists start empty. The defaults are single words,
+ * so they are parsed directly rather than through the YAML walker (the same parsers either way). */
+int config_rule_init(struct rate_rule *rule, char *why, size_t why_len)
+{
+    memset(rule, 0, sizeof *rule);
+    for (size_t i = 0; i < RULE_FIELD_COUNT; i++) {
+        const struct config_key *f = &rule_fields[i];
+        if (f->default_text != NULL &&
+            config_value_set_at(rule, f, f->default_text, why, why_len) != 0) {
+            free_fields(rule, rule_fields, RULE_FIELD_COUNT);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* ---- lifetime ---- */
@@ -792,9 +1119,7 @@ static struct config_holder *holder_of(struct config *cfg)
 
 static void config_free(struct config *cfg)
 {
-    for (size_t i = 0; i < KEY_COUNT; i++)
-        if (type_ops[keys[i].type].elem_size > 0 || type_ops[keys[i].type].owns_string)
-            free(pointer_field(cfg, &keys[i]));
+    free_fields(cfg, keys, KEY_COUNT);
     free(cfg->source);
     free(holder_of(cfg));
 }

@@ -26,6 +26,37 @@ struct listen_addr {
 
 enum access_format { ACCESS_FORMAT_TEXT, ACCESS_FORMAT_JSON };
 
+/* What a rate-limit rule counts by. */
+enum rate_key { RATE_KEY_CLIENT, RATE_KEY_HOST, RATE_KEY_CLIENT_HOST, RATE_KEY_USER, RATE_KEY_GLOBAL };
+enum rate_over_limit { RATE_OVER_DELAY, RATE_OVER_REJECT };
+
+#define RATE_RULE_MAX_METHODS 16
+
+/* One entry of `rate_limits` (see rlproxy.yaml(5)). Every match field is optional; an empty
+ * field matches everything. */
+struct rate_rule {
+    char name[64]; /* unique within the list */
+    /* match */
+    struct cidr *match_client; /* match.client: address blocks */
+    size_t match_client_count;
+    struct host_pattern *match_host; /* match.host: exact names and "*.suffix" */
+    size_t match_host_count;
+    char match_method[RATE_RULE_MAX_METHODS][24]; /* match.method: upper-case names */
+    size_t match_method_count;
+    char *match_path_prefix; /* match.path_prefix: NULL for none */
+    char **match_user;       /* match.user: user names (proxy auth) */
+    size_t match_user_count;
+    /* limit */
+    enum rate_key key;             /* key: client (default) */
+    uint32_t limit;                /* limit: 1..1000000, required */
+    uint64_t window_ms;            /* window: 1ms..1d, required */
+    enum rate_over_limit over_limit; /* over_limit: reject (default) */
+    uint64_t max_delay_ms;         /* max_delay: 30s default, 0..1h */
+    uint32_t max_queue;            /* max_queue: 1000 default, 0..1000000 */
+    int headers;                   /* headers: false default: RateLimit fields on admitted responses */
+    int shared;                    /* shared: false (Redis, later) */
+};
+
 /* One `upstream_proxy_bypass` entry: a host name, "*.suffix", or an address block. */
 struct host_pattern {
     char text[256]; /* lower-cased; for "*.suffix" the text after the '*' (".suffix") */
@@ -67,6 +98,10 @@ struct config {
     struct listen_addr *admin_listen; /* admin.listen: ["127.0.0.1:9128"]; [] disables */
     size_t admin_listen_count;
 
+    struct rate_rule *rate_limits; /* rate_limits: [] — first matching rule applies */
+    size_t rate_limits_count;
+    uint32_t rate_limits_max_keys; /* rate_limits_max_keys: 1000000 */
+
     char *upstream_proxy; /* upstream_proxy: "" (none) or "http://[user:pass@]host:port" */
     struct host_pattern *upstream_proxy_bypass; /* upstream_proxy_bypass: [] */
     size_t upstream_proxy_bypass_count;
@@ -86,6 +121,13 @@ enum config_type {
     CONFIG_PORT_LIST,
     CONFIG_PROXY_URL,         /* "" or scheme://[user:password@]host:port, scheme http|https|socks5|socks5h */
     CONFIG_HOST_PATTERN_LIST, /* host names, "*.suffix", address blocks */
+    CONFIG_RATE_RULES,        /* rate_limits: a list of mappings, each walked against the rule table */
+    /* Types of rate-rule fields only (config_rule_fields()): */
+    CONFIG_RULE_NAME,         /* 1..63 of [A-Za-z0-9_.-], into char[64] */
+    CONFIG_HOST_NAME_LIST,    /* host names and "*.suffix" (a bare address is one host, no blocks) */
+    CONFIG_METHOD_LIST,       /* method tokens, upper-cased, into the fixed match_method array */
+    CONFIG_PATH_PREFIX,       /* "/..." heap string */
+    CONFIG_USER_LIST,         /* user names: a heap array of heap strings */
 };
 
 /* One row of the declaration table. */
@@ -99,6 +141,8 @@ struct config_key {
     const char *doc;           /* one line */
     size_t offset;             /* offsetof(struct config, field) */
     size_t count_offset;       /* lists: offsetof the *_count field */
+    int required;              /* rate-rule fields: a rule without it is refused (no default_text) */
+    int single_ok;             /* lists: a single value stands for a one-entry list */
 };
 
 /* The table, in the order the docs present it. */
@@ -154,6 +198,22 @@ int config_value_same_element(const struct config_key *key, const void *a, const
 /* List types: store a heap array (ownership passes to cfg; the old array is freed). */
 void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems,
                            size_t count);
+/* The same, for a table whose offsets are relative to `base` rather than to a struct config (the
+ * rate-rule fields: base is a struct rate_rule). config_value_set() and _set_list() are these with
+ * base = cfg. */
+int config_value_set_at(void *base, const struct config_key *key, const char *text, char *why,
+                        size_t why_len);
+void config_value_set_list_at(void *base, const struct config_key *key, void *elems, size_t count);
+/* List types: free what `count` parsed elements own (strings, a rule's lists), not the array. */
+void config_value_release(const struct config_key *key, void *elems, size_t count);
+
+/* The fields of one rate_limits entry, as rows whose offsets are into struct rate_rule; dotted
+ * names ("match.host") are nested mappings inside the rule. */
+#define CONFIG_RULE_MAX_FIELDS 32
+const struct config_key *config_rule_fields(size_t *count);
+/* A rule with every optional field at its default and nothing owned; -1 only for a broken row. */
+int config_rule_init(struct rate_rule *rule, char *why, size_t why_len);
+
 /* Parse key->default_text through the YAML value walker into cfg (config_yaml.c). */
 int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err,
                             size_t err_len);

@@ -3,6 +3,11 @@
  * the node at fault. What a value means is config.c's business; this file only finds values and
  * checks the shape around them (mappings where sections are, lists where lists are, no key twice).
  *
+ * Mappings are walked against a scope: the top-level table with values stored into the struct
+ * config, or, inside each rate_limits entry, the rule table with values stored into that struct
+ * rate_rule. Messages always carry the full path ("rate_limits[2].match.host"); lookups use the
+ * part after the scope's own prefix.
+ *
  * Hostile input costs at most linear time and memory: inputs over CONFIG_MAX_BYTES are refused
  * before parsing, anchors and aliases are refused (an alias bomb expands exponentially in any
  * consumer that follows them), and the walk stops at the first error, so it never descends into
@@ -20,12 +25,24 @@
 /* Longest dotted key path we look up; longer ones cannot be in the table. */
 #define PATH_MAX_LEN 128
 
+/* Which table names the keys being walked, and where their values go. */
+struct scope {
+    const struct config_key *keys;
+    size_t count;
+    void *base;  /* the struct config, or the struct rate_rule being filled */
+    size_t skip; /* leading characters of a path naming the scope itself ("rate_limits[0].") */
+    /* NULL, or per row of keys: whether a value was given and where (for required keys and
+     * messages about a value after the mapping ends). */
+    unsigned char *given;
+    yaml_mark_t *marks;
+};
+
 struct walker {
     yaml_parser_t parser;
     const char *name; /* file name for messages */
     const unsigned char *input;
     size_t input_len;
-    struct config *cfg;
+    struct scope scope;
     char *err;
     size_t err_len;
 };
@@ -179,6 +196,15 @@ static int scalar_text(struct walker *w, const yaml_event_t *ev, const char *pat
 
 /* ---- values ---- */
 
+/* Required keys have no default to offer as an example. */
+static int fail_needs_value(struct walker *w, const struct config_key *key, const char *path,
+                            const yaml_event_t *ev)
+{
+    if (key->default_text == NULL)
+        return fail_at(w, ev->start_mark, path, "needs a value");
+    return fail_at(w, ev->start_mark, path, "needs a value, such as %s", key->default_text);
+}
+
 static int walk_scalar(struct walker *w, const struct config_key *key, const char *path,
                        const yaml_event_t *ev)
 {
@@ -188,10 +214,10 @@ static int walk_scalar(struct walker *w, const struct config_key *key, const cha
         return fail_at(w, ev->start_mark, path, "expected %s, got %s", config_value_describe(key),
                        node_kind(ev));
     if (is_null(ev))
-        return fail_at(w, ev->start_mark, path, "needs a value, such as %s", key->default_text);
+        return fail_needs_value(w, key, path, ev);
     if (scalar_text(w, ev, path, &text) != 0)
         return -1;
-    if (config_value_set(w->cfg, key, text, why, sizeof why) != 0)
+    if (config_value_set_at(w->scope.base, key, text, why, sizeof why) != 0)
         return fail_at(w, ev->start_mark, path, "%s", why);
     return 0;
 }
@@ -200,6 +226,34 @@ struct list_build {
     char *elems;
     size_t count, cap, elem_size;
 };
+
+/* Room for one more element (not yet counted), or NULL with the message written. */
+static void *list_slot(struct walker *w, const struct config_key *key, const char *path,
+                       const yaml_event_t *ev, struct list_build *list)
+{
+    if (list->count >= key->max) {
+        fail_at(w, ev->start_mark, path, "more than the maximum of %llu entries",
+                (unsigned long long)key->max);
+        return NULL;
+    }
+    if (list->count == list->cap) {
+        size_t cap = list->cap == 0 ? 4 : list->cap * 2;
+        char *grown = realloc(list->elems, cap * list->elem_size);
+        if (grown == NULL) {
+            fail_at(w, ev->start_mark, path, "out of memory");
+            return NULL;
+        }
+        list->elems = grown;
+        list->cap = cap;
+    }
+    return list->elems + list->count * list->elem_size;
+}
+
+static void list_discard(const struct config_key *key, struct list_build *list)
+{
+    config_value_release(key, list->elems, list->count);
+    free(list->elems);
+}
 
 static int add_element(struct walker *w, const struct config_key *key, const char *path,
                        const yaml_event_t *ev, struct list_build *list)
@@ -213,81 +267,124 @@ static int add_element(struct walker *w, const struct config_key *key, const cha
         return fail_at(w, ev->start_mark, path, "empty list entry");
     if (scalar_text(w, ev, path, &text) != 0)
         return -1;
-    if (list->count >= key->max)
-        return fail_at(w, ev->start_mark, path, "more than the maximum of %llu entries",
-                       (unsigned long long)key->max);
-    if (list->count == list->cap) {
-        size_t cap = list->cap == 0 ? 4 : list->cap * 2;
-        char *grown = realloc(list->elems, cap * list->elem_size);
-        if (grown == NULL)
-            return fail_at(w, ev->start_mark, path, "out of memory");
-        list->elems = grown;
-        list->cap = cap;
-    }
-    char *slot = list->elems + list->count * list->elem_size;
+    char *slot = list_slot(w, key, path, ev, list);
+    if (slot == NULL)
+        return -1;
     if (config_value_parse_element(key, text, slot, why, sizeof why) != 0)
         return fail_at(w, ev->start_mark, path, "%s", why);
     /* Quadratic, but lists are capped at a few thousand entries and this runs once per load. */
-    for (size_t i = 0; i < list->count; i++)
-        if (config_value_same_element(key, list->elems + i * list->elem_size, slot))
+    for (size_t i = 0; i < list->count; i++) {
+        if (config_value_same_element(key, list->elems + i * list->elem_size, slot)) {
+            config_value_release(key, slot, 1); /* parsed, but never counted */
             return fail_at(w, ev->start_mark, path, "%s is listed twice", text);
+        }
+    }
     list->count++;
     return 0;
+}
+
+/* The entries of a YAML list, up to and including its end. */
+static int add_elements(struct walker *w, const struct config_key *key, const char *path,
+                        struct list_build *list)
+{
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(w, path, &ev) != 0)
+            return -1;
+        int done = ev.type == YAML_SEQUENCE_END_EVENT;
+        int rc = done ? 0 : add_element(w, key, path, &ev, list);
+        yaml_event_delete(&ev);
+        if (rc != 0 || done)
+            return rc;
+    }
+}
+
+static int fail_not_list(struct walker *w, const struct config_key *key, const char *path,
+                         const yaml_event_t *start)
+{
+    if (key->default_text == NULL)
+        return fail_at(w, start->start_mark, path, "expected %s, got %s",
+                       config_value_describe(key), node_kind(start));
+    return fail_at(w, start->start_mark, path, "expected %s, such as %s, got %s",
+                   config_value_describe(key), key->default_text, node_kind(start));
 }
 
 static int walk_list(struct walker *w, const struct config_key *key, const char *path,
                      const yaml_event_t *start)
 {
-    if (start->type != YAML_SEQUENCE_START_EVENT)
-        return fail_at(w, start->start_mark, path, "expected %s, such as %s, got %s",
-                       config_value_describe(key), key->default_text, node_kind(start));
     struct list_build list = {.elem_size = config_value_elem_size(key)};
-    for (;;) {
-        yaml_event_t ev;
-        if (next_event(w, path, &ev) != 0)
-            goto fail;
-        int done = ev.type == YAML_SEQUENCE_END_EVENT;
-        int rc = done ? 0 : add_element(w, key, path, &ev, &list);
-        yaml_event_delete(&ev);
-        if (rc != 0)
-            goto fail;
-        if (done)
-            break;
+    int rc;
+    if (start->type == YAML_SEQUENCE_START_EVENT)
+        rc = add_elements(w, key, path, &list);
+    else if (start->type == YAML_SCALAR_EVENT && key->single_ok && is_null(start))
+        rc = fail_needs_value(w, key, path, start);
+    else if (start->type == YAML_SCALAR_EVENT && key->single_ok) /* host: a.example */
+        rc = add_element(w, key, path, start, &list);
+    else
+        rc = fail_not_list(w, key, path, start);
+    if (rc == 0 && list.count < key->min)
+        rc = fail_at(w, start->start_mark, path, "needs at least %llu entr%s",
+                     (unsigned long long)key->min, key->min == 1 ? "y" : "ies");
+    if (rc != 0) {
+        list_discard(key, &list);
+        return -1;
     }
-    if (list.count < key->min) {
-        fail_at(w, start->start_mark, path, "needs at least %llu entr%s",
-                (unsigned long long)key->min, key->min == 1 ? "y" : "ies");
-        goto fail;
-    }
-    config_value_set_list(w->cfg, key, list.elems, list.count);
+    config_value_set_list_at(w->scope.base, key, list.elems, list.count);
     return 0;
-fail:
-    free(list.elems);
-    return -1;
 }
 
-/* A new kind of value (a list of mappings, say) gets its own walk function, chosen here. */
+static int walk_rules(struct walker *w, const struct config_key *key, const char *path,
+                      const yaml_event_t *start);
+
+/* Where the value of `key` (a row of the current scope) starts, for required-key checks. */
+static void note_given(struct walker *w, const struct config_key *key, yaml_mark_t mark)
+{
+    size_t i = (size_t)(key - w->scope.keys);
+    if (w->scope.given != NULL && key >= w->scope.keys && i < w->scope.count) {
+        w->scope.given[i] = 1;
+        w->scope.marks[i] = mark;
+    }
+}
+
+/* A new kind of value gets its own walk function, chosen here. */
 static int walk_value(struct walker *w, const struct config_key *key, const char *path)
 {
     yaml_event_t ev;
     if (next_event(w, path, &ev) != 0)
         return -1;
-    int rc = config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
-                                             : walk_scalar(w, key, path, &ev);
+    note_given(w, key, ev.start_mark);
+    int rc = key->type == CONFIG_RATE_RULES      ? walk_rules(w, key, path, &ev)
+             : config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
+                                               : walk_scalar(w, key, path, &ev);
     yaml_event_delete(&ev);
     return rc;
 }
 
 /* ---- mappings ---- */
 
-/* The first row under section `path`, for examples in messages; NULL when `path` is no section. */
-static const struct config_key *first_in_section(const char *path)
+/* `path` without the scope's own prefix: the name its table knows it by. */
+static const char *scope_name(const struct walker *w, const char *path)
 {
-    size_t count, len = strlen(path);
-    const struct config_key *keys = config_keys(&count);
-    for (size_t i = 0; i < count; i++)
-        if (strncmp(keys[i].name, path, len) == 0 && keys[i].name[len] == '.')
-            return &keys[i];
+    return strlen(path) >= w->scope.skip ? path + w->scope.skip : "";
+}
+
+static const struct config_key *scope_find(const struct walker *w, const char *path)
+{
+    const char *name = scope_name(w, path);
+    for (size_t i = 0; i < w->scope.count; i++)
+        if (strcmp(w->scope.keys[i].name, name) == 0)
+            return &w->scope.keys[i];
+    return NULL;
+}
+
+/* The first row under section `path`, for examples in messages; NULL when `path` is no section. */
+static const struct config_key *first_in_section(const struct walker *w, const char *path)
+{
+    const char *name = scope_name(w, path);
+    size_t len = strlen(name);
+    for (size_t i = 0; i < w->scope.count; i++)
+        if (strncmp(w->scope.keys[i].name, name, len) == 0 && w->scope.keys[i].name[len] == '.')
+            return &w->scope.keys[i];
     return NULL;
 }
 
@@ -353,13 +450,13 @@ static void consider(const char *path, const char *name, size_t n, size_t *best,
     }
 }
 
-/* The known key or section closest to an unknown `path`, or NULL when nothing is close. */
-static const char *suggest(const char *path, char *buf, size_t len)
+/* The known key or section closest to an unknown `path` (both as the scope's table names them), or
+ * NULL when nothing is close. */
+static const char *suggest(const struct scope *scope, const char *path, char *buf, size_t len)
 {
-    size_t count, best = SIZE_MAX;
-    const struct config_key *keys = config_keys(&count);
-    for (size_t i = 0; i < count; i++) {
-        const char *name = keys[i].name;
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < scope->count; i++) {
+        const char *name = scope->keys[i].name;
         consider(path, name, strlen(name), &best, buf, len);
         for (const char *dot = strchr(name, '.'); dot != NULL; dot = strchr(dot + 1, '.'))
             consider(path, name, (size_t)(dot - name), &best, buf, len); /* its sections */
@@ -371,7 +468,7 @@ static const char *suggest(const char *path, char *buf, size_t len)
 static int fail_unknown(struct walker *w, yaml_mark_t mark, const char *path)
 {
     char buf[PATH_MAX_LEN];
-    const char *close = suggest(path, buf, sizeof buf);
+    const char *close = suggest(&w->scope, scope_name(w, path), buf, sizeof buf);
     if (close != NULL)
         return fail_at(w, mark, path, "unknown key, did you mean %s?", close);
     return fail_at(w, mark, path, "unknown key");
@@ -389,7 +486,7 @@ static int walk_section(struct walker *w, const char *path)
         rc = walk_mapping(w, path);
     else if (!is_null(&ev)) /* a null section ("timeouts:" with every key commented out) is empty */
         rc = fail_at(w, ev.start_mark, path, "expected a mapping of keys such as %s:, got %s",
-                     last_part(first_in_section(path)->name), node_kind(&ev));
+                     last_part(first_in_section(w, path)->name), node_kind(&ev));
     yaml_event_delete(&ev);
     return rc;
 }
@@ -451,10 +548,10 @@ static int walk_entry(struct walker *w, const char *prefix, const yaml_event_t *
                        first->line + 1, first->column + 1);
     if (seen_add(seen, name, mark) != 0)
         return fail_at(w, mark, path, "out of memory");
-    const struct config_key *key = config_key_find(path);
+    const struct config_key *key = scope_find(w, path);
     if (key != NULL)
         return walk_value(w, key, path);
-    if (first_in_section(path) != NULL)
+    if (first_in_section(w, path) != NULL)
         return walk_section(w, path);
     return fail_unknown(w, mark, path);
 }
@@ -540,9 +637,10 @@ static int walk_text(struct config *cfg, const char *text, size_t len, const cha
     struct walker w = {.name = name,
                        .input = (const unsigned char *)text,
                        .input_len = len,
-                       .cfg = cfg,
+                       .scope = {.base = cfg},
                        .err = err,
                        .err_len = err_len};
+    w.scope.keys = config_keys(&w.scope.count);
     if (!yaml_parser_initialize(&w.parser)) {
         snprintf(err, err_len, "%s: out of memory", name);
         return -1;

@@ -18,6 +18,7 @@
 
 #include "access.h"
 #include "http.h"
+#include "limiter.h"
 #include "log.h"
 #include "tunnel.h"
 #include "upstream.h"
@@ -26,13 +27,15 @@
 
 #define LINGER_MS 2000 /* after an error reply: keep reading (and discarding) this long */
 
-enum conn_state { CONN_READ_HEAD, CONN_FORWARD, CONN_TUNNEL_CONNECT, CONN_CLOSING };
+enum conn_state { CONN_READ_HEAD, CONN_WAIT_ADMIT, CONN_FORWARD, CONN_TUNNEL_CONNECT, CONN_CLOSING };
 
-static const char *const state_names[] = {"READ_HEAD", "FORWARD", "TUNNEL_CONNECT", "CLOSING"};
+static const char *const state_names[] = {"READ_HEAD", "WAIT_ADMIT", "FORWARD", "TUNNEL_CONNECT",
+                                           "CLOSING"};
 
 struct conn {
     struct worker *worker;
     struct config *config;
+    struct limiter *limiter;
     struct bufferevent *bev;
     struct conn *prev, *next;
     enum conn_state state;
@@ -44,6 +47,9 @@ struct conn {
     int header_deadline_armed;
 
     /* the request in flight */
+    struct limiter_decision decision;
+    struct limiter_hold *hold; /* WAIT_ADMIT: our reserved slot */
+    uint64_t wait_ms;
     struct upstream *upstream;
     struct evbuffer *body; /* request body bytes not yet taken by curl */
     int message_done;
@@ -78,9 +84,18 @@ static void arm_timer(struct conn *c, uint64_t ms)
     evtimer_add(c->timer, &tv);
 }
 
+static void proceed(struct conn *c);
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    if (c->state == CONN_WAIT_ADMIT) { /* the reserved slot is ours now */
+        limiter_hold_done(c->hold);
+        c->hold = NULL;
+        c->wait_ms = util_now_ms() - c->start_ms;
+        proceed(c);
+        return;
+    }
     if (c->state == CONN_READ_HEAD && c->parser.started) {
         send_error(c, 408, "request head not received within %" PRIu64 " ms",
                    c->config->client_header_timeout_ms);
@@ -100,6 +115,9 @@ static void wait_for_request(struct conn *c)
 
 void conn_free(struct conn *c)
 {
+    if (c->hold != NULL) /* gone while held: the slot goes back to the window */
+        limiter_hold_cancel(c->hold);
+    limiter_unref(c->limiter);
     if (c->upstream != NULL) {
         upstream_abort(c->upstream);
         worker_count_response(c->worker, 0, c->bytes_in, c->bytes_out);
@@ -187,10 +205,22 @@ static void sanitize(char *out, size_t out_len, const char *s, size_t len)
     out[j] = '\0';
 }
 
+/* "none", or "admit:RULE", "delay:RULE", "reject:RULE" */
+static void format_decision(const struct limiter_decision *d, char *buf, size_t len)
+{
+    static const char *const verdicts[] = {"none", "admit", "delay", "reject"};
+    if (d->rule == NULL)
+        snprintf(buf, len, "none");
+    else
+        snprintf(buf, len, "%s:%s", verdicts[d->verdict], d->rule->name);
+}
+
 static void log_request(struct conn *c)
 {
     if (!log_access_enabled())
         return;
+    char decision[96];
+    format_decision(&c->decision, decision, sizeof decision);
     const struct http_request *r = &c->parser.req;
     char when[40], method[40], target[1024], line[1400];
     format_time(when, sizeof when);
@@ -205,15 +235,15 @@ static void log_request(struct conn *c)
                      "{\"time\":\"%s\",\"client\":\"%s\",\"user\":null,\"method\":\"%s\","
                      "\"target\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
                      ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
-                     ",\"limit\":\"none\",\"wait_ms\":0,\"attempts\":%d}",
+                     ",\"limit\":\"%s\",\"wait_ms\":%" PRIu64 ",\"attempts\":%d}",
                      when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms, c->upstream_start_ms ? 1 : 0);
+                     total, upstream_ms, decision, c->wait_ms, c->upstream_start_ms ? 1 : 0);
     else
         n = snprintf(line, sizeof line,
                      "%s %s - \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64
-                     "ms upstream=%" PRIu64 "ms limit=none wait=0ms attempts=%d",
+                     "ms upstream=%" PRIu64 "ms limit=%s wait=%" PRIu64 "ms attempts=%d",
                      when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms, c->upstream_start_ms ? 1 : 0);
+                     total, upstream_ms, decision, c->wait_ms, c->upstream_start_ms ? 1 : 0);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -254,13 +284,33 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
 
 /* ---- upstream callbacks ----------------------------------------------------------------------- */
 
+/* The RateLimit fields (draft-ietf-httpapi-ratelimit-headers): the policy, and what is left. */
+static void format_rate_headers(const struct limiter_decision *d, uint64_t reset_us, char *buf,
+                                size_t len)
+{
+    const struct rate_rule *rule = d->rule;
+    uint64_t window_s = (rule->window_ms + 999) / 1000;
+    uint64_t reset_s = (reset_us + 999999) / 1000000;
+    snprintf(buf, len,
+             "RateLimit-Policy: \"%s\";q=%u;w=%llu\r\nRateLimit: \"%s\";r=%u;t=%llu\r\n",
+             rule->name, rule->limit, (unsigned long long)window_s, rule->name, d->remaining,
+             (unsigned long long)reset_s);
+}
+
 static void on_upstream_head(void *arg, int status, const char *reason, size_t reason_len,
                              const char *headers, size_t headers_len)
 {
     struct conn *c = arg;
     int close_after = c->worker->draining;
+    char rate[512];
+    const char *extra = NULL;
+    if (c->decision.rule != NULL && c->decision.rule->headers) {
+        format_rate_headers(&c->decision, c->decision.reset_us, rate, sizeof rate);
+        extra = rate;
+    }
     c->framing = http_write_response_head(bufferevent_get_output(c->bev), &c->parser.req, status,
-                                          reason, reason_len, headers, headers_len, &close_after);
+                                          reason, reason_len, headers, headers_len, extra,
+                                          &close_after);
     c->close_after = close_after;
     c->status = status;
     c->head_sent = 1;
@@ -320,6 +370,8 @@ static void finish_request(struct conn *c)
     c->status = 0;
     c->bytes_in = c->bytes_out = 0;
     c->upstream_head_ms = c->upstream_start_ms = 0;
+    c->wait_ms = 0;
+    memset(&c->decision, 0, sizeof c->decision);
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
@@ -485,10 +537,6 @@ static void start_forward(struct conn *c)
 static void start_tunnel(struct conn *c)
 {
     const struct http_target *t = &c->parser.req.target;
-    if (!access_connect_port_allowed(c->config, t->port)) {
-        send_error(c, 403, "CONNECT to port %u is not allowed (connect.allowed_ports)", t->port);
-        return;
-    }
     conn_set_state(c, CONN_TUNNEL_CONNECT);
     bufferevent_disable(c->bev, EV_READ); /* bytes after the head wait for the tunnel */
     c->upstream_start_ms = util_now_ms();
@@ -510,6 +558,8 @@ static void on_tunnel_connected(void *arg, int fd)
              t->port);
     info.start_ms = c->start_ms;
     info.connect_ms = util_now_ms() - c->upstream_start_ms;
+    info.wait_ms = c->wait_ms;
+    format_decision(&c->decision, info.decision, sizeof info.decision);
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
     struct bufferevent *bev = c->bev;
@@ -521,6 +571,79 @@ static void on_tunnel_connected(void *arg, int fd)
 
 /* ---- the request head ------------------------------------------------------------------------- */
 
+static void after_head_done(struct conn *c);
+
+static void send_429(struct conn *c)
+{
+    const struct limiter_decision *d = &c->decision;
+    uint64_t retry_s = (d->retry_after_us + 999999) / 1000000;
+    if (retry_s == 0)
+        retry_s = 1;
+    char headers[512], body[400];
+    format_rate_headers(d, d->retry_after_us, headers, sizeof headers);
+    int n = snprintf(body, sizeof body, "rate limit \"%s\" exceeded: %s; retry after %llu s\n",
+                     d->rule->name, d->reason, (unsigned long long)retry_s);
+    /* a request whose body we have not read cannot leave the connection usable */
+    if (c->parser.req.method != HTTP_CONNECT)
+        after_head_done(c);
+    int keep = c->message_done && c->parser.req.keep_alive && !c->worker->draining;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nRetry-After: %llu\r\n%sVia: " HTTP_VIA "\r\n%s\r\n%s",
+                        n, (unsigned long long)retry_s, headers, keep ? "" : "Connection: close\r\n",
+                        body);
+    c->status = 429;
+    c->head_sent = 1;
+    conn_set_state(c, CONN_FORWARD);
+    c->close_after = !keep;
+    finish_request(c);
+}
+
+static void proceed(struct conn *c)
+{
+    if (c->parser.req.method == HTTP_CONNECT) {
+        start_tunnel(c);
+        return;
+    }
+    conn_set_state(c, CONN_FORWARD);
+    start_forward(c);
+    if (c->state == CONN_FORWARD) {
+        after_head_done(c);
+        event_active(c->kick, EV_TIMEOUT, 0); /* body bytes may be waiting in the input */
+    }
+}
+
+static void admit(struct conn *c)
+{
+    const struct http_request *r = &c->parser.req;
+    int is_connect = r->method == HTTP_CONNECT;
+    struct limiter_request lr = {
+        .client = (const struct sockaddr *)&c->client_addr,
+        .user = "-",
+        .host = r->target.host,
+        .method = http_arena(r, r->method_off),
+        .path = is_connect ? "" : http_arena(r, r->target.path_off),
+        .path_len = is_connect ? 0 : r->target.path_len,
+    };
+    limiter_decide(c->limiter, &lr, util_now_us(), &c->decision);
+    switch (c->decision.verdict) {
+    case LIMITER_REJECT:
+        send_429(c);
+        return;
+    case LIMITER_DELAY: {
+        conn_set_state(c, CONN_WAIT_ADMIT);
+        c->hold = c->decision.hold;
+        struct timeval tv = {(time_t)(c->decision.delay_us / 1000000),
+                             (suseconds_t)(c->decision.delay_us % 1000000)};
+        evtimer_add(c->timer, &tv);
+        return;
+    }
+    default:
+        proceed(c);
+    }
+}
+
 static void handle_head(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
@@ -531,11 +654,12 @@ static void handle_head(struct conn *c)
                    c->client_text);
         return;
     }
-    if (r->method == HTTP_CONNECT) {
-        start_tunnel(c);
+    if (r->method == HTTP_CONNECT && !access_connect_port_allowed(c->config, r->target.port)) {
+        send_error(c, 403, "CONNECT to port %u is not allowed (connect.allowed_ports)",
+                   r->target.port);
         return;
     }
-    if (r->target.scheme == HTTP_SCHEME_NONE) {
+    if (r->method != HTTP_CONNECT && r->target.scheme == HTTP_SCHEME_NONE) {
         char local[64] = "127.0.0.1:3128";
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
@@ -547,8 +671,7 @@ static void handle_head(struct conn *c)
                    local, local);
         return;
     }
-    conn_set_state(c, CONN_FORWARD);
-    start_forward(c);
+    admit(c);
 }
 
 /* ---- input ------------------------------------------------------------------------------------ */
@@ -558,6 +681,26 @@ static int on_request_body(void *arg, const char *data, size_t len)
     struct conn *c = arg;
     c->bytes_in += len;
     return evbuffer_add(c->body, data, len);
+}
+
+static void message_done(struct conn *c)
+{
+    c->message_done = 1;
+    /* the client now waits for the answer: only a write that never drains times out */
+    struct timeval tv;
+    util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+}
+
+/* A body-less request completes with no further input: zero bytes let the parser say so. */
+static void after_head_done(struct conn *c)
+{
+    if (c->message_done)
+        return;
+    enum http_feed_result result;
+    http_parser_feed(&c->parser, "", 0, &result);
+    if (result == HTTP_FEED_DONE)
+        message_done(c);
 }
 
 static int wants_input(const struct conn *c)
@@ -602,16 +745,14 @@ static void process_input(struct conn *c)
             http_parser_resume(&c->parser);
             handle_head(c);
             if (c->state != CONN_FORWARD)
-                return; /* tunnel, error reply or closing: no more parsing here */
-            /* a body-less request completes with no further input: feed zero bytes */
-            http_parser_feed(&c->parser, "", 0, &result);
+                return; /* held, tunnel, error reply or closing: no more parsing here */
+            after_head_done(c);
+            if (c->message_done)
+                break;
+            continue;
         }
         if (result == HTTP_FEED_DONE) {
-            c->message_done = 1;
-            /* the client now waits for the answer: only a write that never drains times out */
-            struct timeval tv;
-            util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
-            bufferevent_set_timeouts(c->bev, NULL, &tv);
+            message_done(c);
             break;
         }
     }
@@ -672,6 +813,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     }
     c->worker = w;
     c->config = config_ref(w->config);
+    c->limiter = limiter_ref(w->limiter);
     memcpy(&c->client_addr, addr, (size_t)addr_len < sizeof c->client_addr ? (size_t)addr_len
                                                                            : sizeof c->client_addr);
     util_format_sockaddr(addr, c->client_text, sizeof c->client_text);

@@ -711,7 +711,7 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
 enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *r,
                                            int status, const char *reason, size_t reason_len,
                                            const char *headers, size_t headers_len,
-                                           int *close_after)
+                                           const char *extra_headers, int *close_after)
 {
     struct head_scan scan;
     scan_response_head(headers, headers_len, &scan);
@@ -748,6 +748,8 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
     if (framing == HTTP_FRAME_CHUNKED)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     evbuffer_add(out, "Via: " HTTP_VIA "\r\n", 5 + sizeof HTTP_VIA - 1 + 2);
+    if (extra_headers != NULL)
+        evbuffer_add(out, extra_headers, strlen(extra_headers));
     if (*close_after)
         evbuffer_add(out, "Connection: close\r\n", 19);
     else if (r->version_minor == 0)

@@ -108,11 +108,12 @@ enum http_framing { HTTP_FRAME_NONE, HTTP_FRAME_LENGTH, HTTP_FRAME_CHUNKED, HTTP
 /* Writes the client's response head: our status line with the origin's code and reason, the
  * origin's end-to-end headers in order (duplicates kept), Via, and framing headers. `headers` is
  * curl's raw header block. *close_after is in/out: set when the connection must close after this
- * response. Returns the framing the body must use. curl has already removed chunked framing. */
+ * response. extra_headers (may be NULL) are whole "Name: value\r\n" lines of our own to add.
+ * Returns the framing the body must use. curl has already removed chunked framing. */
 enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *req,
                                            int status, const char *reason, size_t reason_len,
                                            const char *headers, size_t headers_len,
-                                           int *close_after);
+                                           const char *extra_headers, int *close_after);
 
 const char *http_status_reason(int status);
 

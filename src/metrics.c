@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <inttypes.h>
 
+#include "limiter.h"
 #include "worker.h"
 
 static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
@@ -22,9 +23,43 @@ static uint64_t sum(struct worker *workers, unsigned count, size_t offset)
 
 #define SUM(field) sum(workers, worker_count, offsetof(struct worker_stats, field))
 
-void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worker_count,
-                    const struct metrics_process *process)
+static void render_limiter(struct evbuffer *out, struct limiter *limiter)
 {
+    size_t n = limiter_rule_count(limiter);
+    family(out, "rlproxy_limiter_decisions_total", "counter",
+           "Rate-limit decisions by rule: admitted at once, delayed (held), rejected (429).");
+    for (size_t i = 0; i < n; i++) {
+        struct limiter_rule_stats st;
+        limiter_rule_stats(limiter, i, &st);
+        const char *name = limiter_rule(limiter, i)->name;
+        evbuffer_add_printf(out,
+                            "rlproxy_limiter_decisions_total{rule=\"%s\",decision=\"admitted\"} %" PRIu64
+                            "\nrlproxy_limiter_decisions_total{rule=\"%s\",decision=\"delayed\"} %" PRIu64
+                            "\nrlproxy_limiter_decisions_total{rule=\"%s\",decision=\"rejected\"} %" PRIu64
+                            "\n",
+                            name, st.admitted, name, st.delayed, name, st.rejected);
+    }
+    family(out, "rlproxy_limiter_queued", "gauge", "Requests held by a delay rule now.");
+    for (size_t i = 0; i < n; i++) {
+        struct limiter_rule_stats st;
+        limiter_rule_stats(limiter, i, &st);
+        evbuffer_add_printf(out, "rlproxy_limiter_queued{rule=\"%s\"} %" PRIu64 "\n",
+                            limiter_rule(limiter, i)->name, st.queued);
+    }
+    family(out, "rlproxy_limiter_keys", "gauge", "Windows (distinct keys) kept now, by rule.");
+    for (size_t i = 0; i < n; i++) {
+        struct limiter_rule_stats st;
+        limiter_rule_stats(limiter, i, &st);
+        evbuffer_add_printf(out, "rlproxy_limiter_keys{rule=\"%s\"} %" PRIu64 "\n",
+                            limiter_rule(limiter, i)->name, st.keys);
+    }
+}
+
+void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worker_count,
+                    struct limiter *limiter, const struct metrics_process *process)
+{
+    if (limiter != NULL)
+        render_limiter(out, limiter);
     family(out, "rlproxy_requests_total", "counter", "Requests whose head was parsed.");
     evbuffer_add_printf(out, "rlproxy_requests_total %" PRIu64 "\n", SUM(requests));
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct limiter;
 struct worker;
 
 struct metrics_process {
@@ -14,6 +15,6 @@ struct metrics_process {
 };
 
 void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worker_count,
-                    const struct metrics_process *process);
+                    struct limiter *limiter, const struct metrics_process *process);
 
 #endif

@@ -39,6 +39,8 @@ struct server {
     struct event *watchdog;
     struct admin *admin;
     struct admin_view view;
+    struct limiter *limiter; /* for s->config */
+    struct event *expiry;
 };
 
 static int open_listener(const struct listen_addr *la)
@@ -222,10 +224,21 @@ static void reload(struct server *s)
     log_set_level(next->log_level);
     if (log_access_open(next->access_log) != 0)
         log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));
+    struct limiter *limiter = limiter_new(next, s->limiter);
+    if (limiter == NULL) {
+        log_error("reload failed, keeping the running config: out of memory");
+        s->view.process.reloads_failed++;
+        config_unref(next);
+        daemon_notify_ready();
+        return;
+    }
     for (unsigned i = 0; i < s->worker_count; i++)
-        worker_post_config(&s->workers[i], next);
+        worker_post_config(&s->workers[i], next, limiter);
     config_unref(s->config);
     s->config = next;
+    limiter_unref(s->limiter);
+    s->limiter = limiter;
+    s->view.limiter = limiter;
     s->view.process.reloads_ok++;
     log_notice("configuration reloaded from %s", s->config_path);
     daemon_notify_ready();
@@ -257,6 +270,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 static void on_watchdog(evutil_socket_t fd, short what, void *arg) { daemon_watchdog_ping(); }
+
+/* Idle windows go once a second, so memory follows the active keys, not every key ever seen. */
+static void on_expiry(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    limiter_expire(s->limiter, util_now_us());
+}
 
 /* Joins every worker, forcing them to stop when the drain deadline passes. A second signal during
  * the wait is handled by the signal events still armed on the main base. */
@@ -306,11 +326,13 @@ int server_run(struct config *config, const char *config_path)
     }
     if (open_listeners(&s) != 0)
         goto out;
+    s.limiter = limiter_new(config, NULL);
     s.workers = calloc(config->workers, sizeof *s.workers);
-    if (s.workers == NULL)
+    if (s.workers == NULL || s.limiter == NULL)
         goto out;
+    s.view.limiter = s.limiter;
     for (unsigned i = 0; i < config->workers; i++) {
-        if (worker_init(&s.workers[i], i, config, s.listen_fds, s.listen_count) != 0) {
+        if (worker_init(&s.workers[i], i, config, s.limiter, s.listen_fds, s.listen_count) != 0) {
             log_error("worker %u: initialisation failed", i);
             worker_destroy(&s.workers[i]);
             goto stop_workers;
@@ -321,6 +343,11 @@ int server_run(struct config *config, const char *config_path)
             goto stop_workers;
         }
         s.worker_count++;
+    }
+    s.expiry = event_new(s.base, -1, EV_PERSIST, on_expiry, &s);
+    if (s.expiry != NULL) {
+        struct timeval second = {1, 0};
+        event_add(s.expiry, &second);
     }
     uint64_t watchdog_ms = daemon_watchdog_interval_ms();
     if (watchdog_ms > 0) {
@@ -359,6 +386,9 @@ out:
             event_free(signals[i]);
     if (s.watchdog != NULL)
         event_free(s.watchdog);
+    if (s.expiry != NULL)
+        event_free(s.expiry);
+    limiter_unref(s.limiter);
     free(s.workers);
     close_listeners(&s);
     if (s.base != NULL)

@@ -53,15 +53,15 @@ static void log_tunnel(struct tunnel *t)
                      "{\"time\":\"%s\",\"client\":\"%s\",\"user\":null,\"method\":\"CONNECT\","
                      "\"target\":\"%s\",\"status\":200,\"bytes_in\":%" PRIu64
                      ",\"bytes_out\":%" PRIu64 ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
-                     ",\"limit\":\"none\",\"wait_ms\":0,\"attempts\":1}",
+                     ",\"limit\":\"%s\",\"wait_ms\":%" PRIu64 ",\"attempts\":1}",
                      when, t->info.client, t->info.target, t->client.bytes, t->origin.bytes, total,
-                     t->info.connect_ms);
+                     t->info.connect_ms, t->info.decision, t->info.wait_ms);
     else
         n = snprintf(line, sizeof line,
                      "%s %s - \"CONNECT %s\" 200 %" PRIu64 " %" PRIu64 " total=%" PRIu64
-                     "ms upstream=%" PRIu64 "ms limit=none wait=0ms attempts=1",
+                     "ms upstream=%" PRIu64 "ms limit=%s wait=%" PRIu64 "ms attempts=1",
                      when, t->info.client, t->info.target, t->client.bytes, t->origin.bytes, total,
-                     t->info.connect_ms);
+                     t->info.connect_ms, t->info.decision, t->info.wait_ms);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

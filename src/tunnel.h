@@ -15,6 +15,8 @@ struct tunnel_info {
     char target[300];
     uint64_t start_ms;
     uint64_t connect_ms; /* time to open the upstream connection */
+    uint64_t wait_ms;    /* held by the limiter */
+    char decision[96];   /* the limiter's, as in the access log */
 };
 
 /* Takes over `client` (a bufferevent whose input may already hold bytes for the origin) and

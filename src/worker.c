@@ -66,7 +66,9 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     pthread_mutex_lock(&w->lock);
     struct config *config = w->pending_config;
+    struct limiter *limiter = w->pending_limiter;
     w->pending_config = NULL;
+    w->pending_limiter = NULL;
     int stop = w->stop_requested, force = w->force_stop;
     int *listen_fds = w->pending_listen_fds;
     size_t listen_count = w->pending_listen_count;
@@ -84,6 +86,8 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     if (config != NULL) {
         config_unref(w->config);
         w->config = config;
+        limiter_unref(w->limiter);
+        w->limiter = limiter;
     }
     if (force) {
         free_all_connections(w);
@@ -147,13 +151,14 @@ static int *dup_all(const int *fds, size_t count)
     return copies;
 }
 
-int worker_init(struct worker *w, unsigned id, struct config *config, const int *listen_fds,
-                size_t listen_count)
+int worker_init(struct worker *w, unsigned id, struct config *config, struct limiter *limiter,
+                const int *listen_fds, size_t listen_count)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
     pthread_mutex_init(&w->lock, NULL);
     w->config = config_ref(config);
+    w->limiter = limiter_ref(limiter);
     w->base = event_base_new();
     if (w->base == NULL)
         return -1;
@@ -199,6 +204,8 @@ void worker_destroy(struct worker *w)
         event_base_free(w->base);
     config_unref(w->pending_config);
     config_unref(w->config);
+    limiter_unref(w->pending_limiter);
+    limiter_unref(w->limiter);
     pthread_mutex_destroy(&w->lock);
 }
 
@@ -228,11 +235,13 @@ int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count)
     return 0;
 }
 
-void worker_post_config(struct worker *w, struct config *config)
+void worker_post_config(struct worker *w, struct config *config, struct limiter *limiter)
 {
     pthread_mutex_lock(&w->lock);
     config_unref(w->pending_config);
+    limiter_unref(w->pending_limiter);
     w->pending_config = config_ref(config);
+    w->pending_limiter = limiter_ref(limiter);
     pthread_mutex_unlock(&w->lock);
     event_active(w->wakeup, EV_TIMEOUT, 0);
 }

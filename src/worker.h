@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "limiter.h"
 #include "upstream.h"
 
 struct conn;
@@ -30,12 +31,14 @@ struct worker {
     pthread_t thread;
     struct event_base *base;
     struct upstream_multi *upstream;
-    struct config *config; /* current; connections take a reference when they start */
+    struct config *config;   /* current; connections take a reference when they start */
+    struct limiter *limiter; /* built for config; likewise */
     struct evconnlistener **listeners;
     size_t listener_count;
     struct event *wakeup;
     pthread_mutex_t lock; /* guards pending_config and the message flags */
     struct config *pending_config;
+    struct limiter *pending_limiter;
     int *pending_listen_fds; /* already this worker's own descriptors */
     size_t pending_listen_count;
     int listen_update;
@@ -48,15 +51,15 @@ struct worker {
 };
 
 /* listen_fds are shared by every worker (each adds its own evconnlistener on them). */
-int worker_init(struct worker *w, unsigned id, struct config *config, const int *listen_fds,
-                size_t listen_count);
+int worker_init(struct worker *w, unsigned id, struct config *config, struct limiter *limiter,
+                const int *listen_fds, size_t listen_count);
 int worker_run(struct worker *w); /* starts the thread */
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
 
 /* From the main thread. */
 void worker_post_stop(struct worker *w, int force);
-void worker_post_config(struct worker *w, struct config *config); /* takes a reference */
+void worker_post_config(struct worker *w, struct config *config, struct limiter *limiter);
 /* Replace the worker's listeners by ones on these sockets (the worker dups them). 0 or -1. */
 int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count);
 

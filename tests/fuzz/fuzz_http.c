@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* the same bytes as an origin's header block, rewritten for this client */
             struct evbuffer *out = evbuffer_new();
             int close_after = 0;
-            http_write_response_head(out, req, 200, "OK", 2, in, len, &close_after);
+            http_write_response_head(out, req, 200, "OK", 2, in, len, NULL, &close_after);
             evbuffer_free(out);
             if (req->method == HTTP_CONNECT)
                 break;

@@ -330,7 +330,7 @@ static char *rewrite(const char *request, int status, const char *reason, const 
     struct evbuffer *out = evbuffer_new();
     *close_after = 0;
     *framing = http_write_response_head(out, &p.req, status, reason, strlen(reason), origin_head,
-                                        strlen(origin_head), close_after);
+                                        strlen(origin_head), NULL, close_after);
     size_t len = evbuffer_get_length(out);
     char *text = calloc(1, len + 1);
     evbuffer_remove(out, text, len);

@@ -1,0 +1,567 @@
+/* limiter.c — see limiter.h.
+ *
+ * Each key's window is a ring of at most `limit` timestamps kept in ascending order. Admitting at
+ * time t when the ring is full needs ring[0] + window <= t; otherwise the earliest moment is
+ * ring[0] + window, which a delayed request reserves by taking ring[0]'s place. Because every new
+ * entry is at least the newest one, the ring stays sorted and delayed requests go in arrival
+ * order, with no polling: the caller sleeps until its reserved time. A cancelled reservation is
+ * removed from the ring, which leaves room for the next request.
+ *
+ * Memory: a window costs ~64 bytes plus 8 bytes per ring slot; the ring starts at 4 slots and
+ * doubles up to `limit`, so keys that send little cost little. */
+#include "limiter.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "util.h"
+
+#define STRIPES 64 /* lock stripes per rule: contention on one key never blocks the others */
+#define KEY_MAX 600
+
+struct window {
+    struct window *next; /* bucket chain */
+    uint64_t hash;
+    uint64_t *times; /* ring */
+    uint32_t head, count, cap;
+    uint32_t queued; /* outstanding holds: a window with holds is never freed */
+    uint64_t last_popped; /* the newest entry that left the ring (valid when has_popped) */
+    int has_popped;
+    size_t key_len;
+    char key[];
+};
+
+struct stripe {
+    pthread_mutex_t lock;
+    struct window **buckets;
+    size_t bucket_count, window_count;
+};
+
+/* The state of one rule; shared between the limiters of successive configs while the rule is
+ * unchanged. */
+struct rule_state {
+    atomic_uint refs;
+    struct rate_rule params; /* copies of the fields that define the windows (no match lists) */
+    struct stripe stripes[STRIPES];
+    _Atomic uint64_t admitted, delayed, rejected, queued, keys;
+};
+
+struct limiter {
+    atomic_uint refs;
+    const struct rate_rule *rules; /* owned by the config the limiter was built for */
+    size_t rule_count;
+    struct rule_state **states;
+    uint32_t max_keys;
+};
+
+struct limiter_hold {
+    struct rule_state *state;
+    struct stripe *stripe;
+    struct window *window;
+    uint64_t time_us; /* the reserved entry */
+};
+
+static _Atomic uint64_t total_keys;
+
+uint64_t limiter_total_keys(void) { return atomic_load(&total_keys); }
+
+/* ---- the ring ----------------------------------------------------------------------------- */
+
+static uint64_t ring_at(const struct window *w, uint32_t i) { return w->times[(w->head + i) % w->cap]; }
+
+static int ring_grow(struct window *w, uint32_t limit)
+{
+    uint32_t cap = w->cap ? w->cap * 2 : 4;
+    if (cap > limit)
+        cap = limit;
+    uint64_t *times = malloc((size_t)cap * sizeof *times);
+    if (times == NULL)
+        return -1;
+    for (uint32_t i = 0; i < w->count; i++)
+        times[i] = ring_at(w, i);
+    free(w->times);
+    w->times = times;
+    w->head = 0;
+    w->cap = cap;
+    return 0;
+}
+
+/* Inserts t keeping the order; the common case (t >= newest) is an append. */
+static void ring_insert(struct window *w, uint64_t t)
+{
+    uint32_t i = w->count;
+    while (i > 0 && ring_at(w, i - 1) > t) {
+        w->times[(w->head + i) % w->cap] = ring_at(w, i - 1);
+        i--;
+    }
+    w->times[(w->head + i) % w->cap] = t;
+    w->count++;
+}
+
+static void ring_pop_oldest(struct window *w)
+{
+    w->last_popped = ring_at(w, 0);
+    w->has_popped = 1;
+    w->head = (w->head + 1) % w->cap;
+    w->count--;
+}
+
+/* Takes a cancelled reservation out. The entry it displaced comes back as the oldest: the newest
+ * entry that left the ring is exactly that when nothing else left since; otherwise the current
+ * oldest stands in for it, which can only make the window stricter, never looser. */
+static void ring_cancel(struct window *w, uint64_t t)
+{
+    uint32_t i = 0;
+    while (i < w->count && ring_at(w, i) != t)
+        i++;
+    if (i == w->count)
+        return; /* already superseded: later reservations were computed from it */
+    for (; i + 1 < w->count; i++)
+        w->times[(w->head + i) % w->cap] = ring_at(w, i + 1);
+    w->count--;
+    uint64_t back = w->has_popped ? w->last_popped : (w->count > 0 ? ring_at(w, 0) : 0);
+    if (!w->has_popped && w->count == 0)
+        return; /* nothing ever left and nothing is left: the window is simply emptier */
+    if (w->count > 0 && back > ring_at(w, 0))
+        back = ring_at(w, 0);
+    w->has_popped = 0;
+    w->head = (w->head + w->cap - 1) % w->cap;
+    w->times[w->head] = back;
+    w->count++;
+}
+
+/* Entries that still count at `now` (newer than now - window), and when the oldest of them
+ * stops counting. */
+static uint32_t ring_in_window(const struct window *w, uint64_t now, uint64_t window_us,
+                               uint64_t *reset_us)
+{
+    uint32_t first = 0;
+    while (first < w->count && ring_at(w, first) + window_us <= now)
+        first++;
+    *reset_us = first < w->count ? ring_at(w, first) + window_us - now : 0;
+    return w->count - first;
+}
+
+/* ---- keys and windows --------------------------------------------------------------------- */
+
+static uint64_t hash_key(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void client_ip(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char text[80];
+    util_format_sockaddr(sa, text, sizeof text);
+    /* drop ":port" (and the brackets of an IPv6 address) */
+    char *colon = strrchr(text, ':');
+    if (colon != NULL)
+        *colon = '\0';
+    const char *start = text;
+    size_t n = strlen(text);
+    if (text[0] == '[' && n >= 2 && text[n - 1] == ']') {
+        text[n - 1] = '\0';
+        start = text + 1;
+    }
+    snprintf(buf, len, "%s", start);
+}
+
+static size_t build_key(const struct rate_rule *rule, const struct limiter_request *r, char *key)
+{
+    char ip[80];
+    int n = 0;
+    switch (rule->key) {
+    case RATE_KEY_CLIENT:
+        client_ip(r->client, ip, sizeof ip);
+        n = snprintf(key, KEY_MAX, "%s", ip);
+        break;
+    case RATE_KEY_HOST:
+        n = snprintf(key, KEY_MAX, "%s", r->host);
+        break;
+    case RATE_KEY_CLIENT_HOST:
+        client_ip(r->client, ip, sizeof ip);
+        n = snprintf(key, KEY_MAX, "%s %s", ip, r->host);
+        break;
+    case RATE_KEY_USER:
+        n = snprintf(key, KEY_MAX, "%s", r->user ? r->user : "-");
+        break;
+    case RATE_KEY_GLOBAL:
+        n = 0;
+        key[0] = '\0';
+        break;
+    }
+    if (n < 0)
+        n = 0;
+    size_t len = (size_t)n < KEY_MAX ? (size_t)n : KEY_MAX - 1;
+    /* host names compare without case */
+    if (rule->key == RATE_KEY_HOST || rule->key == RATE_KEY_CLIENT_HOST)
+        for (size_t i = 0; i < len; i++)
+            if (key[i] >= 'A' && key[i] <= 'Z')
+                key[i] = (char)(key[i] - 'A' + 'a');
+    return len;
+}
+
+static void window_free(struct rule_state *st, struct window *w)
+{
+    free(w->times);
+    free(w);
+    atomic_fetch_sub(&total_keys, 1);
+    atomic_fetch_sub(&st->keys, 1);
+}
+
+static int stripe_grow(struct stripe *s)
+{
+    size_t count = s->bucket_count ? s->bucket_count * 2 : 64;
+    struct window **buckets = calloc(count, sizeof *buckets);
+    if (buckets == NULL)
+        return -1;
+    for (size_t i = 0; i < s->bucket_count; i++) {
+        struct window *w = s->buckets[i];
+        while (w != NULL) {
+            struct window *next = w->next;
+            size_t b = (w->hash / STRIPES) % count;
+            w->next = buckets[b];
+            buckets[b] = w;
+            w = next;
+        }
+    }
+    free(s->buckets);
+    s->buckets = buckets;
+    s->bucket_count = count;
+    return 0;
+}
+
+/* Finds or creates the window; NULL when the key cap is reached (or out of memory). Called with
+ * the stripe locked. */
+static struct window *window_get(struct rule_state *st, struct stripe *s, uint64_t hash,
+                                 const char *key, size_t len, uint32_t max_keys)
+{
+    if (s->bucket_count > 0) {
+        for (struct window *w = s->buckets[(hash / STRIPES) % s->bucket_count]; w; w = w->next)
+            if (w->hash == hash && w->key_len == len && memcmp(w->key, key, len) == 0)
+                return w;
+    }
+    if (atomic_load(&total_keys) >= max_keys)
+        return NULL;
+    if ((s->window_count >= s->bucket_count * 2 || s->bucket_count == 0) && stripe_grow(s) != 0)
+        return NULL;
+    struct window *w = calloc(1, sizeof *w + len + 1);
+    if (w == NULL)
+        return NULL;
+    w->hash = hash;
+    w->key_len = len;
+    memcpy(w->key, key, len);
+    size_t b = (hash / STRIPES) % s->bucket_count;
+    w->next = s->buckets[b];
+    s->buckets[b] = w;
+    s->window_count++;
+    atomic_fetch_add(&total_keys, 1);
+    atomic_fetch_add(&st->keys, 1);
+    return w;
+}
+
+static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
+{
+    return w->queued == 0 && (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
+}
+
+static size_t stripe_expire(struct rule_state *st, struct stripe *s, uint64_t now)
+{
+    uint64_t window_us = st->params.window_ms * 1000;
+    for (size_t b = 0; b < s->bucket_count; b++) {
+        struct window **link = &s->buckets[b];
+        while (*link != NULL) {
+            struct window *w = *link;
+            if (window_idle(w, now, window_us)) {
+                *link = w->next;
+                s->window_count--;
+                window_free(st, w);
+            } else {
+                link = &w->next;
+            }
+        }
+    }
+    return s->window_count;
+}
+
+/* ---- rules -------------------------------------------------------------------------------- */
+
+static int same_params(const struct rate_rule *a, const struct rate_rule *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->key == b->key && a->limit == b->limit &&
+           a->window_ms == b->window_ms && a->over_limit == b->over_limit &&
+           a->max_delay_ms == b->max_delay_ms && a->max_queue == b->max_queue &&
+           a->shared == b->shared;
+}
+
+static struct rule_state *state_new(const struct rate_rule *rule)
+{
+    struct rule_state *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    atomic_init(&st->refs, 1);
+    st->params = *rule;
+    /* the match lists belong to the config; the state keeps only the window parameters */
+    st->params.match_client = NULL;
+    st->params.match_host = NULL;
+    st->params.match_path_prefix = NULL;
+    st->params.match_user = NULL;
+    for (size_t i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&st->stripes[i].lock, NULL);
+    return st;
+}
+
+static void state_unref(struct rule_state *st)
+{
+    if (st == NULL || atomic_fetch_sub(&st->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < STRIPES; i++) {
+        struct stripe *s = &st->stripes[i];
+        for (size_t b = 0; b < s->bucket_count; b++) {
+            struct window *w = s->buckets[b];
+            while (w != NULL) {
+                struct window *next = w->next;
+                window_free(st, w);
+                w = next;
+            }
+        }
+        free(s->buckets);
+        pthread_mutex_destroy(&s->lock);
+    }
+    free(st);
+}
+
+struct limiter *limiter_new(const struct config *config, struct limiter *previous)
+{
+    struct limiter *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    atomic_init(&l->refs, 1);
+    l->rules = config->rate_limits;
+    l->rule_count = config->rate_limits_count;
+    l->max_keys = config->rate_limits_max_keys;
+    l->states = calloc(l->rule_count ? l->rule_count : 1, sizeof *l->states);
+    if (l->states == NULL) {
+        free(l);
+        return NULL;
+    }
+    for (size_t i = 0; i < l->rule_count; i++) {
+        const struct rate_rule *rule = &l->rules[i];
+        for (size_t j = 0; previous != NULL && j < previous->rule_count; j++) {
+            if (same_params(&previous->states[j]->params, rule)) {
+                l->states[i] = previous->states[j];
+                atomic_fetch_add(&l->states[i]->refs, 1);
+                break;
+            }
+        }
+        if (l->states[i] == NULL)
+            l->states[i] = state_new(rule);
+        if (l->states[i] == NULL) {
+            limiter_unref(l);
+            return NULL;
+        }
+    }
+    return l;
+}
+
+struct limiter *limiter_ref(struct limiter *l)
+{
+    if (l != NULL)
+        atomic_fetch_add(&l->refs, 1);
+    return l;
+}
+
+void limiter_unref(struct limiter *l)
+{
+    if (l == NULL || atomic_fetch_sub(&l->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < l->rule_count; i++)
+        state_unref(l->states[i]);
+    free(l->states);
+    free(l);
+}
+
+size_t limiter_rule_count(const struct limiter *l) { return l->rule_count; }
+
+const struct rate_rule *limiter_rule(const struct limiter *l, size_t index) { return &l->rules[index]; }
+
+void limiter_rule_stats(struct limiter *l, size_t index, struct limiter_rule_stats *out)
+{
+    struct rule_state *st = l->states[index];
+    out->admitted = atomic_load(&st->admitted);
+    out->delayed = atomic_load(&st->delayed);
+    out->rejected = atomic_load(&st->rejected);
+    out->queued = atomic_load(&st->queued);
+    out->keys = atomic_load(&st->keys);
+}
+
+static int rule_matches(const struct rate_rule *rule, const struct limiter_request *r)
+{
+    if (rule->match_client_count > 0) {
+        int hit = 0;
+        for (size_t i = 0; i < rule->match_client_count && !hit; i++)
+            hit = cidr_contains(&rule->match_client[i], r->client);
+        if (!hit)
+            return 0;
+    }
+    if (rule->match_host_count > 0 &&
+        !host_pattern_match(rule->match_host, rule->match_host_count, r->host))
+        return 0;
+    if (rule->match_method_count > 0) {
+        int hit = 0;
+        for (size_t i = 0; i < rule->match_method_count && !hit; i++)
+            hit = strcmp(rule->match_method[i], r->method) == 0;
+        if (!hit)
+            return 0;
+    }
+    if (rule->match_path_prefix != NULL) {
+        size_t n = strlen(rule->match_path_prefix);
+        if (r->path_len < n || memcmp(r->path, rule->match_path_prefix, n) != 0)
+            return 0;
+    }
+    if (rule->match_user_count > 0) {
+        int hit = 0;
+        for (size_t i = 0; i < rule->match_user_count && !hit; i++)
+            hit = r->user != NULL && strcmp(rule->match_user[i], r->user) == 0;
+        if (!hit)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- decisions ---------------------------------------------------------------------------- */
+
+static void reject(struct rule_state *st, struct limiter_decision *out, uint64_t retry_after_us,
+                   const char *reason)
+{
+    out->verdict = LIMITER_REJECT;
+    out->retry_after_us = retry_after_us;
+    out->reason = reason;
+    atomic_fetch_add(&st->rejected, 1);
+}
+
+/* With the stripe locked: the decision for one window. */
+static void decide_window(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
+                          struct limiter_decision *out)
+{
+    const struct rate_rule *p = &st->params;
+    uint64_t window_us = p->window_ms * 1000;
+    if (w->count < p->limit) {
+        if (w->count == w->cap && ring_grow(w, p->limit) != 0) {
+            reject(st, out, 1000000, "out of memory");
+            return;
+        }
+        ring_insert(w, now);
+        out->verdict = LIMITER_ADMIT;
+    } else {
+        uint64_t free_at = ring_at(w, 0) + window_us;
+        if (free_at <= now) {
+            ring_pop_oldest(w);
+            ring_insert(w, now);
+            out->verdict = LIMITER_ADMIT;
+        } else if (p->over_limit == RATE_OVER_REJECT) {
+            reject(st, out, free_at - now, "over the limit");
+        } else if (free_at - now > p->max_delay_ms * 1000) {
+            reject(st, out, free_at - now, "the wait would exceed max_delay");
+        } else if (w->queued >= p->max_queue) {
+            reject(st, out, free_at - now, "the queue of held requests is full (max_queue)");
+        } else {
+            struct limiter_hold *hold = malloc(sizeof *hold);
+            if (hold == NULL) {
+                reject(st, out, free_at - now, "out of memory");
+            } else {
+                ring_pop_oldest(w);
+                ring_insert(w, free_at);
+                w->queued++;
+                *hold = (struct limiter_hold){st, s, w, free_at};
+                out->verdict = LIMITER_DELAY;
+                out->delay_us = free_at - now;
+                out->hold = hold;
+                atomic_fetch_add(&st->delayed, 1);
+                atomic_fetch_add(&st->queued, 1);
+            }
+        }
+    }
+    if (out->verdict == LIMITER_ADMIT)
+        atomic_fetch_add(&st->admitted, 1);
+    /* what the RateLimit fields report: room left at the moment the request goes ahead */
+    uint64_t at = out->verdict == LIMITER_DELAY ? now + out->delay_us : now;
+    uint32_t used = ring_in_window(w, at, window_us, &out->reset_us);
+    out->remaining = used >= p->limit ? 0 : p->limit - used;
+}
+
+void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t now_us,
+                    struct limiter_decision *out)
+{
+    memset(out, 0, sizeof *out);
+    out->verdict = LIMITER_UNLIMITED;
+    size_t i = 0;
+    while (i < l->rule_count && !rule_matches(&l->rules[i], r))
+        i++;
+    if (i == l->rule_count)
+        return;
+    struct rule_state *st = l->states[i];
+    out->rule = &l->rules[i];
+    out->rule_index = i;
+    char key[KEY_MAX];
+    size_t len = build_key(&st->params, r, key);
+    uint64_t hash = hash_key(key, len);
+    struct stripe *s = &st->stripes[hash % STRIPES];
+    pthread_mutex_lock(&s->lock);
+    struct window *w = window_get(st, s, hash, key, len, l->max_keys);
+    if (w == NULL) { /* at the cap: make room from this stripe's idle windows, then try once more */
+        stripe_expire(st, s, now_us);
+        w = window_get(st, s, hash, key, len, l->max_keys);
+    }
+    if (w == NULL)
+        reject(st, out, st->params.window_ms * 1000, "too many distinct keys (rate_limits_max_keys)");
+    else
+        decide_window(st, s, w, now_us, out);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void limiter_hold_done(struct limiter_hold *hold)
+{
+    if (hold == NULL)
+        return;
+    pthread_mutex_lock(&hold->stripe->lock);
+    hold->window->queued--;
+    pthread_mutex_unlock(&hold->stripe->lock);
+    atomic_fetch_sub(&hold->state->queued, 1);
+    free(hold);
+}
+
+void limiter_hold_cancel(struct limiter_hold *hold)
+{
+    if (hold == NULL)
+        return;
+    pthread_mutex_lock(&hold->stripe->lock);
+    ring_cancel(hold->window, hold->time_us);
+    hold->window->queued--;
+    pthread_mutex_unlock(&hold->stripe->lock);
+    atomic_fetch_sub(&hold->state->queued, 1);
+    free(hold);
+}
+
+size_t limiter_expire(struct limiter *l, uint64_t now_us)
+{
+    size_t left = 0;
+    for (size_t i = 0; i < l->rule_count; i++) {
+        struct rule_state *st = l->states[i];
+        for (size_t j = 0; j < STRIPES; j++) {
+            pthread_mutex_lock(&st->stripes[j].lock);
+            left += stripe_expire(st, &st->stripes[j], now_us);
+            pthread_mutex_unlock(&st->stripes[j].lock);
+        }
+    }
+    return left;
+}

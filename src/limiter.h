@@ -1,0 +1,75 @@
+/* limiter.h — rate-limit rules and their exact sliding windows, shared by all workers.
+ * A window is a sorted ring of the admission times of one key (past admissions and future
+ * reservations): at no instant has a key admitted more than `limit` requests in the last `window`.
+ * A request over the limit either reserves the slot that frees first (delay) or is refused.
+ * Time is an argument (microseconds, monotonic), so tests need no sleeps. Owns no event loop:
+ * the caller arms its own timer for a delay. Thread-safe: striped mutexes per rule.
+ * The decision interface is the one a shared (Redis) backend will implement too. */
+#ifndef RLPROXY_LIMITER_H
+#define RLPROXY_LIMITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+struct limiter;
+struct limiter_hold;
+
+struct limiter_request {
+    const struct sockaddr *client;
+    const char *user; /* "-" when the client did not authenticate */
+    const char *host; /* destination host, as in the request target */
+    const char *method;
+    const char *path; /* origin-form path and query; "" for CONNECT */
+    size_t path_len;
+};
+
+enum limiter_verdict {
+    LIMITER_UNLIMITED, /* no rule matched */
+    LIMITER_ADMIT,     /* go now */
+    LIMITER_DELAY,     /* go after delay_us: the slot is reserved (hold) */
+    LIMITER_REJECT,    /* 429 */
+};
+
+struct limiter_decision {
+    enum limiter_verdict verdict;
+    const struct rate_rule *rule; /* NULL when unlimited */
+    size_t rule_index;
+    uint64_t delay_us;       /* DELAY */
+    uint64_t retry_after_us; /* REJECT: until the window has room again */
+    uint32_t remaining;      /* slots left in the window after this decision */
+    uint64_t reset_us;       /* until the oldest counted admission leaves the window */
+    const char *reason;      /* REJECT: why, for the 429 body */
+    struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel */
+};
+
+/* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
+ * name and parameters keep their windows, so a reload does not reset them. */
+struct limiter *limiter_new(const struct config *config, struct limiter *previous);
+struct limiter *limiter_ref(struct limiter *limiter);
+void limiter_unref(struct limiter *limiter);
+
+void limiter_decide(struct limiter *limiter, const struct limiter_request *request, uint64_t now_us,
+                    struct limiter_decision *out);
+/* The reserved time came and the request went ahead. */
+void limiter_hold_done(struct limiter_hold *hold);
+/* The request was abandoned before its time: the reserved slot is given back. */
+void limiter_hold_cancel(struct limiter_hold *hold);
+
+/* Frees windows idle for longer than their window. Returns the windows left. */
+size_t limiter_expire(struct limiter *limiter, uint64_t now_us);
+
+struct limiter_rule_stats {
+    uint64_t admitted, delayed, rejected;
+    uint64_t queued; /* gauge: requests held now */
+    uint64_t keys;   /* gauge: windows kept now */
+};
+size_t limiter_rule_count(const struct limiter *limiter);
+const struct rate_rule *limiter_rule(const struct limiter *limiter, size_t index);
+void limiter_rule_stats(struct limiter *limiter, size_t index, struct limiter_rule_stats *out);
+/* Windows over all rules of the process (what rate_limits_max_keys caps). */
+uint64_t limiter_total_keys(void);
+
+#endif

@@ -1,0 +1,452 @@
+/* test_limiter.c — the sliding-window limiter (limiter.c) with an injected clock: exactness on
+ * random arrivals, delay order and reservations, cancellation, rule matching, keys, expiry, the
+ * key cap, reload adoption and two threads on one key. No sleeps. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "limiter.h"
+
+#define MS 1000ULL /* microseconds */
+
+static struct sockaddr_in client_addr(const char *ip)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(40000);
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    return a;
+}
+
+static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit, uint64_t window_ms,
+                             enum rate_over_limit over)
+{
+    struct rate_rule r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.name, sizeof r.name, "%s", name);
+    r.key = key;
+    r.limit = limit;
+    r.window_ms = window_ms;
+    r.over_limit = over;
+    r.max_delay_ms = 30000;
+    r.max_queue = 1000;
+    return r;
+}
+
+/* A config holding only what limiter_new reads; never passed to config_unref. */
+static struct config make_config(struct rate_rule *rules, size_t count, uint32_t max_keys)
+{
+    struct config c;
+    memset(&c, 0, sizeof c);
+    c.rate_limits = rules;
+    c.rate_limits_count = count;
+    c.rate_limits_max_keys = max_keys;
+    return c;
+}
+
+static enum limiter_verdict ask(struct limiter *l, const char *ip, const char *host,
+                                const char *method, const char *path, uint64_t now,
+                                struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr(ip);
+    struct limiter_request r = {(struct sockaddr *)&a, "-", host, method, path, strlen(path)};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+START_TEST(test_reject_exact)
+{
+    struct rate_rule rules[] = {rule("r", RATE_KEY_CLIENT, 5, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", (uint64_t)i * 100 * MS, &d),
+                         LIMITER_ADMIT);
+        ck_assert_uint_eq(d.remaining, (uint32_t)(4 - i));
+    }
+    ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", 450 * MS, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 550 * MS); /* the first admission (t=0) leaves at 1000 */
+    ck_assert_ptr_nonnull(d.reason);
+    ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", 999 * MS, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 1 * MS);
+    ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", 1000 * MS, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", 1000 * MS, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 100 * MS);
+    /* another client has its own window */
+    ck_assert_int_eq(ask(l, "10.0.0.2", "h", "GET", "/", 1000 * MS, &d), LIMITER_ADMIT);
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.admitted, 7);
+    ck_assert_uint_eq(st.rejected, 3);
+    limiter_unref(l);
+}
+END_TEST
+
+/* Checks the invariant on a list of admission times (sorted): no half-open interval of length
+ * window holds more than limit of them. */
+static void assert_window_invariant(const uint64_t *t, size_t n, uint64_t window_us, uint32_t limit)
+{
+    size_t lo = 0;
+    for (size_t hi = 0; hi < n; hi++) {
+        while (t[hi] - t[lo] >= window_us)
+            lo++;
+        ck_assert_msg(hi - lo + 1 <= limit, "%zu admissions within %llu us ending at %llu",
+                      hi - lo + 1, (unsigned long long)window_us, (unsigned long long)t[hi]);
+    }
+}
+
+START_TEST(test_random_arrivals_never_exceed)
+{
+    const uint32_t limit = 50;
+    const uint64_t window_ms = 1000;
+    struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    unsigned seed = 12345;
+    uint64_t now = 0;
+    size_t cap = 100000, n = 0;
+    uint64_t *admitted = malloc(cap * sizeof *admitted);
+    /* 4x the limit for 20 windows: arrivals every 5 ms on average, bursty */
+    while (now < 20 * window_ms * MS) {
+        now += (uint64_t)(rand_r(&seed) % 10) * MS + (uint64_t)(rand_r(&seed) % 1000);
+        struct limiter_decision d;
+        if (ask(l, "10.0.0.1", "h", "GET", "/", now, &d) == LIMITER_ADMIT)
+            admitted[n++] = now;
+    }
+    assert_window_invariant(admitted, n, window_ms * MS, limit);
+    /* under sustained overload the admitted rate stays at the limit (>= 99%) */
+    ck_assert_msg(n >= (size_t)(0.99 * 20 * limit), "admitted %zu of %u", n, 20 * limit);
+    free(admitted);
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_delay_reserves_in_order)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_HOST, 3, 1000, RATE_OVER_DELAY)};
+    rules[0].max_delay_ms = 2500;
+    rules[0].max_queue = 5;
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    struct limiter_hold *holds[16];
+    size_t held = 0;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(ask(l, "1.1.1.1", "API.example", "GET", "/", (uint64_t)i * 10 * MS, &d),
+                         LIMITER_ADMIT);
+    /* the next ones reserve the slots as they free: 1000, 1010, 1020, then 2000, 2010 */
+    const uint64_t expect_at[] = {1000, 1010, 1020, 2000, 2010};
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(ask(l, "2.2.2.2", "api.example", "GET", "/", 100 * MS, &d),
+                         LIMITER_DELAY);
+        ck_assert_uint_eq(100 * MS + d.delay_us, expect_at[i] * MS);
+        ck_assert_ptr_nonnull(d.hold);
+        holds[held++] = d.hold;
+    }
+    /* the queue is full (max_queue 5) */
+    ck_assert_int_eq(ask(l, "2.2.2.2", "api.example", "GET", "/", 100 * MS, &d), LIMITER_REJECT);
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.queued, 5);
+    /* two are admitted, which makes room in the queue, but the next slot is 2020 ms: 1920 ms
+     * away, under max_delay */
+    limiter_hold_done(holds[0]);
+    limiter_hold_done(holds[1]);
+    ck_assert_int_eq(ask(l, "2.2.2.2", "api.example", "GET", "/", 100 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(100 * MS + d.delay_us, 2020 * MS);
+    holds[held++] = d.hold;
+    /* the next would be at 3000 ms: 2900 ms away, over max_delay 2500 */
+    ck_assert_int_eq(ask(l, "2.2.2.2", "api.example", "GET", "/", 100 * MS, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 2900 * MS);
+    for (size_t i = 2; i < held; i++)
+        limiter_hold_done(holds[i]);
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.queued, 0);
+    ck_assert_uint_eq(st.delayed, 6);
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_cancel_gives_slot_back)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_DELAY);
+    struct limiter_hold *first = d.hold; /* reserved 1000 */
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_DELAY);
+    struct limiter_hold *second = d.hold; /* reserved 1000 */
+    ck_assert_uint_eq(d.delay_us, 990 * MS);
+    limiter_hold_cancel(second);
+    /* the cancelled slot is free again: the next request takes it, not a later one */
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 20 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(20 * MS + d.delay_us, 1000 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_hold_cancel(first);
+    /* with both reservations gone only the two admissions at 0 count */
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d), LIMITER_ADMIT);
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_matching_first_rule_wins)
+{
+    struct rate_rule rules[3];
+    rules[0] = rule("github", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT);
+    struct host_pattern hosts[2];
+    memset(hosts, 0, sizeof hosts);
+    snprintf(hosts[0].text, sizeof hosts[0].text, "api.github.com");
+    snprintf(hosts[1].text, sizeof hosts[1].text, ".example.com");
+    hosts[1].wildcard = 1;
+    rules[0].match_host = hosts;
+    rules[0].match_host_count = 2;
+    snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
+    rules[0].match_method_count = 1;
+    rules[0].match_path_prefix = "/repos";
+    struct cidr nets[1];
+    cidr_parse("10.0.0.0/8", &nets[0]);
+    rules[0].match_client = nets;
+    rules[0].match_client_count = 1;
+    rules[1] = rule("post", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT);
+    snprintf(rules[1].match_method[0], sizeof rules[1].match_method[0], "POST");
+    rules[1].match_method_count = 1;
+    rules[2] = rule("default", RATE_KEY_CLIENT_HOST, 100, 1000, RATE_OVER_REJECT);
+    rules[2].match_client = nets;
+    rules[2].match_client_count = 1;
+    struct config c = make_config(rules, 3, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    ask(l, "10.1.2.3", "api.github.com", "GET", "/repos/x", 0, &d);
+    ck_assert_str_eq(d.rule->name, "github");
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    ask(l, "10.1.2.3", "api.github.com", "GET", "/repos/y", 0, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_REJECT); /* key host: one window per host */
+    ask(l, "10.1.2.3", "a.b.example.com", "GET", "/repos", 0, &d);
+    ck_assert_str_eq(d.rule->name, "github");
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    ask(l, "10.1.2.3", "example.com", "GET", "/repos", 0, &d); /* *.example.com needs a label */
+    ck_assert_str_eq(d.rule->name, "default");
+    ask(l, "10.1.2.3", "api.github.com", "GET", "/users", 0, &d);
+    ck_assert_str_eq(d.rule->name, "default");
+    ask(l, "10.1.2.3", "api.github.com", "HEAD", "/repos", 0, &d);
+    ck_assert_str_eq(d.rule->name, "default");
+    ask(l, "192.168.1.1", "api.github.com", "GET", "/repos", 0, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_UNLIMITED);
+    ck_assert_ptr_null(d.rule);
+    ask(l, "192.168.1.1", "x", "POST", "/", 0, &d);
+    ck_assert_str_eq(d.rule->name, "post");
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_host_key_ignores_case)
+{
+    struct rate_rule rules[] = {rule("h", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask(l, "1.1.1.1", "API.Example.com", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(l, "2.2.2.2", "api.example.com", "GET", "/", 0, &d), LIMITER_REJECT);
+    ck_assert_int_eq(ask(l, "2.2.2.2", "other.example.com", "GET", "/", 0, &d), LIMITER_ADMIT);
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_expiry_and_key_cap)
+{
+    uint64_t before = limiter_total_keys();
+    struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, (uint32_t)before + 100);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    char ip[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(ip, sizeof ip, "10.0.%d.%d", i / 250, i % 250 + 1);
+        ck_assert_int_eq(ask(l, ip, "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    }
+    ck_assert_uint_eq(limiter_total_keys(), before + 100);
+    /* the cap: a new key is refused while every window is still active */
+    ck_assert_int_eq(ask(l, "10.9.9.9", "h", "GET", "/", 500 * MS, &d), LIMITER_REJECT);
+    ck_assert_ptr_nonnull(strstr(d.reason, "rate_limits_max_keys"));
+    /* a known key still works */
+    ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", 500 * MS, &d), LIMITER_ADMIT);
+    /* idle windows go after their window; the new key is then admitted */
+    ck_assert_uint_eq(limiter_expire(l, 1000 * MS), 1); /* 10.0.0.1 was used at 500 ms */
+    ck_assert_uint_eq(limiter_total_keys(), before + 1);
+    ck_assert_int_eq(ask(l, "10.9.9.9", "h", "GET", "/", 1000 * MS, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(limiter_expire(l, 10000 * MS), 0);
+    ck_assert_uint_eq(limiter_total_keys(), before);
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_reload_keeps_unchanged_rules)
+{
+    struct rate_rule rules1[] = {rule("a", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT),
+                                 rule("b", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
+    snprintf(rules1[1].match_method[0], 24, "POST");
+    rules1[1].match_method_count = 1;
+    snprintf(rules1[0].match_method[0], 24, "GET");
+    rules1[0].match_method_count = 1;
+    struct config c1 = make_config(rules1, 2, 1000000);
+    struct limiter *l1 = limiter_new(&c1, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
+    /* a keeps its parameters, b gets a new limit */
+    struct rate_rule rules2[] = {rules1[0], rules1[1]};
+    rules2[1].limit = 2;
+    struct config c2 = make_config(rules2, 2, 1000000);
+    struct limiter *l2 = limiter_new(&c2, l1);
+    limiter_unref(l1);
+    ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_REJECT);
+    ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "POST", "/", 10 * MS, &d), LIMITER_ADMIT);
+    limiter_unref(l2);
+}
+END_TEST
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Delays and cancellations at random: whatever is finally admitted (at once, or at its reserved
+ * time if not cancelled) still obeys the window, for several limits. */
+START_TEST(test_random_delays_and_cancels_never_exceed)
+{
+    const uint32_t limits[] = {1, 2, 3, 7, 20};
+    unsigned seed = 777;
+    for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
+        uint32_t limit = limits[li];
+        struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, limit, 100, RATE_OVER_DELAY)};
+        rules[0].max_delay_ms = 1000;
+        rules[0].max_queue = 50;
+        struct config c = make_config(rules, 1, 1000000);
+        struct limiter *l = limiter_new(&c, NULL);
+        size_t cap = 20000, n = 0, nholds = 0;
+        uint64_t *admitted = malloc(cap * sizeof *admitted);
+        struct {
+            struct limiter_hold *hold;
+            uint64_t at;
+        } holds[4096];
+        uint64_t now = 0;
+        for (int i = 0; i < 3000; i++) {
+            now += (uint64_t)(rand_r(&seed) % 20) * MS;
+            /* holds whose time has come are admitted; some others are cancelled */
+            for (size_t h = 0; h < nholds;) {
+                int due = holds[h].at <= now;
+                int cancel = !due && rand_r(&seed) % 8 == 0;
+                if (due || cancel) {
+                    if (due) {
+                        admitted[n++] = holds[h].at;
+                        limiter_hold_done(holds[h].hold);
+                    } else {
+                        limiter_hold_cancel(holds[h].hold);
+                    }
+                    holds[h] = holds[--nholds];
+                } else {
+                    h++;
+                }
+            }
+            struct limiter_decision d;
+            enum limiter_verdict v = ask(l, "1.1.1.1", "h", "GET", "/", now, &d);
+            if (v == LIMITER_ADMIT)
+                admitted[n++] = now;
+            else if (v == LIMITER_DELAY && nholds < 4096)
+                holds[nholds].hold = d.hold, holds[nholds++].at = now + d.delay_us;
+            else if (v == LIMITER_DELAY)
+                limiter_hold_cancel(d.hold);
+        }
+        for (size_t h = 0; h < nholds; h++) {
+            admitted[n++] = holds[h].at;
+            limiter_hold_done(holds[h].hold);
+        }
+        qsort(admitted, n, sizeof *admitted, cmp_u64);
+        assert_window_invariant(admitted, n, 100 * MS, limit);
+        free(admitted);
+        limiter_unref(l);
+    }
+}
+END_TEST
+
+struct contender {
+    struct limiter *l;
+    int admitted;
+};
+
+static void *contend(void *arg)
+{
+    struct contender *c = arg;
+    struct limiter_decision d;
+    for (int i = 0; i < 20000; i++)
+        if (ask(c->l, "1.1.1.1", "h", "GET", "/", 5 * MS, &d) == LIMITER_ADMIT)
+            c->admitted++;
+    return NULL;
+}
+
+START_TEST(test_two_threads_one_key)
+{
+    struct rate_rule rules[] = {rule("g", RATE_KEY_GLOBAL, 1000, 60000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct contender a = {l, 0}, b = {l, 0};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, contend, &a);
+    pthread_create(&tb, NULL, contend, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    ck_assert_int_eq(a.admitted + b.admitted, 1000);
+    limiter_unref(l);
+}
+END_TEST
+
+START_TEST(test_remaining_and_reset)
+{
+    struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d);
+    ck_assert_uint_eq(d.remaining, 2);
+    ck_assert_uint_eq(d.reset_us, 10000 * MS);
+    ask(l, "1.1.1.1", "h", "GET", "/", 4000 * MS, &d);
+    ck_assert_uint_eq(d.remaining, 1);
+    ck_assert_uint_eq(d.reset_us, 7000 * MS); /* the first one leaves at 11000 */
+    ask(l, "1.1.1.1", "h", "GET", "/", 11500 * MS, &d);
+    ck_assert_uint_eq(d.remaining, 1); /* the one at 1000 left; 4000 and 11500 count */
+    limiter_unref(l);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("limiter");
+    TCase *tc = tcase_create("windows");
+    tcase_add_test(tc, test_reject_exact);
+    tcase_add_test(tc, test_random_arrivals_never_exceed);
+    tcase_add_test(tc, test_delay_reserves_in_order);
+    tcase_add_test(tc, test_cancel_gives_slot_back);
+    tcase_add_test(tc, test_random_delays_and_cancels_never_exceed);
+    tcase_add_test(tc, test_matching_first_rule_wins);
+    tcase_add_test(tc, test_host_key_ignores_case);
+    tcase_add_test(tc, test_expiry_and_key_cap);
+    tcase_add_test(tc, test_reload_keeps_unchanged_rules);
+    tcase_add_test(tc, test_two_threads_one_key);
+    tcase_add_test(tc, test_remaining_and_reset);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
