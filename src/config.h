@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "retry.h"
 
 /* An address block; family is AF_INET or AF_INET6, addr holds 4 or 16 bytes in network order. */
 struct cidr {
@@ -101,6 +102,9 @@ struct config {
     struct rate_rule *rate_limits; /* rate_limits: [] — first matching rule applies */
     size_t rate_limits_count;
     uint32_t rate_limits_max_keys; /* rate_limits_max_keys: 1000000 */
+
+    struct retry_policy retry; /* retry.*: attempts, base_delay, max_delay, jitter, on, methods,
+                                  max_body, budget */
 
     char *upstream_proxy; /* upstream_proxy: "" (none) or "http://[user:pass@]host:port" */
     struct host_pattern *upstream_proxy_bypass; /* upstream_proxy_bypass: [] */

@@ -20,12 +20,16 @@
 #include "http.h"
 #include "limiter.h"
 #include "log.h"
+#include "retry.h"
 #include "tunnel.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
 
 #define LINGER_MS 2000 /* after an error reply: keep reading (and discarding) this long */
+
+/* Retries may add at most retry.budget to the requests of the last 10 s, over all workers. */
+static struct retry_budget retry_budget;
 
 enum conn_state { CONN_READ_HEAD, CONN_WAIT_ADMIT, CONN_FORWARD, CONN_TUNNEL_CONNECT, CONN_CLOSING };
 
@@ -50,6 +54,12 @@ struct conn {
     struct limiter_decision decision;
     struct limiter_hold *hold; /* WAIT_ADMIT: our reserved slot */
     uint64_t wait_ms;
+    unsigned attempt;       /* 1 for the first try */
+    int64_t retry_delay_ms; /* decided in on_upstream_status */
+    struct evbuffer *spool; /* body bytes handed to curl, kept for a replay up to retry.max_body */
+    uint64_t spooled;
+    int spool_lost;         /* the body outgrew the spool: no replay */
+    int continue_sent;
     struct upstream *upstream;
     struct evbuffer *body; /* request body bytes not yet taken by curl */
     int message_done;
@@ -85,12 +95,17 @@ static void arm_timer(struct conn *c, uint64_t ms)
 }
 
 static void proceed(struct conn *c);
+static void admit(struct conn *c);
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    if (c->state == CONN_WAIT_ADMIT) { /* the reserved slot is ours now */
-        limiter_hold_done(c->hold);
+    if (c->state == CONN_WAIT_ADMIT) {
+        if (c->hold == NULL) { /* a retry's backoff or an origin's pause is over: ask again */
+            admit(c);
+            return;
+        }
+        limiter_hold_done(c->hold); /* the reserved slot is ours now */
         c->hold = NULL;
         c->wait_ms = util_now_ms() - c->start_ms;
         proceed(c);
@@ -128,6 +143,8 @@ void conn_free(struct conn *c)
     event_free(c->kick);
     if (c->body != NULL)
         evbuffer_free(c->body);
+    if (c->spool != NULL)
+        evbuffer_free(c->spool);
     http_parser_free(&c->parser);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -209,7 +226,9 @@ static void sanitize(char *out, size_t out_len, const char *s, size_t len)
 static void format_decision(const struct limiter_decision *d, char *buf, size_t len)
 {
     static const char *const verdicts[] = {"none", "admit", "delay", "reject"};
-    if (d->rule == NULL)
+    if (d->paused)
+        snprintf(buf, len, "%s:origin-pause", verdicts[d->verdict]);
+    else if (d->rule == NULL)
         snprintf(buf, len, "none");
     else
         snprintf(buf, len, "%s:%s", verdicts[d->verdict], d->rule->name);
@@ -237,13 +256,13 @@ static void log_request(struct conn *c)
                      ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
                      ",\"limit\":\"%s\",\"wait_ms\":%" PRIu64 ",\"attempts\":%d}",
                      when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms, decision, c->wait_ms, c->upstream_start_ms ? 1 : 0);
+                     total, upstream_ms, decision, c->wait_ms, c->attempt);
     else
         n = snprintf(line, sizeof line,
                      "%s %s - \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64
                      "ms upstream=%" PRIu64 "ms limit=%s wait=%" PRIu64 "ms attempts=%d",
                      when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms, decision, c->wait_ms, c->upstream_start_ms ? 1 : 0);
+                     total, upstream_ms, decision, c->wait_ms, c->attempt);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -304,7 +323,7 @@ static void on_upstream_head(void *arg, int status, const char *reason, size_t r
     int close_after = c->worker->draining;
     char rate[512];
     const char *extra = NULL;
-    if (c->decision.rule != NULL && c->decision.rule->headers) {
+    if (c->decision.rule != NULL && c->decision.rule->headers && !c->decision.paused) {
         format_rate_headers(&c->decision, c->decision.reset_us, rate, sizeof rate);
         extra = rate;
     }
@@ -343,6 +362,15 @@ static size_t on_upstream_read(void *arg, char *buf, size_t len)
     struct conn *c = arg;
     size_t before = evbuffer_get_length(c->body);
     int n = evbuffer_remove(c->body, buf, len);
+    if (n > 0 && !c->spool_lost) {
+        if (c->spooled + (uint64_t)n <= c->config->retry.max_body) {
+            evbuffer_add(c->spool, buf, (size_t)n);
+            c->spooled += (uint64_t)n;
+        } else { /* too big to keep: this request will not be sent twice */
+            c->spool_lost = 1;
+            evbuffer_drain(c->spool, evbuffer_get_length(c->spool));
+        }
+    }
     if (n > 0) {
         /* feeding stopped at the high-water mark: resume it from the loop, not from inside curl */
         if (before >= c->config->buffer_size && before - (size_t)n < c->config->buffer_size)
@@ -372,6 +400,10 @@ static void finish_request(struct conn *c)
     c->upstream_head_ms = c->upstream_start_ms = 0;
     c->wait_ms = 0;
     memset(&c->decision, 0, sizeof c->decision);
+    evbuffer_drain(c->spool, evbuffer_get_length(c->spool));
+    c->spooled = 0;
+    c->spool_lost = c->continue_sent = 0;
+    c->attempt = 0;
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
@@ -379,11 +411,38 @@ static void finish_request(struct conn *c)
     event_active(c->kick, EV_TIMEOUT, 0);
 }
 
+static void schedule_retry(struct conn *c, int64_t delay_ms);
+
+/* A failure before any response byte reached the client: try again when the policy allows. */
+static int retry_after_failure(struct conn *c, const struct upstream_result *result)
+{
+    const struct retry_policy *p = &c->config->retry;
+    if (c->head_sent || c->spool_lost || c->state != CONN_FORWARD)
+        return 0;
+    if (result->discarded_status) { /* on_upstream_status already decided and took the budget */
+        schedule_retry(c, c->retry_delay_ms);
+        return 1;
+    }
+    const struct http_request *r = &c->parser.req;
+    if (!retry_allowed(p, http_arena(r, r->method_off), c->attempt, result->failure, 0,
+                       result->nothing_sent, 1))
+        return 0;
+    int64_t delay = retry_delay_ms(p, c->attempt, -1, util_random32());
+    if (delay < 0 || !retry_budget_take(&retry_budget, p->budget_percent, util_now_ms()))
+        return 0;
+    log_info("%s: attempt %u failed (%s), retrying in %" PRId64 " ms", c->client_text, c->attempt,
+             result->message, delay);
+    schedule_retry(c, delay);
+    return 1;
+}
+
 static void on_upstream_done(void *arg, const struct upstream_result *result)
 {
     struct conn *c = arg;
     c->upstream = NULL;
     if (!result->ok) {
+        if (retry_after_failure(c, result))
+            return;
         send_error(c, result->status, "%s", result->message);
         return;
     }
@@ -400,7 +459,50 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
 
 static void on_tunnel_connected(void *arg, int fd);
 
+/* An origin that answers 429 or 503 with Retry-After has said when to come back: every request
+ * for that host waits until then (DESIGN: "upstream says stop"). */
+static void note_upstream_pause(struct conn *c, int status, int64_t retry_after_ms)
+{
+    if ((status != 429 && status != 503) || retry_after_ms <= 0)
+        return;
+    uint64_t now = util_now_us();
+    limiter_pause_host(c->parser.req.target.host, now + (uint64_t)retry_after_ms * 1000, now);
+}
+
+static int on_upstream_status(void *arg, int status, int64_t retry_after_ms)
+{
+    struct conn *c = arg;
+    note_upstream_pause(c, status, retry_after_ms);
+    const struct retry_policy *p = &c->config->retry;
+    const struct http_request *r = &c->parser.req;
+    if (c->spool_lost ||
+        !retry_allowed(p, http_arena(r, r->method_off), c->attempt, RETRY_STATUS, status, 0, 1))
+        return 0;
+    int64_t delay = retry_delay_ms(p, c->attempt, retry_after_ms, util_random32());
+    if (delay < 0 || !retry_budget_take(&retry_budget, p->budget_percent, util_now_ms()))
+        return 0; /* over max_delay or out of budget: the client gets the origin's answer */
+    c->retry_delay_ms = delay;
+    log_info("%s: attempt %u got %d, retrying in %" PRId64 " ms", c->client_text, c->attempt, status,
+             delay);
+    return 1;
+}
+
+static int on_upstream_rewind(void *arg)
+{
+    struct conn *c = arg;
+    if (c->spool_lost)
+        return -1;
+    evbuffer_prepend_buffer(c->body, c->spool);
+    c->spooled = 0;
+    return 0;
+}
+
+static int on_upstream_status(void *arg, int status, int64_t retry_after_ms);
+static int on_upstream_rewind(void *arg);
+
 static const struct upstream_callbacks forward_callbacks = {
+    .on_status = on_upstream_status,
+    .rewind_body = on_upstream_rewind,
     .on_head = on_upstream_head,
     .on_body = on_upstream_body,
     .read_body = on_upstream_read,
@@ -526,8 +628,11 @@ static void start_forward(struct conn *c)
         send_error(c, 503, "cannot start upstream transfer");
         return;
     }
-    if (r->expect_continue && r->has_body && evbuffer_get_length(c->body) == 0)
+    if (r->expect_continue && r->has_body && evbuffer_get_length(c->body) == 0 &&
+        !c->continue_sent) {
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        c->continue_sent = 1;
+    }
     /* a stalled request body is a client timeout; a write that never drains likewise */
     struct timeval tv;
     util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
@@ -579,10 +684,18 @@ static void send_429(struct conn *c)
     uint64_t retry_s = (d->retry_after_us + 999999) / 1000000;
     if (retry_s == 0)
         retry_s = 1;
-    char headers[512], body[400];
-    format_rate_headers(d, d->retry_after_us, headers, sizeof headers);
-    int n = snprintf(body, sizeof body, "rate limit \"%s\" exceeded: %s; retry after %llu s\n",
+    char headers[512] = "", body[600];
+    int n;
+    if (d->paused) {
+        n = snprintf(body, sizeof body, "%s asked for a pause (Retry-After); retry after %llu s\n",
+                     c->parser.req.target.host, (unsigned long long)retry_s);
+    } else {
+        format_rate_headers(d, d->retry_after_us, headers, sizeof headers);
+        n = snprintf(body, sizeof body, "rate limit \"%s\" exceeded: %s; retry after %llu s\n",
                      d->rule->name, d->reason, (unsigned long long)retry_s);
+    }
+    if (n < 0 || (size_t)n >= sizeof body)
+        n = (int)strlen(body);
     /* a request whose body we have not read cannot leave the connection usable */
     if (c->parser.req.method != HTTP_CONNECT)
         after_head_done(c);
@@ -627,13 +740,17 @@ static void admit(struct conn *c)
         .path_len = is_connect ? 0 : r->target.path_len,
     };
     limiter_decide(c->limiter, &lr, util_now_us(), &c->decision);
+    if (c->attempt == 0) {
+        c->attempt = 1;
+        retry_budget_request(&retry_budget, util_now_ms());
+    }
     switch (c->decision.verdict) {
     case LIMITER_REJECT:
         send_429(c);
         return;
     case LIMITER_DELAY: {
         conn_set_state(c, CONN_WAIT_ADMIT);
-        c->hold = c->decision.hold;
+        c->hold = c->decision.hold; /* NULL for an origin's pause: admit() runs again after it */
         struct timeval tv = {(time_t)(c->decision.delay_us / 1000000),
                              (suseconds_t)(c->decision.delay_us % 1000000)};
         evtimer_add(c->timer, &tv);
@@ -642,6 +759,19 @@ static void admit(struct conn *c)
     default:
         proceed(c);
     }
+}
+
+static void schedule_retry(struct conn *c, int64_t delay_ms)
+{
+    c->attempt++;
+    atomic_fetch_add(&c->worker->stats.retries, 1);
+    on_upstream_rewind(c); /* the body starts over from the spool */
+    c->recv_paused = c->send_paused = 0;
+    c->framing = HTTP_FRAME_NONE;
+    conn_set_state(c, CONN_WAIT_ADMIT);
+    struct timeval tv;
+    util_ms_to_timeval((uint64_t)delay_ms, &tv);
+    evtimer_add(c->timer, &tv);
 }
 
 static void handle_head(struct conn *c)
@@ -823,6 +953,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
     c->body = evbuffer_new();
+    c->spool = evbuffer_new();
     http_parser_init(&c->parser, c->config->max_request_line, c->config->max_header_size,
                      on_request_body, c);
     c->next = w->conns;
@@ -830,7 +961,8 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
         w->conns->prev = c;
     w->conns = c;
     worker_conn_added(w, c);
-    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->body == NULL) {
+    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->body == NULL ||
+        c->spool == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);
         conn_free(c);

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http.h"
 #include "util.h"
@@ -66,6 +67,63 @@ struct limiter_hold {
 };
 
 static _Atomic uint64_t total_keys;
+
+/* Hosts that asked for a pause. A small table scanned linearly: pauses are rare and few. */
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        char host[256];
+        uint64_t until_us;
+    } entries[LIMITER_MAX_PAUSES];
+    size_t used;
+} pauses = {PTHREAD_MUTEX_INITIALIZER, {{{0}, 0}}, 0};
+static _Atomic uint64_t pause_decisions;
+
+void limiter_pause_host(const char *host, uint64_t until_us, uint64_t now_us)
+{
+    pthread_mutex_lock(&pauses.lock);
+    size_t slot = LIMITER_MAX_PAUSES, oldest = 0;
+    for (size_t i = 0; i < pauses.used; i++) {
+        if (strcasecmp(pauses.entries[i].host, host) == 0) {
+            slot = i;
+            break;
+        }
+        if (slot == LIMITER_MAX_PAUSES && pauses.entries[i].until_us <= now_us)
+            slot = i; /* an expired entry can be reused, unless the host has its own */
+        if (pauses.entries[i].until_us < pauses.entries[oldest].until_us)
+            oldest = i;
+    }
+    if (slot == LIMITER_MAX_PAUSES)
+        slot = pauses.used < LIMITER_MAX_PAUSES ? pauses.used++ : oldest;
+    if (strcasecmp(pauses.entries[slot].host, host) != 0 || pauses.entries[slot].until_us < until_us) {
+        snprintf(pauses.entries[slot].host, sizeof pauses.entries[slot].host, "%s", host);
+        pauses.entries[slot].until_us = until_us;
+    }
+    pthread_mutex_unlock(&pauses.lock);
+}
+
+static uint64_t paused_until(const char *host, uint64_t now_us)
+{
+    uint64_t until = 0;
+    pthread_mutex_lock(&pauses.lock);
+    for (size_t i = 0; i < pauses.used; i++)
+        if (pauses.entries[i].until_us > now_us && strcasecmp(pauses.entries[i].host, host) == 0)
+            until = pauses.entries[i].until_us;
+    pthread_mutex_unlock(&pauses.lock);
+    return until;
+}
+
+uint64_t limiter_paused_hosts(uint64_t now_us)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&pauses.lock);
+    for (size_t i = 0; i < pauses.used; i++)
+        n += pauses.entries[i].until_us > now_us;
+    pthread_mutex_unlock(&pauses.lock);
+    return n;
+}
+
+uint64_t limiter_pause_decisions(void) { return atomic_load(&pause_decisions); }
 
 uint64_t limiter_total_keys(void) { return atomic_load(&total_keys); }
 
@@ -507,6 +565,24 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     size_t i = 0;
     while (i < l->rule_count && !rule_matches(&l->rules[i], r))
         i++;
+    uint64_t until = r->host != NULL ? paused_until(r->host, now_us) : 0;
+    if (until > now_us) { /* the origin asked for a pause: hold within max_delay, else refuse */
+        const struct rate_rule *rule = i < l->rule_count ? &l->rules[i] : NULL;
+        out->rule = rule;
+        out->rule_index = i;
+        atomic_fetch_add(&pause_decisions, 1);
+        if (rule != NULL && rule->over_limit == RATE_OVER_DELAY &&
+            until - now_us <= rule->max_delay_ms * 1000) {
+            out->verdict = LIMITER_DELAY; /* no hold: the caller asks again when it is over */
+            out->delay_us = until - now_us;
+        } else {
+            out->verdict = LIMITER_REJECT;
+            out->retry_after_us = until - now_us;
+            out->reason = "the origin asked for a pause (Retry-After)";
+        }
+        out->paused = 1;
+        return;
+    }
     if (i == l->rule_count)
         return;
     struct rule_state *st = l->states[i];

@@ -42,7 +42,9 @@ struct limiter_decision {
     uint32_t remaining;      /* slots left in the window after this decision */
     uint64_t reset_us;       /* until the oldest counted admission leaves the window */
     const char *reason;      /* REJECT: why, for the 429 body */
-    struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel */
+    int paused;              /* the decision comes from an origin's pause, not the window */
+    struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel; NULL for a
+                                  pause, after which the caller decides again */
 };
 
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
@@ -57,6 +59,13 @@ void limiter_decide(struct limiter *limiter, const struct limiter_request *reque
 void limiter_hold_done(struct limiter_hold *hold);
 /* The request was abandoned before its time: the reserved slot is given back. */
 void limiter_hold_cancel(struct limiter_hold *hold);
+
+/* An origin answered 429/503 with Retry-After: requests for `host` are held (delay rules, within
+ * max_delay) or refused until `until_us`. Process-wide, bounded (LIMITER_MAX_PAUSES hosts). */
+#define LIMITER_MAX_PAUSES 1024
+void limiter_pause_host(const char *host, uint64_t until_us, uint64_t now_us);
+uint64_t limiter_paused_hosts(uint64_t now_us);
+uint64_t limiter_pause_decisions(void); /* requests held or refused because of a pause */
 
 /* Frees windows idle for longer than their window. Returns the windows left. */
 size_t limiter_expire(struct limiter *limiter, uint64_t now_us);

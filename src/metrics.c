@@ -6,6 +6,7 @@
 #include <inttypes.h>
 
 #include "limiter.h"
+#include "util.h"
 #include "worker.h"
 
 static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
@@ -99,6 +100,17 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
         active += upstream_multi_active(workers[i].upstream);
     evbuffer_add_printf(out, "rlproxy_upstream_transfers %" PRIu64 "\n", active);
 
+    family(out, "rlproxy_retries_total", "counter",
+           "Upstream attempts beyond the first (retries), over all requests.");
+    evbuffer_add_printf(out, "rlproxy_retries_total %" PRIu64 "\n", SUM(retries));
+    family(out, "rlproxy_upstream_paused_hosts", "gauge",
+           "Origins that asked for a pause (429/503 with Retry-After) whose pause is running.");
+    evbuffer_add_printf(out, "rlproxy_upstream_paused_hosts %" PRIu64 "\n",
+                        limiter_paused_hosts(util_now_us()));
+    family(out, "rlproxy_upstream_pause_decisions_total", "counter",
+           "Requests held or refused because their origin asked for a pause.");
+    evbuffer_add_printf(out, "rlproxy_upstream_pause_decisions_total %" PRIu64 "\n",
+                        limiter_pause_decisions());
     family(out, "rlproxy_workers", "gauge", "Worker threads.");
     evbuffer_add_printf(out, "rlproxy_workers %u\n", worker_count);
     family(out, "rlproxy_config_reloads_total", "counter", "Configuration reloads by result.");

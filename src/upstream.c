@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -42,6 +44,8 @@ struct upstream {
     int head_delivered;
     int in_interim; /* inside a 1xx response's headers */
     int connect_only;
+    int discarded_status;
+    int64_t retry_after_ms;
     int timed_out;
     int head_too_big;
     int pause_mask;
@@ -202,10 +206,37 @@ void upstream_abort(struct upstream *u)
 
 /* ---- result classification -------------------------------------------------------------------- */
 
+static enum retry_failure failure_kind(struct upstream *u, CURLcode code)
+{
+    curl_off_t connect_us = 0;
+    curl_easy_getinfo(u->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    if (u->discarded_status)
+        return RETRY_STATUS;
+    if (u->timed_out)
+        return RETRY_TIMEOUT;
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+        return RETRY_CONNECT_ERROR;
+    case CURLE_OPERATION_TIMEDOUT:
+        return connect_us == 0 ? RETRY_CONNECT_ERROR : RETRY_TIMEOUT;
+    default:
+        return RETRY_OTHER;
+    }
+}
+
 static void classify(struct upstream *u, CURLcode code, struct upstream_result *r)
 {
-    long os_errno = 0;
+    long os_errno = 0, request_size = 0;
     curl_easy_getinfo(u->easy, CURLINFO_OS_ERRNO, &os_errno);
+    curl_easy_getinfo(u->easy, CURLINFO_REQUEST_SIZE, &request_size);
+    r->failure = failure_kind(u, code);
+    /* nginx's rule: a request is safe to send again when no byte of it left */
+    r->nothing_sent = r->failure == RETRY_CONNECT_ERROR || request_size == 0;
+    r->discarded_status = u->discarded_status;
+    r->retry_after_ms = u->retry_after_ms;
     const char *detail = u->error[0] ? u->error : curl_easy_strerror(code);
     const char *t = u->target_text;
     r->status = 502;
@@ -254,6 +285,7 @@ static void finish(struct upstream *u, CURLcode code)
     struct upstream_result r;
     memset(&r, 0, sizeof r);
     r.bytes_received = u->bytes_received;
+    r.retry_after_ms = -1;
     if (code == CURLE_OK && !u->timed_out && !u->head_too_big &&
         (u->head_delivered || u->connect_only)) {
         r.ok = 1;
@@ -364,6 +396,39 @@ static int parse_status_line(struct upstream *u, const char *line, size_t len)
     return 0;
 }
 
+/* Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3); -1 when absent or unusable.
+ * A date in the past means now. */
+static int64_t parse_retry_after(const char *head, size_t len)
+{
+    const char *p = head, *end = head + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        if ((size_t)(line_end - p) > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+            char value[64];
+            const char *v = p + 12;
+            while (v < line_end && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t n = (size_t)(line_end - v);
+            while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+                n--;
+            if (n == 0 || n >= sizeof value)
+                return -1;
+            memcpy(value, v, n);
+            value[n] = '\0';
+            if (strspn(value, "0123456789") == n)
+                return n > 9 ? INT64_C(999999999) * 1000 : (int64_t)strtoll(value, NULL, 10) * 1000;
+            time_t when = curl_getdate(value, NULL);
+            if (when < 0)
+                return -1;
+            time_t now = time(NULL);
+            return when > now ? (int64_t)(when - now) * 1000 : 0;
+        }
+        p = eol ? eol + 1 : end;
+    }
+    return -1;
+}
+
 static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 {
     struct upstream *u = arg;
@@ -382,9 +447,14 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
             u->in_interim = 0;
             return len;
         }
-        u->head_delivered = 1;
         if (u->response_timer != NULL)
             evtimer_del(u->response_timer);
+        u->retry_after_ms = parse_retry_after(u->head, u->head_len);
+        if (u->cb->on_status != NULL && u->cb->on_status(u->ctx, u->status, u->retry_after_ms)) {
+            u->discarded_status = u->status;
+            return 0; /* ends the transfer: the connection is not worth a body we drop */
+        }
+        u->head_delivered = 1;
         u->cb->on_head(u->ctx, u->status, u->reason, strlen(u->reason), u->head, u->head_len);
         return len;
     }
@@ -420,10 +490,16 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
     return n;
 }
 
-/* A retried request (curl resends on a reused connection that died) cannot rewind a streamed body. */
+/* curl resends a request whose reused connection died before the answer: the body must start
+ * over, which works while the owner still has it (its replay spool). */
 static int seek_cb(void *arg, curl_off_t offset, int origin)
 {
-    return offset == 0 && origin == SEEK_SET ? CURL_SEEKFUNC_CANTSEEK : CURL_SEEKFUNC_FAIL;
+    struct upstream *u = arg;
+    if (offset != 0 || origin != SEEK_SET)
+        return CURL_SEEKFUNC_FAIL;
+    if (u->cb->rewind_body == NULL || u->cb->rewind_body(u->ctx) != 0)
+        return CURL_SEEKFUNC_CANTSEEK;
+    return CURL_SEEKFUNC_OK;
 }
 
 void upstream_set_pause(struct upstream *u, int recv_paused, int send_paused)

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "retry.h"
+
 struct upstream_multi;
 struct upstream;
 
@@ -19,6 +21,10 @@ enum upstream_body_result { UPSTREAM_BODY_OK, UPSTREAM_BODY_PAUSE, UPSTREAM_BODY
 
 struct upstream_result {
     int ok;            /* 1: the whole response arrived */
+    enum retry_failure failure; /* when !ok: what kind of failure, for the retry policy */
+    int nothing_sent;  /* when !ok: not one request byte reached the origin */
+    int discarded_status; /* when on_status asked to discard the response: its status */
+    int64_t retry_after_ms; /* the origin's Retry-After, -1 when absent */
     int status;        /* when !ok: what the client should get if no head was sent (502, 504) */
     char message[600]; /* when !ok: the cause, one line, names the target */
     uint64_t bytes_received;
@@ -31,7 +37,13 @@ struct upstream_callbacks {
      * "Name: value\r\n" lines, without the status line and the blank line. */
     void (*on_head)(void *ctx, int status, const char *reason, size_t reason_len,
                     const char *headers, size_t headers_len);
+    /* The final status, before the head is delivered: return 1 to drop this response (the
+     * transfer ends with discarded_status set, e.g. to retry), 0 to deliver it. May be NULL. */
+    int (*on_status)(void *ctx, int status, int64_t retry_after_ms);
     enum upstream_body_result (*on_body)(void *ctx, const char *data, size_t len);
+    /* curl resends on a reused connection that died before answering: give the body again from
+     * its start. 0, or -1 when it cannot. May be NULL. */
+    int (*rewind_body)(void *ctx);
     /* Request body: bytes copied, 0 at the end, UPSTREAM_READ_PAUSE or UPSTREAM_READ_ABORT. */
     size_t (*read_body)(void *ctx, char *buf, size_t len);
     /* The transfer is over (removed from the multi); the upstream object is already freed. */

@@ -21,6 +21,17 @@ uint64_t util_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+uint32_t util_random32(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0)
+        state = util_now_us() ^ ((uint64_t)(uintptr_t)&state << 16) ^ 0x9e3779b97f4a7c15ULL;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (uint32_t)(state >> 32);
+}
+
 void util_ms_to_timeval(uint64_t ms, struct timeval *tv)
 {
     tv->tv_sec = (time_t)(ms / 1000);

@@ -12,6 +12,9 @@ uint64_t util_now_ms(void); /* CLOCK_MONOTONIC */
 uint64_t util_now_us(void);
 void util_ms_to_timeval(uint64_t ms, struct timeval *tv);
 
+/* A fast per-thread pseudo-random 32-bit draw (xorshift, seeded per thread); for jitter, not secrets. */
+uint32_t util_random32(void);
+
 /* 1 when the len bytes at a equal the NUL-terminated word, ignoring ASCII case. */
 int util_equals_nocase(const char *a, size_t len, const char *word);
 

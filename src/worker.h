@@ -23,6 +23,7 @@ struct worker_stats {
     _Atomic uint64_t bytes_from_clients, bytes_to_clients;
     _Atomic uint64_t connections_accepted;
     _Atomic uint64_t tunnels_opened;
+    _Atomic uint64_t retries;
     _Atomic uint64_t open_connections, open_tunnels; /* gauges */
 };
 
