@@ -67,8 +67,10 @@ static int on_method(llhttp_t *l, const char *at, size_t len)
     struct http_parser *p = parser_of(l);
     if (p->req.method_len + len > 32)
         return fail(p, 400, "method too long");
-    p->req.method_len += (uint32_t)len;
-    return arena_append(p, at, len);
+    if (arena_append(p, at, len) != 0)
+        return HPE_USER;
+    p->req.method_len += (uint32_t)len; /* counted only once stored: the log reads these bytes */
+    return 0;
 }
 
 static int on_method_complete(llhttp_t *l)
@@ -84,10 +86,12 @@ static int on_method_complete(llhttp_t *l)
 static int on_url(llhttp_t *l, const char *at, size_t len)
 {
     struct http_parser *p = parser_of(l);
-    p->req.target_len += (uint32_t)len;
-    if (p->req.method_len + p->req.target_len + 10 > p->max_request_line)
+    if (p->req.method_len + p->req.target_len + len + 10 > p->max_request_line)
         return fail(p, 414, "request line too long");
-    return arena_append(p, at, len);
+    if (arena_append(p, at, len) != 0)
+        return HPE_USER;
+    p->req.target_len += (uint32_t)len; /* counted only once stored: the log reads these bytes */
+    return 0;
 }
 
 static int on_url_complete(llhttp_t *l) { return arena_terminate(parser_of(l)); }
@@ -127,8 +131,10 @@ static int on_header_field(llhttp_t *l, const char *at, size_t len)
             return HPE_USER;
         p->header_state = HS_FIELD;
     }
+    if (arena_append(p, at, len) != 0)
+        return HPE_USER;
     p->req.headers[p->req.header_count - 1].name_len += (uint32_t)len;
-    return arena_append(p, at, len);
+    return 0;
 }
 
 static int on_header_field_complete(llhttp_t *l)
@@ -158,8 +164,10 @@ static int on_header_value(llhttp_t *l, const char *at, size_t len)
         return fail(p, 400, "obsolete line folding in header");
     p->value_span_at_end = at + len == p->feed_end;
     p->header_state = HS_VALUE;
+    if (arena_append(p, at, len) != 0)
+        return HPE_USER;
     p->req.headers[p->req.header_count - 1].value_len += (uint32_t)len;
-    return arena_append(p, at, len);
+    return 0;
 }
 
 static int on_header_value_complete(llhttp_t *l)

@@ -1,0 +1,255 @@
+/* harness.h — end-to-end test support: spawns the real test origin (tests/origin/origin.py) and a
+ * real rlproxy on loopback ephemeral ports, and talks to them through raw sockets, libcurl and the
+ * curl/wget/python CLIs. No mocks. Every wait is bounded; helpers fail the running Check test
+ * (ck_assert) on set-up errors so a test body reads as the behaviour it checks.
+ *
+ * Children get PR_SET_PDEATHSIG(SIGKILL): when a test's forked process ends (pass, fail or Check's
+ * timeout) nothing it spawned outlives it. */
+#ifndef RLPROXY_TEST_HARNESS_H
+#define RLPROXY_TEST_HARNESS_H
+
+#include <check.h>
+#include <curl/curl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- run control ---------------------------------------------------------------------------- */
+
+/* Runs the suite (CK_NORMAL) with a per-run temp dir, returns EXIT_SUCCESS when nothing failed. */
+int harness_run_suite(Suite *s);
+/* A TCase whose teardown kills anything a test left running; timeout_s 0 keeps Check's default. */
+TCase *harness_tcase(const char *name, double timeout_s);
+int harness_sanitizers(void); /* RLPROXY_SANITIZERS=1: RSS figures are meaningless */
+int harness_quick(void);      /* RLPROXY_QUICK=1 (valgrind): use small sizes */
+/* big unless quick, then small */
+uint64_t harness_size(uint64_t big, uint64_t small);
+const char *harness_tmpdir(void);
+uint64_t now_ms(void); /* CLOCK_MONOTONIC */
+void sleep_ms(unsigned ms);
+
+/* ---- body pattern: byte i = (i*131 + 7) & 0xff, as tests/origin/origin.py sends ------------- */
+
+void pattern_fill(void *buf, size_t len, uint64_t offset);
+/* -1 when buf equals the pattern at offset, else the index of the first wrong byte */
+int64_t pattern_mismatch(const void *buf, size_t len, uint64_t offset);
+/* sha256 hex of the first n pattern bytes, computed as a client that generated them would */
+void pattern_sha256_hex(uint64_t n, char out[65]);
+
+/* ---- SHA-256 (FIPS 180-4), so uploads can be verified without linking libcrypto ------------- */
+
+struct sha256 {
+    uint32_t h[8];
+    uint64_t total;
+    uint8_t block[64];
+    size_t used;
+};
+void sha256_init(struct sha256 *s);
+void sha256_update(struct sha256 *s, const void *data, size_t len);
+void sha256_final_hex(struct sha256 *s, char out[65]);
+void sha256_hex(const void *data, size_t len, char out[65]);
+
+/* ---- headers ----------------------------------------------------------------------------------
+ */
+
+struct http_header {
+    char *name;
+    char *value;
+};
+/* nth (0-based) header called name, ignoring case; NULL when absent */
+const char *hdr_find(const struct http_header *h, size_t n, const char *name, int nth);
+size_t hdr_count(const struct http_header *h, size_t n, const char *name);
+/* 1 when a header has exactly this name (case kept) and value */
+int hdr_has_exact(const struct http_header *h, size_t n, const char *name, const char *value);
+void hdr_free(struct http_header *h, size_t n);
+
+/* ---- the test origin --------------------------------------------------------------------------
+ */
+
+struct origin {
+    pid_t pid;
+    int port;
+    int tls;
+};
+struct origin *origin_start(int tls);
+void origin_stop(struct origin *o);
+/* "http[s]://127.0.0.1:PORT" + path into buf */
+const char *origin_url(const struct origin *o, const char *path, char *buf, size_t len);
+/* test CA (PEM) that signed the TLS origin's leaf for 127.0.0.1, ::1 and localhost */
+const char *harness_ca_path(void);
+
+/* ---- rlproxy ----------------------------------------------------------------------------------
+ */
+
+struct proxy {
+    pid_t pid;
+    int port;
+    int admin_port; /* from "admin endpoint listening on 127.0.0.1:PORT" when the harness
+                     * configured the admin endpoint (ephemeral); -1 otherwise */
+    int running;
+    int wait_status; /* once reaped */
+    char conf_path[512];
+    char log_path[512];
+};
+/* Config is `listen: ["127.0.0.1:0"]`, `admin: {listen: ["127.0.0.1:0"]}` unless yaml_extra has
+ * a top-level admin key, then yaml_extra (NULL or YAML lines). Waits for the
+ * "listening on 127.0.0.1:PORT" log line; fails the test if it never comes. */
+struct proxy *proxy_start(const char *yaml_extra);
+struct proxy *proxy_startf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* SIGTERM, bounded wait; fails the test unless rlproxy exited with status 0 (a crash, a signal
+ * or a sanitizer report fails it). Frees p. */
+void proxy_stop(struct proxy *p);
+int proxy_alive(struct proxy *p);
+int proxy_log_contains(struct proxy *p, const char *text);
+char *proxy_log_tail(struct proxy *p, size_t max_bytes); /* malloc'd, never NULL */
+/* For failure messages: a sanitizer report's head and SUMMARY if the log has one, else its tail */
+char *proxy_log_excerpt(struct proxy *p);
+/* "rlproxy is still running", or how it exited and proxy_log_excerpt(); malloc'd */
+char *proxy_state(struct proxy *p);
+long proxy_rss_kib(struct proxy *p);      /* VmRSS, -1 if unknown */
+long proxy_peak_rss_kib(struct proxy *p); /* VmHWM, -1 if unknown */
+const char *proxy_url(const struct proxy *p, char *buf, size_t len);
+
+/* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
+ * (printed only) under RLPROXY_SANITIZERS=1 or when the running rlproxy has libasan/libubsan
+ * mapped: shadow memory makes RSS meaningless there. */
+void assert_peak_rss_below(struct proxy *p, long limit_kib, const char *label);
+
+/* GET path straight from the origin (no proxy): the body, malloc'd; fails the test on error */
+char *origin_get(const struct origin *o, const char *path);
+/* A number from the origin's /stats: "connections" (open now), "accepted" (ever), "requests",
+ * "streams_active", "bytes_sent"; the /stats request's own connection counts in the first two. */
+long long origin_stat(const struct origin *o, const char *key);
+
+/* A loopback port that was just bound and closed: connecting to it is refused. */
+int harness_closed_port(void);
+
+/* ---- raw sockets ------------------------------------------------------------------------------
+ */
+
+struct raw {
+    int fd;
+    char *buf; /* bytes received but not yet consumed (pipelined responses) */
+    size_t len;
+    size_t cap;
+    int eof;
+};
+
+enum raw_result {
+    RAW_OK = 0,
+    RAW_TIMEOUT = -1,
+    RAW_CLOSED = -2, /* the peer closed (or reset) before the response was complete */
+    RAW_BAD = -3,    /* not parseable as an HTTP/1.x response */
+};
+
+enum {
+    RESP_HEAD = 1,    /* response to HEAD: no body whatever the headers say */
+    RESP_CONNECT = 2, /* response to CONNECT: a 2xx has no body, the tunnel follows */
+    RESP_PATTERN = 4, /* don't store the body; check it against the pattern as it arrives */
+};
+
+struct http_response {
+    char version[16];
+    int status;
+    char reason[256];
+    struct http_header *headers;
+    size_t nheaders;
+    char *body; /* NUL-terminated; NULL with RESP_PATTERN */
+    size_t body_len;
+    int chunked;
+    int close_delimited;
+    int64_t pattern_bad; /* RESP_PATTERN: first wrong offset, -1 if none */
+};
+
+struct raw *raw_connect(int port); /* fails the test if 127.0.0.1:port refuses */
+void raw_close(struct raw *c);
+void raw_send(struct raw *c, const void *data, size_t len); /* fails the test on error */
+void raw_send_str(struct raw *c, const char *s);
+void raw_sendf(struct raw *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int raw_try_send(struct raw *c, const void *data, size_t len); /* 0 or -1 */
+/* Absolute-form request text for the proxy: "METHOD http://127.0.0.1:PORT/path HTTP/1.1", Host,
+ * then extra (complete header lines, may be NULL) and the blank line. malloc'd. */
+char *proxy_request(const char *method, const struct origin *o, const char *path,
+                    const char *extra);
+/* Bytes received and not yet consumed, after waiting up to wait_ms for some to arrive */
+size_t raw_pending(struct raw *c, int wait_ms);
+/* Reads one response (1xx responses are returned one at a time). */
+int raw_read_response(struct raw *c, struct http_response *r, int flags, int timeout_ms);
+void http_response_free(struct http_response *r);
+const char *resp_header(const struct http_response *r, const char *name, int nth);
+/* 1 when the peer closed (EOF or reset) within timeout_ms; data arriving meanwhile is dropped */
+int raw_wait_closed(struct raw *c, int timeout_ms);
+/* One request, one response on a fresh connection: for the common raw case. */
+int raw_exchange(int port, const char *request, struct http_response *r, int flags, int timeout_ms);
+/* rc in words for a failure message; when a running rlproxy has died meanwhile, also how it
+ * exited and its log (sanitizer report) */
+const char *raw_result_name(int rc);
+
+/* ---- libcurl client ---------------------------------------------------------------------------
+ */
+
+struct fetch_req {
+    const char *url;
+    const char *method;         /* NULL: GET; "HEAD" uses CURLOPT_NOBODY */
+    int proxy_port;             /* 0: no proxy at all (environment ignored) */
+    int tunnel;                 /* CURLOPT_HTTPPROXYTUNNEL */
+    const char *cainfo;         /* CA for https URLs */
+    const char *const *headers; /* NULL-terminated "Name: value" list */
+    const void *body;           /* in-memory upload ... */
+    size_t body_len;
+    int64_t gen_upload;   /* ... or >0: upload this many pattern bytes from a generator */
+    int chunked;          /* upload with Transfer-Encoding: chunked */
+    int check_pattern;    /* response body checked against the pattern, not stored */
+    uint64_t abort_after; /* >0: the client gives up after this many body bytes */
+    long timeout_ms;      /* 0: 60 s */
+};
+
+struct fetch_res {
+    CURLcode rc;
+    char err[CURL_ERROR_SIZE];
+    long status;
+    long connect_code; /* CURLINFO_HTTP_CONNECTCODE */
+    char status_line[256];
+    struct http_header *headers; /* of the final response */
+    size_t nheaders;
+    char *body; /* NUL-terminated, NULL when check_pattern */
+    size_t body_len;
+    uint64_t received;
+    int64_t pattern_bad;
+    uint64_t uploaded;
+    char upload_sha256[65];
+};
+
+void fetch(const struct fetch_req *rq, struct fetch_res *rs);
+void fetch_free(struct fetch_res *rs);
+const char *fetch_header(const struct fetch_res *rs, const char *name, int nth);
+/* GET url through the proxy on port; fails the test unless curl succeeded */
+void fetch_via(int proxy_port, const char *url, struct fetch_res *rs);
+
+/* ---- origin JSON (compact, as origin.py prints it) --------------------------------------------
+ */
+
+int json_get_int(const char *json, const char *key, long long *out); /* 0 or -1 */
+char *json_get_str(const char *json, const char *key);               /* malloc'd or NULL */
+int json_get_bool(const char *json, const char *key);                /* 1, 0, or -1 */
+/* the "headers":[[name,value],...] array of /headers; 0 or -1 */
+int json_headers(const char *json, struct http_header **out, size_t *n);
+
+/* ---- external commands ------------------------------------------------------------------------
+ */
+
+struct cmd_result {
+    int exit_code; /* exit status, or 128+signal, or -1 when timed out / not started */
+    int timed_out;
+    char *out; /* stdout, NUL-terminated */
+    size_t out_len;
+    char *err; /* stderr, NUL-terminated */
+    size_t err_len;
+};
+/* Runs argv[0] (PATH search). env: NULL-terminated "NAME=value" (set) or "NAME" (unset). */
+void run_cmd(char *const argv[], const char *const env[], int timeout_ms, struct cmd_result *r);
+void cmd_result_free(struct cmd_result *r);
+/* Reads a whole file (malloc'd, NUL-terminated); NULL if it can't */
+char *read_file(const char *path, size_t *len);
+
+#endif

@@ -1,0 +1,291 @@
+/* test_keepalive.c — connection handling toward the client (issue 2, item 3): keep-alive,
+ * pipelining answered in order, HTTP/1.0 clients, Expect: 100-continue, chunked request bodies,
+ * idle timeout; and toward the origin (item 4): upstream connections are reused. */
+#include "harness.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define T_MS 10000
+
+struct fixture {
+    struct origin *o;
+    struct proxy *p;
+};
+
+static struct fixture up(const char *yaml)
+{
+    struct fixture f;
+    f.o = origin_start(0);
+    f.p = proxy_start(yaml);
+    return f;
+}
+
+static void down(struct fixture f)
+{
+    proxy_stop(f.p);
+    origin_stop(f.o);
+}
+
+static void send_req(struct fixture f, struct raw *c, const char *method, const char *path,
+                     const char *extra)
+{
+    char *req = proxy_request(method, f.o, path, extra);
+    raw_send_str(c, req);
+    free(req);
+}
+
+static void expect_bytes(struct raw *c, size_t n, const char *what)
+{
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, T_MS);
+    ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
+    ck_assert_msg(r.status == 200, "%s: status %d", what, r.status);
+    ck_assert_msg(r.body_len == n, "%s: %zu bytes, want %zu", what, r.body_len, n);
+    ck_assert_msg(pattern_mismatch(r.body, n, 0) == -1, "%s: wrong bytes", what);
+    http_response_free(&r);
+}
+
+/* /sink's verdict on the body: length and sha256 must be what we sent */
+static void expect_sink(struct raw *c, const void *body, size_t len)
+{
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, T_MS);
+    ck_assert_msg(rc == RAW_OK, "sink response: %s", raw_result_name(rc));
+    ck_assert_int_eq(r.status, 200);
+    long long got = -1;
+    char want[65];
+    sha256_hex(body, len, want);
+    ck_assert_msg(json_get_int(r.body, "length", &got) == 0 && got == (long long)len,
+                  "origin got %lld bytes, sent %zu: %s", got, len, r.body);
+    char *sha = json_get_str(r.body, "sha256");
+    ck_assert_msg(sha != NULL && strcmp(sha, want) == 0, "body changed on the way: %s", r.body);
+    free(sha);
+    http_response_free(&r);
+}
+
+START_TEST(test_sequential_requests_one_connection)
+{
+    static const size_t sizes[] = {0, 1, 1000, 65536, 300000, 17};
+    struct fixture f = up(NULL);
+    struct raw *c = raw_connect(f.p->port);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char path[64], what[96];
+        snprintf(path, sizeof path, "/bytes/%zu", sizes[i]);
+        snprintf(what, sizeof what, "request %zu (%s)", i + 1, path);
+        send_req(f, c, "GET", path, NULL);
+        expect_bytes(c, sizes[i], what);
+    }
+    send_req(f, c, "GET", "/status/404", NULL); /* an error status keeps the connection too */
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 404);
+    http_response_free(&r);
+    send_req(f, c, "GET", "/bytes/5", NULL);
+    expect_bytes(c, 5, "after a 404");
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+START_TEST(test_pipelined_answered_in_order)
+{
+    struct fixture f = up(NULL);
+    struct raw *c = raw_connect(f.p->port);
+    /* the first is the slowest: answering in completion order would put it last */
+    char *a = proxy_request("GET", f.o, "/slow?delay=0.5", NULL);
+    char *b = proxy_request("GET", f.o, "/bytes/5", NULL);
+    char *h = proxy_request("HEAD", f.o, "/bytes/70000", NULL);
+    char *d = proxy_request("GET", f.o, "/headers/third", NULL);
+    char *all = NULL;
+    ck_assert(asprintf(&all, "%s%s%s%s", a, b, h, d) > 0);
+    raw_send_str(c, all);
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
+    ck_assert_str_eq(r.body, "slow");
+    http_response_free(&r);
+    expect_bytes(c, 5, "second pipelined");
+    ck_assert_int_eq(raw_read_response(c, &r, RESP_HEAD, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
+    char *target = json_get_str(r.body, "target");
+    ck_assert_msg(target != NULL && strcmp(target, "/headers/third") == 0, "fourth: %s", r.body);
+    free(target);
+    http_response_free(&r);
+    free(a), free(b), free(h), free(d), free(all);
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+/* An HTTP/1.0 client gets a body it can delimit (never chunked: 1.0 has no chunked coding) */
+static void http10_get(struct fixture f, const char *path, size_t n, const char *extra)
+{
+    struct raw *c = raw_connect(f.p->port);
+    raw_sendf(c, "GET http://127.0.0.1:%d%s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n%s\r\n", f.o->port,
+              path, f.o->port, extra);
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, T_MS);
+    ck_assert_msg(rc == RAW_OK, "HTTP/1.0 %s: %s", path, raw_result_name(rc));
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(!r.chunked, "chunked response to an HTTP/1.0 client");
+    ck_assert_uint_eq(r.body_len, n);
+    ck_assert_int_eq(pattern_mismatch(r.body, n, 0), -1);
+    const char *conn = resp_header(&r, "Connection", 0);
+    int kept = conn != NULL && strcasestr(conn, "keep-alive") != NULL;
+    if (!r.close_delimited && !kept)
+        ck_assert_msg(raw_wait_closed(c, 3000), "HTTP/1.0 connection left open without keep-alive");
+    http_response_free(&r);
+    raw_close(c);
+}
+
+START_TEST(test_http10_client)
+{
+    struct fixture f = up(NULL);
+    http10_get(f, "/bytes/5000", 5000, "");
+    http10_get(f, "/bytes/100000?chunked=1", 100000, "");
+    http10_get(f, "/bytes/3000", 3000, "Connection: keep-alive\r\n");
+    down(f);
+}
+END_TEST
+
+START_TEST(test_expect_100_continue)
+{
+    struct fixture f = up(NULL);
+    struct raw *c = raw_connect(f.p->port);
+    size_t len = 1 << 20;
+    char *body = malloc(len);
+    pattern_fill(body, len, 0);
+    char extra[128];
+    snprintf(extra, sizeof extra, "Content-Length: %zu\r\nExpect: 100-continue\r\n", len);
+    send_req(f, c, "POST", "/sink", extra);
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, 5000);
+    ck_assert_msg(rc == RAW_OK, "no interim response: %s", raw_result_name(rc));
+    ck_assert_msg(r.status == 100, "wanted 100 Continue, got %d", r.status);
+    ck_assert_str_eq(r.version, "HTTP/1.1");
+    http_response_free(&r);
+    raw_send(c, body, len);
+    expect_sink(c, body, len);
+    send_req(f, c, "GET", "/bytes/10", NULL); /* and the connection is still usable */
+    expect_bytes(c, 10, "after 100-continue");
+    free(body);
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+START_TEST(test_chunked_request_body)
+{
+    struct fixture f = up(NULL);
+    struct raw *c = raw_connect(f.p->port);
+    send_req(f, c, "POST", "/sink", "Transfer-Encoding: chunked\r\n");
+    /* sent in pieces, with an extension and a trailer, as a streaming client would */
+    static const char *pieces[] = {"5\r\nhello\r\n", "1;ext=1\r\n \r\n", "A\r\n0123", "456789\r\n",
+                                   "0\r\nX-Trailer: t\r\n\r\n"};
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        raw_send_str(c, pieces[i]);
+        sleep_ms(50);
+    }
+    expect_sink(c, "hello 0123456789", 16);
+    /* a bigger one, in one go, then the connection carries on */
+    size_t len = 3 * 65536 + 123;
+    char *body = malloc(len);
+    pattern_fill(body, len, 0);
+    send_req(f, c, "PUT", "/sink", "Transfer-Encoding: chunked\r\n");
+    for (size_t off = 0; off < len; off += 10000) {
+        size_t n = len - off < 10000 ? len - off : 10000;
+        raw_sendf(c, "%zx\r\n", n);
+        raw_send(c, body + off, n);
+        raw_send_str(c, "\r\n");
+    }
+    raw_send_str(c, "0\r\n\r\n");
+    expect_sink(c, body, len);
+    send_req(f, c, "GET", "/bytes/10", NULL);
+    expect_bytes(c, 10, "after chunked uploads");
+    free(body);
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+START_TEST(test_connection_close_honoured)
+{
+    struct fixture f = up(NULL);
+    struct raw *c = raw_connect(f.p->port);
+    send_req(f, c, "GET", "/bytes/100", "Connection: close\r\n");
+    expect_bytes(c, 100, "Connection: close request");
+    ck_assert_msg(raw_wait_closed(c, 3000), "connection not closed after Connection: close");
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+START_TEST(test_client_idle_timeout)
+{
+    struct fixture f = up("timeouts:\n  client_idle: 1s\n");
+    struct raw *c = raw_connect(f.p->port);
+    send_req(f, c, "GET", "/bytes/10", NULL);
+    expect_bytes(c, 10, "before idling");
+    uint64_t t0 = now_ms();
+    ck_assert_msg(raw_wait_closed(c, 5000), "idle keep-alive connection never closed");
+    uint64_t waited = now_ms() - t0;
+    ck_assert_msg(waited >= 700, "closed after %llu ms, before the 1 s idle timeout",
+                  (unsigned long long)waited);
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+/* The origin numbers its connections: requests served on the same upstream connection share it */
+static long long conn_of_last_request(struct fixture f)
+{
+    char *log = origin_get(f.o, "/log");
+    const char *last = strrchr(log, '{');
+    long long conn = -1;
+    ck_assert_msg(last != NULL && json_get_int(last, "conn", &conn) == 0, "log: %s", log);
+    free(log);
+    return conn;
+}
+
+START_TEST(test_upstream_connection_reused)
+{
+    struct fixture f = up("workers: 1\n");
+    struct raw *c = raw_connect(f.p->port);
+    long long first = -1;
+    for (int i = 0; i < 5; i++) {
+        send_req(f, c, "GET", "/bytes/100", NULL);
+        expect_bytes(c, 100, "keep-alive request");
+        long long conn = conn_of_last_request(f);
+        if (i == 0)
+            first = conn;
+        ck_assert_msg(conn == first, "request %d used upstream connection %lld, first used %lld",
+                      i + 1, conn, first);
+    }
+    raw_close(c);
+    /* a new client connection on the same worker reuses the pooled upstream connection too */
+    c = raw_connect(f.p->port);
+    send_req(f, c, "GET", "/bytes/100", NULL);
+    expect_bytes(c, 100, "new client connection");
+    ck_assert_int_eq(conn_of_last_request(f), first);
+    raw_close(c);
+    down(f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("keepalive");
+    TCase *tc = harness_tcase("keepalive", 0);
+    tcase_add_test(tc, test_sequential_requests_one_connection);
+    tcase_add_test(tc, test_pipelined_answered_in_order);
+    tcase_add_test(tc, test_http10_client);
+    tcase_add_test(tc, test_expect_100_continue);
+    tcase_add_test(tc, test_chunked_request_body);
+    tcase_add_test(tc, test_connection_close_honoured);
+    tcase_add_test(tc, test_client_idle_timeout);
+    tcase_add_test(tc, test_upstream_connection_reused);
+    suite_add_tcase(s, tc);
+    return harness_run_suite(s);
+}

@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""rlproxy's test origin: a threaded HTTP/1.1 keep-alive server on loopback (python3 stdlib only).
+
+It parses requests itself (not http.server) so it can report the raw request-target and header
+case, decode chunked bodies, stream huge bodies without holding them, and misbehave on purpose
+(/truncate). Prints exactly "listening on PORT" on stdout once it accepts connections.
+
+Body pattern, shared with tests/e2e/harness.c: byte i of a /bytes/N body is (i*131 + 7) & 0xff.
+The period is 256, so any 64 KiB write starting at a multiple of 256 is one constant buffer.
+
+Endpoints (any method unless noted; HEAD returns the GET headers without a body):
+  /bytes/N[?chunked=1|?close=1]  N pattern bytes: Content-Length, chunked, or close-delimited
+  /sink[?delay=S]                reads the body (after S seconds); JSON
+                                 {"length","sha256","chunked","method"}
+  /echo                          the request body back, Content-Type copied from the request
+  /headers[/anything]            JSON {"method","target","version","headers":[[name,value],...],
+                                 "body_length"}; the target is raw: /headers/a/../b shows as sent
+  /status/N[?reason=R]           status N with reason R; no Content-Type; no body for 1xx/204/304
+  /cookies                       two Set-Cookie and two X-Dup headers
+  /gzip                          gzip bytes, Content-Encoding: gzip, X-Raw-Sha256 of those bytes
+  /slow?delay=S                  sleeps S seconds, then 200 "slow"
+  /truncate[?chunked=1]          Content-Length: 1000 (or chunked), sends 500 bytes, closes
+  /drip?n=N&interval=MS          N one-byte chunks, one every MS milliseconds
+  /log                           JSON list of recent requests {method,target,time,conn}, newest
+                                 last, bounded to 10000; /log and /stats themselves are not logged
+  /stats                         JSON {"connections" (open now, this one included), "accepted"
+                                 (ever, this one included), "requests", "streams_active",
+                                 "bytes_sent" (body bytes written by /bytes so far)}
+JSON is compact (separators "," and ":") so C tests can match it with strstr.
+"""
+
+import argparse
+import collections
+import gzip
+import hashlib
+import json
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+BLOCK = 64 * 1024
+PATTERN = bytes(((i * 131 + 7) & 0xFF) for i in range(BLOCK + 256))
+MAX_LINE = 64 * 1024
+MAX_HEADERS = 1000
+MAX_ECHO = 64 * 1024 * 1024
+LOG_KEEP = 10000
+GZIP_BODY = gzip.compress(b"rlproxy gzip test body\n" * 2000, compresslevel=6, mtime=0)
+
+REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    206: "Partial Content", 301: "Moved Permanently", 302: "Found", 304: "Not Modified",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    414: "URI Too Long", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class BadRequest(Exception):
+    pass
+
+
+class State:
+    """Counters and the request log, shared by all connection threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.log = collections.deque(maxlen=LOG_KEEP)
+        self.connections = 0
+        self.conn_seq = 0
+        self.requests = 0
+        self.streams_active = 0
+        self.bytes_sent = 0
+
+    def add(self, field, delta):
+        with self.lock:
+            setattr(self, field, getattr(self, field) + delta)
+            return getattr(self, field)
+
+
+STATE = State()
+VERBOSE = False
+
+
+def vlog(msg):
+    if VERBOSE:
+        sys.stderr.write("origin: %s\n" % msg)
+        sys.stderr.flush()
+
+
+def pattern_slice(offset, length):
+    start = offset & 0xFF
+    return memoryview(PATTERN)[start:start + length]
+
+
+class Request:
+    def __init__(self, method, target, version, headers):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        split = urlsplit(target)
+        self.path = split.path
+        self.query = parse_qs(split.query, keep_blank_values=True)
+
+    def header(self, name):
+        lname = name.lower()
+        for hname, value in self.headers:
+            if hname.lower() == lname:
+                return value
+        return None
+
+    def tokens(self, name):
+        out = []
+        for hname, value in self.headers:
+            if hname.lower() == name.lower():
+                out += [t.strip().lower() for t in value.split(",") if t.strip()]
+        return out
+
+    def arg(self, name, default=None):
+        vals = self.query.get(name)
+        return vals[0] if vals else default
+
+    def keep_alive(self):
+        conn = self.tokens("Connection")
+        if self.version == "HTTP/1.1":
+            return "close" not in conn
+        return "keep-alive" in conn
+
+
+class Body:
+    """Streams the request body (Content-Length or chunked); sends 100 Continue on first read."""
+
+    def __init__(self, conn, req):
+        self.conn = conn
+        self.rfile = conn.rfile
+        self.expect = "100-continue" in req.tokens("Expect")
+        te = req.tokens("Transfer-Encoding")
+        cl = req.header("Content-Length")
+        self.chunked = bool(te) and te[-1] == "chunked"
+        self.left = 0
+        self.done = False
+        if te and not self.chunked:
+            raise BadRequest("unsupported transfer-encoding")
+        if self.chunked:
+            self.left = 0
+        elif cl is not None:
+            if not cl.strip().isdigit():
+                raise BadRequest("bad content-length")
+            self.left = int(cl)
+            self.done = self.left == 0
+        else:
+            self.done = True
+        self.length = 0
+
+    def _continue(self):
+        if self.expect:
+            self.expect = False
+            self.conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _next_chunk(self):
+        line = self.rfile.readline(MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise BadRequest("chunk size line")
+        size = line.split(b";", 1)[0].strip()
+        try:
+            self.left = int(size, 16)
+        except ValueError:
+            raise BadRequest("bad chunk size %r" % size)
+        if self.left == 0:
+            while self.rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
+                pass  # trailers are read and dropped
+            self.done = True
+
+    def read(self, n=BLOCK):
+        if self.done:
+            return b""
+        self._continue()
+        if self.chunked and self.left == 0:
+            self._next_chunk()
+            if self.done:
+                return b""
+        data = self.rfile.read(min(n, self.left))
+        if not data:
+            raise BadRequest("body truncated")
+        self.left -= len(data)
+        self.length += len(data)
+        if self.chunked and self.left == 0:
+            if self.rfile.readline(MAX_LINE) not in (b"\r\n", b"\n"):
+                raise BadRequest("chunk not followed by CRLF")
+        elif not self.chunked and self.left == 0:
+            self.done = True
+        return data
+
+    def drain(self):
+        while self.read():
+            pass
+
+
+class Connection:
+    def __init__(self, sock):
+        self.sock = sock
+        self.rfile = sock.makefile("rb", buffering=BLOCK)
+        self.close_after = False
+        self.started = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def start(self, req, status, reason=None, headers=(), length=None, chunked=False):
+        """Sends the status line and headers. length None and not chunked: close-delimited."""
+        if reason is None:
+            reason = REASONS.get(status, "Unknown")
+        if status >= 200:
+            self.started = True
+        lines = ["HTTP/1.1 %d %s" % (status, reason)]
+        lines += ["%s: %s" % (k, v) for k, v in headers]
+        if length is not None:
+            lines.append("Content-Length: %d" % length)
+        elif chunked:
+            lines.append("Transfer-Encoding: chunked")
+        no_body = status < 200 or status in (204, 304)
+        if (length is None and not chunked and not no_body) or not req.keep_alive():
+            self.close_after = True
+        if self.close_after:
+            lines.append("Connection: close")
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def simple(self, req, status, body=b"", headers=(), reason=None):
+        if status < 200 or status in (204, 304):
+            self.start(req, status, reason, headers)
+            return
+        self.start(req, status, reason, headers, length=len(body))
+        if req.method != "HEAD":
+            self.send(body)
+
+    def json(self, req, obj, status=200):
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        self.simple(req, status, body, [("Content-Type", "application/json")])
+
+
+def read_request(conn):
+    """Returns a Request, or None at a clean EOF between requests."""
+    line = conn.rfile.readline(MAX_LINE + 1)
+    while line in (b"\r\n", b"\n"):  # RFC 9112 2.2: ignore empty lines before a request-line
+        line = conn.rfile.readline(MAX_LINE + 1)
+    if not line:
+        return None
+    if len(line) > MAX_LINE or not line.endswith(b"\n"):
+        raise BadRequest("request line too long")
+    parts = line.rstrip(b"\r\n").decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest("bad request line")
+    headers = []
+    while True:
+        hline = conn.rfile.readline(MAX_LINE + 1)
+        if hline in (b"\r\n", b"\n"):
+            break
+        if not hline.endswith(b"\n") or len(headers) >= MAX_HEADERS:
+            raise BadRequest("bad header block")
+        name, sep, value = hline.rstrip(b"\r\n").partition(b":")
+        if not sep or not name:
+            raise BadRequest("bad header line")
+        headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return Request(parts[0], parts[1], parts[2], headers)
+
+
+# ---- endpoints: each gets (conn, req, body) and must consume or drain the body -------------------
+
+
+def ep_bytes(conn, req, body):
+    try:
+        total = int(req.path.split("/")[2])
+    except (IndexError, ValueError):
+        raise BadRequest("bad /bytes size")
+    body.drain()
+    hdrs = [("Content-Type", "application/octet-stream")]
+    chunked = req.arg("chunked") == "1" and req.version == "HTTP/1.1"
+    close = req.arg("close") == "1" or (req.arg("chunked") == "1" and not chunked)
+    length = None if (chunked or close) else total
+    conn.start(req, 200, None, hdrs, length=length, chunked=chunked)
+    if req.method == "HEAD":
+        return
+    STATE.add("streams_active", 1)
+    try:
+        stream_pattern(conn, total, chunked)
+    finally:
+        STATE.add("streams_active", -1)
+
+
+def stream_pattern(conn, total, chunked):
+    off = 0
+    while off < total:
+        n = min(BLOCK, total - off)
+        data = pattern_slice(off, n)
+        if chunked:
+            conn.send(b"%x\r\n" % n + data + b"\r\n")
+        else:
+            conn.send(data)
+        off += n
+        STATE.add("bytes_sent", n)
+    if chunked:
+        conn.send(b"0\r\n\r\n")
+
+
+def ep_sink(conn, req, body):
+    time.sleep(float(req.arg("delay", "0")))  # a slow reader: the sender must be held back
+    digest = hashlib.sha256()
+    while True:
+        data = body.read()
+        if not data:
+            break
+        digest.update(data)
+    conn.json(req, {"length": body.length, "sha256": digest.hexdigest(),
+                    "chunked": body.chunked, "method": req.method})
+
+
+def ep_echo(conn, req, body):
+    parts = []
+    while True:
+        data = body.read()
+        if not data:
+            break
+        parts.append(data)
+        if body.length > MAX_ECHO:
+            raise BadRequest("echo body too large")
+    hdrs = []
+    ctype = req.header("Content-Type")
+    if ctype is not None:
+        hdrs.append(("Content-Type", ctype))
+    conn.simple(req, 200, b"".join(parts), hdrs)
+
+
+def ep_headers(conn, req, body):
+    body.drain()
+    conn.json(req, {"method": req.method, "target": req.target, "version": req.version,
+                    "headers": [[k, v] for k, v in req.headers], "body_length": body.length})
+
+
+def ep_status(conn, req, body):
+    body.drain()
+    try:
+        code = int(req.path.split("/")[2])
+    except (IndexError, ValueError):
+        raise BadRequest("bad /status code")
+    if not 100 <= code <= 999:
+        raise BadRequest("bad /status code")
+    # Deliberately no Content-Type: tests check the proxy does not invent one.
+    conn.simple(req, code, b"status %d\n" % code, (), reason=req.arg("reason"))
+
+
+def ep_cookies(conn, req, body):
+    body.drain()
+    hdrs = [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; Path=/"),
+            ("X-Dup", "1"), ("X-Dup", "2"), ("Content-Type", "text/plain")]
+    conn.simple(req, 200, b"cookies\n", hdrs)
+
+
+def ep_gzip(conn, req, body):
+    body.drain()
+    hdrs = [("Content-Type", "text/plain"), ("Content-Encoding", "gzip"),
+            ("X-Raw-Sha256", hashlib.sha256(GZIP_BODY).hexdigest())]
+    conn.simple(req, 200, GZIP_BODY, hdrs)
+
+
+def ep_slow(conn, req, body):
+    body.drain()
+    time.sleep(float(req.arg("delay", "1")))
+    conn.simple(req, 200, b"slow", [("Content-Type", "text/plain")])
+
+
+def ep_truncate(conn, req, body):
+    body.drain()
+    chunked = req.arg("chunked") == "1" and req.version == "HTTP/1.1"
+    hdrs = [("Content-Type", "application/octet-stream")]
+    if chunked:
+        conn.start(req, 200, None, hdrs, chunked=True)
+    else:
+        conn.start(req, 200, None, hdrs, length=1000)
+    if req.method != "HEAD":
+        data = pattern_slice(0, 500)
+        conn.send(b"1f4\r\n" + data + b"\r\n" if chunked else data)  # and no last chunk
+        conn.close_after = True
+
+
+def ep_drip(conn, req, body):
+    body.drain()
+    n = int(req.arg("n", "10"))
+    interval = int(req.arg("interval", "100")) / 1000.0
+    chunked = req.version == "HTTP/1.1"
+    conn.start(req, 200, None, [("Content-Type", "application/octet-stream")], chunked=chunked)
+    if req.method == "HEAD":
+        return
+    for i in range(n):
+        data = pattern_slice(i, 1)
+        conn.send(b"1\r\n" + data + b"\r\n" if chunked else data)
+        if i + 1 < n:
+            time.sleep(interval)
+    if chunked:
+        conn.send(b"0\r\n\r\n")
+
+
+def ep_log(conn, req, body):
+    body.drain()
+    with STATE.lock:
+        entries = list(STATE.log)
+    conn.json(req, entries)
+
+
+def ep_stats(conn, req, body):
+    body.drain()
+    with STATE.lock:
+        obj = {"connections": STATE.connections, "accepted": STATE.conn_seq,
+               "requests": STATE.requests, "streams_active": STATE.streams_active,
+               "bytes_sent": STATE.bytes_sent}
+    conn.json(req, obj)
+
+
+def ep_not_found(conn, req, body):
+    body.drain()
+    conn.simple(req, 404, b"not found\n", [("Content-Type", "text/plain")])
+
+
+EXACT = {"/sink": ep_sink, "/echo": ep_echo, "/cookies": ep_cookies, "/gzip": ep_gzip,
+         "/slow": ep_slow, "/truncate": ep_truncate, "/drip": ep_drip, "/log": ep_log,
+         "/stats": ep_stats, "/headers": ep_headers}
+PREFIX = {"/bytes/": ep_bytes, "/status/": ep_status, "/headers/": ep_headers}
+
+
+def route(path):
+    if path in EXACT:
+        return EXACT[path]
+    for prefix, fn in PREFIX.items():
+        if path.startswith(prefix):
+            return fn
+    return ep_not_found
+
+
+def serve_one(conn, req, conn_id):
+    if req.path not in ("/log", "/stats"):
+        with STATE.lock:
+            STATE.requests += 1
+            STATE.log.append({"method": req.method, "target": req.target,
+                              "time": time.time(), "conn": conn_id})
+    vlog("%d %s %s %s" % (conn_id, req.method, req.target, req.version))
+    body = Body(conn, req)
+    route(req.path)(conn, req, body)
+
+
+def lingering_close(sock):
+    """Half-close, then read until the peer closes: closing with unread input would send RST and
+    could destroy response bytes still in flight (RFC 9112 9.6)."""
+    try:
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(2)
+            sock = sock.unwrap()  # close_notify: a TLS client must see a clean end of body
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(2)
+        while sock.recv(BLOCK):
+            pass
+    except (OSError, ValueError):
+        pass
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        sock = self.request
+        STATE.add("connections", 1)
+        conn_id = STATE.add("conn_seq", 1)
+        try:
+            sock.settimeout(self.server.idle_timeout)
+            if self.server.tls_ctx is not None:
+                sock = self.server.tls_ctx.wrap_socket(sock, server_side=True)
+            self.loop(sock, conn_id)
+        except (OSError, ssl.SSLError, BadRequest) as exc:
+            vlog("connection %d: %r" % (conn_id, exc))
+        finally:
+            STATE.add("connections", -1)
+
+    def loop(self, sock, conn_id):
+        conn = Connection(sock)
+        try:
+            while True:
+                try:
+                    req = read_request(conn)
+                except BadRequest as exc:
+                    vlog("connection %d: bad request: %s" % (conn_id, exc))
+                    conn.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                              b"Connection: close\r\n\r\n")
+                    break
+                if req is None:
+                    break
+                conn.started = False
+                try:
+                    serve_one(conn, req, conn_id)
+                except BadRequest as exc:
+                    vlog("connection %d: bad request: %s" % (conn_id, exc))
+                    if not conn.started:
+                        conn.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                  b"Connection: close\r\n\r\n")
+                    break
+                if conn.close_after:
+                    break
+        finally:
+            conn.rfile.close()
+            lingering_close(sock)
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        if VERBOSE:
+            super().handle_error(request, client_address)
+
+
+def main():
+    global VERBOSE
+    ap = argparse.ArgumentParser(description="rlproxy test origin (loopback only)")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--bind", default="127.0.0.1", choices=["127.0.0.1", "::1"])
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    ap.add_argument("--idle-timeout", type=float, default=60.0)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    VERBOSE = args.verbose
+    if args.bind == "::1":
+        Server.address_family = socket.AF_INET6
+    server = Server((args.bind, args.port), Handler)
+    server.idle_timeout = args.idle_timeout
+    server.tls_ctx = None
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        server.tls_ctx = ctx
+    print("listening on %d" % server.server_address[1], flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
