@@ -40,7 +40,8 @@ _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "uint storage");
 /* Index order is the enum order: the ENUM parser stores the index. */
 static const char *const log_level_words[] = {"error", "warn", "notice", "info", "debug", NULL};
 static const char *const access_format_words[] = {"text", "json", NULL};
-static const char *const rate_key_words[] = {"client", "host", "client+host", "user", "global", NULL};
+static const char *const rate_key_words[] = {"client", "host",   "client+host",
+                                             "user",   "global", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
 
 #define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)               \
@@ -137,15 +138,14 @@ static const struct config_key keys[] = {
  * match lists start empty. Docs follow the rules of keys[] (the man page repeats them). */
 static const struct config_key rule_fields[] = {
     RULE_REQUIRED("name", CONFIG_RULE_NAME, 1, 63, name,
-             "Names the rule in 429 bodies, RateLimit fields, the access log and metrics"),
+                  "Names the rule in 429 bodies, RateLimit fields, the access log and metrics"),
     RULE_LIST("match.host", CONFIG_HOST_NAME_LIST, 1024, match_host,
               "Destination hosts the rule applies to: exact names, single addresses or *.suffix patterns"),
     RULE_LIST("match.method", CONFIG_METHOD_LIST, RATE_RULE_MAX_METHODS, match_method,
               "Request methods the rule applies to, such as GET or CONNECT"),
-    /* Not a list: one prefix per rule; several prefixes are several rules. */
-    {.name = "match.path_prefix", .type = CONFIG_PATH_PREFIX, .reloadable = 1,
-     .offset = offsetof(struct rate_rule, match_path_prefix),
-     .doc = "Start of the request path (and query) the rule applies to, compared byte for byte"},
+    /* Not a list: one prefix per rule (NULL: none); several prefixes are several rules. */
+    RULE_ROW("match.path_prefix", CONFIG_PATH_PREFIX, NULL, 0, 0, NULL, match_path_prefix,
+             "Start of the request path (and query) the rule applies to, compared byte for byte"),
     RULE_LIST("match.client", CONFIG_CIDR_LIST, 4096, match_client,
               "Client address blocks the rule applies to"),
     RULE_LIST("match.user", CONFIG_USER_LIST, 1024, match_user,
@@ -153,9 +153,9 @@ static const struct config_key rule_fields[] = {
     RULE_ROW("key", CONFIG_ENUM, "client", 0, 0, rate_key_words, key,
              "What the rule counts separately: each client address, destination host, client and host pair or user, or all requests together"),
     RULE_REQUIRED("limit", CONFIG_UINT, 1, 1000000, limit,
-             "Most requests one key may have admitted within any span of one window"),
+                  "Most requests one key may have admitted within any span of one window"),
     RULE_REQUIRED("window", CONFIG_DURATION, 1, MS_PER_D, window_ms,
-             "Length of the sliding window that limit counts over"),
+                  "Length of the sliding window that limit counts over"),
     RULE_ROW("over_limit", CONFIG_ENUM, "reject", 0, 0, over_limit_words, over_limit,
              "What a request over the limit gets: delay holds it until the window has room, reject answers 429 at once"),
     RULE_ROW("max_delay", CONFIG_DURATION, "30s", 0, MS_PER_H, NULL, max_delay_ms,
@@ -818,7 +818,8 @@ int host_pattern_match(const struct host_pattern *patterns, size_t count, const 
 static int parse_rule_name(const struct config_key *key, const char *text, void *dst, char *why,
                            size_t why_len)
 {
-    static const char allowed[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    static const char allowed[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
     char shown[64];
     size_t len = strlen(text);
     (void)key;
@@ -846,26 +847,25 @@ static int is_tchar(char c)
 static int parse_method_element(const struct config_key *key, const char *text, void *dst,
                                 char *why, size_t why_len)
 {
-    char shown[64], method[METHOD_SIZE];
+    char shown[64], method[METHOD_SIZE] = {0};
     size_t len = strlen(text);
     (void)key;
     if (len >= METHOD_SIZE)
         return why_fail(why, why_len, "\"%s\" is longer than %zu characters",
                         printable(text, shown, sizeof shown), METHOD_SIZE - 1);
-    for (size_t i = 0; i <= len; i++) {
-        if (len == 0 || (i < len && !is_tchar(text[i])))
-            return why_fail(why, why_len, "\"%s\" is not a method name such as GET",
-                            printable(text, shown, sizeof shown));
+    int ok = len > 0;
+    for (size_t i = 0; ok && i < len; i++) {
+        ok = is_tchar(text[i]);
         method[i] = (text[i] >= 'a' && text[i] <= 'z') ? (char)(text[i] - 'a' + 'A') : text[i];
     }
+    if (!ok)
+        return why_fail(why, why_len, "\"%s\" is not a method name such as GET",
+                        printable(text, shown, sizeof shown));
     memcpy(dst, method, sizeof method);
     return 0;
 }
 
-static int same_method(const void *a, const void *b)
-{
-    return strcmp(a, b) == 0;
-}
+static int same_method(const void *a, const void *b) { return strcmp(a, b) == 0; }
 
 /* match_method is a fixed array in the rule, not a heap array: copy the parsed list in. The walker
  * stops at the row's max, which is the array's size. */
@@ -901,8 +901,8 @@ static int parse_path_prefix(const struct config_key *key, const char *text, voi
 }
 
 /* A Basic credential's user-id cannot hold a colon, so a name with one could never match. */
-static int parse_user_element(const struct config_key *key, const char *text, void *dst,
-                              char *why, size_t why_len)
+static int parse_user_element(const struct config_key *key, const char *text, void *dst, char *why,
+                              size_t why_len)
 {
     char shown[64];
     size_t len = strlen(text);
@@ -950,43 +950,59 @@ struct type_ops {
     const char *describe; /* for "expected ..." messages */
     value_parser parse;   /* scalars: into the field; lists: into one element */
     size_t elem_size;     /* lists only */
-    int (*same)(const void *a, const void *b); /* lists only: repeated entries are refused */
-    int owns_string;                           /* the field is a heap string to free */
+    int (*same)(const void *a, const void *b);  /* lists only: repeated entries are refused */
+    int owns_string;                            /* the field is a heap string to free */
     void (*release)(void *elems, size_t count); /* lists: free what elements own */
     void (*store)(void *field, void *elems, size_t count); /* lists kept in a fixed array */
 };
 
 static const struct type_ops type_ops[] = {
-    [CONFIG_BOOL] = {"true or false", parse_bool, 0, NULL, 0},
-    [CONFIG_UINT] = {"a whole number", parse_uint, 0, NULL, 0},
-    [CONFIG_WORKERS] = {"auto or a number", parse_workers, 0, NULL, 0},
-    [CONFIG_DURATION] = {"a duration such as 10s", parse_duration, 0, NULL, 0},
-    [CONFIG_SIZE] = {"a size such as 64KiB", parse_size, 0, NULL, 0},
-    [CONFIG_STRING] = {"a string", parse_string, 0, NULL, 1},
-    [CONFIG_ENUM] = {"a word", parse_enum, 0, NULL, 0},
-    [CONFIG_LOG_LEVEL] = {"a log level", parse_enum, 0, NULL, 0},
-    [CONFIG_LISTEN_LIST] = {"a list of addresses", parse_listen_element, sizeof(struct listen_addr),
-                            same_listen, 0},
-    [CONFIG_CIDR_LIST] = {"a list of address blocks", parse_cidr_element, sizeof(struct cidr),
-                          same_cidr, 0},
-    [CONFIG_PORT_LIST] = {"a list of ports", parse_port_element, sizeof(uint16_t), same_port, 0},
-    [CONFIG_PROXY_URL] = {"a proxy URL", parse_proxy_url, 0, NULL, 1},
-    [CONFIG_HOST_PATTERN_LIST] = {"a list of host patterns", parse_host_pattern_element,
-                                  sizeof(struct host_pattern), same_host_pattern, 0},
+    [CONFIG_BOOL] = {.describe = "true or false", .parse = parse_bool},
+    [CONFIG_UINT] = {.describe = "a whole number", .parse = parse_uint},
+    [CONFIG_WORKERS] = {.describe = "auto or a number", .parse = parse_workers},
+    [CONFIG_DURATION] = {.describe = "a duration such as 10s", .parse = parse_duration},
+    [CONFIG_SIZE] = {.describe = "a size such as 64KiB", .parse = parse_size},
+    [CONFIG_STRING] = {.describe = "a string", .parse = parse_string, .owns_string = 1},
+    [CONFIG_ENUM] = {.describe = "a word", .parse = parse_enum},
+    [CONFIG_LOG_LEVEL] = {.describe = "a log level", .parse = parse_enum},
+    [CONFIG_LISTEN_LIST] = {.describe = "a list of addresses",
+                            .parse = parse_listen_element,
+                            .elem_size = sizeof(struct listen_addr),
+                            .same = same_listen},
+    [CONFIG_CIDR_LIST] = {.describe = "a list of address blocks",
+                          .parse = parse_cidr_element,
+                          .elem_size = sizeof(struct cidr),
+                          .same = same_cidr},
+    [CONFIG_PORT_LIST] = {.describe = "a list of ports",
+                          .parse = parse_port_element,
+                          .elem_size = sizeof(uint16_t),
+                          .same = same_port},
+    [CONFIG_PROXY_URL] = {.describe = "a proxy URL", .parse = parse_proxy_url, .owns_string = 1},
+    [CONFIG_HOST_PATTERN_LIST] = {.describe = "a list of host patterns",
+                                  .parse = parse_host_pattern_element,
+                                  .elem_size = sizeof(struct host_pattern),
+                                  .same = same_host_pattern},
     /* Walked by config_yaml.c's walk_rules(), never parsed from one scalar. */
     [CONFIG_RATE_RULES] = {.describe = "a list of rules (mappings with name, limit and window)",
-                           .elem_size = sizeof(struct rate_rule), .release = release_rules},
+                           .elem_size = sizeof(struct rate_rule),
+                           .release = release_rules},
     [CONFIG_RULE_NAME] = {.describe = "a name such as github", .parse = parse_rule_name},
     [CONFIG_HOST_NAME_LIST] = {.describe = "a host name, *.suffix, or a list of them",
                                .parse = parse_host_name_element,
                                .elem_size = sizeof(struct host_pattern),
                                .same = same_host_pattern},
-    [CONFIG_METHOD_LIST] = {.describe = "a method, or a list of methods", .parse = parse_method_element,
-                            .elem_size = METHOD_SIZE, .same = same_method, .store = store_methods},
-    [CONFIG_PATH_PREFIX] = {.describe = "a path such as /api/", .parse = parse_path_prefix,
+    [CONFIG_METHOD_LIST] = {.describe = "a method, or a list of methods",
+                            .parse = parse_method_element,
+                            .elem_size = METHOD_SIZE,
+                            .same = same_method,
+                            .store = store_methods},
+    [CONFIG_PATH_PREFIX] = {.describe = "a path such as /api/",
+                            .parse = parse_path_prefix,
                             .owns_string = 1},
-    [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them", .parse = parse_user_element,
-                          .elem_size = sizeof(char *), .same = same_string,
+    [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them",
+                          .parse = parse_user_element,
+                          .elem_size = sizeof(char *),
+                          .same = same_string,
                           .release = release_strings},
 };
 

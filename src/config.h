@@ -91,6 +91,9 @@ struct config {
     size_t max_header_size;  /* http.max_header_size: 32KiB, request line + headers (431 above) */
 
     size_t buffer_size; /* backpressure.buffer: 256KiB per direction per connection */
+    uint32_t max_connections;  /* backpressure.max_connections: 10000, clients + tunnels, process-wide */
+    uint32_t max_inflight;     /* backpressure.max_inflight: 1024 upstream transfers per worker */
+    uint32_t overload_status;  /* backpressure.overload_status: 503 */
 
     enum log_level log_level;        /* log.level: info */
     char *access_log;                /* log.access: "stderr" | "off" | a file path */

@@ -336,14 +336,15 @@ static int walk_list(struct walker *w, const struct config_key *key, const char 
 static int walk_rules(struct walker *w, const struct config_key *key, const char *path,
                       const yaml_event_t *start);
 
-/* Where the value of `key` (a row of the current scope) starts, for required-key checks. */
+/* Where the value of `key` starts, for the required-key and unique-name checks. `key` is always a
+ * row of the current scope: walk_entry() found it there with scope_find(). */
 static void note_given(struct walker *w, const struct config_key *key, yaml_mark_t mark)
 {
+    if (w->scope.given == NULL)
+        return;
     size_t i = (size_t)(key - w->scope.keys);
-    if (w->scope.given != NULL && key >= w->scope.keys && i < w->scope.count) {
-        w->scope.given[i] = 1;
-        w->scope.marks[i] = mark;
-    }
+    w->scope.given[i] = 1;
+    w->scope.marks[i] = mark;
 }
 
 /* A new kind of value gets its own walk function, chosen here. */
@@ -353,7 +354,7 @@ static int walk_value(struct walker *w, const struct config_key *key, const char
     if (next_event(w, path, &ev) != 0)
         return -1;
     note_given(w, key, ev.start_mark);
-    int rc = key->type == CONFIG_RATE_RULES      ? walk_rules(w, key, path, &ev)
+    int rc = key->type == CONFIG_RATE_RULES    ? walk_rules(w, key, path, &ev)
              : config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
                                                : walk_scalar(w, key, path, &ev);
     yaml_event_delete(&ev);
@@ -575,6 +576,113 @@ static int walk_mapping(struct walker *w, const char *prefix)
     }
     seen_free(&seen);
     return rc;
+}
+
+/* ---- rate_limits: a list of mappings ---- */
+
+/* "rate_limits[0]: missing required key limit" (or keys, all of them), at the rule's start. */
+static int check_required(struct walker *w, const char *prefix, yaml_mark_t mark)
+{
+    char missing[256] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < w->scope.count; i++) {
+        if (!w->scope.keys[i].required || w->scope.given[i])
+            continue;
+        size_t used = strlen(missing);
+        snprintf(missing + used, sizeof missing - used, "%s%s", n++ > 0 ? ", " : "",
+                 w->scope.keys[i].name);
+    }
+    if (n == 0)
+        return 0;
+    return fail_at(w, mark, prefix, "missing required key%s %s", n > 1 ? "s" : "", missing);
+}
+
+/* Names identify a rule's windows across reloads and in every message about it. Runs while the
+ * rule's scope (and so the mark of its name) is current. */
+static int check_unique_name(struct walker *w, const char *path, const char *prefix,
+                             const struct rate_rule *rule, const struct list_build *rules)
+{
+    const struct rate_rule *earlier = (const void *)rules->elems;
+    for (size_t i = 0; i < rules->count; i++) {
+        if (strcmp(earlier[i].name, rule->name) != 0)
+            continue;
+        char name_path[PATH_MAX_LEN + sizeof ".name"];
+        snprintf(name_path, sizeof name_path, "%s.name", prefix);
+        const struct config_key *key = scope_find(w, name_path);
+        yaml_mark_t mark = w->scope.marks[key - w->scope.keys];
+        return fail_at(w, mark, name_path, "\"%s\" is used by %s[%zu]", rule->name, path, i);
+    }
+    return 0;
+}
+
+/* The keys of one rule (its mapping start already read) into `rule`, the uncounted slot after
+ * `rules`. */
+static int walk_rule(struct walker *w, const char *path, const char *prefix, yaml_mark_t mark,
+                     struct rate_rule *rule, const struct list_build *rules)
+{
+    unsigned char given[CONFIG_RULE_MAX_FIELDS] = {0};
+    yaml_mark_t marks[CONFIG_RULE_MAX_FIELDS];
+    struct scope outer = w->scope;
+    w->scope =
+        (struct scope){.base = rule, .skip = strlen(prefix) + 1, .given = given, .marks = marks};
+    w->scope.keys = config_rule_fields(&w->scope.count);
+    int rc = walk_mapping(w, prefix);
+    if (rc == 0)
+        rc = check_required(w, prefix, mark);
+    if (rc == 0)
+        rc = check_unique_name(w, path, prefix, rule, rules);
+    w->scope = outer;
+    return rc;
+}
+
+/* One entry of the list: a mapping, filled over a rule holding the defaults. */
+static int add_rule(struct walker *w, const struct config_key *key, const char *path,
+                    const yaml_event_t *ev, struct list_build *rules)
+{
+    char prefix[PATH_MAX_LEN], why[256];
+    snprintf(prefix, sizeof prefix, "%s[%zu]", path, rules->count);
+    if (is_null(ev))
+        return fail_at(w, ev->start_mark, prefix, "empty list entry");
+    if (ev->type != YAML_MAPPING_START_EVENT)
+        return fail_at(w, ev->start_mark, prefix,
+                       "expected a rule, a mapping of keys such as name:, got %s", node_kind(ev));
+    struct rate_rule *rule = list_slot(w, key, path, ev, rules);
+    if (rule == NULL)
+        return -1;
+    if (config_rule_init(rule, why, sizeof why) != 0)
+        return fail_at(w, ev->start_mark, prefix, "%s", why);
+    if (walk_rule(w, path, prefix, ev->start_mark, rule, rules) != 0) {
+        config_value_release(key, rule, 1); /* whatever lists it got before the error */
+        return -1;
+    }
+    rules->count++;
+    return 0;
+}
+
+static int walk_rules(struct walker *w, const struct config_key *key, const char *path,
+                      const yaml_event_t *start)
+{
+    if (start->type != YAML_SEQUENCE_START_EVENT)
+        return fail_at(w, start->start_mark, path, "expected %s, got %s",
+                       config_value_describe(key), node_kind(start));
+    struct list_build rules = {.elem_size = config_value_elem_size(key)};
+    void *base = w->scope.base;
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(w, path, &ev) != 0)
+            break;
+        int done = ev.type == YAML_SEQUENCE_END_EVENT;
+        int rc = done ? 0 : add_rule(w, key, path, &ev, &rules);
+        yaml_event_delete(&ev);
+        if (rc != 0)
+            break;
+        if (done) {
+            config_value_set_list_at(base, key, rules.elems, rules.count);
+            return 0;
+        }
+    }
+    list_discard(key, &rules);
+    return -1;
 }
 
 /* ---- documents ---- */

@@ -31,10 +31,17 @@
 /* Retries may add at most retry.budget to the requests of the last 10 s, over all workers. */
 static struct retry_budget retry_budget;
 
-enum conn_state { CONN_READ_HEAD, CONN_WAIT_ADMIT, CONN_FORWARD, CONN_TUNNEL_CONNECT, CONN_CLOSING };
+enum conn_state {
+    CONN_READ_HEAD,
+    CONN_WAIT_SLOT,
+    CONN_WAIT_ADMIT,
+    CONN_FORWARD,
+    CONN_TUNNEL_CONNECT,
+    CONN_CLOSING,
+};
 
-static const char *const state_names[] = {"READ_HEAD", "WAIT_ADMIT", "FORWARD", "TUNNEL_CONNECT",
-                                           "CLOSING"};
+static const char *const state_names[] = {"READ_HEAD",      "WAIT_SLOT", "WAIT_ADMIT", "FORWARD",
+                                           "TUNNEL_CONNECT", "CLOSING"};
 
 struct conn {
     struct worker *worker;
@@ -42,6 +49,7 @@ struct conn {
     struct limiter *limiter;
     struct bufferevent *bev;
     struct conn *prev, *next;
+    struct conn *slot_prev, *slot_next; /* WAIT_SLOT queue */
     enum conn_state state;
     char client_text[64];
     struct sockaddr_storage client_addr;
@@ -128,14 +136,32 @@ static void wait_for_request(struct conn *c)
 
 /* ---- closing ---------------------------------------------------------------------------------- */
 
+static void slot_queue_remove(struct conn *c)
+{
+    struct worker *w = c->worker;
+    if (c->slot_prev != NULL)
+        c->slot_prev->slot_next = c->slot_next;
+    else
+        w->slot_first = c->slot_next;
+    if (c->slot_next != NULL)
+        c->slot_next->slot_prev = c->slot_prev;
+    else
+        w->slot_last = c->slot_prev;
+    c->slot_prev = c->slot_next = NULL;
+    w->slot_waiting--;
+}
+
 void conn_free(struct conn *c)
 {
+    if (c->state == CONN_WAIT_SLOT)
+        slot_queue_remove(c);
     if (c->hold != NULL) /* gone while held: the slot goes back to the window */
         limiter_hold_cancel(c->hold);
     limiter_unref(c->limiter);
     if (c->upstream != NULL) {
         upstream_abort(c->upstream);
         worker_count_response(c->worker, 0, c->bytes_in, c->bytes_out);
+        worker_slot_freed(c->worker);
     }
     if (c->bev != NULL)
         bufferevent_free(c->bev);
@@ -440,6 +466,7 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
 {
     struct conn *c = arg;
     c->upstream = NULL;
+    worker_slot_freed(c->worker);
     if (!result->ok) {
         if (retry_after_failure(c, result))
             return;
@@ -656,6 +683,7 @@ static void on_tunnel_connected(void *arg, int fd)
 {
     struct conn *c = arg;
     c->upstream = NULL;
+    worker_slot_freed(c->worker);
     struct tunnel_info info;
     const struct http_target *t = &c->parser.req.target;
     snprintf(info.client, sizeof info.client, "%s", c->client_text);
@@ -677,6 +705,23 @@ static void on_tunnel_connected(void *arg, int fd)
 /* ---- the request head ------------------------------------------------------------------------- */
 
 static void after_head_done(struct conn *c);
+
+static void send_overload(struct conn *c, const char *why)
+{
+    int status = (int)(c->config->overload_status ? c->config->overload_status : 503);
+    char body[300];
+    int n = snprintf(body, sizeof body, "rlproxy is overloaded: %s; retry after 1 s\n", why);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\nVia: " HTTP_VIA
+                        "\r\n\r\n%s",
+                        status, http_status_reason(status), n, body);
+    c->status = status;
+    c->head_sent = 1;
+    log_request(c);
+    close_after_flush(c);
+}
 
 static void send_429(struct conn *c)
 {
@@ -774,6 +819,48 @@ static void schedule_retry(struct conn *c, int64_t delay_ms)
     evtimer_add(c->timer, &tv);
 }
 
+/* backpressure.max_inflight: a request starts its upstream transfer only while the worker has
+ * fewer than max_inflight; others wait in arrival order without being read further, and the
+ * worker stops accepting. Waiting happens before the limiter so that an admission is followed
+ * by the fetch at once (a fetch delayed after admission could bunch up at the origin). The hard
+ * cap, as many waiting as max_inflight, is answered with overload_status. */
+static void wait_for_slot(struct conn *c)
+{
+    struct worker *w = c->worker;
+    uint32_t max = c->config->max_inflight;
+    if (max == 0 || (upstream_multi_active(w->upstream) < max && w->slot_waiting == 0)) {
+        admit(c);
+        return;
+    }
+    if (w->slot_waiting >= max) {
+        send_overload(c, "too many requests in flight (backpressure.max_inflight)");
+        return;
+    }
+    conn_set_state(c, CONN_WAIT_SLOT);
+    bufferevent_disable(c->bev, EV_READ);
+    c->slot_prev = w->slot_last;
+    c->slot_next = NULL;
+    if (w->slot_last != NULL)
+        w->slot_last->slot_next = c;
+    else
+        w->slot_first = c;
+    w->slot_last = c;
+    w->slot_waiting++;
+    worker_pause_accept(w, "requests wait for an upstream slot (max_inflight)");
+}
+
+void conn_start_waiting(struct worker *w)
+{
+    while (w->slot_first != NULL &&
+           (w->config->max_inflight == 0 ||
+            upstream_multi_active(w->upstream) < w->config->max_inflight)) {
+        struct conn *c = w->slot_first;
+        slot_queue_remove(c);
+        bufferevent_enable(c->bev, EV_READ);
+        admit(c);
+    }
+}
+
 static void handle_head(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
@@ -801,7 +888,7 @@ static void handle_head(struct conn *c)
                    local, local);
         return;
     }
-    admit(c);
+    wait_for_slot(c);
 }
 
 /* ---- input ------------------------------------------------------------------------------------ */

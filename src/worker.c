@@ -14,13 +14,68 @@
 #include "log.h"
 #include "tunnel.h"
 
+/* Client connections and tunnels of all workers: what backpressure.max_connections caps. */
+static _Atomic uint64_t open_total;
+
+uint64_t worker_open_total(void) { return atomic_load(&open_total); }
+
+#define RESUME_CHECK_MS 50
+
 static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
                       int addr_len, void *arg)
 {
     struct worker *w = arg;
     atomic_fetch_add(&w->stats.connections_accepted, 1);
     conn_accept(w, fd, addr, addr_len);
+    uint32_t max = w->config->max_connections;
+    if (max > 0 && atomic_load(&open_total) >= max)
+        worker_pause_accept(w, "max_connections reached");
 }
+
+static int may_resume(const struct worker *w)
+{
+    uint32_t max = w->config->max_connections;
+    return !w->draining && w->slot_waiting == 0 &&
+           (max == 0 || atomic_load(&open_total) < (uint64_t)max * 9 / 10);
+}
+
+/* Polled rather than triggered: connections close on every worker, and a paused worker must
+ * notice another worker's closes too. 50 ms is far below any client's patience. */
+static void on_resume_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (!w->accept_paused)
+        return;
+    if (!may_resume(w)) {
+        struct timeval tv = {0, RESUME_CHECK_MS * 1000};
+        evtimer_add(w->resume_timer, &tv);
+        return;
+    }
+    w->accept_paused = 0;
+    for (size_t i = 0; i < w->listener_count; i++)
+        evconnlistener_enable(w->listeners[i]);
+    log_info("worker %u: accepting again", w->id);
+}
+
+void worker_pause_accept(struct worker *w, const char *why)
+{
+    if (w->accept_paused || w->draining)
+        return;
+    w->accept_paused = 1;
+    for (size_t i = 0; i < w->listener_count; i++)
+        evconnlistener_disable(w->listeners[i]);
+    log_info("worker %u: not accepting: %s", w->id, why);
+    struct timeval tv = {0, RESUME_CHECK_MS * 1000};
+    evtimer_add(w->resume_timer, &tv);
+}
+
+void worker_slot_freed(struct worker *w)
+{
+    if (w->slot_waiting > 0)
+        event_active(w->slot_event, EV_TIMEOUT, 0);
+}
+
+static void on_slot_event(evutil_socket_t fd, short what, void *arg) { conn_start_waiting(arg); }
 
 static void on_accept_error(struct evconnlistener *listener, void *arg)
 {
@@ -164,7 +219,10 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
         return -1;
     w->upstream = upstream_multi_new(w->base);
     w->wakeup = event_new(w->base, -1, EV_PERSIST, on_wakeup, w);
-    if (w->upstream == NULL || w->wakeup == NULL)
+    w->slot_event = event_new(w->base, -1, 0, on_slot_event, w);
+    w->resume_timer = evtimer_new(w->base, on_resume_check, w);
+    if (w->upstream == NULL || w->wakeup == NULL || w->slot_event == NULL ||
+        w->resume_timer == NULL)
         return -1;
     /* each worker gets its own descriptors for the shared sockets so each can free its own */
     int *fds = dup_all(listen_fds, listen_count);
@@ -200,6 +258,10 @@ void worker_destroy(struct worker *w)
     upstream_multi_free(w->upstream);
     if (w->wakeup != NULL)
         event_free(w->wakeup);
+    if (w->slot_event != NULL)
+        event_free(w->slot_event);
+    if (w->resume_timer != NULL)
+        event_free(w->resume_timer);
     if (w->base != NULL)
         event_base_free(w->base);
     config_unref(w->pending_config);
@@ -254,12 +316,14 @@ void worker_conn_added(struct worker *w, struct conn *c)
 {
     w->conn_count++;
     atomic_fetch_add(&w->stats.open_connections, 1);
+    atomic_fetch_add(&open_total, 1);
 }
 
 void worker_conn_removed(struct worker *w, struct conn *c)
 {
     w->conn_count--;
     atomic_fetch_sub(&w->stats.open_connections, 1);
+    atomic_fetch_sub(&open_total, 1);
     maybe_finish_drain(w);
 }
 
@@ -268,12 +332,14 @@ void worker_tunnel_added(struct worker *w, struct tunnel *t)
     w->tunnel_count++;
     atomic_fetch_add(&w->stats.tunnels_opened, 1);
     atomic_fetch_add(&w->stats.open_tunnels, 1);
+    atomic_fetch_add(&open_total, 1);
 }
 
 void worker_tunnel_removed(struct worker *w, struct tunnel *t)
 {
     w->tunnel_count--;
     atomic_fetch_sub(&w->stats.open_tunnels, 1);
+    atomic_fetch_sub(&open_total, 1);
     maybe_finish_drain(w);
 }
 

@@ -46,6 +46,11 @@ struct worker {
     int stop_requested, force_stop;
     int draining;
     struct conn *conns;     /* intrusive list */
+    struct conn *slot_first, *slot_last; /* waiting for an upstream slot (max_inflight), FIFO */
+    size_t slot_waiting;
+    struct event *slot_event;   /* runs conn_start_waiting from the loop */
+    struct event *resume_timer; /* while accepting is paused: checks whether to resume */
+    int accept_paused;
     struct tunnel *tunnels; /* intrusive list */
     size_t conn_count, tunnel_count;
     struct worker_stats stats;
@@ -70,5 +75,11 @@ void worker_conn_removed(struct worker *w, struct conn *c);
 void worker_tunnel_added(struct worker *w, struct tunnel *t);
 void worker_tunnel_removed(struct worker *w, struct tunnel *t);
 void worker_count_response(struct worker *w, int status, uint64_t bytes_in, uint64_t bytes_out);
+/* Backpressure: stop accepting until connections drop below 90% of max_connections and no
+ * request waits for an upstream slot. */
+void worker_pause_accept(struct worker *w, const char *why);
+/* An upstream transfer ended: let a waiting request start (from the loop, not from here). */
+void worker_slot_freed(struct worker *w);
+uint64_t worker_open_total(void); /* client connections + tunnels, process-wide */
 
 #endif

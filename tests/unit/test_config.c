@@ -77,7 +77,9 @@ START_TEST(test_table_is_consistent)
                           k->type == CONFIG_LOG_LEVEL || k->type == CONFIG_BOOL,
                       "%s bounds", k->name);
         int is_list = k->type == CONFIG_LISTEN_LIST || k->type == CONFIG_CIDR_LIST ||
-                      k->type == CONFIG_PORT_LIST || k->type == CONFIG_HOST_PATTERN_LIST;
+                      k->type == CONFIG_PORT_LIST || k->type == CONFIG_HOST_PATTERN_LIST ||
+                      k->type == CONFIG_RATE_RULES;
+        ck_assert_msg(!k->required && !k->single_ok, "%s: rule-only flags", k->name);
         ck_assert_msg(is_list == (k->count_offset != 0), "%s count_offset", k->name);
         ck_assert_msg(is_list == (config_value_elem_size(k) != 0), "%s elem size", k->name);
         if (k->type == CONFIG_ENUM || k->type == CONFIG_LOG_LEVEL)
@@ -132,11 +134,15 @@ START_TEST(test_public_key_names)
         "log.level",
         "log.access",
         "log.access_format",
+        "rate_limits",
+        "rate_limits_max_keys",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         ck_assert_msg(config_key_find(names[i]) != NULL, "%s missing", names[i]);
     ck_assert_int_eq(config_key_find("workers")->reloadable, 0);
     ck_assert_int_eq(config_key_find("listen")->reloadable, 1);
+    ck_assert_int_eq(config_key_find("rate_limits")->reloadable, 1);
+    ck_assert_int_eq(config_key_find("rate_limits_max_keys")->reloadable, 1);
 }
 END_TEST
 
@@ -180,6 +186,9 @@ static void assert_defaults(const struct config *c)
     ck_assert_int_eq(c->log_level, LOG_LEVEL_INFO);
     ck_assert_str_eq(c->access_log, "stderr");
     ck_assert_int_eq(c->access_format, ACCESS_FORMAT_TEXT);
+    ck_assert_uint_eq(c->rate_limits_count, 0);
+    ck_assert_ptr_null(c->rate_limits);
+    ck_assert_uint_eq(c->rate_limits_max_keys, 1000000);
 }
 
 START_TEST(test_default_config)
@@ -587,7 +596,7 @@ END_TEST
 /* A list of `count` distinct valid entries for key k. */
 static char *list_yaml(const struct config_key *k, size_t count)
 {
-    size_t cap = 64 + count * 32;
+    size_t cap = 64 + count * 64;
     char *buf = malloc(cap), *p = buf;
     const char *dot = strchr(k->name, '.');
     if (dot == NULL)
@@ -599,6 +608,8 @@ static char *list_yaml(const struct config_key *k, size_t count)
             p += sprintf(p, "    - \"127.0.0.1:%zu\"\n", 1000 + i);
         else if (k->type == CONFIG_CIDR_LIST)
             p += sprintf(p, "    - 10.%zu.%zu.0/24\n", i / 256, i % 256);
+        else if (k->type == CONFIG_RATE_RULES)
+            p += sprintf(p, "    - {name: r%zu, limit: 1, window: 1s}\n", i);
         else
             p += sprintf(p, "    - %zu\n", i + 1);
     }
@@ -764,6 +775,473 @@ START_TEST(test_refcount)
 }
 END_TEST
 
+/* ---- rate_limits ---- */
+
+/* The two rules of issue 4, as written there: the public interface. */
+static const char issue_example[] =
+    "rate_limits:\n"
+    "  - name: github\n"
+    "    match: { host: \"api.github.com\", method: [GET], path_prefix: \"/repos\", client: "
+    "[\"10.0.0.0/8\"] }\n"
+    "    key: host            # client | host | client+host | user | global\n"
+    "    limit: 5000\n"
+    "    window: 1h\n"
+    "    over_limit: delay    # delay: hold until the window has room; reject: 429 at once\n"
+    "    max_delay: 30s       # longer than this → 429\n"
+    "    max_queue: 1000      # held requests for this rule; beyond → 429\n"
+    "  - name: default\n"
+    "    key: client\n"
+    "    limit: 100\n"
+    "    window: 1s\n"
+    "    over_limit: reject\n";
+
+static void assert_issue_rules(const struct config *c)
+{
+    ck_assert_uint_eq(c->rate_limits_count, 2);
+    const struct rate_rule *g = &c->rate_limits[0], *d = &c->rate_limits[1];
+    ck_assert_str_eq(g->name, "github");
+    ck_assert_uint_eq(g->match_host_count, 1);
+    ck_assert_str_eq(g->match_host[0].text, "api.github.com");
+    ck_assert_uint_eq(g->match_method_count, 1);
+    ck_assert_str_eq(g->match_method[0], "GET");
+    ck_assert_str_eq(g->match_path_prefix, "/repos");
+    ck_assert_uint_eq(g->match_client_count, 1);
+    ck_assert_uint_eq(g->match_client[0].prefix, 8);
+    ck_assert_int_eq(g->key, RATE_KEY_HOST);
+    ck_assert_uint_eq(g->limit, 5000);
+    ck_assert_uint_eq(g->window_ms, 3600 * MS_PER_S);
+    ck_assert_int_eq(g->over_limit, RATE_OVER_DELAY);
+    ck_assert_uint_eq(g->max_delay_ms, 30 * MS_PER_S);
+    ck_assert_uint_eq(g->max_queue, 1000);
+    ck_assert_str_eq(d->name, "default");
+    ck_assert_int_eq(d->key, RATE_KEY_CLIENT);
+    ck_assert_uint_eq(d->limit, 100);
+    ck_assert_uint_eq(d->window_ms, MS_PER_S);
+    ck_assert_int_eq(d->over_limit, RATE_OVER_REJECT);
+}
+
+START_TEST(test_rules_issue_example_file)
+{
+    char path[64], err[512];
+    write_temp(path, issue_example, strlen(issue_example));
+    struct config *c = NULL;
+    ck_assert_msg(config_load_file(path, &c, err, sizeof err) == 0, "%s", err);
+    assert_issue_rules(c);
+    config_unref(c);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(test_rules_every_field)
+{
+    struct config *c =
+        load_ok("rate_limits:\n"
+                "  - name: github\n"
+                "    match:\n"
+                "      host: [\"API.GitHub.com\", \"*.githubusercontent.com\", 192.0.2.7]\n"
+                "      method: [get, HEAD, M-SEARCH]\n"
+                "      path_prefix: /repos/\n"
+                "      client: [10.0.0.0/8, \"fd00::/8\"]\n"
+                "      user: [alice, \"b o b\"]\n"
+                "    key: client+host\n"
+                "    limit: 5000\n"
+                "    window: 1h\n"
+                "    over_limit: delay\n"
+                "    max_delay: 2m\n"
+                "    max_queue: 50\n"
+                "    headers: true\n"
+                "    shared: true\n"
+                "  - {name: fall.back-1_x, key: global, limit: 1000000, window: 1d,\n"
+                "     max_delay: 0, max_queue: 0, headers: false, shared: false}\n"
+                "rate_limits_max_keys: 5000\n");
+    ck_assert_uint_eq(c->rate_limits_count, 2);
+    ck_assert_uint_eq(c->rate_limits_max_keys, 5000);
+    const struct rate_rule *r = &c->rate_limits[0];
+    ck_assert_str_eq(r->name, "github");
+    ck_assert_uint_eq(r->match_host_count, 3);
+    ck_assert_str_eq(r->match_host[0].text, "api.github.com"); /* lower-cased */
+    ck_assert_int_eq(r->match_host[0].wildcard, 0);
+    ck_assert_str_eq(r->match_host[1].text, ".githubusercontent.com");
+    ck_assert_int_eq(r->match_host[1].wildcard, 1);
+    ck_assert_int_eq(r->match_host[2].is_cidr, 1); /* one address: compared as an address */
+    ck_assert_uint_eq(r->match_host[2].cidr.prefix, 32);
+    ck_assert(host_pattern_match(r->match_host, r->match_host_count, "a.githubusercontent.com"));
+    ck_assert(host_pattern_match(r->match_host, r->match_host_count, "api.github.COM"));
+    ck_assert(host_pattern_match(r->match_host, r->match_host_count, "192.0.2.7"));
+    ck_assert(!host_pattern_match(r->match_host, r->match_host_count, "githubusercontent.com"));
+    ck_assert_uint_eq(r->match_method_count, 3);
+    ck_assert_str_eq(r->match_method[0], "GET"); /* upper-cased */
+    ck_assert_str_eq(r->match_method[1], "HEAD");
+    ck_assert_str_eq(r->match_method[2], "M-SEARCH");
+    ck_assert_str_eq(r->match_path_prefix, "/repos/");
+    ck_assert_uint_eq(r->match_client_count, 2);
+    ck_assert_int_eq(r->match_client[0].family, AF_INET);
+    ck_assert_int_eq(r->match_client[1].family, AF_INET6);
+    ck_assert_uint_eq(r->match_client[1].prefix, 8);
+    ck_assert_uint_eq(r->match_user_count, 2);
+    ck_assert_str_eq(r->match_user[0], "alice");
+    ck_assert_str_eq(r->match_user[1], "b o b");
+    ck_assert_int_eq(r->key, RATE_KEY_CLIENT_HOST);
+    ck_assert_uint_eq(r->limit, 5000);
+    ck_assert_uint_eq(r->window_ms, 3600 * MS_PER_S);
+    ck_assert_int_eq(r->over_limit, RATE_OVER_DELAY);
+    ck_assert_uint_eq(r->max_delay_ms, 120 * MS_PER_S);
+    ck_assert_uint_eq(r->max_queue, 50);
+    ck_assert_int_eq(r->headers, 1);
+    ck_assert_int_eq(r->shared, 1);
+    r = &c->rate_limits[1];
+    ck_assert_str_eq(r->name, "fall.back-1_x");
+    ck_assert_int_eq(r->key, RATE_KEY_GLOBAL);
+    ck_assert_uint_eq(r->limit, 1000000);
+    ck_assert_uint_eq(r->window_ms, 86400 * MS_PER_S);
+    ck_assert_uint_eq(r->max_delay_ms, 0);
+    ck_assert_uint_eq(r->max_queue, 0);
+    ck_assert_int_eq(r->headers, 0);
+    ck_assert_int_eq(r->shared, 0);
+    ck_assert_uint_eq(r->match_host_count + r->match_method_count + r->match_client_count +
+                          r->match_user_count,
+                      0);
+    config_unref(c);
+}
+END_TEST
+
+static void assert_rule_defaults(const struct rate_rule *r)
+{
+    ck_assert_uint_eq(r->match_host_count, 0);
+    ck_assert_ptr_null(r->match_host);
+    ck_assert_uint_eq(r->match_method_count, 0);
+    ck_assert_ptr_null(r->match_path_prefix);
+    ck_assert_uint_eq(r->match_client_count, 0);
+    ck_assert_ptr_null(r->match_client);
+    ck_assert_uint_eq(r->match_user_count, 0);
+    ck_assert_ptr_null(r->match_user);
+    ck_assert_int_eq(r->key, RATE_KEY_CLIENT);
+    ck_assert_int_eq(r->over_limit, RATE_OVER_REJECT);
+    ck_assert_uint_eq(r->max_delay_ms, 30 * MS_PER_S);
+    ck_assert_uint_eq(r->max_queue, 1000);
+    ck_assert_int_eq(r->headers, 0);
+    ck_assert_int_eq(r->shared, 0);
+}
+
+START_TEST(test_rule_defaults)
+{
+    struct config *c = load_ok("rate_limits:\n  - {name: a, limit: 7, window: 10s}\n"
+                               "  - name: b\n    match:\n    limit: 1\n    window: 1ms\n"
+                               "  - {name: c, limit: 1, window: 1s, match: {}}\n");
+    ck_assert_uint_eq(c->rate_limits_count, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_rule_defaults(&c->rate_limits[i]);
+    ck_assert_uint_eq(c->rate_limits[0].limit, 7);
+    ck_assert_uint_eq(c->rate_limits[0].window_ms, 10 * MS_PER_S);
+    ck_assert_uint_eq(c->rate_limits[1].window_ms, 1);
+    config_unref(c);
+
+    struct rate_rule r;
+    char why[256];
+    ck_assert_int_eq(config_rule_init(&r, why, sizeof why), 0);
+    assert_rule_defaults(&r);
+    ck_assert_str_eq(r.name, "");
+    ck_assert_uint_eq(r.limit, 0);
+
+    c = load_ok("rate_limits: []\n");
+    ck_assert_uint_eq(c->rate_limits_count, 0);
+    ck_assert_ptr_null(c->rate_limits);
+    config_unref(c);
+}
+END_TEST
+
+/* Every match field takes one value or a list; one value is a one-entry list. */
+START_TEST(test_rule_single_or_list)
+{
+    struct config *c = load_ok(
+        "rate_limits:\n"
+        "  - {name: a, limit: 1, window: 1s, match: {host: \"*.example.com\", method: post,\n"
+        "     path_prefix: /x, client: 10.1.2.3, user: alice}}\n"
+        "  - {name: b, limit: 1, window: 1s, match: {host: [a.example, b.example],\n"
+        "     method: [GET, PUT], client: [10.0.0.0/8, \"::1\"], user: [alice, bob]}}\n"
+        "  - {name: c, limit: 1, window: 1s,\n"
+        "     match: {host: [], method: [], client: [], user: []}}\n");
+    const struct rate_rule *a = &c->rate_limits[0], *b = &c->rate_limits[1],
+                           *e = &c->rate_limits[2];
+    ck_assert_uint_eq(a->match_host_count, 1);
+    ck_assert_int_eq(a->match_host[0].wildcard, 1);
+    ck_assert_uint_eq(a->match_method_count, 1);
+    ck_assert_str_eq(a->match_method[0], "POST");
+    ck_assert_uint_eq(a->match_client_count, 1);
+    ck_assert_uint_eq(a->match_client[0].prefix, 32);
+    ck_assert_uint_eq(a->match_user_count, 1);
+    ck_assert_str_eq(a->match_user[0], "alice");
+    ck_assert_uint_eq(b->match_host_count, 2);
+    ck_assert_str_eq(b->match_host[1].text, "b.example");
+    ck_assert_uint_eq(b->match_method_count, 2);
+    ck_assert_str_eq(b->match_method[1], "PUT");
+    ck_assert_uint_eq(b->match_client_count, 2);
+    ck_assert_uint_eq(b->match_user_count, 2);
+    ck_assert_str_eq(b->match_user[1], "bob");
+    assert_rule_defaults(e);
+    config_unref(c);
+}
+END_TEST
+
+START_TEST(test_rule_fields_table)
+{
+    size_t n;
+    const struct config_key *f = config_rule_fields(&n);
+    ck_assert_uint_ge(n, 14);
+    ck_assert_uint_le(n, CONFIG_RULE_MAX_FIELDS);
+    size_t required = 0;
+    for (size_t i = 0; i < n; i++) {
+        int is_list = config_value_elem_size(&f[i]) != 0;
+        ck_assert_msg(f[i].doc != NULL && strstr(f[i].doc, ". ") == NULL &&
+                          f[i].doc[strlen(f[i].doc) - 1] != '.',
+                      "%s doc", f[i].name);
+        /* Required fields have no default; lists are optional, start empty and take one value. */
+        ck_assert_msg(!(f[i].required && f[i].default_text != NULL), "%s", f[i].name);
+        ck_assert_msg(is_list == (f[i].count_offset != 0) && is_list == f[i].single_ok, "%s",
+                      f[i].name);
+        ck_assert_msg(!is_list || f[i].max > 0, "%s max", f[i].name);
+        ck_assert_int_eq(f[i].reloadable, 1);
+        required += (size_t)f[i].required;
+        for (size_t j = 0; j < i; j++)
+            ck_assert_str_ne(f[i].name, f[j].name);
+    }
+    ck_assert_uint_eq(required, 3); /* name, limit, window */
+}
+END_TEST
+
+/* One rule whose `field` is `value`, the required keys filled in around it. */
+static void rule_yaml(const char *field, const char *value, char *buf, size_t len)
+{
+    snprintf(buf, len, "rate_limits:\n  - name: %s\n    limit: %s\n    window: %s\n",
+             strcmp(field, "name") == 0 ? value : "r", strcmp(field, "limit") == 0 ? value : "1",
+             strcmp(field, "window") == 0 ? value : "1s");
+    if (strcmp(field, "name") != 0 && strcmp(field, "limit") != 0 && strcmp(field, "window") != 0)
+        snprintf(buf + strlen(buf), len - strlen(buf), "    %s: %s\n", field, value);
+}
+
+START_TEST(test_rule_numeric_bounds)
+{
+    size_t n;
+    const struct config_key *f = config_rule_fields(&n);
+    int checked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].type != CONFIG_UINT && f[i].type != CONFIG_DURATION)
+            continue;
+        const char *unit = f[i].type == CONFIG_DURATION ? "ms" : "";
+        char value[64], yaml[256];
+        snprintf(value, sizeof value, "%llu%s", (unsigned long long)f[i].min, unit);
+        rule_yaml(f[i].name, value, yaml, sizeof yaml);
+        config_unref(load_ok(yaml));
+        snprintf(value, sizeof value, "%llu%s", (unsigned long long)f[i].max, unit);
+        rule_yaml(f[i].name, value, yaml, sizeof yaml);
+        config_unref(load_ok(yaml));
+        snprintf(value, sizeof value, "%llu%s", (unsigned long long)f[i].max + 1, unit);
+        rule_yaml(f[i].name, value, yaml, sizeof yaml);
+        ck_assert_msg(strstr(load_err(yaml), "is above the maximum") != NULL, "%s", f[i].name);
+        if (f[i].min > 0) {
+            snprintf(value, sizeof value, "%llu%s", (unsigned long long)f[i].min - 1, unit);
+            rule_yaml(f[i].name, value, yaml, sizeof yaml);
+            ck_assert_msg(strstr(load_err(yaml), "is below the minimum") != NULL, "%s", f[i].name);
+        }
+        checked++;
+    }
+    ck_assert_int_eq(checked, 4); /* limit, window, max_delay, max_queue */
+}
+END_TEST
+
+/* A rule that is wrong in one way, after the required keys: "rate_limits:\n  - {name: r, limit:
+ * 1, window: 1s, " + `tail`; the error columns count from there (the tail starts at column 37). */
+#define RULE_HEAD "rate_limits:\n  - {name: r, limit: 1, window: 1s, "
+
+static const struct error_case rule_errors[] = {
+    /* bounds, block style */
+    {"rate_limits:\n  - name: a\n    limit: 0\n    window: 1s\n",
+     "t.yaml:3:12: rate_limits[0].limit: 0 is below the minimum 1"},
+    {"rate_limits:\n  - name: a\n    limit: 1000001\n    window: 1s\n",
+     "t.yaml:3:12: rate_limits[0].limit: 1000001 is above the maximum 1000000"},
+    {"rate_limits:\n- {name: a, limit: 0, window: 1s}\n",
+     "t.yaml:2:20: rate_limits[0].limit: 0 is below the minimum 1"},
+    {RULE_HEAD "max_delay: 61m}\n", "t.yaml:2:48: rate_limits[0].max_delay: 61m is above the "
+                                    "maximum 1h"},
+    {"rate_limits:\n  - {name: a, limit: 1, window: 0}\n",
+     "t.yaml:2:33: rate_limits[0].window: 0 is below the minimum 1ms"},
+    {"rate_limits:\n  - {name: a, limit: 1, window: 2d}\n",
+     "t.yaml:2:33: rate_limits[0].window: 2d is above the maximum 1d"},
+    {"rate_limits:\n  - {name: a, limit: 1, window: 10}\n",
+     "t.yaml:2:33: rate_limits[0].window: 10 needs a unit: ms, s, m, h or d (as in 10s)"},
+    {RULE_HEAD "max_queue: 1000001}\n",
+     "t.yaml:2:48: rate_limits[0].max_queue: 1000001 is above the maximum 1000000"},
+    {"rate_limits_max_keys: 999\n",
+     "t.yaml:1:23: rate_limits_max_keys: 999 is below the minimum 1000"},
+    /* required keys, reported at the rule */
+    {"rate_limits:\n  - name: a\n    window: 1s\n",
+     "t.yaml:2:5: rate_limits[0]: missing required key limit"},
+    {"rate_limits:\n  - {limit: 1, window: 1s}\n",
+     "t.yaml:2:5: rate_limits[0]: missing required key name"},
+    {"rate_limits:\n  - {}\n",
+     "t.yaml:2:5: rate_limits[0]: missing required keys name, limit, window"},
+    {"rate_limits:\n  - {name: a, limit: 1, window: 1s}\n  - {name: b, limit: 2}\n",
+     "t.yaml:3:5: rate_limits[1]: missing required key window"},
+    {"rate_limits:\n  - name: a\n    limit:\n    window: 1s\n",
+     "t.yaml:3:11: rate_limits[0].limit: needs a value"},
+    /* names */
+    {"rate_limits:\n  - {name: github, limit: 1, window: 1s}\n"
+     "  - {name: \"github\", limit: 2, window: 1s}\n",
+     "t.yaml:3:12: rate_limits[1].name: \"github\" is used by rate_limits[0]"},
+    {"rate_limits:\n  - {name: a, limit: 1, window: 1s}\n  - {name: b, limit: 1, window: 1s}\n"
+     "  - name: b\n    limit: 1\n    window: 1s\n",
+     "t.yaml:4:11: rate_limits[2].name: \"b\" is used by rate_limits[1]"},
+    {"rate_limits:\n  - {name: \"\", limit: 1, window: 1s}\n",
+     "t.yaml:2:12: rate_limits[0].name: must not be empty"},
+    {"rate_limits:\n  - {name: git hub, limit: 1, window: 1s}\n",
+     "t.yaml:2:12: rate_limits[0].name: \"git hub\" may hold only letters, digits, _, . and -"},
+    {"rate_limits:\n  - {name: \"a\\\"b\", limit: 1, window: 1s}\n",
+     "t.yaml:2:12: rate_limits[0].name: \"a\"b\" may hold only letters, digits, _, . and -"},
+    {"rate_limits:\n  - {name: "
+     "a123456789012345678901234567890123456789012345678901234567890123, limit: 1, window: 1s}\n",
+     "t.yaml:2:12: rate_limits[0].name: "
+     "\"a12345678901234567890123456789012345678901234567890123456789...\" is longer than 63 "
+     "characters"},
+    {"rate_limits:\n  - {name: [a], limit: 1, window: 1s}\n",
+     "t.yaml:2:12: rate_limits[0].name: expected a name such as github, got a list"},
+    /* unknown keys, with suggestions relative to the rule */
+    {"rate_limits:\n  - name: a\n    limt: 1\n",
+     "t.yaml:3:5: rate_limits[0].limt: unknown key, did you mean limit?"},
+    {"rate_limits:\n  - name: a\n    host: api.example\n",
+     "t.yaml:3:5: rate_limits[0].host: unknown key, did you mean match.host?"},
+    {RULE_HEAD "match: {hots: a}}\n",
+     "t.yaml:2:45: rate_limits[0].match.hots: unknown key, did you mean match.host?"},
+    {RULE_HEAD "match: {path: /a}}\n",
+     "t.yaml:2:45: rate_limits[0].match.path: unknown key, did you mean match.path_prefix?"},
+    {RULE_HEAD "over-limit: delay}\n",
+     "t.yaml:2:37: rate_limits[0].over-limit: unknown key, did you mean over_limit?"},
+    {RULE_HEAD "frobnicate: 1}\n", "t.yaml:2:37: rate_limits[0].frobnicate: unknown key"},
+    {RULE_HEAD "match.host: a}\n", "t.yaml:2:37: rate_limits[0].match.host: a key cannot "
+                                   "contain a dot; nest each part under the one before it"},
+    {RULE_HEAD "limit: 2}\n",
+     "t.yaml:2:37: rate_limits[0].limit: duplicate key (first given at line 2, column 15)"},
+    {"rate_limit: []\n", "t.yaml:1:1: rate_limit: unknown key, did you mean rate_limits?"},
+    {"max_keys: 1000\n", "t.yaml:1:1: max_keys: unknown key, did you mean rate_limits_max_keys?"},
+    /* shapes */
+    {"rate_limits: {name: a}\n", "t.yaml:1:14: rate_limits: expected a list of rules (mappings "
+                                 "with name, limit and window), got a mapping"},
+    {"rate_limits:\n", "t.yaml:1:13: rate_limits: expected a list of rules (mappings with name, "
+                       "limit and window), got a single value"},
+    {"rate_limits: [a]\n", "t.yaml:1:15: rate_limits[0]: expected a rule, a mapping of keys such "
+                           "as name:, got a single value"},
+    {"rate_limits:\n  - [a]\n", "t.yaml:2:5: rate_limits[0]: expected a rule, a mapping of keys "
+                                "such as name:, got a list"},
+    {"rate_limits:\n  -\n", "t.yaml:2:4: rate_limits[0]: empty list entry"},
+    {RULE_HEAD "match: [a]}\n", "t.yaml:2:44: rate_limits[0].match: expected a mapping of keys "
+                                "such as host:, got a list"},
+    {RULE_HEAD "headers: yes}\n",
+     "t.yaml:2:46: rate_limits[0].headers: \"yes\" is not true or false"},
+    {RULE_HEAD "key: ip}\n", "t.yaml:2:42: rate_limits[0].key: \"ip\" is not one of client, host, "
+                             "client+host, user, global"},
+    {RULE_HEAD "over_limit: queue}\n",
+     "t.yaml:2:49: rate_limits[0].over_limit: \"queue\" is not one of delay, reject"},
+    {RULE_HEAD "max_queue: [1]}\n",
+     "t.yaml:2:48: rate_limits[0].max_queue: expected a whole number, got a list"},
+    {RULE_HEAD "&x key: host}\n", "t.yaml:2:37: rate_limits[0]: anchors (&name) are not allowed"},
+    /* match.host */
+    {RULE_HEAD "match: {host: 10.0.0.0/8}}\n",
+     "t.yaml:2:51: rate_limits[0].match.host: \"10.0.0.0/8\" is an address block; match.host "
+     "takes host names, single addresses and *.suffix (client blocks go in match.client)"},
+    {RULE_HEAD "match: {host: [a.example, \"a b\"]}}\n",
+     "t.yaml:2:63: rate_limits[0].match.host: \"a b\" is not a host name or *.suffix"},
+    {RULE_HEAD "match: {host: \"*\"}}\n",
+     "t.yaml:2:51: rate_limits[0].match.host: \"*\" is not a host name or *.suffix"},
+    {RULE_HEAD "match: {host: [A.example, a.EXAMPLE]}}\n",
+     "t.yaml:2:63: rate_limits[0].match.host: a.EXAMPLE is listed twice"},
+    {RULE_HEAD "match: {host: {a: 1}}}\n",
+     "t.yaml:2:51: rate_limits[0].match.host: expected a host name, *.suffix, or a list of "
+     "them, got a mapping"},
+    {RULE_HEAD "match: {host: [[a]]}}\n",
+     "t.yaml:2:52: rate_limits[0].match.host: list entries must be single values, not a list"},
+    {RULE_HEAD "match: {host: }}\n", "t.yaml:2:51: rate_limits[0].match.host: needs a value"},
+    /* match.method */
+    {RULE_HEAD "match: {method: \"G ET\"}}\n",
+     "t.yaml:2:53: rate_limits[0].match.method: \"G ET\" is not a method name such as GET"},
+    {RULE_HEAD "match: {method: \"\"}}\n",
+     "t.yaml:2:53: rate_limits[0].match.method: \"\" is not a method name such as GET"},
+    {RULE_HEAD "match: {method: [GET, get]}}\n",
+     "t.yaml:2:59: rate_limits[0].match.method: get is listed twice"},
+    {RULE_HEAD "match: {method: ABCDEFGHIJKLMNOPQRSTUVWX}}\n",
+     "t.yaml:2:53: rate_limits[0].match.method: \"ABCDEFGHIJKLMNOPQRSTUVWX\" is longer than 23 "
+     "characters"},
+    {RULE_HEAD "match: {method: [A,B,C,D,E,F,G,H,I,J,K,L,M,N,O,P,Q]}}\n",
+     "t.yaml:2:86: rate_limits[0].match.method: more than the maximum of 16 entries"},
+    /* match.path_prefix */
+    {RULE_HEAD "match: {path_prefix: repos}}\n",
+     "t.yaml:2:58: rate_limits[0].match.path_prefix: \"repos\" must start with /"},
+    {RULE_HEAD "match: {path_prefix: \"/a b\"}}\n",
+     "t.yaml:2:58: rate_limits[0].match.path_prefix: \"/a b\" contains a space or control "
+     "character"},
+    {RULE_HEAD "match: {path_prefix: [/a]}}\n",
+     "t.yaml:2:58: rate_limits[0].match.path_prefix: expected a path such as /api/, got a list"},
+    /* match.client */
+    {RULE_HEAD "match: {client: 10.0.0.0/33}}\n",
+     "t.yaml:2:53: rate_limits[0].match.client: \"10.0.0.0/33\" is not an address block such as "
+     "10.0.0.0/8 or ::1/128"},
+    {RULE_HEAD "match: {client: [10.0.0.0/8, 10.1.0.0/8]}}\n",
+     "t.yaml:2:66: rate_limits[0].match.client: 10.1.0.0/8 is listed twice"},
+    /* match.user */
+    {RULE_HEAD "match: {user: \"a:b\"}}\n",
+     "t.yaml:2:51: rate_limits[0].match.user: \"a:b\" is not a user name (1 to 255 characters, "
+     "no colon or control characters)"},
+    {RULE_HEAD "match: {user: [alice, \"\"]}}\n",
+     "t.yaml:2:59: rate_limits[0].match.user: \"\" is not a user name (1 to 255 characters, no "
+     "colon or control characters)"},
+    {RULE_HEAD "match: {user: [alice, bob, alice]}}\n",
+     "t.yaml:2:64: rate_limits[0].match.user: alice is listed twice"},
+};
+
+START_TEST(test_rule_error_messages)
+{
+    const struct error_case *t = &rule_errors[_i];
+    ck_assert_str_eq(load_err(t->yaml), t->message);
+}
+END_TEST
+
+/* Errors after a rule already owns lists and strings, and after earlier rules are complete: the
+ * partial rule and the finished ones are all freed (valgrind and ASan runs check it). */
+static const char *const rule_errors_late[] = {
+    ("rate_limits:\n"
+     "  - {name: a, limit: 1, window: 1s, match: {user: [x, y], host: a.example, client: ::1,\n"
+     "     path_prefix: /p}}\n"
+     "  - name: b\n"
+     "    match: {user: [u1, u2], path_prefix: /q, host: [b.example], method: GET, client: ::1}\n"
+     "    limit: 0\n"),
+    "rate_limits:\n  - {name: a, limit: 1, window: 1s,\n"
+    "     match: {path_prefix: /a, path_prefix: /b}}\n",
+    ("rate_limits:\n  - {name: a, limit: 1, window: 1s, match: {user: [x], path_prefix: /a}}\n"
+     "  - {name: a, limit: 1, window: 1s, match: {user: [y, z], path_prefix: /b}}\n"),
+    "rate_limits:\n  - {name: a, limit: 1, window: 1s, match: {user: [x, y, x]}}\n",
+    "rate_limits:\n  - {name: a, limit: 1, window: 1s, match: {user: [x, y, *z]}}\n",
+    "rate_limits:\n  - {name: a, match: {user: x, path_prefix: /a}}\n",
+    "rate_limits:\n  - {name: a, limit: 1, window: 1s, match: {user: [x, y]\n",
+};
+
+START_TEST(test_rule_errors_free_everything)
+{
+    const char *err = load_err(rule_errors_late[_i]);
+    ck_assert_msg(strncmp(err, "t.yaml:", 7) == 0, "%s", err);
+}
+END_TEST
+
+START_TEST(test_rule_seed_loads)
+{
+    /* The fuzz seed is the issue's example plus every field; it must stay a valid config. */
+    char path[4096], err[512];
+    srcdir_path("tests/fuzz/corpus_config/rate_limits.yaml", path, sizeof path);
+    struct config *c = NULL;
+    ck_assert_msg(config_load_file(path, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_ge(c->rate_limits_count, 2);
+    ck_assert_str_eq(c->rate_limits[0].name, "github");
+    config_unref(c);
+}
+END_TEST
+
 /* ---- drift: the man page and the sample config follow the table ---- */
 
 /* default_text as it is written in the man page: mdoc spells a double quote \(dq. */
@@ -853,6 +1331,69 @@ START_TEST(test_sample_config_sets_every_key)
 }
 END_TEST
 
+/* 1 when `text` occurs in [from, to) (to == NULL: to the end). */
+static int occurs_within(const char *from, const char *to, const char *text)
+{
+    const char *at = strstr(from, text);
+    return at != NULL && (to == NULL || at < to);
+}
+
+/* The rule table drives the RATE LIMITS section as keys[] drives KEYS: each field has its entry
+ * there, holding its doc sentence and either "Required." or its default. */
+START_TEST(test_man_page_lists_every_rule_field)
+{
+    char *man = slurp("man/rlproxy.yaml.5");
+    const char *section = strstr(man, "\n.Sh RATE LIMITS\n");
+    ck_assert_msg(section != NULL, "man page lacks a RATE LIMITS section");
+    size_t n;
+    const struct config_key *f = config_rule_fields(&n);
+    for (size_t i = 0; i < n; i++) {
+        char want[512], quoted[256];
+        snprintf(want, sizeof want, "\n.It Ic %s ", f[i].name);
+        const char *entry = strstr(section, want);
+        ck_assert_msg(entry != NULL, "RATE LIMITS lacks \".It Ic %s\"", f[i].name);
+        const char *next = strstr(entry + 1, "\n.It ");
+        const char *list_end = strstr(entry + 1, "\n.El\n");
+        if (next == NULL || (list_end != NULL && list_end < next))
+            next = list_end;
+        snprintf(want, sizeof want, "\n%s.\n", f[i].doc);
+        ck_assert_msg(occurs_within(entry, next, want), "%s: doc line %s", f[i].name, f[i].doc);
+        if (f[i].required) {
+            ck_assert_msg(occurs_within(entry, next, "\nRequired.\n"), "%s: Required.", f[i].name);
+        } else if (f[i].default_text != NULL) {
+            mdoc_quote(f[i].default_text, quoted, sizeof quoted);
+            snprintf(want, sizeof want, "Default:\n.Ql %s .\n", quoted);
+            ck_assert_msg(occurs_within(entry, next, want), "%s: %s", f[i].name, want);
+        }
+    }
+    free(man);
+}
+END_TEST
+
+/* The commented example in conf/rlproxy.yaml, uncommented, is the issue's two rules. */
+START_TEST(test_sample_config_rate_example)
+{
+    char *conf = slurp("conf/rlproxy.yaml");
+    const char *start = strstr(conf, "\n# rate_limits:\n");
+    ck_assert_msg(start != NULL, "conf/rlproxy.yaml has no commented rate_limits example");
+    char *yaml = calloc(1, strlen(conf) + 1), *out = yaml;
+    /* "# rate_limits:" and every following line that starts "#  ", without the "# ". */
+    for (const char *line = start + 1;
+         strncmp(line, "# rate_limits:\n", 15) == 0 || strncmp(line, "#  ", 3) == 0;) {
+        const char *nl = strchr(line, '\n');
+        ck_assert_ptr_nonnull(nl);
+        memcpy(out, line + 2, (size_t)(nl - line - 1));
+        out += nl - line - 1;
+        line = nl + 1;
+    }
+    struct config *c = load_ok(yaml);
+    assert_issue_rules(c);
+    config_unref(c);
+    free(yaml);
+    free(conf);
+}
+END_TEST
+
 START_TEST(test_sample_config_loads_as_defaults)
 {
     char path[4096], err[512];
@@ -901,6 +1442,19 @@ static Suite *config_suite(void)
     tcase_add_test(t, test_not_nul_terminated);
     suite_add_tcase(s, t);
 
+    t = tcase_create("rate_limits");
+    tcase_add_test(t, test_rules_issue_example_file);
+    tcase_add_test(t, test_rules_every_field);
+    tcase_add_test(t, test_rule_defaults);
+    tcase_add_test(t, test_rule_single_or_list);
+    tcase_add_test(t, test_rule_fields_table);
+    tcase_add_test(t, test_rule_numeric_bounds);
+    tcase_add_loop_test(t, test_rule_error_messages, 0, sizeof rule_errors / sizeof rule_errors[0]);
+    tcase_add_loop_test(t, test_rule_errors_free_everything, 0,
+                        sizeof rule_errors_late / sizeof rule_errors_late[0]);
+    tcase_add_test(t, test_rule_seed_loads);
+    suite_add_tcase(s, t);
+
     t = tcase_create("files");
     tcase_add_test(t, test_file_on_disk);
     tcase_add_test(t, test_file_errors);
@@ -911,6 +1465,8 @@ static Suite *config_suite(void)
     tcase_add_test(t, test_man_page_lists_every_key);
     tcase_add_test(t, test_sample_config_sets_every_key);
     tcase_add_test(t, test_sample_config_loads_as_defaults);
+    tcase_add_test(t, test_man_page_lists_every_rule_field);
+    tcase_add_test(t, test_sample_config_rate_example);
     suite_add_tcase(s, t);
     return s;
 }
