@@ -36,6 +36,8 @@ _Static_assert(sizeof(enum rate_key) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum rate_over_limit) == sizeof(int), "enum storage");
 /* UINT stores an unsigned; the rate-rule and max-keys fields are uint32_t. */
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "uint storage");
+/* retry.methods shares match.method's type and fixed-array storage. */
+_Static_assert(RETRY_MAX_METHODS == RATE_RULE_MAX_METHODS, "method list storage");
 
 /* Index order is the enum order: the ENUM parser stores the index. */
 static const char *const log_level_words[] = {"error", "warn", "notice", "info", "debug", NULL};
@@ -43,6 +45,7 @@ static const char *const access_format_words[] = {"text", "json", NULL};
 static const char *const rate_key_words[] = {"client", "host",   "client+host",
                                              "user",   "global", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
+static const char *const jitter_words[] = {"none", "full", NULL};
 
 #define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)               \
     {                                                                                              \
@@ -106,6 +109,31 @@ static const struct config_key keys[] = {
     LIST_ROW("upstream_proxy_bypass", CONFIG_HOST_PATTERN_LIST, "[]", 0, 1024, 1,
              upstream_proxy_bypass,
              "Destinations reached directly despite upstream_proxy: names, *.suffix patterns or address blocks"),
+    ROW("backpressure.max_connections", CONFIG_UINT, "10000", 1, 10000000, NULL, 1,
+        max_connections,
+        "Client connections and tunnels open at once over all workers; at the cap the proxy stops accepting until 90% of it"),
+    ROW("backpressure.max_inflight", CONFIG_UINT, "1024", 1, 1000000, NULL, 1, max_inflight,
+        "Upstream transfers per worker; further requests wait unread, and as many again waiting get overload_status"),
+    ROW("backpressure.overload_status", CONFIG_UINT, "503", 500, 599, NULL, 1, overload_status,
+        "Status answered, with Retry-After, when a hard cap is hit"),
+    ROW("retry.attempts", CONFIG_UINT, "3", 1, 10, NULL, 1, retry.attempts,
+        "Tries per request including the first; 1 turns retries off"),
+    ROW("retry.base_delay", CONFIG_DURATION, "100ms", 1, MS_PER_M, NULL, 1, retry.base_delay_ms,
+        "Backoff before the first retry; each further retry doubles it"),
+    ROW("retry.max_delay", CONFIG_DURATION, "10s", 1, MS_PER_H, NULL, 1, retry.max_delay_ms,
+        "Longest backoff, and the longest upstream Retry-After that is waited for"),
+    ROW("retry.jitter", CONFIG_ENUM, "full", 0, 0, jitter_words, 1, retry.jitter_full,
+        "full draws each backoff uniformly between zero and its value; none uses the value"),
+    LIST_ROW("retry.on", CONFIG_RETRY_ON_LIST, "[connect_error, timeout, 502, 503, 504, 429]", 0,
+             16, 1, retry.on,
+             "Failures that are retried: connect_error, timeout, or response statuses from 400 to 599"),
+    LIST_ROW("retry.methods", CONFIG_METHOD_LIST, "[GET, HEAD, OPTIONS, PUT, DELETE]", 0,
+             RETRY_MAX_METHODS, 1, retry.methods,
+             "Methods retried after the request reached the origin; any method is retried when nothing was sent"),
+    ROW("retry.max_body", CONFIG_SIZE, "1MiB", 0, 1024 * MIB, NULL, 1, retry.max_body,
+        "Request bodies up to this size are kept for a retry; larger ones are never sent twice"),
+    ROW("retry.budget", CONFIG_PERCENT, "20%", 0, 100, NULL, 1, retry.budget_percent,
+        "Retries may add at most this share to the requests of the last 10 seconds"),
     LIST_ROW("rate_limits", CONFIG_RATE_RULES, "[]", 0, 1024, 1, rate_limits,
              "Rate-limit rules, tried in order; the first rule that matches a request applies, and a request no rule matches is not limited"),
     ROW("rate_limits_max_keys", CONFIG_UINT, "1000000", 1000, 100000000, NULL, 1,
@@ -943,6 +971,52 @@ static void release_rules(void *elems, size_t count)
         free_fields(&rules[i], rule_fields, RULE_FIELD_COUNT);
 }
 
+static int parse_percent(const struct config_key *key, const char *text, void *dst, char *why,
+                         size_t why_len)
+{
+    char shown[64], digits[16];
+    size_t len = strlen(text);
+    if (len > 0 && text[len - 1] == '%')
+        len--;
+    uint64_t value = 0;
+    int ok = len > 0 && len < sizeof digits;
+    if (ok) {
+        memcpy(digits, text, len);
+        digits[len] = '\0';
+        ok = all_digits(digits) && parse_number(digits, &value) == 0;
+    }
+    if (!ok)
+        return why_fail(why, why_len, "\"%s\" is not a percentage such as 20%%",
+                        printable(text, shown, sizeof shown));
+    if (value > key->max)
+        return why_fail(why, why_len, "%s is above the maximum %llu%%",
+                        printable(text, shown, sizeof shown), (unsigned long long)key->max);
+    *(unsigned *)dst = (unsigned)value;
+    return 0;
+}
+
+static int parse_retry_on_element(const struct config_key *key, const char *text, void *dst,
+                                  char *why, size_t why_len)
+{
+    char shown[64];
+    uint64_t status;
+    (void)key;
+    if (strcmp(text, "connect_error") == 0) {
+        *(uint16_t *)dst = RETRY_ON_CONNECT_ERROR;
+        return 0;
+    }
+    if (strcmp(text, "timeout") == 0) {
+        *(uint16_t *)dst = RETRY_ON_TIMEOUT;
+        return 0;
+    }
+    if (parse_number(text, &status) != 0 || status < 400 || status > 599)
+        return why_fail(why, why_len,
+                        "\"%s\" is not connect_error, timeout or a status from 400 to 599",
+                        printable(text, shown, sizeof shown));
+    *(uint16_t *)dst = (uint16_t)status;
+    return 0;
+}
+
 typedef int (*value_parser)(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len);
 
@@ -977,6 +1051,11 @@ static const struct type_ops type_ops[] = {
                           .parse = parse_port_element,
                           .elem_size = sizeof(uint16_t),
                           .same = same_port},
+    [CONFIG_PERCENT] = {.describe = "a percentage such as 20%", .parse = parse_percent},
+    [CONFIG_RETRY_ON_LIST] = {.describe = "a list of failures",
+                              .parse = parse_retry_on_element,
+                              .elem_size = sizeof(uint16_t),
+                              .same = same_port},
     [CONFIG_PROXY_URL] = {.describe = "a proxy URL", .parse = parse_proxy_url, .owns_string = 1},
     [CONFIG_HOST_PATTERN_LIST] = {.describe = "a list of host patterns",
                                   .parse = parse_host_pattern_element,

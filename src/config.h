@@ -126,6 +126,8 @@ enum config_type {
     CONFIG_LISTEN_LIST,
     CONFIG_CIDR_LIST,
     CONFIG_PORT_LIST,
+    CONFIG_PERCENT,           /* "20%" (or 20), 0..100; stored as unsigned */
+    CONFIG_RETRY_ON_LIST,     /* connect_error, timeout, or statuses 400..599; uint16_t list */
     CONFIG_PROXY_URL,         /* "" or scheme://[user:password@]host:port, scheme http|https|socks5|socks5h */
     CONFIG_HOST_PATTERN_LIST, /* host names, "*.suffix", address blocks */
     CONFIG_RATE_RULES,        /* rate_limits: a list of mappings, each walked against the rule table */

@@ -11,30 +11,21 @@ int retry_allowed(const struct retry_policy *p, const char *method, unsigned att
 {
     if (attempt >= p->attempts)
         return 0;
-    switch (failure) {
-    case RETRY_CONNECT_ERROR:
-        if (!p->on_connect_error)
-            return 0;
-        break;
-    case RETRY_TIMEOUT:
-        if (!p->on_timeout)
-            return 0;
-        break;
-    case RETRY_STATUS:
-        if (status < 0 || status >= 600 || !p->on_status[status])
-            return 0;
-        break;
-    case RETRY_OTHER:
-        if (!p->on_other)
-            return 0;
-        break;
-    }
+    unsigned wanted = failure == RETRY_CONNECT_ERROR ? RETRY_ON_CONNECT_ERROR
+                      : failure == RETRY_TIMEOUT       ? RETRY_ON_TIMEOUT
+                      : failure == RETRY_STATUS        ? (unsigned)status
+                                                       : 0;
+    int listed = 0;
+    for (size_t i = 0; i < p->on_count && !listed; i++)
+        listed = wanted != 0 && p->on[i] == wanted;
+    if (!listed)
+        return 0;
     /* nothing reached the origin: resending cannot repeat a side effect, whatever the method */
     if (nothing_sent)
         return 1;
     if (!body_replayable)
         return 0;
-    for (unsigned i = 0; i < p->method_count; i++)
+    for (size_t i = 0; i < p->methods_count; i++)
         if (strcmp(p->methods[i], method) == 0)
             return 1;
     return 0;

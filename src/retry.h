@@ -15,17 +15,22 @@ enum retry_failure {
     RETRY_OTHER,         /* reset mid-request, bad response... */
 };
 
+#include <stddef.h>
+
 #define RETRY_MAX_METHODS 16
+/* retry.on entries: these two words, or an HTTP status from 400 to 599 as itself */
+#define RETRY_ON_CONNECT_ERROR 1
+#define RETRY_ON_TIMEOUT 2
 
 struct retry_policy {
     unsigned attempts; /* total tries including the first; 1 disables retries */
     uint64_t base_delay_ms, max_delay_ms;
     int jitter_full;
-    int on_connect_error, on_timeout, on_other;
-    uint8_t on_status[600]; /* 1 for statuses that are retried */
-    char methods[RETRY_MAX_METHODS][24];
-    unsigned method_count;
-    uint64_t max_body; /* bodies up to this are kept for a replay */
+    uint16_t *on; /* what is retried: RETRY_ON_* and statuses */
+    size_t on_count;
+    char methods[RETRY_MAX_METHODS][24]; /* idempotent methods, retried after a byte was sent */
+    size_t methods_count;
+    size_t max_body; /* bodies up to this are kept for a replay */
     unsigned budget_percent;
 };
 

@@ -78,7 +78,8 @@ START_TEST(test_table_is_consistent)
                       "%s bounds", k->name);
         int is_list = k->type == CONFIG_LISTEN_LIST || k->type == CONFIG_CIDR_LIST ||
                       k->type == CONFIG_PORT_LIST || k->type == CONFIG_HOST_PATTERN_LIST ||
-                      k->type == CONFIG_RATE_RULES;
+                      k->type == CONFIG_RATE_RULES || k->type == CONFIG_RETRY_ON_LIST ||
+                      k->type == CONFIG_METHOD_LIST;
         ck_assert_msg(!k->required && !k->single_ok, "%s: rule-only flags", k->name);
         ck_assert_msg(is_list == (k->count_offset != 0), "%s count_offset", k->name);
         ck_assert_msg(is_list == (config_value_elem_size(k) != 0), "%s elem size", k->name);
@@ -610,6 +611,10 @@ static char *list_yaml(const struct config_key *k, size_t count)
             p += sprintf(p, "    - 10.%zu.%zu.0/24\n", i / 256, i % 256);
         else if (k->type == CONFIG_RATE_RULES)
             p += sprintf(p, "    - {name: r%zu, limit: 1, window: 1s}\n", i);
+        else if (k->type == CONFIG_RETRY_ON_LIST)
+            p += sprintf(p, "    - %zu\n", 400 + i);
+        else if (k->type == CONFIG_METHOD_LIST)
+            p += sprintf(p, "    - M%zu\n", i);
         else
             p += sprintf(p, "    - %zu\n", i + 1);
     }

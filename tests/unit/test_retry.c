@@ -14,12 +14,13 @@ static struct retry_policy policy(void)
     p.base_delay_ms = 100;
     p.max_delay_ms = 10000;
     p.jitter_full = 0;
-    p.on_connect_error = p.on_timeout = 1;
-    p.on_status[502] = p.on_status[503] = p.on_status[504] = p.on_status[429] = 1;
+    static uint16_t on[] = {RETRY_ON_CONNECT_ERROR, RETRY_ON_TIMEOUT, 502, 503, 504, 429};
+    p.on = on;
+    p.on_count = 6;
     const char *m[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"};
     for (unsigned i = 0; i < 5; i++)
         strcpy(p.methods[i], m[i]);
-    p.method_count = 5;
+    p.methods_count = 5;
     p.max_body = 1 << 20;
     p.budget_percent = 20;
     return p;
@@ -41,7 +42,7 @@ START_TEST(test_allowed)
     /* a body that could not be kept cannot be sent again */
     ck_assert_int_eq(retry_allowed(&p, "PUT", 1, RETRY_STATUS, 502, 0, 0), 0);
     ck_assert_int_eq(retry_allowed(&p, "PUT", 1, RETRY_STATUS, 502, 0, 1), 1);
-    p.on_timeout = 0;
+    p.on_count = 1; /* connect errors only */
     ck_assert_int_eq(retry_allowed(&p, "GET", 1, RETRY_TIMEOUT, 0, 0, 1), 0);
     p.attempts = 1;
     ck_assert_int_eq(retry_allowed(&p, "GET", 1, RETRY_CONNECT_ERROR, 0, 1, 1), 0);
