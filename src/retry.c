@@ -4,7 +4,7 @@
 #include <string.h>
 
 #define BUCKET_MS 100
-#define BUDGET_FLOOR 3
+#define BUDGET_FLOOR 10
 
 int retry_allowed(const struct retry_policy *p, const char *method, unsigned attempt,
                   enum retry_failure failure, int status, int nothing_sent, int body_replayable)

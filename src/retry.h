@@ -54,7 +54,7 @@ struct retry_budget {
     _Atomic uint64_t stamp[RETRY_BUDGET_BUCKETS]; /* which 100 ms slot each bucket holds */
 };
 void retry_budget_request(struct retry_budget *b, uint64_t now_ms);
-/* Takes one retry from the budget if there is room; 1 when taken. A minimum of 3 retries per
+/* Takes one retry from the budget if there is room; 1 when taken. A minimum of 10 retries per
  * 10 s is always allowed, so a quiet proxy can still retry. */
 int retry_budget_take(struct retry_budget *b, unsigned percent, uint64_t now_ms);
 

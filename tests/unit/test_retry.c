@@ -103,7 +103,7 @@ START_TEST(test_budget)
     taken = 0;
     while (retry_budget_take(&b, 20, now) && taken < 1000)
         taken++;
-    ck_assert_int_eq(taken, 3);
+    ck_assert_int_eq(taken, 10);
 }
 END_TEST
 
