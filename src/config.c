@@ -824,6 +824,8 @@ int host_pattern_match(const struct host_pattern *patterns, size_t count, const 
                 return 1;
             continue;
         }
+        if (is_address && p->wildcard)
+            continue; /* a name pattern never matches an address literal */
         size_t len = strlen(p->text);
         if (p->wildcard) {
             if (host_len > len && strcasecmp(host + host_len - len, p->text) == 0)

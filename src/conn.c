@@ -213,6 +213,7 @@ static void close_after_flush(struct conn *c)
     if (c->upstream != NULL) {
         upstream_abort(c->upstream);
         c->upstream = NULL;
+        worker_slot_freed(c->worker);
     }
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -321,6 +322,12 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
     evbuffer_add(out, body, (size_t)n);
     c->status = status;
     c->head_sent = 1;
+    if (c->upstream != NULL) { /* counted here, so conn_free does not count it as aborted */
+        upstream_abort(c->upstream);
+        c->upstream = NULL;
+        worker_slot_freed(c->worker);
+    }
+    worker_count_response(c->worker, status, c->bytes_in, c->bytes_out);
     if (c->parser.req.method_len > 0)
         log_request(c);
     log_info("%s: %d %.*s", c->client_text, status, n - 1, body);
@@ -719,6 +726,7 @@ static void send_overload(struct conn *c, const char *why)
                         status, http_status_reason(status), n, body);
     c->status = status;
     c->head_sent = 1;
+    worker_count_response(c->worker, status, c->bytes_in, c->bytes_out);
     log_request(c);
     close_after_flush(c);
 }

@@ -109,13 +109,18 @@ int log_access_open(const char *target)
             return -1;
         owned = 1;
     }
-    /* Swapped without a lock: a line written concurrently goes to the old or the new target; the old
-     * descriptor is closed only after the swap, so a racing write at worst fails with EBADF. */
+    /* Workers write without a lock. Replacing one file by another reuses the descriptor number
+     * with dup2, so a racing write lands in the old or the new file, never in a socket that took a
+     * closed number. Other swaps keep the old descriptor open (one per such reload). */
     int old = access_fd, old_owned = access_owned;
+    if (old_owned && old >= 0 && owned) {
+        dup2(fd, old);
+        close(fd);
+        return 0;
+    }
     access_fd = fd;
     access_owned = owned;
-    if (old_owned && old >= 0)
-        close(old);
+    (void)old;
     return 0;
 }
 

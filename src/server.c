@@ -69,6 +69,13 @@ static int open_listener(const struct listen_addr *la)
     return fd;
 }
 
+static unsigned listen_port(const struct listen_addr *la)
+{
+    if (la->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&la->addr)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&la->addr)->sin6_port);
+}
+
 /* systemd socket activation (rlproxy.socket): the sockets it passes replace `listen`. */
 static int take_activated_sockets(struct server *s)
 {
@@ -111,7 +118,7 @@ static int build_listeners(struct server *s, const struct config *config, int **
         const struct listen_addr *la = &config->listen[i];
         fds[i] = -1;
         for (size_t j = 0; j < s->listen_count; j++)
-            if (strcmp(s->listen_texts[j], la->text) == 0 && !strstr(la->text, ":0") &&
+            if (strcmp(s->listen_texts[j], la->text) == 0 && listen_port(la) != 0 &&
                 s->listen_fds[j] >= 0)
                 fds[i] = s->listen_fds[j];
         if (fds[i] < 0)
@@ -265,6 +272,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
                s->config->shutdown_timeout_ms);
     for (unsigned i = 0; i < s->worker_count; i++)
         worker_post_stop(&s->workers[i], 0);
+    close_listeners(s); /* the workers close their copies as they start draining */
     /* the main loop now only waits (in server_run) for the workers or the deadline */
     event_base_loopexit(s->base, NULL);
 }

@@ -51,6 +51,7 @@ struct upstream {
     int pause_mask;
     uint64_t bytes_received;
     char target_text[256];
+    char parent[160]; /* the parent proxy, without credentials, or "" */
     char error[CURL_ERROR_SIZE];
 };
 
@@ -227,6 +228,27 @@ static enum retry_failure failure_kind(struct upstream *u, CURLcode code)
     }
 }
 
+/* With a parent proxy, curl's connect time is the time to reach the parent. */
+static int proxy_connected(struct upstream *u)
+{
+    curl_off_t connect_us = 0;
+    curl_easy_getinfo(u->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    return connect_us > 0;
+}
+
+/* "http://user:secret@host:3128" -> "http://host:3128": credentials never reach logs or clients. */
+static void strip_credentials(const char *url, char *out, size_t len)
+{
+    const char *scheme_end = strstr(url, "://");
+    const char *auth = scheme_end ? scheme_end + 3 : url;
+    const char *at = strchr(auth, '@');
+    const char *slash = strchr(auth, '/');
+    if (at != NULL && (slash == NULL || at < slash))
+        snprintf(out, len, "%.*s%s", (int)(auth - url), url, at + 1);
+    else
+        snprintf(out, len, "%s", url);
+}
+
 static void classify(struct upstream *u, CURLcode code, struct upstream_result *r)
 {
     long os_errno = 0, request_size = 0;
@@ -249,6 +271,19 @@ static void classify(struct upstream *u, CURLcode code, struct upstream_result *
     }
     if (u->head_too_big) {
         snprintf(r->message, sizeof r->message, "response header from %s too large", t);
+        return;
+    }
+    long connect_code = 0; /* the parent's answer to our CONNECT, if any */
+    curl_easy_getinfo(u->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    if (u->parent[0] != '\0' &&
+        (code == CURLE_COULDNT_RESOLVE_PROXY || connect_code >= 300 ||
+         (code == CURLE_COULDNT_CONNECT && !proxy_connected(u)))) {
+        if (os_errno == ECONNREFUSED)
+            snprintf(r->message, sizeof r->message,
+                     "connection refused by parent proxy %s (for %s)", u->parent, t);
+        else
+            snprintf(r->message, sizeof r->message, "parent proxy %s failed for %s: %s",
+                     u->parent, t, detail);
         return;
     }
     switch (code) {
@@ -581,6 +616,7 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
         curl_easy_setopt(e, CURLOPT_URL, url);
         free(url); /* curl copies strings it is given */
         curl_easy_setopt(e, CURLOPT_PROXY, req->parent_proxy);
+        strip_credentials(req->parent_proxy, u->parent, sizeof u->parent);
     }
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
@@ -627,6 +663,7 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
     curl_easy_setopt(u->easy, CURLOPT_CONNECT_ONLY, 1L);
     if (parent_proxy != NULL) { /* curl sends CONNECT to the parent; the socket is the tunnel */
         curl_easy_setopt(u->easy, CURLOPT_PROXY, parent_proxy);
+        strip_credentials(parent_proxy, u->parent, sizeof u->parent);
         curl_easy_setopt(u->easy, CURLOPT_HTTPPROXYTUNNEL, 1L);
     }
     curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);

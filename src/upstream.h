@@ -26,7 +26,7 @@ struct upstream_result {
     int discarded_status; /* when on_status asked to discard the response: its status */
     int64_t retry_after_ms; /* the origin's Retry-After, -1 when absent */
     int status;        /* when !ok: what the client should get if no head was sent (502, 504) */
-    char message[600]; /* when !ok: the cause, one line, names the target */
+    char message[900]; /* when !ok: the cause, one line, names the target */
     uint64_t bytes_received;
 };
 

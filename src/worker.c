@@ -104,8 +104,9 @@ static void free_all_connections(struct worker *w)
 static void start_drain(struct worker *w)
 {
     w->draining = 1;
-    for (size_t i = 0; i < w->listener_count; i++)
-        evconnlistener_disable(w->listeners[i]);
+    /* closed, not just disabled: a connect during the drain is refused at once instead of
+     * waiting in the backlog until the process exits */
+    free_listeners(w);
     struct conn *c = w->conns;
     while (c != NULL) {
         struct conn *next = conn_next(c);

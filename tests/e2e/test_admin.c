@@ -1,0 +1,504 @@
+/* test_admin.c — the admin endpoint (issue 3, item 7): /healthz, /metrics in the Prometheus text
+ * format (0.0.4) with HELP and TYPE for every family, and the values moving with the traffic:
+ * requests and responses by class, open connections, tunnels, client bytes, config reloads.
+ * Unknown paths get 404, other methods 405, and `admin.listen: []` turns the endpoint off. */
+#include "harness.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define T_MS 10000
+
+/* ---- scraping ---------------------------------------------------------------------------------
+ */
+
+/* Waits (bounded) for the "rlproxy VERSION started" line, which comes after every listener and
+ * the admin endpoint have been announced. */
+static void wait_started(struct proxy *p)
+{
+    uint64_t deadline = now_ms() + 5000;
+    while (!proxy_log_contains(p, " started: ")) {
+        ck_assert_msg(now_ms() < deadline, "no 'started' line; log:\n%s", proxy_log_tail(p, 800));
+        sleep_ms(10);
+    }
+}
+
+/* proxy_start() reads the admin port as soon as the proxy's own listener is logged, which can be
+ * before the admin endpoint's line: read it again once start-up is complete. */
+static int admin_port(struct proxy *p)
+{
+    if (p->admin_port > 0)
+        return p->admin_port;
+    wait_started(p);
+    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
+    char *log = read_file(p->log_path, NULL);
+    const char *hit = log != NULL ? strstr(log, needle) : NULL;
+    if (hit != NULL)
+        p->admin_port = atoi(hit + strlen(needle));
+    free(log);
+    return p->admin_port;
+}
+
+/* GET (or another method) on the admin endpoint, no proxy */
+static void admin_fetch(struct proxy *p, const char *method, const char *path, struct fetch_res *rs)
+{
+    ck_assert_msg(admin_port(p) > 0, "no admin endpoint in the log:\n%s", proxy_log_tail(p, 800));
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", p->admin_port, path);
+    struct fetch_req rq = {.url = url, .method = method, .timeout_ms = T_MS};
+    fetch(&rq, rs);
+    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
+}
+
+static char *scrape(struct proxy *p)
+{
+    struct fetch_res rs;
+    admin_fetch(p, NULL, "/metrics", &rs);
+    ck_assert_int_eq(rs.status, 200);
+    char *body = rs.body;
+    rs.body = NULL;
+    fetch_free(&rs);
+    return body;
+}
+
+/* The value of one series ("name" or "name{label=\"v\"}") in an exposition; fails the test when
+ * the series is missing. */
+static double series_in(const char *text, const char *series)
+{
+    size_t len = strlen(series);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
+            char *end;
+            double v = strtod(line + len + 1, &end);
+            ck_assert_msg(end != line + len + 1 && (*end == '\n' || *end == '\0'),
+                          "unparseable sample: %.80s", line);
+            return v;
+        }
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    ck_abort_msg("series %s missing from /metrics:\n%s", series, text);
+    return -1;
+}
+
+static double metric(struct proxy *p, const char *series)
+{
+    char *text = scrape(p);
+    double v = series_in(text, series);
+    free(text);
+    return v;
+}
+
+/* Polls (bounded) until the series has the value; returns the last value seen */
+static double wait_metric(struct proxy *p, const char *series, double want, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    double v;
+    while ((v = metric(p, series)) != want && now_ms() < deadline)
+        sleep_ms(20);
+    return v;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
+    fputs(text, f);
+    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
+}
+
+static int wait_log(struct proxy *p, const char *text, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    while (!proxy_log_contains(p, text)) {
+        if (now_ms() > deadline)
+            return 0;
+        sleep_ms(10);
+    }
+    return 1;
+}
+
+/* ---- tests ------------------------------------------------------------------------------------
+ */
+
+START_TEST(test_healthz)
+{
+    struct proxy *p = proxy_start(NULL);
+    struct fetch_res rs;
+    admin_fetch(p, NULL, "/healthz", &rs);
+    ck_assert_int_eq(rs.status, 200);
+    ck_assert_str_eq(rs.body, "ok\n");
+    fetch_free(&rs);
+    proxy_stop(p);
+}
+END_TEST
+
+START_TEST(test_metrics_format)
+{
+    struct proxy *p = proxy_start(NULL);
+    struct fetch_res rs;
+    admin_fetch(p, NULL, "/metrics", &rs);
+    ck_assert_int_eq(rs.status, 200);
+    const char *ct = fetch_header(&rs, "Content-Type", 0);
+    ck_assert_msg(ct != NULL && strncmp(ct, "text/plain; version=0.0.4", 25) == 0,
+                  "Content-Type: %s", ct != NULL ? ct : "(none)");
+    /* every sample's family has exactly one HELP and one TYPE line, both before its first sample;
+     * every sample value is a number; the families the issue names are present */
+    char *text = rs.body;
+    size_t samples = 0;
+    for (char *line = text; *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        ck_assert_msg(nl != NULL, "last line not terminated: %s", line);
+        *nl = '\0';
+        if (line[0] != '#') {
+            ck_assert_msg(line[0] != '\0', "empty line in the exposition");
+            char name[128];
+            size_t n = strcspn(line, "{ ");
+            ck_assert(n > 0 && n < sizeof name);
+            memcpy(name, line, n);
+            name[n] = '\0';
+            char help[160], type[160];
+            snprintf(help, sizeof help, "# HELP %s ", name);
+            snprintf(type, sizeof type, "# TYPE %s ", name);
+            *nl = '\0';
+            /* search only the text before this sample */
+            char saved = *line;
+            *line = '\0';
+            char *h = strstr(text, help), *t = strstr(text, type);
+            *line = saved;
+            ck_assert_msg(h != NULL && t != NULL, "family %s has no HELP or TYPE before: %s", name,
+                          line);
+            ck_assert_msg(strstr(h + 1, help) == NULL || strstr(h + 1, help) > line,
+                          "two HELP lines for %s", name);
+            const char *sp = strrchr(line, ' ');
+            char *end;
+            ck_assert(sp != NULL);
+            strtod(sp + 1, &end);
+            ck_assert_msg(end != sp + 1 && *end == '\0', "sample value not a number: %s", line);
+            samples++;
+        } else {
+            ck_assert_msg(strncmp(line, "# HELP ", 7) == 0 || strncmp(line, "# TYPE ", 7) == 0,
+                          "unexpected comment: %s", line);
+            if (strncmp(line, "# TYPE ", 7) == 0) {
+                const char *kind = strrchr(line, ' ') + 1;
+                ck_assert_msg(strcmp(kind, "counter") == 0 || strcmp(kind, "gauge") == 0 ||
+                                  strcmp(kind, "histogram") == 0 || strcmp(kind, "summary") == 0 ||
+                                  strcmp(kind, "untyped") == 0,
+                              "bad TYPE: %s", line);
+            }
+        }
+        *nl = '\n';
+        line = nl + 1;
+    }
+    ck_assert_msg(samples >= 10, "only %zu samples", samples);
+    static const char *const families[] = {
+        "rlproxy_requests_total",     "rlproxy_responses_total",      "rlproxy_open_connections",
+        "rlproxy_tunnels_total",      "rlproxy_open_tunnels",         "rlproxy_client_bytes_total",
+        "rlproxy_upstream_transfers", "rlproxy_config_reloads_total",
+    };
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+        char type[160];
+        snprintf(type, sizeof type, "# TYPE %s ", families[i]);
+        ck_assert_msg(strstr(text, type) != NULL, "family %s missing", families[i]);
+    }
+    /* counters end in _total */
+    for (const char *t = text; (t = strstr(t, "# TYPE ")) != NULL; t++) {
+        const char *eol = strchr(t, '\n');
+        ck_assert(eol != NULL);
+        if (eol - t > 8 && strncmp(eol - 8, " counter", 8) == 0)
+            ck_assert_msg(strncmp(eol - 14, "_total", 6) == 0, "counter without _total: %.*s",
+                          (int)(eol - t), t);
+    }
+    fetch_free(&rs);
+    proxy_stop(p);
+}
+END_TEST
+
+START_TEST(test_request_and_response_counters)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start(NULL);
+    double req0 = metric(p, "rlproxy_requests_total");
+    double ok0 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
+    double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
+    double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
+    double out0 = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}");
+    double in0 = metric(p, "rlproxy_client_bytes_total{direction=\"in\"}");
+    const int n = 7;
+    char url[256];
+    for (int i = 0; i < n; i++) {
+        struct fetch_res rs;
+        fetch_via(p->port, origin_url(o, "/bytes/20000", url, sizeof url), &rs);
+        ck_assert_int_eq(rs.status, 200);
+        ck_assert_uint_eq(rs.body_len, 20000);
+        fetch_free(&rs);
+    }
+    /* and an upload: 5000 body bytes in */
+    struct fetch_req up = {
+        .url = origin_url(o, "/sink", url, sizeof url), .proxy_port = p->port, .gen_upload = 5000};
+    struct fetch_res rs;
+    fetch(&up, &rs);
+    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "upload: %s", rs.err);
+    fetch_free(&rs);
+    char *text = scrape(p);
+    double dreq = series_in(text, "rlproxy_requests_total") - req0;
+    double dok = series_in(text, "rlproxy_responses_total{class=\"2xx\"}") - ok0;
+    double dout = series_in(text, "rlproxy_client_bytes_total{direction=\"out\"}") - out0;
+    double din = series_in(text, "rlproxy_client_bytes_total{direction=\"in\"}") - in0;
+    ck_assert_msg(dreq == n + 1, "requests_total moved by %.0f after %d requests", dreq, n + 1);
+    ck_assert_msg(dok == n + 1, "2xx moved by %.0f after %d 200s", dok, n + 1);
+    ck_assert_msg(series_in(text, "rlproxy_responses_total{class=\"4xx\"}") == c4, "4xx moved");
+    ck_assert_msg(series_in(text, "rlproxy_responses_total{class=\"5xx\"}") == c5, "5xx moved");
+    ck_assert_msg(dout >= n * 20000.0, "client bytes out moved by %.0f, sent %d body bytes", dout,
+                  n * 20000);
+    ck_assert_msg(din >= 5000, "client bytes in moved by %.0f after a 5000-byte upload", din);
+    free(text);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_5xx_from_origin_counted)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start(NULL);
+    double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
+    double c2 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
+    char url[256];
+    struct fetch_res rs;
+    fetch_via(p->port, origin_url(o, "/status/502", url, sizeof url), &rs);
+    ck_assert_int_eq(rs.status, 502);
+    fetch_free(&rs);
+    ck_assert_msg(metric(p, "rlproxy_responses_total{class=\"5xx\"}") == c5 + 1,
+                  "an origin's 502 did not move class=\"5xx\"");
+    ck_assert(metric(p, "rlproxy_responses_total{class=\"2xx\"}") == c2);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+/* Replies the proxy makes itself (a 502 when the origin refuses, a 403, a 400) are responses too */
+START_TEST(test_proxy_generated_errors_counted)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start(NULL);
+    double req0 = metric(p, "rlproxy_requests_total");
+    double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
+    double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", harness_closed_port());
+    struct fetch_res rs;
+    fetch_via(p->port, url, &rs);
+    ck_assert_int_eq(rs.status, 502);
+    fetch_free(&rs);
+    /* CONNECT to a port not in connect.allowed_ports: 403 */
+    struct raw *c = raw_connect(p->port);
+    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 403);
+    http_response_free(&r);
+    raw_close(c);
+    char *text = scrape(p);
+    double dreq = series_in(text, "rlproxy_requests_total") - req0;
+    double d5 = series_in(text, "rlproxy_responses_total{class=\"5xx\"}") - c5;
+    double d4 = series_in(text, "rlproxy_responses_total{class=\"4xx\"}") - c4;
+    free(text);
+    ck_assert_msg(dreq == 2, "requests_total moved by %.0f", dreq);
+    ck_assert_msg(d5 == 1, "a proxy-made 502 moved class=\"5xx\" by %.0f", d5);
+    ck_assert_msg(d4 == 1, "a proxy-made 403 moved class=\"4xx\" by %.0f", d4);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_open_connections_gauge)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start(NULL);
+    ck_assert(metric(p, "rlproxy_open_connections") == 0);
+    struct raw *c = raw_connect(p->port);
+    double v = wait_metric(p, "rlproxy_open_connections", 1, 3000);
+    ck_assert_msg(v == 1, "open_connections %.0f with one raw connection open", v);
+    /* still open after a keep-alive request on it */
+    char *req = proxy_request("GET", o, "/bytes/10", NULL);
+    raw_send_str(c, req);
+    free(req);
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
+    http_response_free(&r);
+    struct raw *c2 = raw_connect(p->port);
+    v = wait_metric(p, "rlproxy_open_connections", 2, 3000);
+    ck_assert_msg(v == 2, "open_connections %.0f with two connections open", v);
+    raw_close(c);
+    raw_close(c2);
+    v = wait_metric(p, "rlproxy_open_connections", 0, 3000);
+    ck_assert_msg(v == 0, "open_connections %.0f after every client left", v);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_tunnel_metrics)
+{
+    struct origin *o = origin_start(1);
+    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    double t0 = metric(p, "rlproxy_tunnels_total");
+    double out0 = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}");
+    ck_assert(metric(p, "rlproxy_open_tunnels") == 0);
+    /* a raw tunnel held open */
+    struct raw *c = raw_connect(p->port);
+    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    double v = wait_metric(p, "rlproxy_open_tunnels", 1, 3000);
+    ck_assert_msg(v == 1, "open_tunnels %.0f with a tunnel open", v);
+    ck_assert(metric(p, "rlproxy_tunnels_total") == t0 + 1);
+    ck_assert_msg(metric(p, "rlproxy_open_connections") == 0,
+                  "a tunnel counted as an open connection");
+    raw_close(c);
+    v = wait_metric(p, "rlproxy_open_tunnels", 0, 3000);
+    ck_assert_msg(v == 0, "open_tunnels %.0f after the tunnel closed", v);
+    /* TLS through a tunnel: the bytes count toward client bytes out */
+    char url[256];
+    struct fetch_req rq = {.url = origin_url(o, "/bytes/50000", url, sizeof url),
+                           .proxy_port = p->port,
+                           .tunnel = 1,
+                           .cainfo = harness_ca_path(),
+                           .check_pattern = 1};
+    struct fetch_res rs;
+    fetch(&rq, &rs);
+    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "https via tunnel: %s", rs.err);
+    ck_assert_uint_eq(rs.received, 50000);
+    fetch_free(&rs);
+    v = wait_metric(p, "rlproxy_tunnels_total", t0 + 2, 3000);
+    ck_assert_msg(v == t0 + 2, "tunnels_total %.0f, want %.0f", v, t0 + 2);
+    ck_assert(wait_metric(p, "rlproxy_open_tunnels", 0, 3000) == 0);
+    double dout = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}") - out0;
+    ck_assert_msg(dout >= 50000, "client bytes out moved by %.0f after 50000 bytes via TLS", dout);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_reload_counters)
+{
+    struct proxy *p = proxy_start(NULL);
+    ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"ok\"}") == 0);
+    ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}") == 0);
+    write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
+                             "timeouts:\n  client_idle: 20s\n");
+    ck_assert(kill(p->pid, SIGHUP) == 0);
+    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}", 1, 2000) == 1);
+    ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}") == 0);
+    write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
+                             "timeouts:\n  client_idle: never\n");
+    ck_assert(kill(p->pid, SIGHUP) == 0);
+    ck_assert(wait_log(p, "reload failed", 5000));
+    ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}", 1, 2000) == 1);
+    ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"ok\"}") == 1);
+    /* the endpoint survives reloads on the same port */
+    struct fetch_res rs;
+    admin_fetch(p, NULL, "/healthz", &rs);
+    ck_assert_int_eq(rs.status, 200);
+    fetch_free(&rs);
+    proxy_stop(p);
+}
+END_TEST
+
+START_TEST(test_not_found_and_method_not_allowed)
+{
+    struct proxy *p = proxy_start(NULL);
+    struct fetch_res rs;
+    admin_fetch(p, NULL, "/nope", &rs);
+    ck_assert_int_eq(rs.status, 404);
+    fetch_free(&rs);
+    admin_fetch(p, NULL, "/metrics/extra", &rs);
+    ck_assert_int_eq(rs.status, 404);
+    fetch_free(&rs);
+    admin_fetch(p, "POST", "/metrics", &rs);
+    ck_assert_int_eq(rs.status, 405);
+    fetch_free(&rs);
+    admin_fetch(p, "DELETE", "/healthz", &rs);
+    ck_assert_int_eq(rs.status, 405);
+    fetch_free(&rs);
+    admin_fetch(p, "HEAD", "/healthz", &rs);
+    ck_assert_int_eq(rs.status, 200);
+    fetch_free(&rs);
+    /* a query string does not change the path */
+    admin_fetch(p, NULL, "/healthz?verbose=1", &rs);
+    ck_assert_int_eq(rs.status, 200);
+    fetch_free(&rs);
+    proxy_stop(p);
+}
+END_TEST
+
+START_TEST(test_healthz_while_draining)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start(NULL);
+    struct raw *c = raw_connect(p->port);
+    char *req = proxy_request("GET", o, "/slow?delay=2", NULL);
+    raw_send_str(c, req);
+    free(req);
+    sleep_ms(300);
+    ck_assert(kill(p->pid, SIGTERM) == 0);
+    ck_assert(wait_log(p, "stopping", 2000));
+    struct fetch_res rs;
+    admin_fetch(p, NULL, "/healthz", &rs);
+    ck_assert_msg(rs.status == 503, "/healthz while draining: %ld", rs.status);
+    fetch_free(&rs);
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    raw_close(c);
+    /* proxy_stop sends another TERM (a second signal) and checks the exit status */
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_admin_disabled)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("admin:\n  listen: []\n");
+    wait_started(p);
+    ck_assert_int_eq(admin_port(p), -1);
+    ck_assert_msg(!proxy_log_contains(p, "admin endpoint"), "log:\n%s", proxy_log_tail(p, 800));
+    /* the proxy itself serves */
+    char url[256];
+    struct fetch_res rs;
+    fetch_via(p->port, origin_url(o, "/bytes/10", url, sizeof url), &rs);
+    ck_assert_int_eq(rs.status, 200);
+    fetch_free(&rs);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("admin");
+    TCase *tc = harness_tcase("admin", 20);
+    tcase_add_test(tc, test_healthz);
+    tcase_add_test(tc, test_metrics_format);
+    tcase_add_test(tc, test_request_and_response_counters);
+    tcase_add_test(tc, test_5xx_from_origin_counted);
+    tcase_add_test(tc, test_proxy_generated_errors_counted);
+    tcase_add_test(tc, test_open_connections_gauge);
+    tcase_add_test(tc, test_tunnel_metrics);
+    tcase_add_test(tc, test_reload_counters);
+    tcase_add_test(tc, test_not_found_and_method_not_allowed);
+    tcase_add_test(tc, test_healthz_while_draining);
+    tcase_add_test(tc, test_admin_disabled);
+    suite_add_tcase(s, tc);
+    return harness_run_suite(s);
+}
