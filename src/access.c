@@ -1,6 +1,10 @@
 /* access.c — see access.h. */
 #include "access.h"
 
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+
 int access_client_allowed(const struct config *config, const struct sockaddr *client)
 {
     for (size_t i = 0; i < config->access_allow_count; i++)
@@ -15,4 +19,103 @@ int access_connect_port_allowed(const struct config *config, unsigned port)
         if (config->connect_allowed_ports[i] == port)
             return 1;
     return 0;
+}
+
+int access_destination_port_allowed(const struct config *config, unsigned port)
+{
+    if (config->destinations_allow_ports_count == 0)
+        return 1;
+    for (size_t i = 0; i < config->destinations_allow_ports_count; i++)
+        if (config->destinations_allow_ports[i] == port)
+            return 1;
+    return 0;
+}
+
+int access_destination_denied(const struct config *config, const char *host)
+{
+    return host_pattern_match(config->destinations_deny, config->destinations_deny_count, host);
+}
+
+int access_address_denied(const struct config *config, const struct sockaddr *addr)
+{
+    for (size_t i = 0; i < config->destinations_deny_count; i++) {
+        const struct host_pattern *p = &config->destinations_deny[i];
+        if (p->is_cidr && cidr_contains(&p->cidr, addr))
+            return 1;
+    }
+    return 0;
+}
+
+/* Connections per client address: an open-addressing table of counts under one mutex (a few
+ * instructions per accept and close). Entries whose count drops to 0 are kept as reusable. */
+#define CLIENT_SLOTS 65536
+
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        uint8_t addr[16];
+        uint32_t count;
+        int used;
+    } entries[CLIENT_SLOTS];
+} clients = {PTHREAD_MUTEX_INITIALIZER, {{{0}, 0, 0}}};
+
+static void client_key(const struct sockaddr *sa, uint8_t key[16])
+{
+    memset(key, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        key[10] = key[11] = 0xff; /* as an IPv4-mapped IPv6 address */
+        memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    }
+}
+
+static size_t client_find(const uint8_t key[16], int create)
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ key[i]) * 16777619u;
+    size_t free_slot = CLIENT_SLOTS;
+    for (size_t probe = 0; probe < CLIENT_SLOTS; probe++) {
+        size_t i = (h + probe) % CLIENT_SLOTS;
+        if (clients.entries[i].used && memcmp(clients.entries[i].addr, key, 16) == 0)
+            return i;
+        if (clients.entries[i].used && clients.entries[i].count == 0 && free_slot == CLIENT_SLOTS)
+            free_slot = i;
+        if (!clients.entries[i].used) {
+            if (free_slot == CLIENT_SLOTS)
+                free_slot = i;
+            break;
+        }
+    }
+    if (!create || free_slot == CLIENT_SLOTS)
+        return CLIENT_SLOTS;
+    clients.entries[free_slot].used = 1;
+    clients.entries[free_slot].count = 0;
+    memcpy(clients.entries[free_slot].addr, key, 16);
+    return free_slot;
+}
+
+int access_client_slot_take(const struct sockaddr *client, uint32_t max)
+{
+    uint8_t key[16];
+    client_key(client, key);
+    pthread_mutex_lock(&clients.lock);
+    size_t i = client_find(key, 1);
+    int ok = i == CLIENT_SLOTS || max == 0 || clients.entries[i].count < max;
+    if (ok && i != CLIENT_SLOTS)
+        clients.entries[i].count++;
+    pthread_mutex_unlock(&clients.lock);
+    return ok;
+}
+
+void access_client_slot_give(const struct sockaddr *client)
+{
+    uint8_t key[16];
+    client_key(client, key);
+    pthread_mutex_lock(&clients.lock);
+    size_t i = client_find(key, 0);
+    if (i != CLIENT_SLOTS && clients.entries[i].count > 0)
+        clients.entries[i].count--;
+    pthread_mutex_unlock(&clients.lock);
 }

@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -74,6 +75,21 @@ static const struct config_key keys[] = {
     LIST_ROW("access.allow", CONFIG_CIDR_LIST, "[\"127.0.0.0/8\", \"::1/128\"]", 0, 4096, 1,
              access_allow,
              "Client address blocks allowed to use the proxy; clients outside get 403"),
+    ROW("access.max_connections_per_client", CONFIG_UINT, "256", 0, 1000000, NULL, 1,
+        max_connections_per_client,
+        "Connections one client address may hold open at once, tunnels included; 0 means no cap"),
+    ROW("auth.realm", CONFIG_STRING, "rlproxy", 0, 0, NULL, 1, auth_realm,
+        "Realm named in the Proxy-Authenticate challenge"),
+    LIST_ROW("auth.users", CONFIG_USER_MAP, "{}", 0, 10000, 1, auth_users,
+             "Users allowed to use the proxy and their crypt(3) password hashes; when any user is configured every request must authenticate"),
+    ROW("auth.users_file", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 1, auth_users_file,
+        "File of user:hash lines read at start and on reload, in addition to auth.users"),
+    LIST_ROW("destinations.deny", CONFIG_HOST_PATTERN_LIST, "[\"169.254.0.0/16\", \"fe80::/10\"]", 0,
+             4096, 1, destinations_deny,
+             "Destinations refused with 403: names, *.suffix patterns, or address blocks checked on the address actually connected to"),
+    LIST_ROW("destinations.allow_ports", CONFIG_PORT_LIST, "[]", 0, 1024, 1,
+             destinations_allow_ports,
+             "Destination ports allowed for any request; an empty list allows every port to plain requests"),
     LIST_ROW("connect.allowed_ports", CONFIG_PORT_LIST, "[443]", 0, 1024, 1, connect_allowed_ports,
              "Destination ports that CONNECT may open tunnels to; other ports get 403"),
     ROW("timeouts.client_header", CONFIG_DURATION, "10s", 100, MS_PER_H, NULL, 1,
@@ -1019,6 +1035,62 @@ static int parse_retry_on_element(const struct config_key *key, const char *text
     return 0;
 }
 
+static int parse_optional_string(const struct config_key *key, const char *text, void *dst,
+                                 char *why, size_t why_len)
+{
+    (void)key;
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return why_fail(why, why_len, "out of memory");
+    free(*(char **)dst);
+    *(char **)dst = copy;
+    return 0;
+}
+
+/* One auth.users entry arrives from the walker as "name:hash" (a Basic user-id has no colon). */
+static int parse_user_entry(const struct config_key *key, const char *text, void *dst, char *why,
+                            size_t why_len)
+{
+    char shown[64];
+    const char *colon = strchr(text, ':');
+    (void)key;
+    if (colon == NULL || colon == text)
+        return why_fail(why, why_len, "empty user name");
+    for (const char *p = text; p < colon; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return why_fail(why, why_len, "user name has a space or control character");
+    const char *hash = colon + 1;
+    /* crypt(3) hashes: $id$...; refusing anything else catches a plain password pasted by mistake */
+    if (hash[0] != '$' || strlen(hash) < 8 || strchr(hash, ':') != NULL)
+        return why_fail(why, why_len,
+                        "\"%s\" is not a crypt(3) hash such as $6$salt$... (make one with "
+                        "mkpasswd -m sha-512)",
+                        printable(hash, shown, sizeof shown));
+    struct auth_user *u = dst;
+    u->name = strndup(text, (size_t)(colon - text));
+    u->hash = strdup(hash);
+    if (u->name == NULL || u->hash == NULL) {
+        free(u->name);
+        free(u->hash);
+        return why_fail(why, why_len, "out of memory");
+    }
+    return 0;
+}
+
+static int same_user(const void *a, const void *b)
+{
+    return strcmp(((const struct auth_user *)a)->name, ((const struct auth_user *)b)->name) == 0;
+}
+
+static void release_users(void *elems, size_t count)
+{
+    struct auth_user *users = elems;
+    for (size_t i = 0; i < count; i++) {
+        free(users[i].name);
+        free(users[i].hash);
+    }
+}
+
 typedef int (*value_parser)(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len);
 
@@ -1058,6 +1130,14 @@ static const struct type_ops type_ops[] = {
                               .parse = parse_retry_on_element,
                               .elem_size = sizeof(uint16_t),
                               .same = same_port},
+    [CONFIG_USER_MAP] = {.describe = "a mapping of user names to password hashes",
+                         .parse = parse_user_entry,
+                         .elem_size = sizeof(struct auth_user),
+                         .same = same_user,
+                         .release = release_users},
+    [CONFIG_OPTIONAL_STRING] = {.describe = "a string",
+                                .parse = parse_optional_string,
+                                .owns_string = 1},
     [CONFIG_PROXY_URL] = {.describe = "a proxy URL", .parse = parse_proxy_url, .owns_string = 1},
     [CONFIG_HOST_PATTERN_LIST] = {.describe = "a list of host patterns",
                                   .parse = parse_host_pattern_element,
@@ -1234,6 +1314,86 @@ void config_unref(struct config *cfg)
     if (cfg != NULL &&
         atomic_fetch_sub_explicit(&holder_of(cfg)->refs, 1, memory_order_acq_rel) == 1)
         config_free(cfg);
+}
+
+/* auth.users_file: "user:hash" lines, '#' comments and blank lines ignored. */
+static int read_users_file(struct config *cfg, char *err, size_t err_len)
+{
+    const struct config_key *key = config_key_find("auth.users");
+    FILE *f = fopen(cfg->auth_users_file, "r");
+    if (f == NULL) {
+        snprintf(err, err_len, "%s: auth.users_file: cannot read %s: %s", cfg->source,
+                 cfg->auth_users_file, strerror(errno));
+        return -1;
+    }
+    size_t count = cfg->auth_users_count, cap = count + 16;
+    struct auth_user *users = calloc(cap, sizeof *users);
+    if (users == NULL) {
+        fclose(f);
+        snprintf(err, err_len, "%s: out of memory", cfg->source);
+        return -1;
+    }
+    memcpy(users, cfg->auth_users, count * sizeof *users);
+    char line[1024], why[256];
+    unsigned lineno = 0;
+    int rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '\0' || line[0] == '#')
+            continue;
+        if (count == cap) {
+            struct auth_user *grown = realloc(users, 2 * cap * sizeof *users);
+            if (grown == NULL) {
+                rc = -1;
+                snprintf(err, err_len, "%s: out of memory", cfg->auth_users_file);
+                break;
+            }
+            users = grown;
+            cap *= 2;
+        }
+        if (config_value_parse_element(key, line, &users[count], why, sizeof why) != 0) {
+            snprintf(err, err_len, "%s:%u:1: auth.users_file: %s", cfg->auth_users_file, lineno,
+                     why);
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < count && rc == 0; i++)
+            if (strcmp(users[i].name, users[count].name) == 0) {
+                snprintf(err, err_len, "%s:%u:1: auth.users_file: user %s is listed twice",
+                         cfg->auth_users_file, lineno, users[count].name);
+                release_users(&users[count], 1);
+                rc = -1;
+            }
+        if (rc == 0)
+            count++;
+    }
+    fclose(f);
+    if (rc != 0) { /* the entries from auth.users stay owned by cfg */
+        release_users(users + cfg->auth_users_count, count - cfg->auth_users_count);
+        free(users);
+        return -1;
+    }
+    free(cfg->auth_users);
+    cfg->auth_users = users;
+    cfg->auth_users_count = count;
+    return 0;
+}
+
+int config_finish(struct config *cfg, char *err, size_t err_len)
+{
+    if (cfg->auth_users_file != NULL && cfg->auth_users_file[0] != '\0' &&
+        read_users_file(cfg, err, err_len) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->rate_limits_count; i++)
+        if (cfg->rate_limits[i].shared) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].shared: shared (Redis) limits are not available in "
+                     "this build yet; remove shared: true",
+                     cfg->source, i);
+            return -1;
+        }
+    return 0;
 }
 
 struct config *config_default(void)

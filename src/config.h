@@ -58,6 +58,12 @@ struct rate_rule {
     int shared;                    /* shared: false (Redis, later) */
 };
 
+/* One `auth.users` entry: a user name and its crypt(3) hash. */
+struct auth_user {
+    char *name;
+    char *hash;
+};
+
 /* One `upstream_proxy_bypass` entry: a host name, "*.suffix", or an address block. */
 struct host_pattern {
     char text[256]; /* lower-cased; for "*.suffix" the text after the '*' (".suffix") */
@@ -76,6 +82,18 @@ struct config {
 
     struct cidr *access_allow; /* access.allow: ["127.0.0.0/8", "::1/128"] */
     size_t access_allow_count;
+
+    uint32_t max_connections_per_client; /* access.max_connections_per_client: 256, 0 = no cap */
+
+    char *auth_realm;           /* auth.realm: "rlproxy" */
+    struct auth_user *auth_users; /* auth.users: {} */
+    size_t auth_users_count;
+    char *auth_users_file;      /* auth.users_file: "" */
+
+    struct host_pattern *destinations_deny; /* destinations.deny: link-local v4 and v6 */
+    size_t destinations_deny_count;
+    uint16_t *destinations_allow_ports; /* destinations.allow_ports: [] = any port */
+    size_t destinations_allow_ports_count;
 
     uint16_t *connect_allowed_ports; /* connect.allowed_ports: [443] */
     size_t connect_allowed_ports_count;
@@ -128,6 +146,8 @@ enum config_type {
     CONFIG_PORT_LIST,
     CONFIG_PERCENT,           /* "20%" (or 20), 0..100; stored as unsigned */
     CONFIG_RETRY_ON_LIST,     /* connect_error, timeout, or statuses 400..599; uint16_t list */
+    CONFIG_USER_MAP,          /* mapping of user name to crypt(3) hash: {alice: "$6$..."} */
+    CONFIG_OPTIONAL_STRING,   /* a string that may be empty */
     CONFIG_PROXY_URL,         /* "" or scheme://[user:password@]host:port, scheme http|https|socks5|socks5h */
     CONFIG_HOST_PATTERN_LIST, /* host names, "*.suffix", address blocks */
     CONFIG_RATE_RULES,        /* rate_limits: a list of mappings, each walked against the rule table */
@@ -180,6 +200,10 @@ int config_parse_size(const char *text, uint64_t *out);         /* 0 or -1 */
 
 /* 1 when host (a name or an address literal) matches one of the patterns. */
 int host_pattern_match(const struct host_pattern *patterns, size_t count, const char *host);
+
+/* After the walk: what needs more than one key or a file: reads auth.users_file into auth.users,
+ * refuses what cannot work yet. -1 with "FILE:LINE:COLUMN: key: reason" in err. */
+int config_finish(struct config *cfg, char *err, size_t err_len);
 
 /* The row named `name` ("timeouts.client_header"), or NULL. */
 const struct config_key *config_key_find(const char *name);

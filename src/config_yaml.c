@@ -336,6 +336,84 @@ static int walk_list(struct walker *w, const struct config_key *key, const char 
 static int walk_rules(struct walker *w, const struct config_key *key, const char *path,
                       const yaml_event_t *start);
 
+/* One "name: hash" of auth.users, handed to the element parser as "name:hash". */
+static int add_user(struct walker *w, const struct config_key *key, const char *path,
+                    const yaml_event_t *name_ev, struct list_build *list)
+{
+    const char *name, *hash;
+    char entry[1024], why[256];
+    if (name_ev->type != YAML_SCALAR_EVENT || is_null(name_ev))
+        return fail_at(w, name_ev->start_mark, path, "user names must be single words");
+    if (scalar_text(w, name_ev, path, &name) != 0)
+        return -1;
+    char *name_copy = strdup(name);
+    yaml_event_t value;
+    if (name_copy == NULL || next_event(w, path, &value) != 0) {
+        free(name_copy);
+        return name_copy == NULL ? fail_at(w, name_ev->start_mark, path, "out of memory") : -1;
+    }
+    int rc = 0;
+    if (value.type != YAML_SCALAR_EVENT || is_null(&value))
+        rc = fail_at(w, value.start_mark, path, "%s: expected a password hash, got %s", name_copy,
+                     node_kind(&value));
+    else if (scalar_text(w, &value, path, &hash) != 0)
+        rc = -1;
+    else if (strchr(name_copy, ':') != NULL)
+        rc = fail_at(w, name_ev->start_mark, path, "user name \"%s\" contains a colon", name_copy);
+    else if (snprintf(entry, sizeof entry, "%s:%s", name_copy, hash) >= (int)sizeof entry)
+        rc = fail_at(w, value.start_mark, path, "%s: entry too long", name_copy);
+    if (rc == 0) {
+        char *slot = list_slot(w, key, path, &value, list);
+        if (slot == NULL)
+            rc = -1;
+        else if (config_value_parse_element(key, entry, slot, why, sizeof why) != 0)
+            rc = fail_at(w, value.start_mark, path, "%s: %s", name_copy, why);
+        else {
+            for (size_t i = 0; i < list->count && rc == 0; i++)
+                if (config_value_same_element(key, list->elems + i * list->elem_size, slot)) {
+                    config_value_release(key, slot, 1);
+                    rc = fail_at(w, name_ev->start_mark, path, "user %s is listed twice",
+                                 name_copy);
+                }
+            if (rc == 0)
+                list->count++;
+        }
+    }
+    yaml_event_delete(&value);
+    free(name_copy);
+    return rc;
+}
+
+static int walk_user_map(struct walker *w, const struct config_key *key, const char *path,
+                         const yaml_event_t *start)
+{
+    struct list_build list = {.elem_size = config_value_elem_size(key)};
+    if (start->type != YAML_MAPPING_START_EVENT)
+        return fail_at(w, start->start_mark, path,
+                       "expected a mapping of user names to hashes, such as {alice: \"$6$...\"}, got %s",
+                       node_kind(start));
+    int rc = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(w, path, &ev) != 0) {
+            rc = -1;
+            break;
+        }
+        int done = ev.type == YAML_MAPPING_END_EVENT;
+        if (!done)
+            rc = add_user(w, key, path, &ev, &list);
+        yaml_event_delete(&ev);
+        if (rc != 0 || done)
+            break;
+    }
+    if (rc != 0) {
+        list_discard(key, &list);
+        return -1;
+    }
+    config_value_set_list_at(w->scope.base, key, list.elems, list.count);
+    return 0;
+}
+
 /* Where the value of `key` starts, for the required-key and unique-name checks. `key` is always a
  * row of the current scope: walk_entry() found it there with scope_find(). */
 static void note_given(struct walker *w, const struct config_key *key, yaml_mark_t mark)
@@ -355,6 +433,7 @@ static int walk_value(struct walker *w, const struct config_key *key, const char
         return -1;
     note_given(w, key, ev.start_mark);
     int rc = key->type == CONFIG_RATE_RULES    ? walk_rules(w, key, path, &ev)
+             : key->type == CONFIG_USER_MAP    ? walk_user_map(w, key, path, &ev)
              : config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
                                                : walk_scalar(w, key, path, &ev);
     yaml_event_delete(&ev);
@@ -444,7 +523,11 @@ static void consider(const char *path, const char *name, size_t n, size_t *best,
         return;
     memcpy(candidate, name, n);
     candidate[n] = '\0';
-    size_t d = key_distance(path, candidate, is_section);
+    /* doubled, with the odd unit as a tie-break for a candidate in the same section */
+    const char *dot = strchr(path, '.');
+    size_t section = dot ? (size_t)(dot - path) : 0;
+    int same_section = section > 0 && strncmp(candidate, path, section + 1) == 0;
+    size_t d = key_distance(path, candidate, is_section) * 2 + !same_section;
     if (d < *best) {
         *best = d;
         snprintf(buf, len, "%s", candidate);
@@ -463,7 +546,7 @@ static const char *suggest(const struct scope *scope, const char *path, char *bu
             consider(path, name, (size_t)(dot - name), &best, buf, len); /* its sections */
     }
     size_t tolerance = strlen(path) / 4 > 2 ? strlen(path) / 4 : 2;
-    return best <= tolerance ? buf : NULL;
+    return best / 2 <= tolerance ? buf : NULL;
 }
 
 static int fail_unknown(struct walker *w, yaml_mark_t mark, const char *path)
@@ -793,7 +876,8 @@ int config_load_string(const char *yaml, size_t len, const char *name, struct co
     }
     free(cfg->source);
     cfg->source = source;
-    if (walk_text(cfg, yaml != NULL ? yaml : "", len, name, NULL, err, err_len) != 0) {
+    if (walk_text(cfg, yaml != NULL ? yaml : "", len, name, NULL, err, err_len) != 0 ||
+        config_finish(cfg, err, err_len) != 0) {
         config_unref(cfg);
         return -1;
     }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "auth.h"
 #include "http.h"
 #include "limiter.h"
 #include "log.h"
@@ -62,6 +63,8 @@ struct conn {
     struct limiter_decision decision;
     struct limiter_hold *hold; /* WAIT_ADMIT: our reserved slot */
     uint64_t wait_ms;
+    char user[256];         /* authenticated proxy user, "-" when none */
+    int has_client_slot;    /* holds an access.max_connections_per_client slot */
     unsigned attempt;       /* 1 for the first try */
     int64_t retry_delay_ms; /* decided in on_upstream_status */
     struct evbuffer *spool; /* body bytes handed to curl, kept for a replay up to retry.max_body */
@@ -153,6 +156,8 @@ static void slot_queue_remove(struct conn *c)
 
 void conn_free(struct conn *c)
 {
+    if (c->has_client_slot)
+        access_client_slot_give((const struct sockaddr *)&c->client_addr);
     if (c->state == CONN_WAIT_SLOT)
         slot_queue_remove(c);
     if (c->hold != NULL) /* gone while held: the slot goes back to the window */
@@ -268,8 +273,13 @@ static void log_request(struct conn *c)
     char decision[96];
     format_decision(&c->decision, decision, sizeof decision);
     const struct http_request *r = &c->parser.req;
-    char when[40], method[40], target[1024], line[1400];
+    char when[40], method[40], target[1024], line[1800], user[260], user_json[270];
     format_time(when, sizeof when);
+    sanitize(user, sizeof user, c->user, strlen(c->user));
+    if (strcmp(c->user, "-") == 0)
+        snprintf(user_json, sizeof user_json, "null");
+    else
+        snprintf(user_json, sizeof user_json, "\"%s\"", user);
     sanitize(method, sizeof method, http_arena(r, r->method_off), r->method_len);
     sanitize(target, sizeof target, http_arena(r, r->target_off), r->target_len);
     uint64_t now = util_now_ms();
@@ -278,18 +288,18 @@ static void log_request(struct conn *c)
     int n;
     if (c->config->access_format == ACCESS_FORMAT_JSON)
         n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"client\":\"%s\",\"user\":null,\"method\":\"%s\","
+                     "{\"time\":\"%s\",\"client\":\"%s\",\"user\":%s,\"method\":\"%s\","
                      "\"target\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
                      ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
                      ",\"limit\":\"%s\",\"wait_ms\":%" PRIu64 ",\"attempts\":%d}",
-                     when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms, decision, c->wait_ms, c->attempt);
+                     when, c->client_text, user_json, method, target, c->status, c->bytes_in,
+                     c->bytes_out, total, upstream_ms, decision, c->wait_ms, c->attempt);
     else
         n = snprintf(line, sizeof line,
-                     "%s %s - \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64
+                     "%s %s %s \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64
                      "ms upstream=%" PRIu64 "ms limit=%s wait=%" PRIu64 "ms attempts=%d",
-                     when, c->client_text, method, target, c->status, c->bytes_in, c->bytes_out,
-                     total, upstream_ms, decision, c->wait_ms, c->attempt);
+                     when, c->client_text, user, method, target, c->status, c->bytes_in,
+                     c->bytes_out, total, upstream_ms, decision, c->wait_ms, c->attempt);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -317,8 +327,8 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nConnection: close\r\nVia: " HTTP_VIA "\r\n\r\n",
-                        status, http_status_reason(status), n);
+                        "Content-Length: %d\r\nConnection: close\r\nVia: %s\r\n\r\n",
+                        status, http_status_reason(status), n, http_via());
     evbuffer_add(out, body, (size_t)n);
     c->status = status;
     c->head_sent = 1;
@@ -437,6 +447,7 @@ static void finish_request(struct conn *c)
     c->spooled = 0;
     c->spool_lost = c->continue_sent = 0;
     c->attempt = 0;
+    snprintf(c->user, sizeof c->user, "-");
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
@@ -588,7 +599,7 @@ static struct curl_slist *build_request_headers(const struct http_request *r, in
         list = append_header(list, name, h->name_len, http_arena(r, h->value_off), h->value_len,
                              failed);
     }
-    list = append_header(list, "Via", 3, HTTP_VIA, sizeof HTTP_VIA - 1, failed);
+    list = append_header(list, "Via", 3, http_via(), strlen(http_via()), failed);
     /* An empty value removes a header libcurl would add on its own. */
     const char *removals[] = {"Expect:", has_accept ? NULL : "Accept:"};
     for (size_t i = 0; i < 2; i++) {
@@ -646,6 +657,7 @@ static void start_forward(struct conn *c)
         .headers = build_request_headers(r, &failed),
         .target_text = target_text,
         .parent_proxy = parent_proxy_for(c->config, t->host),
+        .policy = c->config,
         .connect_timeout_ms = c->config->upstream_connect_timeout_ms,
         .response_timeout_ms = c->config->upstream_response_timeout_ms,
     };
@@ -681,7 +693,8 @@ static void start_tunnel(struct conn *c)
     c->upstream_start_ms = util_now_ms();
     c->upstream = upstream_connect(c->worker->upstream, t->host, t->port,
                                    c->config->upstream_connect_timeout_ms,
-                                   parent_proxy_for(c->config, t->host), &tunnel_callbacks, c);
+                                   parent_proxy_for(c->config, t->host), c->config,
+                                   &tunnel_callbacks, c);
     if (c->upstream == NULL)
         send_error(c, 503, "cannot start upstream connection");
 }
@@ -699,6 +712,9 @@ static void on_tunnel_connected(void *arg, int fd)
     info.start_ms = c->start_ms;
     info.connect_ms = util_now_ms() - c->upstream_start_ms;
     info.wait_ms = c->wait_ms;
+    snprintf(info.user, sizeof info.user, "%s", c->user);
+    info.client_addr = c->client_addr;
+    c->has_client_slot = 0; /* the tunnel gives it back */
     format_decision(&c->decision, info.decision, sizeof info.decision);
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
@@ -721,14 +737,46 @@ static void send_overload(struct conn *c, const char *why)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\nVia: " HTTP_VIA
+                        "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\nVia: %s"
                         "\r\n\r\n%s",
-                        status, http_status_reason(status), n, body);
+                        status, http_status_reason(status), n, http_via(), body);
     c->status = status;
     c->head_sent = 1;
     worker_count_response(c->worker, status, c->bytes_in, c->bytes_out);
     log_request(c);
     close_after_flush(c);
+}
+
+/* A reply of our own after which the connection stays usable when the request was read whole
+ * (429, 407): clients that are limited or challenged carry on without a new handshake. */
+static void reply_keeping(struct conn *c, int status, const char *headers, const char *body)
+{
+    /* a request whose body we have not read cannot leave the connection usable */
+    if (c->parser.req.method != HTTP_CONNECT)
+        after_head_done(c);
+    int keep = c->message_done && c->parser.req.keep_alive && !c->worker->draining;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %zu\r\n%sVia: %s\r\n%s\r\n%s",
+                        status, http_status_reason(status), strlen(body), headers, http_via(),
+                        keep ? "" : "Connection: close\r\n", body);
+    c->status = status;
+    c->head_sent = 1;
+    conn_set_state(c, CONN_FORWARD);
+    c->close_after = !keep;
+    finish_request(c);
+}
+
+static void send_407(struct conn *c, int had_credentials)
+{
+    char headers[400], body[200];
+    snprintf(headers, sizeof headers, "Proxy-Authenticate: Basic realm=\"%s\", charset=\"UTF-8\"\r\n",
+             c->config->auth_realm);
+    snprintf(body, sizeof body, "%s\n",
+             had_credentials ? "proxy authentication failed: wrong user name or password"
+                             : "proxy authentication required (Proxy-Authorization: Basic)");
+    reply_keeping(c, 407, headers, body);
 }
 
 static void send_429(struct conn *c)
@@ -749,21 +797,9 @@ static void send_429(struct conn *c)
     }
     if (n < 0 || (size_t)n >= sizeof body)
         n = (int)strlen(body);
-    /* a request whose body we have not read cannot leave the connection usable */
-    if (c->parser.req.method != HTTP_CONNECT)
-        after_head_done(c);
-    int keep = c->message_done && c->parser.req.keep_alive && !c->worker->draining;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nRetry-After: %llu\r\n%sVia: " HTTP_VIA "\r\n%s\r\n%s",
-                        n, (unsigned long long)retry_s, headers, keep ? "" : "Connection: close\r\n",
-                        body);
-    c->status = 429;
-    c->head_sent = 1;
-    conn_set_state(c, CONN_FORWARD);
-    c->close_after = !keep;
-    finish_request(c);
+    char all[700];
+    snprintf(all, sizeof all, "Retry-After: %llu\r\n%s", (unsigned long long)retry_s, headers);
+    reply_keeping(c, 429, all, body);
 }
 
 static void proceed(struct conn *c)
@@ -786,7 +822,7 @@ static void admit(struct conn *c)
     int is_connect = r->method == HTTP_CONNECT;
     struct limiter_request lr = {
         .client = (const struct sockaddr *)&c->client_addr,
-        .user = "-",
+        .user = c->user,
         .host = r->target.host,
         .method = http_arena(r, r->method_off),
         .path = is_connect ? "" : http_arena(r, r->target.path_off),
@@ -879,7 +915,31 @@ static void handle_head(struct conn *c)
                    c->client_text);
         return;
     }
-    if (r->method == HTTP_CONNECT && !access_connect_port_allowed(c->config, r->target.port)) {
+    if (http_via_has_ours(r)) {
+        send_error(c, 508, "request loop: this request already passed through this proxy (Via)");
+        return;
+    }
+    if (auth_required(c->config)) {
+        size_t len = 0;
+        const char *creds = http_header_find(r, "Proxy-Authorization", &len);
+        if (creds == NULL || !auth_check(c->config, creds, len, c->user, sizeof c->user)) {
+            send_407(c, creds != NULL);
+            return;
+        }
+    }
+    if (r->method != HTTP_CONNECT && r->target.scheme != HTTP_SCHEME_NONE &&
+        !access_destination_port_allowed(c->config, r->target.port)) {
+        send_error(c, 403, "port %u is not allowed (destinations.allow_ports)", r->target.port);
+        return;
+    }
+    if (r->target.scheme != HTTP_SCHEME_NONE || r->method == HTTP_CONNECT) {
+        if (access_destination_denied(c->config, r->target.host)) {
+            send_error(c, 403, "destination %s is denied (destinations.deny)", r->target.host);
+            return;
+        }
+    }
+    if (r->method == HTTP_CONNECT && (!access_connect_port_allowed(c->config, r->target.port) ||
+                                      !access_destination_port_allowed(c->config, r->target.port))) {
         send_error(c, 403, "CONNECT to port %u is not allowed (connect.allowed_ports)",
                    r->target.port);
         return;
@@ -1039,6 +1099,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     c->worker = w;
     c->config = config_ref(w->config);
     c->limiter = limiter_ref(w->limiter);
+    snprintf(c->user, sizeof c->user, "-");
     memcpy(&c->client_addr, addr, (size_t)addr_len < sizeof c->client_addr ? (size_t)addr_len
                                                                            : sizeof c->client_addr);
     util_format_sockaddr(addr, c->client_text, sizeof c->client_text);
@@ -1063,6 +1124,19 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
         conn_free(c);
         return;
     }
+    if (!access_client_slot_take(addr, c->config->max_connections_per_client)) {
+        /* a client over its connection cap cannot crowd out the others */
+        static const char reply[] = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"
+                                    "Content-Type: text/plain\r\nContent-Length: 74\r\n"
+                                    "Connection: close\r\n\r\n"
+                                    "too many connections from this client (access.max_connections_per_client)\n";
+        evbuffer_add(bufferevent_get_output(c->bev), reply, sizeof reply - 1);
+        log_info("%s: over access.max_connections_per_client (%u)", c->client_text,
+                 c->config->max_connections_per_client);
+        close_after_flush(c);
+        return;
+    }
+    c->has_client_slot = 1;
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->config->buffer_size);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->config->buffer_size / 2, 0);

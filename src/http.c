@@ -4,6 +4,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -755,7 +756,7 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
         *close_after = 1;
     if (framing == HTTP_FRAME_CHUNKED)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add(out, "Via: " HTTP_VIA "\r\n", 5 + sizeof HTTP_VIA - 1 + 2);
+    evbuffer_add_printf(out, "Via: %s\r\n", http_via());
     if (extra_headers != NULL)
         evbuffer_add(out, extra_headers, strlen(extra_headers));
     if (*close_after)
@@ -764,6 +765,35 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
         evbuffer_add(out, "Connection: keep-alive\r\n", 24);
     evbuffer_add(out, "\r\n", 2);
     return framing;
+}
+
+static char via_token[32] = "1.1 rlproxy";
+
+void http_via_init(uint32_t instance_id)
+{
+    snprintf(via_token, sizeof via_token, "1.1 rlproxy-%08x", instance_id);
+}
+
+const char *http_via(void) { return via_token; }
+
+static int via_token_is_ours(const char *token, size_t len, void *arg)
+{
+    (void)arg;
+    size_t ours = strlen(via_token);
+    /* "1.1 rlproxy-0123abcd (comment)" still names us */
+    return len >= ours && strncasecmp(token, via_token, ours) == 0 &&
+           (len == ours || token[ours] == ' ');
+}
+
+int http_via_has_ours(const struct http_request *r)
+{
+    for (size_t i = 0; i < r->header_count; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (util_equals_nocase(r->arena + h->name_off, h->name_len, "Via") &&
+            util_for_each_token(r->arena + h->value_off, h->value_len, via_token_is_ours, NULL))
+            return 1;
+    }
+    return 0;
 }
 
 const char *http_status_reason(int status)

@@ -9,7 +9,14 @@
 #include <stdint.h>
 
 #define HTTP_MAX_HEADERS 256
-#define HTTP_VIA "1.1 rlproxy" /* our Via entry, both directions (RFC 9110 7.6.3) */
+/* Our Via entry, both directions (RFC 9110 7.6.3): "1.1 rlproxy-XXXXXXXX", where the suffix is
+ * random per process so that a request that comes back to us is recognised (a loop) while a chain
+ * of rlproxies is not mistaken for one. */
+struct http_request;
+const char *http_via(void);
+void http_via_init(uint32_t instance_id);
+/* 1 when one of the request's Via headers carries our own entry. */
+int http_via_has_ours(const struct http_request *r);
 
 struct evbuffer; /* more header lines than this is a 431 even under the byte limit */
 

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "http.h"
+#include "util.h"
 #include "log.h"
 #include "server.h"
 
@@ -88,6 +90,8 @@ int main(int argc, char **argv)
         config_unref(config);
         return 1;
     }
+    /* our Via entry carries a per-process id, so a request that loops back is recognised */
+    http_via_init(util_random32() ^ (uint32_t)getpid());
     int status = server_run(config, config_path);
     curl_global_cleanup();
     log_access_close();

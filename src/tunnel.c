@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "access.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -47,21 +48,23 @@ static void log_tunnel(struct tunnel *t)
     size_t used = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + used, sizeof when - used, ".%03ldZ", now.tv_nsec / 1000000);
     uint64_t total = util_now_ms() - t->info.start_ms;
+    int anonymous = strcmp(t->info.user, "-") == 0;
     int n;
     if (t->worker->config->access_format == ACCESS_FORMAT_JSON)
         n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"client\":\"%s\",\"user\":null,\"method\":\"CONNECT\","
+                     "{\"time\":\"%s\",\"client\":\"%s\",\"user\":%s%s%s,\"method\":\"CONNECT\","
                      "\"target\":\"%s\",\"status\":200,\"bytes_in\":%" PRIu64
                      ",\"bytes_out\":%" PRIu64 ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
                      ",\"limit\":\"%s\",\"wait_ms\":%" PRIu64 ",\"attempts\":1}",
-                     when, t->info.client, t->info.target, t->client.bytes, t->origin.bytes, total,
+                     when, t->info.client, anonymous ? "" : "\"", anonymous ? "null" : t->info.user,
+                     anonymous ? "" : "\"", t->info.target, t->client.bytes, t->origin.bytes, total,
                      t->info.connect_ms, t->info.decision, t->info.wait_ms);
     else
         n = snprintf(line, sizeof line,
-                     "%s %s - \"CONNECT %s\" 200 %" PRIu64 " %" PRIu64 " total=%" PRIu64
+                     "%s %s %s \"CONNECT %s\" 200 %" PRIu64 " %" PRIu64 " total=%" PRIu64
                      "ms upstream=%" PRIu64 "ms limit=%s wait=%" PRIu64 "ms attempts=1",
-                     when, t->info.client, t->info.target, t->client.bytes, t->origin.bytes, total,
-                     t->info.connect_ms, t->info.decision, t->info.wait_ms);
+                     when, t->info.client, t->info.user, t->info.target, t->client.bytes,
+                     t->origin.bytes, total, t->info.connect_ms, t->info.decision, t->info.wait_ms);
     if (n > 0)
         log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -72,6 +75,7 @@ void tunnel_free(struct tunnel *t)
     worker_count_response(t->worker, 200, t->client.bytes, t->origin.bytes);
     if (t->client.bev != NULL)
         bufferevent_free(t->client.bev);
+    access_client_slot_give((const struct sockaddr *)&t->info.client_addr);
     if (t->origin.bev != NULL)
         bufferevent_free(t->origin.bev);
     if (t->idle_timer != NULL)

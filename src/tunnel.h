@@ -6,6 +6,7 @@
 
 #include <event2/bufferevent.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct worker;
 struct tunnel;
@@ -17,6 +18,8 @@ struct tunnel_info {
     uint64_t connect_ms; /* time to open the upstream connection */
     uint64_t wait_ms;    /* held by the limiter */
     char decision[96];   /* the limiter's, as in the access log */
+    char user[256];
+    struct sockaddr_storage client_addr; /* its access.max_connections_per_client slot */
 };
 
 /* Takes over `client` (a bufferevent whose input may already hold bytes for the origin) and

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "log.h"
 #include "util.h"
 
@@ -52,6 +53,8 @@ struct upstream {
     uint64_t bytes_received;
     char target_text[256];
     char parent[160]; /* the parent proxy, without credentials, or "" */
+    const struct config *policy; /* for destinations.deny; the owner keeps it alive */
+    char denied[64];  /* the address refused by destinations.deny, or "" */
     char error[CURL_ERROR_SIZE];
 };
 
@@ -271,6 +274,14 @@ static void classify(struct upstream *u, CURLcode code, struct upstream_result *
     }
     if (u->head_too_big) {
         snprintf(r->message, sizeof r->message, "response header from %s too large", t);
+        return;
+    }
+    if (u->denied[0] != '\0') {
+        r->status = 403;
+        r->failure = RETRY_OTHER;
+        r->nothing_sent = 0; /* never worth a retry: the answer would be the same */
+        snprintf(r->message, sizeof r->message,
+                 "destination %s resolves to %s, which destinations.deny refuses", t, u->denied);
         return;
     }
     long connect_code = 0; /* the parent's answer to our CONNECT, if any */
@@ -546,6 +557,20 @@ void upstream_set_pause(struct upstream *u, int recv_paused, int send_paused)
     curl_easy_pause(u->easy, mask);
 }
 
+/* Every address curl is about to connect to passes here, after DNS: a name that resolves to a
+ * denied address (the cloud metadata service, say) is refused even though its name looked fine.
+ * Through a parent proxy the address is the parent's, which the operator chose. */
+static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
+{
+    struct upstream *u = arg;
+    if (purpose == CURLSOCKTYPE_IPCXN && u->policy != NULL && u->parent[0] == '\0' &&
+        access_address_denied(u->policy, &address->addr)) {
+        util_format_sockaddr(&address->addr, u->denied, sizeof u->denied);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
 /* ---- starting transfers ----------------------------------------------------------------------- */
 
 static struct upstream *upstream_new(struct upstream_multi *m, const struct upstream_callbacks *cb,
@@ -595,6 +620,9 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
     CURL *e = u->easy;
     u->headers = req->headers;
     u->response_timeout_ms = req->response_timeout_ms;
+    u->policy = req->policy;
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
     u->response_timer = evtimer_new(m->base, on_response_timeout, u);
     if (req->parent_proxy == NULL) {
         char url[512];
@@ -649,6 +677,7 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
 
 struct upstream *upstream_connect(struct upstream_multi *m, const char *host, unsigned port,
                                   uint64_t connect_timeout_ms, const char *parent_proxy,
+                                  const struct config *policy,
                                   const struct upstream_callbacks *cb, void *ctx)
 {
     char target[300], url[320];
@@ -659,6 +688,9 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
     if (u == NULL)
         return NULL;
     u->connect_only = 1;
+    u->policy = policy;
+    curl_easy_setopt(u->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+    curl_easy_setopt(u->easy, CURLOPT_OPENSOCKETDATA, u);
     curl_easy_setopt(u->easy, CURLOPT_URL, url);
     curl_easy_setopt(u->easy, CURLOPT_CONNECT_ONLY, 1L);
     if (parent_proxy != NULL) { /* curl sends CONNECT to the parent; the socket is the tunnel */

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "retry.h"
 
 struct upstream_multi;
@@ -62,6 +63,7 @@ struct upstream_request {
     struct curl_slist *headers; /* taken over by the upstream */
     const char *target_text;    /* for messages: "http://host:port/path" or "host:port" */
     const char *parent_proxy;   /* NULL: connect directly */
+    const struct config *policy; /* destinations.deny checked on each address connected to */
     uint64_t connect_timeout_ms;
     uint64_t response_timeout_ms; /* from the end of the request to the first response byte */
 };
@@ -75,6 +77,7 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
 /* CONNECT: open a TCP connection to host:port through libcurl (DNS cache, happy eyeballs). */
 struct upstream *upstream_connect(struct upstream_multi *m, const char *host, unsigned port,
                                   uint64_t connect_timeout_ms, const char *parent_proxy,
+                                  const struct config *policy,
                                   const struct upstream_callbacks *cb, void *ctx);
 
 /* Pausing: recv when the client cannot take more, send when it has not sent more body yet.

@@ -79,7 +79,7 @@ START_TEST(test_table_is_consistent)
         int is_list = k->type == CONFIG_LISTEN_LIST || k->type == CONFIG_CIDR_LIST ||
                       k->type == CONFIG_PORT_LIST || k->type == CONFIG_HOST_PATTERN_LIST ||
                       k->type == CONFIG_RATE_RULES || k->type == CONFIG_RETRY_ON_LIST ||
-                      k->type == CONFIG_METHOD_LIST;
+                      k->type == CONFIG_METHOD_LIST || k->type == CONFIG_USER_MAP;
         ck_assert_msg(!k->required && !k->single_ok, "%s: rule-only flags", k->name);
         ck_assert_msg(is_list == (k->count_offset != 0), "%s count_offset", k->name);
         ck_assert_msg(is_list == (config_value_elem_size(k) != 0), "%s elem size", k->name);
@@ -540,6 +540,33 @@ static const struct error_case errors[] = {
      "(while scanning a plain scalar at line 2, column 10)"},
 };
 
+START_TEST(test_shared_refused_until_available)
+{
+    const char *err = load_err("rate_limits:\n  - {name: a, limit: 1, window: 1s, shared: true}\n");
+    ck_assert_msg(strstr(err, "rate_limits[0].shared") != NULL && strstr(err, "not available") != NULL,
+                  "%s", err);
+}
+END_TEST
+
+START_TEST(test_auth_users)
+{
+    struct config *c = load_ok("auth:\n  realm: corp\n  users: {alice: \"$6$abcdefgh$xyz\", bob: \"$y$j9T$abc$def\"}\n");
+    ck_assert_uint_eq(c->auth_users_count, 2);
+    ck_assert_str_eq(c->auth_users[0].name, "alice");
+    ck_assert_str_eq(c->auth_users[1].hash, "$y$j9T$abc$def");
+    ck_assert_str_eq(c->auth_realm, "corp");
+    config_unref(c);
+    ck_assert_str_eq(load_err("auth:\n  users: {alice: secret}\n"),
+                     "t.yaml:2:18: auth.users: alice: \"secret\" is not a crypt(3) hash such as "
+                     "$6$salt$... (make one with mkpasswd -m sha-512)");
+    ck_assert_str_eq(load_err("auth:\n  users: [alice]\n"),
+                     "t.yaml:2:10: auth.users: expected a mapping of user names to hashes, such as "
+                     "{alice: \"$6$...\"}, got a list");
+    ck_assert_str_eq(load_err("auth:\n  users_file: /nonexistent/users\n"),
+                     "t.yaml: auth.users_file: cannot read /nonexistent/users: No such file or directory");
+}
+END_TEST
+
 START_TEST(test_error_messages)
 {
     const struct error_case *t = &errors[_i];
@@ -604,6 +631,13 @@ static char *list_yaml(const struct config_key *k, size_t count)
         p += sprintf(p, "%s:\n", k->name);
     else
         p += sprintf(p, "%.*s:\n  %s:\n", (int)(dot - k->name), k->name, dot + 1);
+    if (k->type == CONFIG_USER_MAP) { /* a mapping, not a list */
+        p += sprintf(p, "    {");
+        for (size_t i = 0; i < count; i++)
+            p += sprintf(p, "%su%zu: \"$6$saltsalt$hash\"", i ? ", " : "", i);
+        sprintf(p, "}\n");
+        return buf;
+    }
     for (size_t i = 0; i < count; i++) {
         if (k->type == CONFIG_LISTEN_LIST)
             p += sprintf(p, "    - \"127.0.0.1:%zu\"\n", 1000 + i);
@@ -855,7 +889,7 @@ START_TEST(test_rules_every_field)
                 "    max_delay: 2m\n"
                 "    max_queue: 50\n"
                 "    headers: true\n"
-                "    shared: true\n"
+                "    shared: false\n"
                 "  - {name: fall.back-1_x, key: global, limit: 1000000, window: 1d,\n"
                 "     max_delay: 0, max_queue: 0, headers: false, shared: false}\n"
                 "rate_limits_max_keys: 5000\n");
@@ -893,7 +927,7 @@ START_TEST(test_rules_every_field)
     ck_assert_uint_eq(r->max_delay_ms, 120 * MS_PER_S);
     ck_assert_uint_eq(r->max_queue, 50);
     ck_assert_int_eq(r->headers, 1);
-    ck_assert_int_eq(r->shared, 1);
+    ck_assert_int_eq(r->shared, 0); /* true is refused until shared limits exist: see below */
     r = &c->rate_limits[1];
     ck_assert_str_eq(r->name, "fall.back-1_x");
     ck_assert_int_eq(r->key, RATE_KEY_GLOBAL);
@@ -1289,7 +1323,9 @@ END_TEST
 static void collect_paths(yaml_document_t *doc, yaml_node_t *node, const char *prefix, char *out,
                           size_t len)
 {
-    if (node->type != YAML_MAPPING_NODE) {
+    const struct config_key *known = config_key_find(prefix);
+    /* a key whose value is itself a mapping (auth.users) is set by being present */
+    if (node->type != YAML_MAPPING_NODE || (known != NULL && known->type == CONFIG_USER_MAP)) {
         size_t used = strlen(out);
         snprintf(out + used, len - used, "|%s|", prefix);
         return;
@@ -1439,6 +1475,8 @@ static Suite *config_suite(void)
 
     t = tcase_create("errors");
     tcase_add_loop_test(t, test_error_messages, 0, sizeof errors / sizeof errors[0]);
+    tcase_add_test(t, test_shared_refused_until_available);
+    tcase_add_test(t, test_auth_users);
     tcase_add_test(t, test_invalid_utf8);
     tcase_add_test(t, test_numeric_bounds);
     tcase_add_test(t, test_list_length_bounds);

@@ -341,6 +341,7 @@ static char *rewrite(const char *request, int status, const char *reason, const 
 
 START_TEST(test_response_rewrite)
 {
+    http_via_init(0xabcd);
     enum http_framing framing;
     int close_after;
     char *head = rewrite("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 299, "Custom Thing",
@@ -348,7 +349,7 @@ START_TEST(test_response_rewrite)
                          "Set-Cookie: b=2\r\nKeep-Alive: timeout=5\r\nContent-Length: 10\r\n",
                          &framing, &close_after);
     ck_assert_str_eq(head, "HTTP/1.1 299 Custom Thing\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-                           "Content-Length: 10\r\nVia: 1.1 rlproxy\r\n\r\n");
+                           "Content-Length: 10\r\nVia: 1.1 rlproxy-0000abcd\r\n\r\n");
     ck_assert_int_eq(framing, HTTP_FRAME_LENGTH);
     ck_assert_int_eq(close_after, 0);
     free(head);
@@ -358,7 +359,7 @@ START_TEST(test_response_rewrite)
                    "Transfer-Encoding: chunked\r\nContent-Length: 3\r\nX-A: 1\r\n", &framing,
                    &close_after);
     ck_assert_str_eq(head, "HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n"
-                           "Via: 1.1 rlproxy\r\n\r\n");
+                           "Via: 1.1 rlproxy-0000abcd\r\n\r\n");
     ck_assert_int_eq(framing, HTTP_FRAME_CHUNKED);
     free(head);
 
@@ -390,6 +391,25 @@ START_TEST(test_response_rewrite)
 }
 END_TEST
 
+START_TEST(test_via_loop)
+{
+    http_via_init(0x1234);
+    ck_assert_str_eq(http_via(), "1.1 rlproxy-00001234");
+    struct http_parser p;
+    http_parser_init(&p, 8192, 32768, NULL, NULL);
+    ck_assert_int_eq(feed(&p, "GET http://h/ HTTP/1.1\r\nHost: h\r\nVia: 1.0 fred, 1.1 rlproxy-00009999\r\n\r\n",
+                          100000, 1, NULL),
+                     HTTP_FEED_DONE);
+    ck_assert_int_eq(http_via_has_ours(&p.req), 0); /* another rlproxy in a chain */
+    http_parser_next(&p);
+    ck_assert_int_eq(feed(&p, "GET http://h/ HTTP/1.1\r\nHost: h\r\nVia: 1.0 fred\r\nVia: 1.1 RLPROXY-00001234 (x)\r\n\r\n",
+                          100000, 1, NULL),
+                     HTTP_FEED_DONE);
+    ck_assert_int_eq(http_via_has_ours(&p.req), 1);
+    http_parser_free(&p);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -405,6 +425,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_hop_by_hop);
     tcase_add_test(tc, test_targets);
     tcase_add_test(tc, test_response_rewrite);
+    tcase_add_test(tc, test_via_loop);
     suite_add_tcase(s, tc);
     return s;
 }
