@@ -21,8 +21,25 @@ Endpoints (any method unless noted; HEAD returns the GET headers without a body)
   /slow?delay=S                  sleeps S seconds, then 200 "slow"
   /truncate[?chunked=1]          Content-Length: 1000 (or chunked), sends 500 bytes, closes
   /drip?n=N&interval=MS          N one-byte chunks, one every MS milliseconds
-  /log                           JSON list of recent requests {method,target,time,conn}, newest
-                                 last, bounded to 10000; /log and /stats themselves are not logged
+  /slowsink?rate=B               reads the body at about B bytes per second (a slow upstream);
+                                 then JSON {"length","sha256","chunked","method"} like /sink
+  /flaky?key=K&fail=N&status=S&retry_after=R&mode=M&early=1
+                                 the first N requests with key K (default N 0) fail: status S
+                                 (default 503) with Retry-After R when given (an integer, or
+                                 "date+N": an HTTP-date N seconds ahead); mode=reset closes with
+                                 RST instead of answering; mode=hang answers nothing until the
+                                 client goes away (at most 30 s); early=1 answers S without reading
+                                 the body (Connection: close). Later requests get 200 JSON
+                                 {"key","attempt","method","length","sha256"} of the body.
+                                 Per-key counters, bounded to 10000 keys
+  /count?key=K                   JSON {"key","count","times"}: the /flaky requests seen for K and
+                                 their arrival times (time.monotonic(), the last 100); not logged
+  /log                           JSON list of recent requests {method,target,time,conn,mono},
+                                 newest last, bounded to 10000; /log and /stats themselves are
+                                 not logged. "time" is time.time() (wall clock, seconds); "mono"
+                                 is time.monotonic() (CLOCK_MONOTONIC on Linux, the clock of
+                                 now_ms() in the C harness), taken at the same moment: once the
+                                 request head has been read, before the endpoint runs
   /stats                         JSON {"connections" (open now, this one included), "accepted"
                                  (ever, this one included), "requests", "streams_active",
                                  "bytes_sent" (body bytes written by /bytes so far)}
@@ -31,12 +48,14 @@ JSON is compact (separators "," and ":") so C tests can match it with strstr.
 
 import argparse
 import collections
+import email.utils
 import gzip
 import hashlib
 import json
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -208,6 +227,7 @@ class Connection:
         self.rfile = sock.makefile("rb", buffering=BLOCK)
         self.close_after = False
         self.started = False
+        self.abort = False  # close with RST (SO_LINGER 0) instead of a lingering close
 
     def send(self, data):
         self.sock.sendall(data)
@@ -421,6 +441,92 @@ def ep_stats(conn, req, body):
     conn.json(req, obj)
 
 
+FLAKY_KEYS = 10000
+FLAKY_TIMES = 100
+FLAKY = collections.OrderedDict()  # key -> [count, deque of arrival times]; under STATE.lock
+
+
+def flaky_arrival(key):
+    """Counts one /flaky request for key; returns its 1-based attempt number."""
+    now = time.monotonic()
+    with STATE.lock:
+        entry = FLAKY.get(key)
+        if entry is None:
+            entry = FLAKY[key] = [0, collections.deque(maxlen=FLAKY_TIMES)]
+            while len(FLAKY) > FLAKY_KEYS:
+                FLAKY.popitem(last=False)
+        entry[0] += 1
+        entry[1].append(now)
+        return entry[0]
+
+
+def ep_flaky(conn, req, body):
+    attempt = flaky_arrival(req.arg("key", ""))
+    try:
+        fail = int(req.arg("fail", "0"))
+        status = int(req.arg("status", "503"))
+    except ValueError:
+        raise BadRequest("bad /flaky parameters")
+    mode = req.arg("mode", "")
+    if attempt <= fail:
+        if req.arg("early") == "1" and mode == "":
+            conn.close_after = True  # the body is left unread: this connection cannot go on
+            flaky_fail(conn, req, attempt, status)
+            return
+        body.drain()
+        if mode == "reset":
+            conn.close_after = True
+            conn.abort = True
+            return
+        if mode == "hang":
+            flaky_hang(conn)
+            return
+        flaky_fail(conn, req, attempt, status)
+        return
+    digest = hashlib.sha256()
+    while True:
+        data = body.read()
+        if not data:
+            break
+        digest.update(data)
+    conn.json(req, {"key": req.arg("key", ""), "attempt": attempt, "method": req.method,
+                    "length": body.length, "sha256": digest.hexdigest()})
+
+
+def flaky_fail(conn, req, attempt, status):
+    hdrs = [("Content-Type", "text/plain")]
+    ra = req.arg("retry_after")
+    if ra is not None:
+        if ra.startswith("date+"):
+            ra = email.utils.formatdate(time.time() + float(ra[5:]), usegmt=True)
+        hdrs.append(("Retry-After", ra))
+    conn.simple(req, status, b"flaky: attempt %d fails with %d\n" % (attempt, status), hdrs)
+
+
+def flaky_hang(conn):
+    """No answer until the client closes (EOF or reset), for at most 30 s."""
+    conn.close_after = True
+    deadline = time.monotonic() + 30
+    conn.sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            if not conn.sock.recv(BLOCK):
+                return
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+
+
+def ep_count(conn, req, body):
+    body.drain()
+    key = req.arg("key", "")
+    with STATE.lock:
+        entry = FLAKY.get(key)
+        count, times = (entry[0], list(entry[1])) if entry is not None else (0, [])
+    conn.json(req, {"key": key, "count": count, "times": times})
+
+
 def ep_not_found(conn, req, body):
     body.drain()
     conn.simple(req, 404, b"not found\n", [("Content-Type", "text/plain")])
@@ -428,8 +534,35 @@ def ep_not_found(conn, req, body):
 
 EXACT = {"/sink": ep_sink, "/echo": ep_echo, "/cookies": ep_cookies, "/gzip": ep_gzip,
          "/slow": ep_slow, "/truncate": ep_truncate, "/drip": ep_drip, "/log": ep_log,
-         "/stats": ep_stats, "/headers": ep_headers}
+         "/stats": ep_stats, "/headers": ep_headers, "/flaky": ep_flaky, "/count": ep_count}
 PREFIX = {"/bytes/": ep_bytes, "/status/": ep_status, "/headers/": ep_headers}
+
+
+def ep_slowsink(conn, req, body):
+    """A slow upstream: reads the body at about rate bytes per second, so a proxy in front of it
+    must stop reading its client instead of buffering the body."""
+    try:
+        rate = float(req.arg("rate", "1000000"))
+    except ValueError:
+        raise BadRequest("bad /slowsink rate")
+    if rate <= 0:
+        raise BadRequest("bad /slowsink rate")
+    step = max(1024, min(BLOCK, int(rate / 20)))  # about 20 reads a second
+    digest = hashlib.sha256()
+    start = time.monotonic()
+    while True:
+        data = body.read(step)
+        if not data:
+            break
+        digest.update(data)
+        ahead = body.length / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+    conn.json(req, {"length": body.length, "sha256": digest.hexdigest(),
+                    "chunked": body.chunked, "method": req.method})
+
+
+EXACT["/slowsink"] = ep_slowsink
 
 
 def route(path):
@@ -442,11 +575,12 @@ def route(path):
 
 
 def serve_one(conn, req, conn_id):
-    if req.path not in ("/log", "/stats"):
+    if req.path not in ("/log", "/stats", "/count"):
         with STATE.lock:
             STATE.requests += 1
             STATE.log.append({"method": req.method, "target": req.target,
-                              "time": time.time(), "conn": conn_id})
+                              "time": time.time(), "conn": conn_id,
+                              "mono": time.monotonic()})
     vlog("%d %s %s %s" % (conn_id, req.method, req.target, req.version))
     body = Body(conn, req)
     route(req.path)(conn, req, body)
@@ -470,6 +604,18 @@ def lingering_close(sock):
             sock.close()
         except OSError:
             pass
+
+
+def abort_close(sock):
+    """Close with RST: SO_LINGER on with a zero timeout drops the connection at once."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 class Handler(socketserver.BaseRequestHandler):
@@ -513,7 +659,10 @@ class Handler(socketserver.BaseRequestHandler):
                     break
         finally:
             conn.rfile.close()
-            lingering_close(sock)
+            if conn.abort:
+                abort_close(sock)
+            else:
+                lingering_close(sock)
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
