@@ -127,6 +127,12 @@ struct config {
     struct retry_policy retry; /* retry.*: attempts, base_delay, max_delay, jitter, on, methods,
                                   max_body, budget */
 
+    char *tls_ca_cert;  /* tls_intercept.ca_cert: "" */
+    char *tls_ca_key;   /* tls_intercept.ca_key: "" (mode 0600 or stricter) */
+    struct host_pattern *tls_intercept_hosts; /* tls_intercept.hosts: [] — only these are opened */
+    size_t tls_intercept_hosts_count;
+    char *tls_upstream_ca_file; /* tls_intercept.upstream_ca_file: "" */
+
     char *upstream_proxy; /* upstream_proxy: "" (none) or "http://[user:pass@]host:port" */
     struct host_pattern *upstream_proxy_bypass; /* upstream_proxy_bypass: [] */
     size_t upstream_proxy_bypass_count;

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,6 +24,7 @@
 #include "limiter.h"
 #include "log.h"
 #include "retry.h"
+#include "tls.h"
 #include "tunnel.h"
 #include "upstream.h"
 #include "util.h"
@@ -65,6 +68,10 @@ struct conn {
     uint64_t wait_ms;
     char user[256];         /* authenticated proxy user, "-" when none */
     int has_client_slot;    /* holds an access.max_connections_per_client slot */
+    /* an opened (intercepted) CONNECT tunnel: requests inside are for https://host:port */
+    char intercept_host[256];
+    unsigned intercept_port;
+    char intercept_user[256];
     unsigned attempt;       /* 1 for the first try */
     int64_t retry_delay_ms; /* decided in on_upstream_status */
     struct evbuffer *spool; /* body bytes handed to curl, kept for a replay up to retry.max_body */
@@ -85,6 +92,9 @@ struct conn {
 };
 
 static void process_input(struct conn *c);
+static void on_client_read(struct bufferevent *bev, void *arg);
+static void on_client_write(struct bufferevent *bev, void *arg);
+static void on_client_event(struct bufferevent *bev, short what, void *arg);
 static void send_error(struct conn *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -281,7 +291,14 @@ static void log_request(struct conn *c)
     else
         snprintf(user_json, sizeof user_json, "\"%s\"", user);
     sanitize(method, sizeof method, http_arena(r, r->method_off), r->method_len);
-    sanitize(target, sizeof target, http_arena(r, r->target_off), r->target_len);
+    if (c->intercept_host[0] != '\0' && r->method != HTTP_CONNECT) {
+        char full[1100];
+        int used = snprintf(full, sizeof full, "https://%s:%u%.*s", c->intercept_host,
+                            c->intercept_port, (int)r->target_len, http_arena(r, r->target_off));
+        sanitize(target, sizeof target, full, used > 0 ? (size_t)used : 0);
+    } else {
+        sanitize(target, sizeof target, http_arena(r, r->target_off), r->target_len);
+    }
     uint64_t now = util_now_ms();
     uint64_t total = now - c->start_ms;
     uint64_t upstream_ms = c->upstream_head_ms ? c->upstream_head_ms - c->upstream_start_ms : 0;
@@ -447,7 +464,7 @@ static void finish_request(struct conn *c)
     c->spooled = 0;
     c->spool_lost = c->continue_sent = 0;
     c->attempt = 0;
-    snprintf(c->user, sizeof c->user, "-");
+    snprintf(c->user, sizeof c->user, "%s", c->intercept_host[0] ? c->intercept_user : "-");
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
@@ -658,6 +675,7 @@ static void start_forward(struct conn *c)
         .target_text = target_text,
         .parent_proxy = parent_proxy_for(c->config, t->host),
         .policy = c->config,
+        .extra_ca_file = c->config->tls_upstream_ca_file,
         .connect_timeout_ms = c->config->upstream_connect_timeout_ms,
         .response_timeout_ms = c->config->upstream_response_timeout_ms,
     };
@@ -905,6 +923,73 @@ void conn_start_waiting(struct worker *w)
     }
 }
 
+/* Inside an opened tunnel requests come in origin form ("GET /x"); they are for the host the
+ * client asked to CONNECT to. An absolute URL must name that host too. */
+static int adopt_tunnel_target(struct conn *c)
+{
+    struct http_request *r = &c->parser.req;
+    if (r->method == HTTP_CONNECT) {
+        send_error(c, 400, "CONNECT inside an intercepted tunnel to %s", c->intercept_host);
+        return 0;
+    }
+    if (r->target.scheme == HTTP_SCHEME_NONE) {
+        r->target.scheme = HTTP_SCHEME_HTTPS;
+        snprintf(r->target.host, sizeof r->target.host, "%s", c->intercept_host);
+        r->target.host_is_ipv6 = strchr(c->intercept_host, ':') != NULL;
+        r->target.port = c->intercept_port;
+        r->target.path_off = r->target_off;
+        r->target.path_len = r->target_len;
+        return 1;
+    }
+    if (strcasecmp(r->target.host, c->intercept_host) != 0 || r->target.port != c->intercept_port) {
+        send_error(c, 400, "request for %s:%u inside the tunnel to %s:%u", r->target.host,
+                   r->target.port, c->intercept_host, c->intercept_port);
+        return 0;
+    }
+    r->target.scheme = HTTP_SCHEME_HTTPS;
+    return 1;
+}
+
+/* CONNECT to a host listed in tls_intercept.hosts: answer 200, then speak TLS to the client with a
+ * certificate for that host and read the requests inside like any others. */
+static void start_intercept(struct conn *c)
+{
+    const struct http_target *t = &c->parser.req.target;
+    char err[300];
+    SSL *ssl = tls_new_server_ssl(t->host, err, sizeof err);
+    if (ssl == NULL) {
+        send_error(c, 502, "cannot intercept %s: %s", t->host, err);
+        return;
+    }
+    evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
+                 39);
+    struct bufferevent *tls = bufferevent_openssl_filter_new(
+        c->worker->base, c->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (tls == NULL) {
+        SSL_free(ssl);
+        send_error(c, 502, "cannot intercept %s: out of memory", t->host);
+        return;
+    }
+    /* a client that drops the connection without close_notify is not an error worth logging */
+    bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+    c->bev = tls; /* owns the plain bufferevent now */
+    snprintf(c->intercept_host, sizeof c->intercept_host, "%s", t->host);
+    c->intercept_port = t->port;
+    snprintf(c->intercept_user, sizeof c->intercept_user, "%s", c->user);
+    c->status = 200;
+    log_request(c);
+    worker_count_response(c->worker, 200, 0, 0);
+    http_parser_next(&c->parser);
+    c->head_sent = c->message_done = 0;
+    c->status = 0;
+    bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, c->config->buffer_size);
+    bufferevent_setwatermark(c->bev, EV_WRITE, c->config->buffer_size / 2, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    conn_set_state(c, CONN_READ_HEAD);
+    wait_for_request(c);
+}
+
 static void handle_head(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
@@ -919,7 +1004,9 @@ static void handle_head(struct conn *c)
         send_error(c, 508, "request loop: this request already passed through this proxy (Via)");
         return;
     }
-    if (auth_required(c->config)) {
+    if (c->intercept_host[0] != '\0' && !adopt_tunnel_target(c))
+        return;
+    if (auth_required(c->config) && c->intercept_host[0] == '\0') {
         size_t len = 0;
         const char *creds = http_header_find(r, "Proxy-Authorization", &len);
         if (creds == NULL || !auth_check(c->config, creds, len, c->user, sizeof c->user)) {
@@ -942,6 +1029,10 @@ static void handle_head(struct conn *c)
                                       !access_destination_port_allowed(c->config, r->target.port))) {
         send_error(c, 403, "CONNECT to port %u is not allowed (connect.allowed_ports)",
                    r->target.port);
+        return;
+    }
+    if (r->method == HTTP_CONNECT && tls_should_intercept(c->config, r->target.host)) {
+        start_intercept(c); /* no admission for the tunnel: each request inside is admitted */
         return;
     }
     if (r->method != HTTP_CONNECT && r->target.scheme == HTTP_SCHEME_NONE) {
@@ -1069,6 +1160,9 @@ static void on_client_write(struct bufferevent *bev, void *arg)
 static void on_client_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
+    log_debug("conn %s: event 0x%x in %s", c->client_text, (unsigned)what, state_names[c->state]);
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* an intercepted tunnel's TLS handshake completed */
     if (what & BEV_EVENT_TIMEOUT) {
         if (c->state == CONN_FORWARD && !c->message_done && !c->head_sent)
             send_error(c, 408, "request body stalled for %" PRIu64 " ms",

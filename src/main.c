@@ -15,6 +15,7 @@
 #include "util.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 
 static void usage(FILE *out)
 {
@@ -25,11 +26,44 @@ static void usage(FILE *out)
             "  -t       check the configuration and exit (0: valid, 1: invalid)\n"
             "  -V       print the version and exit\n"
             "  -h       this help\n"
+            "       rlproxy ca init DIR\n"
+            "  writes DIR/ca.key (mode 0600) and DIR/ca.pem, a new CA for tls_intercept\n"
             "signals: TERM/INT drain and stop (a second one stops at once), HUP reloads -c file\n");
+}
+
+/* `rlproxy ca init DIR`: a CA for tls_intercept, and how to make clients trust it. */
+static int ca_init(const char *dir)
+{
+    char err[1024];
+    if (tls_ca_init(dir, err, sizeof err) != 0) {
+        fprintf(stderr, "rlproxy: %s\n", err);
+        return 1;
+    }
+    printf("wrote %s/ca.key (mode 0600, keep it private) and %s/ca.pem\n\n"
+           "Configure rlproxy:\n"
+           "  tls_intercept:\n    ca_cert: %s/ca.pem\n    ca_key: %s/ca.key\n"
+           "    hosts: [\"api.example.com\"]\n\n"
+           "Make clients trust %s/ca.pem:\n"
+           "  curl:      curl --cacert %s/ca.pem -x http://127.0.0.1:3128 https://api.example.com/\n"
+           "  OpenSSL:   SSL_CERT_FILE=%s/ca.pem (replaces the default bundle: concatenate it with\n"
+           "             /etc/ssl/certs/ca-certificates.crt for other hosts)\n"
+           "  Python:    REQUESTS_CA_BUNDLE=... for requests, SSL_CERT_FILE=... for urllib\n"
+           "  Debian:    cp %s/ca.pem /usr/local/share/ca-certificates/rlproxy.crt && "
+           "update-ca-certificates\n"
+           "  Chromium:  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n rlproxy -i %s/ca.pem\n",
+           dir, dir, dir, dir, dir, dir, dir, dir, dir);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "ca") == 0) {
+        if (argc != 4 || strcmp(argv[2], "init") != 0) {
+            fprintf(stderr, "usage: rlproxy ca init DIR\n");
+            return 2;
+        }
+        return ca_init(argv[3]);
+    }
     const char *config_path = NULL;
     int check_only = 0;
     int opt;
@@ -70,6 +104,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "rlproxy: out of memory\n");
             return 1;
         }
+    }
+    if (tls_check_config(config, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        config_unref(config);
+        return 1;
     }
     if (check_only) {
         printf("%s: configuration OK\n", config_path ? config_path : "(embedded default)");

@@ -15,6 +15,7 @@
 
 #include "admin.h"
 #include "daemon.h"
+#include "tls.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -231,6 +232,13 @@ static void reload(struct server *s)
     log_set_level(next->log_level);
     if (log_access_open(next->access_log) != 0)
         log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));
+    if (tls_configure(next, err, sizeof err) != 0) {
+        log_error("reload failed, keeping the running config: %s", err);
+        s->view.process.reloads_failed++;
+        config_unref(next);
+        daemon_notify_ready();
+        return;
+    }
     struct limiter *limiter = limiter_new(next, s->limiter);
     if (limiter == NULL) {
         log_error("reload failed, keeping the running config: out of memory");
@@ -334,6 +342,11 @@ int server_run(struct config *config, const char *config_path)
     }
     if (open_listeners(&s) != 0)
         goto out;
+    char tls_err[1024];
+    if (tls_configure(config, tls_err, sizeof tls_err) != 0) {
+        log_error("%s", tls_err);
+        goto out;
+    }
     s.limiter = limiter_new(config, NULL);
     s.workers = calloc(config->workers, sizeof *s.workers);
     if (s.workers == NULL || s.limiter == NULL)
@@ -397,6 +410,7 @@ out:
     if (s.expiry != NULL)
         event_free(s.expiry);
     limiter_unref(s.limiter);
+    tls_shutdown();
     free(s.workers);
     close_listeners(&s);
     if (s.base != NULL)

@@ -16,6 +16,7 @@
 
 #include "access.h"
 #include "log.h"
+#include "tls.h"
 #include "util.h"
 
 #define POOL_MAX 64                     /* idle easy handles kept per worker */
@@ -55,6 +56,7 @@ struct upstream {
     char parent[160]; /* the parent proxy, without credentials, or "" */
     const struct config *policy; /* for destinations.deny; the owner keeps it alive */
     char denied[64];  /* the address refused by destinations.deny, or "" */
+    const char *extra_ca_file;
     char error[CURL_ERROR_SIZE];
 };
 
@@ -571,6 +573,14 @@ static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl
     return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
 }
 
+static CURLcode ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
+{
+    struct upstream *u = arg;
+    if (tls_add_upstream_ca(ssl_ctx, u->extra_ca_file) != 0)
+        log_warn("cannot load tls_intercept.upstream_ca_file %s", u->extra_ca_file);
+    return CURLE_OK; /* the system store still verifies */
+}
+
 /* ---- starting transfers ----------------------------------------------------------------------- */
 
 static struct upstream *upstream_new(struct upstream_multi *m, const struct upstream_callbacks *cb,
@@ -621,6 +631,11 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
     u->headers = req->headers;
     u->response_timeout_ms = req->response_timeout_ms;
     u->policy = req->policy;
+    if (req->extra_ca_file != NULL && req->extra_ca_file[0] != '\0') {
+        u->extra_ca_file = req->extra_ca_file; /* owned by the config the conn holds */
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, u);
+    }
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
     u->response_timer = evtimer_new(m->base, on_response_timeout, u);

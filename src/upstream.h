@@ -64,6 +64,7 @@ struct upstream_request {
     const char *target_text;    /* for messages: "http://host:port/path" or "host:port" */
     const char *parent_proxy;   /* NULL: connect directly */
     const struct config *policy; /* destinations.deny checked on each address connected to */
+    const char *extra_ca_file;   /* added to the system store to verify https origins; "" none */
     uint64_t connect_timeout_ms;
     uint64_t response_timeout_ms; /* from the end of the request to the first response byte */
 };
