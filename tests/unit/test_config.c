@@ -79,7 +79,8 @@ START_TEST(test_table_is_consistent)
         int is_list = k->type == CONFIG_LISTEN_LIST || k->type == CONFIG_CIDR_LIST ||
                       k->type == CONFIG_PORT_LIST || k->type == CONFIG_HOST_PATTERN_LIST ||
                       k->type == CONFIG_RATE_RULES || k->type == CONFIG_RETRY_ON_LIST ||
-                      k->type == CONFIG_METHOD_LIST || k->type == CONFIG_USER_MAP;
+                      k->type == CONFIG_METHOD_LIST || k->type == CONFIG_USER_MAP ||
+                      k->type == CONFIG_HOST_NAME_LIST;
         ck_assert_msg(!k->required && !k->single_ok, "%s: rule-only flags", k->name);
         ck_assert_msg(is_list == (k->count_offset != 0), "%s count_offset", k->name);
         ck_assert_msg(is_list == (config_value_elem_size(k) != 0), "%s elem size", k->name);
