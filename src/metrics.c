@@ -6,6 +6,7 @@
 #include <inttypes.h>
 
 #include "limiter.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -111,6 +112,17 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
            "Requests held or refused because their origin asked for a pause.");
     evbuffer_add_printf(out, "rlproxy_upstream_pause_decisions_total %" PRIu64 "\n",
                         limiter_pause_decisions());
+    struct tls_stats tls;
+    tls_get_stats(&tls);
+    family(out, "rlproxy_tls_intercepted_total", "counter",
+           "CONNECT tunnels opened for TLS interception (tls_intercept.hosts).");
+    evbuffer_add_printf(out, "rlproxy_tls_intercepted_total %llu\n", tls.handshakes_started);
+    family(out, "rlproxy_tls_leaf_cache_total", "counter",
+           "Leaf certificate look-ups by result: hit (cached) or miss (minted).");
+    evbuffer_add_printf(out, "rlproxy_tls_leaf_cache_total{result=\"hit\"} %llu\n",
+                        tls.leaf_cache_hits);
+    evbuffer_add_printf(out, "rlproxy_tls_leaf_cache_total{result=\"miss\"} %llu\n",
+                        tls.leaf_cache_misses);
     family(out, "rlproxy_workers", "gauge", "Worker threads.");
     evbuffer_add_printf(out, "rlproxy_workers %u\n", worker_count);
     family(out, "rlproxy_config_reloads_total", "counter", "Configuration reloads by result.");
