@@ -47,6 +47,7 @@ static const char *const rate_key_words[] = {"client", "host",   "client+host",
                                              "user",   "global", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
 static const char *const jitter_words[] = {"none", "full", NULL};
+static const char *const on_error_words[] = {"local", "deny", "allow", NULL};
 
 #define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)               \
     {                                                                                              \
@@ -129,6 +130,12 @@ static const struct config_key keys[] = {
     ROW("tls_intercept.upstream_ca_file", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 1,
         tls_upstream_ca_file,
         "Extra CA bundle for verifying origins, on top of the system store"),
+    ROW("shared.redis", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 0, shared_redis,
+        "Redis server that rules with shared: true keep their windows in, as redis://IP:PORT/DB or unix:/path"),
+    ROW("shared.on_error", CONFIG_ENUM, "local", 0, 0, on_error_words, 1, shared_on_error,
+        "What a shared rule does when Redis does not answer: local uses this instance's own limiter, deny answers 503, allow admits"),
+    ROW("shared.timeout", CONFIG_DURATION, "50ms", 1, 10 * MS_PER_S, NULL, 1, shared_timeout_ms,
+        "Longest wait for Redis to decide one request before shared.on_error applies"),
     ROW("upstream_proxy", CONFIG_PROXY_URL, "\"\"", 0, 0, NULL, 1, upstream_proxy,
         "Parent proxy that every request and tunnel goes through, or empty for direct connections"),
     LIST_ROW("upstream_proxy_bypass", CONFIG_HOST_PATTERN_LIST, "[]", 0, 1024, 1,
@@ -1394,14 +1401,27 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
     if (cfg->auth_users_file != NULL && cfg->auth_users_file[0] != '\0' &&
         read_users_file(cfg, err, err_len) != 0)
         return -1;
-    for (size_t i = 0; i < cfg->rate_limits_count; i++)
-        if (cfg->rate_limits[i].shared) {
-            snprintf(err, err_len,
-                     "%s: rate_limits[%zu].shared: shared (Redis) limits are not available in "
-                     "this build yet; remove shared: true",
-                     cfg->source, i);
+    for (size_t i = 0; i < cfg->rate_limits_count; i++) {
+        if (!cfg->rate_limits[i].shared)
+            continue;
+#ifndef HAVE_HIREDIS
+        snprintf(err, err_len,
+                 "%s: rate_limits[%zu].shared: this build has no Redis support (install "
+                 "libhiredis-dev and rebuild)",
+                 cfg->source, i);
+        return -1;
+#endif
+        if (cfg->shared_redis == NULL || cfg->shared_redis[0] == '\0') {
+            snprintf(err, err_len, "%s: rate_limits[%zu].shared: needs shared.redis", cfg->source, i);
             return -1;
         }
+    }
+    if (cfg->shared_redis != NULL && cfg->shared_redis[0] != '\0' &&
+        strncmp(cfg->shared_redis, "unix:/", 6) != 0 && strncmp(cfg->shared_redis, "redis://", 8) != 0) {
+        snprintf(err, err_len, "%s: shared.redis: \"%s\" is not redis://HOST:PORT/DB or unix:/PATH",
+                 cfg->source, cfg->shared_redis);
+        return -1;
+    }
     return 0;
 }
 

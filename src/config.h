@@ -26,6 +26,7 @@ struct listen_addr {
 };
 
 enum access_format { ACCESS_FORMAT_TEXT, ACCESS_FORMAT_JSON };
+enum shared_on_error { SHARED_ON_ERROR_LOCAL, SHARED_ON_ERROR_DENY, SHARED_ON_ERROR_ALLOW };
 
 /* What a rate-limit rule counts by. */
 enum rate_key { RATE_KEY_CLIENT, RATE_KEY_HOST, RATE_KEY_CLIENT_HOST, RATE_KEY_USER, RATE_KEY_GLOBAL };
@@ -132,6 +133,10 @@ struct config {
     struct host_pattern *tls_intercept_hosts; /* tls_intercept.hosts: [] — only these are opened */
     size_t tls_intercept_hosts_count;
     char *tls_upstream_ca_file; /* tls_intercept.upstream_ca_file: "" */
+
+    char *shared_redis;   /* shared.redis: "" | "redis://127.0.0.1:6379/0" | "unix:/path" */
+    int shared_on_error;  /* shared.on_error: local | deny | allow */
+    uint64_t shared_timeout_ms; /* shared.timeout: 50ms */
 
     char *upstream_proxy; /* upstream_proxy: "" (none) or "http://[user:pass@]host:port" */
     struct host_pattern *upstream_proxy_bypass; /* upstream_proxy_bypass: [] */

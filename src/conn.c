@@ -24,6 +24,7 @@
 #include "limiter.h"
 #include "log.h"
 #include "retry.h"
+#include "shared.h"
 #include "tls.h"
 #include "tunnel.h"
 #include "upstream.h"
@@ -65,6 +66,9 @@ struct conn {
     /* the request in flight */
     struct limiter_decision decision;
     struct limiter_hold *hold; /* WAIT_ADMIT: our reserved slot */
+    struct shared_request *shared_request; /* WAIT_ADMIT: Redis is deciding */
+    char shared_member[48];  /* WAIT_ADMIT: our reservation in Redis, given back if we go away */
+    char shared_key[720];
     uint64_t wait_ms;
     char user[256];         /* authenticated proxy user, "-" when none */
     int has_client_slot;    /* holds an access.max_connections_per_client slot */
@@ -122,6 +126,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     if (c->state == CONN_WAIT_ADMIT) {
+        if (c->shared_member[0] != '\0') { /* our slot reserved in Redis has come */
+            c->shared_member[0] = '\0';
+            c->wait_ms = util_now_ms() - c->start_ms;
+            proceed(c);
+            return;
+        }
         if (c->hold == NULL) { /* a retry's backoff or an origin's pause is over: ask again */
             admit(c);
             return;
@@ -166,6 +176,9 @@ static void slot_queue_remove(struct conn *c)
 
 void conn_free(struct conn *c)
 {
+    shared_cancel(c->shared_request);
+    if (c->shared_member[0] != '\0')
+        shared_release(c->worker->shared, c->shared_key, c->shared_member);
     if (c->has_client_slot)
         access_client_slot_give((const struct sockaddr *)&c->client_addr);
     if (c->state == CONN_WAIT_SLOT)
@@ -834,23 +847,8 @@ static void proceed(struct conn *c)
     }
 }
 
-static void admit(struct conn *c)
+static void apply_decision(struct conn *c)
 {
-    const struct http_request *r = &c->parser.req;
-    int is_connect = r->method == HTTP_CONNECT;
-    struct limiter_request lr = {
-        .client = (const struct sockaddr *)&c->client_addr,
-        .user = c->user,
-        .host = r->target.host,
-        .method = http_arena(r, r->method_off),
-        .path = is_connect ? "" : http_arena(r, r->target.path_off),
-        .path_len = is_connect ? 0 : r->target.path_len,
-    };
-    limiter_decide(c->limiter, &lr, util_now_us(), &c->decision);
-    if (c->attempt == 0) {
-        c->attempt = 1;
-        retry_budget_request(&retry_budget, util_now_ms());
-    }
     switch (c->decision.verdict) {
     case LIMITER_REJECT:
         send_429(c);
@@ -866,6 +864,94 @@ static void admit(struct conn *c)
     default:
         proceed(c);
     }
+}
+
+static void build_limiter_request(struct conn *c, struct limiter_request *lr)
+{
+    const struct http_request *r = &c->parser.req;
+    int is_connect = r->method == HTTP_CONNECT;
+    *lr = (struct limiter_request){
+        .client = (const struct sockaddr *)&c->client_addr,
+        .user = c->user,
+        .host = r->target.host,
+        .method = http_arena(r, r->method_off),
+        .path = is_connect ? "" : http_arena(r, r->target.path_off),
+        .path_len = is_connect ? 0 : r->target.path_len,
+    };
+}
+
+/* Redis could not decide (down, slow, overloaded): shared.on_error says what to do. */
+static void shared_failed(struct conn *c, const struct rate_rule *rule)
+{
+    struct limiter_request lr;
+    build_limiter_request(c, &lr);
+    switch (c->config->shared_on_error) {
+    case SHARED_ON_ERROR_DENY:
+        send_overload(c, "the shared rate-limit store (Redis) is unavailable");
+        return;
+    case SHARED_ON_ERROR_ALLOW:
+        memset(&c->decision, 0, sizeof c->decision);
+        c->decision.verdict = LIMITER_ADMIT;
+        c->decision.rule = rule;
+        proceed(c);
+        return;
+    default: /* local: this instance's own window for the rule */
+        limiter_decide(c->limiter, &lr, util_now_us(), &c->decision);
+        apply_decision(c);
+    }
+}
+
+static void on_shared_decided(void *arg, const struct shared_result *result)
+{
+    struct conn *c = arg;
+    c->shared_request = NULL;
+    const struct rate_rule *rule = c->decision.rule;
+    if (result->outcome == SHARED_ERROR) {
+        shared_failed(c, rule);
+        return;
+    }
+    memset(&c->decision, 0, sizeof c->decision);
+    c->decision.rule = rule;
+    c->decision.remaining = result->remaining;
+    c->decision.reset_us = rule->window_ms * 1000;
+    if (result->outcome == SHARED_REJECT) {
+        c->decision.verdict = LIMITER_REJECT;
+        c->decision.retry_after_us = result->retry_after_us;
+        c->decision.reason = "over the shared limit";
+    } else if (result->outcome == SHARED_DELAY) {
+        c->decision.verdict = LIMITER_DELAY;
+        c->decision.delay_us = result->delay_us;
+        /* reserved in Redis: after the wait the request goes ahead without asking again */
+        snprintf(c->shared_member, sizeof c->shared_member, "%s", result->member);
+        snprintf(c->shared_key, sizeof c->shared_key, "%s", result->key);
+    } else {
+        c->decision.verdict = LIMITER_ADMIT;
+    }
+    apply_decision(c);
+}
+
+static void admit(struct conn *c)
+{
+    struct limiter_request lr;
+    build_limiter_request(c, &lr);
+    if (c->attempt == 0) {
+        c->attempt = 1;
+        retry_budget_request(&retry_budget, util_now_ms());
+    }
+    size_t index = limiter_match(c->limiter, &lr);
+    if (index < limiter_rule_count(c->limiter) && limiter_rule(c->limiter, index)->shared) {
+        const struct rate_rule *rule = limiter_rule(c->limiter, index);
+        memset(&c->decision, 0, sizeof c->decision);
+        c->decision.rule = rule;
+        c->decision.rule_index = index;
+        conn_set_state(c, CONN_WAIT_ADMIT);
+        c->shared_request = shared_decide(c->worker->shared, rule, &lr, on_shared_decided, c);
+        if (c->shared_request == NULL)
+            shared_failed(c, rule);
+        return;
+    }
+    limiter_decide(c->limiter, &lr, util_now_us(), &c->decision);
+    apply_decision(c);
 }
 
 static void schedule_retry(struct conn *c, int64_t delay_ms)

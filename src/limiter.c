@@ -605,6 +605,23 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     pthread_mutex_unlock(&s->lock);
 }
 
+size_t limiter_match(const struct limiter *l, const struct limiter_request *r)
+{
+    size_t i = 0;
+    while (i < l->rule_count && !rule_matches(&l->rules[i], r))
+        i++;
+    return i;
+}
+
+size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *r, char *key,
+                   size_t len)
+{
+    char buf[KEY_MAX];
+    size_t n = build_key(rule, r, buf);
+    snprintf(key, len, "%.*s", (int)n, buf);
+    return n < len ? n : len - 1;
+}
+
 void limiter_hold_done(struct limiter_hold *hold)
 {
     if (hold == NULL)

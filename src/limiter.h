@@ -67,6 +67,12 @@ void limiter_pause_host(const char *host, uint64_t until_us, uint64_t now_us);
 uint64_t limiter_paused_hosts(uint64_t now_us);
 uint64_t limiter_pause_decisions(void); /* requests held or refused because of a pause */
 
+/* The index of the first rule that matches, or limiter_rule_count() when none does. */
+size_t limiter_match(const struct limiter *limiter, const struct limiter_request *request);
+/* The key a rule counts the request under (client address, host, ...), as used for windows. */
+size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *request, char *key,
+                   size_t len);
+
 /* Frees windows idle for longer than their window. Returns the windows left. */
 size_t limiter_expire(struct limiter *limiter, uint64_t now_us);
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "shared.h"
 #include "log.h"
 #include "tunnel.h"
 
@@ -225,6 +226,7 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
     if (w->upstream == NULL || w->wakeup == NULL || w->slot_event == NULL ||
         w->resume_timer == NULL)
         return -1;
+    w->shared = shared_new(w->base, config);
     /* each worker gets its own descriptors for the shared sockets so each can free its own */
     int *fds = dup_all(listen_fds, listen_count);
     if (fds == NULL)
@@ -256,6 +258,7 @@ void worker_destroy(struct worker *w)
     for (size_t i = 0; i < w->pending_listen_count; i++)
         close(w->pending_listen_fds[i]);
     free(w->pending_listen_fds);
+    shared_free(w->shared);
     upstream_multi_free(w->upstream);
     if (w->wakeup != NULL)
         event_free(w->wakeup);

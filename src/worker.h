@@ -32,6 +32,7 @@ struct worker {
     pthread_t thread;
     struct event_base *base;
     struct upstream_multi *upstream;
+    struct shared *shared; /* Redis for shared rate limits, or NULL */
     struct config *config;   /* current; connections take a reference when they start */
     struct limiter *limiter; /* built for config; likewise */
     struct evconnlistener **listeners;

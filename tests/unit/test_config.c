@@ -543,9 +543,13 @@ static const struct error_case errors[] = {
 
 START_TEST(test_shared_refused_until_available)
 {
+    /* a shared rule needs somewhere to share: shared.redis */
     const char *err = load_err("rate_limits:\n  - {name: a, limit: 1, window: 1s, shared: true}\n");
-    ck_assert_msg(strstr(err, "rate_limits[0].shared") != NULL && strstr(err, "not available") != NULL,
+    ck_assert_msg(strstr(err, "rate_limits[0].shared") != NULL &&
+                      (strstr(err, "needs shared.redis") != NULL || strstr(err, "no Redis") != NULL),
                   "%s", err);
+    ck_assert_str_eq(load_err("shared:\n  redis: \"http://x\"\n"),
+                     "t.yaml: shared.redis: \"http://x\" is not redis://HOST:PORT/DB or unix:/PATH");
 }
 END_TEST
 
@@ -928,7 +932,7 @@ START_TEST(test_rules_every_field)
     ck_assert_uint_eq(r->max_delay_ms, 120 * MS_PER_S);
     ck_assert_uint_eq(r->max_queue, 50);
     ck_assert_int_eq(r->headers, 1);
-    ck_assert_int_eq(r->shared, 0); /* true is refused until shared limits exist: see below */
+    ck_assert_int_eq(r->shared, 0); /* true needs shared.redis: see test_shared_refused_... */
     r = &c->rate_limits[1];
     ck_assert_str_eq(r->name, "fall.back-1_x");
     ck_assert_int_eq(r->key, RATE_KEY_GLOBAL);

@@ -1,0 +1,367 @@
+/* shared.c — see shared.h. */
+#include "shared.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+#ifdef HAVE_HIREDIS
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+
+/* One admission, atomically. The sorted set holds admission times (past admissions and future
+ * reservations, scored in microseconds of Redis' own clock); the new entry goes at the earliest
+ * time at which the last `limit` entries span a whole window — exactly limiter.c's rule. */
+static const char script[] =
+    "local z, seq = KEYS[1], KEYS[2]\n"
+    "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)\n"
+    "local count = redis.call('ZCARD', z)\n"
+    "local at, verdict = now, 1\n"
+    "if count >= limit then\n"
+    "  local e = redis.call('ZRANGE', z, count - limit, count - limit, 'WITHSCORES')\n"
+    "  at = tonumber(e[2]) + window\n"
+    "  if at <= now then at = now\n"
+    "  elseif delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
+    "  elseif redis.call('ZCOUNT', z, '(' .. now, '+inf') >= max_queue then\n"
+    "    return {0, at - now, 0, ''}\n"
+    "  else verdict = 2 end\n"
+    "end\n"
+    "local member = tostring(redis.call('INCR', seq))\n"
+    "redis.call('ZADD', z, at, member)\n"
+    "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
+    "redis.call('PEXPIRE', z, ttl)\n"
+    "redis.call('PEXPIRE', seq, ttl)\n"
+    "local left = limit - count - 1\n"
+    "if left < 0 then left = 0 end\n"
+    "return {verdict, at - now, left, member}\n";
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct shared {
+    struct event_base *base;
+    redisAsyncContext *ac;
+    int connected;
+    int down_logged;
+    uint64_t backoff_ms;
+    struct event *reconnect;
+    char host[256];
+    int port;
+    char unix_path[256];
+    unsigned db;
+    uint64_t timeout_ms;
+    char sha[41];
+    _Atomic uint64_t admitted, delayed, rejected, errors;
+};
+
+struct shared_request {
+    struct shared *s;
+    shared_done_fn done;
+    void *arg;
+    struct event *timer;
+    int finished; /* done was called (timeout, cancel): a late reply is dropped */
+    int cancelled;
+    int retried_eval;
+    struct shared_result result;
+    /* the command's arguments, kept for a NOSCRIPT retry with EVAL */
+    char zkey[720], seqkey[730];
+    unsigned limit;
+    unsigned long long window_us, max_delay_us;
+    int delay;
+    unsigned max_queue;
+};
+
+int shared_available(void) { return 1; }
+
+static void connect_now(struct shared *s);
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg) { connect_now(arg); }
+
+static void schedule_reconnect(struct shared *s)
+{
+    struct timeval tv;
+    util_ms_to_timeval(s->backoff_ms, &tv);
+    evtimer_add(s->reconnect, &tv);
+    s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+}
+
+static void note_down(struct shared *s, const char *why)
+{
+    if (!s->down_logged) /* once per incident, not once per request */
+        log_error("shared limits: Redis unavailable (%s); applying shared.on_error until it is back",
+                  why);
+    s->down_logged = 1;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct shared *s = ac->data;
+    if (status != REDIS_OK) {
+        note_down(s, ac->errstr);
+        s->ac = NULL; /* hiredis frees a context whose connect failed */
+        schedule_reconnect(s);
+        return;
+    }
+    s->connected = 1;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    if (s->down_logged)
+        log_notice("shared limits: Redis is back");
+    s->down_logged = 0;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct shared *s = ac->data;
+    s->connected = 0;
+    s->ac = NULL;
+    if (status != REDIS_OK) {
+        note_down(s, ac->errstr[0] ? ac->errstr : "connection lost");
+        schedule_reconnect(s);
+    }
+}
+
+static void ignore_reply(redisAsyncContext *ac, void *reply, void *arg) {}
+
+static void connect_now(struct shared *s)
+{
+    redisAsyncContext *ac = s->unix_path[0] ? redisAsyncConnectUnix(s->unix_path)
+                                            : redisAsyncConnect(s->host, s->port);
+    if (ac == NULL || ac->err) {
+        note_down(s, ac ? ac->errstr : "out of memory");
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        schedule_reconnect(s);
+        return;
+    }
+    ac->data = s;
+    s->ac = ac;
+    redisLibeventAttach(ac, s->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (s->db != 0)
+        redisAsyncCommand(ac, ignore_reply, NULL, "SELECT %u", s->db);
+}
+
+/* "redis://host:port/db" (host an IP address or localhost: no blocking lookup), or "unix:/path". */
+static int parse_url(struct shared *s, const char *url)
+{
+    s->port = 6379;
+    if (strncmp(url, "unix:", 5) == 0) {
+        snprintf(s->unix_path, sizeof s->unix_path, "%s", url + 5);
+        return s->unix_path[0] ? 0 : -1;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return -1;
+    const char *h = url + 8, *end = h + strcspn(h, ":/");
+    snprintf(s->host, sizeof s->host, "%.*s", (int)(end - h), h);
+    if (strcmp(s->host, "localhost") == 0)
+        snprintf(s->host, sizeof s->host, "127.0.0.1");
+    if (*end == ':')
+        s->port = atoi(end + 1);
+    const char *slash = strchr(h, '/');
+    if (slash != NULL)
+        s->db = (unsigned)atoi(slash + 1);
+    return s->host[0] && s->port > 0 ? 0 : -1;
+}
+
+struct shared *shared_new(struct event_base *base, const struct config *config)
+{
+    if (config->shared_redis == NULL || config->shared_redis[0] == '\0')
+        return NULL;
+    struct shared *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->base = base;
+    s->timeout_ms = config->shared_timeout_ms;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    s->reconnect = evtimer_new(base, on_reconnect, s);
+    if (s->reconnect == NULL || parse_url(s, config->shared_redis) != 0) {
+        log_error("shared.redis: cannot use %s", config->shared_redis);
+        shared_free(s);
+        return NULL;
+    }
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)script, sizeof script - 1, digest);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", digest[i]);
+    connect_now(s);
+    return s;
+}
+
+void shared_free(struct shared *s)
+{
+    if (s == NULL)
+        return;
+    if (s->ac != NULL) {
+        redisAsyncContext *ac = s->ac;
+        ac->data = s;
+        redisAsyncSetDisconnectCallback(ac, NULL);
+        s->ac = NULL;
+        redisAsyncFree(ac); /* pending callbacks run with a NULL reply and free their requests */
+    }
+    if (s->reconnect != NULL)
+        event_free(s->reconnect);
+    free(s);
+}
+
+static void finish_request(struct shared_request *r, enum shared_outcome outcome)
+{
+    if (r->finished)
+        return;
+    r->finished = 1;
+    evtimer_del(r->timer);
+    r->result.outcome = outcome;
+    if (outcome == SHARED_ERROR)
+        atomic_fetch_add(&r->s->errors, 1);
+    if (!r->cancelled)
+        r->done(r->arg, &r->result);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct shared_request *r = arg;
+    note_down(r->s, "no answer within shared.timeout");
+    finish_request(r, SHARED_ERROR);
+}
+
+static int send_script(struct shared_request *r, int as_eval);
+
+static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
+{
+    struct shared_request *r = arg;
+    redisReply *reply = reply_ptr;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !r->retried_eval && !r->finished &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && send_script(r, 1) == 0)
+        return; /* the EVAL's reply will come to this same request */
+    enum shared_outcome outcome = SHARED_ERROR;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            log_warn("shared limits: Redis error: %s", reply->str);
+    } else {
+        long long verdict = reply->element[0]->integer, wait = reply->element[1]->integer;
+        r->result.remaining = (uint32_t)reply->element[2]->integer;
+        if (reply->element[3]->type == REDIS_REPLY_STRING)
+            snprintf(r->result.member, sizeof r->result.member, "%s", reply->element[3]->str);
+        outcome = verdict == 1 ? SHARED_ADMIT : verdict == 2 ? SHARED_DELAY : SHARED_REJECT;
+        r->result.delay_us = outcome == SHARED_DELAY ? (uint64_t)wait : 0;
+        r->result.retry_after_us = outcome == SHARED_REJECT ? (uint64_t)wait : 0;
+        _Atomic uint64_t *counter = outcome == SHARED_ADMIT   ? &r->s->admitted
+                                    : outcome == SHARED_DELAY ? &r->s->delayed
+                                                              : &r->s->rejected;
+        atomic_fetch_add(counter, 1);
+    }
+    if (!r->finished)
+        finish_request(r, outcome);
+    else if (r->cancelled && (outcome == SHARED_ADMIT || outcome == SHARED_DELAY))
+        shared_release(r->s, r->zkey, r->result.member); /* went away while we asked */
+    event_free(r->timer);
+    free(r);
+}
+
+static int send_script(struct shared_request *r, int as_eval)
+{
+    struct shared *s = r->s;
+    if (s->ac == NULL || !s->connected)
+        return -1;
+    r->retried_eval = as_eval;
+    return redisAsyncCommand(s->ac, on_reply, r, "%s %s 2 %s %s %u %llu %d %llu %u",
+                             as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey,
+                             r->seqkey, r->limit, r->window_us, r->delay, r->max_delay_us,
+                             r->max_queue) == REDIS_OK
+               ? 0
+               : -1;
+}
+
+struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
+                                     const struct limiter_request *request, shared_done_fn done,
+                                     void *arg)
+{
+    if (s == NULL || s->ac == NULL || !s->connected) {
+        if (s != NULL)
+            atomic_fetch_add(&s->errors, 1);
+        return NULL;
+    }
+    struct shared_request *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->s = s;
+    r->done = done;
+    r->arg = arg;
+    char key[600];
+    limiter_key(rule, request, key, sizeof key);
+    /* one hash tag: the set and its counter live in the same Redis Cluster slot */
+    snprintf(r->zkey, sizeof r->zkey, "rlproxy:{%s:%s}", rule->name, key);
+    snprintf(r->result.key, sizeof r->result.key, "%s", r->zkey);
+    snprintf(r->seqkey, sizeof r->seqkey, "%s:seq", r->zkey);
+    r->limit = rule->limit;
+    r->window_us = (unsigned long long)rule->window_ms * 1000;
+    r->delay = rule->over_limit == RATE_OVER_DELAY;
+    r->max_delay_us = (unsigned long long)rule->max_delay_ms * 1000;
+    r->max_queue = rule->max_queue;
+    r->timer = evtimer_new(s->base, on_timeout, r);
+    if (r->timer == NULL || send_script(r, 0) != 0) {
+        if (r->timer != NULL)
+            event_free(r->timer);
+        free(r);
+        atomic_fetch_add(&s->errors, 1);
+        return NULL;
+    }
+    struct timeval tv;
+    util_ms_to_timeval(s->timeout_ms, &tv);
+    evtimer_add(r->timer, &tv);
+    return r;
+}
+
+void shared_cancel(struct shared_request *r)
+{
+    if (r == NULL)
+        return;
+    r->cancelled = 1; /* freed when its reply (or the disconnect) arrives */
+    r->finished = 1;
+    evtimer_del(r->timer);
+}
+
+void shared_release(struct shared *s, const char *key, const char *member)
+{
+    if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0')
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s %s", key, member);
+}
+
+void shared_stats(struct shared *s, struct shared_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (s == NULL)
+        return;
+    out->admitted = atomic_load(&s->admitted);
+    out->delayed = atomic_load(&s->delayed);
+    out->rejected = atomic_load(&s->rejected);
+    out->errors = atomic_load(&s->errors);
+    out->connected = s->connected;
+}
+
+#else /* no hiredis: shared rules are refused by the config check */
+
+int shared_available(void) { return 0; }
+struct shared *shared_new(struct event_base *base, const struct config *config) { return NULL; }
+void shared_free(struct shared *s) {}
+struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
+                                     const struct limiter_request *request, shared_done_fn done,
+                                     void *arg)
+{
+    return NULL;
+}
+void shared_cancel(struct shared_request *r) {}
+void shared_release(struct shared *s, const char *key, const char *member) {}
+void shared_stats(struct shared *s, struct shared_stats *out) { memset(out, 0, sizeof *out); }
+
+#endif

@@ -1,0 +1,60 @@
+/* shared.h — rate limits shared by several rlproxy instances through Redis (rules with
+ * `shared: true`). Each worker owns one hiredis async connection on its own event loop; every
+ * decision is one atomic Lua script (EVALSHA) that keeps the same exact sliding window as
+ * limiter.c in a sorted set, with time from Redis `TIME` so instances share one clock. Bounded:
+ * a per-command timeout, reconnection with backoff, and `shared.on_error` when Redis cannot
+ * answer. Never blocks the event loop (an IP address or unix: path avoids a DNS lookup). */
+#ifndef RLPROXY_SHARED_H
+#define RLPROXY_SHARED_H
+
+#include <event2/event.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "limiter.h"
+
+struct shared;
+struct shared_request;
+
+enum shared_outcome {
+    SHARED_ADMIT,
+    SHARED_DELAY,  /* delay_us set; the slot is reserved in Redis (member names it) */
+    SHARED_REJECT, /* retry_after_us set */
+    SHARED_ERROR,  /* Redis did not answer in time or is down: apply shared.on_error */
+};
+
+struct shared_result {
+    enum shared_outcome outcome;
+    uint64_t delay_us, retry_after_us;
+    uint32_t remaining;
+    char member[48]; /* DELAY: the reservation, for shared_release */
+    char key[720];   /* the Redis key of the window, for shared_release */
+};
+
+typedef void (*shared_done_fn)(void *arg, const struct shared_result *result);
+
+/* 1 when this build can talk to Redis. */
+int shared_available(void);
+
+/* NULL when config has no shared.redis (or the build has no hiredis). */
+struct shared *shared_new(struct event_base *base, const struct config *config);
+void shared_free(struct shared *s);
+
+/* Asks Redis; done runs later from the loop (never from inside this call). Returns a handle
+ * to cancel with shared_cancel when the request goes away first, or NULL when it could not even
+ * be sent (done is not called then: apply on_error). */
+struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
+                                     const struct limiter_request *request, shared_done_fn done,
+                                     void *arg);
+void shared_cancel(struct shared_request *r);
+/* Gives back a reservation (a held request whose client went away). */
+void shared_release(struct shared *s, const char *key, const char *member);
+
+/* For /metrics: decisions by outcome, errors, and whether Redis is reachable now. */
+struct shared_stats {
+    uint64_t admitted, delayed, rejected, errors;
+    int connected;
+};
+void shared_stats(struct shared *s, struct shared_stats *out);
+
+#endif
