@@ -72,6 +72,7 @@ struct conn {
     uint64_t wait_ms;
     char user[256];         /* authenticated proxy user, "-" when none */
     int has_client_slot;    /* holds an access.max_connections_per_client slot */
+    int logged;             /* this request's access-log line is written */
     /* an opened (intercepted) CONNECT tunnel: requests inside are for https://host:port */
     char intercept_host[256];
     unsigned intercept_port;
@@ -96,6 +97,7 @@ struct conn {
 };
 
 static void process_input(struct conn *c);
+static void log_request(struct conn *c);
 static void on_client_read(struct bufferevent *bev, void *arg);
 static void on_client_write(struct bufferevent *bev, void *arg);
 static void on_client_event(struct bufferevent *bev, short what, void *arg);
@@ -133,7 +135,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             return;
         }
         if (c->hold == NULL) { /* a retry's backoff or an origin's pause is over: ask again */
+            struct limiter_decision pause = c->decision;
             admit(c);
+            if (pause.paused && (c->state == CONN_FORWARD || c->state == CONN_TUNNEL_CONNECT) &&
+                (c->decision.verdict == LIMITER_ADMIT || c->decision.verdict == LIMITER_UNLIMITED))
+                c->decision = pause; /* the log shows what held it: delay:origin-pause */
             return;
         }
         limiter_hold_done(c->hold); /* the reserved slot is ours now */
@@ -176,6 +182,12 @@ static void slot_queue_remove(struct conn *c)
 
 void conn_free(struct conn *c)
 {
+    if (!c->logged && c->parser.req.method_len > 0 &&
+        (c->state == CONN_FORWARD || c->state == CONN_WAIT_ADMIT || c->state == CONN_WAIT_SLOT ||
+         c->state == CONN_TUNNEL_CONNECT)) {
+        c->status = c->head_sent ? c->status : 499; /* the client went away first */
+        log_request(c);
+    }
     shared_cancel(c->shared_request);
     if (c->shared_member[0] != '\0')
         shared_release(c->worker->shared, c->shared_key, c->shared_member);
@@ -291,6 +303,7 @@ static void format_decision(const struct limiter_decision *d, char *buf, size_t 
 
 static void log_request(struct conn *c)
 {
+    c->logged = 1;
     if (!log_access_enabled())
         return;
     char decision[96];
@@ -341,7 +354,10 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
     if (c->head_sent) { /* too late for a status: a truncated response must look truncated */
         c->status = c->status ? c->status : status;
         log_request(c);
-        conn_free(c);
+        worker_count_response(c->worker, 0, c->bytes_in, c->bytes_out);
+        /* what arrived goes out, then the close: a short Content-Length body or a chunked body
+         * without its last chunk, which clients report as incomplete */
+        close_after_flush(c);
         return;
     }
     char body[700];
@@ -477,6 +493,7 @@ static void finish_request(struct conn *c)
     c->spooled = 0;
     c->spool_lost = c->continue_sent = 0;
     c->attempt = 0;
+    c->logged = 0;
     snprintf(c->user, sizeof c->user, "%s", c->intercept_host[0] ? c->intercept_user : "-");
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
@@ -541,7 +558,8 @@ static void note_upstream_pause(struct conn *c, int status, int64_t retry_after_
     if ((status != 429 && status != 503) || retry_after_ms <= 0)
         return;
     uint64_t now = util_now_us();
-    limiter_pause_host(c->parser.req.target.host, now + (uint64_t)retry_after_ms * 1000, now);
+    limiter_pause_host(c->parser.req.target.host, c->parser.req.target.port,
+                       now + (uint64_t)retry_after_ms * 1000, now);
 }
 
 static int on_upstream_status(void *arg, int status, int64_t retry_after_ms)
@@ -644,6 +662,14 @@ static struct curl_slist *build_request_headers(const struct http_request *r, in
     return list;
 }
 
+static int method_in(const struct retry_policy *p, const char *method)
+{
+    for (size_t i = 0; i < p->methods_count; i++)
+        if (strcmp(p->methods[i], method) == 0)
+            return 1;
+    return 0;
+}
+
 static const char *parent_proxy_for(const struct config *config, const char *host)
 {
     if (config->upstream_proxy[0] == '\0' ||
@@ -655,6 +681,8 @@ static const char *parent_proxy_for(const struct config *config, const char *hos
 static void start_forward(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
+    if (r->content_length > 0 && (uint64_t)r->content_length > c->config->retry.max_body)
+        c->spool_lost = 1; /* decided up front, not by how much arrived before an early answer */
     const struct http_target *t = &r->target;
     char url[400], target_text[1200];
     const char *scheme = t->scheme == HTTP_SCHEME_HTTPS ? "https" : "http";
@@ -682,6 +710,7 @@ static void start_forward(struct conn *c)
         .request_target = target,
         .method = http_arena(r, r->method_off),
         .is_head = r->method == HTTP_HEAD,
+        .idempotent = method_in(&c->config->retry, http_arena(r, r->method_off)),
         .upload = r->has_body || r->content_length == 0,
         .upload_length = r->chunked ? -1 : r->content_length,
         .headers = build_request_headers(r, &failed),
@@ -752,6 +781,7 @@ static void on_tunnel_connected(void *arg, int fd)
     struct bufferevent *bev = c->bev;
     struct worker *w = c->worker;
     c->bev = NULL; /* the tunnel owns it now */
+    c->logged = 1;  /* the tunnel writes the line when it ends */
     conn_free(c);
     tunnel_start(w, bev, fd, &info);
 }
@@ -835,6 +865,8 @@ static void send_429(struct conn *c)
 
 static void proceed(struct conn *c)
 {
+    if (c->state == CONN_WAIT_ADMIT && c->attempt <= 1)
+        c->wait_ms = util_now_ms() - c->start_ms; /* held by the limiter or an origin's pause */
     if (c->parser.req.method == HTTP_CONNECT) {
         start_tunnel(c);
         return;
@@ -874,6 +906,7 @@ static void build_limiter_request(struct conn *c, struct limiter_request *lr)
         .client = (const struct sockaddr *)&c->client_addr,
         .user = c->user,
         .host = r->target.host,
+        .port = r->target.port,
         .method = http_arena(r, r->method_off),
         .path = is_connect ? "" : http_arena(r, r->target.path_off),
         .path_len = is_connect ? 0 : r->target.path_len,
@@ -1068,6 +1101,7 @@ static void start_intercept(struct conn *c)
     http_parser_next(&c->parser);
     c->head_sent = c->message_done = 0;
     c->status = 0;
+    c->logged = 0;
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->config->buffer_size);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->config->buffer_size / 2, 0);

@@ -79,8 +79,12 @@ static struct {
 } pauses = {PTHREAD_MUTEX_INITIALIZER, {{{0}, 0}}, 0};
 static _Atomic uint64_t pause_decisions;
 
-void limiter_pause_host(const char *host, uint64_t until_us, uint64_t now_us)
+void limiter_pause_host(const char *host_name, unsigned port, uint64_t until_us, uint64_t now_us)
 {
+    char host[256];
+    snprintf(host, sizeof host, "%s:%u", host_name, port);
+    if (until_us > now_us + LIMITER_MAX_PAUSE_US)
+        until_us = now_us + LIMITER_MAX_PAUSE_US;
     pthread_mutex_lock(&pauses.lock);
     size_t slot = LIMITER_MAX_PAUSES, oldest = 0;
     for (size_t i = 0; i < pauses.used; i++) {
@@ -102,8 +106,10 @@ void limiter_pause_host(const char *host, uint64_t until_us, uint64_t now_us)
     pthread_mutex_unlock(&pauses.lock);
 }
 
-static uint64_t paused_until(const char *host, uint64_t now_us)
+static uint64_t paused_until(const char *host_name, unsigned port, uint64_t now_us)
 {
+    char host[256];
+    snprintf(host, sizeof host, "%s:%u", host_name, port);
     uint64_t until = 0;
     pthread_mutex_lock(&pauses.lock);
     for (size_t i = 0; i < pauses.used; i++)
@@ -565,7 +571,7 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     size_t i = 0;
     while (i < l->rule_count && !rule_matches(&l->rules[i], r))
         i++;
-    uint64_t until = r->host != NULL ? paused_until(r->host, now_us) : 0;
+    uint64_t until = r->host != NULL ? paused_until(r->host, r->port, now_us) : 0;
     if (until > now_us) { /* the origin asked for a pause: hold within max_delay, else refuse */
         const struct rate_rule *rule = i < l->rule_count ? &l->rules[i] : NULL;
         out->rule = rule;

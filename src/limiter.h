@@ -21,6 +21,7 @@ struct limiter_request {
     const struct sockaddr *client;
     const char *user; /* "-" when the client did not authenticate */
     const char *host; /* destination host, as in the request target */
+    unsigned port;    /* destination port (origin pauses are per host and port) */
     const char *method;
     const char *path; /* origin-form path and query; "" for CONNECT */
     size_t path_len;
@@ -63,7 +64,8 @@ void limiter_hold_cancel(struct limiter_hold *hold);
 /* An origin answered 429/503 with Retry-After: requests for `host` are held (delay rules, within
  * max_delay) or refused until `until_us`. Process-wide, bounded (LIMITER_MAX_PAUSES hosts). */
 #define LIMITER_MAX_PAUSES 1024
-void limiter_pause_host(const char *host, uint64_t until_us, uint64_t now_us);
+#define LIMITER_MAX_PAUSE_US (3600ULL * 1000000) /* a Retry-After longer than an hour is capped */
+void limiter_pause_host(const char *host, unsigned port, uint64_t until_us, uint64_t now_us);
 uint64_t limiter_paused_hosts(uint64_t now_us);
 uint64_t limiter_pause_decisions(void); /* requests held or refused because of a pause */
 

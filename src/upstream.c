@@ -52,6 +52,7 @@ struct upstream {
     int head_too_big;
     int pause_mask;
     uint64_t bytes_received;
+    int64_t upload_left; /* Content-Length bodies: bytes curl still has to read; -1 chunked */
     char target_text[256];
     char parent[160]; /* the parent proxy, without credentials, or "" */
     const struct config *policy; /* for destinations.deny; the owner keeps it alive */
@@ -531,10 +532,16 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
 {
     struct upstream *u = arg;
     size_t n = u->cb->read_body(u->ctx, buf, size * nitems);
-    if (n == CURL_READFUNC_PAUSE)
+    if (n == CURL_READFUNC_PAUSE) {
         u->pause_mask |= CURLPAUSE_SEND;
-    else if (n == 0)
+    } else if (n == 0) {
         upstream_request_sent(u);
+    } else if (n != CURL_READFUNC_ABORT && u->upload_left >= 0) {
+        /* curl stops reading at the declared length, so "end of body" never comes as a 0 */
+        u->upload_left -= (int64_t)n;
+        if (u->upload_left <= 0)
+            upstream_request_sent(u);
+    }
     return n;
 }
 
@@ -675,6 +682,10 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
     } else {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
     }
+    /* libcurl resends a request whose reused connection died before the answer; for a method
+     * that is not safe to repeat, a fresh connection means there is nothing to resend */
+    if (!req->idempotent)
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     if (req->upload) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_length);
@@ -683,9 +694,10 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
         curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
         curl_easy_setopt(e, CURLOPT_SEEKDATA, u);
     }
+    u->upload_left = req->upload ? req->upload_length : -1;
     if (add_to_multi(u) != 0)
         return NULL;
-    if (!req->upload)
+    if (!req->upload || req->upload_length == 0)
         upstream_request_sent(u);
     return u;
 }

@@ -57,6 +57,7 @@ struct upstream_request {
     const char *url;            /* "http://host:port" — scheme and authority */
     const char *request_target; /* sent verbatim: "/a/../b?x" */
     const char *method;
+    int idempotent; /* listed in retry.methods: curl may resend it on a reused connection */
     int is_head;
     int upload;            /* send a body (Content-Length or chunked) */
     int64_t upload_length; /* -1: chunked */
