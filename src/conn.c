@@ -231,16 +231,43 @@ static void on_linger_read(struct bufferevent *bev, void *arg)
 
 static void on_closing_event(struct bufferevent *bev, short what, void *arg)
 {
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* an intercepted tunnel's handshake completing after the reply was queued */
     conn_free(arg);
 }
 
 /* Once the last byte is out: half-close and read what the client still sends for a moment, so our
  * close does not turn into a RST that destroys the reply before the client reads it. */
+static void on_closing_drained(struct bufferevent *bev, void *arg);
+
+static void on_underlying_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                                  void *arg)
+{
+    struct conn *c = arg;
+    if (evbuffer_get_length(buf) == 0) {
+        evbuffer_remove_cb(buf, on_underlying_drained, arg);
+        on_closing_drained(c->bev, c);
+    }
+}
+
 static void on_closing_drained(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
         return;
+    struct bufferevent *under = bufferevent_get_underlying(bev);
+    if (under != NULL) {
+        /* TLS: the ciphertext is still in the socket bufferevent under the filter */
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl != NULL && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+            SSL_shutdown(ssl); /* close_notify */
+        struct evbuffer *out = bufferevent_get_output(under);
+        if (evbuffer_get_length(out) > 0) {
+            evbuffer_remove_cb(out, on_underlying_drained, c);
+            evbuffer_add_cb(out, on_underlying_drained, c);
+            return;
+        }
+    }
     shutdown(bufferevent_getfd(bev), SHUT_WR);
     bufferevent_setcb(bev, on_linger_read, NULL, on_closing_event, c);
     bufferevent_enable(bev, EV_READ);
@@ -317,7 +344,8 @@ static void log_request(struct conn *c)
     else
         snprintf(user_json, sizeof user_json, "\"%s\"", user);
     sanitize(method, sizeof method, http_arena(r, r->method_off), r->method_len);
-    if (c->intercept_host[0] != '\0' && r->method != HTTP_CONNECT) {
+    if (c->intercept_host[0] != '\0' && r->method != HTTP_CONNECT && r->target_len > 0 &&
+        http_arena(r, r->target_off)[0] == '/') {
         char full[1100];
         int used = snprintf(full, sizeof full, "https://%s:%u%.*s", c->intercept_host,
                             c->intercept_port, (int)r->target_len, http_arena(r, r->target_off));
@@ -701,8 +729,12 @@ static void start_forward(struct conn *c)
         target[used++] = '/';
     memcpy(target + used, path, path_len);
     target[used + path_len] = '\0';
-    snprintf(target_text, sizeof target_text, "%.*s", (int)r->target_len,
-             http_arena(r, r->target_off));
+    if (c->intercept_host[0] != '\0' && r->target_len > 0 && http_arena(r, r->target_off)[0] == '/')
+        snprintf(target_text, sizeof target_text, "%s%.*s", url, (int)r->target_len,
+                 http_arena(r, r->target_off));
+    else
+        snprintf(target_text, sizeof target_text, "%.*s", (int)r->target_len,
+                 http_arena(r, r->target_off));
 
     int failed = 0;
     struct upstream_request req = {

@@ -220,6 +220,13 @@ static void reload(struct server *s)
         daemon_notify_ready();
         return;
     }
+    if (tls_configure(next, err, sizeof err) != 0) {
+        log_error("reload failed, keeping the running config: %s", err);
+        s->view.process.reloads_failed++;
+        config_unref(next);
+        daemon_notify_ready();
+        return;
+    }
     if (!same_listen(s->config, next) && !s->socket_activated && rebind(s, next) != 0) {
         log_error("reload failed, keeping the running config: cannot listen on the new addresses");
         s->view.process.reloads_failed++;
@@ -232,13 +239,6 @@ static void reload(struct server *s)
     log_set_level(next->log_level);
     if (log_access_open(next->access_log) != 0)
         log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));
-    if (tls_configure(next, err, sizeof err) != 0) {
-        log_error("reload failed, keeping the running config: %s", err);
-        s->view.process.reloads_failed++;
-        config_unref(next);
-        daemon_notify_ready();
-        return;
-    }
     struct limiter *limiter = limiter_new(next, s->limiter);
     if (limiter == NULL) {
         log_error("reload failed, keeping the running config: out of memory");
