@@ -38,6 +38,13 @@ int access_destination_denied(const struct config *config, const char *host)
 
 int access_address_denied(const struct config *config, const struct sockaddr *addr)
 {
+    /* 0.0.0.0/8 and :: are "this host" when connected to: never a destination */
+    if (addr->sa_family == AF_INET &&
+        (((const unsigned char *)&((const struct sockaddr_in *)(const void *)addr)->sin_addr)[0]) == 0)
+        return 1;
+    if (addr->sa_family == AF_INET6 &&
+        IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr))
+        return 1;
     for (size_t i = 0; i < config->destinations_deny_count; i++) {
         const struct host_pattern *p = &config->destinations_deny[i];
         if (p->is_cidr && cidr_contains(&p->cidr, addr))

@@ -134,7 +134,8 @@ int auth_check(const struct config *config, const char *value, size_t len, char 
     *colon = '\0';
     const struct auth_user *u = strlen(decoded) < sizeof slot->user ? find_user(config, decoded)
                                                                     : NULL;
-    int ok = u != NULL && verify(u, colon + 1);
+    /* an unknown user costs a hash too, so timing does not tell which user names exist */
+    int ok = verify(u != NULL ? u : &config->auth_users[0], colon + 1) && u != NULL;
     if (ok) {
         slot->config = config;
         memcpy(slot->token, token, token_len);

@@ -849,6 +849,8 @@ int host_pattern_match(const struct host_pattern *patterns, size_t count, const 
         is_address = 1;
     }
     size_t host_len = strlen(host);
+    while (host_len > 0 && host[host_len - 1] == '.') /* "a.internal." is "a.internal" */
+        host_len--;
     for (size_t i = 0; i < count; i++) {
         const struct host_pattern *p = &patterns[i];
         if (p->is_cidr) {
@@ -860,9 +862,9 @@ int host_pattern_match(const struct host_pattern *patterns, size_t count, const 
             continue; /* a name pattern never matches an address literal */
         size_t len = strlen(p->text);
         if (p->wildcard) {
-            if (host_len > len && strcasecmp(host + host_len - len, p->text) == 0)
+            if (host_len > len && strncasecmp(host + host_len - len, p->text, len) == 0)
                 return 1;
-        } else if (strcasecmp(host, p->text) == 0) {
+        } else if (host_len == len && strncasecmp(host, p->text, len) == 0) {
             return 1;
         }
     }
@@ -1349,7 +1351,8 @@ static int read_users_file(struct config *cfg, char *err, size_t err_len)
         snprintf(err, err_len, "%s: out of memory", cfg->source);
         return -1;
     }
-    memcpy(users, cfg->auth_users, count * sizeof *users);
+    if (count > 0)
+        memcpy(users, cfg->auth_users, count * sizeof *users);
     char line[1024], why[256];
     unsigned lineno = 0;
     int rc = 0;

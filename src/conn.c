@@ -1147,6 +1147,12 @@ static void handle_head(struct conn *c)
     const struct http_request *r = &c->parser.req;
     evtimer_del(c->timer);
     atomic_fetch_add(&c->worker->stats.requests, 1);
+    if (c->config != c->worker->config) { /* reloaded: this request follows the new config */
+        config_unref(c->config);
+        c->config = config_ref(c->worker->config);
+        limiter_unref(c->limiter);
+        c->limiter = limiter_ref(c->worker->limiter);
+    }
     if (!access_client_allowed(c->config, (const struct sockaddr *)&c->client_addr)) {
         send_error(c, 403, "client %s is not allowed to use this proxy (access.allow)",
                    c->client_text);
@@ -1177,10 +1183,13 @@ static void handle_head(struct conn *c)
             return;
         }
     }
-    if (r->method == HTTP_CONNECT && (!access_connect_port_allowed(c->config, r->target.port) ||
-                                      !access_destination_port_allowed(c->config, r->target.port))) {
+    if (r->method == HTTP_CONNECT && !access_connect_port_allowed(c->config, r->target.port)) {
         send_error(c, 403, "CONNECT to port %u is not allowed (connect.allowed_ports)",
                    r->target.port);
+        return;
+    }
+    if (r->method == HTTP_CONNECT && !access_destination_port_allowed(c->config, r->target.port)) {
+        send_error(c, 403, "port %u is not allowed (destinations.allow_ports)", r->target.port);
         return;
     }
     if (r->method == HTTP_CONNECT && tls_should_intercept(c->config, r->target.host)) {

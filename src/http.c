@@ -228,6 +228,8 @@ static int validate_head(struct http_parser *p)
     r->method = llhttp_get_method(&p->llhttp);
     r->version_major = p->llhttp.http_major;
     r->version_minor = p->llhttp.http_minor;
+    if (r->version_major != 1 || r->version_minor > 1) /* HTTP/0.9: no version on the line */
+        return fail(p, 505, "HTTP version not supported");
     if (validate_framing(p) != 0)
         return HPE_USER;
 
@@ -804,6 +806,7 @@ const char *http_status_reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 407: return "Proxy Authentication Required";
     case 408: return "Request Timeout";
     case 411: return "Length Required";
     case 413: return "Content Too Large";

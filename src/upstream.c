@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "http.h"
 #include "log.h"
 #include "tls.h"
 #include "util.h"
@@ -724,6 +725,11 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
         curl_easy_setopt(u->easy, CURLOPT_PROXY, parent_proxy);
         strip_credentials(parent_proxy, u->parent, sizeof u->parent);
         curl_easy_setopt(u->easy, CURLOPT_HTTPPROXYTUNNEL, 1L);
+        char via[64];
+        snprintf(via, sizeof via, "Via: %s", http_via());
+        u->headers = curl_slist_append(NULL, via);
+        curl_easy_setopt(u->easy, CURLOPT_PROXYHEADER, u->headers);
+        curl_easy_setopt(u->easy, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
     }
     curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
     if (add_to_multi(u) != 0)
