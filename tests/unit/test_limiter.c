@@ -54,7 +54,13 @@ static enum limiter_verdict ask(struct limiter *l, const char *ip, const char *h
                                 struct limiter_decision *d)
 {
     struct sockaddr_in a = client_addr(ip);
-    struct limiter_request r = {(struct sockaddr *)&a, "-", host, method, path, strlen(path)};
+    struct limiter_request r = {.client = (struct sockaddr *)&a,
+                                .user = "-",
+                                .host = host,
+                                .port = 80,
+                                .method = method,
+                                .path = path,
+                                .path_len = strlen(path)};
     limiter_decide(l, &r, now, d);
     return d->verdict;
 }
