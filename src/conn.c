@@ -142,7 +142,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                 c->decision = pause; /* the log shows what held it: delay:origin-pause */
             return;
         }
-        limiter_hold_done(c->hold); /* the reserved slot is ours now */
+        uint64_t more = limiter_hold_ready(c->hold, util_now_us());
+        if (more > 0) { /* the request our slot follows went late: keep the gap whole */
+            struct timeval tv = {(time_t)(more / 1000000), (suseconds_t)(more % 1000000)};
+            evtimer_add(c->timer, &tv);
+            return;
+        }
+        limiter_hold_done(c->hold, util_now_us()); /* the reserved slot is ours now */
         c->hold = NULL;
         c->wait_ms = util_now_ms() - c->start_ms;
         proceed(c);

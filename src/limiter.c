@@ -32,6 +32,12 @@ struct window {
     uint32_t queued; /* outstanding holds: a window with holds is never freed */
     uint64_t last_popped; /* the newest entry that left the ring (valid when has_popped) */
     int has_popped;
+    /* when held requests actually went: a timer that fires late must delay the requests whose
+     * slots were computed from it, or the origin would see them closer than a window apart */
+    struct release {
+        uint64_t scheduled, actual;
+    } *releases;
+    uint32_t releases_head, releases_count, releases_cap;
     size_t key_len;
     char key[];
 };
@@ -64,6 +70,7 @@ struct limiter_hold {
     struct stripe *stripe;
     struct window *window;
     uint64_t time_us; /* the reserved entry */
+    uint64_t base_us; /* the entry it displaced: it may go no earlier than base's actual + window */
 };
 
 static _Atomic uint64_t total_keys;
@@ -276,6 +283,7 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
 
 static void window_free(struct rule_state *st, struct window *w)
 {
+    free(w->releases);
     free(w->times);
     free(w);
     atomic_fetch_sub(&total_keys, 1);
@@ -543,10 +551,11 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
             if (hold == NULL) {
                 reject(st, out, free_at - now, "out of memory");
             } else {
+                uint64_t base = ring_at(w, 0);
                 ring_pop_oldest(w);
                 ring_insert(w, free_at);
                 w->queued++;
-                *hold = (struct limiter_hold){st, s, w, free_at};
+                *hold = (struct limiter_hold){st, s, w, free_at, base};
                 out->verdict = LIMITER_DELAY;
                 out->delay_us = free_at - now;
                 out->hold = hold;
@@ -628,11 +637,54 @@ size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *r
     return n < len ? n : len - 1;
 }
 
-void limiter_hold_done(struct limiter_hold *hold)
+/* With the stripe locked: when the request that was scheduled at `scheduled` actually went (0 if
+ * it went on time or is not known). */
+static uint64_t actual_release(const struct window *w, uint64_t scheduled)
+{
+    uint64_t actual = 0;
+    for (uint32_t i = 0; i < w->releases_count; i++) {
+        const struct release *r = &w->releases[(w->releases_head + i) % w->releases_cap];
+        if (r->scheduled == scheduled && r->actual > actual)
+            actual = r->actual;
+    }
+    return actual;
+}
+
+uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
+{
+    pthread_mutex_lock(&hold->stripe->lock);
+    uint64_t actual = actual_release(hold->window, hold->base_us);
+    pthread_mutex_unlock(&hold->stripe->lock);
+    uint64_t earliest = actual + hold->state->params.window_ms * 1000;
+    return actual != 0 && earliest > now_us ? earliest - now_us : 0;
+}
+
+/* Late releases only: on-time ones change nothing. The log keeps the last `limit` of them, which
+ * covers every hold still waiting on one. */
+static void record_release(struct window *w, uint32_t limit, uint64_t scheduled, uint64_t actual)
+{
+    if (actual <= scheduled)
+        return;
+    if (w->releases == NULL) {
+        w->releases_cap = limit < 4096 ? limit : 4096;
+        w->releases = calloc(w->releases_cap, sizeof *w->releases);
+        if (w->releases == NULL)
+            return;
+    }
+    uint32_t slot = (w->releases_head + w->releases_count) % w->releases_cap;
+    if (w->releases_count == w->releases_cap)
+        w->releases_head = (w->releases_head + 1) % w->releases_cap;
+    else
+        w->releases_count++;
+    w->releases[slot] = (struct release){scheduled, actual};
+}
+
+void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
 {
     if (hold == NULL)
         return;
     pthread_mutex_lock(&hold->stripe->lock);
+    record_release(hold->window, hold->state->params.limit, hold->time_us, now_us);
     hold->window->queued--;
     pthread_mutex_unlock(&hold->stripe->lock);
     atomic_fetch_sub(&hold->state->queued, 1);

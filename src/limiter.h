@@ -56,8 +56,11 @@ void limiter_unref(struct limiter *limiter);
 
 void limiter_decide(struct limiter *limiter, const struct limiter_request *request, uint64_t now_us,
                     struct limiter_decision *out);
-/* The reserved time came and the request went ahead. */
-void limiter_hold_done(struct limiter_hold *hold);
+/* The reserved time came: 0 when the request may go now, else how much longer it must wait
+ * because the request its slot was computed from went late (a timer that fired late). */
+uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us);
+/* The request went ahead (now). */
+void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us);
 /* The request was abandoned before its time: the reserved slot is given back. */
 void limiter_hold_cancel(struct limiter_hold *hold);
 

@@ -464,7 +464,7 @@ static int tcli_open(struct tcli *t, int proxy_port, const char *host, int port,
     }
     /* the proxy sends nothing after its 200 until the ClientHello: reading all there is is safe */
     char *end = NULL;
-    while ((end = memmem(t->buf, t->len, "\r\n\r\n", 4)) == NULL) {
+    while (t->buf == NULL || (end = memmem(t->buf, t->len, "\r\n\r\n", 4)) == NULL) {
         if (tcli_fill(t) <= 0) {
             snprintf(err, err_len, "no answer to CONNECT");
             goto fail;
@@ -549,7 +549,7 @@ static int tcli_response(struct tcli *t, struct tresp *r)
 {
     memset(r, 0, sizeof *r);
     char *end;
-    while ((end = memmem(t->buf, t->len, "\r\n\r\n", 4)) == NULL) {
+    while (t->buf == NULL || (end = memmem(t->buf, t->len, "\r\n\r\n", 4)) == NULL) {
         int f = tcli_fill(t);
         if (f <= 0)
             return f == 0 ? -2 : -1;
@@ -755,6 +755,11 @@ static struct fast_origin *fast_origin_start(int tls)
     ck_assert(getsockname(o->lfd, (struct sockaddr *)&a, &alen) == 0);
     o->port = ntohs(a.sin_port);
     ck_assert(pthread_create(&o->acceptor, NULL, fo_accept, o) == 0);
+    /* kept reachable: connection threads may still use it until the process exits */
+    static struct fast_origin *started[8];
+    static size_t started_count;
+    if (started_count < sizeof started / sizeof started[0])
+        started[started_count++] = o;
     return o;
 }
 

@@ -162,8 +162,8 @@ START_TEST(test_delay_reserves_in_order)
     ck_assert_uint_eq(st.queued, 5);
     /* two are admitted, which makes room in the queue, but the next slot is 2020 ms: 1920 ms
      * away, under max_delay */
-    limiter_hold_done(holds[0]);
-    limiter_hold_done(holds[1]);
+    limiter_hold_done(holds[0], 0);
+    limiter_hold_done(holds[1], 0);
     ck_assert_int_eq(ask(l, "2.2.2.2", "api.example", "GET", "/", 100 * MS, &d), LIMITER_DELAY);
     ck_assert_uint_eq(100 * MS + d.delay_us, 2020 * MS);
     holds[held++] = d.hold;
@@ -171,7 +171,7 @@ START_TEST(test_delay_reserves_in_order)
     ck_assert_int_eq(ask(l, "2.2.2.2", "api.example", "GET", "/", 100 * MS, &d), LIMITER_REJECT);
     ck_assert_uint_eq(d.retry_after_us, 2900 * MS);
     for (size_t i = 2; i < held; i++)
-        limiter_hold_done(holds[i]);
+        limiter_hold_done(holds[i], 0);
     limiter_rule_stats(l, 0, &st);
     ck_assert_uint_eq(st.queued, 0);
     ck_assert_uint_eq(st.delayed, 6);
@@ -200,6 +200,27 @@ START_TEST(test_cancel_gives_slot_back)
     limiter_hold_cancel(first);
     /* with both reservations gone only the two admissions at 0 count */
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d), LIMITER_ADMIT);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A hold released late pushes the holds computed from it: the gap at the origin stays a window. */
+START_TEST(test_late_release_propagates)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_DELAY);
+    struct limiter_hold *a = d.hold; /* reserved 1000 */
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 20 * MS, &d), LIMITER_DELAY);
+    struct limiter_hold *b = d.hold; /* reserved 2000, computed from a's 1000 */
+    ck_assert_uint_eq(limiter_hold_ready(a, 1000 * MS), 0);
+    limiter_hold_done(a, 1050 * MS); /* its timer fired 50 ms late */
+    ck_assert_uint_eq(limiter_hold_ready(b, 2000 * MS), 50 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(b, 2050 * MS), 0);
+    limiter_hold_done(b, 2050 * MS);
     limiter_unref(l);
 }
 END_TEST
@@ -355,7 +376,7 @@ START_TEST(test_random_delays_and_cancels_never_exceed)
                 if (due || cancel) {
                     if (due) {
                         admitted[n++] = holds[h].at;
-                        limiter_hold_done(holds[h].hold);
+                        limiter_hold_done(holds[h].hold, holds[h].at);
                     } else {
                         limiter_hold_cancel(holds[h].hold);
                     }
@@ -375,7 +396,7 @@ START_TEST(test_random_delays_and_cancels_never_exceed)
         }
         for (size_t h = 0; h < nholds; h++) {
             admitted[n++] = holds[h].at;
-            limiter_hold_done(holds[h].hold);
+            limiter_hold_done(holds[h].hold, holds[h].at);
         }
         qsort(admitted, n, sizeof *admitted, cmp_u64);
         assert_window_invariant(admitted, n, 100 * MS, limit);
@@ -442,6 +463,7 @@ int main(void)
     tcase_add_test(tc, test_random_arrivals_never_exceed);
     tcase_add_test(tc, test_delay_reserves_in_order);
     tcase_add_test(tc, test_cancel_gives_slot_back);
+    tcase_add_test(tc, test_late_release_propagates);
     tcase_add_test(tc, test_random_delays_and_cancels_never_exceed);
     tcase_add_test(tc, test_matching_first_rule_wins);
     tcase_add_test(tc, test_host_key_ignores_case);
