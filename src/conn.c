@@ -855,11 +855,13 @@ static void reply_keeping(struct conn *c, int status, const char *headers, const
         after_head_done(c);
     int keep = c->message_done && c->parser.req.keep_alive && !c->worker->draining;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* a response to HEAD has no body, whatever its Content-Length says */
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %zu\r\n%sVia: %s\r\n%s\r\n%s",
                         status, http_status_reason(status), strlen(body), headers, http_via(),
-                        keep ? "" : "Connection: close\r\n", body);
+                        keep ? "" : "Connection: close\r\n",
+                        c->parser.req.method == HTTP_HEAD ? "" : body);
     c->status = status;
     c->head_sent = 1;
     conn_set_state(c, CONN_FORWARD);

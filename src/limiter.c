@@ -85,6 +85,7 @@ static struct {
     size_t used;
 } pauses = {PTHREAD_MUTEX_INITIALIZER, {{{0}, 0}}, 0};
 static _Atomic uint64_t pause_decisions;
+static _Atomic uint64_t pause_latest_until; /* no pause runs past this: the hot path skips the lock */
 
 void limiter_pause_host(const char *host_name, unsigned port, uint64_t until_us, uint64_t now_us)
 {
@@ -106,6 +107,8 @@ void limiter_pause_host(const char *host_name, unsigned port, uint64_t until_us,
     }
     if (slot == LIMITER_MAX_PAUSES)
         slot = pauses.used < LIMITER_MAX_PAUSES ? pauses.used++ : oldest;
+    if (atomic_load(&pause_latest_until) < until_us)
+        atomic_store(&pause_latest_until, until_us);
     if (strcasecmp(pauses.entries[slot].host, host) != 0 || pauses.entries[slot].until_us < until_us) {
         snprintf(pauses.entries[slot].host, sizeof pauses.entries[slot].host, "%s", host);
         pauses.entries[slot].until_us = until_us;
@@ -115,6 +118,8 @@ void limiter_pause_host(const char *host_name, unsigned port, uint64_t until_us,
 
 static uint64_t paused_until(const char *host_name, unsigned port, uint64_t now_us)
 {
+    if (atomic_load(&pause_latest_until) <= now_us)
+        return 0;
     char host[256];
     snprintf(host, sizeof host, "%s:%u", host_name, port);
     uint64_t until = 0;
@@ -544,7 +549,7 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
             reject(st, out, free_at - now, "over the limit");
         } else if (free_at - now > p->max_delay_ms * 1000) {
             reject(st, out, free_at - now, "the wait would exceed max_delay");
-        } else if (w->queued >= p->max_queue) {
+        } else if (atomic_load(&st->queued) >= p->max_queue) { /* per rule, as documented */
             reject(st, out, free_at - now, "the queue of held requests is full (max_queue)");
         } else {
             struct limiter_hold *hold = malloc(sizeof *hold);
@@ -655,8 +660,10 @@ uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
     pthread_mutex_lock(&hold->stripe->lock);
     uint64_t actual = actual_release(hold->window, hold->base_us);
     pthread_mutex_unlock(&hold->stripe->lock);
-    uint64_t earliest = actual + hold->state->params.window_ms * 1000;
-    return actual != 0 && earliest > now_us ? earliest - now_us : 0;
+    uint64_t earliest = hold->time_us; /* timers may fire early by the loop's cached time */
+    if (actual != 0 && actual + hold->state->params.window_ms * 1000 > earliest)
+        earliest = actual + hold->state->params.window_ms * 1000;
+    return earliest > now_us ? earliest - now_us : 0;
 }
 
 /* Late releases only: on-time ones change nothing. The log keeps the last `limit` of them, which

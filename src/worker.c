@@ -216,7 +216,14 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
     pthread_mutex_init(&w->lock, NULL);
     w->config = config_ref(config);
     w->limiter = limiter_ref(limiter);
-    w->base = event_base_new();
+    /* precise timers: held requests are released by timers, and libevent's default coarse clock
+     * can fire them a few ms early */
+    struct event_config *cfg = event_config_new();
+    if (cfg != NULL)
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    w->base = cfg != NULL ? event_base_new_with_config(cfg) : event_base_new();
+    if (cfg != NULL)
+        event_config_free(cfg);
     if (w->base == NULL)
         return -1;
     w->upstream = upstream_multi_new(w->base);
