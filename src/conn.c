@@ -1057,8 +1057,9 @@ static void wait_for_slot(struct conn *c)
         send_overload(c, "too many requests in flight (backpressure.max_inflight)");
         return;
     }
+    /* still read (up to the buffer's mark, not parsed): a client that leaves is noticed and its
+     * request is not sent after all */
     conn_set_state(c, CONN_WAIT_SLOT);
-    bufferevent_disable(c->bev, EV_READ);
     c->slot_prev = w->slot_last;
     c->slot_next = NULL;
     if (w->slot_last != NULL)

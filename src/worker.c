@@ -22,21 +22,56 @@ uint64_t worker_open_total(void) { return atomic_load(&open_total); }
 
 #define RESUME_CHECK_MS 50
 
+/* Workers accept from one socket independently: one may accept right after another reached the
+ * cap. Such a connection waits here, unread, until the count is under the cap again, so the cap
+ * holds exactly however many workers there are. */
+static void park(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len)
+{
+    if (w->parked_count == WORKER_PARKED_MAX) {
+        evutil_closesocket(fd); /* cannot happen while accepting pauses at the first parked */
+        return;
+    }
+    struct parked *p = &w->parked[w->parked_count++];
+    p->fd = fd;
+    p->addr_len = addr_len < (int)sizeof p->addr ? addr_len : (int)sizeof p->addr;
+    memcpy(&p->addr, addr, (size_t)p->addr_len);
+}
+
 static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
                       int addr_len, void *arg)
 {
     struct worker *w = arg;
     atomic_fetch_add(&w->stats.connections_accepted, 1);
-    conn_accept(w, fd, addr, addr_len);
     uint32_t max = w->config->max_connections;
+    if (max > 0 && atomic_load(&open_total) >= max) {
+        park(w, fd, addr, addr_len);
+        worker_pause_accept(w, "max_connections reached");
+        return;
+    }
+    conn_accept(w, fd, addr, addr_len);
     if (max > 0 && atomic_load(&open_total) >= max)
         worker_pause_accept(w, "max_connections reached");
 }
 
+static void unpark(struct worker *w)
+{
+    uint32_t max = w->config->max_connections;
+    size_t served = 0;
+    while (served < w->parked_count && (max == 0 || atomic_load(&open_total) < max)) {
+        struct parked *p = &w->parked[served++];
+        conn_accept(w, p->fd, (struct sockaddr *)&p->addr, p->addr_len);
+    }
+    memmove(w->parked, w->parked + served, (w->parked_count - served) * sizeof *w->parked);
+    w->parked_count -= served;
+}
+
+/* Under sustained load keep-alive clients keep some requests waiting for a slot: accepting
+ * resumes once the wait is under half of max_inflight, so new clients get their turn (or their
+ * 503) instead of starving in the listen queue. */
 static int may_resume(const struct worker *w)
 {
     uint32_t max = w->config->max_connections;
-    return !w->draining && w->slot_waiting == 0 &&
+    return !w->draining && w->slot_waiting < w->config->max_inflight / 2 + 1 &&
            (max == 0 || atomic_load(&open_total) < (uint64_t)max * 9 / 10);
 }
 
@@ -47,7 +82,8 @@ static void on_resume_check(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     if (!w->accept_paused)
         return;
-    if (!may_resume(w)) {
+    unpark(w);
+    if (w->parked_count > 0 || !may_resume(w)) {
         struct timeval tv = {0, RESUME_CHECK_MS * 1000};
         evtimer_add(w->resume_timer, &tv);
         return;
@@ -96,6 +132,9 @@ static void maybe_finish_drain(struct worker *w)
 
 static void free_all_connections(struct worker *w)
 {
+    for (size_t i = 0; i < w->parked_count; i++)
+        evutil_closesocket(w->parked[i].fd);
+    w->parked_count = 0;
     while (w->conns != NULL)
         conn_free(w->conns);
     while (w->tunnels != NULL)
@@ -168,9 +207,11 @@ static int add_listeners(struct worker *w, int *fds, size_t count)
     int status = 0;
     for (size_t i = 0; i < count; i++) {
         evutil_make_socket_nonblocking(fds[i]);
+        /* backlog 0: the socket already listens with the server's backlog; -1 would make
+         * libevent call listen() again with 128 */
         struct evconnlistener *l = evconnlistener_new(w->base, on_accept, w,
                                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
-                                                      -1, fds[i]);
+                                                      0, fds[i]);
         if (l == NULL) {
             close(fds[i]);
             status = -1;

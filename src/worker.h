@@ -52,6 +52,13 @@ struct worker {
     struct event *slot_event;   /* runs conn_start_waiting from the loop */
     struct event *resume_timer; /* while accepting is paused: checks whether to resume */
     int accept_paused;
+#define WORKER_PARKED_MAX 64
+    struct parked {
+        evutil_socket_t fd;
+        struct sockaddr_storage addr;
+        int addr_len;
+    } parked[WORKER_PARKED_MAX]; /* accepted over max_connections, waiting to be served */
+    size_t parked_count;
     struct tunnel *tunnels; /* intrusive list */
     size_t conn_count, tunnel_count;
     struct worker_stats stats;
