@@ -225,7 +225,7 @@ static const struct config_key rule_fields[] = {
     RULE_ROW("headers", CONFIG_BOOL, "false", 0, 0, NULL, headers,
              "Whether admitted responses carry RateLimit-Policy and RateLimit fields too, as 429 responses always do"),
     RULE_ROW("shared", CONFIG_BOOL, "false", 0, 0, NULL, shared,
-             "Reserved for windows shared by several rlproxy instances; this version keeps every window in the process"),
+             "Keep this rule's windows in Redis (shared.redis) so that every rlproxy instance naming the same server shares one limit"),
 };
 
 #define RULE_FIELD_COUNT (sizeof rule_fields / sizeof rule_fields[0])

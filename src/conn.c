@@ -1018,7 +1018,8 @@ static void admit(struct conn *c)
         c->decision.rule = rule;
         c->decision.rule_index = index;
         conn_set_state(c, CONN_WAIT_ADMIT);
-        c->shared_request = shared_decide(c->worker->shared, rule, &lr, on_shared_decided, c);
+        c->shared_request = shared_decide(c->worker->shared, rule, &lr,
+                                          c->config->shared_timeout_ms, on_shared_decided, c);
         if (c->shared_request == NULL)
             shared_failed(c, rule);
         return;

@@ -215,9 +215,15 @@ static void ring_cancel(struct window *w, uint64_t t)
 static uint32_t ring_in_window(const struct window *w, uint64_t now, uint64_t window_us,
                                uint64_t *reset_us)
 {
-    uint32_t first = 0;
-    while (first < w->count && ring_at(w, first) + window_us <= now)
-        first++;
+    /* the ring is sorted: binary search, since a key far under its limit keeps many old entries */
+    uint32_t first = 0, last = w->count;
+    while (first < last) {
+        uint32_t mid = first + (last - first) / 2;
+        if (ring_at(w, mid) + window_us <= now)
+            first = mid + 1;
+        else
+            last = mid;
+    }
     *reset_us = first < w->count ? ring_at(w, first) + window_us - now : 0;
     return w->count - first;
 }

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 
 #include "limiter.h"
+#include "shared.h"
 #include "tls.h"
 #include "util.h"
 #include "worker.h"
@@ -112,6 +113,27 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
            "Requests held or refused because their origin asked for a pause.");
     evbuffer_add_printf(out, "rlproxy_upstream_pause_decisions_total %" PRIu64 "\n",
                         limiter_pause_decisions());
+    uint64_t shared_counts[4] = {0, 0, 0, 0};
+    int shared_up = 0, shared_any = 0;
+    for (unsigned i = 0; i < worker_count; i++) {
+        struct shared_stats st;
+        shared_stats(workers[i].shared, &st);
+        shared_counts[0] += st.admitted;
+        shared_counts[1] += st.delayed;
+        shared_counts[2] += st.rejected;
+        shared_counts[3] += st.errors;
+        shared_up += st.connected;
+        shared_any |= workers[i].shared != NULL;
+    }
+    family(out, "rlproxy_shared_decisions_total", "counter",
+           "Decisions of shared (Redis) rules: admitted, delayed, rejected, error (shared.on_error applied).");
+    static const char *const outcomes[] = {"admitted", "delayed", "rejected", "error"};
+    for (int k = 0; k < 4; k++)
+        evbuffer_add_printf(out, "rlproxy_shared_decisions_total{outcome=\"%s\"} %" PRIu64 "\n",
+                            outcomes[k], shared_counts[k]);
+    family(out, "rlproxy_shared_redis_up", "gauge",
+           "Workers connected to shared.redis (0 when none is configured).");
+    evbuffer_add_printf(out, "rlproxy_shared_redis_up %d\n", shared_any ? shared_up : 0);
     struct tls_stats tls;
     tls_get_stats(&tls);
     family(out, "rlproxy_tls_intercepted_total", "counter",

@@ -236,6 +236,9 @@ static void reload(struct server *s)
     }
     if (next->workers != s->config->workers)
         log_warn("reload: workers changed; takes effect after a restart");
+    if (strcmp(next->shared_redis, s->config->shared_redis) != 0)
+        log_warn("reload: shared.redis changed; takes effect after a restart (shared rules follow "
+                 "shared.on_error until then)");
     log_set_level(next->log_level);
     if (log_access_open(next->access_log) != 0)
         log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));

@@ -260,10 +260,15 @@ static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
                                                               : &r->s->rejected;
         atomic_fetch_add(counter, 1);
     }
+    if (reply != NULL && outcome != SHARED_ERROR && r->s->down_logged) {
+        log_notice("shared limits: Redis is back"); /* answering again after a slow spell */
+        r->s->down_logged = 0;
+    }
     if (!r->finished)
         finish_request(r, outcome);
-    else if (r->cancelled && (outcome == SHARED_ADMIT || outcome == SHARED_DELAY))
-        shared_release(r->s, r->zkey, r->result.member); /* went away while we asked */
+    else if (outcome == SHARED_ADMIT || outcome == SHARED_DELAY)
+        /* timed out or went away while Redis decided: the slot it took is nobody's */
+        shared_release(r->s, r->zkey, r->result.member);
     event_free(r->timer);
     free(r);
 }
@@ -283,9 +288,11 @@ static int send_script(struct shared_request *r, int as_eval)
 }
 
 struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
-                                     const struct limiter_request *request, shared_done_fn done,
-                                     void *arg)
+                                     const struct limiter_request *request, uint64_t timeout_ms,
+                                     shared_done_fn done, void *arg)
 {
+    if (s != NULL)
+        s->timeout_ms = timeout_ms; /* the current config's: shared.timeout is reloadable */
     if (s == NULL || s->ac == NULL || !s->connected) {
         if (s != NULL)
             atomic_fetch_add(&s->errors, 1);
@@ -355,8 +362,8 @@ int shared_available(void) { return 0; }
 struct shared *shared_new(struct event_base *base, const struct config *config) { return NULL; }
 void shared_free(struct shared *s) {}
 struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
-                                     const struct limiter_request *request, shared_done_fn done,
-                                     void *arg)
+                                     const struct limiter_request *request, uint64_t timeout_ms,
+                                     shared_done_fn done, void *arg)
 {
     return NULL;
 }

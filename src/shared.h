@@ -44,8 +44,8 @@ void shared_free(struct shared *s);
  * to cancel with shared_cancel when the request goes away first, or NULL when it could not even
  * be sent (done is not called then: apply on_error). */
 struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
-                                     const struct limiter_request *request, shared_done_fn done,
-                                     void *arg);
+                                     const struct limiter_request *request, uint64_t timeout_ms,
+                                     shared_done_fn done, void *arg);
 void shared_cancel(struct shared_request *r);
 /* Gives back a reservation (a held request whose client went away). */
 void shared_release(struct shared *s, const char *key, const char *member);
