@@ -51,7 +51,9 @@
  * admitting `limit`, a fixed window) is off by a whole window's worth of requests. 5 ms; 15 ms
  * in a sanitizer build (measured there on a busy 2-vCPU machine: a first-wave request forwarded
  * 6 ms later than the one admitted a window after it). */
-#define JITTER_MS (harness_sanitizers() ? 15.0 : 5.0)
+/* delivery jitter between the decision (Redis TIME) and the origin clock: a few ms normally,
+ * tens of ms when ASan slows the proxy down on a loaded 2-core machine */
+#define JITTER_MS (harness_sanitizers() ? 40.0 : 5.0)
 /* "shared.timeout + a little": a request whose decision Redis cannot give must be answered within
  * shared.timeout (50 ms in every test here) plus this */
 #define SLACK_MS 150
