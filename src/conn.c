@@ -57,10 +57,14 @@ struct conn {
     struct conn *slot_prev, *slot_next; /* WAIT_SLOT queue */
     enum conn_state state;
     char client_text[64];
+    char client_ip[64]; /* client_text without the port: the limiter's "client" key */
     struct sockaddr_storage client_addr;
     struct http_parser parser;
     struct event *timer; /* idle / header deadline / linger */
     struct event *kick;  /* runs process_input from the loop, e.g. after curl drained the body */
+    struct event *flush; /* writes the output directly while write_parked (see client_out) */
+    int write_parked;    /* EV_WRITE off: the output was empty when the last response ended */
+    int direct_write_ok; /* c->bev is the socket's own bufferevent (not a TLS filter) */
     int header_deadline_armed;
 
     /* the request in flight */
@@ -97,6 +101,70 @@ struct conn {
 };
 
 static void process_input(struct conn *c);
+
+/* ---- client output ---------------------------------------------------------------------------
+ * A socket bufferevent with EV_WRITE enabled registers EPOLLOUT as soon as bytes are added and
+ * removes it once they are written, in the next loop pass: two epoll_ctl and one more wake-up per
+ * response. Between responses the write side is parked instead (EV_WRITE disabled, output empty);
+ * bytes added then are written straight to the socket by a flush event later in the same pass,
+ * and only what the socket does not take goes back to libevent (EV_WRITE enabled: watermarks,
+ * write timeout and on_client_write as before). A keep-alive response that fits in the socket
+ * buffer then costs one writev and no epoll_ctl. Plain sockets only: a TLS filter writes itself. */
+static struct evbuffer *client_out(struct conn *c)
+{
+    if (c->write_parked)
+        event_active(c->flush, EV_TIMEOUT, 0); /* no-op when already active */
+    return bufferevent_get_output(c->bev);
+}
+
+static void unpark_write(struct conn *c)
+{
+    if (!c->write_parked)
+        return;
+    c->write_parked = 0;
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* The bufferevent keeps its output's drain side frozen so that only it writes; thawed for the
+ * call, as bufferevent_writecb does. An error is left for the bufferevent to report. */
+static void write_directly(struct conn *c, struct evbuffer *out)
+{
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (!c->write_parked || c->bev == NULL)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) > 0)
+        write_directly(c, out);
+    if (evbuffer_get_length(out) > 0) { /* the socket is full (or failed): libevent takes over */
+        unpark_write(c);
+        return;
+    }
+    if (c->recv_paused && c->upstream != NULL) { /* what on_client_write does after a drain */
+        c->recv_paused = 0;
+        upstream_set_pause(c->upstream, 0, c->send_paused);
+    }
+}
+
+/* At the end of a keep-alive response: write what is left now, and park if it all went. */
+static void park_write(struct conn *c)
+{
+    if (c->write_parked || !c->direct_write_ok)
+        return; /* parked: the flush event is pending and writes */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) > 0)
+        write_directly(c, out);
+    if (evbuffer_get_length(out) == 0) {
+        bufferevent_disable(c->bev, EV_WRITE);
+        c->write_parked = 1;
+    }
+}
 static void log_request(struct conn *c);
 static void on_client_read(struct bufferevent *bev, void *arg);
 static void on_client_write(struct bufferevent *bev, void *arg);
@@ -213,6 +281,8 @@ void conn_free(struct conn *c)
         bufferevent_free(c->bev);
     event_free(c->timer);
     event_free(c->kick);
+    if (c->flush != NULL)
+        event_free(c->flush);
     if (c->body != NULL)
         evbuffer_free(c->body);
     if (c->spool != NULL)
@@ -282,6 +352,7 @@ static void on_closing_drained(struct bufferevent *bev, void *arg)
 
 static void close_after_flush(struct conn *c)
 {
+    unpark_write(c); /* on_closing_drained needs libevent's write callback */
     conn_set_state(c, CONN_CLOSING);
     if (c->upstream != NULL) {
         upstream_abort(c->upstream);
@@ -404,7 +475,7 @@ static void send_error(struct conn *c, int status, const char *fmt, ...)
     if ((size_t)n > sizeof body - 2)
         n = (int)sizeof body - 2;
     body[n++] = '\n';
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = client_out(c);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %d\r\nConnection: close\r\nVia: %s\r\n\r\n",
@@ -450,7 +521,7 @@ static void on_upstream_head(void *arg, int status, const char *reason, size_t r
         format_rate_headers(&c->decision, c->decision.reset_us, rate, sizeof rate);
         extra = rate;
     }
-    c->framing = http_write_response_head(bufferevent_get_output(c->bev), &c->parser.req, status,
+    c->framing = http_write_response_head(client_out(c), &c->parser.req, status,
                                           reason, reason_len, headers, headers_len, extra,
                                           &close_after);
     c->close_after = close_after;
@@ -466,7 +537,7 @@ static enum upstream_body_result on_upstream_body(void *arg, const char *data, s
         return UPSTREAM_BODY_ABORT;
     if (c->framing == HTTP_FRAME_NONE)
         return UPSTREAM_BODY_OK; /* HEAD/204/304 carry no body whatever the origin sends */
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = client_out(c);
     if (evbuffer_get_length(out) >= c->config->buffer_size) {
         c->recv_paused = 1; /* resumed by on_client_write once the client drained half */
         return UPSTREAM_BODY_PAUSE;
@@ -514,6 +585,7 @@ static void finish_request(struct conn *c)
         close_after_flush(c);
         return;
     }
+    park_write(c);
     /* keep-alive: the next request may already be waiting in the input buffer */
     http_parser_next(&c->parser);
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
@@ -573,7 +645,7 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
         return;
     }
     if (c->framing == HTTP_FRAME_CHUNKED)
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(client_out(c), "0\r\n\r\n", 5);
     if (c->message_done || c->state != CONN_FORWARD) {
         finish_request(c);
         return;
@@ -644,32 +716,42 @@ static const struct upstream_callbacks tunnel_callbacks = {
 
 /* ---- starting the upstream side ------------------------------------------------------------- */
 
-static struct curl_slist *append_header(struct curl_slist *list, const char *name, size_t name_len,
-                                        const char *value, size_t value_len, int *failed)
+/* The CURLOPT_HTTPHEADER list in one allocation, nodes first and then their lines: curl only
+ * reads the list, so it need not come from curl_slist_append (a malloc and a strdup per line).
+ * The upstream releases it with free(). */
+static char *put_line(char *p, const char *name, size_t name_len, const char *value,
+                      size_t value_len)
 {
-    char stack[512];
-    size_t need = name_len + value_len + 3;
-    char *line = need <= sizeof stack ? stack : malloc(need);
-    if (line == NULL) {
-        *failed = 1;
-        return list;
+    memcpy(p, name, name_len);
+    p += name_len;
+    if (value_len == 0) { /* "Name;" is curl's way to send an empty header ("Name:" deletes it) */
+        *p++ = ';';
+    } else {
+        *p++ = ':';
+        *p++ = ' ';
+        memcpy(p, value, value_len);
+        p += value_len;
     }
-    /* "Name;" is curl's way to send an empty header ("Name:" would delete it) */
-    if (value_len == 0)
-        snprintf(line, need, "%.*s;", (int)name_len, name);
-    else
-        snprintf(line, need, "%.*s: %.*s", (int)name_len, name, (int)value_len, value);
-    struct curl_slist *next = curl_slist_append(list, line);
-    if (line != stack)
-        free(line);
-    if (next == NULL)
-        *failed = 1;
-    return next ? next : list;
+    *p++ = '\0';
+    return p;
 }
 
 static struct curl_slist *build_request_headers(const struct http_request *r, int *failed)
 {
-    struct curl_slist *list = NULL;
+    const char *via = http_via();
+    size_t via_len = strlen(via);
+    /* bounds: every client header kept, plus Via and the two removals */
+    size_t max_nodes = r->header_count + 3;
+    size_t max_bytes = 5 + via_len + 1 + sizeof "Expect:" + sizeof "Accept:";
+    for (size_t i = 0; i < r->header_count; i++)
+        max_bytes += r->headers[i].name_len + r->headers[i].value_len + 3;
+    struct curl_slist *nodes = malloc(max_nodes * sizeof *nodes + max_bytes);
+    if (nodes == NULL) {
+        *failed = 1;
+        return NULL;
+    }
+    char *p = (char *)(nodes + max_nodes);
+    size_t n = 0;
     int has_accept = 0;
     for (size_t i = 0; i < r->header_count; i++) {
         const struct http_header *h = &r->headers[i];
@@ -678,22 +760,23 @@ static struct curl_slist *build_request_headers(const struct http_request *r, in
             continue;
         if (util_equals_nocase(name, h->name_len, "Accept"))
             has_accept = 1;
-        list = append_header(list, name, h->name_len, http_arena(r, h->value_off), h->value_len,
-                             failed);
+        nodes[n++].data = p;
+        p = put_line(p, name, h->name_len, http_arena(r, h->value_off), h->value_len);
     }
-    list = append_header(list, "Via", 3, http_via(), strlen(http_via()), failed);
-    /* An empty value removes a header libcurl would add on its own. */
-    const char *removals[] = {"Expect:", has_accept ? NULL : "Accept:"};
-    for (size_t i = 0; i < 2; i++) {
-        if (removals[i] == NULL)
-            continue;
-        struct curl_slist *next = curl_slist_append(list, removals[i]);
-        if (next == NULL)
-            *failed = 1;
-        else
-            list = next;
+    nodes[n++].data = p;
+    p = put_line(p, "Via", 3, via, via_len);
+    /* "Name:" with no value removes a header libcurl would add on its own. */
+    nodes[n++].data = p;
+    memcpy(p, "Expect:", sizeof "Expect:");
+    p += sizeof "Expect:";
+    if (!has_accept) {
+        nodes[n++].data = p;
+        memcpy(p, "Accept:", sizeof "Accept:");
+        p += sizeof "Accept:";
     }
-    return list;
+    for (size_t i = 0; i < n; i++)
+        nodes[i].next = i + 1 < n ? &nodes[i + 1] : NULL;
+    return nodes;
 }
 
 static int method_in(const struct retry_policy *p, const char *method)
@@ -760,7 +843,7 @@ static void start_forward(struct conn *c)
         .response_timeout_ms = c->config->upstream_response_timeout_ms,
     };
     if (failed) {
-        curl_slist_free_all(req.headers);
+        free(req.headers);
         free(target);
         send_error(c, 503, "out of memory");
         return;
@@ -774,7 +857,7 @@ static void start_forward(struct conn *c)
     }
     if (r->expect_continue && r->has_body && evbuffer_get_length(c->body) == 0 &&
         !c->continue_sent) {
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_add(client_out(c), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         c->continue_sent = 1;
     }
     /* a stalled request body is a client timeout; a write that never drains likewise */
@@ -814,6 +897,7 @@ static void on_tunnel_connected(void *arg, int fd)
     info.client_addr = c->client_addr;
     c->has_client_slot = 0; /* the tunnel gives it back */
     format_decision(&c->decision, info.decision, sizeof info.decision);
+    unpark_write(c); /* the tunnel writes through the bufferevent */
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
     struct bufferevent *bev = c->bev;
@@ -833,7 +917,7 @@ static void send_overload(struct conn *c, const char *why)
     int status = (int)(c->config->overload_status ? c->config->overload_status : 503);
     char body[300];
     int n = snprintf(body, sizeof body, "rlproxy is overloaded: %s; retry after 1 s\n", why);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = client_out(c);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
                         "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\nVia: %s"
@@ -854,7 +938,7 @@ static void reply_keeping(struct conn *c, int status, const char *headers, const
     if (c->parser.req.method != HTTP_CONNECT)
         after_head_done(c);
     int keep = c->message_done && c->parser.req.keep_alive && !c->worker->draining;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = client_out(c);
     /* a response to HEAD has no body, whatever its Content-Length says */
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -944,6 +1028,7 @@ static void build_limiter_request(struct conn *c, struct limiter_request *lr)
     int is_connect = r->method == HTTP_CONNECT;
     *lr = (struct limiter_request){
         .client = (const struct sockaddr *)&c->client_addr,
+        .client_ip = c->client_ip,
         .user = c->user,
         .host = r->target.host,
         .port = r->target.port,
@@ -1122,6 +1207,8 @@ static void start_intercept(struct conn *c)
         send_error(c, 502, "cannot intercept %s: %s", t->host, err);
         return;
     }
+    unpark_write(c); /* the TLS filter writes through the socket's bufferevent */
+    c->direct_write_ok = 0;
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
     struct bufferevent *tls = bufferevent_openssl_filter_new(
@@ -1368,11 +1455,24 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     memcpy(&c->client_addr, addr, (size_t)addr_len < sizeof c->client_addr ? (size_t)addr_len
                                                                            : sizeof c->client_addr);
     util_format_sockaddr(addr, c->client_text, sizeof c->client_text);
+    { /* "1.2.3.4:5678" -> "1.2.3.4", "[::1]:5678" -> "::1": the limiter's client key, made once */
+        const char *text = c->client_text;
+        const char *colon = strrchr(text, ':');
+        size_t n = colon != NULL ? (size_t)(colon - text) : strlen(text);
+        if (n >= 2 && text[0] == '[' && text[n - 1] == ']') {
+            text++;
+            n -= 2;
+        }
+        memcpy(c->client_ip, text, n);
+        c->client_ip[n] = '\0';
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
+    c->flush = event_new(w->base, -1, 0, on_flush, c);
+    c->direct_write_ok = 1;
     c->body = evbuffer_new();
     c->spool = evbuffer_new();
     http_parser_init(&c->parser, c->config->max_request_line, c->config->max_header_size,
@@ -1382,7 +1482,7 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
         w->conns->prev = c;
     w->conns = c;
     worker_conn_added(w, c);
-    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->body == NULL ||
+    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->flush == NULL || c->body == NULL ||
         c->spool == NULL) {
         if (c->bev == NULL)
             evutil_closesocket(fd);

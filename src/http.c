@@ -479,15 +479,24 @@ size_t http_header_count_named(const struct http_request *r, const char *name)
     return n;
 }
 
-static const char *const hop_by_hop[] = {
-    "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate",
-    "TE", "Trailer", "Transfer-Encoding", "Upgrade", NULL,
+struct listed_name {
+    const char *name;
+    size_t len;
+};
+#define LISTED(s) {s, sizeof s - 1}
+
+/* With their lengths: most header names differ in length from every listed one, so the check
+ * (made for every response header) is mostly integer compares, no strlen. */
+static const struct listed_name hop_by_hop[] = {
+    LISTED("Connection"), LISTED("Keep-Alive"), LISTED("Proxy-Connection"),
+    LISTED("Proxy-Authorization"), LISTED("Proxy-Authenticate"), LISTED("TE"), LISTED("Trailer"),
+    LISTED("Transfer-Encoding"), LISTED("Upgrade"), {NULL, 0},
 };
 
-static int is_listed(const char *name, size_t len, const char *const *list)
+static int is_listed(const char *name, size_t len, const struct listed_name *list)
 {
-    for (size_t i = 0; list[i] != NULL; i++)
-        if (util_equals_nocase(name, len, list[i]))
+    for (size_t i = 0; list[i].name != NULL; i++)
+        if (len == list[i].len && strncasecmp(name, list[i].name, len) == 0)
             return 1;
     return 0;
 }
@@ -511,7 +520,8 @@ static int named_by_connection(const char *name, size_t name_len, const char *va
 
 int http_request_header_is_hop(const struct http_request *r, const char *name, size_t name_len)
 {
-    static const char *const regenerated[] = {"Host", "Content-Length", "Expect", NULL};
+    static const struct listed_name regenerated[] = {
+        LISTED("Host"), LISTED("Content-Length"), LISTED("Expect"), {NULL, 0}};
     if (is_listed(name, name_len, hop_by_hop) || is_listed(name, name_len, regenerated))
         return 1;
     for (size_t i = 0; i < r->header_count; i++) {
@@ -719,6 +729,13 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
     }
 }
 
+/* Appends to space reserved in advance (see http_write_response_head). */
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
 enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *r,
                                            int status, const char *reason, size_t reason_len,
                                            const char *headers, size_t headers_len,
@@ -727,7 +744,36 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
     struct head_scan scan;
     scan_response_head(headers, headers_len, &scan);
     int no_body = r->method == HTTP_HEAD || status == 204 || status == 304;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", status, (int)reason_len, reason);
+    enum http_framing framing;
+    if (no_body)
+        framing = HTTP_FRAME_NONE;
+    else if (scan.content_length >= 0 && !scan.transfer_encoded)
+        framing = HTTP_FRAME_LENGTH;
+    else if (r->version_minor == 1)
+        framing = HTTP_FRAME_CHUNKED;
+    else
+        framing = HTTP_FRAME_CLOSE;
+    if (!r->keep_alive || framing == HTTP_FRAME_CLOSE)
+        *close_after = 1;
+    const char *via = http_via();
+    size_t via_len = strlen(via);
+    size_t extra_len = extra_headers != NULL ? strlen(extra_headers) : 0;
+    /* The whole head goes in with one reserve/commit: every evbuffer_add on a bufferevent's
+     * output runs its callbacks (event_pending, event_add, the base lock), which cost more than
+     * the bytes; this loop used to make four of them per header. A header line of n >= 2 bytes
+     * ("a:") comes out as at most n + 3 ("a: \r\n"), so 3 * headers_len bounds the lines we
+     * copy; the rest is our own text. */
+    size_t cap = 3 * headers_len + reason_len + via_len + extra_len + 128;
+    struct evbuffer_iovec vec;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)cap, &vec, 1) < 1)
+        return framing; /* out of memory: no head, the client sees a broken reply */
+    char *o = vec.iov_base;
+    char code[4] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10), ' '};
+    o = put(o, "HTTP/1.1 ", 9);
+    o = put(o, code, 4);
+    o = put(o, reason, reason_len);
+    o = put(o, "\r\n", 2);
     const char *p = headers, *end = headers + headers_len;
     while (p < end) {
         const char *name, *value;
@@ -740,32 +786,25 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
         /* curl decoded the chunked framing: a Content-Length next to it is not the body length */
         if (scan.transfer_encoded && util_equals_nocase(name, name_len, "Content-Length"))
             continue;
-        evbuffer_add(out, name, name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, value, value_len);
-        evbuffer_add(out, "\r\n", 2);
+        o = put(o, name, name_len);
+        o = put(o, ": ", 2);
+        o = put(o, value, value_len);
+        o = put(o, "\r\n", 2);
     }
-    enum http_framing framing;
-    if (no_body)
-        framing = HTTP_FRAME_NONE;
-    else if (scan.content_length >= 0 && !scan.transfer_encoded)
-        framing = HTTP_FRAME_LENGTH;
-    else if (r->version_minor == 1)
-        framing = HTTP_FRAME_CHUNKED;
-    else
-        framing = HTTP_FRAME_CLOSE;
-    if (!r->keep_alive || framing == HTTP_FRAME_CLOSE)
-        *close_after = 1;
     if (framing == HTTP_FRAME_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add_printf(out, "Via: %s\r\n", http_via());
-    if (extra_headers != NULL)
-        evbuffer_add(out, extra_headers, strlen(extra_headers));
+        o = put(o, "Transfer-Encoding: chunked\r\n", 28);
+    o = put(o, "Via: ", 5);
+    o = put(o, via, via_len);
+    o = put(o, "\r\n", 2);
+    if (extra_len > 0)
+        o = put(o, extra_headers, extra_len);
     if (*close_after)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        o = put(o, "Connection: close\r\n", 19);
     else if (r->version_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        o = put(o, "Connection: keep-alive\r\n", 24);
+    o = put(o, "\r\n", 2);
+    vec.iov_len = (size_t)(o - (char *)vec.iov_base);
+    evbuffer_commit_space(out, &vec, 1);
     return framing;
 }
 

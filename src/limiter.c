@@ -263,6 +263,14 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
     int n = 0;
     switch (rule->key) {
     case RATE_KEY_CLIENT:
+        if (r->client_ip != NULL) { /* formatted once per connection by the caller */
+            size_t len = strlen(r->client_ip);
+            if (len >= KEY_MAX)
+                len = KEY_MAX - 1;
+            memcpy(key, r->client_ip, len);
+            key[len] = '\0';
+            return len;
+        }
         client_ip(r->client, ip, sizeof ip);
         n = snprintf(key, KEY_MAX, "%s", ip);
         break;
@@ -270,8 +278,9 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
         n = snprintf(key, KEY_MAX, "%s", r->host);
         break;
     case RATE_KEY_CLIENT_HOST:
-        client_ip(r->client, ip, sizeof ip);
-        n = snprintf(key, KEY_MAX, "%s %s", ip, r->host);
+        if (r->client_ip == NULL)
+            client_ip(r->client, ip, sizeof ip);
+        n = snprintf(key, KEY_MAX, "%s %s", r->client_ip != NULL ? r->client_ip : ip, r->host);
         break;
     case RATE_KEY_USER:
         n = snprintf(key, KEY_MAX, "%s", r->user ? r->user : "-");
@@ -538,6 +547,13 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
 {
     const struct rate_rule *p = &st->params;
     uint64_t window_us = p->window_ms * 1000;
+    /* Entries that no longer count leave now, so the ring holds only the current window: without
+     * this a key below its limit keeps up to `limit` stale entries, and ring_in_window() below
+     * walks all of them on every request (O(limit) per request, a modulo per step). An entry
+     * displaced by a reservation (see ring_cancel) is never among them: it is newer than
+     * now - window until the reservation's own time has come. */
+    while (w->count > 0 && ring_at(w, 0) + window_us <= now)
+        ring_pop_oldest(w);
     if (w->count < p->limit) {
         if (w->count == w->cap && ring_grow(w, p->limit) != 0) {
             reject(st, out, 1000000, "out of memory");

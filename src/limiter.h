@@ -25,6 +25,7 @@ struct limiter_request {
     const char *method;
     const char *path; /* origin-form path and query; "" for CONNECT */
     size_t path_len;
+    const char *client_ip; /* client's address as text without the port, or NULL: from client */
 };
 
 enum limiter_verdict {

@@ -5,12 +5,14 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <event2/event_struct.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,12 +25,17 @@
 #define POOL_MAX 64                     /* idle easy handles kept per worker */
 #define UPSTREAM_MAX_HEAD (64 * 1024)   /* response head bound; more is a 502 */
 
+struct socket_watch;
+
 struct upstream_multi {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
     CURL *pool[POOL_MAX];
     size_t pool_count;
+    int in_timer; /* inside on_timer_event's socket_action */
+    struct socket_watch **watches; /* by fd */
+    size_t watch_cap;
     _Atomic size_t active; /* read by the admin thread for /metrics */
 };
 
@@ -38,7 +45,8 @@ struct upstream {
     struct curl_slist *headers;
     const struct upstream_callbacks *cb;
     void *ctx;
-    struct event *response_timer;
+    struct event *response_timer; /* &response_timer_ev once set up, else NULL */
+    struct event response_timer_ev;
     uint64_t response_timeout_ms;
     char *head; /* header block of the response being read */
     size_t head_len, head_cap;
@@ -62,18 +70,93 @@ struct upstream {
     char error[CURL_ERROR_SIZE];
 };
 
+/* One per socket curl asked us to watch, kept with its event for the socket's whole life.
+ * curl says CURL_POLL_REMOVE whenever a transfer ends and its connection goes back to the cache,
+ * and CURL_POLL_IN again when the next transfer on it waits for the answer; unregistering and
+ * registering again in between cost an epoll_ctl DEL and ADD (and an event_new/free) per request.
+ * A connection socket (opened through open_socket_cb) last watched for reading stays registered
+ * while idle. curl closes connection sockets through close_socket_cb, which unregisters first, so
+ * a reused fd number never inherits a stale registration; other sockets (the threaded resolver's
+ * socketpair, closed without a callback) are unregistered at CURL_POLL_REMOVE as before. An idle
+ * socket that turns readable (the origin closed it) is unregistered; curl finds it dead when it
+ * next tries to reuse it, as it does today. */
 struct socket_watch {
-    struct event *ev;
+    struct event ev;
     struct upstream_multi *m;
+    curl_socket_t fd;
+    short events;     /* what ev is registered for; 0: not registered */
+    int curl_watches; /* between curl's CURL_POLL_IN/OUT and its CURL_POLL_REMOVE */
+    int conn_socket;  /* opened by open_socket_cb: curl closes it through close_socket_cb */
 };
 
 static void check_done(struct upstream_multi *m);
+static void on_socket_event(evutil_socket_t fd, short what, void *arg);
+
+static struct socket_watch *watch_get(struct upstream_multi *m, curl_socket_t s, int create)
+{
+    if (s < 0)
+        return NULL;
+    if ((size_t)s >= m->watch_cap) {
+        if (!create)
+            return NULL;
+        size_t cap = m->watch_cap ? m->watch_cap : 64;
+        while (cap <= (size_t)s)
+            cap *= 2;
+        struct socket_watch **grown = realloc(m->watches, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        memset(grown + m->watch_cap, 0, (cap - m->watch_cap) * sizeof *grown);
+        m->watches = grown;
+        m->watch_cap = cap;
+    }
+    struct socket_watch *w = m->watches[s];
+    if (w == NULL && create) {
+        w = calloc(1, sizeof *w);
+        if (w == NULL)
+            return NULL;
+        w->m = m;
+        w->fd = s;
+        m->watches[s] = w;
+    }
+    return w;
+}
+
+static int watch_set(struct socket_watch *w, short events)
+{
+    if (w->events == events)
+        return 0;
+    if (w->events != 0)
+        event_del(&w->ev);
+    w->events = 0;
+    if (events == 0)
+        return 0;
+    event_assign(&w->ev, w->m->base, w->fd, events, on_socket_event, w);
+    if (event_add(&w->ev, NULL) != 0)
+        return -1;
+    w->events = events;
+    return 0;
+}
+
+static void watch_drop(struct upstream_multi *m, curl_socket_t s)
+{
+    struct socket_watch *w = watch_get(m, s, 0);
+    if (w == NULL)
+        return;
+    watch_set(w, 0);
+    m->watches[s] = NULL;
+    free(w);
+}
 
 /* ---- libevent <-> curl glue ------------------------------------------------------------------- */
 
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
-    struct upstream_multi *m = arg;
+    struct socket_watch *w = arg;
+    struct upstream_multi *m = w->m;
+    if (!w->curl_watches) { /* idle in curl's cache and readable: the origin closed it */
+        watch_set(w, 0);
+        return;
+    }
     int flags = 0;
     if (what & EV_READ)
         flags |= CURL_CSELECT_IN;
@@ -88,41 +171,43 @@ static void on_timer_event(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream_multi *m = arg;
     int running = 0;
+    m->in_timer = 1;
     curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    m->in_timer = 0;
     check_done(m);
 }
 
 static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct upstream_multi *m = userp;
-    struct socket_watch *w = socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (w != NULL) {
-            event_free(w->ev);
-            free(w);
-            curl_multi_assign(m->multi, s, NULL);
-        }
+        struct socket_watch *w = watch_get(m, s, 0);
+        if (w == NULL)
+            return 0;
+        w->curl_watches = 0;
+        if (!w->conn_socket)
+            watch_drop(m, s);
+        else if (w->events != (EV_READ | EV_PERSIST))
+            watch_set(w, 0);
         return 0;
     }
+    struct socket_watch *w = watch_get(m, s, 1);
+    if (w == NULL)
+        return -1;
     short events = EV_PERSIST;
     if (what & CURL_POLL_IN)
         events |= EV_READ;
     if (what & CURL_POLL_OUT)
         events |= EV_WRITE;
-    if (w == NULL) {
-        w = calloc(1, sizeof *w);
-        if (w == NULL)
-            return -1;
-        w->m = m;
-        curl_multi_assign(m->multi, s, w);
-    } else {
-        event_free(w->ev);
-    }
-    w->ev = event_new(m->base, s, events, on_socket_event, m);
-    if (w->ev == NULL)
-        return -1;
-    event_add(w->ev, NULL);
-    return 0;
+    w->curl_watches = 1;
+    return watch_set(w, events);
+}
+
+/* Set on every easy handle: curl keeps it with each connection it opens. */
+static int close_socket_cb(void *arg, curl_socket_t s)
+{
+    watch_drop(arg, s);
+    return close(s);
 }
 
 static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -132,9 +217,17 @@ static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(m->timer);
         return 0;
     }
+    if (timeout_ms == 0 && !m->in_timer) {
+        /* due now: run socket_action from the loop (not from here) in this same pass, where a
+         * 0 ms timer would first cost an epoll_wait with a zero timeout. Not when the timer's
+         * own callback asks again: the loop must get to I/O in between. */
+        evtimer_del(m->timer);
+        event_active(m->timer, EV_TIMEOUT, 0);
+        return 0;
+    }
     struct timeval tv;
     util_ms_to_timeval((uint64_t)timeout_ms, &tv);
-    evtimer_add(m->timer, &tv); /* a 0 ms timer runs socket_action from the loop, not from here */
+    evtimer_add(m->timer, &tv);
     return 0;
 }
 
@@ -166,7 +259,11 @@ void upstream_multi_free(struct upstream_multi *m)
     for (size_t i = 0; i < m->pool_count; i++)
         curl_easy_cleanup(m->pool[i]);
     if (m->multi != NULL)
-        curl_multi_cleanup(m->multi);
+        curl_multi_cleanup(m->multi); /* closes cached connections through close_socket_cb */
+    for (size_t i = 0; i < m->watch_cap; i++)
+        if (m->watches[i] != NULL)
+            watch_drop(m, (curl_socket_t)i);
+    free(m->watches);
     if (m->timer != NULL)
         event_free(m->timer);
     free(m);
@@ -198,9 +295,9 @@ static void upstream_free(struct upstream *u)
     struct upstream_multi *m = u->m;
     curl_multi_remove_handle(m->multi, u->easy);
     easy_put(m, u->easy);
-    curl_slist_free_all(u->headers);
+    free(u->headers); /* one block: see upstream.h */
     if (u->response_timer != NULL)
-        event_free(u->response_timer);
+        event_del(u->response_timer);
     free(u->head);
     m->active--;
     free(u);
@@ -578,7 +675,16 @@ static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl
         util_format_sockaddr(&address->addr, u->denied, sizeof u->denied);
         return CURL_SOCKET_BAD;
     }
-    return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    curl_socket_t s = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (s == CURL_SOCKET_BAD)
+        return s;
+    /* A socket curl closed without the callback (a connect attempt it gave up) may have left a
+     * watch under this fd number: the new socket starts from scratch. */
+    watch_drop(u->m, s);
+    struct socket_watch *w = watch_get(u->m, s, 1);
+    if (w != NULL)
+        w->conn_socket = 1; /* else it is simply unregistered at CURL_POLL_REMOVE */
+    return s;
 }
 
 static CURLcode ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
@@ -613,6 +719,8 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
     /* curl would otherwise obey http_proxy/https_proxy from our environment */
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
     m->active++;
     return u;
 }
@@ -632,7 +740,7 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
 {
     struct upstream *u = upstream_new(m, cb, ctx, req->target_text);
     if (u == NULL) {
-        curl_slist_free_all(req->headers);
+        free(req->headers);
         return NULL;
     }
     CURL *e = u->easy;
@@ -646,7 +754,8 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
     }
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
-    u->response_timer = evtimer_new(m->base, on_response_timeout, u);
+    evtimer_assign(&u->response_timer_ev, m->base, on_response_timeout, u);
+    u->response_timer = &u->response_timer_ev;
     if (req->parent_proxy == NULL) {
         char url[512];
         snprintf(url, sizeof url, "%s/", req->url);
@@ -658,7 +767,7 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
         size_t len = strlen(req->url) + strlen(req->request_target) + 1;
         char *url = malloc(len);
         if (url == NULL) {
-            curl_slist_free_all(u->headers);
+            free(u->headers); /* one block: see upstream.h */
             u->headers = NULL;
             upstream_free(u);
             return NULL;
@@ -672,6 +781,10 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    /* curl reads at most this much per recv and then polls the socket to see if there is more:
+     * the default 16 KiB costs a recvfrom and a poll per 16 KiB of body. curl allocates the buffer
+     * per transfer and frees it when the transfer ends, so only transfers in flight hold one. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, u);

@@ -61,7 +61,8 @@ struct upstream_request {
     int is_head;
     int upload;            /* send a body (Content-Length or chunked) */
     int64_t upload_length; /* -1: chunked */
-    struct curl_slist *headers; /* taken over by the upstream */
+    struct curl_slist *headers; /* taken over by the upstream: ONE malloc'd block (nodes and their
+                                   lines), released with free(), not curl_slist_free_all() */
     const char *target_text;    /* for messages: "http://host:port/path" or "host:port" */
     const char *parent_proxy;   /* NULL: connect directly */
     const struct config *policy; /* destinations.deny checked on each address connected to */
