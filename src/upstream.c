@@ -43,6 +43,7 @@ struct upstream {
     struct upstream_multi *m;
     CURL *easy;
     struct curl_slist *headers;
+    struct curl_slist *proxy_headers; /* CONNECT to a parent: an ordinary curl list */
     const struct upstream_callbacks *cb;
     void *ctx;
     struct event *response_timer; /* &response_timer_ev once set up, else NULL */
@@ -296,6 +297,7 @@ static void upstream_free(struct upstream *u)
     curl_multi_remove_handle(m->multi, u->easy);
     easy_put(m, u->easy);
     free(u->headers); /* one block: see upstream.h */
+    curl_slist_free_all(u->proxy_headers);
     if (u->response_timer != NULL)
         event_del(u->response_timer);
     free(u->head);
@@ -840,8 +842,8 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
         curl_easy_setopt(u->easy, CURLOPT_HTTPPROXYTUNNEL, 1L);
         char via[64];
         snprintf(via, sizeof via, "Via: %s", http_via());
-        u->headers = curl_slist_append(NULL, via);
-        curl_easy_setopt(u->easy, CURLOPT_PROXYHEADER, u->headers);
+        u->proxy_headers = curl_slist_append(NULL, via);
+        curl_easy_setopt(u->easy, CURLOPT_PROXYHEADER, u->proxy_headers);
         curl_easy_setopt(u->easy, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
     }
     curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
