@@ -36,6 +36,12 @@
 /* Retries may add at most retry.budget to the requests of the last 10 s, over all workers. */
 static struct retry_budget retry_budget;
 
+struct intercept {
+    char host[256];
+    unsigned port;
+    char user[256];
+};
+
 enum conn_state {
     CONN_READ_HEAD,
     CONN_WAIT_SLOT,
@@ -72,15 +78,13 @@ struct conn {
     struct limiter_hold *hold; /* WAIT_ADMIT: our reserved slot */
     struct shared_request *shared_request; /* WAIT_ADMIT: Redis is deciding */
     char shared_member[48];  /* WAIT_ADMIT: our reservation in Redis, given back if we go away */
-    char shared_key[720];
+    char *shared_key;        /* its Redis key (allocated only for such a hold) */
     uint64_t wait_ms;
     char user[256];         /* authenticated proxy user, "-" when none */
     int has_client_slot;    /* holds an access.max_connections_per_client slot */
     int logged;             /* this request's access-log line is written */
     /* an opened (intercepted) CONNECT tunnel: requests inside are for https://host:port */
-    char intercept_host[256];
-    unsigned intercept_port;
-    char intercept_user[256];
+    struct intercept *intercept; /* allocated when the tunnel is opened: most connections never are */
     unsigned attempt;       /* 1 for the first try */
     int64_t retry_delay_ms; /* decided in on_upstream_status */
     struct evbuffer *spool; /* body bytes handed to curl, kept for a replay up to retry.max_body */
@@ -263,8 +267,10 @@ void conn_free(struct conn *c)
         log_request(c);
     }
     shared_cancel(c->shared_request);
-    if (c->shared_member[0] != '\0')
+    if (c->shared_member[0] != '\0' && c->shared_key != NULL)
         shared_release(c->worker->shared, c->shared_key, c->shared_member);
+    free(c->shared_key);
+    free(c->intercept);
     if (c->has_client_slot)
         access_client_slot_give((const struct sockaddr *)&c->client_addr);
     if (c->state == CONN_WAIT_SLOT)
@@ -421,11 +427,11 @@ static void log_request(struct conn *c)
     else
         snprintf(user_json, sizeof user_json, "\"%s\"", user);
     sanitize(method, sizeof method, http_arena(r, r->method_off), r->method_len);
-    if (c->intercept_host[0] != '\0' && r->method != HTTP_CONNECT && r->target_len > 0 &&
+    if (c->intercept != NULL && r->method != HTTP_CONNECT && r->target_len > 0 &&
         http_arena(r, r->target_off)[0] == '/') {
         char full[1100];
-        int used = snprintf(full, sizeof full, "https://%s:%u%.*s", c->intercept_host,
-                            c->intercept_port, (int)r->target_len, http_arena(r, r->target_off));
+        int used = snprintf(full, sizeof full, "https://%s:%u%.*s", c->intercept->host,
+                            c->intercept->port, (int)r->target_len, http_arena(r, r->target_off));
         sanitize(target, sizeof target, full, used > 0 ? (size_t)used : 0);
     } else {
         sanitize(target, sizeof target, http_arena(r, r->target_off), r->target_len);
@@ -600,7 +606,7 @@ static void finish_request(struct conn *c)
     c->spool_lost = c->continue_sent = 0;
     c->attempt = 0;
     c->logged = 0;
-    snprintf(c->user, sizeof c->user, "%s", c->intercept_host[0] ? c->intercept_user : "-");
+    snprintf(c->user, sizeof c->user, "%s", c->intercept != NULL ? c->intercept->user : "-");
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
@@ -818,7 +824,7 @@ static void start_forward(struct conn *c)
         target[used++] = '/';
     memcpy(target + used, path, path_len);
     target[used + path_len] = '\0';
-    if (c->intercept_host[0] != '\0' && r->target_len > 0 && http_arena(r, r->target_off)[0] == '/')
+    if (c->intercept != NULL && r->target_len > 0 && http_arena(r, r->target_off)[0] == '/')
         snprintf(target_text, sizeof target_text, "%s%.*s", url, (int)r->target_len,
                  http_arena(r, r->target_off));
     else
@@ -1081,7 +1087,8 @@ static void on_shared_decided(void *arg, const struct shared_result *result)
         c->decision.delay_us = result->delay_us;
         /* reserved in Redis: after the wait the request goes ahead without asking again */
         snprintf(c->shared_member, sizeof c->shared_member, "%s", result->member);
-        snprintf(c->shared_key, sizeof c->shared_key, "%s", result->key);
+        free(c->shared_key);
+        c->shared_key = strdup(result->key);
     } else {
         c->decision.verdict = LIMITER_ADMIT;
     }
@@ -1175,21 +1182,21 @@ static int adopt_tunnel_target(struct conn *c)
 {
     struct http_request *r = &c->parser.req;
     if (r->method == HTTP_CONNECT) {
-        send_error(c, 400, "CONNECT inside an intercepted tunnel to %s", c->intercept_host);
+        send_error(c, 400, "CONNECT inside an intercepted tunnel to %s", c->intercept->host);
         return 0;
     }
     if (r->target.scheme == HTTP_SCHEME_NONE) {
         r->target.scheme = HTTP_SCHEME_HTTPS;
-        snprintf(r->target.host, sizeof r->target.host, "%s", c->intercept_host);
-        r->target.host_is_ipv6 = strchr(c->intercept_host, ':') != NULL;
-        r->target.port = c->intercept_port;
+        snprintf(r->target.host, sizeof r->target.host, "%s", c->intercept->host);
+        r->target.host_is_ipv6 = strchr(c->intercept->host, ':') != NULL;
+        r->target.port = c->intercept->port;
         r->target.path_off = r->target_off;
         r->target.path_len = r->target_len;
         return 1;
     }
-    if (strcasecmp(r->target.host, c->intercept_host) != 0 || r->target.port != c->intercept_port) {
+    if (strcasecmp(r->target.host, c->intercept->host) != 0 || r->target.port != c->intercept->port) {
         send_error(c, 400, "request for %s:%u inside the tunnel to %s:%u", r->target.host,
-                   r->target.port, c->intercept_host, c->intercept_port);
+                   r->target.port, c->intercept->host, c->intercept->port);
         return 0;
     }
     r->target.scheme = HTTP_SCHEME_HTTPS;
@@ -1221,9 +1228,14 @@ static void start_intercept(struct conn *c)
     /* a client that drops the connection without close_notify is not an error worth logging */
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
     c->bev = tls; /* owns the plain bufferevent now */
-    snprintf(c->intercept_host, sizeof c->intercept_host, "%s", t->host);
-    c->intercept_port = t->port;
-    snprintf(c->intercept_user, sizeof c->intercept_user, "%s", c->user);
+    c->intercept = calloc(1, sizeof *c->intercept);
+    if (c->intercept == NULL) {
+        conn_free(c); /* the 200 is queued but TLS cannot be spoken without it */
+        return;
+    }
+    snprintf(c->intercept->host, sizeof c->intercept->host, "%s", t->host);
+    c->intercept->port = t->port;
+    snprintf(c->intercept->user, sizeof c->intercept->user, "%s", c->user);
     c->status = 200;
     log_request(c);
     worker_count_response(c->worker, 200, 0, 0);
@@ -1259,9 +1271,9 @@ static void handle_head(struct conn *c)
         send_error(c, 508, "request loop: this request already passed through this proxy (Via)");
         return;
     }
-    if (c->intercept_host[0] != '\0' && !adopt_tunnel_target(c))
+    if (c->intercept != NULL && !adopt_tunnel_target(c))
         return;
-    if (auth_required(c->config) && c->intercept_host[0] == '\0') {
+    if (auth_required(c->config) && c->intercept == NULL) {
         size_t len = 0;
         const char *creds = http_header_find(r, "Proxy-Authorization", &len);
         if (creds == NULL || !auth_check(c->config, creds, len, c->user, sizeof c->user)) {

@@ -359,7 +359,9 @@ void http_parser_free(struct http_parser *p)
 /* Releases a big arena after a request so an idle keep-alive connection holds almost nothing. */
 static void shrink_request(struct http_request *r)
 {
-    if (r->arena_cap > 4096) {
+    /* the arena goes after every request: an idle keep-alive connection should cost little, and
+     * one allocation per request is cheap next to the request itself */
+    if (r->arena_cap > 0) {
         free(r->arena);
         r->arena = NULL;
         r->arena_cap = 0;
