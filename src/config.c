@@ -645,18 +645,24 @@ static int parse_size(const struct config_key *key, const char *text, void *dst,
     return 0;
 }
 
-static int parse_string(const struct config_key *key, const char *text, void *dst, char *why,
-                        size_t why_len)
+/* String-valued keys own a heap copy; the old value (a default, or an earlier load) goes. */
+static int store_string(void *dst, const char *text, char *why, size_t why_len)
 {
-    (void)key;
-    if (*text == '\0')
-        return why_fail(why, why_len, "must not be empty");
     char *copy = strdup(text);
     if (copy == NULL)
         return why_fail(why, why_len, "out of memory");
     free(*(char **)dst);
     *(char **)dst = copy;
     return 0;
+}
+
+static int parse_string(const struct config_key *key, const char *text, void *dst, char *why,
+                        size_t why_len)
+{
+    (void)key;
+    if (*text == '\0')
+        return why_fail(why, why_len, "must not be empty");
+    return store_string(dst, text, why, why_len);
 }
 
 static int parse_enum(const struct config_key *key, const char *text, void *dst, char *why,
@@ -752,13 +758,8 @@ static int parse_proxy_url(const struct config_key *key, const char *text, void 
     for (const char *p = text; *p != '\0'; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return why_fail(why, why_len, "proxy URL contains a space or control character");
-    char *copy = strdup(text);
-    if (copy == NULL)
-        return why_fail(why, why_len, "out of memory");
-    free(*(char **)dst);
-    *(char **)dst = copy;
     (void)key;
-    return 0;
+    return store_string(dst, text, why, why_len);
 }
 
 /* A host name or "*.suffix" into hp (zeroed first); 0 or -1. */
@@ -956,12 +957,7 @@ static int parse_path_prefix(const struct config_key *key, const char *text, voi
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return why_fail(why, why_len, "\"%s\" contains a space or control character",
                             printable(text, shown, sizeof shown));
-    char *copy = strdup(text);
-    if (copy == NULL)
-        return why_fail(why, why_len, "out of memory");
-    free(*(char **)dst);
-    *(char **)dst = copy;
-    return 0;
+    return store_string(dst, text, why, why_len);
 }
 
 /* A Basic credential's user-id cannot hold a colon, so a name with one could never match. */
@@ -1057,12 +1053,7 @@ static int parse_optional_string(const struct config_key *key, const char *text,
                                  char *why, size_t why_len)
 {
     (void)key;
-    char *copy = strdup(text);
-    if (copy == NULL)
-        return why_fail(why, why_len, "out of memory");
-    free(*(char **)dst);
-    *(char **)dst = copy;
-    return 0;
+    return store_string(dst, text, why, why_len);
 }
 
 /* One auth.users entry arrives from the walker as "name:hash" (a Basic user-id has no colon). */
