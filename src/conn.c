@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event_struct.h>
 #include <openssl/ssl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 #include "auth.h"
 #include "http.h"
 #include "limiter.h"
+#include "pool.h"
 #include "log.h"
 #include "retry.h"
 #include "shared.h"
@@ -32,6 +34,11 @@
 #include "worker.h"
 
 #define LINGER_MS 2000 /* after an error reply: keep reading (and discarding) this long */
+#define SLEEP_AFTER_MS 1000 /* idle this long: folded into a sleeper (see "sleeping connections") */
+#define SLEEPER_BLOCK_BYTES (64 * 1024) /* sleepers are pooled in mmap'd blocks of this size */
+/* With more unfolded connections than this on a worker, a keep-alive connection is folded as soon
+ * as its response is out (see "sleeping connections"). */
+#define FOLD_AT_ONCE_ABOVE 256
 
 /* Retries may add at most retry.budget to the requests of the last 10 s, over all workers. */
 static struct retry_budget retry_budget;
@@ -72,6 +79,7 @@ struct conn {
     int write_parked;    /* EV_WRITE off: the output was empty when the last response ended */
     int direct_write_ok; /* c->bev is the socket's own bufferevent (not a TLS filter) */
     int header_deadline_armed;
+    uint64_t idle_since_ms; /* READ_HEAD: when the connection last had nothing to do */
 
     /* the request in flight */
     struct limiter_decision decision;
@@ -195,6 +203,7 @@ static void arm_timer(struct conn *c, uint64_t ms)
 
 static void proceed(struct conn *c);
 static void admit(struct conn *c);
+static int conn_sleep(struct conn *c, uint64_t timeout_ms);
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -231,13 +240,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                    c->config->client_header_timeout_ms);
         return;
     }
+    if (c->state == CONN_READ_HEAD) { /* idle: fold it, or wait out the rest of its timeout */
+        uint64_t idle = util_now_ms() - c->idle_since_ms;
+        uint64_t limit = c->config->client_idle_timeout_ms;
+        if (idle < limit) {
+            if (!conn_sleep(c, limit - idle))
+                arm_timer(c, limit - idle);
+            return;
+        }
+    }
     conn_free(c); /* idle keep-alive expired, or the linger after an error reply ended */
 }
 
 static void wait_for_request(struct conn *c)
 {
     c->header_deadline_armed = 0;
-    arm_timer(c, c->config->client_idle_timeout_ms);
+    c->idle_since_ms = util_now_ms();
+    uint64_t limit = c->config->client_idle_timeout_ms;
+    arm_timer(c, limit < SLEEP_AFTER_MS ? limit : SLEEP_AFTER_MS);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
 }
 
@@ -258,7 +278,9 @@ static void slot_queue_remove(struct conn *c)
     w->slot_waiting--;
 }
 
-void conn_free(struct conn *c)
+/* Frees c. keep_socket: the client's socket lives on in a sleeper, which takes over its
+ * access.max_connections_per_client slot and its place in the worker's count. */
+static void conn_release(struct conn *c, int keep_socket)
 {
     if (!c->logged && c->parser.req.method_len > 0 &&
         (c->state == CONN_FORWARD || c->state == CONN_WAIT_ADMIT || c->state == CONN_WAIT_SLOT ||
@@ -271,7 +293,7 @@ void conn_free(struct conn *c)
         shared_release(c->worker->shared, c->shared_key, c->shared_member);
     free(c->shared_key);
     free(c->intercept);
-    if (c->has_client_slot)
+    if (c->has_client_slot && !keep_socket)
         access_client_slot_give((const struct sockaddr *)&c->client_addr);
     if (c->state == CONN_WAIT_SLOT)
         slot_queue_remove(c);
@@ -283,10 +305,15 @@ void conn_free(struct conn *c)
         worker_count_response(c->worker, 0, c->bytes_in, c->bytes_out);
         worker_slot_freed(c->worker);
     }
-    if (c->bev != NULL)
+    if (c->bev != NULL) {
+        if (keep_socket)
+            bufferevent_setfd(c->bev, -1); /* so that freeing it does not close the socket */
         bufferevent_free(c->bev);
-    event_free(c->timer);
-    event_free(c->kick);
+    }
+    if (c->timer != NULL)
+        event_free(c->timer);
+    if (c->kick != NULL)
+        event_free(c->kick);
     if (c->flush != NULL)
         event_free(c->flush);
     if (c->body != NULL)
@@ -300,10 +327,13 @@ void conn_free(struct conn *c)
         c->worker->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    worker_conn_removed(c->worker, c);
+    if (!keep_socket)
+        worker_conn_removed(c->worker);
     config_unref(c->config);
     free(c);
 }
+
+void conn_free(struct conn *c) { conn_release(c, 0); }
 
 static void on_linger_read(struct bufferevent *bev, void *arg)
 {
@@ -611,6 +641,10 @@ static void finish_request(struct conn *c)
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
     bufferevent_enable(c->bev, EV_READ);
+    struct worker *w = c->worker;
+    if (w->conn_count - w->sleeper_count > FOLD_AT_ONCE_ABOVE &&
+        conn_sleep(c, c->config->client_idle_timeout_ms))
+        return;
     event_active(c->kick, EV_TIMEOUT, 0);
 }
 
@@ -1451,21 +1485,153 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
-/* ---- accept ----------------------------------------------------------------------------------- */
+/* ---- sleeping connections ---------------------------------------------------------------------
+ * A connection waiting for its next request needs none of a request's state: no bufferevent, no
+ * parser, no timers, no buffers, about 4 KB in all. Once it has been idle for SLEEP_AFTER_MS it is
+ * folded into a sleeper: one event on the socket (readable, or the rest of the idle timeout) and
+ * the client's address, about 200 bytes, kept in a pool (pool.h) so that it does not pin a page of
+ * the freed state. It is unfolded into a new struct conn when the client
+ * sends again. A new connection starts as a sleeper, so a connection that never sends costs as
+ * little. The delay keeps a busy keep-alive connection from paying the unfold on every request.
+ * But when thousands of clients finish a request at once, a second of their state (4 KB each)
+ * would pile up, and once freed it leaves the heap full of holes that malloc cannot return to the
+ * system (other allocations sit between them): beyond FOLD_AT_ONCE_ABOVE unfolded connections on
+ * a worker, connections are folded right after their response, which keeps the heap as small as
+ * the work in flight. */
+struct sleeper {
+    struct event ev;
+    struct worker *worker;
+    struct sleeper *prev, *next;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } addr;
+    socklen_t addr_len;
+    int has_client_slot;
+};
 
-void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len)
+static void sleeper_free(struct sleeper *s, int close_socket)
 {
-    struct conn *c = calloc(1, sizeof *c);
-    if (c == NULL) {
+    struct worker *w = s->worker;
+    evutil_socket_t fd = event_get_fd(&s->ev);
+    event_del(&s->ev);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        w->sleepers = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    w->sleeper_count--;
+    atomic_fetch_sub(&w->stats.idle_connections, 1);
+    if (close_socket) {
+        if (s->has_client_slot)
+            access_client_slot_give(&s->addr.sa);
         evutil_closesocket(fd);
+        pool_put(w->sleeper_pool, s);
+        worker_conn_removed(w);
         return;
     }
+    pool_put(w->sleeper_pool, s);
+}
+
+static struct conn *conn_open(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr,
+                              socklen_t addr_len);
+
+static void on_sleeper_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct sleeper *s = arg;
+    if (!(what & EV_READ) || s->worker->draining) {
+        sleeper_free(s, 1); /* idle timeout */
+        return;
+    }
+    /* opened while our event still watches the socket, so epoll keeps it registered throughout */
+    struct conn *c = conn_open(s->worker, fd, &s->addr.sa, s->addr_len);
+    if (c == NULL) {
+        log_error("out of memory for a connection: closed");
+        sleeper_free(s, 1);
+        return;
+    }
+    c->has_client_slot = s->has_client_slot;
+    sleeper_free(s, 0);
+}
+
+/* 1 when fd now waits in a sleeper for at most timeout_ms; 0 (nothing changed) when it cannot. */
+static int sleeper_start(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr,
+                         socklen_t addr_len, int has_client_slot, uint64_t timeout_ms)
+{
+    if (addr_len > sizeof(((struct sleeper *)NULL)->addr))
+        return 0; /* not an IP address: stays unfolded */
+    if (w->sleeper_pool == NULL)
+        w->sleeper_pool = pool_new(sizeof(struct sleeper), SLEEPER_BLOCK_BYTES);
+    struct sleeper *s = w->sleeper_pool != NULL ? pool_get(w->sleeper_pool) : NULL;
+    if (s == NULL)
+        return 0;
+    struct timeval tv;
+    util_ms_to_timeval(timeout_ms, &tv);
+    if (event_assign(&s->ev, w->base, fd, EV_READ | EV_PERSIST, on_sleeper_event, s) != 0 ||
+        event_add(&s->ev, &tv) != 0) {
+        pool_put(w->sleeper_pool, s);
+        return 0;
+    }
+    s->worker = w;
+    memcpy(&s->addr, addr, addr_len);
+    s->addr_len = addr_len;
+    s->has_client_slot = has_client_slot;
+    s->prev = NULL;
+    s->next = w->sleepers;
+    if (w->sleepers != NULL)
+        w->sleepers->prev = s;
+    w->sleepers = s;
+    w->sleeper_count++;
+    atomic_fetch_add(&w->stats.idle_connections, 1);
+    return 1;
+}
+
+/* Folds an idle connection into a sleeper; 0 when it has state a sleeper cannot hold. */
+static int conn_sleep(struct conn *c, uint64_t timeout_ms)
+{
+    /* an intercepted connection's TLS session lives in its bufferevent */
+    if (c->state != CONN_READ_HEAD || c->parser.started || c->intercept != NULL ||
+        !c->direct_write_ok || c->close_after || c->client_eof || c->worker->draining ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return 0;
+    struct sockaddr_storage addr;
+    socklen_t addr_len = c->client_addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                               : sizeof(struct sockaddr_in);
+    memcpy(&addr, &c->client_addr, sizeof addr);
+    if (!sleeper_start(c->worker, bufferevent_getfd(c->bev), (struct sockaddr *)&addr, addr_len,
+                       c->has_client_slot, timeout_ms))
+        return 0;
+    struct worker *w = c->worker;
+    conn_release(c, 1);
+    worker_memory_freed(w);
+    return 1;
+}
+
+void conn_close_sleepers(struct worker *w)
+{
+    while (w->sleepers != NULL)
+        sleeper_free(w->sleepers, 1);
+}
+
+/* ---- accept ----------------------------------------------------------------------------------- */
+
+/* A struct conn reading its first request from fd; not counted (the caller's count stands), and
+ * NULL when out of memory (fd left open). */
+static struct conn *conn_open(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr,
+                              socklen_t addr_len)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
     c->worker = w;
     c->config = config_ref(w->config);
     c->limiter = limiter_ref(w->limiter);
     snprintf(c->user, sizeof c->user, "-");
-    memcpy(&c->client_addr, addr, (size_t)addr_len < sizeof c->client_addr ? (size_t)addr_len
-                                                                           : sizeof c->client_addr);
+    memcpy(&c->client_addr, addr, addr_len < sizeof c->client_addr ? addr_len
+                                                                    : sizeof c->client_addr);
     util_format_sockaddr(addr, c->client_text, sizeof c->client_text);
     { /* "1.2.3.4:5678" -> "1.2.3.4", "[::1]:5678" -> "::1": the limiter's client key, made once */
         const char *text = c->client_text;
@@ -1478,8 +1644,6 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
         memcpy(c->client_ip, text, n);
         c->client_ip[n] = '\0';
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
@@ -1493,33 +1657,54 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     if (w->conns != NULL)
         w->conns->prev = c;
     w->conns = c;
-    worker_conn_added(w, c);
-    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->flush == NULL || c->body == NULL ||
-        c->spool == NULL) {
-        if (c->bev == NULL)
-            evutil_closesocket(fd);
-        conn_free(c);
-        return;
+    if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->flush == NULL ||
+        c->body == NULL || c->spool == NULL) {
+        conn_release(c, 1);
+        return NULL;
     }
-    if (!access_client_slot_take(addr, c->config->max_connections_per_client)) {
-        /* a client over its connection cap cannot crowd out the others */
-        static const char reply[] = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"
-                                    "Content-Type: text/plain\r\nContent-Length: 74\r\n"
-                                    "Connection: close\r\n\r\n"
-                                    "too many connections from this client (access.max_connections_per_client)\n";
-        evbuffer_add(bufferevent_get_output(c->bev), reply, sizeof reply - 1);
-        log_info("%s: over access.max_connections_per_client (%u)", c->client_text,
-                 c->config->max_connections_per_client);
-        close_after_flush(c);
-        return;
-    }
-    c->has_client_slot = 1;
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->config->buffer_size);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->config->buffer_size / 2, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
+    return c;
+}
+
+void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    worker_conn_added(w);
+    socklen_t len = addr_len > 0 ? (socklen_t)addr_len : 0;
+    if (access_client_slot_take(addr, w->config->max_connections_per_client)) {
+        if (sleeper_start(w, fd, addr, len, 1, w->config->client_idle_timeout_ms))
+            return;
+        struct conn *c = conn_open(w, fd, addr, len);
+        if (c != NULL) {
+            c->has_client_slot = 1;
+            return;
+        }
+        access_client_slot_give(addr);
+        evutil_closesocket(fd);
+        worker_conn_removed(w);
+        return;
+    }
+    struct conn *c = conn_open(w, fd, addr, len);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        worker_conn_removed(w);
+        return;
+    }
+    /* a client over its connection cap cannot crowd out the others */
+    static const char reply[] = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n"
+                                "Content-Type: text/plain\r\nContent-Length: 74\r\n"
+                                "Connection: close\r\n\r\n"
+                                "too many connections from this client (access.max_connections_per_client)\n";
+    evbuffer_add(bufferevent_get_output(c->bev), reply, sizeof reply - 1);
+    log_info("%s: over access.max_connections_per_client (%u)", c->client_text,
+             c->config->max_connections_per_client);
+    close_after_flush(c);
 }
 
 void conn_drain(struct conn *c)

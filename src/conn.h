@@ -17,6 +17,8 @@ void conn_accept(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
 /* Draining: close now if idle, else after the current response. */
 void conn_drain(struct conn *c);
 void conn_free(struct conn *c);
+/* Closes every idle connection folded into a sleeper (draining, stopping). */
+void conn_close_sleepers(struct worker *w);
 struct conn *conn_next(struct conn *c);
 /* Starts requests that wait for an upstream slot while the worker is under max_inflight. */
 void conn_start_waiting(struct worker *w);

@@ -356,12 +356,11 @@ void http_parser_free(struct http_parser *p)
     p->req.headers = NULL;
 }
 
-/* Releases a big arena after a request so an idle keep-alive connection holds almost nothing. */
+/* Releases a big arena after a request. A small one is kept for the next request on the
+ * connection: a connection that stays idle is folded into a sleeper (conn.c), which frees it. */
 static void shrink_request(struct http_request *r)
 {
-    /* the arena goes after every request: an idle keep-alive connection should cost little, and
-     * one allocation per request is cheap next to the request itself */
-    if (r->arena_cap > 0) {
+    if (r->arena_cap > 4096) {
         free(r->arena);
         r->arena = NULL;
         r->arena_cap = 0;

@@ -90,6 +90,10 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
     family(out, "rlproxy_open_connections", "gauge",
            "Client connections open now (tunnels excluded).");
     evbuffer_add_printf(out, "rlproxy_open_connections %" PRIu64 "\n", SUM(open_connections));
+    family(out, "rlproxy_idle_connections", "gauge",
+           "Open client connections idle long enough to hold no buffers (included in "
+           "rlproxy_open_connections).");
+    evbuffer_add_printf(out, "rlproxy_idle_connections %" PRIu64 "\n", SUM(idle_connections));
     family(out, "rlproxy_tunnels_total", "counter", "CONNECT tunnels established.");
     evbuffer_add_printf(out, "rlproxy_tunnels_total %" PRIu64 "\n", SUM(tunnels_opened));
     family(out, "rlproxy_open_tunnels", "gauge", "CONNECT tunnels open now.");

@@ -6,11 +6,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "conn.h"
+#include "pool.h"
 #include "shared.h"
 #include "log.h"
 #include "tunnel.h"
@@ -21,6 +23,9 @@ static _Atomic uint64_t open_total;
 uint64_t worker_open_total(void) { return atomic_load(&open_total); }
 
 #define RESUME_CHECK_MS 50
+/* Connections folded since the last trim before one is worth it, and how often at most. */
+#define TRIM_AFTER_FREES 64
+#define TRIM_DELAY_MS 1000
 
 /* Workers accept from one socket independently: one may accept right after another reached the
  * cap. Such a connection waits here, unread, until the count is under the cap again, so the cap
@@ -114,6 +119,26 @@ void worker_slot_freed(struct worker *w)
 
 static void on_slot_event(evutil_socket_t fd, short what, void *arg) { conn_start_waiting(arg); }
 
+/* free() keeps the pages of freed connection state: when thousands of connections go idle at
+ * once, their ~4 KB each would stay in RSS as holes in the heap under the small sleepers.
+ * malloc_trim gives those pages back; it walks every arena, so at most once a second. */
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->freed_since_trim < TRIM_AFTER_FREES)
+        return;
+    w->freed_since_trim = 0;
+    malloc_trim(0);
+}
+
+void worker_memory_freed(struct worker *w)
+{
+    if (++w->freed_since_trim >= TRIM_AFTER_FREES && !evtimer_pending(w->trim_timer, NULL)) {
+        struct timeval tv = {TRIM_DELAY_MS / 1000, (TRIM_DELAY_MS % 1000) * 1000};
+        evtimer_add(w->trim_timer, &tv);
+    }
+}
+
 static void on_accept_error(struct evconnlistener *listener, void *arg)
 {
     int err = EVUTIL_SOCKET_ERROR();
@@ -137,6 +162,7 @@ static void free_all_connections(struct worker *w)
     w->parked_count = 0;
     while (w->conns != NULL)
         conn_free(w->conns);
+    conn_close_sleepers(w);
     while (w->tunnels != NULL)
         tunnel_free(w->tunnels);
 }
@@ -147,6 +173,7 @@ static void start_drain(struct worker *w)
     /* closed, not just disabled: a connect during the drain is refused at once instead of
      * waiting in the backlog until the process exits */
     free_listeners(w);
+    conn_close_sleepers(w); /* idle: nothing to finish */
     struct conn *c = w->conns;
     while (c != NULL) {
         struct conn *next = conn_next(c);
@@ -271,8 +298,9 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
     w->wakeup = event_new(w->base, -1, EV_PERSIST, on_wakeup, w);
     w->slot_event = event_new(w->base, -1, 0, on_slot_event, w);
     w->resume_timer = evtimer_new(w->base, on_resume_check, w);
+    w->trim_timer = evtimer_new(w->base, on_trim, w);
     if (w->upstream == NULL || w->wakeup == NULL || w->slot_event == NULL ||
-        w->resume_timer == NULL)
+        w->resume_timer == NULL || w->trim_timer == NULL)
         return -1;
     w->shared = shared_new(w->base, config);
     /* each worker gets its own descriptors for the shared sockets so each can free its own */
@@ -314,6 +342,9 @@ void worker_destroy(struct worker *w)
         event_free(w->slot_event);
     if (w->resume_timer != NULL)
         event_free(w->resume_timer);
+    if (w->trim_timer != NULL)
+        event_free(w->trim_timer);
+    pool_free(w->sleeper_pool);
     if (w->base != NULL)
         event_base_free(w->base);
     config_unref(w->pending_config);
@@ -364,14 +395,14 @@ void worker_post_config(struct worker *w, struct config *config, struct limiter 
 
 /* conn.c and tunnel.c link themselves into w->conns / w->tunnels; the worker keeps the counts that
  * decide when a drain is complete. */
-void worker_conn_added(struct worker *w, struct conn *c)
+void worker_conn_added(struct worker *w)
 {
     w->conn_count++;
     atomic_fetch_add(&w->stats.open_connections, 1);
     atomic_fetch_add(&open_total, 1);
 }
 
-void worker_conn_removed(struct worker *w, struct conn *c)
+void worker_conn_removed(struct worker *w)
 {
     w->conn_count--;
     atomic_fetch_sub(&w->stats.open_connections, 1);

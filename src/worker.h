@@ -15,6 +15,7 @@
 #include "upstream.h"
 
 struct conn;
+struct sleeper;
 struct tunnel;
 
 struct worker_stats {
@@ -25,6 +26,7 @@ struct worker_stats {
     _Atomic uint64_t tunnels_opened;
     _Atomic uint64_t retries;
     _Atomic uint64_t open_connections, open_tunnels; /* gauges */
+    _Atomic uint64_t idle_connections; /* gauge: open connections folded into sleepers (conn.c) */
 };
 
 struct worker {
@@ -47,6 +49,11 @@ struct worker {
     int stop_requested, force_stop;
     int draining;
     struct conn *conns;     /* intrusive list */
+    struct sleeper *sleepers; /* idle connections folded to their socket (conn.c), a list */
+    struct pool *sleeper_pool; /* where they live (made by conn.c when first needed) */
+    size_t sleeper_count;
+    struct event *trim_timer; /* returns freed heap to the system after many connections folded */
+    unsigned freed_since_trim;
     struct conn *slot_first, *slot_last; /* waiting for an upstream slot (max_inflight), FIFO */
     size_t slot_waiting;
     struct event *slot_event;   /* runs conn_start_waiting from the loop */
@@ -78,8 +85,11 @@ void worker_post_config(struct worker *w, struct config *config, struct limiter 
 int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count);
 
 /* From the worker's own thread. */
-void worker_conn_added(struct worker *w, struct conn *c);
-void worker_conn_removed(struct worker *w, struct conn *c);
+/* Client connections (struct conn or sleeper), counted against max_connections. */
+void worker_conn_added(struct worker *w);
+void worker_conn_removed(struct worker *w);
+/* A connection's state was freed (folded into a sleeper): after many, the heap is trimmed. */
+void worker_memory_freed(struct worker *w);
 void worker_tunnel_added(struct worker *w, struct tunnel *t);
 void worker_tunnel_removed(struct worker *w, struct tunnel *t);
 void worker_count_response(struct worker *w, int status, uint64_t bytes_in, uint64_t bytes_out);

@@ -1699,3 +1699,42 @@ int json_headers(const char *json, struct http_header **out, size_t *n)
     }
     return *p == ']' ? 0 : -1;
 }
+
+/* ---- /metrics ----------------------------------------------------------------------------------
+ */
+
+long long proxy_metric(struct proxy *p, const char *series)
+{
+    if (p->admin_port <= 0) {
+        char *tail = proxy_log_tail(p, 800);
+        ck_abort_msg("no admin endpoint: %s", tail);
+    }
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", p->admin_port);
+    struct fetch_req rq = {.url = url, .timeout_ms = 10000};
+    struct fetch_res rs;
+    fetch(&rq, &rs);
+    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "GET /metrics: curl %d, status %ld, %s",
+                  (int)rs.rc, rs.status, rs.err);
+    long long v = -1;
+    size_t n = strlen(series);
+    for (const char *line = rs.body; line != NULL && *line != '\0';) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+            v = strtoll(line + n + 1, NULL, 10);
+            break;
+        }
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    fetch_free(&rs);
+    return v;
+}
+
+int proxy_wait_metric(struct proxy *p, const char *series, long long want, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    long long v;
+    while ((v = proxy_metric(p, series)) != want && now_ms() < deadline)
+        sleep_ms(20);
+    return v == want;
+}

@@ -109,6 +109,11 @@ char *proxy_state(struct proxy *p);
 long proxy_rss_kib(struct proxy *p);      /* VmRSS, -1 if unknown */
 long proxy_peak_rss_kib(struct proxy *p); /* VmHWM, -1 if unknown */
 const char *proxy_url(const struct proxy *p, char *buf, size_t len);
+/* A series from the admin endpoint's /metrics; `series` is the whole series name, labels
+ * included. -1 when absent; fails the test when /metrics cannot be read. */
+long long proxy_metric(struct proxy *p, const char *series);
+/* Polls (every 20 ms, at most timeout_ms) until the series has the value; 1 when it got there */
+int proxy_wait_metric(struct proxy *p, const char *series, long long want, int timeout_ms);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1 or when the running rlproxy has libasan/libubsan

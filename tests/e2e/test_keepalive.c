@@ -238,6 +238,48 @@ START_TEST(test_client_idle_timeout)
 }
 END_TEST
 
+/* An idle connection is folded to its socket after 1 s (rlproxy_idle_connections counts it), a
+ * new one starts folded, and a folded one wakes for a whole or a split request; the idle timeout
+ * still counts from the last response. */
+START_TEST(test_idle_connection_folded)
+{
+    struct fixture f = up("timeouts:\n  client_idle: 3s\n");
+    struct raw *c = raw_connect(f.p->port);
+    ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 3000),
+                  "a new connection is not held folded");
+    send_req(f, c, "GET", "/bytes/10", NULL);
+    expect_bytes(c, 10, "first request, from folded");
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_idle_connections"), 0);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_open_connections"), 1);
+    uint64_t t0 = now_ms();
+    ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 5000),
+                  "an idle keep-alive connection was not folded");
+    fprintf(stderr, "keepalive: folded %llu ms after the response\n",
+            (unsigned long long)(now_ms() - t0));
+    /* the request line in two pieces: the first wakes it, the parser gets both */
+    char *req = proxy_request("GET", f.o, "/bytes/2000", NULL);
+    size_t half = strlen(req) / 2;
+    raw_send(c, req, half);
+    sleep_ms(100);
+    raw_send_str(c, req + half);
+    free(req);
+    expect_bytes(c, 2000, "split request on a folded connection");
+    ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 5000),
+                  "not folded again");
+    send_req(f, c, "GET", "/bytes/100", NULL);
+    expect_bytes(c, 100, "third request");
+    t0 = now_ms();
+    ck_assert_msg(raw_wait_closed(c, 8000), "folded connection never closed at its idle timeout");
+    uint64_t waited = now_ms() - t0;
+    ck_assert_msg(waited >= 2500, "closed after %llu ms, before the 3 s idle timeout",
+                  (unsigned long long)waited);
+    raw_close(c);
+    ck_assert(proxy_wait_metric(f.p, "rlproxy_open_connections", 0, 3000));
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_idle_connections"), 0);
+    down(f);
+}
+END_TEST
+
 /* The origin numbers its connections: requests served on the same upstream connection share it */
 static long long conn_of_last_request(struct fixture f)
 {
@@ -285,6 +327,7 @@ int main(void)
     tcase_add_test(tc, test_chunked_request_body);
     tcase_add_test(tc, test_connection_close_honoured);
     tcase_add_test(tc, test_client_idle_timeout);
+    tcase_add_test(tc, test_idle_connection_folded);
     tcase_add_test(tc, test_upstream_connection_reused);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
