@@ -298,6 +298,9 @@ def bench_idle(args, out):
         t_used = time.monotonic() - t0
         time.sleep(0.5)
         rss2 = proxy.rss_kib()
+        # connections idle for 1 s are folded (conn.c), and the freed heap is trimmed a second later
+        time.sleep(2.0)
+        rss3 = proxy.rss_kib()
         lat1 = latencies(proxy, origin)
         for s in socks:
             close_rst(s)
@@ -306,8 +309,10 @@ def bench_idle(args, out):
         out.append("| rlproxy RSS before (after a warm-up of 100 connections) | %d KiB |" % rss0)
         out.append("| opened (accepted, no request yet) in %.1f s | %d KiB: **%.0f bytes per "
                    "connection** |" % (t_open, rss1, (rss1 - rss0) * 1024.0 / n))
-        out.append("| after one request each (keep-alive, idle), by %.1f s | %d KiB: **%.0f bytes "
-                   "per connection** |" % (t_used, rss2, (rss2 - rss0) * 1024.0 / n))
+        out.append("| after one request each (keep-alive, idle), by %.1f s, 0.5 s later | %d KiB: "
+                   "%.0f bytes per connection |" % (t_used, rss2, (rss2 - rss0) * 1024.0 / n))
+        out.append("| the same 2.5 s later (all folded into sleepers) | %d KiB: **%.0f bytes per "
+                   "connection** |" % (rss3, (rss3 - rss0) * 1024.0 / n))
         for path in ("/status/204", "/bytes/16"):
             out.append("| latency %s, fresh connection, 20 runs: none open / %d open "
                        "(avg, median, max ms) | %.1f, %.1f, %.1f / %.1f, %.1f, %.1f |"
