@@ -157,33 +157,6 @@ static int read_head_fd(int fd, char *buf, size_t cap, size_t *head_len, size_t 
     return status;
 }
 
-/* A number from the admin endpoint's /metrics */
-static long long metric(struct proxy *p, const char *name)
-{
-    ck_assert_msg(p->admin_port > 0, "no admin endpoint");
-    char url[128], needle[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", p->admin_port);
-    struct fetch_req rq = {.url = url, .timeout_ms = 10000};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "GET /metrics: %s", rs.err);
-    snprintf(needle, sizeof needle, "\n%s ", name);
-    const char *hit = strstr(rs.body, needle);
-    ck_assert_msg(hit != NULL, "no %s in /metrics", name);
-    long long v = strtoll(hit + strlen(needle), NULL, 10);
-    fetch_free(&rs);
-    return v;
-}
-
-static int wait_metric(struct proxy *p, const char *name, long long want, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    long long v;
-    while ((v = metric(p, name)) != want && now_ms() < deadline)
-        sleep_ms(20);
-    return v == want;
-}
-
 /* One GET through the proxy on a fresh connection; its latency in ms, the test fails unless 2xx */
 static uint64_t timed_get(struct proxy *p, struct origin *o, const char *path, long timeout_ms)
 {
@@ -455,7 +428,7 @@ static void fire(struct proxy *p, struct origin *o, const char *path, int n, str
         c[i] = raw_connect(p->port);
     /* all accepted before any request arrives: which requests run, wait or are refused then
      * depends only on the counts (accepting pauses once one waits) */
-    ck_assert_msg(wait_metric(p, "rlproxy_open_connections", n, 3000),
+    ck_assert_msg(proxy_wait_metric(p, "rlproxy_open_connections", n, 3000),
                   "rlproxy did not accept %d connections", n);
     char *req = proxy_request("GET", o, path, NULL);
     uint64_t t0 = now_ms();
@@ -531,7 +504,7 @@ START_TEST(test_max_inflight)
                       (unsigned long long)ans[4 + i].ms);
     }
     /* accepting resumes once nothing waits (polled every 50 ms) */
-    ck_assert(wait_metric(p, "rlproxy_open_connections", 0, 3000));
+    ck_assert(proxy_wait_metric(p, "rlproxy_open_connections", 0, 3000));
     sleep_ms(200);
 
     fire(p, o, "/slow?delay=1", 12, ans);
@@ -575,13 +548,13 @@ START_TEST(test_max_connections)
     struct raw *idle[20];
     for (int i = 0; i < 20; i++)
         idle[i] = raw_connect(p->port);
-    ck_assert_msg(wait_metric(p, "rlproxy_open_connections", 20, 3000),
+    ck_assert_msg(proxy_wait_metric(p, "rlproxy_open_connections", 20, 3000),
                   "20 idle connections not accepted");
     struct raw *extra = raw_connect(p->port); /* completes: the kernel's backlog holds it */
     char *req = proxy_request("GET", o, "/bytes/10", NULL);
     raw_send_str(extra, req);
     size_t pending = raw_pending(extra, 1000);
-    long long open = metric(p, "rlproxy_open_connections");
+    long long open = proxy_metric(p, "rlproxy_open_connections");
     note("max_connections 20: the 21st connection got %zu bytes in 1 s; rlproxy has %lld open",
          pending, open);
     ck_assert_msg(pending == 0 && !extra->eof,
@@ -682,7 +655,7 @@ static void open_many(struct proxy *p, int *fds, int n, long long base)
         }
         uint64_t deadline = now_ms() + 10000;
         long long open;
-        while ((open = metric(p, "rlproxy_open_connections")) < base + end) {
+        while ((open = proxy_metric(p, "rlproxy_open_connections")) < base + end) {
             ck_assert_msg(now_ms() < deadline, "rlproxy accepted %lld of %d connections",
                           open - base, end);
             sleep_ms(2);
@@ -777,7 +750,7 @@ START_TEST(test_idle_connections)
     request_on_all(o, warm, WINDOW, WINDOW);
     for (int i = 0; i < WINDOW; i++)
         close_rst(warm[i]);
-    ck_assert(wait_metric(p, "rlproxy_open_connections", 0, 3000));
+    ck_assert(proxy_wait_metric(p, "rlproxy_open_connections", 0, 3000));
     struct latency before_ms = latencies(p, o);
     long before = rss_kib(p);
 
@@ -787,13 +760,13 @@ START_TEST(test_idle_connections)
     long opened = rss_kib(p);
     request_on_all(o, fds, n, WINDOW);
     uint64_t setup_ms = now_ms() - t0;
-    ck_assert_msg(wait_metric(p, "rlproxy_open_connections", n, 5000),
+    ck_assert_msg(proxy_wait_metric(p, "rlproxy_open_connections", n, 5000),
                   "rlproxy does not hold %d connections", n);
     /* folded one second after their response, and the freed heap trimmed a second later */
     uint64_t t_fold = now_ms();
-    ck_assert_msg(wait_metric(p, "rlproxy_idle_connections", n, 15000),
+    ck_assert_msg(proxy_wait_metric(p, "rlproxy_idle_connections", n, 15000),
                   "of %d idle connections %lld are folded", n,
-                  metric(p, "rlproxy_idle_connections"));
+                  proxy_metric(p, "rlproxy_idle_connections"));
     uint64_t fold_ms = now_ms() - t_fold;
     sleep_ms(1500);
     long after = rss_kib(p);
@@ -1066,7 +1039,7 @@ START_TEST(test_listen_backlog)
     }
     struct proxy *p = proxy_start("workers: 1\nbackpressure:\n  max_connections: 1\n");
     int first = tcp_connect(p->port, 0, 0); /* at the cap: accepting pauses */
-    ck_assert(wait_metric(p, "rlproxy_open_connections", 1, 3000));
+    ck_assert(proxy_wait_metric(p, "rlproxy_open_connections", 1, 3000));
     static int fds[600];
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)p->port),
@@ -1108,11 +1081,11 @@ START_TEST(test_max_connections_all_workers)
     int fds[25];
     for (int i = 0; i < 20; i++)
         fds[i] = tcp_connect(p->port, 0, 0);
-    ck_assert(wait_metric(p, "rlproxy_open_connections", 20, 3000));
+    ck_assert(proxy_wait_metric(p, "rlproxy_open_connections", 20, 3000));
     for (int i = 20; i < 25; i++)
         fds[i] = tcp_connect(p->port, 0, 0);
     sleep_ms(300);
-    long long open = metric(p, "rlproxy_open_connections");
+    long long open = proxy_metric(p, "rlproxy_open_connections");
     note("max_connections 20, workers 2: %lld open after 25 connects", open);
     for (int i = 0; i < 25; i++)
         close_rst(fds[i]);

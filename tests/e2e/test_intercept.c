@@ -49,6 +49,8 @@
 #define RELOAD_WAIT_MS 5000
 /* see test_ratelimit.c: how much earlier than a window apart two admissions may be stamped */
 #define JITTER_MS 5.0
+/* how much closer two arrivals at the origin may be than their admissions (delivery delays) */
+#define ARRIVAL_SLACK_MS 100.0
 
 static const char *bin(void)
 {
@@ -155,31 +157,6 @@ static const char *https_url(int port, const char *host, const char *path, char 
 }
 
 /* ---- the proxy's view ------------------------------------------------------------------------ */
-
-/* A series from /metrics: `name` is the whole series name, labels included; -1 when absent */
-static long long metric(struct proxy *p, const char *name)
-{
-    ck_assert_msg(p->admin_port > 0, "no admin endpoint: %s", proxy_log_tail(p, 800));
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", p->admin_port);
-    struct fetch_req rq = {.url = url, .timeout_ms = T_MS};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "GET /metrics: %d %ld %s", (int)rs.rc,
-                  rs.status, rs.err);
-    long long v = -1;
-    size_t n = strlen(name);
-    for (const char *line = rs.body; line != NULL && *line != '\0';) {
-        if (strncmp(line, name, n) == 0 && line[n] == ' ') {
-            v = strtoll(line + n + 1, NULL, 10);
-            break;
-        }
-        line = strchr(line, '\n');
-        line = line != NULL ? line + 1 : NULL;
-    }
-    fetch_free(&rs);
-    return v;
-}
 
 /* The complete access-log lines (text format) containing `needle`, in log order; how many.
  * lines[] entries are malloc'd (up to max are kept). */
@@ -942,7 +919,13 @@ START_TEST(test_keepalive_tunnel_paced)
             tightest = gap;
         if (admit_gap < tightest_admit)
             tightest_admit = admit_gap;
-        ck_assert_msg(gap >= 1000.0 - JITTER_MS,
+        /* rlproxy's own decision is exact; the origin's arrivals also carry the delivery delay
+         * through the tunnel, which a loaded machine stretches for one request and not the next */
+        ck_assert_msg(admit_gap >= 1000.0 - 3.0,
+                      "requests %zu and %zu admitted only %.0f ms apart by rlproxy's log:\n  %s\n"
+                      "  %s",
+                      i - L, i, admit_gap, lines[i - L], lines[i]);
+        ck_assert_msg(gap >= 1000.0 - JITTER_MS - ARRIVAL_SLACK_MS,
                       "arrivals %zu and %zu only %.1f ms apart: 11 requests in one window (rlproxy "
                       "admitted them %.0f ms apart by its log, +-3 ms):\n  %s\n  %s",
                       i - L, i, gap, admit_gap, lines[i - L], lines[i]);
@@ -955,11 +938,11 @@ START_TEST(test_keepalive_tunnel_paced)
         free(lines[i]);
     /* the tunnel itself was not counted: 50 decisions, all admitted or delayed */
     long long adm =
-        metric(f.p, "rlproxy_limiter_decisions_total{rule=\"pace\",decision=\"admitted\"}");
+        proxy_metric(f.p, "rlproxy_limiter_decisions_total{rule=\"pace\",decision=\"admitted\"}");
     long long del =
-        metric(f.p, "rlproxy_limiter_decisions_total{rule=\"pace\",decision=\"delayed\"}");
+        proxy_metric(f.p, "rlproxy_limiter_decisions_total{rule=\"pace\",decision=\"delayed\"}");
     long long rej =
-        metric(f.p, "rlproxy_limiter_decisions_total{rule=\"pace\",decision=\"rejected\"}");
+        proxy_metric(f.p, "rlproxy_limiter_decisions_total{rule=\"pace\",decision=\"rejected\"}");
     ck_assert_msg(adm + del == N && rej == 0,
                   "limiter decisions: admitted %lld + delayed %lld (rejected %lld), want %d", adm,
                   del, rej, N);
@@ -996,7 +979,7 @@ START_TEST(test_retry_inside_tunnel)
     ck_assert_msg(line_attempts(line) == 2 && line_status(line) == 200,
                   "want status 200 attempts=2: %s", line);
     free(line);
-    ck_assert_int_eq(metric(f.p, "rlproxy_retries_total"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 1);
     down(f);
 }
 END_TEST
@@ -1217,7 +1200,7 @@ START_TEST(test_loose_ca_key_reload_keeps_old)
     ck_assert_msg(strstr(tail, ca.key) != NULL && strstr(tail, "chmod 600") != NULL,
                   "the reload error does not name the key and chmod 600:\n%s", tail);
     free(tail);
-    ck_assert_int_eq(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}"), 1);
+    ck_assert_int_eq(proxy_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}"), 1);
     /* the old configuration (and its CA) keeps serving, new tunnels included */
     for (int i = 0; i < 2; i++) {
         fetch(&rq, &rs);
@@ -1577,9 +1560,9 @@ END_TEST
 START_TEST(test_metrics_count_inner_requests)
 {
     struct fixture f = up(1, NULL);
-    long long req0 = metric(f.p, "rlproxy_requests_total");
-    long long ok0 = metric(f.p, "rlproxy_responses_total{class=\"2xx\"}");
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_intercepted_total"), 0);
+    long long req0 = proxy_metric(f.p, "rlproxy_requests_total");
+    long long ok0 = proxy_metric(f.p, "rlproxy_responses_total{class=\"2xx\"}");
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_intercepted_total"), 0);
     enum { K = 7 };
     char url[256], err[CURL_ERROR_SIZE] = "";
     CURL *h =
@@ -1594,8 +1577,8 @@ START_TEST(test_metrics_count_inner_requests)
     long long req1 = -1, ok1 = -1;
     uint64_t deadline = now_ms() + 3000;
     do {
-        req1 = metric(f.p, "rlproxy_requests_total");
-        ok1 = metric(f.p, "rlproxy_responses_total{class=\"2xx\"}");
+        req1 = proxy_metric(f.p, "rlproxy_requests_total");
+        ok1 = proxy_metric(f.p, "rlproxy_responses_total{class=\"2xx\"}");
         if (req1 - req0 == K + 1 && ok1 - ok0 == K + 1)
             break;
         sleep_ms(20);
@@ -1604,18 +1587,18 @@ START_TEST(test_metrics_count_inner_requests)
                   K + 1);
     ck_assert_msg(ok1 - ok0 == K + 1, "rlproxy_responses_total{2xx} grew by %lld, want %d",
                   ok1 - ok0, K + 1);
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_intercepted_total"), 1);
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"miss\"}"), 1);
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}"), 0);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_intercepted_total"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"miss\"}"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}"), 0);
     /* a second tunnel to the same host: the leaf comes from the cache */
     h = tunnel_handle(f.p->port, url, shared_ca()->cert, err);
     ck_assert_msg(curl_easy_perform(h) == CURLE_OK, "second tunnel: %s", err);
     curl_easy_cleanup(h);
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_intercepted_total"), 2);
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}"), 1);
-    ck_assert_int_eq(metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"miss\"}"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_intercepted_total"), 2);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_tls_leaf_cache_total{result=\"miss\"}"), 1);
     printf("metrics: rlproxy_tunnels_total %lld after 2 intercepted CONNECTs (%s)\n",
-           metric(f.p, "rlproxy_tunnels_total"),
+           proxy_metric(f.p, "rlproxy_tunnels_total"),
            "intercepted tunnels are not opaque tunnels; printed, not checked");
     down(f);
 }
@@ -1726,7 +1709,7 @@ START_TEST(test_figures)
     SSL_CTX *ctx = ctx_ours();
     long ok, failed;
     char err[512];
-    long long hit0 = metric(p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}");
+    long long hit0 = proxy_metric(p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}");
     double seq =
         hs_rate(p->port, tls_o->port, "127.0.0.1", ctx, hs_n, 1, &ok, &failed, err, sizeof err);
     fprintf(stderr,
@@ -1740,8 +1723,8 @@ START_TEST(test_figures)
             "intercepted CONNECT+handshake+GET, 4 threads: %.0f /s (%ld ok, %ld failed%s%s)\n", par,
             ok, failed, failed ? ": " : "", err);
     total_ok += ok;
-    long long hits = metric(p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}") - hit0;
-    long long misses = metric(p, "rlproxy_tls_leaf_cache_total{result=\"miss\"}");
+    long long hits = proxy_metric(p, "rlproxy_tls_leaf_cache_total{result=\"hit\"}") - hit0;
+    long long misses = proxy_metric(p, "rlproxy_tls_leaf_cache_total{result=\"miss\"}");
     fprintf(stderr, "leaf cache, all to one host: %lld hits, %lld misses: hit rate %.2f%%\n", hits,
             misses, hits + misses > 0 ? 100.0 * (double)hits / (double)(hits + misses) : 0);
     /* not a timing: the cache is deterministic (the first handshake ever minted the one leaf) */

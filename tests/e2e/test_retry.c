@@ -98,31 +98,6 @@ static size_t origin_times(const struct fixture *f, const char *key, double *ms,
 /* ---- the proxy's view --------------------------------------------------------------------------
  */
 
-/* A series from /metrics (no labels), -1 when absent */
-static long long metric(struct proxy *p, const char *name)
-{
-    ck_assert_msg(p->admin_port > 0, "no admin endpoint: %s", proxy_log_tail(p, 800));
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", p->admin_port);
-    struct fetch_req rq = {.url = url, .timeout_ms = T_MS};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "GET /metrics: %d %ld %s", (int)rs.rc,
-                  rs.status, rs.err);
-    long long v = -1;
-    size_t n = strlen(name);
-    for (const char *line = rs.body; line != NULL && *line != '\0';) {
-        if (strncmp(line, name, n) == 0 && line[n] == ' ') {
-            v = strtoll(line + n + 1, NULL, 10);
-            break;
-        }
-        line = strchr(line, '\n');
-        line = line != NULL ? line + 1 : NULL;
-    }
-    fetch_free(&rs);
-    return v;
-}
-
 /* The last access-log line (text format) whose request contains `needle`, waited for up to 3 s;
  * malloc'd. Fails the test when none comes. */
 static char *access_line(struct proxy *p, const char *needle)
@@ -248,7 +223,7 @@ static void expect_flaky_ok(const struct fetch_res *rs, const void *body, size_t
 START_TEST(test_503_twice_then_200)
 {
     struct fixture f = up(RETRY_YAML(3, "100ms"));
-    long long retries0 = metric(f.p, "rlproxy_retries_total");
+    long long retries0 = proxy_metric(f.p, "rlproxy_retries_total");
     ck_assert_msg(retries0 == 0, "rlproxy_retries_total starts at %lld", retries0);
     char url[256];
     struct fetch_res rs;
@@ -259,7 +234,7 @@ START_TEST(test_503_twice_then_200)
 
     ck_assert_int_eq(origin_count(&f, "t1"), 3);
     expect_attempts(f.p, "key=t1", 3);
-    ck_assert_int_eq(metric(f.p, "rlproxy_retries_total"), retries0 + 2);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), retries0 + 2);
 
     /* base_delay, then twice that, between the origin's arrivals */
     double t[8];
@@ -368,7 +343,7 @@ START_TEST(test_no_retry_after_head_sent)
         n++;
     free(log);
     ck_assert_msg(n == 1, "the origin saw /truncate %d times", n);
-    ck_assert_int_eq(metric(f.p, "rlproxy_retries_total"), 0);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 0);
     down(f);
 }
 END_TEST
@@ -465,7 +440,7 @@ START_TEST(test_origin_pause_refuses)
     struct fixture f = up("retry:\n  attempts: 1\n");
     char url[256];
     struct fetch_res rs;
-    ck_assert_int_eq(metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
     get(&f, flaky_url(&f, "127.0.0.1", "key=p&fail=1&status=429&retry_after=2", url, sizeof url),
         &rs);
     uint64_t paused_at = now_ms();
@@ -473,8 +448,8 @@ START_TEST(test_origin_pause_refuses)
                   "the origin's 429 should pass: %ld %s", rs.status, rs.body);
     fetch_free(&rs);
 
-    ck_assert_int_eq(metric(f.p, "rlproxy_upstream_paused_hosts"), 1);
-    long long decisions0 = metric(f.p, "rlproxy_upstream_pause_decisions_total");
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 1);
+    long long decisions0 = proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total");
 
     /* the same host within 2 s: refused by the proxy, the origin never sees it */
     get(&f, flaky_url(&f, "127.0.0.1", "key=p&after=1", url, sizeof url), &rs);
@@ -492,7 +467,7 @@ START_TEST(test_origin_pause_refuses)
     line_limit(line, limit, sizeof limit);
     ck_assert_msg(strcmp(limit, "reject:origin-pause") == 0, "limit=%s: %s", limit, line);
     free(line);
-    ck_assert_int_eq(metric(f.p, "rlproxy_upstream_pause_decisions_total"), decisions0 + 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total"), decisions0 + 1);
 
     /* the pause is for that host: another spelling is another host */
     get(&f, flaky_url(&f, "localhost", "key=pl", url, sizeof url), &rs);
@@ -503,7 +478,7 @@ START_TEST(test_origin_pause_refuses)
     /* after 2 s the host is served again */
     while (now_ms() - paused_at < 2300)
         sleep_ms(50);
-    ck_assert_int_eq(metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
     get(&f, flaky_url(&f, "127.0.0.1", "key=p&after=3", url, sizeof url), &rs);
     ck_assert_msg(rs.status == 200, "after the pause: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
@@ -531,7 +506,7 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
     ck_assert_msg(rs.status == 503 && strstr(rs.body, "flaky:") != NULL,
                   "the origin's 503 should pass: %ld %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(metric(f.p, "rlproxy_upstream_paused_hosts"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 1);
 
     get(&f, flaky_url(&f, "localhost", "key=h&after=1", url, sizeof url), &rs);
     uint64_t held = now_ms() - paused_at;
@@ -542,8 +517,8 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
                   (unsigned long long)held);
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "h"), 2);
-    ck_assert_int_eq(metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
-    ck_assert_msg(metric(f.p, "rlproxy_upstream_pause_decisions_total") >= 1,
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
+    ck_assert_msg(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total") >= 1,
                   "pause decisions not counted");
 
     char *line = access_line(f.p, "key=h&after=1");
@@ -665,7 +640,7 @@ START_TEST(test_connect_error_retried_any_method)
     fetch_free(&rs);
     expect_attempts(f.p, "/closed-get", 3);
     expect_attempts(f.p, "/closed-post", 3);
-    ck_assert_int_eq(metric(f.p, "rlproxy_retries_total"), 4);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 4);
     ck_assert_msg(proxy_log_contains(f.p, "attempt 1 failed (connection refused") &&
                       proxy_log_contains(f.p, "attempt 2 failed (connection refused"),
                   "log:\n%s", proxy_log_tail(f.p, 2000));
@@ -927,7 +902,7 @@ START_TEST(test_budget_floor)
     ck_assert_msg(seen == N + 10,
                   "%d requests with budget 0%% reached the origin %lld times, want %d", N, seen,
                   N + 10);
-    ck_assert_int_eq(metric(f.p, "rlproxy_retries_total"), 10);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 10);
     down(f);
 }
 END_TEST
