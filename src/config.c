@@ -135,7 +135,7 @@ static const struct config_key keys[] = {
     ROW("shared.on_error", CONFIG_ENUM, "local", 0, 0, on_error_words, 1, shared_on_error,
         "What a shared rule does when Redis does not answer: local uses this instance's own limiter, deny answers 503, allow admits"),
     ROW("shared.timeout", CONFIG_DURATION, "50ms", 1, 10 * MS_PER_S, NULL, 1, shared_timeout_ms,
-        "Longest wait for Redis to decide one request before shared.on_error applies"),
+        "Longest wait for Redis to decide one request before shared.on_error applies; a connection that leaves requests unanswered for 3 timeouts (at least 2s) is replaced"),
     ROW("upstream_proxy", CONFIG_PROXY_URL, "\"\"", 0, 0, NULL, 1, upstream_proxy,
         "Parent proxy that every request and tunnel goes through, or empty for direct connections"),
     LIST_ROW("upstream_proxy_bypass", CONFIG_HOST_PATTERN_LIST, "[]", 0, 1024, 1,

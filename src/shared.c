@@ -1,6 +1,7 @@
 /* shared.c — see shared.h. */
 #include "shared.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,10 @@ static const char script[] =
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* A connection with commands outstanding and no reply for this many shared.timeouts (and at least
+ * HUNG_MIN_MS) is taken for dead and replaced: see drop_if_hung. */
+#define HUNG_TIMEOUTS 3
+#define HUNG_MIN_MS 2000
 
 struct shared {
     struct event_base *base;
@@ -55,11 +60,14 @@ struct shared {
     int down_logged;
     uint64_t backoff_ms;
     struct event *reconnect;
+    struct event *connect_deadline; /* a connect that neither completes nor fails */
     char host[256];
     int port;
     char unix_path[256];
     unsigned db;
     uint64_t timeout_ms;
+    unsigned outstanding;       /* commands sent on ac and not answered yet */
+    uint64_t last_progress_ms;  /* the last reply, or when the first outstanding command was sent */
     char sha[41];
     _Atomic uint64_t admitted, delayed, rejected, errors;
 };
@@ -87,6 +95,12 @@ static void connect_now(struct shared *s);
 
 static void on_reconnect(evutil_socket_t fd, short what, void *arg) { connect_now(arg); }
 
+static uint64_t hung_after_ms(const struct shared *s)
+{
+    uint64_t quiet = s->timeout_ms * HUNG_TIMEOUTS;
+    return quiet < HUNG_MIN_MS ? HUNG_MIN_MS : quiet;
+}
+
 static void schedule_reconnect(struct shared *s)
 {
     struct timeval tv;
@@ -113,6 +127,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     s->connected = 1;
+    evtimer_del(s->connect_deadline);
     s->backoff_ms = BACKOFF_MIN_MS;
     if (s->down_logged)
         log_notice("shared limits: Redis is back");
@@ -130,7 +145,65 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     }
 }
 
-static void ignore_reply(redisAsyncContext *ac, void *reply, void *arg) {}
+/* Every command's reply (or its NULL when the context goes) passes here. */
+static void note_reply(struct shared *s, const void *reply)
+{
+    if (s->outstanding > 0)
+        s->outstanding--;
+    if (reply != NULL)
+        s->last_progress_ms = util_now_ms();
+}
+
+static void note_sent(struct shared *s)
+{
+    if (s->outstanding++ == 0)
+        s->last_progress_ms = util_now_ms();
+}
+
+static void ignore_reply(redisAsyncContext *ac, void *reply, void *arg)
+{
+    if (ac->data != NULL)
+        note_reply(ac->data, reply);
+}
+
+/* A peer that vanished without a reset (a host gone, a firewall dropping packets, a process
+ * stopped) leaves a connection that takes commands and never answers; TCP would only give up
+ * after many minutes. Each request times out into shared.on_error meanwhile, so after
+ * HUNG_TIMEOUTS timeouts' worth of silence the connection is dropped and a new one made. */
+static void drop_if_hung(struct shared *s)
+{
+    uint64_t quiet = hung_after_ms(s);
+    uint64_t now = util_now_ms();
+    if (s->ac == NULL || !s->connected || s->outstanding == 0 || now - s->last_progress_ms < quiet)
+        return;
+    log_error("shared limits: no reply from Redis for %" PRIu64 " ms with %u commands waiting: "
+              "reconnecting",
+              now - s->last_progress_ms, s->outstanding);
+    redisAsyncContext *ac = s->ac;
+    s->ac = NULL;
+    s->connected = 0;
+    redisAsyncSetDisconnectCallback(ac, NULL);
+    redisAsyncFree(ac); /* the pending callbacks run with a NULL reply and free their requests */
+    s->outstanding = 0;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    schedule_reconnect(s);
+}
+
+/* hiredis 0.14's async connect has no timeout of its own: a SYN into a black hole would wait
+ * for the kernel's retries (about two minutes) with every shared decision on on_error. */
+static void on_connect_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct shared *s = arg;
+    if (s->ac == NULL || s->connected)
+        return;
+    note_down(s, "connect timed out");
+    redisAsyncContext *ac = s->ac;
+    s->ac = NULL;
+    redisAsyncSetConnectCallback(ac, NULL);
+    redisAsyncSetDisconnectCallback(ac, NULL);
+    redisAsyncFree(ac);
+    schedule_reconnect(s);
+}
 
 static void connect_now(struct shared *s)
 {
@@ -145,11 +218,16 @@ static void connect_now(struct shared *s)
     }
     ac->data = s;
     s->ac = ac;
+    s->outstanding = 0;
+    redisEnableKeepAlive(&ac->c); /* the kernel notices a dead peer too, if more slowly */
     redisLibeventAttach(ac, s->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (s->db != 0)
-        redisAsyncCommand(ac, ignore_reply, NULL, "SELECT %u", s->db);
+    if (s->db != 0 && redisAsyncCommand(ac, ignore_reply, NULL, "SELECT %u", s->db) == REDIS_OK)
+        note_sent(s);
+    struct timeval tv;
+    util_ms_to_timeval(hung_after_ms(s), &tv);
+    evtimer_add(s->connect_deadline, &tv);
 }
 
 /* "redis://host:port/db" (host an IP address or localhost: no blocking lookup), or "unix:/path". */
@@ -185,7 +263,8 @@ struct shared *shared_new(struct event_base *base, const struct config *config)
     s->timeout_ms = config->shared_timeout_ms;
     s->backoff_ms = BACKOFF_MIN_MS;
     s->reconnect = evtimer_new(base, on_reconnect, s);
-    if (s->reconnect == NULL || parse_url(s, config->shared_redis) != 0) {
+    s->connect_deadline = evtimer_new(base, on_connect_deadline, s);
+    if (s->reconnect == NULL || s->connect_deadline == NULL || parse_url(s, config->shared_redis) != 0) {
         log_error("shared.redis: cannot use %s", config->shared_redis);
         shared_free(s);
         return NULL;
@@ -211,6 +290,8 @@ void shared_free(struct shared *s)
     }
     if (s->reconnect != NULL)
         event_free(s->reconnect);
+    if (s->connect_deadline != NULL)
+        event_free(s->connect_deadline);
     free(s);
 }
 
@@ -230,8 +311,10 @@ static void finish_request(struct shared_request *r, enum shared_outcome outcome
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct shared_request *r = arg;
-    note_down(r->s, "no answer within shared.timeout");
+    struct shared *s = r->s;
+    note_down(s, "no answer within shared.timeout");
     finish_request(r, SHARED_ERROR);
+    drop_if_hung(s); /* may free r */
 }
 
 static int send_script(struct shared_request *r, int as_eval);
@@ -240,6 +323,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
 {
     struct shared_request *r = arg;
     redisReply *reply = reply_ptr;
+    note_reply(r->s, reply);
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !r->retried_eval && !r->finished &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0 && send_script(r, 1) == 0)
         return; /* the EVAL's reply will come to this same request */
@@ -279,12 +363,13 @@ static int send_script(struct shared_request *r, int as_eval)
     if (s->ac == NULL || !s->connected)
         return -1;
     r->retried_eval = as_eval;
-    return redisAsyncCommand(s->ac, on_reply, r, "%s %s 2 %s %s %u %llu %d %llu %u",
-                             as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey,
-                             r->seqkey, r->limit, r->window_us, r->delay, r->max_delay_us,
-                             r->max_queue) == REDIS_OK
-               ? 0
-               : -1;
+    if (redisAsyncCommand(s->ac, on_reply, r, "%s %s 2 %s %s %u %llu %d %llu %u",
+                          as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey,
+                          r->seqkey, r->limit, r->window_us, r->delay, r->max_delay_us,
+                          r->max_queue) != REDIS_OK)
+        return -1;
+    note_sent(s);
+    return 0;
 }
 
 struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
@@ -340,8 +425,9 @@ void shared_cancel(struct shared_request *r)
 
 void shared_release(struct shared *s, const char *key, const char *member)
 {
-    if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0')
-        redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s %s", key, member);
+    if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s %s", key, member) == REDIS_OK)
+        note_sent(s);
 }
 
 void shared_stats(struct shared *s, struct shared_stats *out)
