@@ -2,6 +2,8 @@
 #include "auth.h"
 
 #include <crypt.h>
+#include <event2/event.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,56 +97,325 @@ static const struct auth_user *find_user(const struct config *config, const char
     return NULL;
 }
 
-static int verify(const struct auth_user *u, const char *password)
+static int verify(const char *hash, const char *password, struct crypt_data *scratch)
 {
-    const char *hashed = crypt_r(password, u->hash, &crypt_scratch);
+    const char *hashed = crypt_r(password, hash, scratch);
     if (hashed == NULL || hashed[0] == '*')
         return 0; /* crypt's failure tokens start with '*' */
-    return equal_constant_time(hashed, strlen(hashed), u->hash, strlen(u->hash));
+    return equal_constant_time(hashed, strlen(hashed), hash, strlen(hash));
+}
+
+/* What a Proxy-Authorization value says, before any hash. */
+struct credentials {
+    const char *token; /* the Basic token as sent (not terminated) */
+    size_t token_len;
+    char decoded[512]; /* "user\0password" once split; wiped by the caller */
+    const char *password;
+    struct cache_entry *slot; /* where this token is (or would be) cached */
+};
+
+/* 1 when the value is well-formed Basic credentials (split into c); 0 when it cannot be valid. */
+static int parse_credentials(const char *value, size_t len, struct credentials *c)
+{
+    if (len < 6 || strncasecmp(value, "Basic ", 6) != 0)
+        return 0;
+    c->token = value + 6;
+    c->token_len = len - 6;
+    while (c->token_len > 0 && *c->token == ' ') {
+        c->token++;
+        c->token_len--;
+    }
+    if (c->token_len == 0 || c->token_len >= sizeof cache[0].token)
+        return 0;
+    c->slot = &cache[hash_token(c->token, c->token_len) % CACHE_SLOTS];
+    size_t decoded_len;
+    if (auth_base64_decode(c->token, c->token_len, c->decoded, sizeof c->decoded, &decoded_len) !=
+            0 ||
+        memchr(c->decoded, '\0', decoded_len) != NULL)
+        return 0;
+    char *colon = strchr(c->decoded, ':');
+    if (colon == NULL)
+        return 0;
+    *colon = '\0';
+    c->password = colon + 1;
+    return 1;
+}
+
+static int cache_lookup(const struct config *config, const struct credentials *c, char *user_out,
+                        size_t user_len)
+{
+    const struct cache_entry *slot = c->slot;
+    if (slot->config == config && slot->expires_ms > util_now_ms() &&
+        equal_constant_time(slot->token, strlen(slot->token), c->token, c->token_len)) {
+        snprintf(user_out, user_len, "%s", slot->user);
+        return 1;
+    }
+    return 0;
+}
+
+static void cache_store(struct cache_entry *slot, const struct config *config, const char *token,
+                        size_t token_len, const char *user)
+{
+    slot->config = config;
+    memcpy(slot->token, token, token_len);
+    slot->token[token_len] = '\0';
+    snprintf(slot->user, sizeof slot->user, "%.*s", (int)sizeof slot->user - 1, user);
+    slot->expires_ms = util_now_ms() + CACHE_TTL_MS;
+}
+
+/* The user whose hash a guess is checked against: an unknown user costs a hash too (against the
+ * first user's), so timing does not tell which user names exist. */
+static const struct auth_user *user_to_check(const struct config *config, const char *name,
+                                             int *known)
+{
+    const struct auth_user *u =
+        strlen(name) < sizeof cache[0].user ? find_user(config, name) : NULL;
+    *known = u != NULL;
+    return u != NULL ? u : &config->auth_users[0];
 }
 
 int auth_check(const struct config *config, const char *value, size_t len, char *user_out,
                size_t user_len)
 {
-    if (len < 6 || strncasecmp(value, "Basic ", 6) != 0)
-        return 0;
-    const char *token = value + 6;
-    size_t token_len = len - 6;
-    while (token_len > 0 && *token == ' ') {
-        token++;
-        token_len--;
-    }
-    if (token_len == 0 || token_len >= sizeof cache[0].token)
-        return 0;
-    uint64_t now = util_now_ms();
-    struct cache_entry *slot = &cache[hash_token(token, token_len) % CACHE_SLOTS];
-    if (slot->config == config && slot->expires_ms > now &&
-        equal_constant_time(slot->token, strlen(slot->token), token, token_len)) {
-        snprintf(user_out, user_len, "%s", slot->user);
-        return 1;
-    }
-    char decoded[512];
-    size_t decoded_len;
-    if (auth_base64_decode(token, token_len, decoded, sizeof decoded, &decoded_len) != 0 ||
-        memchr(decoded, '\0', decoded_len) != NULL)
-        return 0;
-    char *colon = strchr(decoded, ':');
-    if (colon == NULL)
-        return 0;
-    *colon = '\0';
-    const struct auth_user *u = strlen(decoded) < sizeof slot->user ? find_user(config, decoded)
-                                                                    : NULL;
-    /* an unknown user costs a hash too, so timing does not tell which user names exist */
-    int ok = verify(u != NULL ? u : &config->auth_users[0], colon + 1) && u != NULL;
-    if (ok) {
-        slot->config = config;
-        memcpy(slot->token, token, token_len);
-        slot->token[token_len] = '\0';
-        snprintf(slot->user, sizeof slot->user, "%s", decoded);
-        slot->expires_ms = now + CACHE_TTL_MS;
-        snprintf(user_out, user_len, "%s", decoded);
+    struct credentials c;
+    int ok = 0;
+    if (!parse_credentials(value, len, &c)) {
+        ok = 0;
+    } else if (cache_lookup(config, &c, user_out, user_len)) {
+        ok = 1;
+    } else {
+        int known;
+        const struct auth_user *u = user_to_check(config, c.decoded, &known);
+        ok = verify(u->hash, c.password, &crypt_scratch) && known;
+        if (ok) {
+            cache_store(c.slot, config, c.token, c.token_len, c.decoded);
+            snprintf(user_out, user_len, "%s", c.decoded);
+        }
     }
     /* the password does not outlive this call on our stack */
-    explicit_bzero(decoded, sizeof decoded);
+    explicit_bzero(c.decoded, sizeof c.decoded);
     return ok;
+}
+
+/* ---- hashing off the event loops ----------------------------------------------------------------
+ * A password hash is slow on purpose (bcrypt cost 12, or sha512-crypt with many rounds: hundreds
+ * of ms). Run on a worker's loop it would stall every other connection of that worker, so that a
+ * client guessing passwords could stop a worker. The hashes run on AUTH_HASH_THREADS threads of
+ * their own instead, fed from one queue of at most AUTH_QUEUE_MAX checks; the answer comes back
+ * to the worker's loop through an event. */
+#define AUTH_HASH_THREADS 2
+#define AUTH_QUEUE_MAX 256
+
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+
+struct auth_pending {
+    struct auth_pending *prev, *next; /* the queue, while JOB_QUEUED */
+    enum job_state state;
+    int cancelled; /* while JOB_RUNNING: the hash thread frees the job */
+    int valid;
+    int known_user;
+    struct event *done_event; /* on the caller's loop */
+    auth_done_fn done;
+    void *arg;
+    const struct config *config; /* for the cache entry: the caller holds a reference */
+    struct cache_entry *slot;     /* the calling thread's cache slot for the token */
+    char token[512];
+    char user[256];
+    char *hash;
+    char password[512];
+};
+
+static pthread_mutex_t service_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t service_wake = PTHREAD_COND_INITIALIZER;
+static struct auth_pending *queue_head, *queue_tail;
+static size_t queue_length;
+static pthread_t hash_threads[AUTH_HASH_THREADS];
+static size_t hash_thread_count;
+static int service_stopping;
+
+static void job_free(struct auth_pending *job)
+{
+    explicit_bzero(job->password, sizeof job->password);
+    free(job->hash);
+    free(job);
+}
+
+static void queue_remove(struct auth_pending *job)
+{
+    if (job->prev != NULL)
+        job->prev->next = job->next;
+    else
+        queue_head = job->next;
+    if (job->next != NULL)
+        job->next->prev = job->prev;
+    else
+        queue_tail = job->prev;
+    job->prev = job->next = NULL;
+    queue_length--;
+}
+
+static void *hash_thread_main(void *arg)
+{
+    struct crypt_data *scratch = calloc(1, sizeof *scratch); /* 32 KiB: not on the stack */
+    pthread_mutex_lock(&service_lock);
+    for (;;) {
+        while (queue_head == NULL && !service_stopping)
+            pthread_cond_wait(&service_wake, &service_lock);
+        if (queue_head == NULL)
+            break; /* stopping, and nothing left */
+        struct auth_pending *job = queue_head;
+        queue_remove(job);
+        job->state = JOB_RUNNING;
+        pthread_mutex_unlock(&service_lock);
+        int valid = scratch != NULL && verify(job->hash, job->password, scratch) && job->known_user;
+        explicit_bzero(job->password, sizeof job->password);
+        pthread_mutex_lock(&service_lock);
+        if (job->cancelled) {
+            job_free(job);
+            continue;
+        }
+        job->valid = valid;
+        job->state = JOB_DONE;
+        event_active(job->done_event, EV_TIMEOUT, 0); /* under the lock: auth_cancel waits */
+    }
+    pthread_mutex_unlock(&service_lock);
+    free(scratch);
+    return NULL;
+}
+
+/* On the caller's loop. */
+static void on_job_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct auth_pending *job = arg;
+    if (job->valid)
+        cache_store(job->slot, job->config, job->token, strlen(job->token), job->user);
+    event_free(job->done_event);
+    auth_done_fn done = job->done;
+    void *done_arg = job->arg;
+    int valid = job->valid;
+    char user[sizeof job->user];
+    memcpy(user, job->user, sizeof user);
+    job_free(job);
+    done(done_arg, valid, valid ? user : NULL);
+}
+
+/* Called with service_lock held. */
+static int service_start_locked(void)
+{
+    while (hash_thread_count < AUTH_HASH_THREADS && !service_stopping) {
+        if (pthread_create(&hash_threads[hash_thread_count], NULL, hash_thread_main, NULL) != 0)
+            break;
+        hash_thread_count++;
+    }
+    return hash_thread_count > 0 ? 0 : -1;
+}
+
+enum auth_start auth_check_start(const struct config *config, struct event_base *base,
+                                 const char *value, size_t len, char *user_out, size_t user_len,
+                                 auth_done_fn done, void *arg, struct auth_pending **pending)
+{
+    *pending = NULL;
+    struct credentials c;
+    enum auth_start result = AUTH_INVALID;
+    if (!parse_credentials(value, len, &c)) {
+        result = AUTH_INVALID;
+    } else if (cache_lookup(config, &c, user_out, user_len)) {
+        result = AUTH_VALID;
+    } else {
+        struct auth_pending *job = calloc(1, sizeof *job);
+        int known;
+        const struct auth_user *u = user_to_check(config, c.decoded, &known);
+        if (job != NULL) {
+            job->hash = strdup(u->hash);
+            job->done_event = event_new(base, -1, 0, on_job_done, job);
+        }
+        if (job == NULL || job->hash == NULL || job->done_event == NULL ||
+            strlen(c.password) >= sizeof job->password) {
+            if (job != NULL && job->done_event != NULL)
+                event_free(job->done_event);
+            if (job != NULL)
+                job_free(job);
+            result = job == NULL ? AUTH_BUSY : AUTH_INVALID;
+        } else {
+            job->known_user = known;
+            job->done = done;
+            job->arg = arg;
+            job->config = config;
+            job->slot = c.slot;
+            memcpy(job->token, c.token, c.token_len);
+            job->token[c.token_len] = '\0';
+            snprintf(job->user, sizeof job->user, "%.*s", (int)sizeof job->user - 1, c.decoded);
+            snprintf(job->password, sizeof job->password, "%s", c.password);
+            pthread_mutex_lock(&service_lock);
+            if (queue_length >= AUTH_QUEUE_MAX || service_start_locked() != 0) {
+                pthread_mutex_unlock(&service_lock);
+                event_free(job->done_event);
+                job_free(job);
+                result = AUTH_BUSY;
+            } else {
+                job->state = JOB_QUEUED;
+                job->prev = queue_tail;
+                if (queue_tail != NULL)
+                    queue_tail->next = job;
+                else
+                    queue_head = job;
+                queue_tail = job;
+                queue_length++;
+                pthread_cond_signal(&service_wake);
+                pthread_mutex_unlock(&service_lock);
+                *pending = job;
+                result = AUTH_PENDING;
+            }
+        }
+    }
+    explicit_bzero(c.decoded, sizeof c.decoded);
+    return result;
+}
+
+void auth_cancel(struct auth_pending *job)
+{
+    if (job == NULL)
+        return;
+    pthread_mutex_lock(&service_lock);
+    switch (job->state) {
+    case JOB_QUEUED:
+        queue_remove(job);
+        pthread_mutex_unlock(&service_lock);
+        event_free(job->done_event);
+        job_free(job);
+        return;
+    case JOB_RUNNING:
+        /* the hash thread frees the job when the hash is done; the event is ours to free, on
+         * our thread, while our loop still exists */
+        event_free(job->done_event);
+        job->done_event = NULL;
+        job->cancelled = 1;
+        pthread_mutex_unlock(&service_lock);
+        return;
+    case JOB_DONE: /* answered, the callback not run yet: it never will */
+        pthread_mutex_unlock(&service_lock);
+        event_free(job->done_event);
+        job_free(job);
+        return;
+    }
+    pthread_mutex_unlock(&service_lock);
+}
+
+void auth_service_stop(void)
+{
+    pthread_mutex_lock(&service_lock);
+    service_stopping = 1;
+    pthread_cond_broadcast(&service_wake);
+    size_t n = hash_thread_count;
+    pthread_mutex_unlock(&service_lock);
+    for (size_t i = 0; i < n; i++)
+        pthread_join(hash_threads[i], NULL);
+    pthread_mutex_lock(&service_lock);
+    hash_thread_count = 0;
+    while (queue_head != NULL) { /* only if a caller never cancelled: their loops are gone */
+        struct auth_pending *job = queue_head;
+        queue_remove(job);
+        job_free(job);
+    }
+    pthread_mutex_unlock(&service_lock);
 }

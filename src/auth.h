@@ -1,7 +1,7 @@
 /* auth.h — proxy authentication (RFC 9110 11.7: Basic over Proxy-Authorization). Verifies the
  * client's credentials against the config's users (crypt(3) hashes), with a small per-thread
- * cache so a keep-alive client does not pay a slow hash on every request. Never logs or forwards
- * a password. */
+ * cache so a keep-alive client does not pay a slow hash on every request, and the hashes run on
+ * threads of their own so they never stall an event loop. Never logs or forwards a password. */
 #ifndef RLPROXY_AUTH_H
 #define RLPROXY_AUTH_H
 
@@ -16,6 +16,27 @@ int auth_required(const struct config *config);
  * when valid; 0 otherwise. Thread-safe (the cache is per thread). */
 int auth_check(const struct config *config, const char *value, size_t len, char *user_out,
                size_t user_len);
+
+/* The same check without the hash on the caller's thread: a cached answer (or credentials that
+ * cannot be valid) comes at once; otherwise the hash runs on a thread of its own and done(arg,
+ * valid, user) runs later on base's loop (user NULL when not valid), unless auth_cancel was
+ * called first. */
+enum auth_start {
+    AUTH_INVALID, /* answered: not valid */
+    AUTH_VALID,   /* answered: valid, the user name is in user_out */
+    AUTH_PENDING, /* *pending set: done will run */
+    AUTH_BUSY     /* too many checks waiting for a hash thread (or out of memory): try later */
+};
+struct auth_pending;
+struct event_base;
+typedef void (*auth_done_fn)(void *arg, int valid, const char *user);
+enum auth_start auth_check_start(const struct config *config, struct event_base *base,
+                                 const char *value, size_t len, char *user_out, size_t user_len,
+                                 auth_done_fn done, void *arg, struct auth_pending **pending);
+/* From base's loop: done will not run. NULL is ignored. */
+void auth_cancel(struct auth_pending *pending);
+/* Joins the hash threads (at exit, after every loop has cancelled what it started). */
+void auth_service_stop(void);
 
 /* Decodes standard base64 (RFC 4648 4, padding required when the length is not a multiple of 4);
  * -1 on anything else. For tests too. */

@@ -51,6 +51,7 @@ struct intercept {
 
 enum conn_state {
     CONN_READ_HEAD,
+    CONN_WAIT_AUTH, /* the password hash runs on auth.c's threads */
     CONN_WAIT_SLOT,
     CONN_WAIT_ADMIT,
     CONN_FORWARD,
@@ -58,8 +59,8 @@ enum conn_state {
     CONN_CLOSING,
 };
 
-static const char *const state_names[] = {"READ_HEAD",      "WAIT_SLOT", "WAIT_ADMIT", "FORWARD",
-                                           "TUNNEL_CONNECT", "CLOSING"};
+static const char *const state_names[] = {"READ_HEAD", "WAIT_AUTH",      "WAIT_SLOT", "WAIT_ADMIT",
+                                           "FORWARD",   "TUNNEL_CONNECT", "CLOSING"};
 
 struct conn {
     struct worker *worker;
@@ -85,6 +86,7 @@ struct conn {
     struct limiter_decision decision;
     struct limiter_hold *hold; /* WAIT_ADMIT: our reserved slot */
     struct shared_request *shared_request; /* WAIT_ADMIT: Redis is deciding */
+    struct auth_pending *auth_pending;     /* WAIT_AUTH: the hash being computed */
     char shared_member[48];  /* WAIT_ADMIT: our reservation in Redis, given back if we go away */
     char *shared_key;        /* its Redis key (allocated only for such a hold) */
     uint64_t wait_ms;
@@ -284,11 +286,13 @@ static void conn_release(struct conn *c, int keep_socket)
 {
     if (!c->logged && c->parser.req.method_len > 0 &&
         (c->state == CONN_FORWARD || c->state == CONN_WAIT_ADMIT || c->state == CONN_WAIT_SLOT ||
+         c->state == CONN_WAIT_AUTH ||
          c->state == CONN_TUNNEL_CONNECT)) {
         c->status = c->head_sent ? c->status : 499; /* the client went away first */
         log_request(c);
     }
     shared_cancel(c->shared_request);
+    auth_cancel(c->auth_pending);
     if (c->shared_member[0] != '\0' && c->shared_key != NULL)
         shared_release(c->worker->shared, c->shared_key, c->shared_member);
     free(c->shared_key);
@@ -1285,6 +1289,9 @@ static void start_intercept(struct conn *c)
     wait_for_request(c);
 }
 
+static void on_auth_done(void *arg, int valid, const char *user);
+static void handle_authorized_head(struct conn *c);
+
 static void handle_head(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
@@ -1310,11 +1317,45 @@ static void handle_head(struct conn *c)
     if (auth_required(c->config) && c->intercept == NULL) {
         size_t len = 0;
         const char *creds = http_header_find(r, "Proxy-Authorization", &len);
-        if (creds == NULL || !auth_check(c->config, creds, len, c->user, sizeof c->user)) {
-            send_407(c, creds != NULL);
+        if (creds == NULL) {
+            send_407(c, 0);
+            return;
+        }
+        switch (auth_check_start(c->config, c->worker->base, creds, len, c->user, sizeof c->user,
+                                 on_auth_done, c, &c->auth_pending)) {
+        case AUTH_VALID:
+            break;
+        case AUTH_INVALID:
+            send_407(c, 1);
+            return;
+        case AUTH_PENDING:
+            conn_set_state(c, CONN_WAIT_AUTH); /* on_auth_done carries on */
+            return;
+        case AUTH_BUSY:
+            send_overload(c, "too many password checks waiting");
             return;
         }
     }
+    handle_authorized_head(c);
+}
+
+static void on_auth_done(void *arg, int valid, const char *user)
+{
+    struct conn *c = arg;
+    c->auth_pending = NULL;
+    conn_set_state(c, CONN_READ_HEAD); /* where the head's checks run, as if never paused */
+    if (!valid) {
+        send_407(c, 1);
+        return;
+    }
+    snprintf(c->user, sizeof c->user, "%s", user);
+    handle_authorized_head(c); /* proceed() reads on past the head, as after any other wait */
+}
+
+/* The rest of a request head's checks, once the client is who it says (or need not say). */
+static void handle_authorized_head(struct conn *c)
+{
+    const struct http_request *r = &c->parser.req;
     if (r->method != HTTP_CONNECT && r->target.scheme != HTTP_SCHEME_NONE &&
         !access_destination_port_allowed(c->config, r->target.port)) {
         send_error(c, 403, "port %u is not allowed (destinations.allow_ports)", r->target.port);
