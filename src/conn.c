@@ -105,6 +105,7 @@ struct conn {
     struct evbuffer *body; /* request body bytes not yet taken by curl */
     int message_done;
     int head_sent;
+    int upstream_head_invalid; /* the origin's head cannot be forwarded: 502 when curl is done */
     enum http_framing framing;
     int close_after;
     int client_eof;
@@ -564,6 +565,11 @@ static void on_upstream_head(void *arg, int status, const char *reason, size_t r
     c->framing = http_write_response_head(client_out(c), &c->parser.req, status,
                                           reason, reason_len, headers, headers_len, extra,
                                           &close_after);
+    if (c->framing == HTTP_FRAME_INVALID) { /* on_upstream_body ends the transfer */
+        c->upstream_head_invalid = 1;
+        c->framing = HTTP_FRAME_NONE;
+        return;
+    }
     c->close_after = close_after;
     c->status = status;
     c->head_sent = 1;
@@ -573,7 +579,7 @@ static void on_upstream_head(void *arg, int status, const char *reason, size_t r
 static enum upstream_body_result on_upstream_body(void *arg, const char *data, size_t len)
 {
     struct conn *c = arg;
-    if (c->state != CONN_FORWARD)
+    if (c->state != CONN_FORWARD || c->upstream_head_invalid)
         return UPSTREAM_BODY_ABORT;
     if (c->framing == HTTP_FRAME_NONE)
         return UPSTREAM_BODY_OK; /* HEAD/204/304 carry no body whatever the origin sends */
@@ -630,6 +636,7 @@ static void finish_request(struct conn *c)
     http_parser_next(&c->parser);
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
     c->message_done = c->head_sent = c->recv_paused = c->send_paused = 0;
+    c->upstream_head_invalid = 0;
     c->status = 0;
     c->bytes_in = c->bytes_out = 0;
     c->upstream_head_ms = c->upstream_start_ms = 0;
@@ -682,6 +689,11 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
     struct conn *c = arg;
     c->upstream = NULL;
     worker_slot_freed(c->worker);
+    if (c->upstream_head_invalid) { /* not a failure worth a retry: the origin means it */
+        send_error(c, 502, "invalid response from upstream: malformed or conflicting "
+                           "Content-Length");
+        return;
+    }
     if (!result->ok) {
         if (retry_after_failure(c, result))
             return;

@@ -672,7 +672,36 @@ struct head_scan {
     size_t connection_len;
     int64_t content_length;
     int transfer_encoded;
+    int invalid; /* Content-Length unusable: not digits, or values that disagree */
 };
+
+/* A Content-Length field value: 1*DIGIT, or a list of the same number (RFC 9110 8.6, "5, 5").
+ * The number, or -1. */
+static int64_t parse_content_length(const char *v, size_t len)
+{
+    int64_t value = -1;
+    size_t i = 0;
+    for (;;) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        size_t digits = 0;
+        int64_t n = 0;
+        while (i < len && v[i] >= '0' && v[i] <= '9') {
+            if (++digits > 18)
+                return -1; /* beyond any body we could count */
+            n = n * 10 + (v[i++] - '0');
+        }
+        if (digits == 0 || (value >= 0 && n != value))
+            return -1;
+        value = n;
+        while (i < len && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i == len)
+            return value;
+        if (v[i++] != ',')
+            return -1;
+    }
+}
 
 /* Iterates "Name: value\r\n" lines of curl's header block. */
 static size_t next_header(const char *p, const char *end, const char **name, size_t *name_len,
@@ -708,6 +737,7 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
     s->connection_len = 0;
     s->content_length = -1;
     s->transfer_encoded = 0;
+    s->invalid = 0;
     while (p < end) {
         const char *name, *value;
         size_t name_len, value_len;
@@ -720,12 +750,11 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
         } else if (util_equals_nocase(name, name_len, "Transfer-Encoding")) {
             s->transfer_encoded = 1;
         } else if (util_equals_nocase(name, name_len, "Content-Length")) {
-            char digits[24];
-            if (value_len > 0 && value_len < sizeof digits) {
-                memcpy(digits, value, value_len);
-                digits[value_len] = '\0';
-                s->content_length = strtoll(digits, NULL, 10);
-            }
+            /* two that disagree would let the client and us frame the body differently */
+            int64_t n = parse_content_length(value, value_len);
+            if (n < 0 || (s->content_length >= 0 && n != s->content_length))
+                s->invalid = 1;
+            s->content_length = n;
         }
     }
 }
@@ -737,6 +766,27 @@ static char *put(char *p, const char *s, size_t n)
     return p + n;
 }
 
+/* The same for a value or reason phrase from the origin: a CR or NUL inside becomes a space
+ * (RFC 9110 5.5), so no line ends anywhere but where we end it. */
+static char *put_text(char *p, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = s[i] == '\r' || s[i] == '\0' || s[i] == '\n' ? ' ' : s[i];
+    return p + n;
+}
+
+static int is_token(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c) != NULL)
+            return 0;
+    }
+    return 1;
+}
+
 enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *r,
                                            int status, const char *reason, size_t reason_len,
                                            const char *headers, size_t headers_len,
@@ -744,6 +794,8 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
 {
     struct head_scan scan;
     scan_response_head(headers, headers_len, &scan);
+    if (scan.invalid && !scan.transfer_encoded)
+        return HTTP_FRAME_INVALID;
     int no_body = r->method == HTTP_HEAD || status == 204 || status == 304;
     enum http_framing framing;
     if (no_body)
@@ -764,7 +816,7 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
      * the bytes; this loop used to make four of them per header. A header line of n >= 2 bytes
      * ("a:") comes out as at most n + 3 ("a: \r\n"), so 3 * headers_len bounds the lines we
      * copy; the rest is our own text. */
-    size_t cap = 3 * headers_len + reason_len + via_len + extra_len + 128;
+    size_t cap = 3 * headers_len + reason_len + via_len + extra_len + 192;
     struct evbuffer_iovec vec;
     if (evbuffer_reserve_space(out, (ev_ssize_t)cap, &vec, 1) < 1)
         return framing; /* out of memory: no head, the client sees a broken reply */
@@ -773,7 +825,7 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
                     (char)('0' + status % 10), ' '};
     o = put(o, "HTTP/1.1 ", 9);
     o = put(o, code, 4);
-    o = put(o, reason, reason_len);
+    o = put_text(o, reason, reason_len);
     o = put(o, "\r\n", 2);
     const char *p = headers, *end = headers + headers_len;
     while (p < end) {
@@ -784,13 +836,25 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
             continue;
         if (http_response_header_is_hop(name, name_len, scan.connection, scan.connection_len))
             continue;
-        /* curl decoded the chunked framing: a Content-Length next to it is not the body length */
-        if (scan.transfer_encoded && util_equals_nocase(name, name_len, "Content-Length"))
+        /* written once below, from the value checked above */
+        if (util_equals_nocase(name, name_len, "Content-Length"))
+            continue;
+        /* a name that is not a token (a space before the colon, say) is dropped: a client that
+         * read it differently from us could be fed a header we never saw (RFC 9112 5.1) */
+        if (!is_token(name, name_len))
             continue;
         o = put(o, name, name_len);
         o = put(o, ": ", 2);
-        o = put(o, value, value_len);
+        o = put_text(o, value, value_len);
         o = put(o, "\r\n", 2);
+    }
+    /* curl decoded a chunked body: a Content-Length next to it is not the body's length. A HEAD
+     * or 304 answer keeps the origin's (the length of the body it stands for); 204 has none. */
+    if (scan.content_length >= 0 && !scan.transfer_encoded && status != 204) {
+        char length[48]; /* "Content-Length: " and up to 18 digits */
+        int n = snprintf(length, sizeof length, "Content-Length: %lld\r\n",
+                         (long long)scan.content_length);
+        o = put(o, length, (size_t)n);
     }
     if (framing == HTTP_FRAME_CHUNKED)
         o = put(o, "Transfer-Encoding: chunked\r\n", 28);

@@ -110,13 +110,22 @@ int http_parse_target(const char *target, size_t len, int is_connect, struct htt
                       const char **reason);
 
 /* How the body of a response is delimited toward the client. */
-enum http_framing { HTTP_FRAME_NONE, HTTP_FRAME_LENGTH, HTTP_FRAME_CHUNKED, HTTP_FRAME_CLOSE };
+enum http_framing {
+    HTTP_FRAME_NONE,
+    HTTP_FRAME_LENGTH,
+    HTTP_FRAME_CHUNKED,
+    HTTP_FRAME_CLOSE,
+    HTTP_FRAME_INVALID /* the origin's Content-Length is malformed or ambiguous: nothing written */
+};
 
 /* Writes the client's response head: our status line with the origin's code and reason, the
  * origin's end-to-end headers in order (duplicates kept), Via, and framing headers. `headers` is
  * curl's raw header block. *close_after is in/out: set when the connection must close after this
  * response. extra_headers (may be NULL) are whole "Name: value\r\n" lines of our own to add.
- * Returns the framing the body must use. curl has already removed chunked framing. */
+ * Returns the framing the body must use (HTTP_FRAME_INVALID: the response must not be
+ * forwarded). curl has already removed chunked framing. Content-Length is written by us, once,
+ * from the origin's checked value; names that are not tokens are dropped, and CR or NUL inside a
+ * value or the reason phrase becomes a space. */
 enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *req,
                                            int status, const char *reason, size_t reason_len,
                                            const char *headers, size_t headers_len,

@@ -343,6 +343,54 @@ START_TEST(test_client_not_allowed_403)
 }
 END_TEST
 
+/* An origin's head that a client could frame or read differently from us never reaches it as it
+ * is: two Content-Lengths that disagree or one that is not a number get a 502 naming the cause;
+ * "5, 5" is one length; a CR inside a value or a space before a colon cannot split or smuggle a
+ * header. */
+static struct http_response raw_head(struct fixture f, const char *kind)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/rawhead?kind=%s", kind);
+    char *req = proxy_request("GET", f.o, path, NULL);
+    struct http_response r;
+    int rc = raw_exchange(f.p->port, req, &r, 0, T_MS);
+    free(req);
+    ck_assert_msg(rc == RAW_OK, "%s: %s", kind, raw_result_name(rc));
+    return r;
+}
+
+START_TEST(test_invalid_origin_head)
+{
+    struct fixture f = up(NULL);
+    static const char *const refused[] = {"dup-length", "bad-length"};
+    for (int i = 0; i < 2; i++) {
+        struct http_response r = raw_head(f, refused[i]);
+        ck_assert_msg(r.status == 502, "%s: status %d, want 502", refused[i], r.status);
+        ck_assert_msg(r.body != NULL && strstr(r.body, "Content-Length") != NULL,
+                      "%s: 502 body does not name Content-Length: %s", refused[i], r.body);
+        assert_one_line(r.body);
+        http_response_free(&r);
+    }
+    struct http_response r = raw_head(f, "list-length");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(r.body_len, 5);
+    ck_assert_str_eq(resp_header(&r, "Content-Length", 0), "5");
+    ck_assert_ptr_null(resp_header(&r, "Content-Length", 1));
+    http_response_free(&r);
+    r = raw_head(f, "space-name");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_null(resp_header(&r, "X-Space", 0));
+    ck_assert_ptr_nonnull(resp_header(&r, "X-Fine", 0));
+    http_response_free(&r);
+    r = raw_head(f, "cr-value");
+    ck_assert_msg(r.status == 200 || r.status == 502, "cr-value: status %d", r.status);
+    ck_assert_msg(resp_header(&r, "Injected", 0) == NULL, "a CR in a value split the header");
+    http_response_free(&r);
+    still_serving(f);
+    down(f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("errors");
@@ -352,6 +400,7 @@ int main(void)
     tcase_add_test(up_tc, test_upstream_timeout_504);
     tcase_add_test(up_tc, test_client_abort_aborts_upstream);
     tcase_add_test(up_tc, test_client_not_allowed_403);
+    tcase_add_test(up_tc, test_invalid_origin_head);
     suite_add_tcase(s, up_tc);
     TCase *bad = harness_tcase("malformed requests", 0);
     tcase_add_loop_test(bad, test_malformed_request_400_and_close, 0, N_BAD);

@@ -414,6 +414,26 @@ def ep_truncate(conn, req, body):
         conn.close_after = True
 
 
+def ep_rawhead(conn, req, body):
+    """A response head the proxy must not pass on as it is: ?kind=dup-length (two Content-Lengths
+    that disagree), bad-length (not a number), list-length ("5, 5": one length, fine), cr-value (a
+    CR inside a value), space-name (a space before the colon). The body is 5 bytes."""
+    body.drain()
+    kind = req.arg("kind", "dup-length")
+    heads = {
+        "dup-length": b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        "bad-length": b"Content-Length: 5x\r\n",
+        "list-length": b"Content-Length: 5, 5\r\n",
+        "cr-value": b"Content-Length: 5\r\nX-Split: a\rInjected: yes\r\n",
+        "space-name": b"Content-Length: 5\r\nX-Space : yes\r\nX-Fine: yes\r\n",
+    }
+    if kind not in heads:
+        raise BadRequest("bad /rawhead kind")
+    conn.send(b"HTTP/1.1 200 OK\r\n" + heads[kind] + b"\r\n" +
+              (b"" if req.method == "HEAD" else b"hello"))
+    conn.close_after = True
+
+
 def ep_drip(conn, req, body):
     body.drain()
     n = int(req.arg("n", "10"))
@@ -540,7 +560,8 @@ def ep_not_found(conn, req, body):
 
 EXACT = {"/sink": ep_sink, "/echo": ep_echo, "/cookies": ep_cookies, "/gzip": ep_gzip,
          "/slow": ep_slow, "/truncate": ep_truncate, "/drip": ep_drip, "/log": ep_log,
-         "/stats": ep_stats, "/headers": ep_headers, "/flaky": ep_flaky, "/count": ep_count}
+         "/stats": ep_stats, "/headers": ep_headers, "/flaky": ep_flaky, "/count": ep_count,
+         "/rawhead": ep_rawhead}
 PREFIX = {"/bytes/": ep_bytes, "/status/": ep_status, "/headers/": ep_headers}
 
 
