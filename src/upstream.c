@@ -37,6 +37,7 @@ struct upstream_multi {
     struct socket_watch **watches; /* by fd */
     size_t watch_cap;
     _Atomic size_t active; /* read by the admin thread for /metrics */
+    uint64_t closes; /* connection sockets curl closed, ever */
 };
 
 struct upstream {
@@ -61,6 +62,8 @@ struct upstream {
     int timed_out;
     int head_too_big;
     int pause_mask;
+    int dirty; /* the easy handle needs a curl_easy_reset before its next use: see easy_put */
+    uint64_t closes_at_start; /* m->closes when the transfer started */
     uint64_t bytes_received;
     int64_t upload_left; /* Content-Length bodies: bytes curl still has to read; -1 chunked */
     char target_text[256];
@@ -207,7 +210,9 @@ static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, vo
 /* Set on every easy handle: curl keeps it with each connection it opens. */
 static int close_socket_cb(void *arg, curl_socket_t s)
 {
-    watch_drop(arg, s);
+    struct upstream_multi *m = arg;
+    m->closes++;
+    watch_drop(m, s);
     return close(s);
 }
 
@@ -274,28 +279,86 @@ size_t upstream_multi_active(struct upstream_multi *m) { return atomic_load(&m->
 
 /* ---- easy handle life ------------------------------------------------------------------------- */
 
+static int close_socket_cb(void *arg, curl_socket_t s);
+static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *address);
+static size_t header_cb(char *data, size_t size, size_t nitems, void *arg);
+static size_t write_cb(char *data, size_t size, size_t nitems, void *arg);
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg);
+static int seek_cb(void *arg, curl_off_t offset, int origin);
+
+/* What every handle needs, forwarding or tunnelling. */
+static void easy_base(struct upstream_multi *m, CURL *e)
+{
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* curl would otherwise obey http_proxy/https_proxy from our environment */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
+}
+
+/* A pooled handle is configured for forwarding once, here, and keeps these between transfers:
+ * curl_easy_reset and setting them again cost ~5k instructions per request. Only options that
+ * are the same for every plain forward belong here; upstream_start sets every one that varies,
+ * on every request, so nothing of the previous transfer reaches the next. The read and seek
+ * callbacks are harmless without CURLOPT_UPLOAD: curl reads no body then. */
+static void easy_configure(struct upstream_multi *m, CURL *e)
+{
+    easy_base(m, e);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    /* curl reads at most this much per recv and then polls the socket to see if there is more:
+     * the default 16 KiB costs a recvfrom and a poll per 16 KiB of body. curl allocates the buffer
+     * per transfer and frees it when the transfer ends, so only transfers in flight hold one. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+}
+
+/* Every handle handed out is configured for forwarding (see easy_configure). */
 static CURL *easy_get(struct upstream_multi *m)
 {
     if (m->pool_count > 0)
         return m->pool[--m->pool_count];
-    return curl_easy_init();
+    CURL *e = curl_easy_init();
+    if (e != NULL)
+        easy_configure(m, e);
+    return e;
 }
 
-static void easy_put(struct upstream_multi *m, CURL *easy)
+/* `dirty`: the handle may carry more than a plain forward leaves behind (a parent proxy, a
+ * CONNECT, or curl state such as its per-handle count of resends, which only curl_easy_reset
+ * clears): it is reset and configured again before anyone else gets it. */
+static void easy_put(struct upstream_multi *m, CURL *easy, int dirty)
 {
-    if (m->pool_count < POOL_MAX) {
-        curl_easy_reset(easy);
-        m->pool[m->pool_count++] = easy;
-    } else {
+    if (m->pool_count >= POOL_MAX) {
         curl_easy_cleanup(easy);
+        return;
     }
+    if (dirty) {
+        curl_easy_reset(easy);
+        easy_configure(m, easy);
+    } else {
+        /* these point into memory freed with the upstream: a pooled handle must not keep them */
+        curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+        curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+    }
+    m->pool[m->pool_count++] = easy;
 }
 
 static void upstream_free(struct upstream *u)
 {
     struct upstream_multi *m = u->m;
     curl_multi_remove_handle(m->multi, u->easy);
-    easy_put(m, u->easy);
+    /* curl counts resends after a reused connection died per handle, and only curl_easy_reset
+     * sets the count back; a resend closes that connection first, so a transfer during which no
+     * connection closed has not resent */
+    easy_put(m, u->easy, u->dirty || u->closes_at_start != m->closes);
     free(u->headers); /* one block: see upstream.h */
     curl_slist_free_all(u->proxy_headers);
     if (u->response_timer != NULL)
@@ -307,8 +370,10 @@ static void upstream_free(struct upstream *u)
 
 void upstream_abort(struct upstream *u)
 {
-    if (u != NULL)
-        upstream_free(u);
+    if (u == NULL)
+        return;
+    u->dirty = 1; /* stopped mid-transfer: whatever curl left, reset it */
+    upstream_free(u);
 }
 
 /* ---- result classification -------------------------------------------------------------------- */
@@ -439,6 +504,7 @@ static void finish(struct upstream *u, CURLcode code)
         (u->head_delivered || u->connect_only)) {
         r.ok = 1;
     } else {
+        u->dirty = 1; /* ended early or in error: a clean slate for the next user */
         classify(u, code, &r);
     }
     const struct upstream_callbacks *cb = u->cb;
@@ -622,6 +688,7 @@ static size_t write_cb(char *data, size_t size, size_t nitems, void *arg)
         return len;
     case UPSTREAM_BODY_PAUSE:
         u->pause_mask |= CURLPAUSE_RECV;
+        u->dirty = 1; /* paused transfers go back to the pool reset, as they always did */
         return CURL_WRITEFUNC_PAUSE;
     default:
         return 0;
@@ -634,6 +701,7 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
     size_t n = u->cb->read_body(u->ctx, buf, size * nitems);
     if (n == CURL_READFUNC_PAUSE) {
         u->pause_mask |= CURLPAUSE_SEND;
+        u->dirty = 1;
     } else if (n == 0) {
         upstream_request_sent(u);
     } else if (n != CURL_READFUNC_ABORT && u->upload_left >= 0) {
@@ -663,6 +731,7 @@ void upstream_set_pause(struct upstream *u, int recv_paused, int send_paused)
     if (mask == u->pause_mask)
         return;
     u->pause_mask = mask;
+    u->dirty |= mask != 0;
     curl_easy_pause(u->easy, mask);
 }
 
@@ -713,16 +782,10 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
     u->m = m;
     u->cb = cb;
     u->ctx = ctx;
+    u->closes_at_start = m->closes;
     snprintf(u->target_text, sizeof u->target_text, "%s", target_text);
-    CURL *e = u->easy;
-    curl_easy_setopt(e, CURLOPT_PRIVATE, u);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, u->error);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    /* curl would otherwise obey http_proxy/https_proxy from our environment */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
+    curl_easy_setopt(u->easy, CURLOPT_PRIVATE, u);
+    curl_easy_setopt(u->easy, CURLOPT_ERRORBUFFER, u->error);
     m->active++;
     return u;
 }
@@ -731,8 +794,70 @@ static int add_to_multi(struct upstream *u)
 {
     if (curl_multi_add_handle(u->m->multi, u->easy) != CURLM_OK) {
         u->headers = NULL;
+        u->dirty = 1;
         upstream_free(u);
         return -1;
+    }
+    return 0;
+}
+
+/* Everything a forward sets besides easy_configure's constants. The handle may come straight
+ * from the previous request: each option that request may have changed is set here again,
+ * whether this request needs it or not (method, body, target, TLS callback, fresh connect). */
+static int set_forward_options(struct upstream *u, const struct upstream_request *req)
+{
+    CURL *e = u->easy;
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, u);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
+    curl_easy_setopt(e, CURLOPT_READDATA, u);
+    curl_easy_setopt(e, CURLOPT_SEEKDATA, u);
+    if (req->extra_ca_file != NULL && req->extra_ca_file[0] != '\0') {
+        u->extra_ca_file = req->extra_ca_file; /* owned by the config the conn holds */
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, u);
+    } else {
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, NULL);
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, NULL);
+    }
+    if (req->parent_proxy == NULL) {
+        char url[512];
+        snprintf(url, sizeof url, "%s/", req->url);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        /* the target goes out byte for byte; curl would otherwise normalise it */
+        curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, req->request_target);
+    } else {
+        /* a parent needs the absolute form, which REQUEST_TARGET would replace */
+        size_t len = strlen(req->url) + strlen(req->request_target) + 1;
+        char *url = malloc(len);
+        if (url == NULL)
+            return -1;
+        snprintf(url, len, "%s%s", req->url, req->request_target);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        free(url); /* curl copies strings it is given */
+        curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, NULL);
+        curl_easy_setopt(e, CURLOPT_PROXY, req->parent_proxy);
+        u->dirty = 1; /* the proxy (and its credentials) must not outlive this request */
+        strip_credentials(req->parent_proxy, u->parent, sizeof u->parent);
+    }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    /* HTTPGET puts back what NOBODY and UPLOAD change: method GET, no upload, a body */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    if (req->is_head) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    /* libcurl resends a request whose reused connection died before the answer; for a method
+     * that is not safe to repeat, a fresh connection means there is nothing to resend */
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, req->idempotent ? 0L : 1L);
+    if (req->upload) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_length);
+    } else {
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
     }
     return 0;
 }
@@ -745,70 +870,17 @@ struct upstream *upstream_start(struct upstream_multi *m, const struct upstream_
         free(req->headers);
         return NULL;
     }
-    CURL *e = u->easy;
     u->headers = req->headers;
     u->response_timeout_ms = req->response_timeout_ms;
     u->policy = req->policy;
-    if (req->extra_ca_file != NULL && req->extra_ca_file[0] != '\0') {
-        u->extra_ca_file = req->extra_ca_file; /* owned by the config the conn holds */
-        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
-        curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, u);
-    }
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
     evtimer_assign(&u->response_timer_ev, m->base, on_response_timeout, u);
     u->response_timer = &u->response_timer_ev;
-    if (req->parent_proxy == NULL) {
-        char url[512];
-        snprintf(url, sizeof url, "%s/", req->url);
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        /* the target goes out byte for byte; curl would otherwise normalise it */
-        curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, req->request_target);
-    } else {
-        /* a parent needs the absolute form, which REQUEST_TARGET would replace */
-        size_t len = strlen(req->url) + strlen(req->request_target) + 1;
-        char *url = malloc(len);
-        if (url == NULL) {
-            free(u->headers); /* one block: see upstream.h */
-            u->headers = NULL;
-            upstream_free(u);
-            return NULL;
-        }
-        snprintf(url, len, "%s%s", req->url, req->request_target);
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        free(url); /* curl copies strings it is given */
-        curl_easy_setopt(e, CURLOPT_PROXY, req->parent_proxy);
-        strip_credentials(req->parent_proxy, u->parent, sizeof u->parent);
-    }
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    /* curl reads at most this much per recv and then polls the socket to see if there is more:
-     * the default 16 KiB costs a recvfrom and a poll per 16 KiB of body. curl allocates the buffer
-     * per transfer and frees it when the transfer ends, so only transfers in flight hold one. */
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, u);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
-    if (req->is_head) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-    }
-    /* libcurl resends a request whose reused connection died before the answer; for a method
-     * that is not safe to repeat, a fresh connection means there is nothing to resend */
-    if (!req->idempotent)
-        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-    if (req->upload) {
-        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_length);
-        curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
-        curl_easy_setopt(e, CURLOPT_READDATA, u);
-        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
-        curl_easy_setopt(e, CURLOPT_SEEKDATA, u);
+    if (set_forward_options(u, req) != 0) {
+        free(u->headers); /* one block: see upstream.h */
+        u->headers = NULL;
+        u->dirty = 1;
+        upstream_free(u);
+        return NULL;
     }
     u->upload_left = req->upload ? req->upload_length : -1;
     if (add_to_multi(u) != 0)
@@ -831,22 +903,30 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
     if (u == NULL)
         return NULL;
     u->connect_only = 1;
+    u->dirty = 1;
     u->policy = policy;
-    curl_easy_setopt(u->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
-    curl_easy_setopt(u->easy, CURLOPT_OPENSOCKETDATA, u);
-    curl_easy_setopt(u->easy, CURLOPT_URL, url);
-    curl_easy_setopt(u->easy, CURLOPT_CONNECT_ONLY, 1L);
+    /* a tunnel gets none of the forwarding options (no header or body callbacks: a parent's
+     * answer to CONNECT is not a response for on_head) */
+    CURL *e = u->easy;
+    curl_easy_reset(e);
+    easy_base(m, e);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, u);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, u->error);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
     if (parent_proxy != NULL) { /* curl sends CONNECT to the parent; the socket is the tunnel */
-        curl_easy_setopt(u->easy, CURLOPT_PROXY, parent_proxy);
+        curl_easy_setopt(e, CURLOPT_PROXY, parent_proxy);
         strip_credentials(parent_proxy, u->parent, sizeof u->parent);
-        curl_easy_setopt(u->easy, CURLOPT_HTTPPROXYTUNNEL, 1L);
+        curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
         char via[64];
         snprintf(via, sizeof via, "Via: %s", http_via());
         u->proxy_headers = curl_slist_append(NULL, via);
-        curl_easy_setopt(u->easy, CURLOPT_PROXYHEADER, u->proxy_headers);
-        curl_easy_setopt(u->easy, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
+        curl_easy_setopt(e, CURLOPT_PROXYHEADER, u->proxy_headers);
+        curl_easy_setopt(e, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
     }
-    curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
     if (add_to_multi(u) != 0)
         return NULL;
     return u;

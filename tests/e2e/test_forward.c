@@ -513,6 +513,76 @@ START_TEST(test_origin_form_is_400_with_usage)
 }
 END_TEST
 
+/* rlproxy keeps its curl handles configured from one request to the next: nothing a request set
+ * (HEAD, a body, a method, a target, an origin) may reach the next one on the same handle. One
+ * worker and requests in turn, so each one gets the handle the previous one used. */
+static void reuse_step(struct raw *c, const struct origin *o, const char *method, const char *path,
+                       const char *extra, const char *body, long long want_body_length)
+{
+    char *req = proxy_request(method, o, path, extra);
+    raw_send_str(c, req);
+    free(req);
+    if (body != NULL)
+        raw_send_str(c, body);
+    struct http_response r;
+    int head = strcmp(method, "HEAD") == 0;
+    int rc = raw_read_response(c, &r, head ? RESP_HEAD : 0, T_MS);
+    ck_assert_msg(rc == RAW_OK, "%s %s: %s", method, path, raw_result_name(rc));
+    ck_assert_int_eq(r.status, 200);
+    if (!head) {
+        char *m = json_get_str(r.body, "method");
+        char *t = json_get_str(r.body, "target");
+        long long len = -1;
+        json_get_int(r.body, "body_length", &len);
+        ck_assert_msg(m != NULL && strcmp(m, method) == 0, "sent %s, origin saw %s", method, r.body);
+        ck_assert_msg(t != NULL && strcmp(t, path) == 0, "sent %s, origin saw %s", path, r.body);
+        ck_assert_msg(len == want_body_length, "%s %s: origin got a body of %lld: %s", method,
+                      path, len, r.body);
+        struct http_header *h = NULL;
+        size_t n = 0;
+        origin_saw(&r, &h, &n);
+        if (want_body_length == 0) {
+            assert_not_sent(h, n, "Content-Length");
+            assert_not_sent(h, n, "Transfer-Encoding");
+            assert_not_sent(h, n, "Expect");
+        }
+        hdr_free(h, n);
+        free(m);
+        free(t);
+    }
+    http_response_free(&r);
+}
+
+START_TEST(test_reused_handle_carries_nothing)
+{
+    struct origin *o = origin_start(0), *other = origin_start(0);
+    struct proxy *p = proxy_start("workers: 1\n");
+    struct raw *c = raw_connect(p->port);
+    reuse_step(c, o, "HEAD", "/headers", NULL, NULL, 0);
+    reuse_step(c, o, "GET", "/headers", NULL, NULL, 0);
+    reuse_step(c, o, "POST", "/headers/a/../b?x=%2F", "Content-Length: 5\r\n", "hello", 5);
+    reuse_step(c, o, "GET", "/headers", NULL, NULL, 0);
+    reuse_step(c, o, "PUT", "/headers", "Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n0\r\n\r\n",
+               3);
+    reuse_step(c, o, "DELETE", "/headers/./c//d", NULL, NULL, 0);
+    reuse_step(c, o, "GET", "/headers?y=1", NULL, NULL, 0);
+    /* another origin, then the first again: each request reaches its own */
+    reuse_step(c, other, "GET", "/headers/for-other", NULL, NULL, 0);
+    reuse_step(c, o, "GET", "/headers/for-first", NULL, NULL, 0);
+    raw_close(c);
+    char *log = origin_get(o, "/log"), *other_log = origin_get(other, "/log");
+    ck_assert_msg(strstr(log, "/headers/for-other") == NULL, "first origin got: %s", log);
+    ck_assert_msg(strstr(other_log, "/headers/for-other") != NULL &&
+                      strstr(other_log, "/headers/for-first") == NULL,
+                  "other origin got: %s", other_log);
+    free(log);
+    free(other_log);
+    proxy_stop(p);
+    origin_stop(other);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("forward");
@@ -533,6 +603,7 @@ int main(void)
     tcase_add_test(tc, test_request_target_unchanged);
     tcase_add_test(tc, test_no_content_type_invented);
     tcase_add_test(tc, test_origin_form_is_400_with_usage);
+    tcase_add_test(tc, test_reused_handle_carries_nothing);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }

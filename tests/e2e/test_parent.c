@@ -386,10 +386,40 @@ START_TEST(test_credentials_sent_to_parent)
 }
 END_TEST
 
+/* One worker, requests in turn: each gets the curl handle the previous one used. A handle that
+ * went through the parent must not take the next, bypassed, request there too, nor the reverse. */
+START_TEST(test_parent_and_direct_alternate_on_one_handle)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *parent = proxy_start(NULL);
+    struct proxy *child = proxy_startf("workers: 1\n"
+                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n"
+                                       "upstream_proxy_bypass: [\"localhost\"]\n",
+                                       parent->port);
+    char direct[256];
+    snprintf(direct, sizeof direct, "http://localhost:%d/headers", o->port);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(hops_via(child->port, o), 2);
+        struct fetch_res rs;
+        fetch_via(child->port, direct, &rs);
+        ck_assert_msg(rs.status == 200, "GET %s: %ld %s", direct, rs.status, rs.body);
+        ck_assert_msg(via_hops(rs.body) == 1, "bypassed request went through the parent: %s",
+                      rs.body);
+        fetch_free(&rs);
+    }
+    ck_assert_msg(!proxy_log_contains(parent, "http://localhost:"),
+                  "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));
+    proxy_stop(child);
+    proxy_stop(parent);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("parent");
     TCase *tc = harness_tcase("parent", 25);
+    tcase_add_test(tc, test_parent_and_direct_alternate_on_one_handle);
     tcase_add_test(tc, test_get_goes_through_parent);
     tcase_add_test(tc, test_connect_goes_through_parent);
     tcase_add_test(tc, test_parent_refusing_connect);
