@@ -24,8 +24,20 @@
 
 #define POOL_MAX 64                     /* idle easy handles kept per worker */
 #define UPSTREAM_MAX_HEAD (64 * 1024)   /* response head bound; more is a 502 */
+#define ORIGIN_CACHE_MAX 16             /* parsed origin URLs kept per worker */
+#define ORIGIN_URL_MAX 512
 
 struct socket_watch;
+
+/* An origin's URL ("http://host:port/") parsed once: curl would parse CURLOPT_URL again on every
+ * transfer (~5k instructions). curl reads the CURLU when the transfer connects, so an entry in
+ * use by a transfer in flight is never replaced. */
+struct origin_url {
+    char url[ORIGIN_URL_MAX]; /* "" while unused */
+    CURLU *uh;
+    unsigned refs;      /* transfers in flight that were given uh */
+    uint64_t last_used; /* for replacing the least recently used */
+};
 
 struct upstream_multi {
     struct event_base *base;
@@ -38,6 +50,8 @@ struct upstream_multi {
     size_t watch_cap;
     _Atomic size_t active; /* read by the admin thread for /metrics */
     uint64_t closes; /* connection sockets curl closed, ever */
+    struct origin_url origins[ORIGIN_CACHE_MAX];
+    uint64_t origin_clock;
 };
 
 struct upstream {
@@ -64,6 +78,7 @@ struct upstream {
     int pause_mask;
     int dirty; /* the easy handle needs a curl_easy_reset before its next use: see easy_put */
     uint64_t closes_at_start; /* m->closes when the transfer started */
+    struct origin_url *origin; /* the parsed URL curl was given, or NULL */
     uint64_t bytes_received;
     int64_t upload_left; /* Content-Length bodies: bytes curl still has to read; -1 chunked */
     char target_text[256];
@@ -266,6 +281,8 @@ void upstream_multi_free(struct upstream_multi *m)
         curl_easy_cleanup(m->pool[i]);
     if (m->multi != NULL)
         curl_multi_cleanup(m->multi); /* closes cached connections through close_socket_cb */
+    for (size_t i = 0; i < ORIGIN_CACHE_MAX; i++)
+        curl_url_cleanup(m->origins[i].uh);
     for (size_t i = 0; i < m->watch_cap; i++)
         if (m->watches[i] != NULL)
             watch_drop(m, (curl_socket_t)i);
@@ -347,6 +364,7 @@ static void easy_put(struct upstream_multi *m, CURL *easy, int dirty)
         curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
         curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(easy, CURLOPT_CURLU, NULL);
     }
     m->pool[m->pool_count++] = easy;
 }
@@ -359,6 +377,8 @@ static void upstream_free(struct upstream *u)
      * sets the count back; a resend closes that connection first, so a transfer during which no
      * connection closed has not resent */
     easy_put(m, u->easy, u->dirty || u->closes_at_start != m->closes);
+    if (u->origin != NULL)
+        u->origin->refs--;
     free(u->headers); /* one block: see upstream.h */
     curl_slist_free_all(u->proxy_headers);
     if (u->response_timer != NULL)
@@ -801,6 +821,41 @@ static int add_to_multi(struct upstream *u)
     return 0;
 }
 
+/* The parsed form of url, taken for one transfer (release: refs--), or NULL when it cannot be
+ * had: then curl parses CURLOPT_URL itself, as it always did. */
+static struct origin_url *origin_take(struct upstream_multi *m, const char *url, size_t len)
+{
+    if (len >= ORIGIN_URL_MAX)
+        return NULL;
+    struct origin_url *victim = NULL;
+    for (size_t i = 0; i < ORIGIN_CACHE_MAX; i++) {
+        struct origin_url *o = &m->origins[i];
+        if (o->uh != NULL && memcmp(o->url, url, len + 1) == 0) {
+            o->refs++;
+            o->last_used = ++m->origin_clock;
+            return o;
+        }
+        if (o->refs == 0 && (victim == NULL || o->last_used < victim->last_used))
+            victim = o;
+    }
+    if (victim == NULL)
+        return NULL;
+    /* the flags curl itself parses CURLOPT_URL with (url.c, parseurlandfillconn) */
+    CURLU *uh = curl_url();
+    if (uh == NULL || curl_url_set(uh, CURLUPART_URL, url,
+                                   CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME |
+                                       CURLU_PATH_AS_IS) != CURLUE_OK) {
+        curl_url_cleanup(uh); /* curl reports the bad URL from CURLOPT_URL as before */
+        return NULL;
+    }
+    curl_url_cleanup(victim->uh);
+    victim->uh = uh;
+    memcpy(victim->url, url, len + 1);
+    victim->refs = 1;
+    victim->last_used = ++m->origin_clock;
+    return victim;
+}
+
 /* Everything a forward sets besides easy_configure's constants. The handle may come straight
  * from the previous request: each option that request may have changed is set here again,
  * whether this request needs it or not (method, body, target, TLS callback, fresh connect). */
@@ -821,9 +876,17 @@ static int set_forward_options(struct upstream *u, const struct upstream_request
         curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, NULL);
     }
     if (req->parent_proxy == NULL) {
-        char url[512];
-        snprintf(url, sizeof url, "%s/", req->url);
+        char url[ORIGIN_URL_MAX];
+        size_t len = strlen(req->url);
+        if (len + 2 > sizeof url)
+            return -1;
+        memcpy(url, req->url, len);
+        memcpy(url + len, "/", 2);
+        /* CURLOPT_URL as well: curl resends a request whose reused connection died to the URL
+         * string, not the CURLU, and this keeps that string this request's own */
         curl_easy_setopt(e, CURLOPT_URL, url);
+        u->origin = origin_take(u->m, url, len + 1);
+        curl_easy_setopt(e, CURLOPT_CURLU, u->origin != NULL ? u->origin->uh : NULL);
         /* the target goes out byte for byte; curl would otherwise normalise it */
         curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, req->request_target);
     } else {
@@ -835,6 +898,7 @@ static int set_forward_options(struct upstream *u, const struct upstream_request
         snprintf(url, len, "%s%s", req->url, req->request_target);
         curl_easy_setopt(e, CURLOPT_URL, url);
         free(url); /* curl copies strings it is given */
+        curl_easy_setopt(e, CURLOPT_CURLU, NULL);
         curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, NULL);
         curl_easy_setopt(e, CURLOPT_PROXY, req->parent_proxy);
         u->dirty = 1; /* the proxy (and its credentials) must not outlive this request */
