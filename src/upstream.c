@@ -26,6 +26,7 @@
 #define UPSTREAM_MAX_HEAD (64 * 1024)   /* response head bound; more is a 502 */
 #define ORIGIN_CACHE_MAX 16             /* parsed origin URLs kept per worker */
 #define ORIGIN_URL_MAX 512
+#define SPARE_HEAD_MAX (8 * 1024)       /* a head buffer up to this size is kept for reuse */
 
 struct socket_watch;
 
@@ -52,6 +53,8 @@ struct upstream_multi {
     uint64_t closes; /* connection sockets curl closed, ever */
     struct origin_url origins[ORIGIN_CACHE_MAX];
     uint64_t origin_clock;
+    char *spare_head; /* a finished transfer's head buffer, for the next one; NULL if none */
+    size_t spare_head_cap;
 };
 
 struct upstream {
@@ -283,6 +286,7 @@ void upstream_multi_free(struct upstream_multi *m)
         curl_multi_cleanup(m->multi); /* closes cached connections through close_socket_cb */
     for (size_t i = 0; i < ORIGIN_CACHE_MAX; i++)
         curl_url_cleanup(m->origins[i].uh);
+    free(m->spare_head);
     for (size_t i = 0; i < m->watch_cap; i++)
         if (m->watches[i] != NULL)
             watch_drop(m, (curl_socket_t)i);
@@ -383,7 +387,13 @@ static void upstream_free(struct upstream *u)
     curl_slist_free_all(u->proxy_headers);
     if (u->response_timer != NULL)
         event_del(u->response_timer);
-    free(u->head);
+    /* one buffer per worker saves a malloc and a free per request; a large one is not kept */
+    if (m->spare_head == NULL && u->head_cap <= SPARE_HEAD_MAX) {
+        m->spare_head = u->head;
+        m->spare_head_cap = u->head_cap;
+    } else {
+        free(u->head);
+    }
     m->active--;
     free(u);
 }
@@ -586,6 +596,11 @@ static int head_append(struct upstream *u, const char *data, size_t len)
     if (u->head_len + len > UPSTREAM_MAX_HEAD) {
         u->head_too_big = 1;
         return -1;
+    }
+    if (u->head == NULL && u->m->spare_head != NULL) {
+        u->head = u->m->spare_head;
+        u->head_cap = u->m->spare_head_cap;
+        u->m->spare_head = NULL;
     }
     if (u->head_len + len > u->head_cap) {
         size_t cap = u->head_cap ? u->head_cap * 2 : 2048;
@@ -803,7 +818,10 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
     u->cb = cb;
     u->ctx = ctx;
     u->closes_at_start = m->closes;
-    snprintf(u->target_text, sizeof u->target_text, "%s", target_text);
+    /* (not snprintf: ~500 instructions per request for a bounded copy) */
+    size_t len = strnlen(target_text, sizeof u->target_text - 1);
+    memcpy(u->target_text, target_text, len);
+    u->target_text[len] = '\0';
     curl_easy_setopt(u->easy, CURLOPT_PRIVATE, u);
     curl_easy_setopt(u->easy, CURLOPT_ERRORBUFFER, u->error);
     m->active++;
