@@ -1,6 +1,7 @@
 /* worker.h — one thread: its event_base, its CURLM (struct upstream_multi), its listeners and every
  * client connection and tunnel it accepted, start to finish. Nothing here is touched by another
- * thread except through worker_post_* (which wake the loop with event_active). */
+ * thread except through worker_post_* (which wake the loop through an eventfd: the base has no
+ * lock). */
 #ifndef RLPROXY_WORKER_H
 #define RLPROXY_WORKER_H
 
@@ -39,7 +40,8 @@ struct worker {
     struct limiter *limiter; /* built for config; likewise */
     struct evconnlistener **listeners;
     size_t listener_count;
-    struct event *wakeup;
+    int wakeup_fd;       /* eventfd: worker_post_* write it, on_wakeup reads it */
+    struct event *wakeup; /* EV_READ on wakeup_fd */
     pthread_mutex_t lock; /* guards pending_config and the message flags */
     struct config *pending_config;
     struct limiter *pending_limiter;
