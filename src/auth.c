@@ -2,7 +2,6 @@
 #include "auth.h"
 
 #include <crypt.h>
-#include <event2/event.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -211,10 +210,12 @@ enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 struct auth_pending {
     struct auth_pending *prev, *next; /* the queue, while JOB_QUEUED */
     enum job_state state;
-    int cancelled; /* while JOB_RUNNING: the hash thread frees the job */
+    int cancelled; /* RUNNING: the hash thread frees the job; DONE: on_job_done does */
     int valid;
     int known_user;
-    struct event *done_event; /* on the caller's loop */
+    util_post_fn post; /* hands the finished job back to the caller's loop */
+    void *post_target;
+    struct util_call call;
     auth_done_fn done;
     void *arg;
     const struct config *config; /* for the cache entry: the caller holds a reference */
@@ -254,6 +255,8 @@ static void queue_remove(struct auth_pending *job)
     queue_length--;
 }
 
+static void on_job_done(void *arg);
+
 static void *hash_thread_main(void *arg)
 {
     struct crypt_data *scratch = calloc(1, sizeof *scratch); /* 32 KiB: not on the stack */
@@ -276,7 +279,9 @@ static void *hash_thread_main(void *arg)
         }
         job->valid = valid;
         job->state = JOB_DONE;
-        event_active(job->done_event, EV_TIMEOUT, 0); /* under the lock: auth_cancel waits */
+        job->call.fn = on_job_done;
+        job->call.arg = job;
+        job->post(job->post_target, &job->call); /* under the lock: auth_cancel waits for it */
     }
     pthread_mutex_unlock(&service_lock);
     free(scratch);
@@ -284,12 +289,15 @@ static void *hash_thread_main(void *arg)
 }
 
 /* On the caller's loop. */
-static void on_job_done(evutil_socket_t fd, short what, void *arg)
+static void on_job_done(void *arg)
 {
     struct auth_pending *job = arg;
+    if (job->cancelled) { /* auth_cancel came first: nobody waits any more */
+        job_free(job);
+        return;
+    }
     if (job->valid)
         cache_store(job->slot, job->config, job->token, strlen(job->token), job->user);
-    event_free(job->done_event);
     auth_done_fn done = job->done;
     void *done_arg = job->arg;
     int valid = job->valid;
@@ -310,9 +318,10 @@ static int service_start_locked(void)
     return hash_thread_count > 0 ? 0 : -1;
 }
 
-enum auth_start auth_check_start(const struct config *config, struct event_base *base,
-                                 const char *value, size_t len, char *user_out, size_t user_len,
-                                 auth_done_fn done, void *arg, struct auth_pending **pending)
+enum auth_start auth_check_start(const struct config *config, util_post_fn post,
+                                 void *post_target, const char *value, size_t len, char *user_out,
+                                 size_t user_len, auth_done_fn done, void *arg,
+                                 struct auth_pending **pending)
 {
     *pending = NULL;
     struct credentials c;
@@ -325,19 +334,16 @@ enum auth_start auth_check_start(const struct config *config, struct event_base 
         struct auth_pending *job = calloc(1, sizeof *job);
         int known;
         const struct auth_user *u = user_to_check(config, c.decoded, &known);
-        if (job != NULL) {
+        if (job != NULL)
             job->hash = strdup(u->hash);
-            job->done_event = event_new(base, -1, 0, on_job_done, job);
-        }
-        if (job == NULL || job->hash == NULL || job->done_event == NULL ||
-            strlen(c.password) >= sizeof job->password) {
-            if (job != NULL && job->done_event != NULL)
-                event_free(job->done_event);
+        if (job == NULL || job->hash == NULL || strlen(c.password) >= sizeof job->password) {
             if (job != NULL)
                 job_free(job);
             result = job == NULL ? AUTH_BUSY : AUTH_INVALID;
         } else {
             job->known_user = known;
+            job->post = post;
+            job->post_target = post_target;
             job->done = done;
             job->arg = arg;
             job->config = config;
@@ -349,7 +355,6 @@ enum auth_start auth_check_start(const struct config *config, struct event_base 
             pthread_mutex_lock(&service_lock);
             if (queue_length >= AUTH_QUEUE_MAX || service_start_locked() != 0) {
                 pthread_mutex_unlock(&service_lock);
-                event_free(job->done_event);
                 job_free(job);
                 result = AUTH_BUSY;
             } else {
@@ -381,21 +386,12 @@ void auth_cancel(struct auth_pending *job)
     case JOB_QUEUED:
         queue_remove(job);
         pthread_mutex_unlock(&service_lock);
-        event_free(job->done_event);
         job_free(job);
         return;
-    case JOB_RUNNING:
-        /* the hash thread frees the job when the hash is done; the event is ours to free, on
-         * our thread, while our loop still exists */
-        event_free(job->done_event);
-        job->done_event = NULL;
+    case JOB_RUNNING: /* the hash thread frees it when the hash is done */
+    case JOB_DONE:    /* posted to our loop, not run yet: on_job_done frees it */
         job->cancelled = 1;
         pthread_mutex_unlock(&service_lock);
-        return;
-    case JOB_DONE: /* answered, the callback not run yet: it never will */
-        pthread_mutex_unlock(&service_lock);
-        event_free(job->done_event);
-        job_free(job);
         return;
     }
     pthread_mutex_unlock(&service_lock);

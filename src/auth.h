@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "util.h"
 
 /* 1 when the config asks clients to authenticate. */
 int auth_required(const struct config *config);
@@ -18,9 +19,9 @@ int auth_check(const struct config *config, const char *value, size_t len, char 
                size_t user_len);
 
 /* The same check without the hash on the caller's thread: a cached answer (or credentials that
- * cannot be valid) comes at once; otherwise the hash runs on a thread of its own and done(arg,
- * valid, user) runs later on base's loop (user NULL when not valid), unless auth_cancel was
- * called first. */
+ * cannot be valid) comes at once; otherwise the hash runs on a thread of its own, which hands the
+ * result back with post(post_target, call) (worker_post_call), and done(arg, valid, user) runs
+ * on the caller's loop (user NULL when not valid), unless auth_cancel was called first. */
 enum auth_start {
     AUTH_INVALID, /* answered: not valid */
     AUTH_VALID,   /* answered: valid, the user name is in user_out */
@@ -28,12 +29,12 @@ enum auth_start {
     AUTH_BUSY     /* too many checks waiting for a hash thread (or out of memory): try later */
 };
 struct auth_pending;
-struct event_base;
 typedef void (*auth_done_fn)(void *arg, int valid, const char *user);
-enum auth_start auth_check_start(const struct config *config, struct event_base *base,
-                                 const char *value, size_t len, char *user_out, size_t user_len,
-                                 auth_done_fn done, void *arg, struct auth_pending **pending);
-/* From base's loop: done will not run. NULL is ignored. */
+enum auth_start auth_check_start(const struct config *config, util_post_fn post,
+                                 void *post_target, const char *value, size_t len, char *user_out,
+                                 size_t user_len, auth_done_fn done, void *arg,
+                                 struct auth_pending **pending);
+/* From the caller's loop: done will not run. NULL is ignored. */
 void auth_cancel(struct auth_pending *pending);
 /* Joins the hash threads (at exit, after every loop has cancelled what it started). */
 void auth_service_stop(void);

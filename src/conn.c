@@ -1333,8 +1333,8 @@ static void handle_head(struct conn *c)
             send_407(c, 0);
             return;
         }
-        switch (auth_check_start(c->config, c->worker->base, creds, len, c->user, sizeof c->user,
-                                 on_auth_done, c, &c->auth_pending)) {
+        switch (auth_check_start(c->config, worker_post_call, c->worker, creds, len, c->user,
+                                 sizeof c->user, on_auth_done, c, &c->auth_pending)) {
         case AUTH_VALID:
             break;
         case AUTH_INVALID:

@@ -21,6 +21,15 @@ int util_equals_nocase(const char *a, size_t len, const char *word);
 /* "127.0.0.1:3128" / "[::1]:3128"; returns buf. */
 const char *util_format_sockaddr(const struct sockaddr *sa, char *buf, size_t buf_len);
 
+/* A function to run on another thread's loop, handed over with a post function (such as
+ * worker_post_call) that is safe from any thread. The node is the caller's: no allocation. */
+struct util_call {
+    void (*fn)(void *arg);
+    void *arg;
+    struct util_call *next;
+};
+typedef void (*util_post_fn)(void *target, struct util_call *call);
+
 /* For each comma-separated token (trimmed of SP/HT) in value[0..len): fn returns non-zero to stop. */
 int util_for_each_token(const char *value, size_t len,
                         int (*fn)(const char *token, size_t token_len, void *arg), void *arg);

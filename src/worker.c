@@ -184,7 +184,16 @@ static void start_drain(struct worker *w)
     maybe_finish_drain(w);
 }
 
-/* Runs on the worker's thread when the main thread posts a message. */
+static void run_calls(struct util_call *call)
+{
+    while (call != NULL) {
+        struct util_call *next = call->next; /* fn may free the node */
+        call->fn(call->arg);
+        call = next;
+    }
+}
+
+/* Runs on the worker's thread when another thread posts a message. */
 static void on_wakeup(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -192,6 +201,8 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     if (read(fd, &posted, sizeof posted) < 0 && errno != EAGAIN)
         log_warn("worker %u: reading its wake-up eventfd: %s", w->id, strerror(errno));
     pthread_mutex_lock(&w->lock);
+    struct util_call *calls = w->calls;
+    w->calls = w->calls_last = NULL;
     struct config *config = w->pending_config;
     struct limiter *limiter = w->pending_limiter;
     w->pending_config = NULL;
@@ -204,6 +215,7 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     w->pending_listen_count = 0;
     w->listen_update = 0;
     pthread_mutex_unlock(&w->lock);
+    run_calls(calls);
     if (listen_update) {
         free_listeners(w);
         if (add_listeners(w, listen_fds, listen_count) != 0)
@@ -341,6 +353,8 @@ void worker_join(struct worker *w) { pthread_join(w->thread, NULL); }
 
 void worker_destroy(struct worker *w)
 {
+    run_calls(w->calls); /* posted after the loop stopped: they only free what they carry */
+    w->calls = w->calls_last = NULL;
     free_listeners(w);
     free(w->listeners);
     for (size_t i = 0; i < w->pending_listen_count; i++)
@@ -375,6 +389,20 @@ static void wake(struct worker *w)
     uint64_t one = 1;
     if (write(w->wakeup_fd, &one, sizeof one) < 0 && errno != EAGAIN)
         log_error("worker %u: cannot wake it: %s", w->id, strerror(errno));
+}
+
+void worker_post_call(void *target, struct util_call *call)
+{
+    struct worker *w = target;
+    call->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->calls_last != NULL)
+        w->calls_last->next = call;
+    else
+        w->calls = call;
+    w->calls_last = call;
+    pthread_mutex_unlock(&w->lock);
+    wake(w);
 }
 
 void worker_post_stop(struct worker *w, int force)

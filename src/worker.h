@@ -14,6 +14,7 @@
 #include "config.h"
 #include "limiter.h"
 #include "upstream.h"
+#include "util.h"
 
 struct conn;
 struct sleeper;
@@ -42,7 +43,8 @@ struct worker {
     size_t listener_count;
     int wakeup_fd;       /* eventfd: worker_post_* write it, on_wakeup reads it */
     struct event *wakeup; /* EV_READ on wakeup_fd */
-    pthread_mutex_t lock; /* guards pending_config and the message flags */
+    pthread_mutex_t lock; /* guards pending_config, the message flags and calls */
+    struct util_call *calls, *calls_last; /* posted by other threads, run on the loop, in order */
     struct config *pending_config;
     struct limiter *pending_limiter;
     int *pending_listen_fds; /* already this worker's own descriptors */
@@ -79,6 +81,10 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
 int worker_run(struct worker *w); /* starts the thread */
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
+
+/* From any thread: call->fn(call->arg) runs soon on w's loop (w is a struct worker *; void * so
+ * that it fits util_post_fn). After the worker stopped, pending calls run at worker_destroy. */
+void worker_post_call(void *w, struct util_call *call);
 
 /* From the main thread. */
 void worker_post_stop(struct worker *w, int force);
