@@ -80,6 +80,8 @@ struct conn {
     int write_parked;    /* EV_WRITE off: the output was empty when the last response ended */
     int direct_write_ok; /* c->bev is the socket's own bufferevent (not a TLS filter) */
     int header_deadline_armed;
+    int timeouts_reading;    /* what set_client_timeouts last gave the bufferevent: -1 nothing */
+    uint64_t timeouts_ms;
     uint64_t idle_since_ms; /* READ_HEAD: when the connection last had nothing to do */
 
     /* the request in flight */
@@ -255,13 +257,29 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c); /* idle keep-alive expired, or the linger after an error reply ended */
 }
 
+/* The bufferevent's own timeouts: a write that does not drain for client_body_timeout ends the
+ * connection at any time (while idle the output is empty, so this costs nothing then); reading
+ * times out only while a request body is coming. Each change re-adds the bufferevent's events,
+ * so they are set only when they differ: a GET on a keep-alive connection changes nothing. */
+static void set_client_timeouts(struct conn *c, int body_reading)
+{
+    uint64_t ms = c->config->client_body_timeout_ms;
+    if (c->timeouts_reading == body_reading && c->timeouts_ms == ms)
+        return;
+    struct timeval tv;
+    util_ms_to_timeval(ms, &tv);
+    bufferevent_set_timeouts(c->bev, body_reading ? &tv : NULL, &tv);
+    c->timeouts_reading = body_reading;
+    c->timeouts_ms = ms;
+}
+
 static void wait_for_request(struct conn *c)
 {
     c->header_deadline_armed = 0;
     c->idle_since_ms = util_now_ms();
     uint64_t limit = c->config->client_idle_timeout_ms;
     arm_timer(c, limit < SLEEP_AFTER_MS ? limit : SLEEP_AFTER_MS);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    set_client_timeouts(c, 0);
 }
 
 /* ---- closing ---------------------------------------------------------------------------------- */
@@ -403,9 +421,7 @@ static void close_after_flush(struct conn *c)
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_setcb(c->bev, NULL, on_closing_drained, on_closing_event, c);
-    struct timeval tv;
-    util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    set_client_timeouts(c, 0);
     arm_timer(c, c->config->client_body_timeout_ms + LINGER_MS);
     on_closing_drained(c->bev, c);
 }
@@ -851,20 +867,50 @@ static const char *parent_proxy_for(const struct config *config, const char *hos
     return config->upstream_proxy;
 }
 
+/* "http://host:port" or "https://[v6]:port" into buf; its length. snprintf costs more than the
+ * rest of the request's bookkeeping here. */
+static size_t format_origin(const struct http_target *t, char *buf, size_t len)
+{
+    char port[8];
+    size_t port_len = 0;
+    for (unsigned p = t->port; p > 0 || port_len == 0; p /= 10)
+        port[port_len++] = (char)('0' + p % 10);
+    const char *scheme = t->scheme == HTTP_SCHEME_HTTPS ? "https://" : "http://";
+    size_t scheme_len = strlen(scheme), host_len = strlen(t->host);
+    size_t need = scheme_len + host_len + 2 * t->host_is_ipv6 + 1 + port_len + 1;
+    if (need > len) {
+        buf[0] = '\0';
+        return 0;
+    }
+    char *o = buf;
+    memcpy(o, scheme, scheme_len);
+    o += scheme_len;
+    if (t->host_is_ipv6)
+        *o++ = '[';
+    memcpy(o, t->host, host_len);
+    o += host_len;
+    if (t->host_is_ipv6)
+        *o++ = ']';
+    *o++ = ':';
+    while (port_len > 0)
+        *o++ = port[--port_len];
+    *o = '\0';
+    return (size_t)(o - buf);
+}
+
 static void start_forward(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
     if (r->content_length > 0 && (uint64_t)r->content_length > c->config->retry.max_body)
         c->spool_lost = 1; /* decided up front, not by how much arrived before an early answer */
     const struct http_target *t = &r->target;
-    char url[400], target_text[1200];
-    const char *scheme = t->scheme == HTTP_SCHEME_HTTPS ? "https" : "http";
-    snprintf(url, sizeof url, t->host_is_ipv6 ? "%s://[%s]:%u" : "%s://%s:%u", scheme, t->host,
-             t->port);
+    char url[400], target_text[1200], target_small[512];
+    size_t url_len = format_origin(t, url, sizeof url);
 
+    /* the request target curl sends: the path as the client wrote it, "/" when it had none */
     const char *path = http_arena(r, t->path_off);
     size_t path_len = t->path_len;
-    char *target = malloc(path_len + 2);
+    char *target = path_len + 2 <= sizeof target_small ? target_small : malloc(path_len + 2);
     if (target == NULL) {
         send_error(c, 503, "out of memory");
         return;
@@ -874,12 +920,17 @@ static void start_forward(struct conn *c)
         target[used++] = '/';
     memcpy(target + used, path, path_len);
     target[used + path_len] = '\0';
-    if (c->intercept != NULL && r->target_len > 0 && http_arena(r, r->target_off)[0] == '/')
-        snprintf(target_text, sizeof target_text, "%s%.*s", url, (int)r->target_len,
-                 http_arena(r, r->target_off));
-    else
-        snprintf(target_text, sizeof target_text, "%.*s", (int)r->target_len,
-                 http_arena(r, r->target_off));
+    /* for messages: what the client asked for, as https://host:port/path inside a tunnel */
+    size_t text_used = 0;
+    if (c->intercept != NULL && r->target_len > 0 && http_arena(r, r->target_off)[0] == '/') {
+        memcpy(target_text, url, url_len);
+        text_used = url_len;
+    }
+    size_t text_len = r->target_len < sizeof target_text - 1 - text_used
+                          ? r->target_len
+                          : sizeof target_text - 1 - text_used;
+    memcpy(target_text + text_used, http_arena(r, r->target_off), text_len);
+    target_text[text_used + text_len] = '\0';
 
     int failed = 0;
     struct upstream_request req = {
@@ -900,13 +951,15 @@ static void start_forward(struct conn *c)
     };
     if (failed) {
         free(req.headers);
-        free(target);
+        if (target != target_small)
+            free(target);
         send_error(c, 503, "out of memory");
         return;
     }
     c->upstream_start_ms = util_now_ms();
     c->upstream = upstream_start(c->worker->upstream, &req, &forward_callbacks, c);
-    free(target); /* curl copied it */
+    if (target != target_small)
+        free(target); /* curl copied it */
     if (c->upstream == NULL) {
         send_error(c, 503, "cannot start upstream transfer");
         return;
@@ -917,9 +970,7 @@ static void start_forward(struct conn *c)
         c->continue_sent = 1;
     }
     /* a stalled request body is a client timeout; a write that never drains likewise */
-    struct timeval tv;
-    util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
-    bufferevent_set_timeouts(c->bev, r->has_body ? &tv : NULL, &tv);
+    set_client_timeouts(c, r->has_body);
 }
 
 static void start_tunnel(struct conn *c)
@@ -1278,6 +1329,7 @@ static void start_intercept(struct conn *c)
     /* a client that drops the connection without close_notify is not an error worth logging */
     bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
     c->bev = tls; /* owns the plain bufferevent now */
+    c->timeouts_reading = -1; /* a new bufferevent has none */
     c->intercept = calloc(1, sizeof *c->intercept);
     if (c->intercept == NULL) {
         conn_free(c); /* the 200 is queued but TLS cannot be spoken without it */
@@ -1420,9 +1472,7 @@ static void message_done(struct conn *c)
 {
     c->message_done = 1;
     /* the client now waits for the answer: only a write that never drains times out */
-    struct timeval tv;
-    util_ms_to_timeval(c->config->client_body_timeout_ms, &tv);
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    set_client_timeouts(c, 0);
 }
 
 /* A body-less request completes with no further input: zero bytes let the parser say so. */
@@ -1698,6 +1748,7 @@ static struct conn *conn_open(struct worker *w, evutil_socket_t fd, const struct
         c->client_ip[n] = '\0';
     }
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timeouts_reading = -1;
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
     c->flush = event_new(w->base, -1, 0, on_flush, c);
