@@ -3,6 +3,8 @@
  * than a single final "chunked"). Each of these is a request-smuggling hole in a proxy. */
 #include "http.h"
 
+#include <curl/curl.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -927,4 +929,63 @@ const char *http_status_reason(int status)
     case 508: return "Loop Detected";
     default: return "Unknown";
     }
+}
+
+int http_parse_status_line(const char *line, size_t len, int *status, const char **reason,
+                           size_t *reason_len)
+{
+    if (len < 12 || memcmp(line, "HTTP/", 5) != 0)
+        return -1;
+    const char *sp = memchr(line, ' ', len);
+    if (sp == NULL || (size_t)(line + len - sp) < 4)
+        return -1;
+    int code = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return -1;
+        code = code * 10 + (sp[i] - '0');
+    }
+    const char *r = sp + 4;
+    const char *end = line + len;
+    while (end > r && (end[-1] == '\r' || end[-1] == '\n'))
+        end--;
+    if (r < end && *r == ' ')
+        r++;
+    *status = code;
+    *reason = r;
+    *reason_len = r < end ? (size_t)(end - r) : 0;
+    return 0;
+}
+
+int64_t http_retry_after_ms(const char *head, size_t len, time_t now)
+{
+    const char *p = head, *end = head + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        if ((size_t)(line_end - p) > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+            char value[64];
+            const char *v = p + 12;
+            while (v < line_end && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t n = (size_t)(line_end - v);
+            while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+                n--;
+            if (n == 0 || n >= sizeof value)
+                return -1;
+            memcpy(value, v, n);
+            value[n] = '\0';
+            if (strspn(value, "0123456789") == n)
+                return n > 9 ? INT64_C(999999999) * 1000 : (int64_t)strtoll(value, NULL, 10) * 1000;
+            time_t when = curl_getdate(value, NULL);
+            if (when < 0)
+                return -1;
+            if (when <= now)
+                return 0;
+            /* a date decades away (or a misparse of one) gets the same cap as huge seconds */
+            return when - now > 999999999 ? INT64_C(999999999) * 1000 : (int64_t)(when - now) * 1000;
+        }
+        p = eol ? eol + 1 : end;
+    }
+    return -1;
 }

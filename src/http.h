@@ -7,6 +7,7 @@
 #include <llhttp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define HTTP_MAX_HEADERS 256
 /* Our Via entry, both directions (RFC 9110 7.6.3): "1.1 rlproxy-XXXXXXXX", where the suffix is
@@ -132,5 +133,16 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
                                            const char *extra_headers, int *close_after);
 
 const char *http_status_reason(int status);
+
+/* An origin's status line as curl hands it over ("HTTP/1.1 200 OK\r\n"): the three-digit code,
+ * and the reason phrase as sent (not terminated, without the line end). 0, or -1 when the line is
+ * not a status line. */
+int http_parse_status_line(const char *line, size_t len, int *status, const char **reason,
+                           size_t *reason_len);
+
+/* Retry-After in a response header block (curl's, "Name: value\r\n" lines): delta-seconds or an
+ * HTTP-date (RFC 9110 10.2.3), as milliseconds from now (a date in the past is 0); -1 when there
+ * is none or it cannot be used. Capped at 999999999 s. */
+int64_t http_retry_after_ms(const char *head, size_t len, time_t now);
 
 #endif

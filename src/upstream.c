@@ -617,66 +617,18 @@ static int head_append(struct upstream *u, const char *data, size_t len)
     return 0;
 }
 
-/* "HTTP/1.1 200 OK\r\n": keeps the code and the reason phrase exactly as the origin sent them. */
+/* "HTTP/1.1 200 OK\r\n": keeps the code and the reason phrase as the origin sent them. */
 static int parse_status_line(struct upstream *u, const char *line, size_t len)
 {
-    if (len < 12 || memcmp(line, "HTTP/", 5) != 0)
+    const char *reason;
+    size_t reason_len;
+    if (http_parse_status_line(line, len, &u->status, &reason, &reason_len) != 0)
         return -1;
-    const char *sp = memchr(line, ' ', len);
-    if (sp == NULL || (size_t)(line + len - sp) < 4)
-        return -1;
-    int code = 0;
-    for (int i = 1; i <= 3; i++) {
-        if (sp[i] < '0' || sp[i] > '9')
-            return -1;
-        code = code * 10 + (sp[i] - '0');
-    }
-    const char *reason = sp + 4;
-    const char *end = line + len;
-    while (end > reason && (end[-1] == '\r' || end[-1] == '\n'))
-        end--;
-    if (reason < end && *reason == ' ')
-        reason++;
-    size_t reason_len = reason < end ? (size_t)(end - reason) : 0;
     if (reason_len >= sizeof u->reason)
         reason_len = sizeof u->reason - 1;
     memcpy(u->reason, reason, reason_len);
     u->reason[reason_len] = '\0';
-    u->status = code;
     return 0;
-}
-
-/* Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3); -1 when absent or unusable.
- * A date in the past means now. */
-static int64_t parse_retry_after(const char *head, size_t len)
-{
-    const char *p = head, *end = head + len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = eol ? eol : end;
-        if ((size_t)(line_end - p) > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
-            char value[64];
-            const char *v = p + 12;
-            while (v < line_end && (*v == ' ' || *v == '\t'))
-                v++;
-            size_t n = (size_t)(line_end - v);
-            while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == ' ' || v[n - 1] == '\t'))
-                n--;
-            if (n == 0 || n >= sizeof value)
-                return -1;
-            memcpy(value, v, n);
-            value[n] = '\0';
-            if (strspn(value, "0123456789") == n)
-                return n > 9 ? INT64_C(999999999) * 1000 : (int64_t)strtoll(value, NULL, 10) * 1000;
-            time_t when = curl_getdate(value, NULL);
-            if (when < 0)
-                return -1;
-            time_t now = time(NULL);
-            return when > now ? (int64_t)(when - now) * 1000 : 0;
-        }
-        p = eol ? eol + 1 : end;
-    }
-    return -1;
 }
 
 static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
@@ -699,7 +651,7 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
         }
         if (u->response_timer != NULL)
             evtimer_del(u->response_timer);
-        u->retry_after_ms = parse_retry_after(u->head, u->head_len);
+        u->retry_after_ms = http_retry_after_ms(u->head, u->head_len, time(NULL));
         if (u->cb->on_status != NULL && u->cb->on_status(u->ctx, u->status, u->retry_after_ms)) {
             u->discarded_status = u->status;
             return 0; /* ends the transfer: the connection is not worth a body we drop */

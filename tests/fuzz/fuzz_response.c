@@ -10,13 +10,17 @@
  *   - unambiguous framing: at most one Content-Length, never together with Transfer-Encoding,
  *     and one of them whenever the body is delimited by anything but the close; a head whose
  *     lengths disagree is refused whole (HTTP_FRAME_INVALID, nothing written).
+ * The status line goes through http_parse_status_line and the header block through
+ * http_retry_after_ms too (in range, and the reason phrase inside the line).
  * Input: byte 0 picks the method, version and keep-alive; bytes 1-2 the status (100-599); up to
- * the first LF the reason phrase; the rest is the header block, as curl hands it over. */
+ * the first LF the reason phrase, or a whole status line ("HTTP/1.1 503 Busy"); the rest is the
+ * header block, as curl hands it over. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -120,6 +124,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum http_feed_result fed;
     http_parser_feed(&parser, req_text, strlen(req_text), &fed);
     if (fed != HTTP_FEED_HEAD)
+        abort();
+
+    /* the first line read as curl's status line; the header block as one with a Retry-After */
+    int parsed_status;
+    const char *parsed_reason;
+    size_t parsed_reason_len;
+    if (http_parse_status_line(rest, lf != NULL ? reason_len + 1 : reason_len, &parsed_status,
+                               &parsed_reason, &parsed_reason_len) == 0) {
+        if (parsed_status < 0 || parsed_status > 999 || parsed_reason < rest ||
+            parsed_reason + parsed_reason_len > rest + reason_len)
+            abort();
+        if (parsed_status >= 100 && parsed_status <= 599) {
+            status = parsed_status;
+            rest = parsed_reason; /* the reason phrase as the proxy would pass it on */
+            reason_len = parsed_reason_len;
+        }
+    }
+    int64_t retry_ms = http_retry_after_ms(headers, headers_len, (time_t)1700000000);
+    if (retry_ms < -1 || retry_ms > INT64_C(999999999) * 1000)
         abort();
 
     struct evbuffer *out = evbuffer_new();

@@ -410,6 +410,41 @@ START_TEST(test_via_loop)
 }
 END_TEST
 
+/* What an origin's status line and Retry-After say (upstream.c hands curl's bytes to these). */
+START_TEST(test_status_line_and_retry_after)
+{
+    int status = 0;
+    const char *reason = NULL;
+    size_t reason_len = 0;
+    const char line[] = "HTTP/1.1 503 Service Unavailable\r\n";
+    ck_assert_int_eq(http_parse_status_line(line, sizeof line - 1, &status, &reason, &reason_len), 0);
+    ck_assert_int_eq(status, 503);
+    ck_assert_uint_eq(reason_len, 19);
+    ck_assert(memcmp(reason, "Service Unavailable", 19) == 0);
+    const char bare[] = "HTTP/1.0 204\r\n"; /* no reason phrase at all */
+    ck_assert_int_eq(http_parse_status_line(bare, sizeof bare - 1, &status, &reason, &reason_len), 0);
+    ck_assert_int_eq(status, 204);
+    ck_assert_uint_eq(reason_len, 0);
+    ck_assert_int_eq(http_parse_status_line("HTTP/1.1 20x OK\r\n", 17, &status, &reason, &reason_len), -1);
+    ck_assert_int_eq(http_parse_status_line("HTTP/1.1\r\n", 10, &status, &reason, &reason_len), -1);
+    ck_assert_int_eq(http_parse_status_line("ICY 200 OK\r\n", 12, &status, &reason, &reason_len), -1);
+
+    const time_t now = 1445412470; /* Wed, 21 Oct 2015 07:27:50 GMT */
+#define RA(text) http_retry_after_ms(text, sizeof text - 1, now)
+    ck_assert_int_eq(RA("Content-Type: x\r\nRetry-After: 120\r\n"), 120000);
+    ck_assert_int_eq(RA("retry-after:   7  \r\n"), 7000);
+    ck_assert_int_eq(RA("Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n"), 10000);
+    ck_assert_int_eq(RA("Retry-After: Wed, 21 Oct 2015 07:00:00 GMT\r\n"), 0); /* past: now */
+    ck_assert_int_eq(RA("Retry-After: 99999999999\r\n"), INT64_C(999999999) * 1000);
+    ck_assert_int_eq(RA("Retry-After: soon\r\n"), -1);
+    ck_assert_int_eq(RA("Retry-After: -5\r\n"), -1);
+    ck_assert_int_eq(RA("Retry-After:\r\n"), -1);
+    ck_assert_int_eq(RA("X-Retry-After: 5\r\n"), -1);
+    ck_assert_int_eq(RA(""), -1);
+#undef RA
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -426,6 +461,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_targets);
     tcase_add_test(tc, test_response_rewrite);
     tcase_add_test(tc, test_via_loop);
+    tcase_add_test(tc, test_status_line_and_retry_after);
     suite_add_tcase(s, tc);
     return s;
 }
