@@ -663,7 +663,10 @@ static void finish_request(struct conn *c)
     c->spool_lost = c->continue_sent = 0;
     c->attempt = 0;
     c->logged = 0;
-    snprintf(c->user, sizeof c->user, "%s", c->intercept != NULL ? c->intercept->user : "-");
+    if (c->intercept != NULL)
+        snprintf(c->user, sizeof c->user, "%s", c->intercept->user);
+    else
+        memcpy(c->user, "-", 2);
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);

@@ -669,9 +669,21 @@ int http_parse_target(const char *target, size_t len, int is_connect, struct htt
     return 0;
 }
 
+/* name equals the literal, ignoring case: the length first, without a strlen per call */
+#define NAME_IS(name, len, lit) ((len) == sizeof(lit) - 1 && strncasecmp((name), (lit), (len)) == 0)
+
+#define HEAD_CONNECTION_TOKENS 16
+
 struct head_scan {
     const char *connection;
     size_t connection_len;
+    /* the names the Connection header lists, once, for the copy loop (more: checked the slow way) */
+    struct {
+        const char *name;
+        size_t len;
+    } named[HEAD_CONNECTION_TOKENS];
+    size_t named_count;
+    int named_overflow;
     int64_t content_length;
     int transfer_encoded;
     int invalid; /* Content-Length unusable: not digits, or values that disagree */
@@ -732,6 +744,32 @@ static size_t next_header(const char *p, const char *end, const char **name, siz
     return (size_t)(line_end - p);
 }
 
+static int note_connection_token(const char *token, size_t len, void *arg)
+{
+    struct head_scan *s = arg;
+    if (s->named_count == HEAD_CONNECTION_TOKENS) {
+        s->named_overflow = 1;
+        return 1;
+    }
+    s->named[s->named_count].name = token;
+    s->named[s->named_count].len = len;
+    s->named_count++;
+    return 0;
+}
+
+/* http_response_header_is_hop with the Connection header's names already split out */
+static int scanned_hop(const struct head_scan *s, const char *name, size_t len)
+{
+    if (is_listed(name, len, hop_by_hop))
+        return 1;
+    if (s->named_overflow)
+        return http_response_header_is_hop(name, len, s->connection, s->connection_len);
+    for (size_t i = 0; i < s->named_count; i++)
+        if (len == s->named[i].len && strncasecmp(name, s->named[i].name, len) == 0)
+            return 1;
+    return 0;
+}
+
 static void scan_response_head(const char *h, size_t len, struct head_scan *s)
 {
     const char *p = h, *end = h + len;
@@ -740,18 +778,20 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
     s->content_length = -1;
     s->transfer_encoded = 0;
     s->invalid = 0;
+    s->named_count = 0;
+    s->named_overflow = 0;
     while (p < end) {
         const char *name, *value;
         size_t name_len, value_len;
         p += next_header(p, end, &name, &name_len, &value, &value_len);
         if (name_len == 0)
             continue;
-        if (util_equals_nocase(name, name_len, "Connection")) {
+        if (NAME_IS(name, name_len, "Connection")) {
             s->connection = value;
             s->connection_len = value_len;
-        } else if (util_equals_nocase(name, name_len, "Transfer-Encoding")) {
+        } else if (NAME_IS(name, name_len, "Transfer-Encoding")) {
             s->transfer_encoded = 1;
-        } else if (util_equals_nocase(name, name_len, "Content-Length")) {
+        } else if (NAME_IS(name, name_len, "Content-Length")) {
             /* two that disagree would let the client and us frame the body differently */
             int64_t n = parse_content_length(value, value_len);
             if (n < 0 || (s->content_length >= 0 && n != s->content_length))
@@ -759,6 +799,8 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
             s->content_length = n;
         }
     }
+    if (s->connection != NULL)
+        util_for_each_token(s->connection, s->connection_len, note_connection_token, s);
 }
 
 /* Appends to space reserved in advance (see http_write_response_head). */
@@ -772,21 +814,36 @@ static char *put(char *p, const char *s, size_t n)
  * (RFC 9110 5.5), so no line ends anywhere but where we end it. */
 static char *put_text(char *p, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        p[i] = s[i] == '\r' || s[i] == '\0' || s[i] == '\n' ? ' ' : s[i];
+    memcpy(p, s, n);
+    if (memchr(s, '\r', n) != NULL || memchr(s, '\0', n) != NULL || memchr(s, '\n', n) != NULL)
+        for (size_t i = 0; i < n; i++)
+            if (p[i] == '\r' || p[i] == '\0' || p[i] == '\n')
+                p[i] = ' ';
     return p + n;
 }
 
+/* RFC 9110 5.6.2 tchar */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
 static int is_token(const char *s, size_t n)
 {
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= ' ' || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c) != NULL)
-            return 0;
-    }
-    return 1;
+    unsigned char all = n > 0;
+    for (size_t i = 0; i < n; i++)
+        all &= tchar[(unsigned char)s[i]];
+    return all;
 }
 
 enum http_framing http_write_response_head(struct evbuffer *out, const struct http_request *r,
@@ -836,10 +893,10 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
         p += next_header(p, end, &name, &name_len, &value, &value_len);
         if (name_len == 0)
             continue;
-        if (http_response_header_is_hop(name, name_len, scan.connection, scan.connection_len))
+        if (scanned_hop(&scan, name, name_len))
             continue;
         /* written once below, from the value checked above */
-        if (util_equals_nocase(name, name_len, "Content-Length"))
+        if (NAME_IS(name, name_len, "Content-Length"))
             continue;
         /* a name that is not a token (a space before the colon, say) is dropped: a client that
          * read it differently from us could be fed a header we never saw (RFC 9112 5.1) */
@@ -853,10 +910,14 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
     /* curl decoded a chunked body: a Content-Length next to it is not the body's length. A HEAD
      * or 304 answer keeps the origin's (the length of the body it stands for); 204 has none. */
     if (scan.content_length >= 0 && !scan.transfer_encoded && status != 204) {
-        char length[48]; /* "Content-Length: " and up to 18 digits */
-        int n = snprintf(length, sizeof length, "Content-Length: %lld\r\n",
-                         (long long)scan.content_length);
-        o = put(o, length, (size_t)n);
+        char digits[24]; /* at most 18 (parse_content_length) */
+        size_t n = 0;
+        for (uint64_t v = (uint64_t)scan.content_length; v > 0 || n == 0; v /= 10)
+            digits[n++] = (char)('0' + v % 10);
+        o = put(o, "Content-Length: ", 16);
+        while (n > 0)
+            *o++ = digits[--n];
+        o = put(o, "\r\n", 2);
     }
     if (framing == HTTP_FRAME_CHUNKED)
         o = put(o, "Transfer-Encoding: chunked\r\n", 28);
