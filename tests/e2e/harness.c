@@ -26,6 +26,11 @@
 #define MAX_STORED_BODY (256u << 20) /* bigger bodies must use RESP_PATTERN */
 #define PROXY_READY_MS 15000
 #define PROXY_STOP_MS 20000 /* SIGTERM drains in-flight requests: allow for it */
+#define PROXY_ADMIN_MS 3000
+/* Under RLPROXY_WRAPPER (valgrind: 20-50x slower start-up, and a leak check at exit) the ready,
+ * admin and stop waits are this many times longer */
+#define WRAPPER_WAIT_FACTOR 10u
+#define MAX_WRAPPER_WORDS 32
 
 #define MAX_PROXIES 8
 
@@ -57,8 +62,41 @@ static int env_is_1(const char *name)
     return v != NULL && strcmp(v, "1") == 0;
 }
 
+/* RLPROXY_WRAPPER split at whitespace into g_wrapper (a private copy of the value); the number of
+ * words. Parsed once; fork()ed tests inherit the result. */
+static char *g_wrapper[MAX_WRAPPER_WORDS + 1];
+static int g_wrapper_n = -1;
+
+static int wrapper_words(void)
+{
+    if (g_wrapper_n >= 0)
+        return g_wrapper_n;
+    g_wrapper_n = 0;
+    const char *v = getenv("RLPROXY_WRAPPER");
+    static char copy[4096];
+    if (v == NULL)
+        return 0;
+    if (strlen(v) >= sizeof copy) {
+        fprintf(stderr, "harness: RLPROXY_WRAPPER is longer than %zu bytes\n", sizeof copy - 1);
+        abort();
+    }
+    strcpy(copy, v);
+    for (char *save = NULL, *w = strtok_r(copy, " \t\n", &save); w != NULL;
+         w = strtok_r(NULL, " \t\n", &save)) {
+        if (g_wrapper_n == MAX_WRAPPER_WORDS) {
+            fprintf(stderr, "harness: RLPROXY_WRAPPER has more than %d words\n", MAX_WRAPPER_WORDS);
+            abort();
+        }
+        g_wrapper[g_wrapper_n++] = w;
+    }
+    g_wrapper[g_wrapper_n] = NULL;
+    return g_wrapper_n;
+}
+
 int harness_sanitizers(void) { return env_is_1("RLPROXY_SANITIZERS"); }
-int harness_quick(void) { return env_is_1("RLPROXY_QUICK"); }
+int harness_wrapped(void) { return wrapper_words() > 0; }
+int harness_slow(void) { return harness_sanitizers() || harness_wrapped(); }
+int harness_quick(void) { return env_is_1("RLPROXY_QUICK") || harness_wrapped(); }
 uint64_t harness_size(uint64_t big, uint64_t small) { return harness_quick() ? small : big; }
 
 static void *xmalloc(size_t n)
@@ -754,7 +792,9 @@ static int parse_listen_port(struct proxy *p, int admin)
 
 static void proxy_wait_ready(struct proxy *p)
 {
-    uint64_t deadline = now_ms() + PROXY_READY_MS * (harness_quick() ? 4u : 1u);
+    uint64_t deadline = now_ms() + PROXY_READY_MS * (harness_wrapped()  ? WRAPPER_WAIT_FACTOR
+                                                     : harness_quick() ? 4u
+                                                                       : 1u);
     int status = 0;
     while ((p->port = parse_listen_port(p, 0)) < 0) {
         if (wait_child(p->pid, 0, &status)) {
@@ -773,7 +813,7 @@ static void proxy_wait_ready(struct proxy *p)
 /* The admin line may follow the proxy's own; bounded, and not an error when it never comes */
 static void proxy_wait_admin(struct proxy *p)
 {
-    uint64_t deadline = now_ms() + 3000;
+    uint64_t deadline = now_ms() + PROXY_ADMIN_MS * (harness_wrapped() ? WRAPPER_WAIT_FACTOR : 1u);
     while ((p->admin_port = parse_listen_port(p, 1)) < 0 && now_ms() < deadline && proxy_alive(p))
         sleep_ms(10);
 }
@@ -810,7 +850,15 @@ struct proxy *proxy_start(const char *yaml_extra)
     free(conf);
     int log_fd = open(p->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ck_assert_msg(log_fd >= 0, "open %s: %s", p->log_path, strerror(errno));
-    char *argv[] = {(char *)proxy_bin(), "-c", p->conf_path, NULL};
+    /* RLPROXY_WRAPPER's words go first (valgrind ... rlproxy -c CONF): valgrind runs rlproxy in
+     * its own process, so p->pid is still rlproxy's and SIGTERM still reaches it */
+    char *argv[MAX_WRAPPER_WORDS + 4];
+    int argc = wrapper_words();
+    memcpy(argv, g_wrapper, (size_t)argc * sizeof argv[0]);
+    argv[argc++] = (char *)proxy_bin();
+    argv[argc++] = "-c";
+    argv[argc++] = p->conf_path;
+    argv[argc] = NULL;
     p->pid = spawn(argv, NULL, -1, log_fd, log_fd);
     close(log_fd);
     p->running = 1;
@@ -855,6 +903,53 @@ static void describe_status(int status, char *buf, size_t len)
         snprintf(buf, len, "wait status 0x%x", status);
 }
 
+/* 1 when the line (len bytes) is valgrind's: "==PID== ..." or a bare "==PID==". rlproxy's own
+ * lines never start so; ASan's "==PID==ERROR: AddressSanitizer" has no space after the "==". */
+static int is_valgrind_line(const char *line, size_t len)
+{
+    if (len < 5 || strncmp(line, "==", 2) != 0 || !isdigit((unsigned char)line[2]))
+        return 0;
+    const char *q = line + 2;
+    while (isdigit((unsigned char)*q))
+        q++;
+    return strncmp(q, "==", 2) == 0 && (q + 2 == line + len || q[2] == ' ');
+}
+
+/* Splits log into valgrind's report (its lines, at most max bytes of them: *report, NULL when the
+ * log has none) and the rest (*rest, the log without them). Both malloc'd. */
+static void split_valgrind(const char *log, size_t max, char **report, char **rest)
+{
+    size_t total = strlen(log), n = 0, m = 0;
+    char *vg = xmalloc(max + 64), *other = xmalloc(total + 1);
+    int found = 0, more = 0;
+    for (const char *line = log; *line != '\0';) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl != NULL ? (size_t)(nl - line) : strlen(line);
+        if (is_valgrind_line(line, len)) {
+            found = 1;
+            if (n + len + 1 <= max) {
+                memcpy(vg + n, line, len);
+                vg[n + len] = '\n';
+                n += len + 1;
+            } else {
+                more = 1;
+            }
+        } else {
+            memcpy(other + m, line, len + (nl != NULL));
+            m += len + (nl != NULL);
+        }
+        line += len + (nl != NULL);
+    }
+    other[m] = '\0';
+    snprintf(vg + n, max + 64 - n, "%s", more ? "... (valgrind report cut short)\n" : "");
+    if (!found) {
+        free(vg);
+        vg = NULL;
+    }
+    *report = vg;
+    *rest = other;
+}
+
 char *proxy_log_excerpt(struct proxy *p)
 {
     char *log = read_file(p->log_path, NULL);
@@ -867,17 +962,24 @@ char *proxy_log_excerpt(struct proxy *p)
         start = strstr(log, "ERROR: LeakSanitizer");
     if (start == NULL)
         start = strstr(log, "runtime error:");
-    char *out;
+    char *out, *vg = NULL, *rest = NULL;
     if (start != NULL) {
         const char *summary = strstr(start, "SUMMARY:");
         const char *end = summary != NULL ? strchr(summary, '\n') : NULL;
         ck_assert(asprintf(&out, "%.1400s\n...\n%.*s", start,
                            summary != NULL ? (int)(end != NULL ? end - summary : 300) : 0,
                            summary != NULL ? summary : "") > 0);
+    } else if (split_valgrind(log, 6000, &vg, &rest), vg != NULL) {
+        /* under RLPROXY_WRAPPER=valgrind: its errors and leak records, then the log's end */
+        size_t len = strlen(rest);
+        ck_assert(asprintf(&out, "valgrind report:\n%s--- log tail ---\n%s", vg,
+                           len > 600 ? rest + len - 600 : rest) > 0);
     } else {
         size_t len = strlen(log);
         out = xstrndup(len > 1500 ? log + len - 1500 : log, len > 1500 ? 1500 : len);
     }
+    free(vg);
+    free(rest);
     free(log);
     return out;
 }
@@ -904,7 +1006,10 @@ void proxy_stop(struct proxy *p)
     if (!proxy_alive(p))
         ck_abort_msg("rlproxy died before the test stopped it: %s", proxy_state(p));
     kill(p->pid, SIGTERM);
-    if (!wait_child(p->pid, PROXY_STOP_MS * (harness_quick() ? 3 : 1), &status)) {
+    int stop_ms = PROXY_STOP_MS * (harness_wrapped() ? (int)WRAPPER_WAIT_FACTOR
+                                   : harness_quick() ? 3
+                                                     : 1);
+    if (!wait_child(p->pid, stop_ms, &status)) {
         kill_child(p->pid, &status);
         killed = 1;
     }
@@ -959,9 +1064,12 @@ static int process_is_sanitized(pid_t pid)
 void assert_peak_rss_below(struct proxy *p, long limit_kib, const char *label)
 {
     long peak = proxy_peak_rss_kib(p), now = proxy_rss_kib(p);
-    int skip = harness_sanitizers() || process_is_sanitized(p->pid);
+    int wrapped = harness_wrapped();
+    int skip = wrapped || harness_sanitizers() || process_is_sanitized(p->pid);
     printf("rss: %s: VmHWM %ld KiB, VmRSS %ld KiB%s\n", label, peak, now,
-           skip ? " (sanitizer build: not checked)" : "");
+           !skip     ? ""
+           : wrapped ? " (under RLPROXY_WRAPPER: not checked)"
+                     : " (sanitizer build: not checked)");
     fflush(stdout);
     if (skip)
         return;

@@ -21,7 +21,15 @@ int harness_run_suite(Suite *s);
 /* A TCase whose teardown kills anything a test left running; timeout_s 0 keeps Check's default. */
 TCase *harness_tcase(const char *name, double timeout_s);
 int harness_sanitizers(void); /* RLPROXY_SANITIZERS=1: RSS figures are meaningless */
-int harness_quick(void);      /* RLPROXY_QUICK=1 (valgrind): use small sizes */
+/* RLPROXY_WRAPPER="valgrind --error-exitcode=99 ... -q": its whitespace-separated words go before
+ * rlproxy's argv in proxy_start(). A wrapped rlproxy is slow (valgrind: 20-50x), so the ready,
+ * admin and stop waits are longer, RSS limits are not checked (valgrind's RSS is its own) and
+ * harness_quick() is on. A wrapper's non-zero exit (valgrind's --error-exitcode on an error or a
+ * leak) fails proxy_stop(), with the "==PID==" report in the message. */
+int harness_wrapped(void);
+/* Timing tolerances: 1 under sanitizers or a wrapper (the proxy is many times slower) */
+int harness_slow(void);
+int harness_quick(void); /* RLPROXY_QUICK=1, or RLPROXY_WRAPPER set: use small sizes */
 /* big unless quick, then small */
 uint64_t harness_size(uint64_t big, uint64_t small);
 const char *harness_tmpdir(void);
@@ -102,7 +110,8 @@ void proxy_stop(struct proxy *p);
 int proxy_alive(struct proxy *p);
 int proxy_log_contains(struct proxy *p, const char *text);
 char *proxy_log_tail(struct proxy *p, size_t max_bytes); /* malloc'd, never NULL */
-/* For failure messages: a sanitizer report's head and SUMMARY if the log has one, else its tail */
+/* For failure messages: a sanitizer report's head and SUMMARY if the log has one, else valgrind's
+ * "==PID==" report lines and the log's tail if it has those, else its tail */
 char *proxy_log_excerpt(struct proxy *p);
 /* "rlproxy is still running", or how it exited and proxy_log_excerpt(); malloc'd */
 char *proxy_state(struct proxy *p);
@@ -116,8 +125,8 @@ long long proxy_metric(struct proxy *p, const char *series);
 int proxy_wait_metric(struct proxy *p, const char *series, long long want, int timeout_ms);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
- * (printed only) under RLPROXY_SANITIZERS=1 or when the running rlproxy has libasan/libubsan
- * mapped: shadow memory makes RSS meaningless there. */
+ * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or
+ * when the running rlproxy has libasan/libubsan mapped: shadow memory makes RSS meaningless there. */
 void assert_peak_rss_below(struct proxy *p, long limit_kib, const char *label);
 
 /* GET path straight from the origin (no proxy): the body, malloc'd; fails the test on error */

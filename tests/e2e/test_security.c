@@ -988,7 +988,7 @@ static uint64_t timed_get(struct proxy *p, const struct origin *o, const char *p
     return took;
 }
 
-static uint64_t fast_limit_ms(void) { return harness_sanitizers() ? 1000 : 200; }
+static uint64_t fast_limit_ms(void) { return harness_slow() ? 1000 : 200; }
 
 START_TEST(test_slowloris_header_timeout)
 {

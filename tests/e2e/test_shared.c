@@ -54,7 +54,7 @@
  * 6 ms later than the one admitted a window after it). */
 /* delivery jitter between the decision (Redis TIME) and the origin clock: a few ms normally,
  * tens of ms when ASan slows the proxy down on a loaded 2-core machine */
-#define JITTER_MS (harness_sanitizers() ? 40.0 : 5.0)
+#define JITTER_MS (harness_slow() ? 40.0 : 5.0)
 /* "shared.timeout + a little": a request whose decision Redis cannot give must be answered within
  * shared.timeout (50 ms in every test here) plus this */
 #define SLACK_MS 150
