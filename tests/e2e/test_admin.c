@@ -486,6 +486,35 @@ START_TEST(test_admin_disabled)
 }
 END_TEST
 
+/* Every metric family /metrics exposes is documented in rlproxy(8), under METRICS. */
+START_TEST(test_metrics_documented)
+{
+    struct proxy *p = proxy_start(NULL);
+    char *text = scrape(p);
+    const char *dir = getenv("RLPROXY_SRCDIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/man/rlproxy.8", dir != NULL && *dir ? dir : ".");
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s (set RLPROXY_SRCDIR)", path);
+    static char man[65536];
+    size_t man_len = fread(man, 1, sizeof man - 1, f);
+    man[man_len] = '\0';
+    fclose(f);
+    int families = 0;
+    for (const char *h = strstr(text, "# HELP "); h != NULL; h = strstr(h + 1, "# HELP ")) {
+        char name[128], needle[160];
+        ck_assert(sscanf(h, "# HELP %127s", name) == 1);
+        snprintf(needle, sizeof needle, ".It Sy %s ", name);
+        ck_assert_msg(strstr(man, needle) != NULL, "metric %s is not documented in rlproxy(8)",
+                      name);
+        families++;
+    }
+    ck_assert_int_ge(families, 20);
+    free(text);
+    proxy_stop(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("admin");
@@ -501,6 +530,7 @@ int main(void)
     tcase_add_test(tc, test_not_found_and_method_not_allowed);
     tcase_add_test(tc, test_healthz_while_draining);
     tcase_add_test(tc, test_admin_disabled);
+    tcase_add_test(tc, test_metrics_documented);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
