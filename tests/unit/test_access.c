@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "unit.h"
+
 /* ---- cidr_parse ---- */
 
 struct parse_case {
@@ -197,9 +199,5 @@ static Suite *access_suite(void)
 
 int main(void)
 {
-    SRunner *runner = srunner_create(access_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(access_suite());
 }

@@ -9,6 +9,8 @@
 
 #include "http.h"
 
+#include "unit.h"
+
 struct collected {
     char body[4096];
     size_t body_len;
@@ -468,9 +470,5 @@ static Suite *http_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(http_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(http_suite());
 }

@@ -11,6 +11,8 @@
 
 #include "limiter.h"
 
+#include "unit.h"
+
 #define MS 1000ULL /* microseconds */
 
 static struct sockaddr_in client_addr(const char *ip)
@@ -472,9 +474,5 @@ int main(void)
     tcase_add_test(tc, test_two_threads_one_key);
     tcase_add_test(tc, test_remaining_and_reset);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -9,6 +9,8 @@
 
 #include "pool.h"
 
+#include "unit.h"
+
 #define OBJECT_SIZE 188 /* about a sleeper (conn.c) */
 #define BLOCK_BYTES (64 * 1024)
 
@@ -108,9 +110,5 @@ int main(void)
     tcase_add_test(tc, test_random_rounds);
     tcase_add_test(tc, test_object_larger_than_block);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -6,6 +6,8 @@
 
 #include "retry.h"
 
+#include "unit.h"
+
 static struct retry_policy policy(void)
 {
     struct retry_policy p;
@@ -116,9 +118,5 @@ int main(void)
     tcase_add_test(tc, test_full_jitter);
     tcase_add_test(tc, test_budget);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }
