@@ -1239,7 +1239,11 @@ START_TEST(test_password_guessing_does_not_stall)
     struct crypt_data data;
     memset(&data, 0, sizeof data);
     uint64_t t = now_ms();
-    const char *h = crypt_r("right", "$6$rounds=3000000$rlproxyslowsalt$", &data);
+    /* under valgrind a hash runs 50x slower than the test's timeouts allow: a cheap one there,
+     * which still takes the hash threads' path (what memcheck is for), and no timing verdict */
+    const char *salt = harness_wrapped() ? "$6$rounds=5000$rlproxyslowsalt$"
+                                         : "$6$rounds=3000000$rlproxyslowsalt$";
+    const char *h = crypt_r("right", salt, &data);
     ck_assert_msg(h != NULL && h[0] == '$', "crypt_r failed");
     uint64_t hash_ms = now_ms() - t;
     char *hash = strdup(h);
@@ -1281,7 +1285,7 @@ START_TEST(test_password_guessing_does_not_stall)
            "authenticated client's requests took %.1f ms on average, %llu ms at most\n",
            (unsigned long long)hash_ms, guesses, sum / 10, (unsigned long long)worst);
     ck_assert_msg(guesses >= 3, "only %d guesses answered: the hashes did not run", guesses);
-    ck_assert_msg(worst < 250 && worst * 2 < hash_ms,
+    ck_assert_msg(harness_wrapped() || (worst < 250 && worst * 2 < hash_ms),
                   "an authenticated request took %llu ms while passwords were guessed (one hash: "
                   "%llu ms): the hashes stall the worker",
                   (unsigned long long)worst, (unsigned long long)hash_ms);
