@@ -78,6 +78,11 @@ struct conn {
     struct event *kick;  /* runs process_input from the loop, e.g. after curl drained the body */
     struct event *flush; /* writes the output directly while write_parked (see client_out) */
     int write_parked;    /* EV_WRITE off: the output was empty when the last response ended */
+    struct event *read_event; /* plain sockets: the conn reads the client itself (client_read_*) */
+    int read_wanted;          /* reading is on, as bufferevent_enable(EV_READ) would have it */
+    int read_full;            /* ... but the input reached backpressure.buffer */
+    int read_added;           /* read_event is added */
+    uint64_t read_timeout_ms; /* 0: none (see set_client_timeouts) */
     int direct_write_ok; /* c->bev is the socket's own bufferevent (not a TLS filter) */
     int header_deadline_armed;
     int timeouts_reading;    /* what set_client_timeouts last gave the bufferevent: -1 nothing */
@@ -182,6 +187,112 @@ static void park_write(struct conn *c)
         c->write_parked = 1;
     }
 }
+/* ---- client input ----------------------------------------------------------------------------
+ * A socket bufferevent asks the kernel how much is readable (ioctl FIONREAD) before every read:
+ * one system call per request on top of the read. On a plain socket the conn reads into the
+ * bufferevent's input buffer itself, from an event of its own, with the same high-water mark
+ * (backpressure.buffer) and read timeout; the bufferevent never reads. Where libevent must read
+ * (under a TLS filter, in a tunnel, while lingering after an error) client_read_stop hands
+ * reading back to the bufferevent. */
+static void on_client_event(struct bufferevent *bev, short what, void *arg);
+static void process_input(struct conn *c);
+
+static void client_read_update(struct conn *c)
+{
+    int on = c->read_wanted && !c->read_full;
+    if (on) {
+        struct timeval tv;
+        util_ms_to_timeval(c->read_timeout_ms, &tv);
+        event_add(c->read_event, c->read_timeout_ms > 0 ? &tv : NULL);
+    } else if (c->read_added) {
+        event_del(c->read_event);
+    }
+    c->read_added = on;
+}
+
+static void client_read_enable(struct conn *c, int on)
+{
+    if (c->read_event == NULL) {
+        if (on)
+            bufferevent_enable(c->bev, EV_READ);
+        else
+            bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    if (c->read_wanted == on && (!on || c->read_added || c->read_full))
+        return;
+    c->read_wanted = on;
+    client_read_update(c);
+}
+
+/* From here on the bufferevent reads (with reading as it was). */
+static void client_read_stop(struct conn *c)
+{
+    if (c->read_event == NULL)
+        return;
+    int on = c->read_wanted;
+    event_free(c->read_event);
+    c->read_event = NULL;
+    c->read_added = 0;
+    if (on)
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Input was consumed: below the mark, reading resumes. */
+static void client_read_drained(struct conn *c)
+{
+    if (c->read_event != NULL && c->read_full &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) < c->config->buffer_size) {
+        c->read_full = 0;
+        client_read_update(c);
+    }
+}
+
+#define CLIENT_READ_MAX 16384 /* per read, as libevent's bufferevent reads */
+
+static void on_read_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        on_client_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t have = evbuffer_get_length(in);
+    if (have >= c->config->buffer_size) {
+        c->read_full = 1;
+        client_read_update(c);
+        return;
+    }
+    size_t room = c->config->buffer_size - have;
+    if (room > CLIENT_READ_MAX)
+        room = CLIENT_READ_MAX;
+    struct evbuffer_iovec vec;
+    evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end for itself */
+    ssize_t n = -1;
+    int saved = 0;
+    if (evbuffer_reserve_space(in, (ev_ssize_t)room, &vec, 1) == 1) {
+        n = recv(fd, vec.iov_base, vec.iov_len < room ? vec.iov_len : room, 0);
+        saved = errno;
+        if (n > 0) {
+            vec.iov_len = (size_t)n;
+            evbuffer_commit_space(in, &vec, 1);
+        }
+    }
+    evbuffer_freeze(in, 0);
+    if (n == 0) {
+        on_client_event(c->bev, BEV_EVENT_READING | BEV_EVENT_EOF, c);
+        return;
+    }
+    if (n < 0) {
+        if (saved == EAGAIN || saved == EWOULDBLOCK || saved == EINTR)
+            return;
+        on_client_event(c->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, c);
+        return;
+    }
+    process_input(c);
+}
+
 static void log_request(struct conn *c);
 static void on_client_read(struct bufferevent *bev, void *arg);
 static void on_client_write(struct bufferevent *bev, void *arg);
@@ -271,6 +382,11 @@ static void set_client_timeouts(struct conn *c, int body_reading)
     bufferevent_set_timeouts(c->bev, body_reading ? &tv : NULL, &tv);
     c->timeouts_reading = body_reading;
     c->timeouts_ms = ms;
+    if (c->read_event != NULL) {
+        c->read_timeout_ms = body_reading ? ms : 0;
+        if (c->read_added)
+            client_read_update(c); /* re-added with the new timeout */
+    }
 }
 
 static void wait_for_request(struct conn *c)
@@ -328,6 +444,8 @@ static void conn_release(struct conn *c, int keep_socket)
         worker_count_response(c->worker, 0, c->bytes_in, c->bytes_out);
         worker_slot_freed(c->worker);
     }
+    if (c->read_event != NULL)
+        event_free(c->read_event);
     if (c->bev != NULL) {
         if (keep_socket)
             bufferevent_setfd(c->bev, -1); /* so that freeing it does not close the socket */
@@ -418,7 +536,8 @@ static void close_after_flush(struct conn *c)
         c->upstream = NULL;
         worker_slot_freed(c->worker);
     }
-    bufferevent_disable(c->bev, EV_READ);
+    client_read_enable(c, 0);
+    client_read_stop(c); /* the linger reads through the bufferevent */
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_setcb(c->bev, NULL, on_closing_drained, on_closing_event, c);
     set_client_timeouts(c, 0);
@@ -670,7 +789,7 @@ static void finish_request(struct conn *c)
     c->framing = HTTP_FRAME_NONE;
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
-    bufferevent_enable(c->bev, EV_READ);
+    client_read_enable(c, 1);
     struct worker *w = c->worker;
     if (w->conn_count - w->sleeper_count > FOLD_AT_ONCE_ABOVE &&
         conn_sleep(c, c->config->client_idle_timeout_ms))
@@ -980,7 +1099,7 @@ static void start_tunnel(struct conn *c)
 {
     const struct http_target *t = &c->parser.req.target;
     conn_set_state(c, CONN_TUNNEL_CONNECT);
-    bufferevent_disable(c->bev, EV_READ); /* bytes after the head wait for the tunnel */
+    client_read_enable(c, 0); /* bytes after the head wait for the tunnel */
     c->upstream_start_ms = util_now_ms();
     c->upstream = upstream_connect(c->worker->upstream, t->host, t->port,
                                    c->config->upstream_connect_timeout_ms,
@@ -1008,6 +1127,7 @@ static void on_tunnel_connected(void *arg, int fd)
     c->has_client_slot = 0; /* the tunnel gives it back */
     format_decision(&c->decision, info.decision, sizeof info.decision);
     unpark_write(c); /* the tunnel writes through the bufferevent */
+    client_read_stop(c); /* and reads through it (reading is off until tunnel.c turns it on) */
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
     struct bufferevent *bev = c->bev;
@@ -1275,7 +1395,7 @@ void conn_start_waiting(struct worker *w)
             upstream_multi_active(w->upstream) < w->config->max_inflight)) {
         struct conn *c = w->slot_first;
         slot_queue_remove(c);
-        bufferevent_enable(c->bev, EV_READ);
+        client_read_enable(c, 1);
         admit(c);
     }
 }
@@ -1320,6 +1440,7 @@ static void start_intercept(struct conn *c)
     }
     unpark_write(c); /* the TLS filter writes through the socket's bufferevent */
     c->direct_write_ok = 0;
+    client_read_stop(c); /* and reads through it */
     evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 200 Connection established\r\n\r\n",
                  39);
     struct bufferevent *tls = bufferevent_openssl_filter_new(
@@ -1547,6 +1668,7 @@ static void process_input(struct conn *c)
         c->send_paused = 0;
         upstream_set_pause(c->upstream, c->recv_paused, 0);
     }
+    client_read_drained(c);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
@@ -1585,7 +1707,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
         c->message_done) {
         /* the client half-closed after a whole request: answer it, then close */
         c->client_eof = 1;
-        bufferevent_disable(bev, EV_READ);
+        client_read_enable(c, 0);
         return;
     }
     conn_free(c);
@@ -1752,6 +1874,7 @@ static struct conn *conn_open(struct worker *w, evutil_socket_t fd, const struct
     }
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timeouts_reading = -1;
+    c->read_event = event_new(w->base, fd, EV_READ | EV_PERSIST, on_read_event, c);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
     c->flush = event_new(w->base, -1, 0, on_flush, c);
@@ -1765,14 +1888,15 @@ static struct conn *conn_open(struct worker *w, evutil_socket_t fd, const struct
         w->conns->prev = c;
     w->conns = c;
     if (c->bev == NULL || c->timer == NULL || c->kick == NULL || c->flush == NULL ||
-        c->body == NULL || c->spool == NULL) {
+        c->body == NULL || c->spool == NULL || c->read_event == NULL) {
         conn_release(c, 1);
         return NULL;
     }
     bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->config->buffer_size);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->config->buffer_size / 2, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_WRITE);
+    client_read_enable(c, 1);
     conn_set_state(c, CONN_READ_HEAD);
     wait_for_request(c);
     return c;
