@@ -1846,3 +1846,58 @@ int proxy_wait_metric(struct proxy *p, const char *series, long long want, int t
         sleep_ms(20);
     return v == want;
 }
+
+/* ---- the origin's log ---------------------------------------------------------------------------
+ */
+
+static int arrival_by_time(const void *a, const void *b)
+{
+    double x = ((const struct arrival *)a)->ms, y = ((const struct arrival *)b)->ms;
+    return x < y ? -1 : x > y;
+}
+
+size_t origin_arrivals(const struct origin *o, const char *prefix, struct arrival **out)
+{
+    char *log = origin_get(o, "/log");
+    size_t n = 0, cap = 64, plen = strlen(prefix);
+    struct arrival *a = malloc(cap * sizeof *a);
+    ck_assert(a != NULL);
+    for (const char *p = log; (p = strstr(p, "\"target\":\"")) != NULL;) {
+        p += strlen("\"target\":\"");
+        const char *end = strchr(p, '"');
+        ck_assert(end != NULL);
+        const char *mono = strstr(end, "\"mono\":");
+        const char *close = strchr(end, '}');
+        ck_assert_msg(mono != NULL && close != NULL && mono < close,
+                      "origin log entry without \"mono\" (tests/origin/origin.py too old?)");
+        if ((size_t)(end - p) >= plen && strncmp(p, prefix, plen) == 0) {
+            if (n == cap) {
+                cap *= 2;
+                a = realloc(a, cap * sizeof *a);
+                ck_assert(a != NULL);
+            }
+            snprintf(a[n].target, sizeof a[n].target, "%.*s", (int)(end - p), p);
+            a[n].ms = strtod(mono + strlen("\"mono\":"), NULL) * 1000.0;
+            const char *conn = strstr(end, "\"conn\":");
+            a[n].conn = conn != NULL && conn < close ? strtol(conn + 7, NULL, 10) : -1;
+            n++;
+        }
+        p = close;
+    }
+    free(log);
+    qsort(a, n, sizeof *a, arrival_by_time);
+    *out = a;
+    return n;
+}
+
+double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *worst)
+{
+    double min = 1e9;
+    *worst = 0;
+    for (size_t i = 0; i + (size_t)limit < n; i++)
+        if (a[i + limit].ms - a[i].ms < min) {
+            min = a[i + limit].ms - a[i].ms;
+            *worst = i;
+        }
+    return min;
+}

@@ -135,6 +135,20 @@ char *origin_get(const struct origin *o, const char *path);
  * "streams_active", "bytes_sent"; the /stats request's own connection counts in the first two. */
 long long origin_stat(const struct origin *o, const char *key);
 
+/* One request as the origin logged it (its /log): when it arrived (CLOCK_MONOTONIC, ms, like
+ * now_ms()), on which of the origin's connections, for which target. */
+struct arrival {
+    double ms;
+    long conn; /* -1 when the log does not say */
+    char target[200];
+};
+/* The requests the origin received whose target starts with prefix, oldest first; *out is
+ * malloc'd. Fails the test on a log it cannot read. */
+size_t origin_arrivals(const struct origin *o, const char *prefix, struct arrival **out);
+/* The shortest time spanned by limit+1 consecutive arrivals (1e9 when there are not that many);
+ * *worst its first index */
+double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *worst);
+
 /* A loopback port that was just bound and closed: connecting to it is refused. */
 int harness_closed_port(void);
 

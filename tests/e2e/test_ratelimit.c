@@ -258,53 +258,6 @@ static long expect_429(const struct http_response *r, const char *name, long q, 
 
 /* ---- the origin's log ------------------------------------------------------------------------ */
 
-struct arrival {
-    double ms; /* CLOCK_MONOTONIC, milliseconds */
-    long conn; /* the origin's number for the connection it came on */
-    char target[200];
-};
-
-static int by_time(const void *a, const void *b)
-{
-    double x = ((const struct arrival *)a)->ms, y = ((const struct arrival *)b)->ms;
-    return x < y ? -1 : x > y;
-}
-
-/* The requests the origin received whose target starts with prefix, oldest first */
-static size_t arrivals(const struct origin *o, const char *prefix, struct arrival **out)
-{
-    char *log = origin_get(o, "/log");
-    size_t n = 0, cap = 64, plen = strlen(prefix);
-    struct arrival *a = malloc(cap * sizeof *a);
-    ck_assert(a != NULL);
-    for (const char *p = log; (p = strstr(p, "\"target\":\"")) != NULL;) {
-        p += strlen("\"target\":\"");
-        const char *end = strchr(p, '"');
-        ck_assert(end != NULL);
-        const char *mono = strstr(end, "\"mono\":");
-        const char *close = strchr(end, '}');
-        ck_assert_msg(mono != NULL && close != NULL && mono < close,
-                      "origin log entry without \"mono\" (tests/origin/origin.py too old?)");
-        if ((size_t)(end - p) >= plen && strncmp(p, prefix, plen) == 0) {
-            if (n == cap) {
-                cap *= 2;
-                a = realloc(a, cap * sizeof *a);
-                ck_assert(a != NULL);
-            }
-            snprintf(a[n].target, sizeof a[n].target, "%.*s", (int)(end - p), p);
-            a[n].ms = strtod(mono + strlen("\"mono\":"), NULL) * 1000.0;
-            const char *conn = strstr(end, "\"conn\":");
-            a[n].conn = conn != NULL && conn < close ? strtol(conn + 7, NULL, 10) : -1;
-            n++;
-        }
-        p = close;
-    }
-    free(log);
-    qsort(a, n, sizeof *a, by_time);
-    *out = a;
-    return n;
-}
-
 /* ---- /metrics -------------------------------------------------------------------------------- */
 
 static int admin_port(struct proxy *p)
@@ -642,14 +595,9 @@ static int exactness_attempt(const char *name, uint64_t period_us, int flood, ch
     /* The origin's view: every L+1 consecutive arrivals span at least a window, less the
      * forwarding jitter (JITTER_MS) */
     struct arrival *a;
-    ck_assert_uint_eq(arrivals(o, prefix, &a), n);
-    double min_span = 1e9;
+    ck_assert_uint_eq(origin_arrivals(o, prefix, &a), n);
     size_t worst = 0;
-    for (size_t i = 0; i + L < n; i++)
-        if (a[i + L].ms - a[i].ms < min_span) {
-            min_span = a[i + L].ms - a[i].ms;
-            worst = i;
-        }
+    double min_span = arrivals_min_span(a, n, L, &worst);
     double d_ms = (double)duration_us / 1000.0, ideal = (double)L * d_ms / W;
     fprintf(stderr,
             "ratelimit exactness [%s]: %ld requests in %.0f ms (%.1f× the limit), %zu admitted "
@@ -828,7 +776,7 @@ static int delay_attempt(char *why, size_t why_len)
                       raw_result_name(h[i].rc), h[i].status);
 
     struct arrival *a;
-    size_t n = arrivals(o, "/bytes/1/hold?i=", &a);
+    size_t n = origin_arrivals(o, "/bytes/1/hold?i=", &a);
     ck_assert_msg(n == HELD, "the origin saw %zu of the %d requests", n, HELD);
     double at[HELD];
     for (size_t k = 0; k < n; k++) {
@@ -1036,7 +984,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
                   after, since, W);
 
     struct arrival *a;
-    size_t n = arrivals(o, "/bytes/1/cancel", &a);
+    size_t n = origin_arrivals(o, "/bytes/1/cancel", &a);
     ck_assert_msg(n == 2 && strstr(a[0].target, "n=A") && strstr(a[1].target, "n=D"),
                   "the origin saw %zu requests (want A and D only; C disconnected)", n);
     double gap = a[1].ms - a[0].ms;
@@ -1191,7 +1139,7 @@ START_TEST(test_429_over_max_delay_and_max_queue)
     ck_assert_int_eq(wait_queued(p, "mq", 0, 2000), 0);
     expect_decisions(p, "mq", 1, 2, 1);
     struct arrival *a;
-    ck_assert_uint_eq(arrivals(o, "/bytes/1/mq", &a), 1); /* neither held one nor the 429 */
+    ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/mq", &a), 1); /* neither held one nor the 429 */
     free(a);
     proxy_stop(p);
     origin_stop(o);

@@ -606,64 +606,6 @@ static void warm(struct proxy *p, const struct origin *o, int n)
 
 /* ---- the origin's log ------------------------------------------------------------------------ */
 
-struct arrival {
-    double ms; /* CLOCK_MONOTONIC, milliseconds */
-    char target[200];
-};
-
-static int by_time(const void *a, const void *b)
-{
-    double x = ((const struct arrival *)a)->ms, y = ((const struct arrival *)b)->ms;
-    return x < y ? -1 : x > y;
-}
-
-/* The requests the origin received whose target starts with prefix, oldest first */
-static size_t arrivals(const struct origin *o, const char *prefix, struct arrival **out)
-{
-    char *log = origin_get(o, "/log");
-    size_t n = 0, cap = 64, plen = strlen(prefix);
-    struct arrival *a = malloc(cap * sizeof *a);
-    ck_assert(a != NULL);
-    for (const char *p = log; (p = strstr(p, "\"target\":\"")) != NULL;) {
-        p += strlen("\"target\":\"");
-        const char *end = strchr(p, '"');
-        ck_assert(end != NULL);
-        const char *mono = strstr(end, "\"mono\":");
-        const char *close = strchr(end, '}');
-        ck_assert_msg(mono != NULL && close != NULL && mono < close,
-                      "origin log entry without \"mono\" (tests/origin/origin.py too old?)");
-        if ((size_t)(end - p) >= plen && strncmp(p, prefix, plen) == 0) {
-            if (n == cap) {
-                cap *= 2;
-                a = realloc(a, cap * sizeof *a);
-                ck_assert(a != NULL);
-            }
-            snprintf(a[n].target, sizeof a[n].target, "%.*s", (int)(end - p), p);
-            a[n].ms = strtod(mono + strlen("\"mono\":"), NULL) * 1000.0;
-            n++;
-        }
-        p = close;
-    }
-    free(log);
-    qsort(a, n, sizeof *a, by_time);
-    *out = a;
-    return n;
-}
-
-/* The shortest time spanned by limit+1 consecutive arrivals (1e9 when there are not that many);
- * *worst its first index */
-static double min_span(const struct arrival *a, size_t n, int limit, size_t *worst)
-{
-    double min = 1e9;
-    *worst = 0;
-    for (size_t i = 0; i + (size_t)limit < n; i++)
-        if (a[i + limit].ms - a[i].ms < min) {
-            min = a[i + limit].ms - a[i].ms;
-            *worst = i;
-        }
-    return min;
-}
-
 /* ---- /metrics and logs ----------------------------------------------------------------------- */
 
 /* GET /metrics from the admin endpoint: fails the test unless it answers 200 within timeout_ms;
@@ -860,11 +802,11 @@ START_TEST(test_two_instances_one_window)
                   total.other_status);
 
     struct arrival *a;
-    size_t n = arrivals(o, "/bytes/1/fleet/", &a);
+    size_t n = origin_arrivals(o, "/bytes/1/fleet/", &a);
     ck_assert_msg((long)n == total.ok, "the origin saw %zu requests, the clients got %ld 200s", n,
                   total.ok);
     size_t worst;
-    double span = min_span(a, n, L, &worst);
+    double span = arrivals_min_span(a, n, L, &worst);
     double d_ms = (double)duration_us / 1000.0, ideal = (double)L * d_ms / W;
     fprintf(stderr,
             "shared exactness: %ld requests in %.0f ms over 2 instances (%.1f× the limit), %zu "
@@ -957,7 +899,7 @@ START_TEST(test_delay_waves)
         raw_close(c[i]);
     }
     struct arrival *a;
-    size_t n = arrivals(o, "/bytes/1/wave", &a);
+    size_t n = origin_arrivals(o, "/bytes/1/wave", &a);
     ck_assert_uint_eq(n, N);
     fprintf(stderr, "shared delay waves (ms after the %d requests were sent):", N);
     for (size_t i = 0; i < n; i++)
@@ -1069,7 +1011,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     for (int i = 1; i <= N; i++)
         raw_close(c[i]);
     struct arrival *a;
-    size_t n = arrivals(o, "/bytes/1/hold", &a);
+    size_t n = origin_arrivals(o, "/bytes/1/hold", &a);
     ck_assert_uint_eq(n, N - 1);
     char gone_target[64];
     snprintf(gone_target, sizeof gone_target, "/bytes/1/hold?i=%d", GONE);
@@ -1129,9 +1071,9 @@ START_TEST(test_stopped_local)
         ck_assert_msg(s.other == 0, "instance %c: %ld answers neither 200 nor 429 (e.g. %d)",
                       'A' + i, s.other, s.other_status);
         struct arrival *a;
-        size_t n = arrivals(o, prefix[i], &a);
+        size_t n = origin_arrivals(o, prefix[i], &a);
         size_t worst;
-        double span = min_span(a, n, L, &worst);
+        double span = arrivals_min_span(a, n, L, &worst);
         int down = log_lines(p[i], DOWN_LINE);
         fprintf(stderr,
                 "shared, Redis stopped, on_error local, instance %c: %ld sent, %zu admitted (local "
@@ -1233,7 +1175,7 @@ START_TEST(test_stopped_deny_allow)
         ck_assert_msg(ms < 50 + SLACK_MS, "200 after %.1f ms", ms);
     }
     struct arrival *a;
-    ck_assert_uint_eq(arrivals(o, "/bytes/1/da/down", &a), 3 * L);
+    ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/da/down", &a), 3 * L);
     free(a);
     metrics_answer(deny, 1000);
     metrics_answer(allow, 1000);
