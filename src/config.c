@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -84,7 +85,7 @@ static const struct config_key keys[] = {
     LIST_ROW("auth.users", CONFIG_USER_MAP, "{}", 0, 10000, 1, auth_users,
              "Users allowed to use the proxy and their crypt(3) password hashes; when any user is configured every request must authenticate"),
     ROW("auth.users_file", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 1, auth_users_file,
-        "File of user:hash lines read at start and on reload, in addition to auth.users"),
+        "File of user:hash lines read at start and on reload, in addition to auth.users; a regular file of at most 16 MiB and 10000 users"),
     LIST_ROW("destinations.deny", CONFIG_HOST_PATTERN_LIST, "[\"169.254.0.0/16\", \"fe80::/10\"]", 0,
              4096, 1, destinations_deny,
              "Destinations refused with 403: names, *.suffix patterns, or address blocks checked on the address actually connected to"),
@@ -1325,7 +1326,10 @@ void config_unref(struct config *cfg)
         config_free(cfg);
 }
 
-/* auth.users_file: "user:hash" lines, '#' comments and blank lines ignored. */
+/* auth.users_file: "user:hash" lines, '#' comments and blank lines ignored. A regular file of at
+ * most USERS_FILE_MAX bytes and as many users as auth.users may hold: anything else (a device
+ * that never ends, say) is refused rather than read forever. */
+#define USERS_FILE_MAX (16u << 20)
 static int read_users_file(struct config *cfg, char *err, size_t err_len)
 {
     const struct config_key *key = config_key_find("auth.users");
@@ -1333,6 +1337,13 @@ static int read_users_file(struct config *cfg, char *err, size_t err_len)
     if (f == NULL) {
         snprintf(err, err_len, "%s: auth.users_file: cannot read %s: %s", cfg->source,
                  cfg->auth_users_file, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > USERS_FILE_MAX) {
+        snprintf(err, err_len, "%s: auth.users_file: %s is not a regular file of at most %u MiB",
+                 cfg->source, cfg->auth_users_file, USERS_FILE_MAX >> 20);
+        fclose(f);
         return -1;
     }
     size_t count = cfg->auth_users_count, cap = count + 16;
@@ -1352,6 +1363,12 @@ static int read_users_file(struct config *cfg, char *err, size_t err_len)
         line[strcspn(line, "\r\n")] = '\0';
         if (line[0] == '\0' || line[0] == '#')
             continue;
+        if (count - cfg->auth_users_count >= key->max) {
+            snprintf(err, err_len, "%s:%u:1: auth.users_file: more than %llu users",
+                     cfg->auth_users_file, lineno, (unsigned long long)key->max);
+            rc = -1;
+            break;
+        }
         if (count == cap) {
             struct auth_user *grown = realloc(users, 2 * cap * sizeof *users);
             if (grown == NULL) {

@@ -571,6 +571,9 @@ START_TEST(test_auth_users)
                      "{alice: \"$6$...\"}, got a list");
     ck_assert_str_eq(load_err("auth:\n  users_file: /nonexistent/users\n"),
                      "t.yaml: auth.users_file: cannot read /nonexistent/users: No such file or directory");
+    /* a device never ends (fuzz_config found /dev/full read forever): only regular files */
+    ck_assert_str_eq(load_err("auth:\n  users_file: /dev/full\n"),
+                     "t.yaml: auth.users_file: /dev/full is not a regular file of at most 16 MiB");
 }
 END_TEST
 
@@ -740,6 +743,29 @@ static void write_temp(char *path, const char *content, size_t len)
     ck_assert_int_eq(write(fd, content, len), (ssize_t)len);
     close(fd);
 }
+
+/* auth.users_file holds at most as many users as auth.users may (10000): the 10001st is refused
+ * with its line. */
+START_TEST(test_users_file_bounded)
+{
+    enum { USERS = 10001 };
+    size_t cap = (size_t)USERS * 48, len = 0;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    for (int i = 0; i < USERS; i++)
+        len += (size_t)snprintf(text + len, cap - len, "u%d:$1$salt$PTQ9Un8QTaVCYiHFsvjEO1\n", i);
+    char path[64], err[512], yaml[128], expected[160];
+    write_temp(path, text, len);
+    free(text);
+    snprintf(yaml, sizeof yaml, "auth:\n  users_file: %s\n", path);
+    struct config *c = NULL;
+    ck_assert_int_eq(config_load_string(yaml, strlen(yaml), "t.yaml", &c, err, sizeof err), -1);
+    snprintf(expected, sizeof expected, "%s:%d:1: auth.users_file: more than 10000 users", path,
+             USERS);
+    ck_assert_str_eq(err, expected);
+    unlink(path);
+}
+END_TEST
 
 START_TEST(test_file_on_disk)
 {
@@ -1507,6 +1533,7 @@ static Suite *config_suite(void)
 
     t = tcase_create("files");
     tcase_add_test(t, test_file_on_disk);
+    tcase_add_test(t, test_users_file_bounded);
     tcase_add_test(t, test_file_errors);
     tcase_add_test(t, test_refcount);
     suite_add_tcase(s, t);
