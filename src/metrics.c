@@ -87,6 +87,17 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
     family(out, "rlproxy_connections_accepted_total", "counter", "Client connections accepted.");
     evbuffer_add_printf(out, "rlproxy_connections_accepted_total %" PRIu64 "\n",
                         SUM(connections_accepted));
+    family(out, "rlproxy_connections_handed_over_total", "counter",
+           "Client connections accepted by a worker that held more than the least-loaded one, "
+           "and handed over to it.");
+    evbuffer_add_printf(out, "rlproxy_connections_handed_over_total %" PRIu64 "\n",
+                        SUM(connections_handed_over));
+    family(out, "rlproxy_worker_connections", "gauge",
+           "Client connections and tunnels open now, by worker.");
+    for (unsigned i = 0; i < worker_count; i++)
+        evbuffer_add_printf(out, "rlproxy_worker_connections{worker=\"%u\"} %" PRIu64 "\n", i,
+                            atomic_load(&workers[i].stats.open_connections) +
+                                atomic_load(&workers[i].stats.open_tunnels));
     family(out, "rlproxy_open_connections", "gauge",
            "Client connections open now (tunnels excluded).");
     evbuffer_add_printf(out, "rlproxy_open_connections %" PRIu64 "\n", SUM(open_connections));

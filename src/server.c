@@ -380,6 +380,7 @@ int server_run(struct config *config, const char *config_path)
         util_ms_to_timeval(watchdog_ms, &tv);
         event_add(s.watchdog, &tv);
     }
+    worker_group_start(s.workers, s.worker_count);
     s.view.workers = s.workers;
     s.view.worker_count = s.worker_count;
     s.view.process.start_time_unix = (uint64_t)time(NULL);
@@ -391,6 +392,7 @@ int server_run(struct config *config, const char *config_path)
     event_base_dispatch(s.base);
     status = 0;
     wait_for_workers(&s);
+    worker_group_stop();
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_destroy(&s.workers[i]);
     admin_free(s.admin);
@@ -400,10 +402,12 @@ int server_run(struct config *config, const char *config_path)
 stop_workers:
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_post_stop(&s.workers[i], 1);
-    for (unsigned i = 0; i < s.worker_count; i++) {
+    /* all joined before any is destroyed: a running worker may still hand a connection over */
+    for (unsigned i = 0; i < s.worker_count; i++)
         worker_join(&s.workers[i]);
+    worker_group_stop();
+    for (unsigned i = 0; i < s.worker_count; i++)
         worker_destroy(&s.workers[i]);
-    }
 out:
     for (int i = 0; i < 4; i++)
         if (signals[i] != NULL)

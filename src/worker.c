@@ -1,7 +1,11 @@
-/* worker.c — see worker.h. Every worker watches the same listening sockets with its own
- * evconnlistener: whichever loop is idle wakes first and accepts, which spreads load without a
- * hand-off queue, and a worker that must stop accepting (draining, later backpressure) simply
- * disables its own listeners. */
+/* worker.c — see worker.h. Every worker watches the same listening sockets with its own read
+ * event. Whichever wakes first takes what is queued, so by itself that spreads nothing: wrk's 50
+ * connections, opened at once, all went to one worker and the other stayed idle. So a worker
+ * that accepts a connection while it holds more than one connection above the least-loaded
+ * accepting worker hands it over to that worker (Envoy's "exact balance"): keep-alive clients
+ * stay where they landed, so their spread at accept time is the spread of the load. A worker
+ * that must stop accepting (draining, backpressure) removes its own events and takes no
+ * hand-overs. */
 #include "worker.h"
 
 #include <errno.h>
@@ -10,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -43,15 +48,103 @@ static void park(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     memcpy(&p->addr, addr, (size_t)p->addr_len);
 }
 
-static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
-                      int addr_len, void *arg)
+/* Every worker, for the hand-over; NULL until all of them run (server.c: worker_group_start). */
+static struct worker *_Atomic group;
+static unsigned group_count;
+
+void worker_group_start(struct worker *workers, unsigned count)
 {
-    struct worker *w = arg;
+    group_count = count;
+    atomic_store(&group, workers);
+}
+
+void worker_group_stop(void) { atomic_store(&group, NULL); }
+
+static void set_accepting(struct worker *w)
+{
+    atomic_store(&w->accepting, !w->draining && !w->accept_paused);
+}
+
+static uint64_t load_of(struct worker *w)
+{
+    return atomic_load(&w->stats.open_connections) + atomic_load(&w->stats.open_tunnels) +
+           atomic_load(&w->handovers_pending);
+}
+
+/* The accepting worker with the fewest connections if it has more than one fewer than w. */
+static struct worker *lighter_worker(struct worker *w)
+{
+    struct worker *all = atomic_load(&group);
+    if (all == NULL)
+        return NULL;
+    struct worker *best = NULL;
+    uint64_t best_load = load_of(w);
+    if (best_load < 2)
+        return NULL;
+    best_load -= 1; /* hysteresis: a lone connection's difference is no reason to move it */
+    for (unsigned i = 0; i < group_count; i++) {
+        struct worker *other = &all[i];
+        if (other == w || !atomic_load(&other->accepting))
+            continue;
+        uint64_t load = load_of(other);
+        if (load < best_load) {
+            best = other;
+            best_load = load;
+        }
+    }
+    return best;
+}
+
+struct handover {
+    struct util_call call;
+    struct worker *to;
+    evutil_socket_t fd;
+    int addr_len;
+    struct sockaddr_storage addr;
+};
+
+/* On the receiving worker's loop; or at worker_destroy, after its loop ended. */
+static void on_handover(void *arg)
+{
+    struct handover *h = arg;
+    struct worker *w = h->to;
+    atomic_fetch_sub(&w->handovers_pending, 1);
+    if (w->draining || w->stopped)
+        evutil_closesocket(h->fd); /* as if it had come after the listener closed */
+    else
+        conn_accept(w, h->fd, (struct sockaddr *)&h->addr, h->addr_len);
+    free(h);
+}
+
+static int hand_over(struct worker *to, evutil_socket_t fd, const struct sockaddr *addr,
+                     int addr_len)
+{
+    struct handover *h = malloc(sizeof *h);
+    if (h == NULL)
+        return -1;
+    h->to = to;
+    h->fd = fd;
+    h->addr_len = addr_len < (int)sizeof h->addr ? addr_len : (int)sizeof h->addr;
+    memcpy(&h->addr, addr, (size_t)h->addr_len);
+    h->call.fn = on_handover;
+    h->call.arg = h;
+    atomic_fetch_add(&to->handovers_pending, 1);
+    worker_post_call(to, &h->call);
+    return 0;
+}
+
+static void accepted(struct worker *w, evutil_socket_t fd, struct sockaddr *addr, int addr_len)
+{
     atomic_fetch_add(&w->stats.connections_accepted, 1);
     uint32_t max = w->config->max_connections;
     if (max > 0 && atomic_load(&open_total) >= max) {
         park(w, fd, addr, addr_len);
         worker_pause_accept(w, "max_connections reached");
+        return;
+    }
+    struct worker *lighter = lighter_worker(w);
+    if (lighter != NULL && hand_over(lighter, fd, addr, addr_len) == 0) {
+        atomic_fetch_add(&w->stats.connections_handed_over, 1);
         return;
     }
     conn_accept(w, fd, addr, addr_len);
@@ -95,9 +188,14 @@ static void on_resume_check(evutil_socket_t fd, short what, void *arg)
         return;
     }
     w->accept_paused = 0;
+    set_accepting(w);
     for (size_t i = 0; i < w->listener_count; i++)
-        evconnlistener_enable(w->listeners[i]);
-    log_info("worker %u: accepting again", w->id);
+        event_add(w->listeners[i], NULL);
+    if (w->accept_quiet)
+        log_debug("worker %u: accepting again", w->id);
+    else
+        log_info("worker %u: accepting again", w->id);
+    w->accept_quiet = 0;
 }
 
 void worker_pause_accept(struct worker *w, const char *why)
@@ -105,9 +203,13 @@ void worker_pause_accept(struct worker *w, const char *why)
     if (w->accept_paused || w->draining)
         return;
     w->accept_paused = 1;
+    set_accepting(w);
     for (size_t i = 0; i < w->listener_count; i++)
-        evconnlistener_disable(w->listeners[i]);
-    log_info("worker %u: not accepting: %s", w->id, why);
+        event_del(w->listeners[i]);
+    if (w->accept_quiet)
+        log_debug("worker %u: not accepting: %s", w->id, why);
+    else
+        log_info("worker %u: not accepting: %s", w->id, why);
     struct timeval tv = {0, RESUME_CHECK_MS * 1000};
     evtimer_add(w->resume_timer, &tv);
 }
@@ -140,11 +242,51 @@ void worker_memory_freed(struct worker *w)
     }
 }
 
-static void on_accept_error(struct evconnlistener *listener, void *arg)
+/* Up to ACCEPT_BATCH connections per wake-up: a burst is taken at once (clients over the
+ * backpressure caps get their 503 instead of waiting unseen in the queue), yet a storm of
+ * connects cannot keep the loop from the connections it serves. Running out of descriptors or
+ * memory leaves the connection in the queue, where it would wake this loop again at once:
+ * accepting pauses instead, and the resume check retries in 50 ms. */
+#define ACCEPT_BATCH 64
+
+static void on_listener_readable(evutil_socket_t listen_fd, short what, void *arg)
 {
-    int err = EVUTIL_SOCKET_ERROR();
-    log_warn("worker %u: accept failed: %s", ((struct worker *)arg)->id,
-             evutil_socket_error_to_string(err));
+    struct worker *w = arg;
+    for (int n = 0; n < ACCEPT_BATCH && !w->accept_paused && !w->draining; n++) {
+        struct sockaddr_storage addr;
+        socklen_t addr_len = sizeof addr;
+        int fd = accept4(listen_fd, (struct sockaddr *)&addr, &addr_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accepted(w, fd, (struct sockaddr *)&addr, (int)addr_len);
+            continue;
+        }
+        switch (errno) {
+        case EINTR:
+        case ECONNABORTED: /* the client gave up while queued */
+        case EPROTO:
+            continue;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM: {
+            /* retried every 50 ms while it lasts: said once every 10 s, not 20 times a second */
+            uint64_t now = util_now_ms();
+            if (w->accept_error_logged_ms == 0 || now - w->accept_error_logged_ms >= 10000) {
+                log_warn("worker %u: accept failed: %s (retrying every %d ms)", w->id,
+                         strerror(errno), RESUME_CHECK_MS);
+                w->accept_error_logged_ms = now;
+            }
+            w->accept_quiet = 1;
+            worker_pause_accept(w, "out of descriptors or memory");
+            return;
+        }
+        default:
+            if (errno != EAGAIN && errno != EWOULDBLOCK) /* else: the queue is empty */
+                log_warn("worker %u: accept failed: %s", w->id, strerror(errno));
+            return;
+        }
+    }
 }
 
 static int add_listeners(struct worker *w, int *fds, size_t count);
@@ -171,6 +313,7 @@ static void free_all_connections(struct worker *w)
 static void start_drain(struct worker *w)
 {
     w->draining = 1;
+    set_accepting(w);
     /* closed, not just disabled: a connect during the drain is refused at once instead of
      * waiting in the backlog until the process exits */
     free_listeners(w);
@@ -240,7 +383,7 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
 /* Takes ownership of fds (this worker's own duplicates). */
 static int add_listeners(struct worker *w, int *fds, size_t count)
 {
-    struct evconnlistener **grown = realloc(w->listeners, (count ? count : 1) * sizeof *grown);
+    struct event **grown = realloc(w->listeners, (count ? count : 1) * sizeof *grown);
     if (grown == NULL) {
         for (size_t i = 0; i < count; i++)
             close(fds[i]);
@@ -250,19 +393,14 @@ static int add_listeners(struct worker *w, int *fds, size_t count)
     int status = 0;
     for (size_t i = 0; i < count; i++) {
         evutil_make_socket_nonblocking(fds[i]);
-        /* backlog 0: the socket already listens with the server's backlog; -1 would make
-         * libevent call listen() again with 128 */
-        struct evconnlistener *l = evconnlistener_new(w->base, on_accept, w,
-                                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
-                                                      0, fds[i]);
+        struct event *l = event_new(w->base, fds[i], EV_READ | EV_PERSIST, on_listener_readable, w);
         if (l == NULL) {
             close(fds[i]);
             status = -1;
             continue;
         }
-        evconnlistener_set_error_cb(l, on_accept_error);
-        if (w->draining)
-            evconnlistener_disable(l);
+        if (!w->draining && !w->accept_paused)
+            event_add(l, NULL);
         w->listeners[w->listener_count++] = l;
     }
     return status;
@@ -270,8 +408,11 @@ static int add_listeners(struct worker *w, int *fds, size_t count)
 
 static void free_listeners(struct worker *w)
 {
-    for (size_t i = 0; i < w->listener_count; i++)
-        evconnlistener_free(w->listeners[i]);
+    for (size_t i = 0; i < w->listener_count; i++) {
+        evutil_socket_t fd = event_get_fd(w->listeners[i]);
+        event_free(w->listeners[i]);
+        close(fd);
+    }
     w->listener_count = 0;
 }
 
@@ -333,6 +474,7 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
         return -1;
     int status = add_listeners(w, fds, listen_count);
     free(fds);
+    set_accepting(w);
     return status;
 }
 
@@ -340,6 +482,8 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     event_base_dispatch(w->base);
+    w->stopped = 1; /* hand-overs that still arrive run at worker_destroy and close */
+    atomic_store(&w->accepting, 0);
     free_all_connections(w); /* after a forced stop or when draining is complete */
     return NULL;
 }

@@ -6,7 +6,6 @@
 #define RLPROXY_WORKER_H
 
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -25,6 +24,7 @@ struct worker_stats {
     _Atomic uint64_t responses_by_class[6]; /* index status/100; 0 = aborted */
     _Atomic uint64_t bytes_from_clients, bytes_to_clients;
     _Atomic uint64_t connections_accepted;
+    _Atomic uint64_t connections_handed_over; /* accepted here, served by a lighter worker */
     _Atomic uint64_t tunnels_opened;
     _Atomic uint64_t retries;
     _Atomic uint64_t open_connections, open_tunnels; /* gauges */
@@ -39,7 +39,7 @@ struct worker {
     struct shared *shared; /* Redis for shared rate limits, or NULL */
     struct config *config;   /* current; connections take a reference when they start */
     struct limiter *limiter; /* built for config; likewise */
-    struct evconnlistener **listeners;
+    struct event **listeners; /* EV_READ on this worker's copies of the listening sockets */
     size_t listener_count;
     int wakeup_fd;       /* eventfd: worker_post_* write it, on_wakeup reads it */
     struct event *wakeup; /* EV_READ on wakeup_fd */
@@ -63,6 +63,11 @@ struct worker {
     struct event *slot_event;   /* runs conn_start_waiting from the loop */
     struct event *resume_timer; /* while accepting is paused: checks whether to resume */
     int accept_paused;
+    int stopped; /* its loop ended */
+    int accept_quiet;                /* paused for lack of descriptors: pause/resume at debug */
+    uint64_t accept_error_logged_ms; /* when that was last logged */
+    _Atomic int accepting;                /* neither draining nor paused: may take hand-overs */
+    _Atomic uint64_t handovers_pending; /* connections handed to this worker, not yet taken */
 #define WORKER_PARKED_MAX 64
     struct parked {
         evutil_socket_t fd;
@@ -75,7 +80,7 @@ struct worker {
     struct worker_stats stats;
 };
 
-/* listen_fds are shared by every worker (each adds its own evconnlistener on them). */
+/* listen_fds are shared by every worker (each watches its own copies of them). */
 int worker_init(struct worker *w, unsigned id, struct config *config, struct limiter *limiter,
                 const int *listen_fds, size_t listen_count);
 int worker_run(struct worker *w); /* starts the thread */
@@ -85,6 +90,11 @@ void worker_destroy(struct worker *w);
 /* From any thread: call->fn(call->arg) runs soon on w's loop (w is a struct worker *; void * so
  * that it fits util_post_fn). After the worker stopped, pending calls run at worker_destroy. */
 void worker_post_call(void *w, struct util_call *call);
+
+/* From the main thread: once every worker runs, workers hand connections to a lighter one
+ * (worker.c); stop before they are destroyed. */
+void worker_group_start(struct worker *workers, unsigned count);
+void worker_group_stop(void);
 
 /* From the main thread. */
 void worker_post_stop(struct worker *w, int force);
