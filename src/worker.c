@@ -26,7 +26,16 @@
 /* Client connections and tunnels of all workers: what backpressure.max_connections caps. */
 static _Atomic uint64_t open_total;
 
+/* Connections handed over to a worker that has not taken them yet (it counts them in open_total
+ * when it does): counted against max_connections meanwhile. */
+static _Atomic uint64_t handovers_total;
+
 uint64_t worker_open_total(void) { return atomic_load(&open_total); }
+
+static uint64_t committed_total(void)
+{
+    return atomic_load(&open_total) + atomic_load(&handovers_total);
+}
 
 #define RESUME_CHECK_MS 50
 /* Connections folded since the last trim before one is worth it, and how often at most. */
@@ -108,11 +117,13 @@ static void on_handover(void *arg)
 {
     struct handover *h = arg;
     struct worker *w = h->to;
-    atomic_fetch_sub(&w->handovers_pending, 1);
     if (w->draining || w->stopped)
         evutil_closesocket(h->fd); /* as if it had come after the listener closed */
     else
         conn_accept(w, h->fd, (struct sockaddr *)&h->addr, h->addr_len);
+    /* after conn_accept counted it in open_total, so the cap never sees it missing */
+    atomic_fetch_sub(&w->handovers_pending, 1);
+    atomic_fetch_sub(&handovers_total, 1);
     free(h);
 }
 
@@ -129,6 +140,7 @@ static int hand_over(struct worker *to, evutil_socket_t fd, const struct sockadd
     h->call.fn = on_handover;
     h->call.arg = h;
     atomic_fetch_add(&to->handovers_pending, 1);
+    atomic_fetch_add(&handovers_total, 1);
     worker_post_call(to, &h->call);
     return 0;
 }
@@ -137,18 +149,17 @@ static void accepted(struct worker *w, evutil_socket_t fd, struct sockaddr *addr
 {
     atomic_fetch_add(&w->stats.connections_accepted, 1);
     uint32_t max = w->config->max_connections;
-    if (max > 0 && atomic_load(&open_total) >= max) {
+    if (max > 0 && committed_total() >= max) {
         park(w, fd, addr, addr_len);
         worker_pause_accept(w, "max_connections reached");
         return;
     }
     struct worker *lighter = lighter_worker(w);
-    if (lighter != NULL && hand_over(lighter, fd, addr, addr_len) == 0) {
+    if (lighter != NULL && hand_over(lighter, fd, addr, addr_len) == 0)
         atomic_fetch_add(&w->stats.connections_handed_over, 1);
-        return;
-    }
-    conn_accept(w, fd, addr, addr_len);
-    if (max > 0 && atomic_load(&open_total) >= max)
+    else
+        conn_accept(w, fd, addr, addr_len);
+    if (max > 0 && committed_total() >= max)
         worker_pause_accept(w, "max_connections reached");
 }
 
@@ -156,7 +167,7 @@ static void unpark(struct worker *w)
 {
     uint32_t max = w->config->max_connections;
     size_t served = 0;
-    while (served < w->parked_count && (max == 0 || atomic_load(&open_total) < max)) {
+    while (served < w->parked_count && (max == 0 || committed_total() < max)) {
         struct parked *p = &w->parked[served++];
         conn_accept(w, p->fd, (struct sockaddr *)&p->addr, p->addr_len);
     }
@@ -171,7 +182,7 @@ static int may_resume(const struct worker *w)
 {
     uint32_t max = w->config->max_connections;
     return !w->draining && w->slot_waiting < w->config->max_inflight / 2 + 1 &&
-           (max == 0 || atomic_load(&open_total) < (uint64_t)max * 9 / 10);
+           (max == 0 || committed_total() < (uint64_t)max * 9 / 10);
 }
 
 /* Polled rather than triggered: connections close on every worker, and a paused worker must
