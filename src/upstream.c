@@ -311,8 +311,11 @@ static int seek_cb(void *arg, curl_off_t offset, int origin);
 static void easy_base(struct upstream_multi *m, CURL *e)
 {
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    /* curl would otherwise obey http_proxy/https_proxy from our environment */
+    /* curl would otherwise obey http_proxy/https_proxy from our environment, and no_proxy even
+     * with a proxy set: that would send requests past the configured parent (and cost two
+     * getenv calls per transfer) */
     curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);

@@ -160,6 +160,41 @@ START_TEST(test_connect_goes_through_parent)
 }
 END_TEST
 
+/* rlproxy(8): "takes no settings from the environment". libcurl reads no_proxy/NO_PROXY on every
+ * transfer unless told otherwise, which bypassed the configured parent for every host (found
+ * while profiling: two getenv calls per request; this test failed before CURLOPT_NOPROXY ""). */
+START_TEST(test_proxy_environment_ignored)
+{
+    struct origin *o = origin_start(0);
+    struct origin *tls = origin_start(1);
+    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", tls->port);
+    char dead[64];
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", harness_closed_port());
+    static const char *const names[] = {"no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY",
+                                        "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        setenv(names[i], i < 2 ? "*" : dead, 1);
+    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
+                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
+                                       tls->port, parent->port);
+    struct proxy *direct = proxy_start(NULL);
+    /* the test's own libcurl obeys them too */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        unsetenv(names[i]);
+    ck_assert_msg(hops_via(child->port, o) == 2, "no_proxy=* took the child past its parent");
+    tls_via(child->port, tls, 1000);
+    char line[256];
+    access_text(line, sizeof line, "CONNECT", tls, NULL, 200);
+    ck_assert_msg(wait_log(parent, line, 3000), "the tunnel did not go through the parent");
+    ck_assert_msg(hops_via(direct->port, o) == 1, "http_proxy sent a proxy without a parent on");
+    proxy_stop(direct);
+    proxy_stop(child);
+    proxy_stop(parent);
+    origin_stop(tls);
+    origin_stop(o);
+}
+END_TEST
+
 /* The parent's own rules apply: it refuses the port, the child cannot open the tunnel */
 START_TEST(test_parent_refusing_connect)
 {
@@ -427,6 +462,7 @@ int main(void)
     tcase_add_test(tc, test_bypass_name_patterns_skip_address_literals);
     tcase_add_test(tc, test_parent_down_502);
     tcase_add_test(tc, test_credentials_sent_to_parent);
+    tcase_add_test(tc, test_proxy_environment_ignored);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
