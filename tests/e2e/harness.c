@@ -1901,3 +1901,9 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
         }
     return min;
 }
+
+void fixture_down(struct fixture f)
+{
+    proxy_stop(f.p);
+    origin_stop(f.o);
+}

@@ -124,6 +124,14 @@ long long proxy_metric(struct proxy *p, const char *series);
 /* Polls (every 20 ms, at most timeout_ms) until the series has the value; 1 when it got there */
 int proxy_wait_metric(struct proxy *p, const char *series, long long want, int timeout_ms);
 
+/* An origin and an rlproxy in front of it: what most tests start with (each suite has its own
+ * up() for its config); fixture_down stops both, the proxy first (proxy_stop's checks apply). */
+struct fixture {
+    struct origin *o;
+    struct proxy *p;
+};
+void fixture_down(struct fixture f);
+
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or
  * when the running rlproxy has libasan/libubsan mapped: shadow memory makes RSS meaningless there. */

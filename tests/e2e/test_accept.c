@@ -30,23 +30,12 @@
 #define T_MS 10000
 #define CLIENTS 40
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 static struct fixture up(void)
 {
     struct fixture f;
     f.o = origin_start(0);
     f.p = proxy_start("workers: 2\n");
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 static long long worker_connections(struct proxy *p, unsigned worker)
@@ -145,7 +134,7 @@ START_TEST(test_burst)
     for (int i = 0; i < CLIENTS; i++)
         raw_close(c[i]);
     wait_total(f.p, 0);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -171,7 +160,7 @@ START_TEST(test_sequential)
     for (int i = 0; i < CLIENTS; i++)
         raw_close(c[i]);
     wait_total(f.p, 0);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -248,7 +237,7 @@ START_TEST(test_descriptors)
     }
     for (int i = FD_CLIENTS - 30; i < FD_CLIENTS; i++)
         raw_close(c[i]);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

@@ -8,11 +8,6 @@
 
 #define T_MS 10000
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 /* An origin (TLS or not) and a proxy whose allowed_ports is exactly the origin's port */
 static struct fixture up(int tls, const char *yaml_more)
 {
@@ -21,12 +16,6 @@ static struct fixture up(int tls, const char *yaml_more)
     f.p = proxy_startf("connect:\n  allowed_ports: [%d]\n%s", f.o->port,
                        yaml_more != NULL ? yaml_more : "");
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 /* Sends CONNECT 127.0.0.1:port (plus any bytes that follow in the same write) */
@@ -80,7 +69,7 @@ START_TEST(test_tls_through_tunnel)
     ck_assert_uint_eq(rs.received, 100000);
     ck_assert_int_eq(rs.pattern_bad, -1);
     fetch_free(&rs);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -117,7 +106,7 @@ START_TEST(test_tunnel_bulk_both_ways)
     free(sha);
     fetch_free(&rs);
     assert_peak_rss_below(f.p, 32 * 1024, "after tunnel transfers");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -137,7 +126,7 @@ START_TEST(test_port_not_allowed_403)
     c = connect_raw(f, o->port, NULL);
     ck_assert_int_eq(connect_status(c), 403);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -155,7 +144,7 @@ START_TEST(test_connect_refused_502)
     ck_assert_msg(strcasestr(r.body, "refused") != NULL, "502 body: %s", r.body);
     http_response_free(&r);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -176,7 +165,7 @@ START_TEST(test_tunnel_idle_timeout)
     ck_assert_msg(ms >= 500, "tunnel closed after %llu ms idle (timeout 1 s)",
                   (unsigned long long)ms);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -194,7 +183,7 @@ START_TEST(test_bytes_after_connect_head_forwarded)
     http_response_free(&r);
     tunnel_get(c, 5); /* and the tunnel carries on */
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -220,7 +209,7 @@ START_TEST(test_client_close_closes_upstream)
     long long left = wait_connections(f, 0);
     ck_assert_msg(left == 0, "origin still has %lld tunnel connection(s) after the client left",
                   left);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -236,7 +225,7 @@ START_TEST(test_origin_close_closes_client)
     http_response_free(&r);
     ck_assert_msg(raw_wait_closed(c, 3000), "origin closed, the client's side stayed open");
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

@@ -9,23 +9,12 @@
 
 #define T_MS 10000
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 static struct fixture up(const char *yaml)
 {
     struct fixture f;
     f.o = origin_start(0);
     f.p = proxy_start(yaml);
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 /* The proxy is alive and a fresh connection gets a normal answer */
@@ -72,7 +61,7 @@ START_TEST(test_unresolvable_host_502)
     assert_one_line(rs.body);
     fetch_free(&rs);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -90,7 +79,7 @@ START_TEST(test_connection_refused_502)
     assert_one_line(rs.body);
     fetch_free(&rs);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -111,7 +100,7 @@ START_TEST(test_upstream_timeout_504)
                   (unsigned long long)ms);
     fetch_free(&rs);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -177,7 +166,7 @@ START_TEST(test_malformed_request_400_and_close)
     http_response_free(&r);
     raw_close(c);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -204,7 +193,7 @@ START_TEST(test_random_bytes_do_not_crash)
     }
     free(junk);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -246,7 +235,7 @@ START_TEST(test_header_block_too_large_431)
     http_response_free(&r);
     raw_close(c);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -281,7 +270,7 @@ START_TEST(test_request_line_too_long_414)
     ck_assert_msg(raw_wait_closed(c, 3000), "connection not closed after %d", status);
     raw_close(c);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -297,7 +286,7 @@ START_TEST(test_slow_header_times_out)
                   (unsigned long long)ms);
     raw_close(c);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -326,7 +315,7 @@ START_TEST(test_client_abort_aborts_upstream)
     ck_assert_msg(sent < (256ll << 20), "origin sent %lld bytes for a client that left at 8 MiB",
                   sent);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -339,7 +328,7 @@ START_TEST(test_client_not_allowed_403)
     ck_assert_int_eq(rs.status, 403);
     fetch_free(&rs);
     ck_assert_int_eq(origin_stat(f.o, "requests"), 0); /* nothing reached the origin */
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -387,7 +376,7 @@ START_TEST(test_invalid_origin_head)
     ck_assert_msg(resp_header(&r, "Injected", 0) == NULL, "a CR in a value split the header");
     http_response_free(&r);
     still_serving(f);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

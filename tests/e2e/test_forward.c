@@ -8,23 +8,12 @@
 
 #define T_MS 10000
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 static struct fixture up(void)
 {
     struct fixture f;
     f.o = origin_start(0);
     f.p = proxy_start(NULL);
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 /* One raw request through the proxy; fails unless a complete response came back. */
@@ -79,7 +68,7 @@ START_TEST(test_methods_without_body)
         free(m);
         fetch_free(&rs);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -100,7 +89,7 @@ START_TEST(test_head)
     ck_assert_msg(strstr(log, "\"method\":\"HEAD\",\"target\":\"/bytes/1000\"") != NULL,
                   "origin did not see a HEAD: %s", log);
     free(log);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -130,7 +119,7 @@ START_TEST(test_methods_with_body)
         free(sha);
         fetch_free(&rs);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -153,7 +142,7 @@ START_TEST(test_echo_body_and_content_type)
     http_response_free(&r);
     raw_close(c);
     free(head);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -177,7 +166,7 @@ START_TEST(test_status_and_reason_preserved)
         ck_assert_str_eq(r.reason, cases[i].reason);
         http_response_free(&r);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -196,7 +185,7 @@ START_TEST(test_duplicate_headers_kept_in_order)
     free(dup);
     ck_assert_str_eq(r.body, "cookies\n");
     http_response_free(&r);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -221,7 +210,7 @@ START_TEST(test_gzip_bytes_exact)
     ck_assert(rs.body_len > 2 && (unsigned char)rs.body[0] == 0x1f &&
               (unsigned char)rs.body[1] == 0x8b);
     fetch_free(&rs);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -256,7 +245,7 @@ START_TEST(test_nothing_added_toward_origin)
     ck_assert_int_eq(body_len, 3);
     hdr_free(h, n);
     http_response_free(&r);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -300,7 +289,7 @@ START_TEST(test_hop_by_hop_removed)
     check_hop_by_hop(f, "X-Hop");
     check_hop_by_hop(f, "close, X-Hop");
     check_hop_by_hop(f, "keep-alive, X-Hop, TE");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -330,7 +319,7 @@ START_TEST(test_end_to_end_headers_kept)
     ck_assert_str_eq(hdr_find(h, n, "Host", 0), host);
     hdr_free(h, n);
     http_response_free(&r);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -363,7 +352,7 @@ START_TEST(test_via_both_ways)
     free(toward_origin);
     hdr_free(h, n);
     http_response_free(&r);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -414,7 +403,7 @@ START_TEST(test_no_body_for_head_204_304)
     bodiless(f, c, "HEAD", "/bytes/1000?chunked=1", 200);
     ck_assert_msg(raw_pending(c, 300) == 0, "bytes after the last response");
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -448,7 +437,7 @@ START_TEST(test_no_body_pipelined)
     ck_assert_msg(raw_pending(c, 300) == 0, "bytes after the last response");
     free(head), free(s204), free(s304), free(last), free(all);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -470,7 +459,7 @@ START_TEST(test_request_target_unchanged)
         free(t);
         http_response_free(&r);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -490,7 +479,7 @@ START_TEST(test_no_content_type_invented)
                   resp_header(&r, "Content-Type", 0));
     ck_assert_str_eq(r.body, "status 200\n");
     http_response_free(&r);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -509,7 +498,7 @@ START_TEST(test_origin_form_is_400_with_usage)
         ck_assert_msg(strcasestr(r.body, "proxy") != NULL, "400 body does not explain: %s", r.body);
         http_response_free(&r);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

@@ -114,11 +114,6 @@ static struct ca fresh_ca(const char *name)
 
 /* ---- fixtures -------------------------------------------------------------------------------- */
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 /* The YAML lines for interception of `hosts` with `ca`; upstream_ca: the harness CA or nothing */
 static char *intercept_yaml(const struct ca *ca, const char *hosts, int upstream_ca)
 {
@@ -142,12 +137,6 @@ static struct fixture up(int upstream_ca, const char *more)
                        more != NULL ? more : "");
     free(tls);
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 static const char *https_url(int port, const char *host, const char *path, char *buf, size_t len)
@@ -946,7 +935,7 @@ START_TEST(test_keepalive_tunnel_paced)
     ck_assert_msg(adm + del == N && rej == 0,
                   "limiter decisions: admitted %lld + delayed %lld (rejected %lld), want %d", adm,
                   del, rej, N);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -980,7 +969,7 @@ START_TEST(test_retry_inside_tunnel)
                   "want status 200 attempts=2: %s", line);
     free(line);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 1);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1045,7 +1034,7 @@ START_TEST(test_unlisted_host_keeps_origin_cert)
                   proxy_log_tail(f.p, 1500));
     snprintf(needle, sizeof needle, "\"GET https://127.0.0.1:%d/bytes/100\"", f.o->port);
     free(access_line(f.p, needle));
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1082,7 +1071,7 @@ START_TEST(test_bad_origin_cert_502)
                   "the 502 does not name the origin (https://127.0.0.1:%d): %s", f.o->port,
                   rs.body);
     fetch_free(&rs);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1102,7 +1091,7 @@ START_TEST(test_bad_origin_cert_502_absolute_form)
                   "the 502 does not name a TLS/certificate reason: %s", r.body);
     printf("bad origin certificate, absolute form: 502 %s", r.body);
     http_response_free(&r);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1255,7 +1244,7 @@ START_TEST(test_absolute_form_https)
         ck_assert_msg(access_lines(f.p, needle, NULL, 0) == 2, "want 2 lines with %s:\n%s", needle,
                       proxy_log_tail(f.p, 1500));
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1362,7 +1351,7 @@ START_TEST(test_tunnel_alpn_pipelining)
     ck_assert_msg(strstr(line, needle) != NULL, "absolute form inside the tunnel logged as: %s",
                   line);
     free(line);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1398,7 +1387,7 @@ START_TEST(test_tunnel_other_host_400)
              "GET https://127.0.0.1:%d/bytes/5 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
              f.o->port + 1 > 65535 ? 1 : f.o->port + 1, f.o->port);
     expect_400_inside(&f, req, "a request for another port");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1409,7 +1398,7 @@ START_TEST(test_tunnel_connect_inside_400)
     snprintf(req, sizeof req, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
              f.o->port, f.o->port);
     expect_400_inside(&f, req, "CONNECT");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1448,7 +1437,7 @@ START_TEST(test_tunnel_connection_close_delivers)
         tcli_close(&t);
     }
     SSL_CTX_free(ctx);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1473,7 +1462,7 @@ START_TEST(test_tunnel_plaintext_after_200)
     tresp_free(&r);
     tcli_close(&t);
     SSL_CTX_free(ctx);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1550,7 +1539,7 @@ START_TEST(test_tunnel_bodies_and_429)
     tresp_free(&r);
     tcli_close(&t);
     SSL_CTX_free(ctx);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -1600,7 +1589,7 @@ START_TEST(test_metrics_count_inner_requests)
     printf("metrics: rlproxy_tunnels_total %lld after 2 intercepted CONNECTs (%s)\n",
            proxy_metric(f.p, "rlproxy_tunnels_total"),
            "intercepted tunnels are not opaque tunnels; printed, not checked");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

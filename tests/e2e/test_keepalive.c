@@ -8,23 +8,12 @@
 
 #define T_MS 10000
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 static struct fixture up(const char *yaml)
 {
     struct fixture f;
     f.o = origin_start(0);
     f.p = proxy_start(yaml);
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 static void send_req(struct fixture f, struct raw *c, const char *method, const char *path,
@@ -84,7 +73,7 @@ START_TEST(test_sequential_requests_one_connection)
     send_req(f, c, "GET", "/bytes/5", NULL);
     expect_bytes(c, 5, "after a 404");
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -115,7 +104,7 @@ START_TEST(test_pipelined_answered_in_order)
     http_response_free(&r);
     free(a), free(b), free(h), free(d), free(all);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -146,7 +135,7 @@ START_TEST(test_http10_client)
     http10_get(f, "/bytes/5000", 5000, "");
     http10_get(f, "/bytes/100000?chunked=1", 100000, "");
     http10_get(f, "/bytes/3000", 3000, "Connection: keep-alive\r\n");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -172,7 +161,7 @@ START_TEST(test_expect_100_continue)
     expect_bytes(c, 10, "after 100-continue");
     free(body);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -206,7 +195,7 @@ START_TEST(test_chunked_request_body)
     expect_bytes(c, 10, "after chunked uploads");
     free(body);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -218,7 +207,7 @@ START_TEST(test_connection_close_honoured)
     expect_bytes(c, 100, "Connection: close request");
     ck_assert_msg(raw_wait_closed(c, 3000), "connection not closed after Connection: close");
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -234,7 +223,7 @@ START_TEST(test_client_idle_timeout)
     ck_assert_msg(waited >= 700, "closed after %llu ms, before the 1 s idle timeout",
                   (unsigned long long)waited);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -276,7 +265,7 @@ START_TEST(test_idle_connection_folded)
     raw_close(c);
     ck_assert(proxy_wait_metric(f.p, "rlproxy_open_connections", 0, 3000));
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_idle_connections"), 0);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -312,7 +301,7 @@ START_TEST(test_upstream_connection_reused)
     expect_bytes(c, 100, "new client connection");
     ck_assert_int_eq(conn_of_last_request(f), first);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

@@ -16,11 +16,6 @@
 
 #define T_MS 15000L
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 static struct fixture up(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static struct fixture up(const char *fmt, ...)
 {
@@ -34,12 +29,6 @@ static struct fixture up(const char *fmt, ...)
     f.p = proxy_start(yaml);
     free(yaml);
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 /* retry settings with the defaults the brief gives, jitter off and no budget in the way */
@@ -248,7 +237,7 @@ START_TEST(test_503_twice_then_200)
     ck_assert_msg(proxy_log_contains(f.p, "attempt 1 got 503, retrying in 100 ms") &&
                       proxy_log_contains(f.p, "attempt 2 got 503, retrying in 200 ms"),
                   "retry log lines missing:\n%s", proxy_log_tail(f.p, 2000));
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -290,7 +279,7 @@ START_TEST(test_full_jitter_bounds)
     /* 10 draws from a uniform range: all at the cap, or all alike, means no jitter */
     ck_assert_msg(at_cap < 2 * N && distinct > 0,
                   "jitter: full drew %d of %d at the cap, %d distinct", at_cap, 2 * N, distinct);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -317,7 +306,7 @@ START_TEST(test_attempts_exhausted)
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "t2c"), 1);
     expect_attempts(f.p, "key=t2c", 1);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -344,7 +333,7 @@ START_TEST(test_no_retry_after_head_sent)
     free(log);
     ck_assert_msg(n == 1, "the origin saw /truncate %d times", n);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 0);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -371,7 +360,7 @@ START_TEST(test_retry_after_seconds)
                   "Retry-After: 1 retried after %.1f ms (backoff would be 10 ms)", t[1] - t[0]);
     ck_assert_msg(proxy_log_contains(f.p, "attempt 1 got 429, retrying in 1000 ms"), "log:\n%s",
                   proxy_log_tail(f.p, 1500));
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -405,7 +394,7 @@ START_TEST(test_retry_after_http_date)
     ck_assert_msg(ms < 800, "Retry-After in the past: waited %llu ms", (unsigned long long)ms);
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "radp"), 2);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -428,7 +417,7 @@ START_TEST(test_retry_after_above_max_delay)
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "ra30"), 1);
     expect_attempts(f.p, "key=ra30", 1);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -483,7 +472,7 @@ START_TEST(test_origin_pause_refuses)
     ck_assert_msg(rs.status == 200, "after the pause: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "p"), 2);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -529,7 +518,7 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
                   "the held request's access line says limit=%s wait=%lldms: %s", limit, wait,
                   line);
     free(line);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -559,7 +548,7 @@ START_TEST(test_post_not_retried_by_default)
     ck_assert_msg(rs.status == 200, "DELETE: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "del1"), 2);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -584,7 +573,7 @@ START_TEST(test_post_replayed_when_listed)
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "put0"), 1);
     free(body);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -615,7 +604,7 @@ START_TEST(test_put_replayed_by_default)
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "put2"), 3);
     free(body);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -644,7 +633,7 @@ START_TEST(test_connect_error_retried_any_method)
     ck_assert_msg(proxy_log_contains(f.p, "attempt 1 failed (connection refused") &&
                       proxy_log_contains(f.p, "attempt 2 failed (connection refused"),
                   "log:\n%s", proxy_log_tail(f.p, 2000));
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -662,7 +651,7 @@ START_TEST(test_reset_after_send_not_retried)
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "rst"), 1);
     expect_attempts(f.p, "key=rst", 1);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -689,7 +678,7 @@ START_TEST(test_reset_on_reused_connection_post)
     ck_assert_msg(seen == 1 && status == 502,
                   "a POST that reached the origin was sent %lld times (client got %ld)", seen,
                   status);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -715,7 +704,7 @@ START_TEST(test_timeout_retried_get)
     ck_assert_msg(rs.status == 504, "POST after a timeout: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "hang0"), 1);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -751,7 +740,7 @@ START_TEST(test_timeout_with_body)
                   (int)rs.rc, rs.err, rs.status, (unsigned long long)(now_ms() - t0));
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "hang3"), 2);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -778,7 +767,7 @@ START_TEST(test_body_over_max_body_not_retried)
     expect_flaky_ok(&rs, body, 64 * 1024, 2, "PUT of exactly max_body");
     fetch_free(&rs);
     free(body);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -862,7 +851,7 @@ START_TEST(test_2gib_upload_not_retried)
     ck_assert_int_eq(origin_count(&f, "huge"), 1);
     expect_attempts(f.p, "key=huge", 1);
     assert_peak_rss_below(f.p, 64 * 1024, "after a 2 GiB PUT answered 503");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -879,7 +868,7 @@ START_TEST(test_big_upload_early_503_not_retried)
                   "a %llu-byte PUT (max_body 1 MiB) was sent %lld times; the client got %ld",
                   (unsigned long long)size, seen, status);
     assert_peak_rss_below(f.p, 64 * 1024, "after a big PUT answered 503 early");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -903,7 +892,7 @@ START_TEST(test_budget_floor)
                   "%d requests with budget 0%% reached the origin %lld times, want %d", N, seen,
                   N + 10);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), 10);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -944,7 +933,7 @@ START_TEST(test_retry_passes_limiter)
     line_limit(line, limit, sizeof limit);
     ck_assert_msg(strcmp(limit, "reject:two") == 0 && line_attempts(line) == 2, "%s", line);
     free(line);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 

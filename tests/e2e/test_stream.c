@@ -10,23 +10,12 @@
 #define RSS_LIMIT_KIB (32 * 1024)
 #define BIG_TIMEOUT_MS 600000L
 
-struct fixture {
-    struct origin *o;
-    struct proxy *p;
-};
-
 static struct fixture up(void)
 {
     struct fixture f;
     f.o = origin_start(0);
     f.p = proxy_start(NULL);
     return f;
-}
-
-static void down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
 }
 
 static void download(struct fixture f, const char *path, uint64_t size, const char *label)
@@ -90,7 +79,7 @@ START_TEST(test_download_1gib)
     struct fixture f = up();
     download(f, path, size, "download (Content-Length)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after 1 GiB download");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -102,7 +91,7 @@ START_TEST(test_download_chunked)
     struct fixture f = up();
     download(f, path, size, "download (chunked)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after chunked download");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -125,7 +114,7 @@ START_TEST(test_download_close_delimited)
     http_response_free(&r);
     free(req);
     raw_close(c);
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -134,7 +123,7 @@ START_TEST(test_upload_chunked_200mib)
     struct fixture f = up();
     upload(f, "/sink", harness_size(200ull << 20, 16ull << 20), 1, "upload (chunked)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after chunked upload");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -143,7 +132,7 @@ START_TEST(test_upload_content_length_200mib)
     struct fixture f = up();
     upload(f, "/sink", harness_size(200ull << 20, 16ull << 20), 0, "upload (Content-Length)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after Content-Length upload");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -154,7 +143,7 @@ START_TEST(test_upload_to_slow_reader)
     upload(f, "/sink?delay=2", harness_size(128ull << 20, 8ull << 20), 0,
            "upload to a slow reader");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after upload to a slow reader");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -179,7 +168,7 @@ START_TEST(test_download_to_slow_reader)
     free(req);
     raw_close(c);
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after the slow reader caught up");
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -213,7 +202,7 @@ START_TEST(test_truncated_upstream_fails_client_curl)
         fetch_free(&rs);
         still_serving(f);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
@@ -238,7 +227,7 @@ START_TEST(test_truncated_upstream_fails_client_raw)
         raw_close(c);
         still_serving(f);
     }
-    down(f);
+    fixture_down(f);
 }
 END_TEST
 
