@@ -368,6 +368,23 @@ void run_cmd(char *const argv[], const char *const env[], int timeout_ms, struct
         r->err = xstrndup("", 0);
 }
 
+static const char *proxy_bin(void);
+
+void run_rlproxy(char *const args[], int timeout_ms, struct cmd_result *r)
+{
+    char *argv[MAX_WRAPPER_WORDS + 16];
+    int n = wrapper_words(), argc = 0;
+    for (int i = 0; i < n; i++)
+        argv[argc++] = g_wrapper[i];
+    argv[argc++] = (char *)proxy_bin();
+    for (int i = 0; args[i] != NULL; i++) {
+        ck_assert_msg(argc < (int)(sizeof argv / sizeof argv[0]) - 1, "run_rlproxy: too many args");
+        argv[argc++] = args[i];
+    }
+    argv[argc] = NULL;
+    run_cmd(argv, NULL, n > 0 ? timeout_ms * 5 : timeout_ms, r);
+}
+
 void cmd_result_free(struct cmd_result *r)
 {
     free(r->out);

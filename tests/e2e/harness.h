@@ -285,6 +285,10 @@ struct cmd_result {
 /* Runs argv[0] (PATH search). env: NULL-terminated "NAME=value" (set) or "NAME" (unset). */
 void run_cmd(char *const argv[], const char *const env[], int timeout_ms, struct cmd_result *r);
 void cmd_result_free(struct cmd_result *r);
+/* rlproxy itself with args (NULL-terminated, after the program name: "-t", "-c", path), under
+ * RLPROXY_WRAPPER when it is set, like proxy_start: valgrind's exit 99 on a memory error or leak
+ * then fails whatever exit code the caller expects. The timeout grows 5x under the wrapper. */
+void run_rlproxy(char *const args[], int timeout_ms, struct cmd_result *r);
 /* Reads a whole file (malloc'd, NUL-terminated); NULL if it can't */
 char *read_file(const char *path, size_t *len);
 

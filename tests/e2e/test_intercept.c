@@ -52,12 +52,6 @@
 /* how much closer two arrivals at the origin may be than their admissions (delivery delays) */
 #define ARRIVAL_SLACK_MS 100.0
 
-static const char *bin(void)
-{
-    const char *env = getenv("RLPROXY_BIN");
-    return env != NULL && *env ? env : "src/rlproxy";
-}
-
 static long env_long(const char *name, long dflt)
 {
     const char *v = getenv(name);
@@ -81,8 +75,8 @@ static void ca_paths(struct ca *ca, const char *name)
 static void ca_init_cmd(struct ca *ca, const char *name, struct cmd_result *r)
 {
     ca_paths(ca, name);
-    char *argv[] = {(char *)bin(), "ca", "init", ca->dir, NULL};
-    run_cmd(argv, NULL, 20000, r);
+    char *args[] = {"ca", "init", ca->dir, NULL};
+    run_rlproxy(args, 20000, r);
 }
 
 /* The CA shared by the tests (made once per run: the temp dir outlives each forked test) */
@@ -1117,7 +1111,7 @@ START_TEST(test_loose_ca_key_refused)
                        tls) > 0);
     write_text(conf, yaml);
     struct cmd_result r;
-    char *check[] = {(char *)bin(), "-t", "-c", conf, NULL};
+    char *check[] = {"-t", "-c", conf, NULL};
 
     /* modes: 0600 and 0400 pass; anything for group or other fails */
     static const struct {
@@ -1126,7 +1120,7 @@ START_TEST(test_loose_ca_key_refused)
     } modes[] = {{0600, 1}, {0400, 1}, {0644, 0}, {0640, 0}, {0604, 0}, {0620, 0}, {0602, 0}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         ck_assert(chmod(ca.key, modes[i].mode) == 0);
-        run_cmd(check, NULL, 10000, &r);
+        run_rlproxy(check, 10000, &r);
         if (modes[i].ok) {
             ck_assert_msg(r.exit_code == 0, "-t with ca.key mode %04o: exit %d: %s%s",
                           (unsigned)modes[i].mode, r.exit_code, r.out, r.err);
@@ -1142,11 +1136,11 @@ START_TEST(test_loose_ca_key_refused)
 
     /* the daemon refuses to start */
     ck_assert(chmod(ca.key, 0644) == 0);
-    run_cmd(check, NULL, 10000, &r);
+    run_rlproxy(check, 10000, &r);
     printf("-t with a 0644 key: exit %d: %s", r.exit_code, r.err);
     cmd_result_free(&r);
-    char *start[] = {(char *)bin(), "-c", conf, NULL};
-    run_cmd(start, NULL, 10000, &r);
+    char *start[] = {"-c", conf, NULL};
+    run_rlproxy(start, 10000, &r);
     ck_assert_msg(!r.timed_out, "rlproxy started (ran 10 s) with a 0644 CA key: %s%s", r.out,
                   r.err);
     ck_assert_msg(r.exit_code != 0, "rlproxy exited 0 with a 0644 CA key: %s%s", r.out, r.err);

@@ -23,12 +23,6 @@
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 
-static const char *bin(void)
-{
-    const char *env = getenv("RLPROXY_BIN");
-    return env != NULL && *env ? env : "src/rlproxy";
-}
-
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -324,9 +318,9 @@ END_TEST
 
 static void run_bin(struct cmd_result *r, const char *a1, const char *a2, const char *a3)
 {
-    char *argv[] = {(char *)bin(), (char *)a1, (char *)a2, (char *)a3, NULL};
-    run_cmd(argv, NULL, 10000, r);
-    ck_assert_msg(!r->timed_out, "%s %s timed out", bin(), a1 != NULL ? a1 : "");
+    char *args[] = {(char *)a1, (char *)a2, (char *)a3, NULL};
+    run_rlproxy(args, 10000, r);
+    ck_assert_msg(!r->timed_out, "rlproxy %s timed out", a1 != NULL ? a1 : "");
 }
 
 START_TEST(test_check_config_valid_and_invalid)
