@@ -9,6 +9,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <stdlib.h>
@@ -38,6 +39,18 @@ static uint64_t committed_total(void)
 }
 
 #define RESUME_CHECK_MS 50
+#define REPEAT_LOG_MS 10000
+
+/* For messages about a state that can repeat every RESUME_CHECK_MS: 1 (and *last_ms updated) when
+ * the last one is REPEAT_LOG_MS old or there was none. */
+static int due(uint64_t *last_ms)
+{
+    uint64_t now = util_now_ms();
+    if (*last_ms != 0 && now - *last_ms < REPEAT_LOG_MS)
+        return 0;
+    *last_ms = now;
+    return 1;
+}
 /* Connections folded since the last trim before one is worth it, and how often at most. */
 #define TRIM_AFTER_FREES 64
 #define TRIM_DELAY_MS 1000
@@ -45,16 +58,20 @@ static uint64_t committed_total(void)
 /* Workers accept from one socket independently: one may accept right after another reached the
  * cap. Such a connection waits here, unread, until the count is under the cap again, so the cap
  * holds exactly however many workers there are. */
+static void keep(struct parked *p, evutil_socket_t fd, const struct sockaddr *addr, int addr_len)
+{
+    p->fd = fd;
+    p->addr_len = addr_len < (int)sizeof p->addr ? addr_len : (int)sizeof p->addr;
+    memcpy(&p->addr, addr, (size_t)p->addr_len);
+}
+
 static void park(struct worker *w, evutil_socket_t fd, const struct sockaddr *addr, int addr_len)
 {
     if (w->parked_count == WORKER_PARKED_MAX) {
         evutil_closesocket(fd); /* cannot happen while accepting pauses at the first parked */
         return;
     }
-    struct parked *p = &w->parked[w->parked_count++];
-    p->fd = fd;
-    p->addr_len = addr_len < (int)sizeof p->addr ? addr_len : (int)sizeof p->addr;
-    memcpy(&p->addr, addr, (size_t)p->addr_len);
+    keep(&w->parked[w->parked_count++], fd, addr, addr_len);
 }
 
 /* Every worker, for the hand-over; NULL until all of them run (server.c: worker_group_start). */
@@ -84,7 +101,7 @@ static uint64_t load_of(struct worker *w)
 static struct worker *lighter_worker(struct worker *w)
 {
     struct worker *all = atomic_load(&group);
-    if (all == NULL)
+    if (all == NULL || group_count < 2)
         return NULL;
     struct worker *best = NULL;
     uint64_t best_load = load_of(w);
@@ -107,9 +124,7 @@ static struct worker *lighter_worker(struct worker *w)
 struct handover {
     struct util_call call;
     struct worker *to;
-    evutil_socket_t fd;
-    int addr_len;
-    struct sockaddr_storage addr;
+    struct parked conn;
 };
 
 /* On the receiving worker's loop; or at worker_destroy, after its loop ended. */
@@ -118,9 +133,9 @@ static void on_handover(void *arg)
     struct handover *h = arg;
     struct worker *w = h->to;
     if (w->draining || w->stopped)
-        evutil_closesocket(h->fd); /* as if it had come after the listener closed */
+        evutil_closesocket(h->conn.fd); /* as if it had come after the listener closed */
     else
-        conn_accept(w, h->fd, (struct sockaddr *)&h->addr, h->addr_len);
+        conn_accept(w, h->conn.fd, (struct sockaddr *)&h->conn.addr, h->conn.addr_len);
     /* after conn_accept counted it in open_total, so the cap never sees it missing */
     atomic_fetch_sub(&w->handovers_pending, 1);
     atomic_fetch_sub(&handovers_total, 1);
@@ -134,9 +149,7 @@ static int hand_over(struct worker *to, evutil_socket_t fd, const struct sockadd
     if (h == NULL)
         return -1;
     h->to = to;
-    h->fd = fd;
-    h->addr_len = addr_len < (int)sizeof h->addr ? addr_len : (int)sizeof h->addr;
-    memcpy(&h->addr, addr, (size_t)h->addr_len);
+    keep(&h->conn, fd, addr, addr_len);
     h->call.fn = on_handover;
     h->call.arg = h;
     atomic_fetch_add(&to->handovers_pending, 1);
@@ -202,11 +215,8 @@ static void on_resume_check(evutil_socket_t fd, short what, void *arg)
     set_accepting(w);
     for (size_t i = 0; i < w->listener_count; i++)
         event_add(w->listeners[i], NULL);
-    if (w->accept_quiet)
-        log_debug("worker %u: accepting again", w->id);
-    else
+    if (w->pause_said)
         log_info("worker %u: accepting again", w->id);
-    w->accept_quiet = 0;
 }
 
 void worker_pause_accept(struct worker *w, const char *why)
@@ -217,10 +227,13 @@ void worker_pause_accept(struct worker *w, const char *why)
     set_accepting(w);
     for (size_t i = 0; i < w->listener_count; i++)
         event_del(w->listeners[i]);
-    if (w->accept_quiet)
-        log_debug("worker %u: not accepting: %s", w->id, why);
-    else
-        log_info("worker %u: not accepting: %s", w->id, why);
+    w->pauses++;
+    /* a cause that lasts pauses and resumes every 50 ms: said once every 10 s, with the count */
+    w->pause_said = due(&w->pause_said_ms);
+    if (w->pause_said) {
+        log_info("worker %u: not accepting: %s (%" PRIu64 " pauses in all)", w->id, why,
+                 w->pauses);
+    }
     struct timeval tv = {0, RESUME_CHECK_MS * 1000};
     evtimer_add(w->resume_timer, &tv);
 }
@@ -281,14 +294,9 @@ static void on_listener_readable(evutil_socket_t listen_fd, short what, void *ar
         case ENFILE:
         case ENOBUFS:
         case ENOMEM: {
-            /* retried every 50 ms while it lasts: said once every 10 s, not 20 times a second */
-            uint64_t now = util_now_ms();
-            if (w->accept_error_logged_ms == 0 || now - w->accept_error_logged_ms >= 10000) {
+            if (due(&w->accept_error_said_ms))
                 log_warn("worker %u: accept failed: %s (retrying every %d ms)", w->id,
                          strerror(errno), RESUME_CHECK_MS);
-                w->accept_error_logged_ms = now;
-            }
-            w->accept_quiet = 1;
             worker_pause_accept(w, "out of descriptors or memory");
             return;
         }

@@ -64,8 +64,10 @@ struct worker {
     struct event *resume_timer; /* while accepting is paused: checks whether to resume */
     int accept_paused;
     int stopped; /* its loop ended */
-    int accept_quiet;                /* paused for lack of descriptors: pause/resume at debug */
-    uint64_t accept_error_logged_ms; /* when that was last logged */
+    uint64_t pauses;                /* of accepting, since start */
+    uint64_t pause_said_ms;         /* when a pause was last logged (at most every 10 s) */
+    int pause_said;                 /* this pause was: its end is logged too */
+    uint64_t accept_error_said_ms;  /* likewise for accept() running out of descriptors */
     _Atomic int accepting;                /* neither draining nor paused: may take hand-overs */
     _Atomic uint64_t handovers_pending; /* connections handed to this worker, not yet taken */
 #define WORKER_PARKED_MAX 64
