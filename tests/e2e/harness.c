@@ -786,6 +786,23 @@ int proxy_log_contains(struct proxy *p, const char *text)
     return found;
 }
 
+size_t text_count(const char *haystack, const char *needle)
+{
+    size_t n = 0, len = strlen(needle);
+    for (const char *q = haystack; q != NULL && len > 0 && (q = strstr(q, needle)) != NULL;
+         q += len)
+        n++;
+    return n;
+}
+
+size_t proxy_log_count(struct proxy *p, const char *text)
+{
+    char *log = read_file(p->log_path, NULL);
+    size_t n = text_count(log, text);
+    free(log);
+    return n;
+}
+
 /* The port of the first "listening on 127.0.0.1:PORT" log line that is (admin != 0) or is not
  * (admin == 0) about the admin endpoint; -1 while there is none yet */
 static int parse_listen_port(struct proxy *p, int admin)

@@ -109,6 +109,9 @@ struct proxy *proxy_startf(const char *fmt, ...) __attribute__((format(printf, 1
 void proxy_stop(struct proxy *p);
 int proxy_alive(struct proxy *p);
 int proxy_log_contains(struct proxy *p, const char *text);
+/* How often text occurs in the proxy's log (non-overlapping); in a string */
+size_t proxy_log_count(struct proxy *p, const char *text);
+size_t text_count(const char *haystack, const char *needle);
 char *proxy_log_tail(struct proxy *p, size_t max_bytes); /* malloc'd, never NULL */
 /* For failure messages: a sanitizer report's head and SUMMARY if the log has one, else valgrind's
  * "==PID==" report lines and the log's tail if it has those, else its tail */

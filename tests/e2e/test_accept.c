@@ -177,20 +177,11 @@ static double cpu_seconds(pid_t pid)
     const char *p = strrchr(line, ')'); /* the command name may hold spaces */
     ck_assert(p != NULL);
     unsigned long utime = 0, stime = 0;
-    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt, then
+     * utime stime */
     ck_assert(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
                      &stime) == 2);
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static size_t count_lines_with(struct proxy *p, const char *text)
-{
-    char *log = proxy_log_tail(p, 1 << 20);
-    size_t n = 0;
-    for (const char *at = log; (at = strstr(at, text)) != NULL; at += strlen(text))
-        n++;
-    free(log);
-    return n;
 }
 
 #define FD_LIMIT 64
@@ -218,7 +209,7 @@ START_TEST(test_descriptors)
     uint64_t start = now_ms();
     sleep_ms(1000);
     double used = cpu_seconds(p->pid) - before, elapsed = (double)(now_ms() - start) / 1000;
-    size_t said = count_lines_with(p, "accept failed");
+    size_t said = proxy_log_count(p, "accept failed");
     fprintf(stderr, "descriptors: %d clients at RLIMIT_NOFILE %d: rlproxy used %.2f s of CPU in "
             "%.2f s; %zu accept failures logged\n",
             FD_CLIENTS, FD_LIMIT, used, elapsed, said);

@@ -486,22 +486,12 @@ static void one_get(struct proxy *p, struct origin *o, const char *path)
 
 static void reload(struct proxy *p, const char *yaml)
 {
-    char *log = read_file(p->log_path, NULL);
-    size_t before = 0;
-    for (const char *q = log; q != NULL && (q = strstr(q, "configuration reloaded")) != NULL; q++)
-        before++;
-    free(log);
+    size_t before = proxy_log_count(p, "configuration reloaded");
     write_text(p->conf_path, yaml);
     ck_assert(kill(p->pid, SIGHUP) == 0);
     uint64_t deadline = now_ms() + 5000;
     for (;;) {
-        size_t n = 0;
-        log = read_file(p->log_path, NULL);
-        for (const char *q = log; q != NULL && (q = strstr(q, "configuration reloaded")) != NULL;
-             q++)
-            n++;
-        free(log);
-        if (n > before)
+        if (proxy_log_count(p, "configuration reloaded") > before)
             return;
         ck_assert_msg(now_ms() < deadline, "reload not logged:\n%s", proxy_log_tail(p, 800));
         sleep_ms(10);

@@ -1319,16 +1319,6 @@ static void write_text(const char *path, const char *text)
     ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
 }
 
-static size_t log_count(struct proxy *p, const char *needle)
-{
-    char *log = read_file(p->log_path, NULL);
-    size_t n = 0;
-    for (const char *q = log; q != NULL && (q = strstr(q, needle)) != NULL; q += strlen(needle))
-        n++;
-    free(log);
-    return n;
-}
-
 /* The harness's first lines (listen, admin on an ephemeral port) + rules; a reload with the same
  * listen and admin lines keeps both sockets. */
 #define RELOAD_BASE "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\nworkers: 1\n"
@@ -1338,11 +1328,11 @@ static size_t log_count(struct proxy *p, const char *needle)
  * 200, or its 429), where the old config had no rule for it. */
 static void reload_with(struct proxy *p, struct origin *o, const char *yaml, const char *probe)
 {
-    size_t before = log_count(p, "configuration reloaded from ");
+    size_t before = proxy_log_count(p, "configuration reloaded from ");
     write_text(p->conf_path, yaml);
     ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
     uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    while (log_count(p, "configuration reloaded from ") == before) {
+    while (proxy_log_count(p, "configuration reloaded from ") == before) {
         ck_assert_msg(!proxy_log_contains(p, "reload failed"), "reload failed:\n%s",
                       proxy_log_tail(p, 1500));
         ck_assert_msg(now_ms() < deadline && proxy_alive(p), "no reload:\n%s",

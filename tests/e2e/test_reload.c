@@ -34,37 +34,21 @@ static void write_text(const char *path, const char *text)
     ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
 }
 
-static size_t count_in(const char *text, const char *needle)
-{
-    size_t n = 0, len = strlen(needle);
-    for (const char *p = text; (p = strstr(p, needle)) != NULL; p += len)
-        n++;
-    return n;
-}
-
-static size_t log_count(struct proxy *p, const char *needle)
-{
-    char *log = read_file(p->log_path, NULL);
-    size_t n = log != NULL ? count_in(log, needle) : 0;
-    free(log);
-    return n;
-}
-
 enum { RELOAD_OK = 1, RELOAD_FAILED = 0 };
 
 /* Rewrites the proxy's config file with `yaml` (the whole file), sends SIGHUP and waits (bounded)
  * for the proxy to log the outcome. RELOAD_OK or RELOAD_FAILED; fails the test on silence. */
 static int reload_with(struct proxy *p, const char *yaml)
 {
-    size_t ok0 = log_count(p, "configuration reloaded from ");
-    size_t bad0 = log_count(p, "reload failed, keeping the running config: ");
+    size_t ok0 = proxy_log_count(p, "configuration reloaded from ");
+    size_t bad0 = proxy_log_count(p, "reload failed, keeping the running config: ");
     write_text(p->conf_path, yaml);
     ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
     uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
     for (;;) {
-        if (log_count(p, "configuration reloaded from ") > ok0)
+        if (proxy_log_count(p, "configuration reloaded from ") > ok0)
             return RELOAD_OK;
-        if (log_count(p, "reload failed, keeping the running config: ") > bad0)
+        if (proxy_log_count(p, "reload failed, keeping the running config: ") > bad0)
             return RELOAD_FAILED;
         if (now_ms() > deadline)
             break;
@@ -328,16 +312,16 @@ START_TEST(test_twenty_reloads_under_load)
     ck_assert(log != NULL);
     char reloaded[600];
     snprintf(reloaded, sizeof reloaded, "configuration reloaded from %s", p->conf_path);
-    ck_assert_msg(count_in(log, reloaded) == (size_t)n_valid, "%zu '%s' lines, want %d",
-                  count_in(log, reloaded), reloaded, n_valid);
-    ck_assert_uint_eq(count_in(log, "reload failed, keeping the running config: "),
+    ck_assert_msg(text_count(log, reloaded) == (size_t)n_valid, "%zu '%s' lines, want %d",
+                  text_count(log, reloaded), reloaded, n_valid);
+    ck_assert_uint_eq(text_count(log, "reload failed, keeping the running config: "),
                       (size_t)n_invalid);
     for (int i = 0; i < n_invalid; i++)
         ck_assert_msg(strstr(log, expected[i]) != NULL, "log lacks \"%s\"; log tail:\n%s",
                       expected[i], proxy_log_tail(p, 1500));
     free(log);
     /* the listener was not touched: same port, still serving */
-    ck_assert_int_eq(log_count(p, "notice: listening on 127.0.0.1:"), 1);
+    ck_assert_int_eq(proxy_log_count(p, "notice: listening on 127.0.0.1:"), 1);
     ck_assert_int_eq(get_status_on(port_before, o, NULL), 200);
     proxy_stop(p);
     origin_stop(o);
@@ -407,7 +391,7 @@ static size_t listening_lines(struct proxy *p, int port)
 {
     char needle[64];
     snprintf(needle, sizeof needle, "notice: listening on 127.0.0.1:%d\n", port);
-    return log_count(p, needle);
+    return proxy_log_count(p, needle);
 }
 
 START_TEST(test_listen_change_rebinds_only_what_changed)

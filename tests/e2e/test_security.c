@@ -38,27 +38,11 @@ static void write_text(const char *path, const char *text)
     ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
 }
 
-static size_t count_in(const char *text, const char *needle)
-{
-    size_t n = 0, len = strlen(needle);
-    for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p += len)
-        n++;
-    return n;
-}
-
-static size_t log_count(struct proxy *p, const char *needle)
-{
-    char *log = read_file(p->log_path, NULL);
-    size_t n = log != NULL ? count_in(log, needle) : 0;
-    free(log);
-    return n;
-}
-
 /* How many requests the origin logged whose entry contains needle (its /log is JSON) */
 static size_t origin_seen(const struct origin *o, const char *needle)
 {
     char *log = origin_get(o, "/log");
-    size_t n = count_in(log, needle);
+    size_t n = text_count(log, needle);
     free(log);
     return n;
 }
@@ -174,13 +158,13 @@ static struct raw *connect_from(int port, const char *src)
 /* Rewrites the config file, SIGHUP, waits (bounded) for "configuration reloaded" */
 static void reload_with(struct proxy *p, const char *yaml)
 {
-    size_t ok0 = log_count(p, "configuration reloaded from ");
-    size_t bad0 = log_count(p, "reload failed");
+    size_t ok0 = proxy_log_count(p, "configuration reloaded from ");
+    size_t bad0 = proxy_log_count(p, "reload failed");
     write_text(p->conf_path, yaml);
     ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
     uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    while (log_count(p, "configuration reloaded from ") == ok0) {
-        ck_assert_msg(log_count(p, "reload failed") == bad0, "reload failed:\n%s",
+    while (proxy_log_count(p, "configuration reloaded from ") == ok0) {
+        ck_assert_msg(proxy_log_count(p, "reload failed") == bad0, "reload failed:\n%s",
                       proxy_log_tail(p, 1500));
         ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));
         ck_assert_msg(now_ms() < deadline, "no reload logged; log:\n%s", proxy_log_tail(p, 1500));
@@ -528,12 +512,12 @@ START_TEST(test_auth_users_file_and_reload)
     write_text(users, "bob\n");
     conf = read_file(p->conf_path, NULL);
     write_text(p->conf_path, conf);
-    size_t bad0 = log_count(p, "reload failed");
+    size_t bad0 = proxy_log_count(p, "reload failed");
     kill(p->pid, SIGHUP);
     uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    while (log_count(p, "reload failed") == bad0 && now_ms() < deadline)
+    while (proxy_log_count(p, "reload failed") == bad0 && now_ms() < deadline)
         sleep_ms(5);
-    ck_assert_msg(log_count(p, "reload failed") > bad0, "a users file without a hash was accepted");
+    ck_assert_msg(proxy_log_count(p, "reload failed") > bad0, "a users file without a hash was accepted");
     free(conf);
     ck_assert_int_eq(get_status(p, o, "/headers/f6", bob), 200);
     ck_assert_int_eq(get_status(p, o, "/headers/f7", alice), 407);
@@ -838,7 +822,7 @@ START_TEST(test_loop_self_parent)
     ck_assert_msg(now_ms() - t0 < 5000, "the loop took %llu ms to answer",
                   (unsigned long long)(now_ms() - t0));
     http_response_free(&r);
-    ck_assert_msg(log_count(p, "\"GET http://127.0.0.1:") <= 3,
+    ck_assert_msg(proxy_log_count(p, "\"GET http://127.0.0.1:") <= 3,
                   "the loop went round more than once:\n%s", proxy_log_tail(p, 2000));
     ck_assert_uint_eq(origin_seen(o, "/headers/loop"), 0);
     ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));
@@ -865,7 +849,7 @@ START_TEST(test_loop_self_parent_connect)
     uint64_t t0 = now_ms();
     int rc = raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS);
     ck_assert_msg(rc == RAW_OK, "%s", raw_result_name(rc));
-    size_t hops = log_count(p, "\"CONNECT 127.0.0.1:");
+    size_t hops = proxy_log_count(p, "\"CONNECT 127.0.0.1:");
     /* refused at the first hop (508, 403, or the parent's refusal relayed as 502): not repeated
      * until a connection cap stops it */
     ck_assert_msg(hops <= 3,
@@ -895,7 +879,7 @@ START_TEST(test_chain_of_two_is_not_a_loop)
         strncat(vias, hdr_find(hs, n, "Via", (int)i), sizeof vias - strlen(vias) - 2);
         strcat(vias, ";");
     }
-    ck_assert_msg(count_in(vias, "rlproxy-") == 2, "Via at the origin: %s", vias);
+    ck_assert_msg(text_count(vias, "rlproxy-") == 2, "Via at the origin: %s", vias);
     const char *first = strstr(vias, "rlproxy-"), *second = strstr(first + 8, "rlproxy-");
     ck_assert_msg(strncmp(first, second, 16) != 0, "both proxies have the same Via id: %s", vias);
     hdr_free(hs, n);
@@ -1174,7 +1158,7 @@ START_TEST(test_smuggling_never_reaches_origin)
     ck_assert_int_eq(get_status(p, o, "/headers/after-smuggling", NULL), 200);
     char *log = origin_get(o, "/log");
     ck_assert_msg(strstr(log, "after-smuggling") != NULL, "origin log: %s", log);
-    ck_assert_msg(count_in(log, "smuggl") == 1,
+    ck_assert_msg(text_count(log, "smuggl") == 1,
                   "a smuggled or refused request reached the origin: %s", log);
     free(log);
     ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));

@@ -628,23 +628,12 @@ static double metrics_answer(struct proxy *p, int timeout_ms)
     return ms;
 }
 
-/* Lines of the proxy's log that contain text */
-static int log_lines(struct proxy *p, const char *text)
-{
-    char *log = read_file(p->log_path, NULL);
-    int n = 0;
-    for (const char *s = log; s != NULL && (s = strstr(s, text)) != NULL; s += strlen(text))
-        n++;
-    free(log);
-    return n;
-}
-
 /* Polls (bounded) until the proxy's log has at least want lines with text; returns the count */
 static int wait_log_lines(struct proxy *p, const char *text, int want, int timeout_ms)
 {
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
     int n;
-    while ((n = log_lines(p, text)) < want && now_ms() < deadline)
+    while ((n = (int)proxy_log_count(p, text)) < want && now_ms() < deadline)
         sleep_ms(10);
     return n;
 }
@@ -1047,7 +1036,7 @@ START_TEST(test_stopped_local)
     free(rule);
     warm(p[0], o, 8);
     warm(p[1], o, 8);
-    ck_assert_int_eq(log_lines(p[0], DOWN_LINE) + log_lines(p[1], DOWN_LINE), 0);
+    ck_assert_uint_eq(proxy_log_count(p[0], DOWN_LINE) + proxy_log_count(p[1], DOWN_LINE), 0);
 
     redis_kill(rd);
     for (int i = 0; i < 2; i++)
@@ -1074,7 +1063,7 @@ START_TEST(test_stopped_local)
         size_t n = origin_arrivals(o, prefix[i], &a);
         size_t worst;
         double span = arrivals_min_span(a, n, L, &worst);
-        int down = log_lines(p[i], DOWN_LINE);
+        int down = (int)proxy_log_count(p[i], DOWN_LINE);
         fprintf(stderr,
                 "shared, Redis stopped, on_error local, instance %c: %ld sent, %zu admitted (local "
                 "window: %.0f per %.0f ms), %ld 429s, slowest answer %.1f ms, smallest span of %d "
@@ -1097,7 +1086,7 @@ START_TEST(test_stopped_local)
         /* once per worker for the incident, however many requests and reconnect attempts */
         ck_assert_msg(down >= 1 && down <= WORKERS, "instance %c logged \"%s\" %d times", 'A' + i,
                       DOWN_LINE, down);
-        ck_assert_int_eq(log_lines(p[i], BACK_LINE), 0);
+        ck_assert_int_eq((int)proxy_log_count(p[i], BACK_LINE), 0);
         total_ok += (long)n;
         free(a);
     }
@@ -1136,7 +1125,7 @@ START_TEST(test_stopped_deny_allow)
     redis_run(rd);
     for (int i = 0; i < 2; i++) {
         struct proxy *p = i ? allow : deny;
-        int down = log_lines(p, DOWN_LINE);
+        int down = (int)proxy_log_count(p, DOWN_LINE);
         ck_assert_msg(down >= 1 && down <= WORKERS, "\"%s\" logged %d times", DOWN_LINE, down);
         ck_assert_msg(wait_log_lines(p, BACK_LINE, down, 8000) == down,
                       "%d workers logged \"%s\" but not all \"%s\"; log:\n%s", down, DOWN_LINE,
@@ -1156,7 +1145,7 @@ START_TEST(test_stopped_deny_allow)
                   got[0][0], got[0][1], got[1][0], got[1][1]);
 
     /* Redis stops */
-    int before[2] = {log_lines(deny, DOWN_LINE), log_lines(allow, DOWN_LINE)};
+    int before[2] = {(int)proxy_log_count(deny, DOWN_LINE), (int)proxy_log_count(allow, DOWN_LINE)};
     redis_kill(rd);
     for (int i = 0; i < 2; i++)
         ck_assert_int_gt(wait_log_lines(i ? allow : deny, DOWN_LINE, before[i] + 1, 3000),
@@ -1181,7 +1170,7 @@ START_TEST(test_stopped_deny_allow)
     metrics_answer(allow, 1000);
     for (int i = 0; i < 2; i++) {
         struct proxy *p = i ? allow : deny;
-        int down = log_lines(p, DOWN_LINE);
+        int down = (int)proxy_log_count(p, DOWN_LINE);
         ck_assert_msg(down >= 2 && down <= 2 * WORKERS, "%s: \"%s\" %d times in two incidents",
                       i ? "allow" : "deny", DOWN_LINE, down);
     }
@@ -1246,7 +1235,7 @@ START_TEST(test_slow_redis)
     ck_assert_msg(least >= 40, "a 503 after %.1f ms: before shared.timeout (50 ms)?", least);
     ck_assert_msg(worst <= 50 + SLACK_MS, "a request took %.1f ms with Redis asleep (timeout 50)",
                   worst);
-    int down = log_lines(p, DOWN_LINE);
+    int down = (int)proxy_log_count(p, DOWN_LINE);
     ck_assert_msg(down >= 1 && down <= WORKERS, "\"%s\" logged %d times", DOWN_LINE, down);
 
     redis_sleep_done(&bg, 3000);
@@ -1254,7 +1243,7 @@ START_TEST(test_slow_redis)
     double ms;
     ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/after", &ms), 200);
     ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/after", &ms), 200);
-    ck_assert_int_le(log_lines(p, DOWN_LINE), WORKERS);
+    ck_assert_int_le((int)proxy_log_count(p, DOWN_LINE), WORKERS);
     proxy_stop(p);
     origin_stop(o);
     redis_free(rd);
@@ -1325,7 +1314,7 @@ START_TEST(test_slow_then_stopped_logged_again)
     int down = wait_log_lines(p, DOWN_LINE, 2, 3000);
     fprintf(stderr,
             "shared: a slow spell, then Redis stopped: \"%s\" logged %d× (1 worker), \"%s\" %d×\n",
-            DOWN_LINE, down, BACK_LINE, log_lines(p, BACK_LINE));
+            DOWN_LINE, down, BACK_LINE, (int)proxy_log_count(p, BACK_LINE));
     ck_assert_msg(down >= 2,
                   "Redis stopped after a slow spell that had ended, but the new incident was not "
                   "logged (\"%s\" %d× in all); log:\n%s",
@@ -1426,7 +1415,7 @@ START_TEST(test_restarted)
     redis_run(rd);
     uint64_t restarted = now_ms();
     for (int i = 0; i < 2; i++) {
-        int down = log_lines(p[i], DOWN_LINE);
+        int down = (int)proxy_log_count(p[i], DOWN_LINE);
         ck_assert_msg(down >= 1 && down <= WORKERS, "\"%s\" logged %d times", DOWN_LINE, down);
         int back = wait_log_lines(p[i], BACK_LINE, down, 8000);
         ck_assert_msg(back == down, "instance %c: %d workers logged \"%s\", %d \"%s\"; log:\n%s",
@@ -1462,7 +1451,7 @@ START_TEST(test_restarted)
                   "script reload: %lld NOSCRIPT, %lld EVAL, %lld EVALSHA", noscript, evals,
                   evalshas);
     for (int i = 0; i < 2; i++)
-        ck_assert_msg(log_lines(p[i], "shared limits: Redis error") == 0,
+        ck_assert_msg((int)proxy_log_count(p[i], "shared limits: Redis error") == 0,
                       "a Redis error reached the log:\n%s", proxy_log_tail(p[i], 1500));
     proxy_stop(p[0]);
     proxy_stop(p[1]);
@@ -1626,7 +1615,7 @@ START_TEST(test_hung_connection_replaced)
            "ms, %d new connections\n",
            denied, (unsigned long long)took, atomic_load(&rl.accepted) - before);
     ck_assert_msg(denied > 0, "the black hole never showed: no 503");
-    ck_assert_int_ge(log_lines(p, "no reply from Redis"), 1);
+    ck_assert_int_ge((int)proxy_log_count(p, "no reply from Redis"), 1);
     ck_assert_int_ge(atomic_load(&rl.accepted) - before, 1);
     proxy_stop(p);
     origin_stop(o);
