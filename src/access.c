@@ -1,8 +1,13 @@
 /* access.c — see access.h. */
 #include "access.h"
 
+#include "util.h"
+
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int access_client_allowed(const struct config *config, const struct sockaddr *client)
@@ -53,18 +58,90 @@ int access_address_denied(const struct config *config, const struct sockaddr *ad
     return 0;
 }
 
+int access_check_client(const struct config *config, const struct sockaddr *client,
+                        const struct http_request *r, char *why, size_t why_len)
+{
+    if (!access_client_allowed(config, client)) {
+        char text[64];
+        util_format_sockaddr(client, text, sizeof text);
+        snprintf(why, why_len, "client %s is not allowed to use this proxy (access.allow)", text);
+        return 403;
+    }
+    if (http_via_has_ours(r)) {
+        snprintf(why, why_len,
+                 "request loop: this request already passed through this proxy (Via)");
+        return 508;
+    }
+    return 0;
+}
+
+void access_explain_origin_form(int fd, char *why, size_t why_len)
+{
+    char local[64] = "127.0.0.1:3128";
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+        util_format_sockaddr((struct sockaddr *)&ss, local, sizeof local);
+    snprintf(why, why_len,
+             "rlproxy is an HTTP proxy: send the full URL (absolute form), e.g. "
+             "curl -x http://%s http://example.com/ or http_proxy=http://%s",
+             local, local);
+}
+
+int access_check_destination(const struct config *config, const struct http_request *r,
+                             char *why, size_t why_len)
+{
+    int connect = r->method == HTTP_CONNECT;
+    unsigned port = r->target.port;
+    if (!connect && r->target.scheme != HTTP_SCHEME_NONE &&
+        !access_destination_port_allowed(config, port)) {
+        snprintf(why, why_len, "port %u is not allowed (destinations.allow_ports)", port);
+        return 403;
+    }
+    if ((r->target.scheme != HTTP_SCHEME_NONE || connect) &&
+        access_destination_denied(config, r->target.host)) {
+        snprintf(why, why_len, "destination %s is denied (destinations.deny)", r->target.host);
+        return 403;
+    }
+    if (connect && !access_connect_port_allowed(config, port)) {
+        snprintf(why, why_len, "CONNECT to port %u is not allowed (connect.allowed_ports)", port);
+        return 403;
+    }
+    if (connect && !access_destination_port_allowed(config, port)) {
+        snprintf(why, why_len, "port %u is not allowed (destinations.allow_ports)", port);
+        return 403;
+    }
+    return 0;
+}
+
 /* Connections per client address: an open-addressing table of counts under one mutex (a few
  * instructions per accept and close). Entries whose count drops to 0 are kept as reusable. */
 #define CLIENT_SLOTS 65536
 
-static struct {
+struct client_slots {
     pthread_mutex_t lock;
     struct {
         uint8_t addr[16];
         uint32_t count;
         int used;
     } entries[CLIENT_SLOTS];
-} clients = {PTHREAD_MUTEX_INITIALIZER, {{{0}, 0, 0}}};
+};
+
+struct client_slots *access_client_slots_new(void)
+{
+    struct client_slots *slots = calloc(1, sizeof *slots);
+    if (slots != NULL)
+        pthread_mutex_init(&slots->lock, NULL);
+    return slots;
+}
+
+void access_client_slots_free(struct client_slots *slots)
+{
+    if (slots == NULL)
+        return;
+    pthread_mutex_destroy(&slots->lock);
+    free(slots);
+}
 
 static void client_key(const struct sockaddr *sa, uint8_t key[16])
 {
@@ -77,7 +154,7 @@ static void client_key(const struct sockaddr *sa, uint8_t key[16])
     }
 }
 
-static size_t client_find(const uint8_t key[16], int create)
+static size_t client_find(struct client_slots *slots, const uint8_t key[16], int create)
 {
     uint32_t h = 2166136261u;
     for (int i = 0; i < 16; i++)
@@ -85,11 +162,11 @@ static size_t client_find(const uint8_t key[16], int create)
     size_t free_slot = CLIENT_SLOTS;
     for (size_t probe = 0; probe < CLIENT_SLOTS; probe++) {
         size_t i = (h + probe) % CLIENT_SLOTS;
-        if (clients.entries[i].used && memcmp(clients.entries[i].addr, key, 16) == 0)
+        if (slots->entries[i].used && memcmp(slots->entries[i].addr, key, 16) == 0)
             return i;
-        if (clients.entries[i].used && clients.entries[i].count == 0 && free_slot == CLIENT_SLOTS)
+        if (slots->entries[i].used && slots->entries[i].count == 0 && free_slot == CLIENT_SLOTS)
             free_slot = i;
-        if (!clients.entries[i].used) {
+        if (!slots->entries[i].used) {
             if (free_slot == CLIENT_SLOTS)
                 free_slot = i;
             break;
@@ -97,32 +174,33 @@ static size_t client_find(const uint8_t key[16], int create)
     }
     if (!create || free_slot == CLIENT_SLOTS)
         return CLIENT_SLOTS;
-    clients.entries[free_slot].used = 1;
-    clients.entries[free_slot].count = 0;
-    memcpy(clients.entries[free_slot].addr, key, 16);
+    slots->entries[free_slot].used = 1;
+    slots->entries[free_slot].count = 0;
+    memcpy(slots->entries[free_slot].addr, key, 16);
     return free_slot;
 }
 
-int access_client_slot_take(const struct sockaddr *client, uint32_t max)
+int access_client_slot_take(struct client_slots *slots, const struct sockaddr *client,
+                            uint32_t max)
 {
     uint8_t key[16];
     client_key(client, key);
-    pthread_mutex_lock(&clients.lock);
-    size_t i = client_find(key, 1);
-    int ok = i == CLIENT_SLOTS || max == 0 || clients.entries[i].count < max;
+    pthread_mutex_lock(&slots->lock);
+    size_t i = client_find(slots, key, 1);
+    int ok = i == CLIENT_SLOTS || max == 0 || slots->entries[i].count < max;
     if (ok && i != CLIENT_SLOTS)
-        clients.entries[i].count++;
-    pthread_mutex_unlock(&clients.lock);
+        slots->entries[i].count++;
+    pthread_mutex_unlock(&slots->lock);
     return ok;
 }
 
-void access_client_slot_give(const struct sockaddr *client)
+void access_client_slot_give(struct client_slots *slots, const struct sockaddr *client)
 {
     uint8_t key[16];
     client_key(client, key);
-    pthread_mutex_lock(&clients.lock);
-    size_t i = client_find(key, 0);
-    if (i != CLIENT_SLOTS && clients.entries[i].count > 0)
-        clients.entries[i].count--;
-    pthread_mutex_unlock(&clients.lock);
+    pthread_mutex_lock(&slots->lock);
+    size_t i = client_find(slots, key, 0);
+    if (i != CLIENT_SLOTS && slots->entries[i].count > 0)
+        slots->entries[i].count--;
+    pthread_mutex_unlock(&slots->lock);
 }

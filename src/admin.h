@@ -14,7 +14,7 @@ struct admin;
 
 struct admin_view {
     struct limiter *limiter; /* current rules, for per-rule metrics */
-    struct worker *workers;
+    struct worker *const *workers;
     unsigned worker_count;
     struct metrics_process process;
     int stopping;

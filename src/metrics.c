@@ -16,15 +16,17 @@ static void family(struct evbuffer *out, const char *name, const char *type, con
     evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static uint64_t sum(struct worker *workers, unsigned count, size_t offset)
+#define MAX_WORKERS_RENDERED 1024 /* config: workers <= 1024 */
+
+static uint64_t sum(const struct worker_stats *stats, unsigned count, size_t offset)
 {
     uint64_t total = 0;
     for (unsigned i = 0; i < count; i++)
-        total += atomic_load((_Atomic uint64_t *)((char *)&workers[i].stats + offset));
+        total += *(const uint64_t *)((const char *)&stats[i] + offset);
     return total;
 }
 
-#define SUM(field) sum(workers, worker_count, offsetof(struct worker_stats, field))
+#define SUM(field) sum(stats, worker_count, offsetof(struct worker_stats, field))
 
 static void render_limiter(struct evbuffer *out, struct limiter *limiter)
 {
@@ -58,9 +60,14 @@ static void render_limiter(struct evbuffer *out, struct limiter *limiter)
     }
 }
 
-void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worker_count,
+void metrics_render(struct evbuffer *out, struct worker *const *workers, unsigned worker_count,
                     struct limiter *limiter, const struct metrics_process *process)
 {
+    static struct worker_stats stats[MAX_WORKERS_RENDERED]; /* the admin runs on one thread */
+    if (worker_count > MAX_WORKERS_RENDERED)
+        worker_count = MAX_WORKERS_RENDERED;
+    for (unsigned i = 0; i < worker_count; i++)
+        worker_stats_read(workers[i], &stats[i]);
     if (limiter != NULL)
         render_limiter(out, limiter);
     family(out, "rlproxy_requests_total", "counter", "Requests whose head was parsed.");
@@ -72,7 +79,7 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
     for (unsigned c = 0; c < 6; c++) {
         uint64_t n = 0;
         for (unsigned i = 0; i < worker_count; i++)
-            n += atomic_load(&workers[i].stats.responses_by_class[c]);
+            n += stats[i].responses_by_class[c];
         evbuffer_add_printf(out, "rlproxy_responses_total{class=\"%s\"} %" PRIu64 "\n", classes[c],
                             n);
     }
@@ -96,8 +103,7 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
            "Client connections and tunnels open now, by worker.");
     for (unsigned i = 0; i < worker_count; i++)
         evbuffer_add_printf(out, "rlproxy_worker_connections{worker=\"%u\"} %" PRIu64 "\n", i,
-                            atomic_load(&workers[i].stats.open_connections) +
-                                atomic_load(&workers[i].stats.open_tunnels));
+                            stats[i].open_connections + stats[i].open_tunnels);
     family(out, "rlproxy_open_connections", "gauge",
            "Client connections open now (tunnels excluded).");
     evbuffer_add_printf(out, "rlproxy_open_connections %" PRIu64 "\n", SUM(open_connections));
@@ -112,10 +118,7 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
 
     family(out, "rlproxy_upstream_transfers", "gauge",
            "Upstream transfers in progress (requests and tunnel connects).");
-    uint64_t active = 0;
-    for (unsigned i = 0; i < worker_count; i++)
-        active += upstream_multi_active(workers[i].upstream);
-    evbuffer_add_printf(out, "rlproxy_upstream_transfers %" PRIu64 "\n", active);
+    evbuffer_add_printf(out, "rlproxy_upstream_transfers %" PRIu64 "\n", SUM(upstream_active));
 
     family(out, "rlproxy_retries_total", "counter",
            "Upstream attempts beyond the first (retries), over all requests.");
@@ -132,13 +135,13 @@ void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worke
     int shared_up = 0, shared_any = 0;
     for (unsigned i = 0; i < worker_count; i++) {
         struct shared_stats st;
-        shared_stats(workers[i].shared, &st);
+        shared_stats(worker_shared(workers[i]), &st);
         shared_counts[0] += st.admitted;
         shared_counts[1] += st.delayed;
         shared_counts[2] += st.rejected;
         shared_counts[3] += st.errors;
         shared_up += st.connected;
-        shared_any |= workers[i].shared != NULL;
+        shared_any |= worker_shared(workers[i]) != NULL;
     }
     family(out, "rlproxy_shared_decisions_total", "counter",
            "Decisions of shared (Redis) rules: admitted, delayed, rejected, error (shared.on_error applied).");

@@ -14,7 +14,7 @@ struct metrics_process {
     uint64_t start_time_unix;
 };
 
-void metrics_render(struct evbuffer *out, struct worker *workers, unsigned worker_count,
+void metrics_render(struct evbuffer *out, struct worker *const *workers, unsigned worker_count,
                     struct limiter *limiter, const struct metrics_process *process);
 
 #endif

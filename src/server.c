@@ -13,8 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "admin.h"
+#include "conn_set.h"
 #include "daemon.h"
+#include "process.h"
+#include "retry.h"
 #include "tls.h"
 #include "log.h"
 #include "util.h"
@@ -34,8 +38,10 @@ struct server {
     char (*listen_texts)[80]; /* the config text each descriptor was opened for */
     size_t listen_count;
     int socket_activated; /* listeners came from systemd: never rebound */
-    struct worker *workers;
+    struct worker **workers;
     unsigned worker_count;
+    struct process process; /* the process-wide objects (process.h), owned here */
+    struct retry_budget retry_budget;
     int stopping;
     struct event *watchdog;
     struct admin *admin;
@@ -178,7 +184,7 @@ static int rebind(struct server *s, const struct config *next)
     if (build_listeners(s, next, &fds, &texts) != 0)
         return -1;
     for (unsigned i = 0; i < s->worker_count; i++)
-        if (worker_post_listeners(&s->workers[i], fds, next->listen_count) != 0)
+        if (worker_post_listeners(s->workers[i], fds, next->listen_count) != 0)
             log_error("worker %u: cannot hand over the new listeners", i);
     for (size_t j = 0; j < s->listen_count; j++) {
         int kept = 0;
@@ -251,7 +257,7 @@ static void reload(struct server *s)
         return;
     }
     for (unsigned i = 0; i < s->worker_count; i++)
-        worker_post_config(&s->workers[i], next, limiter);
+        worker_post_config(s->workers[i], next, limiter);
     config_unref(s->config);
     s->config = next;
     limiter_unref(s->limiter);
@@ -272,7 +278,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     if (s->stopping) {
         log_notice("second stop signal: stopping now");
         for (unsigned i = 0; i < s->worker_count; i++)
-            worker_post_stop(&s->workers[i], 1);
+            worker_post_stop(s->workers[i], 1);
         event_base_loopbreak(s->base);
         return;
     }
@@ -282,7 +288,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_notice("stopping: draining connections for up to %" PRIu64 " ms",
                s->config->shutdown_timeout_ms);
     for (unsigned i = 0; i < s->worker_count; i++)
-        worker_post_stop(&s->workers[i], 0);
+        worker_post_stop(s->workers[i], 0);
     close_listeners(s); /* the workers close their copies as they start draining */
     /* the main loop now only waits (in server_run) for the workers or the deadline */
     event_base_loopexit(s->base, NULL);
@@ -313,13 +319,13 @@ static void wait_for_workers(struct server *s)
             until.tv_nsec += (long)(wait_ms * 1000000);
             until.tv_sec += until.tv_nsec / 1000000000;
             until.tv_nsec %= 1000000000;
-            if (pthread_timedjoin_np(s->workers[i].thread, NULL, &until) == 0)
+            if (worker_timedjoin(s->workers[i], &until) == 0)
                 break;
             event_base_loop(s->base, EVLOOP_NONBLOCK); /* a second signal forces the stop */
             if (util_now_ms() >= deadline) {
                 log_warn("drain deadline passed: closing remaining connections");
                 for (unsigned j = 0; j < s->worker_count; j++)
-                    worker_post_stop(&s->workers[j], 1);
+                    worker_post_stop(s->workers[j], 1);
                 deadline = UINT64_MAX;
             }
         }
@@ -352,21 +358,24 @@ int server_run(struct config *config, const char *config_path)
     }
     s.limiter = limiter_new(config, NULL);
     s.workers = calloc(config->workers, sizeof *s.workers);
-    if (s.workers == NULL || s.limiter == NULL)
+    s.process.retry_budget = &s.retry_budget;
+    s.process.client_slots = access_client_slots_new();
+    if (s.workers == NULL || s.limiter == NULL || s.process.client_slots == NULL)
         goto out;
     s.view.limiter = s.limiter;
     for (unsigned i = 0; i < config->workers; i++) {
-        if (worker_init(&s.workers[i], i, config, s.limiter, s.listen_fds, s.listen_count) != 0) {
+        struct worker *w = worker_new(i, config, s.limiter, s.listen_fds, s.listen_count,
+                                      &s.process, &conn_set_clients);
+        if (w == NULL) {
             log_error("worker %u: initialisation failed", i);
-            worker_destroy(&s.workers[i]);
             goto stop_workers;
         }
-        if (worker_run(&s.workers[i]) != 0) {
+        if (worker_run(w) != 0) {
             log_error("worker %u: cannot start thread", i);
-            worker_destroy(&s.workers[i]);
+            worker_free(w);
             goto stop_workers;
         }
-        s.worker_count++;
+        s.workers[s.worker_count++] = w;
     }
     s.expiry = event_new(s.base, -1, EV_PERSIST, on_expiry, &s);
     if (s.expiry != NULL) {
@@ -394,20 +403,20 @@ int server_run(struct config *config, const char *config_path)
     wait_for_workers(&s);
     worker_group_stop();
     for (unsigned i = 0; i < s.worker_count; i++)
-        worker_destroy(&s.workers[i]);
+        worker_free(s.workers[i]);
     admin_free(s.admin);
     log_notice("stopped");
     goto out;
 
 stop_workers:
     for (unsigned i = 0; i < s.worker_count; i++)
-        worker_post_stop(&s.workers[i], 1);
-    /* all joined before any is destroyed: a running worker may still hand a connection over */
+        worker_post_stop(s.workers[i], 1);
+    /* all joined before any is freed: a running worker may still hand a connection over */
     for (unsigned i = 0; i < s.worker_count; i++)
-        worker_join(&s.workers[i]);
+        worker_join(s.workers[i]);
     worker_group_stop();
     for (unsigned i = 0; i < s.worker_count; i++)
-        worker_destroy(&s.workers[i]);
+        worker_free(s.workers[i]);
 out:
     for (int i = 0; i < 4; i++)
         if (signals[i] != NULL)
@@ -419,6 +428,7 @@ out:
     limiter_unref(s.limiter);
     tls_shutdown();
     free(s.workers);
+    access_client_slots_free(s.process.client_slots);
     close_listeners(&s);
     if (s.base != NULL)
         event_base_free(s.base);

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "access.h"
+#include "accesslog.h"
 #include "log.h"
 #include "util.h"
 #include "worker.h"
@@ -24,7 +24,7 @@ struct side {
 };
 
 struct tunnel {
-    struct worker *worker;
+    struct tunnels *set;
     struct tunnel *prev, *next;
     struct side client, origin;
     struct tunnel_info info;
@@ -34,48 +34,52 @@ struct tunnel {
     size_t buffer_size;
 };
 
-struct tunnel *tunnel_next(struct tunnel *t) { return t->next; }
+struct tunnels {
+    struct worker *worker;
+    struct tunnel *first;
+};
+
+struct tunnels *tunnels_new(struct worker *w)
+{
+    struct tunnels *set = calloc(1, sizeof *set);
+    if (set != NULL)
+        set->worker = w;
+    return set;
+}
 
 static void log_tunnel(struct tunnel *t)
 {
-    if (!log_access_enabled())
-        return;
-    char line[600], when[40];
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    size_t used = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + used, sizeof when - used, ".%03ldZ", now.tv_nsec / 1000000);
     uint64_t total = util_now_ms() - t->info.start_ms;
-    int anonymous = strcmp(t->info.user, "-") == 0;
-    int n;
-    if (t->worker->config->access_format == ACCESS_FORMAT_JSON)
-        n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"client\":\"%s\",\"user\":%s%s%s,\"method\":\"CONNECT\","
-                     "\"target\":\"%s\",\"status\":200,\"bytes_in\":%" PRIu64
-                     ",\"bytes_out\":%" PRIu64 ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
-                     ",\"limit\":\"%s\",\"wait_ms\":%" PRIu64 ",\"attempts\":1}",
-                     when, t->info.client, anonymous ? "" : "\"", anonymous ? "null" : t->info.user,
-                     anonymous ? "" : "\"", t->info.target, t->client.bytes, t->origin.bytes, total,
-                     t->info.connect_ms, t->info.decision, t->info.wait_ms);
-    else
-        n = snprintf(line, sizeof line,
-                     "%s %s %s \"CONNECT %s\" 200 %" PRIu64 " %" PRIu64 " total=%" PRIu64
-                     "ms upstream=%" PRIu64 "ms limit=%s wait=%" PRIu64 "ms attempts=1",
-                     when, t->info.client, t->info.user, t->info.target, t->client.bytes,
-                     t->origin.bytes, total, t->info.connect_ms, t->info.decision, t->info.wait_ms);
-    if (n > 0)
-        log_access_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    struct accesslog_entry e = {
+        .client = t->info.client,
+        .user = t->info.user,
+        .method = "CONNECT",
+        .method_len = 7,
+        .target = t->info.target,
+        .target_len = strlen(t->info.target),
+        .status = 200,
+        .bytes_in = t->client.bytes,
+        .bytes_out = t->origin.bytes,
+        .total_ms = total,
+        .upstream_ms = t->info.connect_ms,
+        .wait_ms = t->info.wait_ms,
+        .attempts = 1,
+        .verdict = t->info.verdict,
+        .rule = t->info.rule[0] != '\0' ? t->info.rule : NULL,
+        .paused = t->info.paused,
+    };
+    accesslog_write(worker_config(t->set->worker)->access_format, &e);
 }
 
-void tunnel_free(struct tunnel *t)
+static void tunnel_free(struct tunnel *t)
 {
+    struct worker *w = t->set->worker;
     log_tunnel(t);
-    worker_count_response(t->worker, 200, t->client.bytes, t->origin.bytes);
+    worker_count_response(w, 200, t->client.bytes, t->origin.bytes);
     if (t->client.bev != NULL)
         bufferevent_free(t->client.bev);
-    access_client_slot_give((const struct sockaddr *)&t->info.client_addr);
+    access_client_slot_give(worker_process(w)->client_slots,
+                            (const struct sockaddr *)&t->info.client_addr);
     if (t->origin.bev != NULL)
         bufferevent_free(t->origin.bev);
     if (t->idle_timer != NULL)
@@ -83,11 +87,25 @@ void tunnel_free(struct tunnel *t)
     if (t->prev != NULL)
         t->prev->next = t->next;
     else
-        t->worker->tunnels = t->next;
+        t->set->first = t->next;
     if (t->next != NULL)
         t->next->prev = t->prev;
-    worker_tunnel_removed(t->worker, t);
+    worker_tunnel_removed(w);
     free(t);
+}
+
+void tunnels_close_all(struct tunnels *set)
+{
+    while (set->first != NULL)
+        tunnel_free(set->first);
+}
+
+void tunnels_free(struct tunnels *set)
+{
+    if (set == NULL)
+        return;
+    tunnels_close_all(set);
+    free(set);
 }
 
 static struct side *side_of(struct tunnel *t, struct bufferevent *bev)
@@ -171,11 +189,14 @@ static void on_idle_check(evutil_socket_t fd, short what, void *arg)
     evtimer_add(t->idle_timer, &tv);
 }
 
-int tunnel_start(struct worker *w, struct bufferevent *client, int upstream_fd,
+int tunnel_start(struct tunnels *set, struct bufferevent *client, int upstream_fd,
                  const struct tunnel_info *info)
 {
+    struct worker *w = set->worker;
+    const struct config *config = worker_config(w);
     struct tunnel *t = calloc(1, sizeof *t);
-    struct bufferevent *origin = bufferevent_socket_new(w->base, upstream_fd, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *origin =
+        bufferevent_socket_new(worker_base(w), upstream_fd, BEV_OPT_CLOSE_ON_FREE);
     if (t == NULL || origin == NULL) {
         free(t);
         if (origin != NULL)
@@ -185,19 +206,19 @@ int tunnel_start(struct worker *w, struct bufferevent *client, int upstream_fd,
         bufferevent_free(client);
         return -1;
     }
-    t->worker = w;
+    t->set = set;
     t->info = *info;
     t->client.bev = client;
     t->origin.bev = origin;
-    t->buffer_size = w->config->buffer_size;
-    t->idle_ms = w->config->tunnel_idle_timeout_ms;
+    t->buffer_size = config->buffer_size;
+    t->idle_ms = config->tunnel_idle_timeout_ms;
     t->last_activity_ms = util_now_ms();
-    t->idle_timer = evtimer_new(w->base, on_idle_check, t);
-    t->next = w->tunnels;
-    if (w->tunnels != NULL)
-        w->tunnels->prev = t;
-    w->tunnels = t;
-    worker_tunnel_added(w, t);
+    t->idle_timer = evtimer_new(worker_base(w), on_idle_check, t);
+    t->next = set->first;
+    if (set->first != NULL)
+        set->first->prev = t;
+    set->first = t;
+    worker_tunnel_added(w);
     if (t->idle_timer == NULL) {
         tunnel_free(t);
         return -1;

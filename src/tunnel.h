@@ -10,6 +10,7 @@
 
 struct worker;
 struct tunnel;
+struct tunnels;
 
 struct tunnel_info {
     char client[64];
@@ -17,16 +18,21 @@ struct tunnel_info {
     uint64_t start_ms;
     uint64_t connect_ms; /* time to open the upstream connection */
     uint64_t wait_ms;    /* held by the limiter */
-    char decision[96];   /* the limiter's, as in the access log */
+    const char *verdict; /* the limiter's, as in the access log (a static string) */
+    char rule[128];      /* the rule that decided, "" for none */
+    int paused;
     char user[256];
     struct sockaddr_storage client_addr; /* its access.max_connections_per_client slot */
 };
 
+/* A worker's open tunnels. */
+struct tunnels *tunnels_new(struct worker *w);
+void tunnels_close_all(struct tunnels *set);
+void tunnels_free(struct tunnels *set); /* closes every tunnel */
+
 /* Takes over `client` (a bufferevent whose input may already hold bytes for the origin) and
  * `upstream_fd`. Returns 0, or -1 having freed both. */
-int tunnel_start(struct worker *w, struct bufferevent *client, int upstream_fd,
+int tunnel_start(struct tunnels *set, struct bufferevent *client, int upstream_fd,
                  const struct tunnel_info *info);
-void tunnel_free(struct tunnel *t);
-struct tunnel *tunnel_next(struct tunnel *t);
 
 #endif

@@ -85,3 +85,17 @@ int util_for_each_token(const char *value, size_t len,
     }
     return 0;
 }
+
+void util_address_without_port(const char *text, char *out, size_t out_len)
+{
+    const char *colon = strrchr(text, ':');
+    size_t n = colon != NULL ? (size_t)(colon - text) : strlen(text);
+    if (n >= 2 && text[0] == '[' && text[n - 1] == ']') {
+        text++;
+        n -= 2;
+    }
+    if (n >= out_len)
+        n = out_len - 1;
+    memcpy(out, text, n);
+    out[n] = '\0';
+}

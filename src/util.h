@@ -20,6 +20,8 @@ int util_equals_nocase(const char *a, size_t len, const char *word);
 
 /* "127.0.0.1:3128" / "[::1]:3128"; returns buf. */
 const char *util_format_sockaddr(const struct sockaddr *sa, char *buf, size_t buf_len);
+/* "1.2.3.4:5678" -> "1.2.3.4", "[::1]:5678" -> "::1" (what util_format_sockaddr wrote). */
+void util_address_without_port(const char *text, char *out, size_t out_len);
 
 /* A function to run on another thread's loop, handed over with a post function (such as
  * worker_post_call) that is safe from any thread. The node is the caller's: no allocation. */

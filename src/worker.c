@@ -12,17 +12,81 @@
 #include <inttypes.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "pool.h"
-#include "shared.h"
+#include "admission.h"
 #include "log.h"
-#include "tunnel.h"
+#include "shared.h"
+#include "upstream.h"
+
+/* Atomic counters: the worker's thread writes them, /metrics reads them from another thread. */
+struct worker_counters {
+    _Atomic uint64_t requests;
+    _Atomic uint64_t responses_by_class[6];
+    _Atomic uint64_t bytes_from_clients, bytes_to_clients;
+    _Atomic uint64_t connections_accepted;
+    _Atomic uint64_t connections_handed_over;
+    _Atomic uint64_t tunnels_opened;
+    _Atomic uint64_t retries;
+    _Atomic uint64_t open_connections, open_tunnels;
+    _Atomic uint64_t idle_connections;
+};
+
+#define WORKER_PARKED_MAX 64
+
+struct parked {
+    evutil_socket_t fd;
+    struct sockaddr_storage addr;
+    int addr_len;
+};
+
+struct worker {
+    unsigned id;
+    pthread_t thread;
+    struct event_base *base;
+    struct upstream_multi *upstream;
+    struct shared *shared; /* Redis for shared rate limits, or NULL */
+    struct admission_queue *admission;
+    const struct process *process;
+    const struct worker_clients *clients;
+    void *clients_state;     /* what clients->attach made */
+    struct config *config;   /* current; connections take a reference when they start */
+    struct limiter *limiter; /* built for config; likewise */
+    struct event **listeners; /* EV_READ on this worker's copies of the listening sockets */
+    size_t listener_count;
+    int wakeup_fd;        /* eventfd: worker_post_* write it, on_wakeup reads it */
+    struct event *wakeup; /* EV_READ on wakeup_fd */
+    pthread_mutex_t lock; /* guards pending_config, the message flags and calls */
+    struct util_call *calls, *calls_last; /* posted by other threads, run on the loop, in order */
+    struct config *pending_config;
+    struct limiter *pending_limiter;
+    int *pending_listen_fds; /* already this worker's own descriptors */
+    size_t pending_listen_count;
+    int listen_update;
+    int stop_requested, force_stop;
+    int draining;
+    struct event *trim_timer; /* returns freed heap to the system after many connections folded */
+    unsigned freed_since_trim;
+    struct event *resume_timer; /* while accepting is paused: checks whether to resume */
+    int accept_paused;
+    int stopped; /* its loop ended */
+    uint64_t pauses;               /* of accepting, since start */
+    uint64_t pause_said_ms;        /* when a pause was last logged (at most every 10 s) */
+    int pause_said;                /* this pause was: its end is logged too */
+    uint64_t accept_error_said_ms; /* likewise for accept() running out of descriptors */
+    _Atomic int accepting;              /* neither draining nor paused: may take hand-overs */
+    _Atomic uint64_t handovers_pending; /* connections handed to this worker, not yet taken */
+    struct parked parked[WORKER_PARKED_MAX]; /* accepted over max_connections, waiting */
+    size_t parked_count;
+    size_t conn_count, tunnel_count;
+    struct worker_counters stats;
+};
 
 /* Client connections and tunnels of all workers: what backpressure.max_connections caps. */
 static _Atomic uint64_t open_total;
@@ -75,10 +139,10 @@ static void park(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
 }
 
 /* Every worker, for the hand-over; NULL until all of them run (server.c: worker_group_start). */
-static struct worker *_Atomic group;
+static struct worker *const *_Atomic group;
 static unsigned group_count;
 
-void worker_group_start(struct worker *workers, unsigned count)
+void worker_group_start(struct worker *const *workers, unsigned count)
 {
     group_count = count;
     atomic_store(&group, workers);
@@ -100,7 +164,7 @@ static uint64_t load_of(struct worker *w)
 /* The accepting worker with the fewest connections if it has more than one fewer than w. */
 static struct worker *lighter_worker(struct worker *w)
 {
-    struct worker *all = atomic_load(&group);
+    struct worker *const *all = atomic_load(&group);
     if (all == NULL || group_count < 2)
         return NULL;
     struct worker *best = NULL;
@@ -109,7 +173,7 @@ static struct worker *lighter_worker(struct worker *w)
         return NULL;
     best_load -= 1; /* hysteresis: a lone connection's difference is no reason to move it */
     for (unsigned i = 0; i < group_count; i++) {
-        struct worker *other = &all[i];
+        struct worker *other = all[i];
         if (other == w || !atomic_load(&other->accepting))
             continue;
         uint64_t load = load_of(other);
@@ -135,8 +199,9 @@ static void on_handover(void *arg)
     if (w->draining || w->stopped)
         evutil_closesocket(h->conn.fd); /* as if it had come after the listener closed */
     else
-        conn_accept(w, h->conn.fd, (struct sockaddr *)&h->conn.addr, h->conn.addr_len);
-    /* after conn_accept counted it in open_total, so the cap never sees it missing */
+        w->clients->accept(w->clients_state, h->conn.fd, (struct sockaddr *)&h->conn.addr,
+                           h->conn.addr_len);
+    /* after accept counted it in open_total, so the cap never sees it missing */
     atomic_fetch_sub(&w->handovers_pending, 1);
     atomic_fetch_sub(&handovers_total, 1);
     free(h);
@@ -171,7 +236,7 @@ static void accepted(struct worker *w, evutil_socket_t fd, struct sockaddr *addr
     if (lighter != NULL && hand_over(lighter, fd, addr, addr_len) == 0)
         atomic_fetch_add(&w->stats.connections_handed_over, 1);
     else
-        conn_accept(w, fd, addr, addr_len);
+        w->clients->accept(w->clients_state, fd, addr, addr_len);
     if (max > 0 && committed_total() >= max)
         worker_pause_accept(w, "max_connections reached");
 }
@@ -182,7 +247,7 @@ static void unpark(struct worker *w)
     size_t served = 0;
     while (served < w->parked_count && (max == 0 || committed_total() < max)) {
         struct parked *p = &w->parked[served++];
-        conn_accept(w, p->fd, (struct sockaddr *)&p->addr, p->addr_len);
+        w->clients->accept(w->clients_state, p->fd, (struct sockaddr *)&p->addr, p->addr_len);
     }
     memmove(w->parked, w->parked + served, (w->parked_count - served) * sizeof *w->parked);
     w->parked_count -= served;
@@ -194,7 +259,8 @@ static void unpark(struct worker *w)
 static int may_resume(const struct worker *w)
 {
     uint32_t max = w->config->max_connections;
-    return !w->draining && w->slot_waiting < w->config->max_inflight / 2 + 1 &&
+    return !w->draining &&
+           admission_queue_waiting(w->admission) < w->config->max_inflight / 2 + 1 &&
            (max == 0 || committed_total() < (uint64_t)max * 9 / 10);
 }
 
@@ -238,13 +304,7 @@ void worker_pause_accept(struct worker *w, const char *why)
     evtimer_add(w->resume_timer, &tv);
 }
 
-void worker_slot_freed(struct worker *w)
-{
-    if (w->slot_waiting > 0)
-        event_active(w->slot_event, EV_TIMEOUT, 0);
-}
-
-static void on_slot_event(evutil_socket_t fd, short what, void *arg) { conn_start_waiting(arg); }
+void worker_slot_freed(struct worker *w) { admission_queue_slot_freed(w->admission); }
 
 /* free() keeps the pages of freed connection state: when thousands of connections go idle at
  * once, their ~4 KB each would stay in RSS as holes in the heap under the small sleepers.
@@ -322,11 +382,8 @@ static void free_all_connections(struct worker *w)
     for (size_t i = 0; i < w->parked_count; i++)
         evutil_closesocket(w->parked[i].fd);
     w->parked_count = 0;
-    while (w->conns != NULL)
-        conn_free(w->conns);
-    conn_close_sleepers(w);
-    while (w->tunnels != NULL)
-        tunnel_free(w->tunnels);
+    if (w->clients_state != NULL)
+        w->clients->close_all(w->clients_state);
 }
 
 static void start_drain(struct worker *w)
@@ -336,13 +393,7 @@ static void start_drain(struct worker *w)
     /* closed, not just disabled: a connect during the drain is refused at once instead of
      * waiting in the backlog until the process exits */
     free_listeners(w);
-    conn_close_sleepers(w); /* idle: nothing to finish */
-    struct conn *c = w->conns;
-    while (c != NULL) {
-        struct conn *next = conn_next(c);
-        conn_drain(c);
-        c = next;
-    }
+    w->clients->drain(w->clients_state);
     maybe_finish_drain(w);
 }
 
@@ -389,6 +440,7 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
         w->config = config;
         limiter_unref(w->limiter);
         w->limiter = limiter;
+        admission_queue_set_max_inflight(w->admission, config->max_inflight);
     }
     if (force) {
         free_all_connections(w);
@@ -452,12 +504,17 @@ static int *dup_all(const int *fds, size_t count)
     return copies;
 }
 
-int worker_init(struct worker *w, unsigned id, struct config *config, struct limiter *limiter,
-                const int *listen_fds, size_t listen_count)
+struct worker *worker_new(unsigned id, struct config *config, struct limiter *limiter,
+                          const int *listen_fds, size_t listen_count,
+                          const struct process *process, const struct worker_clients *clients)
 {
-    memset(w, 0, sizeof *w);
+    struct worker *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return NULL;
     w->id = id;
     w->wakeup_fd = -1;
+    w->process = process;
+    w->clients = clients;
     pthread_mutex_init(&w->lock, NULL);
     w->config = config_ref(config);
     w->limiter = limiter_ref(limiter);
@@ -472,29 +529,40 @@ int worker_init(struct worker *w, unsigned id, struct config *config, struct lim
     if (cfg != NULL)
         event_config_free(cfg);
     if (w->base == NULL)
-        return -1;
+        goto failed;
     w->upstream = upstream_multi_new(w->base);
     w->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->wakeup_fd < 0)
-        return -1;
+        goto failed;
     w->wakeup = event_new(w->base, w->wakeup_fd, EV_READ | EV_PERSIST, on_wakeup, w);
     if (w->wakeup != NULL && event_add(w->wakeup, NULL) != 0)
-        return -1;
-    w->slot_event = event_new(w->base, -1, 0, on_slot_event, w);
+        goto failed;
     w->resume_timer = evtimer_new(w->base, on_resume_check, w);
     w->trim_timer = evtimer_new(w->base, on_trim, w);
-    if (w->upstream == NULL || w->wakeup == NULL || w->slot_event == NULL ||
-        w->resume_timer == NULL || w->trim_timer == NULL)
-        return -1;
+    if (w->upstream == NULL || w->wakeup == NULL || w->resume_timer == NULL ||
+        w->trim_timer == NULL)
+        goto failed;
     w->shared = shared_new(w->base, config);
+    w->admission = admission_queue_new(w->base, w->upstream, w->shared, process->retry_budget);
+    if (w->admission == NULL)
+        goto failed;
+    admission_queue_set_max_inflight(w->admission, config->max_inflight);
+    w->clients_state = clients->attach(w);
+    if (w->clients_state == NULL)
+        goto failed;
     /* each worker gets its own descriptors for the shared sockets so each can free its own */
     int *fds = dup_all(listen_fds, listen_count);
     if (fds == NULL)
-        return -1;
+        goto failed;
     int status = add_listeners(w, fds, listen_count);
     free(fds);
+    if (status != 0)
+        goto failed;
     set_accepting(w);
-    return status;
+    return w;
+failed:
+    worker_free(w);
+    return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -514,12 +582,22 @@ int worker_run(struct worker *w)
 
 void worker_join(struct worker *w) { pthread_join(w->thread, NULL); }
 
-void worker_destroy(struct worker *w)
+int worker_timedjoin(struct worker *w, const struct timespec *until)
 {
+    return pthread_timedjoin_np(w->thread, NULL, until) == 0 ? 0 : -1;
+}
+
+void worker_free(struct worker *w)
+{
+    if (w == NULL)
+        return;
     run_calls(w->calls); /* posted after the loop stopped: they only free what they carry */
     w->calls = w->calls_last = NULL;
     free_listeners(w);
     free(w->listeners);
+    if (w->clients_state != NULL)
+        w->clients->detach(w->clients_state);
+    admission_queue_free(w->admission);
     for (size_t i = 0; i < w->pending_listen_count; i++)
         close(w->pending_listen_fds[i]);
     free(w->pending_listen_fds);
@@ -529,13 +607,10 @@ void worker_destroy(struct worker *w)
         event_free(w->wakeup);
     if (w->wakeup_fd >= 0)
         close(w->wakeup_fd);
-    if (w->slot_event != NULL)
-        event_free(w->slot_event);
     if (w->resume_timer != NULL)
         event_free(w->resume_timer);
     if (w->trim_timer != NULL)
         event_free(w->trim_timer);
-    pool_free(w->sleeper_pool);
     if (w->base != NULL)
         event_base_free(w->base);
     config_unref(w->pending_config);
@@ -543,9 +618,10 @@ void worker_destroy(struct worker *w)
     limiter_unref(w->pending_limiter);
     limiter_unref(w->limiter);
     pthread_mutex_destroy(&w->lock);
+    free(w);
 }
 
-/* The worker's base has no lock (see worker_init): another thread must never call event_active
+/* The worker's base has no lock (see worker_new): another thread must never call event_active
  * on it. An eventfd write is safe from any thread and wakes the loop through on_wakeup. */
 static void wake(struct worker *w)
 {
@@ -607,8 +683,7 @@ void worker_post_config(struct worker *w, struct config *config, struct limiter 
 
 /* ---- bookkeeping for conn.c and tunnel.c ------------------------------------------------------ */
 
-/* conn.c and tunnel.c link themselves into w->conns / w->tunnels; the worker keeps the counts that
- * decide when a drain is complete. */
+/* The worker keeps the counts that decide when a drain is complete. */
 void worker_conn_added(struct worker *w)
 {
     w->conn_count++;
@@ -624,7 +699,7 @@ void worker_conn_removed(struct worker *w)
     maybe_finish_drain(w);
 }
 
-void worker_tunnel_added(struct worker *w, struct tunnel *t)
+void worker_tunnel_added(struct worker *w)
 {
     w->tunnel_count++;
     atomic_fetch_add(&w->stats.tunnels_opened, 1);
@@ -632,7 +707,7 @@ void worker_tunnel_added(struct worker *w, struct tunnel *t)
     atomic_fetch_add(&open_total, 1);
 }
 
-void worker_tunnel_removed(struct worker *w, struct tunnel *t)
+void worker_tunnel_removed(struct worker *w)
 {
     w->tunnel_count--;
     atomic_fetch_sub(&w->stats.open_tunnels, 1);
@@ -646,4 +721,45 @@ void worker_count_response(struct worker *w, int status, uint64_t bytes_in, uint
     atomic_fetch_add(&w->stats.responses_by_class[cls], 1);
     atomic_fetch_add(&w->stats.bytes_from_clients, bytes_in);
     atomic_fetch_add(&w->stats.bytes_to_clients, bytes_out);
+}
+
+void worker_count_request(struct worker *w) { atomic_fetch_add(&w->stats.requests, 1); }
+void worker_count_retry(struct worker *w) { atomic_fetch_add(&w->stats.retries, 1); }
+
+void worker_idle_changed(struct worker *w, int delta)
+{
+    if (delta > 0)
+        atomic_fetch_add(&w->stats.idle_connections, (uint64_t)delta);
+    else
+        atomic_fetch_sub(&w->stats.idle_connections, (uint64_t)-delta);
+}
+
+size_t worker_conn_count(const struct worker *w) { return w->conn_count; }
+struct event_base *worker_base(const struct worker *w) { return w->base; }
+struct upstream_multi *worker_upstream(const struct worker *w) { return w->upstream; }
+struct admission_queue *worker_admission(const struct worker *w) { return w->admission; }
+const struct process *worker_process(const struct worker *w) { return w->process; }
+struct config *worker_config(const struct worker *w) { return w->config; }
+struct limiter *worker_limiter(const struct worker *w) { return w->limiter; }
+int worker_draining(const struct worker *w) { return w->draining; }
+void *worker_clients_state(const struct worker *w) { return w->clients_state; }
+unsigned worker_id(const struct worker *w) { return w->id; }
+struct shared *worker_shared(const struct worker *w) { return w->shared; }
+
+void worker_stats_read(const struct worker *w, struct worker_stats *out)
+{
+    struct worker_counters *c = (struct worker_counters *)&w->stats;
+    out->requests = atomic_load(&c->requests);
+    for (size_t i = 0; i < 6; i++)
+        out->responses_by_class[i] = atomic_load(&c->responses_by_class[i]);
+    out->bytes_from_clients = atomic_load(&c->bytes_from_clients);
+    out->bytes_to_clients = atomic_load(&c->bytes_to_clients);
+    out->connections_accepted = atomic_load(&c->connections_accepted);
+    out->connections_handed_over = atomic_load(&c->connections_handed_over);
+    out->tunnels_opened = atomic_load(&c->tunnels_opened);
+    out->retries = atomic_load(&c->retries);
+    out->open_connections = atomic_load(&c->open_connections);
+    out->open_tunnels = atomic_load(&c->open_tunnels);
+    out->idle_connections = atomic_load(&c->idle_connections);
+    out->upstream_active = w->upstream != NULL ? upstream_multi_active(w->upstream) : 0;
 }

@@ -268,6 +268,7 @@ START_TEST(test_error_replies_logged)
               closed);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 502);
+    size_t reply_502 = r.body_len; /* rlproxy's own reply: its bytes are counted (bytes_out) */
     http_response_free(&r);
     raw_close(c);
 
@@ -287,8 +288,9 @@ START_TEST(test_error_replies_logged)
     parse_text_line(nth_line(log, 2, line, sizeof line), &t);
     snprintf(want, sizeof want, "GET http://127.0.0.1:%d/x", closed);
     ck_assert_msg(t.status == 502 && strcmp(t.request, want) == 0 &&
-                      strcmp(t.client, client[2]) == 0 && t.bytes_out == 0,
-                  "502 line: %s", line);
+                      strcmp(t.client, client[2]) == 0 && t.bytes_out == reply_502 &&
+                      reply_502 > 0,
+                  "502 line (want bytes_out %zu): %s", reply_502, line);
     free(log);
     proxy_stop(p);
     origin_stop(o);
@@ -354,27 +356,28 @@ END_TEST
  */
 
 /* Parses every line of the file with python3's json module and prints one summary per line:
- * method|target|status|bytes_in|bytes_out|attempts|limit|wait_ms|user|client, after checking the
- * key set and the value types. */
+ * method|target|status|bytes_in|bytes_out|attempts|limit|wait_ms|user|client|decision|rule|reason,
+ * after checking the key set and the value types. */
 static const char JSON_CHECK[] =
     "import json, sys\n"
     "need = {'time': str, 'client': str, 'method': str, 'target': str, 'status': int,\n"
     "        'bytes_in': int, 'bytes_out': int, 'total_ms': int, 'upstream_ms': int,\n"
-    "        'limit': str, 'wait_ms': int, 'attempts': int}\n"
+    "        'limit': str, 'wait_ms': int, 'attempts': int, 'decision': str, 'paused': bool}\n"
     "with open(sys.argv[1], 'rb') as f:\n"
     "    raw = f.read()\n"
     "for n, line in enumerate(raw.decode('utf-8').split('\\n')[:-1]):\n"
     "    d = json.loads(line)\n"
     "    assert isinstance(d, dict), 'line %d is not an object' % n\n"
-    "    missing = [k for k in list(need) + ['user'] if k not in d]\n"
+    "    missing = [k for k in list(need) + ['user', 'rule', 'reason'] if k not in d]\n"
     "    assert not missing, 'line %d lacks %s' % (n, missing)\n"
     "    for k, t in need.items():\n"
     "        assert type(d[k]) is t, 'line %d: %s is %r' % (n, k, d[k])\n"
-    "    assert d['user'] is None or isinstance(d['user'], str)\n"
+    "    for k in ('user', 'rule', 'reason'):\n"
+    "        assert d[k] is None or isinstance(d[k], str), 'line %d: %s is %r' % (n, k, d[k])\n"
     "    assert d['upstream_ms'] <= d['total_ms'] + 1\n"
-    "    print('%s|%s|%d|%d|%d|%d|%s|%d|%s|%s' % (d['method'], d['target'], d['status'],\n"
-    "          d['bytes_in'], d['bytes_out'], d['attempts'], d['limit'], d['wait_ms'],\n"
-    "          d['user'], d['client']))\n";
+    "    print('%s|%s|%d|%d|%d|%d|%s|%d|%s|%s|%s|%s|%s' % (d['method'], d['target'],\n"
+    "          d['status'], d['bytes_in'], d['bytes_out'], d['attempts'], d['limit'],\n"
+    "          d['wait_ms'], d['user'], d['client'], d['decision'], d['rule'], d['reason']))\n";
 
 static char *json_summary(const char *path)
 {
@@ -427,6 +430,7 @@ START_TEST(test_json_lines)
     c = raw_connect(p->port);
     exchange(c, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", &r);
     ck_assert_int_eq(r.status, 400);
+    size_t reply_400 = r.body_len;
     http_response_free(&r);
     raw_close(c);
     /* a tunnel */
@@ -456,14 +460,19 @@ START_TEST(test_json_lines)
     char want[512];
     snprintf(want, sizeof want,
              "GET|http://127.0.0.1:%d/bytes/1000|200|0|1000|1|none|0|None|"
-             "127.0.0.1:%d\n",
+             "127.0.0.1:%d|none|None|None\n",
              o->port, port);
     ck_assert_msg(strncmp(sum, want, strlen(want)) == 0, "first line: %s\nwant: %s", sum, want);
     snprintf(want, sizeof want, "\nGET|http://127.0.0.1:%d/j?s?o?n?|404|", o->port);
     ck_assert_msg(strstr(sum, want) != NULL, "hostile target not as expected:\n%s", sum);
     snprintf(want, sizeof want, "\nGET|http://127.0.0.1:%d/LLLL", o->port);
     ck_assert_msg(strstr(sum, want) != NULL, "long target missing:\n%s", sum);
-    ck_assert_msg(strstr(sum, "\nGET|/|400|0|0|") != NULL, "400 line missing:\n%s", sum);
+    /* the 400 is rlproxy's own: its body's bytes count as bytes_out, its words are the reason */
+    snprintf(want, sizeof want, "\nGET|/|400|0|%zu|0|none|0|None|127.0.0.1:", reply_400);
+    ck_assert_msg(strstr(sum, want) != NULL, "400 line missing or without its bytes (%zu):\n%s",
+                  reply_400, sum);
+    ck_assert_msg(strstr(sum, "|none|None|rlproxy is an HTTP proxy: send the full URL") != NULL,
+                  "400 line without its reason:\n%s", sum);
     snprintf(want, sizeof want, "\nCONNECT|127.0.0.1:%d|200|", o->port);
     ck_assert_msg(strstr(sum, want) != NULL, "tunnel line missing:\n%s", sum);
     free(sum);

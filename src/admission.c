@@ -1,0 +1,368 @@
+/* admission.c — see admission.h. */
+#include "admission.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "shared.h"
+#include "upstream.h"
+#include "util.h"
+
+struct admission_queue {
+    struct upstream_multi *upstream;
+    struct shared *shared;
+    struct retry_budget *retry_budget;
+    struct event_base *base;
+    uint32_t max_inflight;
+    struct admission *first, *last; /* waiting for an upstream slot, FIFO */
+    size_t waiting;
+    struct event *slot_event; /* starts waiting requests from the loop */
+};
+
+static void admit(struct admission *a);
+
+static void queue_remove(struct admission *a)
+{
+    struct admission_queue *q = a->queue;
+    if (a->queue_prev != NULL)
+        a->queue_prev->queue_next = a->queue_next;
+    else
+        q->first = a->queue_next;
+    if (a->queue_next != NULL)
+        a->queue_next->queue_prev = a->queue_prev;
+    else
+        q->last = a->queue_prev;
+    a->queue_prev = a->queue_next = NULL;
+    a->in_queue = 0;
+    q->waiting--;
+}
+
+static int slot_free(const struct admission_queue *q, uint32_t max_inflight)
+{
+    return max_inflight == 0 || upstream_multi_active(q->upstream) < max_inflight;
+}
+
+static void on_slot_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct admission_queue *q = arg;
+    while (q->first != NULL && slot_free(q, q->max_inflight)) {
+        struct admission *a = q->first;
+        queue_remove(a);
+        a->callbacks->wait(a->owner, ADMISSION_SLOT_GRANTED);
+        admit(a);
+    }
+}
+
+struct admission_queue *admission_queue_new(struct event_base *base,
+                                            struct upstream_multi *upstream, struct shared *shared,
+                                            struct retry_budget *retry_budget)
+{
+    struct admission_queue *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return NULL;
+    q->base = base;
+    q->upstream = upstream;
+    q->shared = shared;
+    q->retry_budget = retry_budget;
+    q->slot_event = event_new(base, -1, 0, on_slot_event, q);
+    if (q->slot_event == NULL) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+void admission_queue_free(struct admission_queue *q)
+{
+    if (q == NULL)
+        return;
+    event_free(q->slot_event);
+    free(q);
+}
+
+size_t admission_queue_waiting(const struct admission_queue *q) { return q->waiting; }
+
+void admission_queue_slot_freed(struct admission_queue *q)
+{
+    if (q->waiting > 0)
+        event_active(q->slot_event, EV_TIMEOUT, 0);
+}
+
+void admission_queue_set_max_inflight(struct admission_queue *q, uint32_t max_inflight)
+{
+    q->max_inflight = max_inflight;
+}
+
+/* ---- one request ------------------------------------------------------------------------------ */
+
+void admission_init(struct admission *a, struct admission_queue *queue,
+                    const struct admission_callbacks *callbacks, void *owner)
+{
+    memset(a, 0, sizeof *a);
+    a->queue = queue;
+    a->callbacks = callbacks;
+    a->owner = owner;
+}
+
+static void arm(struct admission *a, uint64_t delay_us);
+
+static void hold(struct admission *a)
+{
+    a->held = 1;
+    a->callbacks->wait(a->owner, ADMISSION_WAIT_ADMIT);
+}
+
+static void proceed(struct admission *a)
+{
+    if (a->held && a->attempt <= 1)
+        a->wait_ms = util_now_ms() - a->start_ms; /* held by the limiter or an origin's pause */
+    a->callbacks->proceed(a->owner);
+}
+
+static void apply_decision(struct admission *a)
+{
+    switch (a->decision.verdict) {
+    case LIMITER_REJECT:
+        a->callbacks->refuse(a->owner);
+        return;
+    case LIMITER_DELAY:
+        hold(a);
+        a->hold = a->decision.hold; /* NULL for an origin's pause: admit() runs again after it */
+        a->pause_before = a->decision.paused;
+        arm(a, a->decision.delay_us);
+        return;
+    default:
+        proceed(a);
+    }
+}
+
+/* Redis could not decide (down, slow, overloaded): shared.on_error says what to do. */
+static void shared_failed(struct admission *a, const struct rate_rule *rule)
+{
+    switch (a->config->shared_on_error) {
+    case SHARED_ON_ERROR_DENY:
+        a->callbacks->overload(a->owner, "the shared rate-limit store (Redis) is unavailable");
+        return;
+    case SHARED_ON_ERROR_ALLOW:
+        memset(&a->decision, 0, sizeof a->decision);
+        a->decision.verdict = LIMITER_ADMIT;
+        a->decision.rule = rule;
+        proceed(a);
+        return;
+    default: /* local: this instance's own window for the rule */
+        limiter_decide(a->limiter, &a->request, util_now_us(), &a->decision);
+        apply_decision(a);
+    }
+}
+
+static void on_shared_decided(void *arg, const struct shared_result *result)
+{
+    struct admission *a = arg;
+    a->shared_request = NULL;
+    const struct rate_rule *rule = a->decision.rule;
+    if (result->outcome == SHARED_ERROR) {
+        shared_failed(a, rule);
+        return;
+    }
+    memset(&a->decision, 0, sizeof a->decision);
+    a->decision.rule = rule;
+    a->decision.remaining = result->remaining;
+    a->decision.reset_us = rule->window_ms * 1000;
+    if (result->outcome == SHARED_REJECT) {
+        a->decision.verdict = LIMITER_REJECT;
+        a->decision.retry_after_us = result->retry_after_us;
+        a->decision.reason = "over the shared limit";
+    } else if (result->outcome == SHARED_DELAY) {
+        a->decision.verdict = LIMITER_DELAY;
+        a->decision.delay_us = result->delay_us;
+        /* reserved in Redis: after the wait the request goes ahead without asking again */
+        snprintf(a->shared_member, sizeof a->shared_member, "%s", result->member);
+        free(a->shared_key);
+        a->shared_key = strdup(result->key);
+    } else {
+        a->decision.verdict = LIMITER_ADMIT;
+    }
+    apply_decision(a);
+}
+
+static void admit(struct admission *a)
+{
+    struct admission_queue *q = a->queue;
+    if (a->attempt == 0) {
+        a->attempt = 1;
+        retry_budget_request(q->retry_budget, util_now_ms());
+    }
+    size_t index = limiter_match(a->limiter, &a->request);
+    if (index < limiter_rule_count(a->limiter) && limiter_rule(a->limiter, index)->shared) {
+        const struct rate_rule *rule = limiter_rule(a->limiter, index);
+        memset(&a->decision, 0, sizeof a->decision);
+        a->decision.rule = rule;
+        a->decision.rule_index = index;
+        hold(a);
+        a->shared_request = shared_decide(q->shared, rule, &a->request,
+                                          a->config->shared_timeout_ms, on_shared_decided, a);
+        if (a->shared_request == NULL)
+            shared_failed(a, rule);
+        return;
+    }
+    struct limiter_decision pause = a->decision;
+    int after_pause = a->pause_before;
+    a->pause_before = 0;
+    limiter_decide(a->limiter, &a->request, util_now_us(), &a->decision);
+    if (after_pause && (a->decision.verdict == LIMITER_ADMIT ||
+                        a->decision.verdict == LIMITER_UNLIMITED)) {
+        a->decision = pause; /* the log shows what held it: delay:origin-pause */
+        proceed(a);
+        return;
+    }
+    apply_decision(a);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct admission *a = arg;
+    if (a->shared_member[0] != '\0') { /* our slot reserved in Redis has come */
+        a->shared_member[0] = '\0';
+        proceed(a);
+        return;
+    }
+    if (a->hold == NULL) { /* a retry's back-off or an origin's pause is over: ask again */
+        admit(a);
+        return;
+    }
+    uint64_t more = limiter_hold_ready(a->hold, util_now_us());
+    if (more > 0) { /* the request our slot follows went late: keep the gap whole */
+        arm(a, more);
+        return;
+    }
+    limiter_hold_done(a->hold, util_now_us()); /* the reserved slot is ours now */
+    a->hold = NULL;
+    proceed(a);
+}
+
+static void arm(struct admission *a, uint64_t delay_us)
+{
+    if (a->timer == NULL)
+        a->timer = evtimer_new(a->queue->base, on_timer, a);
+    if (a->timer == NULL) { /* out of memory: no way to wait, so no waiting */
+        a->callbacks->overload(a->owner, "out of memory");
+        return;
+    }
+    struct timeval tv = {(time_t)(delay_us / 1000000), (suseconds_t)(delay_us % 1000000)};
+    evtimer_add(a->timer, &tv);
+}
+
+void admission_start(struct admission *a, const struct config *config, struct limiter *limiter,
+                     const struct limiter_request *request, uint64_t start_ms)
+{
+    struct admission_queue *q = a->queue;
+    a->config = config;
+    a->limiter = limiter;
+    a->request = *request;
+    a->start_ms = start_ms;
+    /* backpressure.max_inflight: a request starts its upstream transfer only while the worker
+     * has fewer than max_inflight; others wait in arrival order without being read further, and
+     * the worker stops accepting. Waiting happens before the limiter so that an admission is
+     * followed by the fetch at once (a fetch delayed after admission could bunch up at the
+     * origin). The hard cap, as many waiting as max_inflight, is answered with overload. */
+    uint32_t max = config->max_inflight;
+    if (slot_free(q, max) && q->waiting == 0) {
+        admit(a);
+        return;
+    }
+    if (q->waiting >= max) {
+        a->callbacks->overload(a->owner, "too many requests in flight (backpressure.max_inflight)");
+        return;
+    }
+    a->queue_prev = q->last;
+    a->queue_next = NULL;
+    if (q->last != NULL)
+        q->last->queue_next = a;
+    else
+        q->first = a;
+    q->last = a;
+    q->waiting++;
+    a->in_queue = 1;
+    a->callbacks->wait(a->owner, ADMISSION_WAIT_SLOT);
+}
+
+void admission_reset(struct admission *a)
+{
+    shared_cancel(a->shared_request);
+    a->shared_request = NULL;
+    if (a->shared_member[0] != '\0' && a->shared_key != NULL)
+        shared_release(a->queue->shared, a->shared_key, a->shared_member);
+    a->shared_member[0] = '\0';
+    free(a->shared_key);
+    a->shared_key = NULL;
+    if (a->in_queue)
+        queue_remove(a);
+    if (a->hold != NULL) /* gone while held: the slot goes back to the window */
+        limiter_hold_cancel(a->hold);
+    a->hold = NULL;
+    if (a->timer != NULL)
+        evtimer_del(a->timer);
+    memset(&a->decision, 0, sizeof a->decision);
+    a->wait_ms = 0;
+    a->attempt = 0;
+    a->pause_before = 0;
+    a->held = 0;
+}
+
+void admission_release(struct admission *a)
+{
+    admission_reset(a);
+    if (a->timer != NULL)
+        event_free(a->timer);
+    a->timer = NULL;
+}
+
+/* ---- origin pauses and retries ---------------------------------------------------------------- */
+
+void admission_note_response(struct admission *a, int status, int64_t retry_after_ms)
+{
+    /* An origin that answers 429 or 503 with Retry-After has said when to come back: every
+     * request for that host waits until then (DESIGN: "upstream says stop"). */
+    if ((status != 429 && status != 503) || retry_after_ms <= 0)
+        return;
+    uint64_t now = util_now_us();
+    limiter_pause_host(a->request.host, a->request.port, now + (uint64_t)retry_after_ms * 1000,
+                       now);
+}
+
+static int64_t take_budget(struct admission *a, int64_t delay_ms)
+{
+    if (delay_ms < 0 ||
+        !retry_budget_take(a->queue->retry_budget, a->config->retry.budget_percent, util_now_ms()))
+        return -1; /* over max_delay or out of budget: the client gets the origin's answer */
+    return delay_ms;
+}
+
+int64_t admission_retry_for_status(struct admission *a, const char *method, int status,
+                                   int64_t retry_after_ms, int body_replayable)
+{
+    const struct retry_policy *p = &a->config->retry;
+    if (!body_replayable ||
+        !retry_allowed(p, method, a->attempt, RETRY_STATUS, status, 0, 1))
+        return -1;
+    return take_budget(a, retry_delay_ms(p, a->attempt, retry_after_ms, util_random32()));
+}
+
+int64_t admission_retry_for_failure(struct admission *a, const char *method,
+                                    enum retry_failure failure, int nothing_sent)
+{
+    const struct retry_policy *p = &a->config->retry;
+    if (!retry_allowed(p, method, a->attempt, failure, 0, nothing_sent, 1))
+        return -1;
+    return take_budget(a, retry_delay_ms(p, a->attempt, -1, util_random32()));
+}
+
+void admission_retry(struct admission *a, int64_t delay_ms)
+{
+    a->attempt++;
+    hold(a);
+    arm(a, (uint64_t)delay_ms * 1000);
+}

@@ -1,0 +1,103 @@
+/* admission.h — one request's way to the origin, between its checked head and its upstream
+ * transfer: the wait for an upstream slot (backpressure.max_inflight, a FIFO per worker), the
+ * rate-limit decision (local limiter, or Redis for shared rules, with shared.on_error), the hold
+ * until a reserved slot, origin pauses, and the retry policy with the process's retry budget.
+ * Owns its timers and reservations and gives every one of them back; never writes to a client
+ * and never frees its owner: it reports through callbacks and the owner (conn.c) answers. Lives
+ * on its worker's thread. */
+#ifndef RLPROXY_ADMISSION_H
+#define RLPROXY_ADMISSION_H
+
+#include <event2/event.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "limiter.h"
+#include "retry.h"
+
+struct shared;
+struct shared_request;
+struct upstream_multi;
+
+/* A worker's part: its FIFO of requests waiting for an upstream slot and its link to Redis. */
+struct admission_queue;
+
+struct admission_queue *admission_queue_new(struct event_base *base,
+                                            struct upstream_multi *upstream, struct shared *shared,
+                                            struct retry_budget *retry_budget);
+void admission_queue_free(struct admission_queue *q);
+/* Requests waiting for an upstream slot now. */
+size_t admission_queue_waiting(const struct admission_queue *q);
+/* An upstream transfer ended: the first waiting request starts, from the loop. */
+void admission_queue_slot_freed(struct admission_queue *q);
+/* max_inflight of the worker's current config, for starting waiting requests. */
+void admission_queue_set_max_inflight(struct admission_queue *q, uint32_t max_inflight);
+
+enum admission_wait {
+    ADMISSION_WAIT_SLOT,  /* for an upstream slot: the owner stops parsing, the worker accepting */
+    ADMISSION_SLOT_GRANTED, /* left the slot queue: the owner may read again */
+    ADMISSION_WAIT_ADMIT, /* held by the limiter, Redis, an origin's pause or a retry's back-off */
+};
+
+struct admission_callbacks {
+    void (*wait)(void *owner, enum admission_wait what);
+    /* Admitted: start the upstream side now. */
+    void (*proceed)(void *owner);
+    /* Over the limit: answer 429 from admission->decision. */
+    void (*refuse)(void *owner);
+    /* Cannot be served now (queue full, Redis down with on_error: deny): answer overload_status. */
+    void (*overload)(void *owner, const char *why);
+};
+
+/* Embedded in its owner; zeroed by admission_init. The owner reads decision, wait_ms and attempt
+ * (for replies and the access log) and changes nothing here itself. */
+struct admission {
+    struct limiter_decision decision;
+    uint64_t wait_ms;   /* held before the first attempt started */
+    unsigned attempt;   /* 1 for the first try; 0 before admission started */
+
+    /* private */
+    struct admission_queue *queue;
+    const struct admission_callbacks *callbacks;
+    void *owner;
+    const struct config *config;
+    struct limiter *limiter;
+    struct limiter_request request;
+    uint64_t start_ms;
+    struct limiter_hold *hold;
+    struct shared_request *shared_request;
+    char shared_member[48]; /* our reservation in Redis, given back if we go away */
+    char *shared_key;       /* its Redis key (allocated only for such a hold) */
+    struct event *timer;    /* made the first time a request waits */
+    int pause_before;       /* the last wait was an origin's pause: the log shows it */
+    int held;               /* it waited for admission (not only for a slot) */
+    int in_queue;
+    struct admission *queue_prev, *queue_next;
+};
+
+void admission_init(struct admission *a, struct admission_queue *queue,
+                    const struct admission_callbacks *callbacks, void *owner);
+/* Starts admitting a request that arrived at start_ms; `request` is copied (its strings must
+ * live until admission_reset). */
+void admission_start(struct admission *a, const struct config *config, struct limiter *limiter,
+                     const struct limiter_request *request, uint64_t start_ms);
+/* Gives back whatever the request still holds (queue place, reservation, Redis request, timer)
+ * and forgets it: the owner's next request starts clean. */
+void admission_reset(struct admission *a);
+/* admission_reset, and frees the timer: before the owner is freed. */
+void admission_release(struct admission *a);
+
+/* The origin answered `status` with Retry-After (-1: none): a 429 or 503 with one pauses the
+ * origin for every request (see limiter_pause_host). */
+void admission_note_response(struct admission *a, int status, int64_t retry_after_ms);
+/* The retry policy for a response of `status`, or for a failed attempt: the wait before the
+ * next attempt in ms (the budget is taken), or -1 when the client gets this answer. */
+int64_t admission_retry_for_status(struct admission *a, const char *method, int status,
+                                   int64_t retry_after_ms, int body_replayable);
+int64_t admission_retry_for_failure(struct admission *a, const char *method,
+                                    enum retry_failure failure, int nothing_sent);
+/* The next attempt: after delay_ms it is admitted again (a retry is another request to the
+ * origin), then proceed runs. */
+void admission_retry(struct admission *a, int64_t delay_ms);
+
+#endif

@@ -1,0 +1,249 @@
+/* test_architecture.c — the shape of src/ that the design relies on, read from the files
+ * themselves: no include cycle between modules (a module is NAME.c with NAME.h), struct worker
+ * defined only in worker.c, no source file over 800 lines, and the README's architecture
+ * section naming exactly the .c files there are. A failure names the files. */
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+
+#define MAX_MODULES 128
+#define MAX_LINES_PER_FILE 800
+
+static char names[MAX_MODULES][64];
+static size_t name_count;
+static int edge[MAX_MODULES][MAX_MODULES]; /* edge[a][b]: module a includes b's header */
+
+static const char *srcdir(void)
+{
+    const char *dir = getenv("RLPROXY_SRCDIR");
+    return dir != NULL ? dir : ".";
+}
+
+static size_t module_index(const char *name, size_t len, int create)
+{
+    for (size_t i = 0; i < name_count; i++)
+        if (strlen(names[i]) == len && strncmp(names[i], name, len) == 0)
+            return i;
+    if (!create || name_count == MAX_MODULES || len >= sizeof names[0])
+        return MAX_MODULES;
+    memcpy(names[name_count], name, len);
+    names[name_count][len] = '\0';
+    return name_count++;
+}
+
+/* src/'s files ending in .c or .h, one at a time */
+static int next_source(DIR *d, char *file, size_t len, size_t *stem_len, int *is_c)
+{
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 3 || e->d_name[n - 2] != '.' || (e->d_name[n - 1] != 'c' && e->d_name[n - 1] != 'h'))
+            continue;
+        snprintf(file, len, "%s", e->d_name);
+        *stem_len = n - 2;
+        *is_c = e->d_name[n - 1] == 'c';
+        return 1;
+    }
+    return 0;
+}
+
+static FILE *open_source(const char *file)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/src/%s", srcdir(), file);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    return f;
+}
+
+static void read_graph(void)
+{
+    char dir_path[4096];
+    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
+    DIR *d = opendir(dir_path);
+    ck_assert_msg(d != NULL, "cannot open %s", dir_path);
+    char file[256];
+    size_t stem_len;
+    int is_c;
+    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
+        size_t from = module_index(file, stem_len, 1);
+        FILE *f = open_source(file);
+        char line[1024];
+        while (fgets(line, sizeof line, f) != NULL) {
+            if (strncmp(line, "#include \"", 10) != 0)
+                continue;
+            char *name = line + 10, *dot = strstr(name, ".h\"");
+            if (dot == NULL)
+                continue;
+            size_t to = module_index(name, (size_t)(dot - name), 1);
+            if (to != from && to < MAX_MODULES && from < MAX_MODULES)
+                edge[from][to] = 1;
+        }
+        fclose(f);
+    }
+    closedir(d);
+}
+
+/* DFS; on a cycle, its path in `path` */
+static int visit(size_t m, int *state, size_t *stack, size_t depth, char *path, size_t path_len)
+{
+    state[m] = 1;
+    stack[depth] = m;
+    for (size_t n = 0; n < name_count; n++) {
+        if (!edge[m][n])
+            continue;
+        if (state[n] == 1) {
+            size_t at = 0;
+            for (size_t i = 0; i <= depth; i++)
+                if (stack[i] == n)
+                    at = i;
+            path[0] = '\0';
+            for (size_t i = at; i <= depth; i++)
+                snprintf(path + strlen(path), path_len - strlen(path), "%s -> ", names[stack[i]]);
+            snprintf(path + strlen(path), path_len - strlen(path), "%s", names[n]);
+            return 1;
+        }
+        if (state[n] == 0 && visit(n, state, stack, depth + 1, path, path_len))
+            return 1;
+    }
+    state[m] = 2;
+    return 0;
+}
+
+START_TEST(test_no_include_cycle)
+{
+    read_graph();
+    ck_assert_uint_gt(name_count, 10);
+    int state[MAX_MODULES] = {0};
+    size_t stack[MAX_MODULES];
+    char path[4096];
+    for (size_t m = 0; m < name_count; m++)
+        if (state[m] == 0)
+            ck_assert_msg(!visit(m, state, stack, 0, path, sizeof path),
+                          "include cycle between modules: %s", path);
+}
+END_TEST
+
+START_TEST(test_worker_is_opaque)
+{
+    char dir_path[4096];
+    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
+    DIR *d = opendir(dir_path);
+    ck_assert_ptr_nonnull(d);
+    char file[256];
+    size_t stem_len;
+    int is_c;
+    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
+        FILE *f = open_source(file);
+        char line[1024];
+        while (fgets(line, sizeof line, f) != NULL)
+            ck_assert_msg(strncmp(line, "struct worker {", 15) != 0 ||
+                              strcmp(file, "worker.c") == 0,
+                          "%s defines struct worker: only worker.c may", file);
+        fclose(f);
+    }
+    closedir(d);
+}
+END_TEST
+
+START_TEST(test_file_sizes)
+{
+    char dir_path[4096];
+    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
+    DIR *d = opendir(dir_path);
+    ck_assert_ptr_nonnull(d);
+    char file[256];
+    size_t stem_len;
+    int is_c;
+    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
+        FILE *f = open_source(file);
+        size_t lines = 0;
+        int ch;
+        while ((ch = fgetc(f)) != EOF)
+            lines += ch == '\n';
+        fclose(f);
+        ck_assert_msg(lines <= MAX_LINES_PER_FILE, "src/%s has %zu lines (more than %d: two modules?)",
+                      file, lines, MAX_LINES_PER_FILE);
+    }
+    closedir(d);
+}
+END_TEST
+
+/* The README's "## Architecture" section, as one string. */
+static char *architecture_section(void)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/README.md", srcdir());
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    size_t cap = 1 << 16, len = 0;
+    char *text = calloc(1, cap), line[2048];
+    int inside = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "## ", 3) == 0)
+            inside = strncmp(line, "## Architecture", 15) == 0;
+        if (inside && len + strlen(line) + 1 < cap) {
+            memcpy(text + len, line, strlen(line) + 1);
+            len += strlen(line);
+        }
+    }
+    fclose(f);
+    ck_assert_msg(len > 0, "README.md has no \"## Architecture\" section");
+    return text;
+}
+
+START_TEST(test_readme_lists_every_file)
+{
+    char *section = architecture_section();
+    char dir_path[4096];
+    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
+    DIR *d = opendir(dir_path);
+    ck_assert_ptr_nonnull(d);
+    char file[256], quoted[300];
+    size_t stem_len;
+    int is_c;
+    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
+        if (!is_c)
+            continue;
+        snprintf(quoted, sizeof quoted, "`%s`", file);
+        ck_assert_msg(strstr(section, quoted) != NULL,
+                      "README.md's architecture section does not name %s", quoted);
+    }
+    closedir(d);
+    /* and every `NAME.c` it names exists */
+    for (const char *p = strchr(section, '`'); p != NULL; p = strchr(p + 1, '`')) {
+        const char *end = strchr(p + 1, '`');
+        if (end == NULL)
+            break;
+        size_t n = (size_t)(end - p - 1);
+        if (n > 2 && n < 200 && p[n - 1] == '.' && p[n] == 'c' && memchr(p + 1, ' ', n) == NULL) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/src/%.*s", srcdir(), (int)n, p + 1);
+            FILE *f = fopen(path, "r");
+            ck_assert_msg(f != NULL, "README.md names `%.*s`, which src/ does not have", (int)n,
+                          p + 1);
+            fclose(f);
+        }
+        p = end;
+    }
+    free(section);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("architecture");
+    TCase *t = tcase_create("src");
+    tcase_add_test(t, test_no_include_cycle);
+    tcase_add_test(t, test_worker_is_opaque);
+    tcase_add_test(t, test_file_sizes);
+    tcase_add_test(t, test_readme_lists_every_file);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void) { return unit_run(suite()); }
