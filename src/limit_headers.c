@@ -565,12 +565,17 @@ static int compare_strictness(const struct candidate *a, const struct candidate 
     return a->rank - b->rank;
 }
 
-static void consider(struct candidate *best, const struct candidate *c)
+/* Remaining is clamped to the limit before the comparison, so that a candidate saying "10 left of
+ * 2" ranks as 2 left and another candidate cannot beat it with 5. */
+static void consider(struct candidate *best, const struct candidate *candidate)
 {
-    if (!candidate_known(c))
+    struct candidate c = *candidate;
+    if (c.limit >= 0 && c.remaining > c.limit)
+        c.remaining = c.limit;
+    if (!candidate_known(&c))
         return;
-    if (!candidate_known(best) || compare_strictness(c, best) < 0)
-        *best = *c;
+    if (!candidate_known(best) || compare_strictness(&c, best) < 0)
+        *best = c;
 }
 
 /* ---- the IETF fields
@@ -780,8 +785,6 @@ int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
     out->policy[sizeof out->policy - 1] = '\0';
     out->family = candidate_known(&best) ? best.family : NULL;
 
-    if (out->limit >= 0 && out->remaining > out->limit)
-        out->remaining = out->limit;
     if (status == 429) {
         out->remaining = 0;
         if (out->family == NULL)
