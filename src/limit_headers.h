@@ -30,12 +30,14 @@
  *   bounds       reset, window and Retry-After over LIMIT_HEADERS_MAX_WAIT_MS (7 days) are unknown
  *
  * Choosing (never looser than any clean candidate):
- *   candidates   each IETF RateLimit item (with limit and window from the RateLimit-Policy item of
- *                the same name), or each Policy item when there is no RateLimit field; one per
- *                other family, built from its lines: lowest limit, lowest remaining, latest reset
- *   winner       lowest remaining (known beats unknown); tie: later reset (known beats unknown);
- *                tie: lower limit per window; tie: lower limit; tie: the family listed first above
- *   remaining    clamped to limit; 0 on a 429 (the answer itself says the quota is spent)
+ *   candidates   the strictest IETF RateLimit item by its own r and t (first listed on a tie),
+ *                with limit and window from the RateLimit-Policy item of the same name, or the
+ *                strictest Policy item when there is no RateLimit field; one per other family,
+ *                built from its lines: lowest limit, lowest remaining, latest reset
+ *   winner       lowest remaining, clamped to its limit (known beats unknown); tie: later reset
+ *                (known beats unknown); tie: lower limit per window; tie: lower limit; tie: the
+ *                family listed first above
+ *   remaining    0 on a 429 (the answer itself says the quota is spent)
  *   reset        Retry-After, when read, replaces the winner's reset (the draft says it wins)
  * A value that is unknown is left out of the choice; it never becomes 0 or a prefix of itself. */
 #ifndef RLPROXY_LIMIT_HEADERS_H
