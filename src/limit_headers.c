@@ -11,8 +11,7 @@
 #define NS_PER_MS INT64_C(1000000)
 #define MAX_WAIT_NS (LIMIT_HEADERS_MAX_WAIT_MS * NS_PER_MS)
 
-/* ---- header lines
- * -------------------------------------------------------------------------------- */
+/* ---- header lines ---- */
 
 /* The next line of the block named `name` (exactly, case-insensitive, colon right after it, as
  * RFC 9110 5.1 has it), its value without surrounding whitespace; 0 when there is none left. */
@@ -44,8 +43,7 @@ static int next_field(const char **cursor, const char *end, const char *name, co
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-/* ---- plain numbers (X-RateLimit-*, X-Rate-Limit-*, OpenAI) --------------------------------------
- */
+/* ---- plain numbers (X-RateLimit-*, X-Rate-Limit-*, OpenAI) ---- */
 
 /* "123" or "123.45": 1-15 digits, optionally 1-9 more after a dot; nothing else. */
 static int parse_decimal(const char *s, size_t len, int64_t *whole, int64_t *fraction,
@@ -170,8 +168,6 @@ static int64_t parse_reset_ms(const char *s, size_t len, int64_t now_s)
     return parse_duration_ms(s, len);
 }
 
-enum combine { COMBINE_LOWEST, COMBINE_LATEST };
-
 /* One field over all its lines. A line may be a comma list (duplicates folded by an intermediary);
  * a line with any element that does not parse is unknown as a whole, so that "5, 0x" cannot come
  * out as 5. Lines combine by the rule given: lowest count, latest reset. */
@@ -211,8 +207,7 @@ static int64_t read_plain_field(const char *head, size_t len, const char *name, 
     return result;
 }
 
-/* ---- Structured Fields (RFC 9651): just enough of a List or Dictionary -------------------------
- */
+/* ---- Structured Fields (RFC 9651): just enough of a List or Dictionary ---- */
 
 enum { PARAM_R, PARAM_A, PARAM_T, PARAM_W, PARAM_Q, PARAM_COUNT };
 static const char param_names[PARAM_COUNT] = {'r', 'a', 't', 'w', 'q'};
@@ -383,8 +378,6 @@ static int parse_key(struct sf_cursor *c, char *key, size_t size)
         c->p++;
     }
     key[n + 1 < size ? n : 0] = '\0';
-    if (n >= size)
-        key[0] = '\0';
     return 0;
 }
 
@@ -511,8 +504,7 @@ static void visit_each_line(const char *head, size_t len, const char *name, memb
         parse_members(value, value_len, visit, context);
 }
 
-/* ---- candidates
- * ---------------------------------------------------------------------------------- */
+/* ---- candidates ---- */
 
 struct candidate {
     int64_t limit, remaining, reset_ms, window_ms;
@@ -578,8 +570,7 @@ static void consider(struct candidate *best, const struct candidate *candidate)
         *best = c;
 }
 
-/* ---- the IETF fields
- * ----------------------------------------------------------------------------- */
+/* ---- the IETF fields ---- */
 
 static int64_t seconds_bounded_ms(int64_t seconds)
 {
@@ -735,8 +726,7 @@ static int64_t read_retry_after_ms(const char *head, size_t len, int64_t now_s)
     return result;
 }
 
-/* ---- the whole block
- * ----------------------------------------------------------------------------- */
+/* ---- the whole block ---- */
 
 static void read_plain_family(const char *head, size_t len, int64_t now_s, const char *limit_name,
                               const char *remaining_name, const char *reset_name,
