@@ -125,7 +125,7 @@ static const struct row rows[] = {
      U, 3, 20000, U, U, NULL, "x-ratelimit"},
     {"folded duplicates", 200, "X-RateLimit-Remaining: 10, 3\r\nX-RateLimit-Limit: 60 , 50\r\n", 50,
      3, U, U, U, NULL, "x-ratelimit"},
-    {"repeated ietf parameter: the stricter", 200, "RateLimit: \"p\";r=10;r=0;t=1;t=9\r\n", U, 0,
+    {"repeated ietf parameter: the stricter", 200, "RateLimit: \"p\";r=0;r=10;t=9;t=1\r\n", U, 0,
      9000, U, U, "p", "ietf"},
     {"last line without CRLF", 200, "X-RateLimit-Remaining: 4", U, 4, U, U, U, NULL, "x-ratelimit"},
 
