@@ -311,6 +311,9 @@ START_TEST(test_length_bounds_the_block)
     ck_assert_int_eq(lh.reset_ms, U);
     limit_headers_parse(head, 0, 200, NOW_S, &lh);
     ck_assert_int_eq(lh.found, 0);
+    limit_headers_parse(NULL, 0, 429, NOW_S, &lh); /* no headers at all */
+    ck_assert_int_eq(lh.remaining, 0);
+    ck_assert_str_eq(lh.family, "status");
 }
 END_TEST
 
