@@ -3,6 +3,7 @@
  * drift check that keeps man/rlproxy.yaml.5 and conf/rlproxy.yaml in step with the table. */
 
 #include "config.h"
+#include "config_value.h"
 
 #include <arpa/inet.h>
 #include <check.h>
