@@ -41,19 +41,19 @@ static const char *const over_limit_words[] = {"delay", "reject", NULL};
 static const char *const jitter_words[] = {"none", "full", NULL};
 static const char *const on_error_words[] = {"local", "deny", "allow", NULL};
 
-#define ROW(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)               \
-    {                                                                                              \
-        .name = (name_), .type = (type_), .default_text = (default_), .min = (min_),               \
-        .max = (max_), .choices = (choices_), .reloadable = (reloadable_), .doc = (doc_),          \
-        .offset = offsetof(struct config, field_)                                                  \
-    }
-#define LIST_ROW(name_, type_, default_, min_, max_, reloadable_, field_, doc_)                    \
-    {                                                                                              \
-        .name = (name_), .type = (type_), .default_text = (default_), .min = (min_),               \
-        .max = (max_), .reloadable = (reloadable_), .doc = (doc_),                                 \
-        .offset = offsetof(struct config, field_),                                                 \
-        .count_offset = offsetof(struct config, field_##_count)                                    \
-    }
+#define ROW_FIELDS(name_, type_, default_, min_, max_, choices_, reloadable_, field_, doc_)        \
+    .name = (name_), .type = (type_), .default_text = (default_), .min = (min_), .max = (max_),    \
+    .choices = (choices_), .reloadable = (reloadable_), .doc = (doc_),                             \
+    .offset = offsetof(struct config, field_)
+#define LIST_ROW_FIELDS(name_, type_, default_, min_, max_, reloadable_, field_, doc_)             \
+    .name = (name_), .type = (type_), .default_text = (default_), .min = (min_), .max = (max_),    \
+    .reloadable = (reloadable_), .doc = (doc_), .offset = offsetof(struct config, field_),         \
+    .count_offset = offsetof(struct config, field_##_count)
+#define ROW(...) {ROW_FIELDS(__VA_ARGS__)}
+#define LIST_ROW(...) {LIST_ROW_FIELDS(__VA_ARGS__)}
+/* Values that hold credentials: -T and reload messages print them masked. */
+#define SECRET_ROW(...) {ROW_FIELDS(__VA_ARGS__), .secret = 1}
+#define SECRET_LIST_ROW(...) {LIST_ROW_FIELDS(__VA_ARGS__), .secret = 1}
 
 /* The one declaration table. Docs are single sentences: the man page repeats them verbatim and
  * test_config checks that it does. Bounds of DURATION are in ms, of SIZE in bytes, of lists in
@@ -73,7 +73,7 @@ static const struct config_key keys[] = {
         "Connections one client address may hold open at once, tunnels included; 0 means no cap"),
     ROW("auth.realm", CONFIG_STRING, "rlproxy", 0, 0, NULL, 1, auth_realm,
         "Realm named in the Proxy-Authenticate challenge"),
-    LIST_ROW("auth.users", CONFIG_USER_MAP, "{}", 0, 10000, 1, auth_users,
+    SECRET_LIST_ROW("auth.users", CONFIG_USER_MAP, "{}", 0, 10000, 1, auth_users,
              "Users allowed to use the proxy and their crypt(3) password hashes; when any user is configured every request must authenticate"),
     ROW("auth.users_file", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 1, auth_users_file,
         "File of user:hash lines read at start and on reload, in addition to auth.users; a regular file of at most 16 MiB and 10000 users"),
@@ -122,13 +122,13 @@ static const struct config_key keys[] = {
     ROW("tls_intercept.upstream_ca_file", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 1,
         tls_upstream_ca_file,
         "Extra CA bundle for verifying origins, on top of the system store"),
-    ROW("shared.redis", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 0, shared_redis,
+    SECRET_ROW("shared.redis", CONFIG_OPTIONAL_STRING, "\"\"", 0, 0, NULL, 0, shared_redis,
         "Redis server that rules with shared: true keep their windows in, as redis://IP:PORT/DB or unix:/path"),
     ROW("shared.on_error", CONFIG_ENUM, "local", 0, 0, on_error_words, 1, shared_on_error,
         "What a shared rule does when Redis does not answer: local uses this instance's own limiter, deny answers 503, allow admits"),
     ROW("shared.timeout", CONFIG_DURATION, "50ms", 1, 10 * MS_PER_S, NULL, 1, shared_timeout_ms,
         "Longest wait for Redis to decide one request before shared.on_error applies; a connection that leaves requests unanswered for 3 timeouts (at least 2s) is replaced"),
-    ROW("upstream_proxy", CONFIG_PROXY_URL, "\"\"", 0, 0, NULL, 1, upstream_proxy,
+    SECRET_ROW("upstream_proxy", CONFIG_PROXY_URL, "\"\"", 0, 0, NULL, 1, upstream_proxy,
         "Parent proxy that every request and tunnel goes through, or empty for direct connections"),
     LIST_ROW("upstream_proxy_bypass", CONFIG_HOST_PATTERN_LIST, "[]", 0, 1024, 1,
              upstream_proxy_bypass,
@@ -357,6 +357,7 @@ static int read_users_file(struct config *cfg, char *err, size_t err_len)
     }
     free(cfg->auth_users);
     cfg->auth_users = users;
+    cfg->auth_users_from_file = count - cfg->auth_users_count;
     cfg->auth_users_count = count;
     return 0;
 }

@@ -90,6 +90,7 @@ struct config {
     struct auth_user *auth_users; /* auth.users: {} */
     size_t auth_users_count;
     char *auth_users_file;      /* auth.users_file: "" */
+    size_t auth_users_from_file; /* the last this many of auth_users came from auth.users_file */
 
     struct host_pattern *destinations_deny; /* destinations.deny: link-local v4 and v6 */
     size_t destinations_deny_count;
@@ -183,6 +184,7 @@ struct config_key {
     size_t count_offset;       /* lists: offsetof the *_count field */
     int required;              /* rate-rule fields: a rule without it is refused (no default_text) */
     int single_ok;             /* lists: a single value stands for a one-entry list */
+    int secret;                /* holds credentials (URL passwords, password hashes): printed masked */
 };
 
 /* The table, in the order the docs present it. */

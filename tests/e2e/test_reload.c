@@ -504,6 +504,67 @@ START_TEST(test_inflight_request_survives_reloads)
 }
 END_TEST
 
+/* ---- (e) rlproxy -T: the effective configuration, loadable again ------------------------------
+ */
+
+static char *tmp_path(const char *name)
+{
+    char *path = NULL;
+    ck_assert(asprintf(&path, "%s/%s", harness_tmpdir(), name) > 0);
+    return path;
+}
+
+START_TEST(test_dump_config_loads_again)
+{
+    char *users = tmp_path("dump-users"), *conf = tmp_path("dump.yaml"),
+         *again = tmp_path("dump-again.yaml");
+    write_text(users, "carol:$6$saltsalt$fromthefile\n");
+    char *yaml = NULL;
+    ck_assert(asprintf(&yaml,
+                       "listen: [\"127.0.0.1:0\"]\nadmin: {listen: []}\nworkers: 2\n"
+                       "auth: {users: {alice: \"$6$saltsalt$inlinehash\"}, users_file: \"%s\"}\n"
+                       "upstream_proxy: \"http://bob:pa55word@127.0.0.1:9\"\n"
+                       "rate_limits:\n  - {name: api, limit: 5, window: 1m, match: {method: GET}}\n",
+                       users) > 0);
+    write_text(conf, yaml);
+    struct cmd_result r;
+    run_rlproxy((char *const[]){"-T", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "rlproxy -T: exit %d: %s", r.exit_code, r.err);
+    ck_assert_msg(strstr(r.err, "configuration OK") != NULL, "stderr: %s", r.err);
+    /* defaults filled in, the rule written out, secrets masked, the users file's users absent */
+    const char *expect[] = {"\nworkers: 2\n", "\n  client_header: 10s\n",
+                            "\nrate_limits:\n  - {name: \"api\", match: {method: [GET]}, ",
+                            "\n  users: {\"alice\": \"********\"}\n",
+                            "\nupstream_proxy: \"http://bob:********@127.0.0.1:9\"\n"};
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
+        ck_assert_msg(strstr(r.out, expect[i]) != NULL, "no <<%s>> in:\n%s", expect[i], r.out);
+    const char *secret[] = {"inlinehash", "fromthefile", "carol", "pa55word"};
+    for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++)
+        ck_assert_msg(strstr(r.out, secret[i]) == NULL, "%s printed:\n%s", secret[i], r.out);
+
+    /* -c accepts the output again (with the masked hash put back) and prints the same keys */
+    char *first = strdup(r.out), *output = strdup(r.out), *hash = strstr(output, "\"********\"}");
+    ck_assert_ptr_nonnull(hash);
+    memcpy(hash, "\"$6$saltx\"", 10); /* as long as the quoted mask */
+    write_text(again, output);
+    cmd_result_free(&r);
+    run_rlproxy((char *const[]){"-T", "-c", again, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "rlproxy -T on its own output: exit %d: %s", r.exit_code,
+                  r.err);
+    ck_assert_str_eq(strchr(r.out, '\n'), strchr(first, '\n')); /* line 1 names the file */
+    cmd_result_free(&r);
+    free(first);
+    free(output);
+    free(yaml);
+    unlink(users);
+    unlink(conf);
+    unlink(again);
+    free(users);
+    free(conf);
+    free(again);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reload");
@@ -513,6 +574,7 @@ int main(void)
     tcase_add_test(tc, test_listen_change_rebinds_only_what_changed);
     tcase_add_test(tc, test_listen_bind_failure_keeps_old_listeners);
     tcase_add_test(tc, test_inflight_request_survives_reloads);
+    tcase_add_test(tc, test_dump_config_loads_again);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }

@@ -3,6 +3,7 @@
  * drift check that keeps man/rlproxy.yaml.5 and conf/rlproxy.yaml in step with the table. */
 
 #include "config.h"
+#include "config_dump.h"
 #include "config_value.h"
 
 #include <arpa/inet.h>
@@ -1481,6 +1482,146 @@ START_TEST(test_sample_config_loads_as_defaults)
 }
 END_TEST
 
+/* ---- -T and reload: the config written back through the table, and compared ---- */
+
+static char *dump_text(const struct config *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_int_eq(config_dump(c, out), 0);
+    ck_assert_int_eq(fclose(out), 0);
+    return text;
+}
+
+/* Every type the table has, away from its default (secrets aside: they come back masked). */
+static const char dump_example[] =
+    "listen: [\"127.0.0.1:0\", \"[::1]:0\", \"*:8080\"]\n"
+    "workers: 3\n"
+    "shutdown_timeout: 1500ms\n"
+    "access: {allow: [10.1.2.3/8, \"::1\"], max_connections_per_client: 7}\n"
+    "auth: {realm: \"a \\\"quoted\\\" realm\\\\\"}\n"
+    "destinations: {deny: [\"*.internal\", 192.168.0.0/16, Evil.Example], allow_ports: [80, 443]}\n"
+    "connect: {allowed_ports: []}\n"
+    "timeouts: {client_header: 2s, tunnel_idle: 2h}\n"
+    "http: {max_request_line: 1000, max_header_size: 64KiB}\n"
+    "backpressure: {buffer: 1MiB, max_connections: 5, overload_status: 599}\n"
+    "log: {level: debug, access: \"/var/log/x y.log\", access_format: json}\n"
+    "admin: {listen: []}\n"
+    "shared: {on_error: deny, timeout: 1s}\n"
+    "upstream_proxy_bypass: [localhost, \"::1\"]\n"
+    "retry: {attempts: 5, jitter: none, on: [timeout, 429], methods: [get], max_body: 0, budget: 5}\n"
+    "rate_limits:\n"
+    "  - {name: gh, match: {host: [api.github.com, \"*.github.com\"], method: [GET, post],\n"
+    "     path_prefix: /repos, client: 127.0.0.0/8, user: [alice, \"b b\"]}, key: client+host,\n"
+    "     limit: 50, window: 1h, over_limit: delay, max_delay: 0, max_queue: 3, headers: true}\n"
+    "  - {name: all, limit: 1, window: 1d, key: global}\n"
+    "rate_limits_max_keys: 2000\n";
+
+START_TEST(test_dump_round_trips)
+{
+    struct config *c = load_ok(dump_example);
+    char *first = dump_text(c);
+    struct config *again = load_ok(first);
+    char *second = dump_text(again);
+    /* the first line names the source file */
+    ck_assert_str_eq(strchr(second, '\n'), strchr(first, '\n'));
+    ck_assert_int_eq(config_diff(c, again, NULL, NULL), 0);
+    /* every key is written, each once, in its section */
+    size_t n;
+    const struct config_key *k = config_keys(&n);
+    for (size_t i = 0; i < n; i++) {
+        const char *leaf = strrchr(k[i].name, '.') ? strrchr(k[i].name, '.') + 1 : k[i].name;
+        char needle[128];
+        snprintf(needle, sizeof needle, "%s%s:", strchr(k[i].name, '.') ? "\n  " : "\n", leaf);
+        ck_assert_msg(strstr(first, needle) != NULL, "%s missing from:\n%s", k[i].name, first);
+    }
+    ck_assert_msg(strstr(first, "\nrate_limits:\n  - {name: \"gh\", match: {host: "
+                                "[\"api.github.com\", \"*.github.com\"], method: [GET, POST], "
+                                "path_prefix: \"/repos\", client: [\"127.0.0.0/8\"], user: "
+                                "[\"alice\", \"b b\"]}, key: client+host, limit: 50, window: 1h,") !=
+                      NULL,
+                  "%s", first);
+    ck_assert_msg(strstr(first, "\n  realm: \"a \\\"quoted\\\" realm\\\\\"\n") != NULL, "%s", first);
+    free(first);
+    free(second);
+    config_unref(again);
+    config_unref(c);
+    /* the embedded default too */
+    c = config_default();
+    first = dump_text(c);
+    again = load_ok(first);
+    ck_assert_int_eq(config_diff(c, again, NULL, NULL), 0);
+    free(first);
+    config_unref(again);
+    config_unref(c);
+}
+END_TEST
+
+START_TEST(test_dump_masks_secrets)
+{
+    struct config *c = load_ok("auth: {users: {alice: \"$6$saltsalt$secrethash\"}}\n"
+                               "upstream_proxy: \"http://bob:pa55word@127.0.0.1:3129\"\n"
+                               "upstream_proxy_bypass: [\"*.a\"]\n"
+                               "shared: {redis: \"redis://:redispw@127.0.0.1:6379/0\"}\n");
+    char *text = dump_text(c);
+    ck_assert_msg(strstr(text, "secrethash") == NULL && strstr(text, "pa55word") == NULL &&
+                      strstr(text, "redispw") == NULL,
+                  "%s", text);
+    ck_assert_msg(strstr(text, "users: {\"alice\": \"********\"}") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "upstream_proxy: \"http://bob:********@127.0.0.1:3129\"") != NULL,
+                  "%s", text);
+    ck_assert_msg(strstr(text, "redis: \"redis://:********@127.0.0.1:6379/0\"") != NULL, "%s",
+                  text);
+    free(text);
+    config_unref(c);
+}
+END_TEST
+
+struct changes {
+    char names[512];
+    char values[2048];
+};
+
+static void note_change(const struct config_key *key, const char *old_text, const char *new_text,
+                        void *arg)
+{
+    struct changes *ch = arg;
+    size_t used = strlen(ch->names);
+    snprintf(ch->names + used, sizeof ch->names - used, "%s ", key->name);
+    used = strlen(ch->values);
+    snprintf(ch->values + used, sizeof ch->values - used, "%s: %s -> %s\n", key->name, old_text,
+             new_text);
+}
+
+START_TEST(test_diff_names_each_changed_key)
+{
+    struct config *a = load_ok("workers: 2\nadmin: {listen: [\"127.0.0.1:9128\"]}\n"
+                               "retry: {methods: [GET, PUT]}\n"
+                               "shared: {redis: \"redis://:one@127.0.0.1:6379/0\"}\n"
+                               "rate_limits: [{name: r, limit: 1, window: 1s}]\n");
+    struct config *b = load_ok("workers: 2\nadmin: {listen: [\"127.0.0.1:9129\"]}\n"
+                               "retry: {methods: [GET, POST]}\n"
+                               "shared: {redis: \"redis://:two@127.0.0.1:6379/0\"}\n"
+                               "rate_limits: [{name: r, limit: 2, window: 1s}]\n"
+                               "log: {level: debug}\n");
+    struct changes ch = {"", ""};
+    ck_assert_int_eq(config_diff(a, b, note_change, &ch), 5);
+    ck_assert_str_eq(ch.names, "log.level admin.listen shared.redis retry.methods rate_limits ");
+    ck_assert_msg(strstr(ch.values, "admin.listen: [\"127.0.0.1:9128\"] -> [\"127.0.0.1:9129\"]\n") !=
+                      NULL,
+                  "%s", ch.values);
+    /* a changed password is a change, shown masked on both sides */
+    ck_assert_msg(strstr(ch.values, "shared.redis: \"redis://:********@127.0.0.1:6379/0\" -> "
+                                    "\"redis://:********@127.0.0.1:6379/0\"\n") != NULL,
+                  "%s", ch.values);
+    ck_assert_int_eq(config_diff(a, a, note_change, &ch), 0);
+    config_unref(a);
+    config_unref(b);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1545,6 +1686,12 @@ static Suite *config_suite(void)
     tcase_add_test(t, test_sample_config_loads_as_defaults);
     tcase_add_test(t, test_man_page_lists_every_rule_field);
     tcase_add_test(t, test_sample_config_rate_example);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("dump");
+    tcase_add_test(t, test_dump_round_trips);
+    tcase_add_test(t, test_dump_masks_secrets);
+    tcase_add_test(t, test_diff_names_each_changed_key);
     suite_add_tcase(s, t);
     return s;
 }
