@@ -1,7 +1,8 @@
 /* config_dump.c — writes a loaded config back as YAML, key by key through the table (what `-T`
  * prints), and compares two configs the same way (what a reload warns about). Values are written
  * in the form the parsers read, so the output loads again as the same config; values of rows
- * marked secret are masked, which is the one place where it would not. */
+ * marked secret are masked, which is the one place where it would not. The table's reloadable
+ * field is read here, at run time: a reload warns for every restart-only key that changed. */
 
 #include "config_dump.h"
 
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "config_text.h"
+#include "log.h"
 #include "config_value.h"
 
 #define MASK "********"
@@ -353,4 +355,18 @@ int config_diff(const struct config *old_cfg, const struct config *new_cfg,
         free(shown_after);
     }
     return changed;
+}
+
+static void warn_restart_only(const struct config_key *key, const char *old_text,
+                              const char *new_text, void *arg)
+{
+    (void)arg;
+    if (!key->reloadable)
+        log_warn("reload: %s changed from %s to %s; the running value stays until a restart",
+                 key->name, old_text, new_text);
+}
+
+int config_warn_restart_only(const struct config *running, const struct config *next)
+{
+    return config_diff(running, next, warn_restart_only, NULL);
 }

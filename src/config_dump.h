@@ -25,4 +25,9 @@ typedef void (*config_diff_callback)(const struct config_key *key, const char *o
 int config_diff(const struct config *old_cfg, const struct config *new_cfg,
                 config_diff_callback callback, void *arg);
 
+/* Logs a warning for each key whose row is not reloadable and whose value differs between the
+ * running config and the next one, naming the key and both values (masked); returns how many
+ * keys differ in all. */
+int config_warn_restart_only(const struct config *running, const struct config *next);
+
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "config_dump.h"
 #include "daemon.h"
 #include "tls.h"
 #include "log.h"
@@ -234,11 +235,7 @@ static void reload(struct server *s)
         daemon_notify_ready();
         return;
     }
-    if (next->workers != s->config->workers)
-        log_warn("reload: workers changed; takes effect after a restart");
-    if (strcmp(next->shared_redis, s->config->shared_redis) != 0)
-        log_warn("reload: shared.redis changed; takes effect after a restart (shared rules follow "
-                 "shared.on_error until then)");
+    config_warn_restart_only(s->config, next); /* workers, admin.listen, shared.redis... */
     log_set_level(next->log_level);
     if (log_access_open(next->access_log) != 0)
         log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));

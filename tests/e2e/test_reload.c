@@ -565,6 +565,37 @@ START_TEST(test_dump_config_loads_again)
 }
 END_TEST
 
+/* ---- (f) restart-only keys: one warning each, driven by the table's reloadable field ----------
+ */
+
+START_TEST(test_restart_only_keys_warn_each)
+{
+    struct proxy *p = proxy_start("workers: 1\n");
+    const char *tail = "; the running value stays until a restart";
+    /* a reloadable key alone: no warning */
+    ck_assert_int_eq(reload_with(p, BASE_YAML "workers: 1\nshutdown_timeout: 5s\n"), RELOAD_OK);
+    ck_assert_uint_eq(proxy_log_count(p, tail), 0);
+    ck_assert_int_eq(reload_with(p, "listen: [\"127.0.0.1:0\"]\nadmin: {listen: []}\nworkers: 2\n"
+                                    "shared: {redis: \"redis://:sekrit@127.0.0.1:1/0\"}\n"
+                                    "shutdown_timeout: 6s\n"),
+                     RELOAD_OK);
+    const char *expect[] = {
+        "warn: reload: workers changed from 1 to 2; the running value stays until a restart\n",
+        "warn: reload: admin.listen changed from [\"127.0.0.1:0\"] to []; the running value "
+        "stays until a restart\n",
+        "warn: reload: shared.redis changed from \"\" to \"redis://:********@127.0.0.1:1/0\"; the "
+        "running value stays until a restart\n"};
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
+        ck_assert_msg(proxy_log_count(p, expect[i]) == 1, "no <<%s>> once in:\n%s", expect[i],
+                      proxy_log_tail(p, 3000));
+    ck_assert_uint_eq(proxy_log_count(p, tail), 3);
+    ck_assert_uint_eq(proxy_log_count(p, "sekrit"), 0);
+    /* the admin endpoint indeed still serves where it started */
+    ck_assert_int_ge(proxy_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}"), 2);
+    proxy_stop(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reload");
@@ -575,6 +606,7 @@ int main(void)
     tcase_add_test(tc, test_listen_bind_failure_keeps_old_listeners);
     tcase_add_test(tc, test_inflight_request_survives_reloads);
     tcase_add_test(tc, test_dump_config_loads_again);
+    tcase_add_test(tc, test_restart_only_keys_warn_each);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
