@@ -115,6 +115,26 @@ static yaml_mark_t mark_at_offset(const struct walker *w, size_t offset)
     return mark;
 }
 
+/* libyaml blames a tab with words that do not name it ("found character that cannot start any
+ * token") or only half do; a tab is the likeliest mistake in a hand-written file, so say so. */
+static int fail_tab(struct walker *w)
+{
+    const yaml_parser_t *p = &w->parser;
+    size_t at = p->problem_mark.index;
+    if (p->error != YAML_SCANNER_ERROR || at >= w->input_len || w->input[at] != '\t')
+        return 0;
+    size_t line_start = at;
+    while (line_start > 0 && w->input[line_start - 1] != '\n')
+        line_start--;
+    int indenting = 1;
+    for (size_t i = line_start; i < at; i++)
+        indenting &= w->input[i] == ' ' || w->input[i] == '\t';
+    fail_at(w, p->problem_mark, NULL,
+            indenting ? "a tab character indents this line; YAML indents with spaces"
+                      : "a tab character cannot start a value here; use spaces");
+    return -1;
+}
+
 static int fail_parser(struct walker *w)
 {
     const yaml_parser_t *p = &w->parser;
@@ -123,6 +143,8 @@ static int fail_parser(struct walker *w)
         append(w, "out of memory");
         return -1;
     }
+    if (fail_tab(w) != 0)
+        return -1;
     yaml_mark_t mark =
         p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
     fail_at(w, mark, NULL, "%s", p->problem != NULL ? p->problem : "YAML syntax error");

@@ -540,9 +540,19 @@ static const struct error_case errors[] = {
      "t.yaml:3:2: did not find expected key (while parsing a block mapping at line 1, column 1)"},
     {"log:\n  access: \"x\n", "t.yaml:3:1: found unexpected end of stream (while scanning a quoted "
                               "scalar at line 2, column 11)"},
+    /* tabs: libyaml's words ("found character that cannot start any token") do not name them */
     {"log:\n  level: info\n\tfoo: 1\n",
-     "t.yaml:3:1: found a tab character that violates indentation "
-     "(while scanning a plain scalar at line 2, column 10)"},
+     "t.yaml:3:1: a tab character indents this line; YAML indents with spaces"},
+    {"log:\n\tlevel: info\n", "t.yaml:2:1: a tab character indents this line; YAML indents with spaces"},
+    {"\tworkers: 1\n", "t.yaml:1:1: a tab character indents this line; YAML indents with spaces"},
+    {"log:\n  \tlevel: info\n",
+     "t.yaml:2:3: a tab character indents this line; YAML indents with spaces"},
+    {"listen:\n  -\t\"127.0.0.1:1\"\n",
+     "t.yaml:2:4: a tab character cannot start a value here; use spaces"},
+    /* tabs where YAML allows them are fine, and other scanner errors keep libyaml's words */
+    {"log: {level: info,\n\tx: 1}\n", "t.yaml:2:2: log.x: unknown key, did you mean log?"},
+    {"log: {level: info\n", "t.yaml:2:1: did not find expected ',' or '}' (while parsing a flow "
+                             "mapping at line 1, column 6)"},
 };
 
 START_TEST(test_shared_refused_until_available)
