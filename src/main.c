@@ -116,6 +116,12 @@ int main(int argc, char **argv)
         config_unref(config);
         return 1;
     }
+    if (check_only && log_access_check(config->access_log) != 0) {
+        fprintf(stderr, "%s: log.access: cannot open %s for append: %s\n", config->source,
+                config->access_log, strerror(errno));
+        config_unref(config);
+        return 1;
+    }
     if (dump && config_dump(config, stdout) != 0) {
         config_unref(config);
         return 1;

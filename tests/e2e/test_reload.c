@@ -596,6 +596,66 @@ START_TEST(test_restart_only_keys_warn_each)
 }
 END_TEST
 
+/* ---- (g) the access log: -t checks it can be opened, and a reload that cannot open it fails ---
+ */
+
+START_TEST(test_access_log_checked_by_t_and_reload)
+{
+    char *conf = tmp_path("access-t.yaml"), *log_path = tmp_path("access-t.log");
+    const char *missing = "/nonexistent-rlproxy-dir/access.log";
+    char *yaml = NULL;
+    struct cmd_result r;
+    /* -t: a directory that does not exist is an error... */
+    ck_assert(asprintf(&yaml, "log: {access: \"%s\"}\n", missing) > 0);
+    write_text(conf, yaml);
+    free(yaml);
+    run_rlproxy((char *const[]){"-t", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 1, "rlproxy -t with log.access %s: exit %d", missing, r.exit_code);
+    ck_assert_msg(strstr(r.err, ": log.access: cannot open /nonexistent-rlproxy-dir/access.log "
+                                "for append: No such file or directory") != NULL,
+                  "stderr: %s", r.err);
+    cmd_result_free(&r);
+    /* ...a file not there yet in a writable directory is fine, and -t does not create it */
+    ck_assert(asprintf(&yaml, "log: {access: \"%s\"}\n", log_path) > 0);
+    write_text(conf, yaml);
+    free(yaml);
+    run_rlproxy((char *const[]){"-t", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "rlproxy -t: exit %d: %s", r.exit_code, r.err);
+    ck_assert_msg(access(log_path, F_OK) != 0, "-t created %s", log_path);
+    cmd_result_free(&r);
+
+    /* reload: the running config, its access log included, keeps serving; the metric counts a
+     * failure */
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf("log: {access: \"%s\"}\n", log_path);
+    ck_assert_int_eq(get_status_on(p->port, o, NULL), 200);
+    char *bad = NULL;
+    ck_assert(asprintf(&bad, BASE_YAML "log: {access: \"%s\"}\nshutdown_timeout: 7s\n", missing) >
+              0);
+    ck_assert_int_eq(reload_with(p, bad), RELOAD_FAILED);
+    ck_assert_msg(proxy_log_contains(p, "reload failed, keeping the running config: log.access: "
+                                        "cannot open /nonexistent-rlproxy-dir/access.log: No "
+                                        "such file or directory"),
+                  "%s", proxy_log_tail(p, 2000));
+    ck_assert_uint_eq(proxy_log_count(p, "configuration reloaded from"), 0);
+    ck_assert_int_eq(proxy_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}"), 1);
+    ck_assert_int_eq(proxy_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}"), 0);
+    ck_assert_int_eq(get_status_on(p->port, o, NULL), 200);
+    proxy_stop(p);
+    size_t len = 0;
+    char *lines = read_file(log_path, &len);
+    ck_assert_msg(lines != NULL && text_count(lines, "\n") == 2,
+                  "both requests belong in the first access log:\n%s", lines ? lines : "(none)");
+    free(lines);
+    free(bad);
+    origin_stop(o);
+    unlink(log_path);
+    unlink(conf);
+    free(log_path);
+    free(conf);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reload");
@@ -607,6 +667,7 @@ int main(void)
     tcase_add_test(tc, test_inflight_request_survives_reloads);
     tcase_add_test(tc, test_dump_config_loads_again);
     tcase_add_test(tc, test_restart_only_keys_warn_each);
+    tcase_add_test(tc, test_access_log_checked_by_t_and_reload);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
