@@ -57,6 +57,7 @@ struct rate_rule {
     uint32_t max_queue;            /* max_queue: 1000 default, 0..1000000 */
     int headers;                   /* headers: false default: RateLimit fields on admitted responses */
     int shared;                    /* shared: false (Redis, later) */
+    unsigned line, column;         /* where the rule's mapping starts (1-based); 0 if not known */
 };
 
 /* One `auth.users` entry: a user name and its crypt(3) hash. */

@@ -685,6 +685,8 @@ static int add_rule(struct walker *w, const struct config_key *key, const char *
         return -1;
     if (config_rule_init(rule, why, sizeof why) != 0)
         return fail_at(w, ev->start_mark, prefix, "%s", why);
+    rule->line = (unsigned)ev->start_mark.line + 1; /* for warnings after the load */
+    rule->column = (unsigned)ev->start_mark.column + 1;
     if (walk_rule(w, path, prefix, ev->start_mark, rule, rules) != 0) {
         config_value_release(key, rule, 1); /* whatever lists it got before the error */
         return -1;

@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "config.h"
 #include "config_dump.h"
+#include "config_warn.h"
 #include "http.h"
 #include "util.h"
 #include "log.h"
@@ -116,6 +117,7 @@ int main(int argc, char **argv)
         config_unref(config);
         return 1;
     }
+    config_log_rule_warnings(config); /* -t, -T and start alike */
     if (check_only && log_access_check(config->access_log) != 0) {
         fprintf(stderr, "%s: log.access: cannot open %s for append: %s\n", config->source,
                 config->access_log, strerror(errno));

@@ -15,6 +15,7 @@
 
 #include "admin.h"
 #include "config_dump.h"
+#include "config_warn.h"
 #include "daemon.h"
 #include "tls.h"
 #include "log.h"
@@ -256,6 +257,7 @@ static void reload(struct server *s)
         return;
     }
     config_warn_restart_only(s->config, next); /* workers, admin.listen, shared.redis... */
+    config_log_rule_warnings(next);
     log_set_level(next->log_level);
     log_access_install(&access_log);
     for (unsigned i = 0; i < s->worker_count; i++)

@@ -656,6 +656,32 @@ START_TEST(test_access_log_checked_by_t_and_reload)
 }
 END_TEST
 
+/* ---- (h) a rule that looks inside requests to a host whose tunnels stay closed: -t warns -----
+ */
+
+START_TEST(test_check_warns_about_rules_tunnels_hide)
+{
+    char *conf = tmp_path("warn.yaml");
+    write_text(conf, "listen: [\"127.0.0.1:0\"]\n"
+                     "rate_limits:\n"
+                     "  - name: github\n"
+                     "    match: { host: \"api.github.com\", path_prefix: \"/repos\" }\n"
+                     "    limit: 5000\n"
+                     "    window: 1h\n");
+    struct cmd_result r;
+    run_rlproxy((char *const[]){"-t", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "a warning is no error: exit %d: %s", r.exit_code, r.err);
+    ck_assert_msg(strstr(r.err, "warn: ") != NULL && strstr(r.err, "warn.yaml:3:5: rate_limits[0] "
+                                                                 "(github): match.path_prefix "
+                                                                 "never limits https:// requests "
+                                                                 "to api.github.com") != NULL,
+                  "stderr: %s", r.err);
+    cmd_result_free(&r);
+    unlink(conf);
+    free(conf);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reload");
@@ -668,6 +694,7 @@ int main(void)
     tcase_add_test(tc, test_dump_config_loads_again);
     tcase_add_test(tc, test_restart_only_keys_warn_each);
     tcase_add_test(tc, test_access_log_checked_by_t_and_reload);
+    tcase_add_test(tc, test_check_warns_about_rules_tunnels_hide);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }

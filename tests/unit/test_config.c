@@ -5,6 +5,7 @@
 #include "config.h"
 #include "config_dump.h"
 #include "config_value.h"
+#include "config_warn.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -1632,6 +1633,98 @@ START_TEST(test_diff_names_each_changed_key)
 }
 END_TEST
 
+/* ---- rules that cannot see inside https:// requests (issue 16 item 6) ---- */
+
+static size_t text_lines(const char *text)
+{
+    size_t n = 0;
+    for (; *text != '\0'; text++)
+        n += *text == '\n';
+    return n;
+}
+
+static void collect_warning(const char *message, void *arg)
+{
+    char *all = arg;
+    size_t used = strlen(all);
+    snprintf(all + used, 4096 - used, "%s\n", message);
+}
+
+struct warning_case {
+    const char *yaml, *warnings; /* warnings: each followed by a newline; "" for none */
+};
+
+#define GH_RULE "rate_limits:\n  - name: github\n    match: {host: api.github.com, path_prefix: /repos}\n" \
+                "    limit: 5000\n    window: 1h\n"
+#define WARN_TAIL ": they pass through CONNECT tunnels that rlproxy does not open "
+static const struct warning_case warning_cases[] = {
+    /* tls_intercept off: the host can only be reached through an opaque tunnel */
+    {GH_RULE,
+     "t.yaml:2:5: rate_limits[0] (github): match.path_prefix never limits https:// requests to "
+     "api.github.com" WARN_TAIL "(tls_intercept is off: set tls_intercept.ca_cert, ca_key and "
+     "hosts); the rule still applies to plain http://\n"},
+    /* intercepted, exactly or by a wildcard: nothing to say */
+    {GH_RULE "tls_intercept: {hosts: [api.github.com]}\n", ""},
+    {GH_RULE "tls_intercept: {hosts: [\"*.github.com\"]}\n", ""},
+    /* another host intercepted: this one is not */
+    {GH_RULE "tls_intercept: {hosts: [api.gitlab.com]}\n",
+     "t.yaml:2:5: rate_limits[0] (github): match.path_prefix never limits https:// requests to "
+     "api.github.com" WARN_TAIL "(add them to tls_intercept.hosts); the rule still applies to "
+     "plain http://\n"},
+    /* a wildcard rule is covered only by a wildcard as wide; the uncovered hosts are listed */
+    {"rate_limits:\n- {name: w, limit: 1, window: 1s, match: {host: [\"*.a.example\", "
+     "b.example, \"*.x.c.example\", \"::1\"], method: [get, CONNECT]}}\n"
+     "tls_intercept: {hosts: [x.a.example, b.example, \"*.c.example\"]}\n",
+     "t.yaml:2:3: rate_limits[0] (w): match.method never limits https:// requests to *.a.example, "
+     "::1" WARN_TAIL "(add them to tls_intercept.hosts); the rule still applies to plain "
+     "http://\n"},
+    /* both fields named; the second rule is the one at fault */
+    {"rate_limits:\n  - {name: ok, limit: 1, window: 1s}\n"
+     "  - {name: both, limit: 1, window: 1s,\n     match: {host: h.example, method: POST, "
+     "path_prefix: /p}}\n",
+     "t.yaml:3:5: rate_limits[1] (both): match.path_prefix and match.method never limits "
+     "https:// requests to h.example" WARN_TAIL "(tls_intercept is off: set "
+     "tls_intercept.ca_cert, ca_key and hosts); the rule still applies to plain http://\n"},
+    /* what a tunnel shows is enough: CONNECT rules, host-only rules, rules without a host */
+    {"rate_limits:\n  - {name: t, limit: 1, window: 1s, match: {host: h.example, method: "
+     "CONNECT}}\n  - {name: h, limit: 1, window: 1s, match: {host: h.example}}\n"
+     "  - {name: p, limit: 1, window: 1s, match: {path_prefix: /x, method: GET}}\n",
+     ""},
+};
+
+START_TEST(test_rule_warnings)
+{
+    const struct warning_case *t = &warning_cases[_i];
+    struct config *c = load_ok(t->yaml);
+    char all[4096] = "";
+    int n = config_rule_warnings(c, collect_warning, all);
+    ck_assert_str_eq(all, t->warnings);
+    ck_assert_int_eq(n, (int)text_lines(t->warnings));
+    config_unref(c);
+}
+END_TEST
+
+/* The README's rate-limit example is a working HTTPS rule: it loads and draws no warning. */
+START_TEST(test_readme_rate_example_warns_nothing)
+{
+    char *readme = slurp("README.md");
+    const char *start = strstr(readme, "```yaml\ntls_intercept:");
+    ck_assert_msg(start != NULL, "README.md has no yaml example starting with tls_intercept:");
+    start += strlen("```yaml\n");
+    const char *end = strstr(start, "```");
+    ck_assert_ptr_nonnull(end);
+    char *yaml = strndup(start, (size_t)(end - start));
+    struct config *c = load_ok(yaml);
+    ck_assert_uint_ge(c->rate_limits_count, 1);
+    ck_assert_ptr_nonnull(c->rate_limits[0].match_path_prefix);
+    char all[4096] = "";
+    ck_assert_int_eq(config_rule_warnings(c, collect_warning, all), 0);
+    config_unref(c);
+    free(yaml);
+    free(readme);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1702,6 +1795,11 @@ static Suite *config_suite(void)
     tcase_add_test(t, test_dump_round_trips);
     tcase_add_test(t, test_dump_masks_secrets);
     tcase_add_test(t, test_diff_names_each_changed_key);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("warnings");
+    tcase_add_loop_test(t, test_rule_warnings, 0, sizeof warning_cases / sizeof warning_cases[0]);
+    tcase_add_test(t, test_readme_rate_example_warns_nothing);
     suite_add_tcase(s, t);
     return s;
 }
