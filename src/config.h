@@ -1,6 +1,10 @@
 /* config.h — rlproxy's configuration: one table declares every key (name, type, default, bounds,
  * one-line doc, reloadable); config_load_*() turn YAML (libyaml) or the embedded defaults into an
- * immutable, reference-counted struct config. Loading never exits and never touches sockets. */
+ * immutable, reference-counted struct config. Loading never exits and never touches sockets.
+ * The modules: config.c (the tables, loading, lifetime), config_value.c (what each type means),
+ * config_text.c (units, addresses, host names), config_yaml.c (the libyaml walk and positions),
+ * config_suggest.c ("did you mean"), config_dump.c (-T and the reload diff), config_warn.c
+ * (rules that load but cannot see https:// requests). */
 #ifndef RLPROXY_CONFIG_H
 #define RLPROXY_CONFIG_H
 

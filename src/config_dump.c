@@ -36,7 +36,10 @@ static size_t count_at(const void *base, const struct config_key *key)
     return count;
 }
 
-/* A YAML double-quoted scalar: the one style that can carry every byte a value may hold. */
+/* A YAML double-quoted scalar: the one style that can carry every character a value may hold.
+ * Escaped: what would end it, controls, and the characters YAML reads as line breaks (NEL,
+ * U+2028, U+2029) or may drop (a BOM), which unescaped would come back folded or missing. The
+ * loader accepted the text, so it is valid UTF-8. */
 static void put_quoted(FILE *out, const char *text)
 {
     fputc('"', out);
@@ -45,8 +48,18 @@ static void put_quoted(FILE *out, const char *text)
             fprintf(out, "\\%c", *p);
         else if (*p < 0x20 || *p == 0x7f)
             fprintf(out, "\\x%02x", *p);
-        else
+        else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) { /* C1 controls, NEL among them */
+            fprintf(out, "\\u%04x", (unsigned)p[1]);
+            p += 1;
+        } else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+            fprintf(out, "\\u20%02x", (unsigned)p[2] - 0x80u);
+            p += 2;
+        } else if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
+            fputs("\\ufeff", out);
+            p += 2;
+        } else {
             fputc(*p, out);
+        }
     }
     fputc('"', out);
 }
@@ -291,8 +304,9 @@ int config_dump(const struct config *cfg, FILE *out)
 {
     size_t count;
     const struct config_key *keys = config_keys(&count);
+    char source[256]; /* a comment line: a newline in the file name would end it */
     fprintf(out, "# effective configuration of %s; values marked " MASK " are masked\n",
-            cfg->source);
+            config_text_printable(cfg->source, source, sizeof source));
     for (size_t i = 0; i < count; i++) {
         size_t section = section_len(keys[i].name);
         int seen = 0; /* a section's keys are written together, at its first key */

@@ -239,16 +239,18 @@ static int split_host_port(const char *text, char *host, size_t host_len, int *b
         host_start = text + 1;
         host_end = strchr(host_start, ']');
         if (host_end == NULL || host_end[1] != ':')
-            return config_text_fail(why, why_len,
-                            "an IPv6 listen address is written [address]:port, as in [::1]:3128");
+            return config_text_fail(
+                why, why_len, "an IPv6 listen address is written [address]:port, as in [::1]:3128");
         colon = host_end + 1;
     } else {
         colon = strrchr(text, ':');
         if (colon == NULL)
-            return config_text_fail(why, why_len, "needs an address and a port, as in 127.0.0.1:3128");
+            return config_text_fail(why, why_len,
+                                    "needs an address and a port, as in 127.0.0.1:3128");
         host_end = colon;
         if (memchr(text, ':', (size_t)(colon - text)) != NULL)
-            return config_text_fail(why, why_len, "an IPv6 address goes in brackets, as in [::1]:3128");
+            return config_text_fail(why, why_len,
+                                    "an IPv6 address goes in brackets, as in [::1]:3128");
     }
     if (config_text_number(colon + 1, port) != 0 || *port > 65535)
         return config_text_fail(why, why_len, "needs a port from 0 to 65535 after the colon");
@@ -286,8 +288,8 @@ int config_text_listen(const char *text, struct listen_addr *out, char *why, siz
     }
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addr;
     if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-        return config_text_fail(why, why_len, "listen needs an IP address; [%s] is not an IPv6 address",
-                        host);
+        return config_text_fail(why, why_len,
+                                "listen needs an IP address; [%s] is not an IPv6 address", host);
     sin6->sin6_family = AF_INET6;
     sin6->sin6_port = htons((uint16_t)port);
     out->addr_len = sizeof *sin6;
@@ -295,7 +297,6 @@ int config_text_listen(const char *text, struct listen_addr *out, char *why, siz
     snprintf(out->text, sizeof out->text, "[%s]:%u", shown, (unsigned)port);
     return 0;
 }
-
 
 /* A host name or "*.suffix" into hp (zeroed first); 0 or -1. */
 int config_text_host_name(const char *text, struct host_pattern *hp)

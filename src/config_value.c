@@ -23,12 +23,12 @@ static int check_range(const struct config_key *key, const char *text, uint64_t 
     if (value < key->min) {
         format(key->min, bound, sizeof bound);
         return config_text_fail(why, why_len, "%s is below the minimum %s",
-                        config_text_printable(text, shown, sizeof shown), bound);
+                                config_text_printable(text, shown, sizeof shown), bound);
     }
     if (value > key->max) {
         format(key->max, bound, sizeof bound);
         return config_text_fail(why, why_len, "%s is above the maximum %s",
-                        config_text_printable(text, shown, sizeof shown), bound);
+                                config_text_printable(text, shown, sizeof shown), bound);
     }
     return 0;
 }
@@ -46,7 +46,7 @@ static int parse_bool(const struct config_key *key, const char *text, void *dst,
     /* YAML 1.2's two words only: YAML 1.1's yes/no/on/off surprise people ("Norway problem"). */
     if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
         return config_text_fail(why, why_len, "\"%s\" is not true or false",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     *(int *)dst = strcmp(text, "true") == 0;
     return 0;
 }
@@ -58,7 +58,7 @@ static int parse_uint(const struct config_key *key, const char *text, void *dst,
     uint64_t value;
     if (config_text_number(text, &value) != 0)
         return config_text_fail(why, why_len, "\"%s\" is not a whole number",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     if (check_range(key, text, value, format_plain, why, why_len) != 0)
         return -1;
     *(unsigned *)dst = (unsigned)value;
@@ -72,7 +72,7 @@ static int parse_workers(const struct config_key *key, const char *text, void *d
     if (strcmp(text, "auto") != 0) {
         if (!config_text_all_digits(text))
             return config_text_fail(why, why_len, "\"%s\" is not auto or a number",
-                            config_text_printable(text, shown, sizeof shown));
+                                    config_text_printable(text, shown, sizeof shown));
         return parse_uint(key, text, dst, why, why_len);
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -92,12 +92,12 @@ static int parse_duration(const struct config_key *key, const char *text, void *
     if (config_parse_duration_ms(text, &ms) != 0) {
         config_text_printable(text, shown, sizeof shown);
         if (config_text_all_digits(text))
-            return config_text_fail(why, why_len, "%s needs a unit: ms, s, m, h or d (as in %ss)", shown,
-                            shown);
+            return config_text_fail(why, why_len, "%s needs a unit: ms, s, m, h or d (as in %ss)",
+                                    shown, shown);
         if (config_text_is_duration_form(text))
             return config_text_fail(why, why_len, "%s is too large", shown);
-        return config_text_fail(why, why_len, "\"%s\" is not a duration such as 250ms, 10s, 5m, 1h or 1d",
-                        shown);
+        return config_text_fail(why, why_len,
+                                "\"%s\" is not a duration such as 250ms, 10s, 5m, 1h or 1d", shown);
     }
     if (check_range(key, text, ms, config_text_format_duration, why, why_len) != 0)
         return -1;
@@ -114,7 +114,8 @@ static int parse_size(const struct config_key *key, const char *text, void *dst,
         config_text_printable(text, shown, sizeof shown);
         if (config_text_is_size_form(text))
             return config_text_fail(why, why_len, "%s is too large", shown);
-        return config_text_fail(why, why_len, "\"%s\" is not a size such as 512, 64KiB or 1MiB", shown);
+        return config_text_fail(why, why_len, "\"%s\" is not a size such as 512, 64KiB or 1MiB",
+                                shown);
     }
     if (check_range(key, text, bytes, config_text_format_size, why, why_len) != 0)
         return -1;
@@ -154,8 +155,8 @@ static int parse_enum(const struct config_key *key, const char *text, void *dst,
         size_t used = strlen(list);
         snprintf(list + used, sizeof list - used, "%s%s", i > 0 ? ", " : "", key->choices[i]);
     }
-    return config_text_fail(why, why_len, "\"%s\" is not one of %s", config_text_printable(text, shown, sizeof shown),
-                    list);
+    return config_text_fail(why, why_len, "\"%s\" is not one of %s",
+                            config_text_printable(text, shown, sizeof shown), list);
 }
 
 static int parse_listen_element(const struct config_key *key, const char *text, void *dst,
@@ -164,7 +165,8 @@ static int parse_listen_element(const struct config_key *key, const char *text, 
     char reason[128], shown[64];
     (void)key;
     if (config_text_listen(text, dst, reason, sizeof reason) != 0)
-        return config_text_fail(why, why_len, "\"%s\": %s", config_text_printable(text, shown, sizeof shown), reason);
+        return config_text_fail(why, why_len, "\"%s\": %s",
+                                config_text_printable(text, shown, sizeof shown), reason);
     return 0;
 }
 
@@ -175,8 +177,8 @@ static int parse_cidr_element(const struct config_key *key, const char *text, vo
     (void)key;
     if (cidr_parse(text, dst) != 0)
         return config_text_fail(why, why_len,
-                        "\"%s\" is not an address block such as 10.0.0.0/8 or ::1/128",
-                        config_text_printable(text, shown, sizeof shown));
+                                "\"%s\" is not an address block such as 10.0.0.0/8 or ::1/128",
+                                config_text_printable(text, shown, sizeof shown));
     return 0;
 }
 
@@ -188,7 +190,7 @@ static int parse_port_element(const struct config_key *key, const char *text, vo
     (void)key;
     if (config_text_number(text, &port) != 0 || port < 1 || port > 65535)
         return config_text_fail(why, why_len, "\"%s\" is not a port from 1 to 65535",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     *(uint16_t *)dst = (uint16_t)port;
     return 0;
 }
@@ -225,21 +227,20 @@ static int parse_proxy_url(const struct config_key *key, const char *text, void 
     char shown[64];
     int known = *text == '\0';
     for (size_t i = 0; schemes[i] != NULL && !known; i++)
-        known = strncmp(text, schemes[i], strlen(schemes[i])) == 0 &&
-                text[strlen(schemes[i])] != '\0';
+        known =
+            strncmp(text, schemes[i], strlen(schemes[i])) == 0 && text[strlen(schemes[i])] != '\0';
     if (!known)
         return config_text_fail(why, why_len,
-                        "\"%s\" is not a proxy URL such as http://parent.example:3128 "
-                        "(schemes: http, https, socks5, socks5h)",
-                        config_text_printable(text, shown, sizeof shown));
+                                "\"%s\" is not a proxy URL such as http://parent.example:3128 "
+                                "(schemes: http, https, socks5, socks5h)",
+                                config_text_printable(text, shown, sizeof shown));
     for (const char *p = text; *p != '\0'; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            return config_text_fail(why, why_len, "proxy URL contains a space or control character");
+            return config_text_fail(why, why_len,
+                                    "proxy URL contains a space or control character");
     (void)key;
     return store_string(dst, text, why, why_len);
 }
-
-
 
 static int parse_host_pattern_element(const struct config_key *key, const char *text, void *dst,
                                       char *why, size_t why_len)
@@ -256,8 +257,9 @@ static int parse_host_pattern_element(const struct config_key *key, const char *
         return 0;
     }
     if (config_text_host_name(text, hp) != 0)
-        return config_text_fail(why, why_len, "\"%s\" is not a host name, *.suffix or address block",
-                        config_text_printable(text, shown, sizeof shown));
+        return config_text_fail(why, why_len,
+                                "\"%s\" is not a host name, *.suffix or address block",
+                                config_text_printable(text, shown, sizeof shown));
     return 0;
 }
 
@@ -272,15 +274,15 @@ static int parse_host_name_element(const struct config_key *key, const char *tex
     int is_address = cidr_parse(text, &block) == 0;
     if (is_address && strchr(text, '/') != NULL)
         return config_text_fail(why, why_len,
-                        "\"%s\" is an address block; match.host takes host names, single "
-                        "addresses and *.suffix (client blocks go in match.client)",
-                        config_text_printable(text, shown, sizeof shown));
+                                "\"%s\" is an address block; match.host takes host names, single "
+                                "addresses and *.suffix (client blocks go in match.client)",
+                                config_text_printable(text, shown, sizeof shown));
     if (is_address)
         return parse_host_pattern_element(key, text, dst, why, why_len);
     struct host_pattern hp;
     if (config_text_host_name(text, &hp) != 0)
         return config_text_fail(why, why_len, "\"%s\" is not a host name or *.suffix",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     memcpy(dst, &hp, sizeof hp);
     return 0;
 }
@@ -311,10 +313,11 @@ static int parse_rule_name(const struct config_key *key, const char *text, void 
         return config_text_fail(why, why_len, "must not be empty");
     if (len >= RULE_NAME_SIZE)
         return config_text_fail(why, why_len, "\"%s\" is longer than %zu characters",
-                        config_text_printable(text, shown, sizeof shown), RULE_NAME_SIZE - 1);
+                                config_text_printable(text, shown, sizeof shown),
+                                RULE_NAME_SIZE - 1);
     if (strspn(text, allowed) != len)
         return config_text_fail(why, why_len, "\"%s\" may hold only letters, digits, _, . and -",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     memcpy(dst, text, len + 1);
     return 0;
 }
@@ -336,7 +339,7 @@ static int parse_method_element(const struct config_key *key, const char *text, 
     (void)key;
     if (len >= METHOD_SIZE)
         return config_text_fail(why, why_len, "\"%s\" is longer than %zu characters",
-                        config_text_printable(text, shown, sizeof shown), METHOD_SIZE - 1);
+                                config_text_printable(text, shown, sizeof shown), METHOD_SIZE - 1);
     int ok = len > 0;
     for (size_t i = 0; ok && i < len; i++) {
         ok = is_tchar(text[i]);
@@ -344,7 +347,7 @@ static int parse_method_element(const struct config_key *key, const char *text, 
     }
     if (!ok)
         return config_text_fail(why, why_len, "\"%s\" is not a method name such as GET",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     memcpy(dst, method, sizeof method);
     return 0;
 }
@@ -371,11 +374,11 @@ static int parse_path_prefix(const struct config_key *key, const char *text, voi
     (void)key;
     if (text[0] != '/')
         return config_text_fail(why, why_len, "\"%s\" must start with /",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     for (const char *p = text; *p != '\0'; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return config_text_fail(why, why_len, "\"%s\" contains a space or control character",
-                            config_text_printable(text, shown, sizeof shown));
+                                    config_text_printable(text, shown, sizeof shown));
     return store_string(dst, text, why, why_len);
 }
 
@@ -390,10 +393,11 @@ static int parse_user_element(const struct config_key *key, const char *text, vo
     for (size_t i = 0; ok && i < len; i++)
         ok = (unsigned char)text[i] >= 0x20 && text[i] != 0x7f;
     if (!ok)
-        return config_text_fail(why, why_len,
-                        "\"%s\" is not a user name (1 to %d characters, no colon or control "
-                        "characters)",
-                        config_text_printable(text, shown, sizeof shown), USER_MAX_LEN);
+        return config_text_fail(
+            why, why_len,
+            "\"%s\" is not a user name (1 to %d characters, no colon or control "
+            "characters)",
+            config_text_printable(text, shown, sizeof shown), USER_MAX_LEN);
     char *copy = strdup(text);
     if (copy == NULL)
         return config_text_fail(why, why_len, "out of memory");
@@ -438,10 +442,11 @@ static int parse_percent(const struct config_key *key, const char *text, void *d
     }
     if (!ok)
         return config_text_fail(why, why_len, "\"%s\" is not a percentage such as 20%%",
-                        config_text_printable(text, shown, sizeof shown));
+                                config_text_printable(text, shown, sizeof shown));
     if (value > key->max)
         return config_text_fail(why, why_len, "%s is above the maximum %llu%%",
-                        config_text_printable(text, shown, sizeof shown), (unsigned long long)key->max);
+                                config_text_printable(text, shown, sizeof shown),
+                                (unsigned long long)key->max);
     *(unsigned *)dst = (unsigned)value;
     return 0;
 }
@@ -462,8 +467,8 @@ static int parse_retry_on_element(const struct config_key *key, const char *text
     }
     if (config_text_number(text, &status) != 0 || status < 400 || status > 599)
         return config_text_fail(why, why_len,
-                        "\"%s\" is not connect_error, timeout or a status from 400 to 599",
-                        config_text_printable(text, shown, sizeof shown));
+                                "\"%s\" is not connect_error, timeout or a status from 400 to 599",
+                                config_text_printable(text, shown, sizeof shown));
     *(uint16_t *)dst = (uint16_t)status;
     return 0;
 }
@@ -488,12 +493,13 @@ static int parse_user_entry(const struct config_key *key, const char *text, void
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return config_text_fail(why, why_len, "user name has a space or control character");
     const char *hash = colon + 1;
-    /* crypt(3) hashes: $id$...; refusing anything else catches a plain password pasted by mistake */
+    /* crypt(3) hashes: $id$...; refusing anything else catches a plain password pasted by mistake
+     */
     if (hash[0] != '$' || strlen(hash) < 8 || strchr(hash, ':') != NULL)
         return config_text_fail(why, why_len,
-                        "\"%s\" is not a crypt(3) hash such as $6$salt$... (make one with "
-                        "mkpasswd -m sha-512)",
-                        config_text_printable(hash, shown, sizeof shown));
+                                "\"%s\" is not a crypt(3) hash such as $6$salt$... (make one with "
+                                "mkpasswd -m sha-512)",
+                                config_text_printable(hash, shown, sizeof shown));
     struct auth_user *u = dst;
     u->name = strndup(text, (size_t)(colon - text));
     u->hash = strdup(hash);

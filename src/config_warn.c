@@ -20,7 +20,8 @@ static int intercepted(const struct config *cfg, const struct host_pattern *patt
     for (size_t i = 0; i < cfg->tls_intercept_hosts_count; i++) {
         const struct host_pattern *tls = &cfg->tls_intercept_hosts[i];
         size_t tls_len = strlen(tls->text);
-        if (tls->wildcard && len >= tls_len && strcmp(pattern->text + len - tls_len, tls->text) == 0)
+        if (tls->wildcard && len >= tls_len &&
+            strcmp(pattern->text + len - tls_len, tls->text) == 0)
             return 1;
     }
     return 0;

@@ -1,7 +1,8 @@
 /* config_yaml.c — turns YAML text into a struct config by walking libyaml's event stream against
  * the declaration table in config.c, and owns every position: each error names FILE:LINE:COLUMN of
- * the node at fault. What a value means is config_value.c's business; this file only finds values and
- * checks the shape around them (mappings where sections are, lists where lists are, no key twice).
+ * the node at fault. What a value means is config_value.c's business; this file only finds values
+ * and checks the shape around them (mappings where sections are, lists where lists are, no key
+ * twice).
  *
  * Mappings are walked against a scope: the top-level table with values stored into the struct
  * config, or, inside each rate_limits entry, the rule table with values stored into that struct

@@ -1339,6 +1339,22 @@ START_TEST(test_dump_round_trips)
 }
 END_TEST
 
+/* Characters YAML reads as line breaks or may drop come back escaped, so the value survives. */
+START_TEST(test_dump_escapes_what_yaml_would_fold)
+{
+    struct config *c = load_ok("auth: {realm: \"a\\Nb\\Lc\\Pd\\ufeffe\\x85f\\u0080g\\th\\\"i\"}\n");
+    char *text = dump_text(c);
+    ck_assert_msg(strstr(text, "\n  realm: \"a\\u0085b\\u2028c\\u2029d\\ufeffe\\u0085f\\u0080g\\x09h\\\"i\"\n") !=
+                      NULL,
+                  "%s", text);
+    struct config *again = load_ok(text);
+    ck_assert_str_eq(again->auth_realm, c->auth_realm);
+    free(text);
+    config_unref(again);
+    config_unref(c);
+}
+END_TEST
+
 START_TEST(test_dump_masks_secrets)
 {
     struct config *c = load_ok("auth: {users: {alice: \"$6$saltsalt$secrethash\"}}\n"
@@ -1564,6 +1580,7 @@ static Suite *config_suite(void)
     t = tcase_create("dump");
     tcase_add_test(t, test_dump_round_trips);
     tcase_add_test(t, test_dump_masks_secrets);
+    tcase_add_test(t, test_dump_escapes_what_yaml_would_fold);
     tcase_add_test(t, test_diff_names_each_changed_key);
     suite_add_tcase(s, t);
 
