@@ -7,6 +7,7 @@
 #include "config_dump.h"
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,30 +37,46 @@ static size_t count_at(const void *base, const struct config_key *key)
     return count;
 }
 
-/* A YAML double-quoted scalar: the one style that can carry every character a value may hold.
- * Escaped: what would end it, controls, and the characters YAML reads as line breaks (NEL,
- * U+2028, U+2029) or may drop (a BOM), which unescaped would come back folded or missing. The
- * loader accepted the text, so it is valid UTF-8. */
+/* Length of the UTF-8 sequence at p and its code point. The loader accepted the text, so it is
+ * valid UTF-8; a stray byte is taken as one character rather than trusted further. */
+static size_t utf8_decode(const unsigned char *p, uint32_t *cp)
+{
+    size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : 4;
+    *cp = n == 1 ? p[0] : n == 2 ? p[0] & 0x1fu : n == 3 ? p[0] & 0x0fu : p[0] & 0x07u;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            *cp = p[0];
+            return 1;
+        }
+        *cp = (*cp << 6) | (p[i] & 0x3fu);
+    }
+    return n;
+}
+
+/* What YAML may read back as something else: a line break (NEL, U+2028, U+2029), a character
+ * its reader refuses unescaped (controls, surrogates, U+FFFE, U+FFFF), or a BOM it may drop. */
+static int needs_escape(uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+           (cp >= 0xd800 && cp <= 0xdfff) || cp == 0xfeff || cp == 0xfffe || cp == 0xffff;
+}
+
+/* A YAML double-quoted scalar: the one style that can carry every character a value may hold. */
 static void put_quoted(FILE *out, const char *text)
 {
     fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\x%02x", *p);
-        else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) { /* C1 controls, NEL among them */
-            fprintf(out, "\\u%04x", (unsigned)p[1]);
-            p += 1;
-        } else if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
-            fprintf(out, "\\u20%02x", (unsigned)p[2] - 0x80u);
-            p += 2;
-        } else if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-            fputs("\\ufeff", out);
-            p += 2;
-        } else {
-            fputc(*p, out);
-        }
+    for (const unsigned char *p = (const unsigned char *)text; *p != '\0';) {
+        uint32_t cp;
+        size_t n = utf8_decode(p, &cp);
+        if (cp == '"' || cp == '\\')
+            fprintf(out, "\\%c", (char)cp);
+        else if (cp < 0x20)
+            fprintf(out, "\\x%02x", (unsigned)cp);
+        else if (needs_escape(cp))
+            fprintf(out, "\\u%04x", (unsigned)cp);
+        else
+            fwrite(p, 1, n, out);
+        p += n;
     }
     fputc('"', out);
 }
