@@ -4,7 +4,10 @@
  * connections; a `listen` change opens the new address and closes the removed one while an
  * unchanged address keeps its socket and its open connections; a listen address that cannot be
  * bound fails the reload and keeps the old listeners; a slow request in flight across reloads
- * completes. */
+ * completes. Then the config-side checks (issues 15, 16, 18): rlproxy -T prints a config that
+ * loads again, secrets masked; a reload warns once per changed restart-only key; -t refuses an
+ * access log that cannot be opened and a reload that cannot open it fails; -t warns about a rule
+ * whose path_prefix cannot see https:// requests. */
 #include "harness.h"
 
 #include <arpa/inet.h>
