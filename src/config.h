@@ -1,6 +1,10 @@
 /* config.h — rlproxy's configuration: one table declares every key (name, type, default, bounds,
  * one-line doc, reloadable); config_load_*() turn YAML (libyaml) or the embedded defaults into an
- * immutable, reference-counted struct config. Loading never exits and never touches sockets. */
+ * immutable, reference-counted struct config. Loading never exits and never touches sockets.
+ * The modules: config.c (the tables, loading, lifetime), config_value.c (what each type means),
+ * config_text.c (units, addresses, host names), config_yaml.c (the libyaml walk and positions),
+ * config_suggest.c ("did you mean"), config_dump.c (-T and the reload diff), config_warn.c
+ * (rules that load but cannot see https:// requests). */
 #ifndef RLPROXY_CONFIG_H
 #define RLPROXY_CONFIG_H
 
@@ -57,6 +61,7 @@ struct rate_rule {
     uint32_t max_queue;            /* max_queue: 1000 default, 0..1000000 */
     int headers;                   /* headers: false default: RateLimit fields on admitted responses */
     int shared;                    /* shared: false (Redis, later) */
+    unsigned line, column;         /* where the rule's mapping starts (1-based); 0 if not known */
 };
 
 /* One `auth.users` entry: a user name and its crypt(3) hash. */
@@ -90,6 +95,7 @@ struct config {
     struct auth_user *auth_users; /* auth.users: {} */
     size_t auth_users_count;
     char *auth_users_file;      /* auth.users_file: "" */
+    size_t auth_users_from_file; /* the last this many of auth_users came from auth.users_file */
 
     struct host_pattern *destinations_deny; /* destinations.deny: link-local v4 and v6 */
     size_t destinations_deny_count;
@@ -183,6 +189,7 @@ struct config_key {
     size_t count_offset;       /* lists: offsetof the *_count field */
     int required;              /* rate-rule fields: a rule without it is refused (no default_text) */
     int single_ok;             /* lists: a single value stands for a one-entry list */
+    int secret;                /* holds credentials (URL passwords, password hashes): printed masked */
 };
 
 /* The table, in the order the docs present it. */
@@ -222,44 +229,9 @@ const struct config_key *config_key_find(const char *name);
 /* Largest config file or string accepted; bigger inputs are refused before parsing. */
 #define CONFIG_MAX_BYTES ((size_t)1 << 20)
 
-/* ---- Between config.c (what values mean) and config_yaml.c (where they are written); other
- * modules have no use for these. Storage per type: BOOL int, UINT and WORKERS unsigned, DURATION
- * uint64_t ms, SIZE size_t, STRING char * (heap), ENUM and LOG_LEVEL the enum, *_LIST a heap array
- * and a size_t count. */
-
-/* Element size for list types; 0 for scalar types. */
-size_t config_value_elem_size(const struct config_key *key);
-/* What the value should look like, for "expected ..." messages: "a duration such as 10s". */
-const char *config_value_describe(const struct config_key *key);
-/* Scalar types: parse text and store it in cfg (freeing the old value); -1 with a reason in why. */
-int config_value_set(struct config *cfg, const struct config_key *key, const char *text, char *why,
-                     size_t why_len);
-/* List types: parse one element into elem (elem_size bytes); -1 with a reason in why. */
-int config_value_parse_element(const struct config_key *key, const char *text, void *elem,
-                               char *why, size_t why_len);
-/* List types: 1 when two parsed elements are the same entry (a repeated entry is an error). */
-int config_value_same_element(const struct config_key *key, const void *a, const void *b);
-/* List types: store a heap array (ownership passes to cfg; the old array is freed). */
-void config_value_set_list(struct config *cfg, const struct config_key *key, void *elems,
-                           size_t count);
-/* The same, for a table whose offsets are relative to `base` rather than to a struct config (the
- * rate-rule fields: base is a struct rate_rule). config_value_set() and _set_list() are these with
- * base = cfg. */
-int config_value_set_at(void *base, const struct config_key *key, const char *text, char *why,
-                        size_t why_len);
-void config_value_set_list_at(void *base, const struct config_key *key, void *elems, size_t count);
-/* List types: free what `count` parsed elements own (strings, a rule's lists), not the array. */
-void config_value_release(const struct config_key *key, void *elems, size_t count);
-
 /* The fields of one rate_limits entry, as rows whose offsets are into struct rate_rule; dotted
  * names ("match.host") are nested mappings inside the rule. */
 #define CONFIG_RULE_MAX_FIELDS 32
 const struct config_key *config_rule_fields(size_t *count);
-/* A rule with every optional field at its default and nothing owned; -1 only for a broken row. */
-int config_rule_init(struct rate_rule *rule, char *why, size_t why_len);
-
-/* Parse key->default_text through the YAML value walker into cfg (config_yaml.c). */
-int config_yaml_set_default(struct config *cfg, const struct config_key *key, char *err,
-                            size_t err_len);
 
 #endif

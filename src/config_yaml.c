@@ -1,7 +1,8 @@
 /* config_yaml.c — turns YAML text into a struct config by walking libyaml's event stream against
  * the declaration table in config.c, and owns every position: each error names FILE:LINE:COLUMN of
- * the node at fault. What a value means is config.c's business; this file only finds values and
- * checks the shape around them (mappings where sections are, lists where lists are, no key twice).
+ * the node at fault. What a value means is config_value.c's business; this file only finds values
+ * and checks the shape around them (mappings where sections are, lists where lists are, no key
+ * twice).
  *
  * Mappings are walked against a scope: the top-level table with values stored into the struct
  * config, or, inside each rate_limits entry, the rule table with values stored into that struct
@@ -13,7 +14,7 @@
  * consumer that follows them), and the walk stops at the first error, so it never descends into
  * unknown structure. */
 
-#include "config.h"
+#include "config_yaml.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -21,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+
+#include "config_suggest.h"
+#include "config_value.h"
 
 /* Longest dotted key path we look up; longer ones cannot be in the table. */
 #define PATH_MAX_LEN 128
@@ -112,6 +116,26 @@ static yaml_mark_t mark_at_offset(const struct walker *w, size_t offset)
     return mark;
 }
 
+/* libyaml blames a tab with words that do not name it ("found character that cannot start any
+ * token") or only half do; a tab is the likeliest mistake in a hand-written file, so say so. */
+static int fail_tab(struct walker *w)
+{
+    const yaml_parser_t *p = &w->parser;
+    size_t at = p->problem_mark.index;
+    if (p->error != YAML_SCANNER_ERROR || at >= w->input_len || w->input[at] != '\t')
+        return 0;
+    size_t line_start = at;
+    while (line_start > 0 && w->input[line_start - 1] != '\n')
+        line_start--;
+    int indenting = 1;
+    for (size_t i = line_start; i < at; i++)
+        indenting &= w->input[i] == ' ' || w->input[i] == '\t';
+    fail_at(w, p->problem_mark, NULL,
+            indenting ? "a tab character indents this line; YAML indents with spaces"
+                      : "a tab character cannot start a value here; use spaces");
+    return -1;
+}
+
 static int fail_parser(struct walker *w)
 {
     const yaml_parser_t *p = &w->parser;
@@ -120,6 +144,8 @@ static int fail_parser(struct walker *w)
         append(w, "out of memory");
         return -1;
     }
+    if (fail_tab(w) != 0)
+        return -1;
     yaml_mark_t mark =
         p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
     fail_at(w, mark, NULL, "%s", p->problem != NULL ? p->problem : "YAML syntax error");
@@ -468,94 +494,20 @@ static const struct config_key *first_in_section(const struct walker *w, const c
     return NULL;
 }
 
-static size_t edit_distance(const char *a, const char *b)
+static int fail_unknown(struct walker *w, yaml_mark_t mark, const char *path)
 {
-    size_t la = strlen(a), lb = strlen(b), row[PATH_MAX_LEN + 1];
-    if (la > PATH_MAX_LEN || lb > PATH_MAX_LEN)
-        return SIZE_MAX;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diagonal = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t above = row[j];
-            size_t best = diagonal + (a[i - 1] != b[j - 1]);
-            if (above + 1 < best)
-                best = above + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diagonal = above;
-        }
-    }
-    return row[lb];
+    char buf[PATH_MAX_LEN];
+    const char *close =
+        config_suggest(w->scope.keys, w->scope.count, scope_name(w, path), buf, sizeof buf);
+    if (close != NULL)
+        return fail_at(w, mark, path, "unknown key, did you mean %s?", close);
+    return fail_at(w, mark, path, "unknown key");
 }
 
 static const char *last_part(const char *path)
 {
     const char *dot = strrchr(path, '.');
     return dot != NULL ? dot + 1 : path;
-}
-
-/* How far `path` is from `name`: spelling distance, but for keys (not sections) the right leaf word
- * in the wrong section ("client_header" at the top) or a fragment of one ("timeouts.connect") is
- * close. */
-static size_t key_distance(const char *path, const char *name, int is_section)
-{
-    const char *leaf = last_part(path), *name_leaf = last_part(name);
-    size_t d = edit_distance(path, name);
-    if (is_section)
-        return d;
-    if (strcmp(leaf, name_leaf) == 0 && d > 1)
-        d = 1;
-    if (strlen(leaf) >= 4 && strstr(name_leaf, leaf) != NULL && d > 2)
-        d = 2;
-    return d;
-}
-
-static void consider(const char *path, const char *name, size_t n, size_t *best, char *buf,
-                     size_t len)
-{
-    int is_section = name[n] == '.';
-    char candidate[PATH_MAX_LEN];
-    if (n >= sizeof candidate)
-        return;
-    memcpy(candidate, name, n);
-    candidate[n] = '\0';
-    /* doubled, with the odd unit as a tie-break for a candidate in the same section */
-    const char *dot = strchr(path, '.');
-    size_t section = dot ? (size_t)(dot - path) : 0;
-    int same_section = section > 0 && strncmp(candidate, path, section + 1) == 0;
-    size_t d = key_distance(path, candidate, is_section) * 2 + !same_section;
-    if (d < *best) {
-        *best = d;
-        snprintf(buf, len, "%s", candidate);
-    }
-}
-
-/* The known key or section closest to an unknown `path` (both as the scope's table names them), or
- * NULL when nothing is close. */
-static const char *suggest(const struct scope *scope, const char *path, char *buf, size_t len)
-{
-    size_t best = SIZE_MAX;
-    for (size_t i = 0; i < scope->count; i++) {
-        const char *name = scope->keys[i].name;
-        consider(path, name, strlen(name), &best, buf, len);
-        for (const char *dot = strchr(name, '.'); dot != NULL; dot = strchr(dot + 1, '.'))
-            consider(path, name, (size_t)(dot - name), &best, buf, len); /* its sections */
-    }
-    size_t tolerance = strlen(path) / 4 > 2 ? strlen(path) / 4 : 2;
-    return best / 2 <= tolerance ? buf : NULL;
-}
-
-static int fail_unknown(struct walker *w, yaml_mark_t mark, const char *path)
-{
-    char buf[PATH_MAX_LEN];
-    const char *close = suggest(&w->scope, scope_name(w, path), buf, sizeof buf);
-    if (close != NULL)
-        return fail_at(w, mark, path, "unknown key, did you mean %s?", close);
-    return fail_at(w, mark, path, "unknown key");
 }
 
 static int walk_mapping(struct walker *w, const char *prefix);
@@ -734,6 +686,8 @@ static int add_rule(struct walker *w, const struct config_key *key, const char *
         return -1;
     if (config_rule_init(rule, why, sizeof why) != 0)
         return fail_at(w, ev->start_mark, prefix, "%s", why);
+    rule->line = (unsigned)ev->start_mark.line + 1; /* for warnings after the load */
+    rule->column = (unsigned)ev->start_mark.column + 1;
     if (walk_rule(w, path, prefix, ev->start_mark, rule, rules) != 0) {
         config_value_release(key, rule, 1); /* whatever lists it got before the error */
         return -1;
@@ -822,7 +776,7 @@ static int walk_stream(struct walker *w, const struct config_key *key)
     return rc;
 }
 
-static int walk_text(struct config *cfg, const char *text, size_t len, const char *name,
+static int walk_text(void *cfg, const char *text, size_t len, const char *name,
                      const struct config_key *key, char *err, size_t err_len)
 {
     struct walker w = {.name = name,
@@ -849,85 +803,8 @@ int config_yaml_set_default(struct config *cfg, const struct config_key *key, ch
                      err_len);
 }
 
-int config_load_string(const char *yaml, size_t len, const char *name, struct config **out,
-                       char *err, size_t err_len)
+int config_yaml_walk(struct config *cfg, const char *text, size_t len, const char *name, char *err,
+                     size_t err_len)
 {
-    char scratch[1];
-    if (err == NULL || err_len == 0) {
-        err = scratch;
-        err_len = sizeof scratch;
-    }
-    err[0] = '\0';
-    *out = NULL;
-    if (name == NULL)
-        name = "(string)";
-    if (len > CONFIG_MAX_BYTES) {
-        snprintf(err, err_len, "%s: larger than the %zu KiB limit for a config file", name,
-                 CONFIG_MAX_BYTES / 1024);
-        return -1;
-    }
-    struct config *cfg = config_default();
-    char *source = strdup(name);
-    if (cfg == NULL || source == NULL) {
-        free(source);
-        config_unref(cfg);
-        snprintf(err, err_len, "%s: out of memory", name);
-        return -1;
-    }
-    free(cfg->source);
-    cfg->source = source;
-    if (walk_text(cfg, yaml != NULL ? yaml : "", len, name, NULL, err, err_len) != 0 ||
-        config_finish(cfg, err, err_len) != 0) {
-        config_unref(cfg);
-        return -1;
-    }
-    *out = cfg;
-    return 0;
-}
-
-/* Reads up to limit + 1 bytes so an oversized file is recognised without reading all of it. */
-static char *read_limited(FILE *f, size_t limit, size_t *len)
-{
-    char *buf = malloc(limit + 1);
-    if (buf == NULL)
-        return NULL;
-    *len = 0;
-    while (*len <= limit) {
-        size_t n = fread(buf + *len, 1, limit + 1 - *len, f);
-        if (n == 0)
-            break;
-        *len += n;
-    }
-    if (ferror(f)) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
-int config_load_file(const char *path, struct config **out, char *err, size_t err_len)
-{
-    char scratch[1], reason[128];
-    if (err == NULL || err_len == 0) {
-        err = scratch;
-        err_len = sizeof scratch;
-    }
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, err_len, "%s: %s", path, strerror_r(errno, reason, sizeof reason));
-        return -1;
-    }
-    size_t len;
-    errno = 0;
-    char *text = read_limited(f, CONFIG_MAX_BYTES, &len);
-    int saved = errno != 0 ? errno : ENOMEM;
-    fclose(f);
-    if (text == NULL) {
-        snprintf(err, err_len, "%s: %s", path, strerror_r(saved, reason, sizeof reason));
-        return -1;
-    }
-    int rc = config_load_string(text, len, path, out, err, err_len);
-    free(text);
-    return rc;
+    return walk_text(cfg, text, len, name, NULL, err, err_len);
 }

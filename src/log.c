@@ -93,35 +93,91 @@ void log_msg(enum log_level level, const char *fmt, ...)
     (void)unused;
 }
 
-int log_access_open(const char *target)
+int log_access_prepare(const char *target, struct log_access_sink *out)
 {
-    int fd;
-    int owned = 0;
-    if (target == NULL || strcmp(target, "off") == 0) {
-        fd = -1;
-    } else if (strcmp(target, "stderr") == 0) {
-        fd = STDERR_FILENO;
+    out->fd = -1;
+    out->owned = 0;
+    if (target == NULL || strcmp(target, "off") == 0)
+        return 0;
+    if (strcmp(target, "stderr") == 0) {
+        out->fd = STDERR_FILENO;
     } else if (strcmp(target, "stdout") == 0) {
-        fd = STDOUT_FILENO;
+        out->fd = STDOUT_FILENO;
     } else {
-        fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-        if (fd < 0)
+        out->fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (out->fd < 0)
             return -1;
-        owned = 1;
+        out->owned = 1;
     }
+    return 0;
+}
+
+void log_access_discard(struct log_access_sink *sink)
+{
+    if (sink->owned && sink->fd >= 0)
+        close(sink->fd);
+    sink->fd = -1;
+    sink->owned = 0;
+}
+
+void log_access_install(struct log_access_sink *sink)
+{
     /* Workers write without a lock. Replacing one file by another reuses the descriptor number
      * with dup2, so a racing write lands in the old or the new file, never in a socket that took a
      * closed number. Other swaps keep the old descriptor open (one per such reload). */
-    int old = access_fd, old_owned = access_owned;
-    if (old_owned && old >= 0 && owned) {
-        dup2(fd, old);
+    if (access_owned && access_fd >= 0 && sink->owned) {
+        dup2(sink->fd, access_fd);
+        close(sink->fd);
+    } else {
+        access_fd = sink->fd;
+        access_owned = sink->owned;
+    }
+    sink->fd = -1;
+    sink->owned = 0;
+}
+
+int log_access_open(const char *target)
+{
+    struct log_access_sink sink;
+    if (log_access_prepare(target, &sink) != 0)
+        return -1;
+    log_access_install(&sink);
+    return 0;
+}
+
+/* Opens without O_CREAT (a check creates nothing); a missing file is fine when its directory
+ * would let us create it. O_NONBLOCK: a FIFO without a reader must not hang the check. */
+int log_access_check(const char *target)
+{
+    if (target == NULL || strcmp(target, "off") == 0 || strcmp(target, "stderr") == 0 ||
+        strcmp(target, "stdout") == 0)
+        return 0;
+    int fd = open(target, O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) {
         close(fd);
         return 0;
     }
-    access_fd = fd;
-    access_owned = owned;
-    (void)old;
-    return 0;
+    if (errno != ENOENT)
+        return -1;
+    char *dir = strdup(target);
+    if (dir == NULL)
+        return -1;
+    char *slash = strrchr(dir, '/');
+    const char *parent = slash == NULL ? "." : slash == dir ? "/" : dir;
+    if (slash != NULL && slash != dir)
+        *slash = '\0';
+    struct stat st;
+    int rc = 0;
+    if (stat(parent, &st) != 0)
+        rc = -1; /* errno: the directory does not exist */
+    else if (!S_ISDIR(st.st_mode))
+        rc = (errno = ENOTDIR, -1);
+    else if (access(parent, W_OK | X_OK) != 0)
+        rc = -1;
+    int saved = errno;
+    free(dir);
+    errno = saved;
+    return rc;
 }
 
 int log_access_enabled(void) { return access_fd >= 0; }

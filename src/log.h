@@ -30,8 +30,21 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
             log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__);                                                 \
     } while (0)
 
-/* Access log: "stderr", "off" or a path (opened O_APPEND). Returns 0 or -1 with errno. */
+/* Access log: "stderr", "stdout", "off" or a path (opened O_APPEND). Returns 0 or -1 with errno. */
 int log_access_open(const char *target);
+/* The same in two steps, so a reload can open the new target before it commits to anything:
+ * prepare opens (0, or -1 with errno, nothing changed), install switches the writers over,
+ * discard closes a prepared sink that will not be installed. */
+struct log_access_sink {
+    int fd;
+    int owned;
+};
+int log_access_prepare(const char *target, struct log_access_sink *out);
+void log_access_install(struct log_access_sink *sink);
+void log_access_discard(struct log_access_sink *sink);
+/* For -t: 0 when target could be opened for append (an absent file in a directory we may write
+ * to counts), -1 with errno otherwise. Creates and changes nothing. */
+int log_access_check(const char *target);
 int log_access_enabled(void);
 void log_access_line(const char *line, size_t len); /* line without trailing newline */
 void log_access_close(void);

@@ -12,6 +12,8 @@
 
 #include "auth.h"
 #include "config.h"
+#include "config_dump.h"
+#include "config_warn.h"
 #include "http.h"
 #include "util.h"
 #include "log.h"
@@ -21,10 +23,11 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: rlproxy [-hV] [-t] [-c file]\n"
+            "usage: rlproxy [-hV] [-t | -T] [-c file]\n"
             "  -c file  configuration file (YAML); without it the embedded default serves\n"
             "           (listen 127.0.0.1:3128, loopback clients only)\n"
             "  -t       check the configuration and exit (0: valid, 1: invalid)\n"
+            "  -T       check it like -t and print the effective configuration (secrets masked)\n"
             "  -V       print the version and exit\n"
             "  -h       this help\n"
             "       rlproxy ca init DIR\n"
@@ -66,15 +69,18 @@ int main(int argc, char **argv)
         return ca_init(argv[3]);
     }
     const char *config_path = NULL;
-    int check_only = 0;
+    int check_only = 0, dump = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tThV")) != -1) {
         switch (opt) {
         case 'c':
             config_path = optarg;
             break;
         case 't':
             check_only = 1;
+            break;
+        case 'T':
+            check_only = dump = 1;
             break;
         case 'V':
             printf("rlproxy %s\n", PACKAGE_VERSION);
@@ -111,8 +117,23 @@ int main(int argc, char **argv)
         config_unref(config);
         return 1;
     }
+    config_log_rule_warnings(config); /* -t, -T and start alike */
+    if (check_only && log_access_check(config->access_log) != 0) {
+        fprintf(stderr, "%s: log.access: cannot open %s for append: %s\n", config->source,
+                config->access_log, strerror(errno));
+        config_unref(config);
+        return 1;
+    }
+    if (dump && config_dump(config, stdout) != 0) {
+        config_unref(config);
+        return 1;
+    }
     if (check_only) {
-        printf("%s: configuration OK\n", config_path ? config_path : "(embedded default)");
+        if (dump) /* stdout is YAML; the verdict goes beside it */
+            fprintf(stderr, "%s: configuration OK\n",
+                    config_path ? config_path : "(embedded default)");
+        else
+            printf("%s: configuration OK\n", config_path ? config_path : "(embedded default)");
         config_unref(config);
         return 0;
     }

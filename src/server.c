@@ -15,6 +15,8 @@
 
 #include "access.h"
 #include "admin.h"
+#include "config_dump.h"
+#include "config_warn.h"
 #include "conn_set.h"
 #include "daemon.h"
 #include "process.h"
@@ -233,29 +235,37 @@ static void reload(struct server *s)
         daemon_notify_ready();
         return;
     }
-    if (!same_listen(s->config, next) && !s->socket_activated && rebind(s, next) != 0) {
-        log_error("reload failed, keeping the running config: cannot listen on the new addresses");
+    /* opened before anything changes: a log that cannot be written fails the whole reload */
+    struct log_access_sink access_log;
+    if (log_access_prepare(next->access_log, &access_log) != 0) {
+        log_error("reload failed, keeping the running config: log.access: cannot open %s: %s",
+                  next->access_log, strerror(errno));
         s->view.process.reloads_failed++;
         config_unref(next);
         daemon_notify_ready();
         return;
     }
-    if (next->workers != s->config->workers)
-        log_warn("reload: workers changed; takes effect after a restart");
-    if (strcmp(next->shared_redis, s->config->shared_redis) != 0)
-        log_warn("reload: shared.redis changed; takes effect after a restart (shared rules follow "
-                 "shared.on_error until then)");
-    log_set_level(next->log_level);
-    if (log_access_open(next->access_log) != 0)
-        log_error("reload: cannot open access log %s: %s", next->access_log, strerror(errno));
+    if (!same_listen(s->config, next) && !s->socket_activated && rebind(s, next) != 0) {
+        log_error("reload failed, keeping the running config: cannot listen on the new addresses");
+        s->view.process.reloads_failed++;
+        log_access_discard(&access_log);
+        config_unref(next);
+        daemon_notify_ready();
+        return;
+    }
     struct limiter *limiter = limiter_new(next, s->limiter);
     if (limiter == NULL) {
         log_error("reload failed, keeping the running config: out of memory");
         s->view.process.reloads_failed++;
+        log_access_discard(&access_log);
         config_unref(next);
         daemon_notify_ready();
         return;
     }
+    config_warn_restart_only(s->config, next); /* workers, admin.listen, shared.redis... */
+    config_log_rule_warnings(next);
+    log_set_level(next->log_level);
+    log_access_install(&access_log);
     for (unsigned i = 0; i < s->worker_count; i++)
         worker_post_config(s->workers[i], next, limiter);
     config_unref(s->config);

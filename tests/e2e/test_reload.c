@@ -4,7 +4,10 @@
  * connections; a `listen` change opens the new address and closes the removed one while an
  * unchanged address keeps its socket and its open connections; a listen address that cannot be
  * bound fails the reload and keeps the old listeners; a slow request in flight across reloads
- * completes. */
+ * completes. Then the config-side checks (issues 15, 16, 18): rlproxy -T prints a config that
+ * loads again, secrets masked; a reload warns once per changed restart-only key; -t refuses an
+ * access log that cannot be opened and a reload that cannot open it fails; -t warns about a rule
+ * whose path_prefix cannot see https:// requests. */
 #include "harness.h"
 
 #include <arpa/inet.h>
@@ -504,6 +507,184 @@ START_TEST(test_inflight_request_survives_reloads)
 }
 END_TEST
 
+/* ---- (e) rlproxy -T: the effective configuration, loadable again ------------------------------
+ */
+
+static char *tmp_path(const char *name)
+{
+    char *path = NULL;
+    ck_assert(asprintf(&path, "%s/%s", harness_tmpdir(), name) > 0);
+    return path;
+}
+
+START_TEST(test_dump_config_loads_again)
+{
+    char *users = tmp_path("dump-users"), *conf = tmp_path("dump.yaml"),
+         *again = tmp_path("dump-again.yaml");
+    write_text(users, "carol:$6$saltsalt$fromthefile\n");
+    char *yaml = NULL;
+    ck_assert(asprintf(&yaml,
+                       "listen: [\"127.0.0.1:0\"]\nadmin: {listen: []}\nworkers: 2\n"
+                       "auth: {users: {alice: \"$6$saltsalt$inlinehash\"}, users_file: \"%s\"}\n"
+                       "upstream_proxy: \"http://bob:pa55word@127.0.0.1:9\"\n"
+                       "rate_limits:\n  - {name: api, limit: 5, window: 1m, match: {method: GET}}\n",
+                       users) > 0);
+    write_text(conf, yaml);
+    struct cmd_result r;
+    run_rlproxy((char *const[]){"-T", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "rlproxy -T: exit %d: %s", r.exit_code, r.err);
+    ck_assert_msg(strstr(r.err, "configuration OK") != NULL, "stderr: %s", r.err);
+    /* defaults filled in, the rule written out, secrets masked, the users file's users absent */
+    const char *expect[] = {"\nworkers: 2\n", "\n  client_header: 10s\n",
+                            "\nrate_limits:\n  - {name: \"api\", match: {method: [GET]}, ",
+                            "\n  users: {\"alice\": \"********\"}\n",
+                            "\nupstream_proxy: \"http://bob:********@127.0.0.1:9\"\n"};
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
+        ck_assert_msg(strstr(r.out, expect[i]) != NULL, "no <<%s>> in:\n%s", expect[i], r.out);
+    const char *secret[] = {"inlinehash", "fromthefile", "carol", "pa55word"};
+    for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++)
+        ck_assert_msg(strstr(r.out, secret[i]) == NULL, "%s printed:\n%s", secret[i], r.out);
+
+    /* -c accepts the output again (with the masked hash put back) and prints the same keys */
+    char *first = strdup(r.out), *output = strdup(r.out), *hash = strstr(output, "\"********\"}");
+    ck_assert_ptr_nonnull(hash);
+    memcpy(hash, "\"$6$saltx\"", 10); /* as long as the quoted mask */
+    write_text(again, output);
+    cmd_result_free(&r);
+    run_rlproxy((char *const[]){"-T", "-c", again, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "rlproxy -T on its own output: exit %d: %s", r.exit_code,
+                  r.err);
+    ck_assert_str_eq(strchr(r.out, '\n'), strchr(first, '\n')); /* line 1 names the file */
+    cmd_result_free(&r);
+    free(first);
+    free(output);
+    free(yaml);
+    unlink(users);
+    unlink(conf);
+    unlink(again);
+    free(users);
+    free(conf);
+    free(again);
+}
+END_TEST
+
+/* ---- (f) restart-only keys: one warning each, driven by the table's reloadable field ----------
+ */
+
+START_TEST(test_restart_only_keys_warn_each)
+{
+    struct proxy *p = proxy_start("workers: 1\n");
+    const char *tail = "; the running value stays until a restart";
+    /* a reloadable key alone: no warning */
+    ck_assert_int_eq(reload_with(p, BASE_YAML "workers: 1\nshutdown_timeout: 5s\n"), RELOAD_OK);
+    ck_assert_uint_eq(proxy_log_count(p, tail), 0);
+    ck_assert_int_eq(reload_with(p, "listen: [\"127.0.0.1:0\"]\nadmin: {listen: []}\nworkers: 2\n"
+                                    "shared: {redis: \"redis://:sekrit@127.0.0.1:1/0\"}\n"
+                                    "shutdown_timeout: 6s\n"),
+                     RELOAD_OK);
+    const char *expect[] = {
+        "warn: reload: workers changed from 1 to 2; the running value stays until a restart\n",
+        "warn: reload: admin.listen changed from [\"127.0.0.1:0\"] to []; the running value "
+        "stays until a restart\n",
+        "warn: reload: shared.redis changed from \"\" to \"redis://:********@127.0.0.1:1/0\"; the "
+        "running value stays until a restart\n"};
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
+        ck_assert_msg(proxy_log_count(p, expect[i]) == 1, "no <<%s>> once in:\n%s", expect[i],
+                      proxy_log_tail(p, 3000));
+    ck_assert_uint_eq(proxy_log_count(p, tail), 3);
+    ck_assert_uint_eq(proxy_log_count(p, "sekrit"), 0);
+    /* the admin endpoint indeed still serves where it started */
+    ck_assert_int_ge(proxy_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}"), 2);
+    proxy_stop(p);
+}
+END_TEST
+
+/* ---- (g) the access log: -t checks it can be opened, and a reload that cannot open it fails ---
+ */
+
+START_TEST(test_access_log_checked_by_t_and_reload)
+{
+    char *conf = tmp_path("access-t.yaml"), *log_path = tmp_path("access-t.log");
+    const char *missing = "/nonexistent-rlproxy-dir/access.log";
+    char *yaml = NULL;
+    struct cmd_result r;
+    /* -t: a directory that does not exist is an error... */
+    ck_assert(asprintf(&yaml, "log: {access: \"%s\"}\n", missing) > 0);
+    write_text(conf, yaml);
+    free(yaml);
+    run_rlproxy((char *const[]){"-t", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 1, "rlproxy -t with log.access %s: exit %d", missing, r.exit_code);
+    ck_assert_msg(strstr(r.err, ": log.access: cannot open /nonexistent-rlproxy-dir/access.log "
+                                "for append: No such file or directory") != NULL,
+                  "stderr: %s", r.err);
+    cmd_result_free(&r);
+    /* ...a file not there yet in a writable directory is fine, and -t does not create it */
+    ck_assert(asprintf(&yaml, "log: {access: \"%s\"}\n", log_path) > 0);
+    write_text(conf, yaml);
+    free(yaml);
+    run_rlproxy((char *const[]){"-t", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "rlproxy -t: exit %d: %s", r.exit_code, r.err);
+    ck_assert_msg(access(log_path, F_OK) != 0, "-t created %s", log_path);
+    cmd_result_free(&r);
+
+    /* reload: the running config, its access log included, keeps serving; the metric counts a
+     * failure */
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf("log: {access: \"%s\"}\n", log_path);
+    ck_assert_int_eq(get_status_on(p->port, o, NULL), 200);
+    char *bad = NULL;
+    ck_assert(asprintf(&bad, BASE_YAML "log: {access: \"%s\"}\nshutdown_timeout: 7s\n", missing) >
+              0);
+    ck_assert_int_eq(reload_with(p, bad), RELOAD_FAILED);
+    ck_assert_msg(proxy_log_contains(p, "reload failed, keeping the running config: log.access: "
+                                        "cannot open /nonexistent-rlproxy-dir/access.log: No "
+                                        "such file or directory"),
+                  "%s", proxy_log_tail(p, 2000));
+    ck_assert_uint_eq(proxy_log_count(p, "configuration reloaded from"), 0);
+    ck_assert_int_eq(proxy_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}"), 1);
+    ck_assert_int_eq(proxy_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}"), 0);
+    ck_assert_int_eq(get_status_on(p->port, o, NULL), 200);
+    proxy_stop(p);
+    size_t len = 0;
+    char *lines = read_file(log_path, &len);
+    ck_assert_msg(lines != NULL && text_count(lines, "\n") == 2,
+                  "both requests belong in the first access log:\n%s", lines ? lines : "(none)");
+    free(lines);
+    free(bad);
+    origin_stop(o);
+    unlink(log_path);
+    unlink(conf);
+    free(log_path);
+    free(conf);
+}
+END_TEST
+
+/* ---- (h) a rule that looks inside requests to a host whose tunnels stay closed: -t warns -----
+ */
+
+START_TEST(test_check_warns_about_rules_tunnels_hide)
+{
+    char *conf = tmp_path("warn.yaml");
+    write_text(conf, "listen: [\"127.0.0.1:0\"]\n"
+                     "rate_limits:\n"
+                     "  - name: github\n"
+                     "    match: { host: \"api.github.com\", path_prefix: \"/repos\" }\n"
+                     "    limit: 5000\n"
+                     "    window: 1h\n");
+    struct cmd_result r;
+    run_rlproxy((char *const[]){"-t", "-c", conf, NULL}, T_MS, &r);
+    ck_assert_msg(r.exit_code == 0, "a warning is no error: exit %d: %s", r.exit_code, r.err);
+    ck_assert_msg(strstr(r.err, "warn: ") != NULL && strstr(r.err, "warn.yaml:3:5: rate_limits[0] "
+                                                                 "(github): match.path_prefix "
+                                                                 "never limits https:// requests "
+                                                                 "to api.github.com") != NULL,
+                  "stderr: %s", r.err);
+    cmd_result_free(&r);
+    unlink(conf);
+    free(conf);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reload");
@@ -513,6 +694,10 @@ int main(void)
     tcase_add_test(tc, test_listen_change_rebinds_only_what_changed);
     tcase_add_test(tc, test_listen_bind_failure_keeps_old_listeners);
     tcase_add_test(tc, test_inflight_request_survives_reloads);
+    tcase_add_test(tc, test_dump_config_loads_again);
+    tcase_add_test(tc, test_restart_only_keys_warn_each);
+    tcase_add_test(tc, test_access_log_checked_by_t_and_reload);
+    tcase_add_test(tc, test_check_warns_about_rules_tunnels_hide);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
