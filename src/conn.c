@@ -25,6 +25,7 @@
 #include "limiter.h"
 #include "pool.h"
 #include "log.h"
+#include "metrics.h"
 #include "retry.h"
 #include "shared.h"
 #include "tls.h"
@@ -118,7 +119,7 @@ struct conn {
     int client_eof;
     int recv_paused, send_paused;
     int status;
-    uint64_t start_ms, upstream_start_ms, upstream_head_ms;
+    uint64_t start_ms, upstream_start_ms, upstream_head_ms, upstream_done_ms;
     uint64_t bytes_in, bytes_out;
 };
 
@@ -584,6 +585,13 @@ static void format_decision(const struct limiter_decision *d, char *buf, size_t 
 static void log_request(struct conn *c)
 {
     c->logged = 1;
+    /* the access log's clock (ms); upstream: the last attempt, if it ran to its end */
+    int rule_index = c->decision.rule ? (int)(c->decision.rule - c->config->rate_limits) : -1;
+    uint64_t upstream_us = c->upstream_done_ms >= c->upstream_start_ms && c->upstream_start_ms
+                               ? (c->upstream_done_ms - c->upstream_start_ms) * 1000
+                               : METRICS_NOT_MEASURED;
+    metrics_observe_request(c->worker, rule_index, (util_now_ms() - c->start_ms) * 1000,
+                            c->wait_ms * 1000, upstream_us);
     if (!log_access_enabled())
         return;
     char decision[96];
@@ -774,7 +782,7 @@ static void finish_request(struct conn *c)
     c->upstream_head_invalid = 0;
     c->status = 0;
     c->bytes_in = c->bytes_out = 0;
-    c->upstream_head_ms = c->upstream_start_ms = 0;
+    c->upstream_head_ms = c->upstream_start_ms = c->upstream_done_ms = 0;
     c->wait_ms = 0;
     memset(&c->decision, 0, sizeof c->decision);
     evbuffer_drain(c->spool, evbuffer_get_length(c->spool));
@@ -826,6 +834,7 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
 {
     struct conn *c = arg;
     c->upstream = NULL;
+    c->upstream_done_ms = util_now_ms();
     worker_slot_freed(c->worker);
     if (c->upstream_head_invalid) { /* not a failure worth a retry: the origin means it */
         send_error(c, 502, "invalid response from upstream: malformed or conflicting "

@@ -216,20 +216,20 @@ static void reload(struct server *s)
     struct config *next = NULL;
     if (config_load_file(s->config_path, &next, err, sizeof err) != 0) {
         log_error("reload failed, keeping the running config: %s", err);
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         daemon_notify_ready();
         return;
     }
     if (tls_configure(next, err, sizeof err) != 0) {
         log_error("reload failed, keeping the running config: %s", err);
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         config_unref(next);
         daemon_notify_ready();
         return;
     }
     if (!same_listen(s->config, next) && !s->socket_activated && rebind(s, next) != 0) {
         log_error("reload failed, keeping the running config: cannot listen on the new addresses");
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         config_unref(next);
         daemon_notify_ready();
         return;
@@ -245,11 +245,12 @@ static void reload(struct server *s)
     struct limiter *limiter = limiter_new(next, s->limiter);
     if (limiter == NULL) {
         log_error("reload failed, keeping the running config: out of memory");
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         config_unref(next);
         daemon_notify_ready();
         return;
     }
+    metrics_rules_reloaded(s->limiter, limiter);
     for (unsigned i = 0; i < s->worker_count; i++)
         worker_post_config(&s->workers[i], next, limiter);
     config_unref(s->config);
@@ -257,7 +258,7 @@ static void reload(struct server *s)
     limiter_unref(s->limiter);
     s->limiter = limiter;
     s->view.limiter = limiter;
-    s->view.process.reloads_ok++;
+    metrics_count_reload(&s->view.process, 1);
     log_notice("configuration reloaded from %s", s->config_path);
     daemon_notify_ready();
 }
@@ -355,6 +356,8 @@ int server_run(struct config *config, const char *config_path)
     if (s.workers == NULL || s.limiter == NULL)
         goto out;
     s.view.limiter = s.limiter;
+    if (metrics_histograms_init(config->workers) != 0)
+        goto out;
     for (unsigned i = 0; i < config->workers; i++) {
         if (worker_init(&s.workers[i], i, config, s.limiter, s.listen_fds, s.listen_count) != 0) {
             log_error("worker %u: initialisation failed", i);
@@ -383,7 +386,7 @@ int server_run(struct config *config, const char *config_path)
     worker_group_start(s.workers, s.worker_count);
     s.view.workers = s.workers;
     s.view.worker_count = s.worker_count;
-    s.view.process.start_time_unix = (uint64_t)time(NULL);
+    metrics_process_started(&s.view.process);
     s.admin = admin_start(s.base, config, &s.view);
     if (s.admin == NULL)
         goto stop_workers;
@@ -416,6 +419,7 @@ out:
         event_free(s.watchdog);
     if (s.expiry != NULL)
         event_free(s.expiry);
+    metrics_histograms_free(); /* after every worker was joined: they write into them */
     limiter_unref(s.limiter);
     tls_shutdown();
     free(s.workers);

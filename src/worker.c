@@ -647,3 +647,40 @@ void worker_count_response(struct worker *w, int status, uint64_t bytes_in, uint
     atomic_fetch_add(&w->stats.bytes_from_clients, bytes_in);
     atomic_fetch_add(&w->stats.bytes_to_clients, bytes_out);
 }
+
+void worker_stats_read(const struct worker *w, struct worker_stats_snapshot *out)
+{
+    /* the fields are _Atomic: atomic_load needs a non-const object in C11's generic signature */
+    struct worker_stats *st = (struct worker_stats *)&w->stats;
+    out->requests = atomic_load(&st->requests);
+    for (unsigned c = 0; c < 6; c++)
+        out->responses_by_class[c] = atomic_load(&st->responses_by_class[c]);
+    out->bytes_from_clients = atomic_load(&st->bytes_from_clients);
+    out->bytes_to_clients = atomic_load(&st->bytes_to_clients);
+    out->connections_accepted = atomic_load(&st->connections_accepted);
+    out->connections_handed_over = atomic_load(&st->connections_handed_over);
+    out->tunnels_opened = atomic_load(&st->tunnels_opened);
+    out->retries = atomic_load(&st->retries);
+    out->open_connections = atomic_load(&st->open_connections);
+    out->open_tunnels = atomic_load(&st->open_tunnels);
+    out->idle_connections = atomic_load(&st->idle_connections);
+    out->upstream_transfers = upstream_multi_active(w->upstream);
+    struct shared_stats shared;
+    shared_stats(w->shared, &shared);
+    out->shared_admitted = shared.admitted;
+    out->shared_delayed = shared.delayed;
+    out->shared_rejected = shared.rejected;
+    out->shared_errors = shared.errors;
+    out->shared_configured = w->shared != NULL;
+    out->shared_connected = shared.connected != 0;
+}
+
+const struct worker *worker_nth(const struct worker *workers, unsigned index)
+{
+    return &workers[index];
+}
+
+unsigned worker_index(const struct worker *w)
+{
+    return w->id;
+}

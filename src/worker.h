@@ -120,4 +120,25 @@ void worker_pause_accept(struct worker *w, const char *why);
 void worker_slot_freed(struct worker *w);
 uint64_t worker_open_total(void); /* client connections + tunnels, process-wide */
 
+/* ---- read-only views for metrics (from any thread) -------------------------------------------- */
+/* A copy of one worker's counters and gauges, read with atomic loads: readers outside worker.c
+ * (metrics.c) need no knowledge of struct worker's layout. */
+struct worker_stats_snapshot {
+    uint64_t requests;
+    uint64_t responses_by_class[6]; /* index status/100; 0 = aborted */
+    uint64_t bytes_from_clients, bytes_to_clients;
+    uint64_t connections_accepted, connections_handed_over;
+    uint64_t tunnels_opened, retries;
+    uint64_t open_connections, open_tunnels, idle_connections; /* gauges */
+    uint64_t upstream_transfers;                               /* gauge: in the worker's CURLM */
+    uint64_t shared_admitted, shared_delayed, shared_rejected, shared_errors;
+    uint64_t shared_configured, shared_connected; /* 0 or 1 */
+};
+void worker_stats_read(const struct worker *w, struct worker_stats_snapshot *out);
+/* The index-th of `count` workers started together (server.c's array); the one place that knows
+ * how the group is laid out, so that callers can walk it without struct worker's size. */
+const struct worker *worker_nth(const struct worker *workers, unsigned index);
+/* 0 .. workers-1: the worker's place in its group, for per-worker tables kept elsewhere. */
+unsigned worker_index(const struct worker *w);
+
 #endif
