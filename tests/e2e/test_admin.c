@@ -84,7 +84,10 @@ static double series_in(const char *text, const char *series)
         line = strchr(line, '\n');
         line = line != NULL ? line + 1 : NULL;
     }
-    ck_abort_msg("series %s missing from /metrics:\n%s", series, text);
+    /* Check's messages are limited (check_pack.c: "Message string too long" turns the failure into
+     * an early exit): the page's start only */
+    ck_abort_msg("series %s missing from /metrics (%zu bytes), which begins:\n%.1500s", series,
+                 strlen(text), text);
     return -1;
 }
 
