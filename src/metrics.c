@@ -41,7 +41,8 @@ static void add_label_value(struct evbuffer *out, const char *value)
 
 /* One sample: family name + suffix, then up to two labels (NULL names end the list) */
 static void sample_labels(struct evbuffer *out, const struct metrics_family *f, const char *suffix,
-                          const char *const names[2], const char *const values[2], const char *value)
+                          const char *const names[2], const char *const values[2],
+                          const char *value)
 {
     evbuffer_add_printf(out, "%s%s", f->name, suffix);
     for (int i = 0; i < 2 && names[i] != NULL; i++) {
@@ -243,8 +244,10 @@ static void read_histogram(struct evbuffer *out, const struct metrics_family *f,
 /* ---- the table ------------------------------------------------------------------------------- */
 
 #define ROW(name_, type_, help_, read_, field_, ...)                                               \
-    {.name = name_, .type = type_, .help = help_, .labels = {__VA_ARGS__}, .read = read_,         \
-     .field = field_}
+    {                                                                                              \
+        .name = name_, .type = type_, .help = help_, .labels = {__VA_ARGS__}, .read = read_,       \
+        .field = field_                                                                            \
+    }
 #define NO_LABELS NULL
 
 enum histogram_kind { HISTOGRAM_TOTAL, HISTOGRAM_WAIT, HISTOGRAM_UPSTREAM, HISTOGRAM_KINDS };
@@ -295,8 +298,8 @@ static const struct metrics_family families[] = {
         "Origins that asked for a pause (429/503 with Retry-After) whose pause is running.",
         read_paused_hosts, 0, NO_LABELS),
     ROW("rlproxy_upstream_pause_decisions_total", METRICS_COUNTER,
-        "Requests held or refused because their origin asked for a pause.", read_pause_decisions,
-        0, NO_LABELS),
+        "Requests held or refused because their origin asked for a pause.", read_pause_decisions, 0,
+        NO_LABELS),
     ROW("rlproxy_shared_decisions_total", METRICS_COUNTER,
         "Decisions of shared (Redis) rules: admitted, delayed, rejected, error (shared.on_error "
         "applied).",
@@ -339,10 +342,7 @@ static const struct metrics_family families[] = {
         read_histogram, HISTOGRAM_UPSTREAM, "rule"),
 };
 
-size_t metrics_family_count(void)
-{
-    return sizeof families / sizeof families[0];
-}
+size_t metrics_family_count(void) { return sizeof families / sizeof families[0]; }
 
 const struct metrics_family *metrics_family(size_t index)
 {
@@ -396,9 +396,9 @@ void metrics_count_reload(struct metrics_process *process, int ok)
 /* ---- histograms ------------------------------------------------------------------------------ */
 
 #define BUCKETS 15 /* finite bounds; one more bucket counts what is above the last (+Inf) */
-static const uint64_t bucket_bounds_us[BUCKETS] = {
-    1000,   2500,   5000,    10000,   25000,   50000,    100000,  250000,
-    500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
+static const uint64_t bucket_bounds_us[BUCKETS] = {1000,    2500,    5000,     10000,    25000,
+                                                   50000,   100000,  250000,   500000,   1000000,
+                                                   2500000, 5000000, 10000000, 30000000, 60000000};
 static const char *const bucket_labels[BUCKETS + 1] = {
     "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
     "0.5",   "1",      "2.5",   "5",    "10",    "30",   "60",  "+Inf"};
@@ -447,8 +447,8 @@ static void histogram_add(struct histogram *h, uint64_t value_us)
     atomic_fetch_add_explicit(&h->sum_us, value_us, memory_order_relaxed);
 }
 
-void metrics_observe_request(struct worker *w, int rule_index, uint64_t total_us,
-                             uint64_t wait_us, uint64_t upstream_us)
+void metrics_observe_request(struct worker *w, int rule_index, uint64_t total_us, uint64_t wait_us,
+                             uint64_t upstream_us)
 {
     unsigned id = worker_index(w);
     if (histograms == NULL || id >= histogram_workers || rule_index < -1 ||

@@ -16,8 +16,8 @@ struct worker;
 struct metrics_process {
     uint64_t reloads_ok, reloads_failed;
     uint64_t start_time_unix;
-    int last_reload_ok;                 /* the last load (start-up or reload) took effect */
-    uint64_t last_reload_ok_time_unix;  /* wall clock of the last load that took effect */
+    int last_reload_ok;                /* the last load (start-up or reload) took effect */
+    uint64_t last_reload_ok_time_unix; /* wall clock of the last load that took effect */
 };
 /* At start-up: the first load counts as a successful one (as Prometheus's own gauge does). */
 void metrics_process_started(struct metrics_process *process);
@@ -64,7 +64,7 @@ void metrics_histograms_free(void);
 void metrics_rules_reloaded(const struct limiter *previous, const struct limiter *next);
 /* From w's own thread, once per finished request (where its access-log line is written):
  * rule_index in the request's rule list, or -1 when no rule matched. */
-void metrics_observe_request(struct worker *w, int rule_index, uint64_t total_us,
-                             uint64_t wait_us, uint64_t upstream_us);
+void metrics_observe_request(struct worker *w, int rule_index, uint64_t total_us, uint64_t wait_us,
+                             uint64_t upstream_us);
 
 #endif

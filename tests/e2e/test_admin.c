@@ -691,7 +691,8 @@ END_TEST
 START_TEST(test_histograms_reset_when_rules_change)
 {
     struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n  - name: first\n    limit: 100\n    window: 1s\n");
+    struct proxy *p =
+        proxy_start("rate_limits:\n  - name: first\n    limit: 100\n    window: 1s\n");
     get_status(p, o, "/bytes/10", 200);
     char *text = scrape(p);
     ck_assert(histogram_count(text, H_TOTAL, "first") == 1);
