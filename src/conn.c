@@ -22,6 +22,7 @@
 #include "http.h"
 #include "intercept.h"
 #include "log.h"
+#include "metrics.h"
 #include "reply.h"
 #include "sleeper.h"
 #include "tls.h"
@@ -185,11 +186,19 @@ static void close_after_flush(struct conn *c)
 static void log_request(struct conn *c)
 {
     c->logged = 1;
+    const struct forward *f = &c->forward;
+    const struct limiter_decision *d = &c->admission.decision;
+    uint64_t now_ms = util_now_ms();
+    /* the access log's clock (ms); upstream: the last attempt, if it ran to its end */
+    uint64_t upstream_us = f->upstream_start_ms != 0 && f->upstream_done_ms >= f->upstream_start_ms
+                               ? (f->upstream_done_ms - f->upstream_start_ms) * 1000
+                               : METRICS_NOT_MEASURED;
+    metrics_observe_request(c->worker, d->rule != NULL ? (int)(d->rule - c->config->rate_limits) : -1,
+                            (now_ms - c->start_ms) * 1000, c->admission.wait_ms * 1000, upstream_us);
     const struct http_request *r = &c->parser.req;
     char full[1100];
     size_t target_len;
     const char *target = intercept_target_text(c->intercept, r, full, sizeof full, &target_len);
-    const struct forward *f = &c->forward;
     struct accesslog_entry e = {
         .client = c->client_text,
         .user = c->user,
@@ -200,14 +209,14 @@ static void log_request(struct conn *c)
         .status = f->status,
         .bytes_in = f->bytes_in,
         .bytes_out = f->bytes_out,
-        .total_ms = util_now_ms() - c->start_ms,
+        .total_ms = now_ms - c->start_ms,
         .upstream_ms = f->upstream_head_ms ? f->upstream_head_ms - f->upstream_start_ms : 0,
         .wait_ms = c->admission.wait_ms,
         .attempts = c->admission.attempt,
         .reason = c->reason,
         .reason_len = c->reason_len,
     };
-    accesslog_decision(&c->admission.decision, &e.verdict, &e.rule, &e.paused);
+    accesslog_decision(d, &e.verdict, &e.rule, &e.paused);
     accesslog_write(c->config->access_format, &e);
 }
 

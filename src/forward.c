@@ -59,7 +59,7 @@ void forward_reset(struct forward *f)
     f->head_invalid = f->tunnel = 0;
     f->status = 0;
     f->bytes_in = f->bytes_out = 0;
-    f->upstream_head_ms = f->upstream_start_ms = 0;
+    f->upstream_head_ms = f->upstream_start_ms = f->upstream_done_ms = 0;
     f->framing = HTTP_FRAME_NONE;
 }
 
@@ -230,6 +230,7 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
 {
     struct forward *f = arg;
     f->upstream = NULL;
+    f->upstream_done_ms = util_now_ms();
     worker_slot_freed(f->worker);
     if (f->head_invalid) { /* not a failure worth a retry: the origin means it */
         f->callbacks->failed(f->owner, 502,

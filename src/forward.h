@@ -38,7 +38,7 @@ struct forward {
     int head_sent;
     int close_after;
     uint64_t bytes_in, bytes_out; /* request body bytes read; response bytes to the client */
-    uint64_t upstream_start_ms, upstream_head_ms;
+    uint64_t upstream_start_ms, upstream_head_ms, upstream_done_ms;
     int message_done; /* the whole request (head and body) was read */
 
     /* private */

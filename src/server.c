@@ -224,13 +224,13 @@ static void reload(struct server *s)
     struct config *next = NULL;
     if (config_load_file(s->config_path, &next, err, sizeof err) != 0) {
         log_error("reload failed, keeping the running config: %s", err);
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         daemon_notify_ready();
         return;
     }
     if (tls_configure(next, err, sizeof err) != 0) {
         log_error("reload failed, keeping the running config: %s", err);
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         config_unref(next);
         daemon_notify_ready();
         return;
@@ -240,14 +240,14 @@ static void reload(struct server *s)
     if (log_access_prepare(next->access_log, &access_log) != 0) {
         log_error("reload failed, keeping the running config: log.access: cannot open %s: %s",
                   next->access_log, strerror(errno));
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         config_unref(next);
         daemon_notify_ready();
         return;
     }
     if (!same_listen(s->config, next) && !s->socket_activated && rebind(s, next) != 0) {
         log_error("reload failed, keeping the running config: cannot listen on the new addresses");
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         log_access_discard(&access_log);
         config_unref(next);
         daemon_notify_ready();
@@ -256,7 +256,7 @@ static void reload(struct server *s)
     struct limiter *limiter = limiter_new(next, s->limiter);
     if (limiter == NULL) {
         log_error("reload failed, keeping the running config: out of memory");
-        s->view.process.reloads_failed++;
+        metrics_count_reload(&s->view.process, 0);
         log_access_discard(&access_log);
         config_unref(next);
         daemon_notify_ready();
@@ -266,6 +266,7 @@ static void reload(struct server *s)
     config_log_rule_warnings(next);
     log_set_level(next->log_level);
     log_access_install(&access_log);
+    metrics_rules_reloaded(s->limiter, limiter);
     for (unsigned i = 0; i < s->worker_count; i++)
         worker_post_config(s->workers[i], next, limiter);
     config_unref(s->config);
@@ -273,7 +274,7 @@ static void reload(struct server *s)
     limiter_unref(s->limiter);
     s->limiter = limiter;
     s->view.limiter = limiter;
-    s->view.process.reloads_ok++;
+    metrics_count_reload(&s->view.process, 1);
     log_notice("configuration reloaded from %s", s->config_path);
     daemon_notify_ready();
 }
@@ -373,6 +374,8 @@ int server_run(struct config *config, const char *config_path)
     if (s.workers == NULL || s.limiter == NULL || s.process.client_slots == NULL)
         goto out;
     s.view.limiter = s.limiter;
+    if (metrics_histograms_init(config->workers) != 0)
+        goto out;
     for (unsigned i = 0; i < config->workers; i++) {
         struct worker *w = worker_new(i, config, s.limiter, s.listen_fds, s.listen_count,
                                       &s.process, &conn_set_clients);
@@ -402,7 +405,7 @@ int server_run(struct config *config, const char *config_path)
     worker_group_start(s.workers, s.worker_count);
     s.view.workers = s.workers;
     s.view.worker_count = s.worker_count;
-    s.view.process.start_time_unix = (uint64_t)time(NULL);
+    metrics_process_started(&s.view.process);
     s.admin = admin_start(s.base, config, &s.view);
     if (s.admin == NULL)
         goto stop_workers;
@@ -435,6 +438,7 @@ out:
         event_free(s.watchdog);
     if (s.expiry != NULL)
         event_free(s.expiry);
+    metrics_histograms_free(); /* after every worker was joined: they write into them */
     limiter_unref(s.limiter);
     tls_shutdown();
     free(s.workers);

@@ -743,11 +743,11 @@ struct config *worker_config(const struct worker *w) { return w->config; }
 struct limiter *worker_limiter(const struct worker *w) { return w->limiter; }
 int worker_draining(const struct worker *w) { return w->draining; }
 void *worker_clients_state(const struct worker *w) { return w->clients_state; }
-unsigned worker_id(const struct worker *w) { return w->id; }
-struct shared *worker_shared(const struct worker *w) { return w->shared; }
+unsigned worker_index(const struct worker *w) { return w->id; }
 
-void worker_stats_read(const struct worker *w, struct worker_stats *out)
+void worker_stats_read(const struct worker *w, struct worker_stats_snapshot *out)
 {
+    /* the fields are _Atomic: atomic_load needs a non-const object in C11's generic signature */
     struct worker_counters *c = (struct worker_counters *)&w->stats;
     out->requests = atomic_load(&c->requests);
     for (size_t i = 0; i < 6; i++)
@@ -761,5 +761,13 @@ void worker_stats_read(const struct worker *w, struct worker_stats *out)
     out->open_connections = atomic_load(&c->open_connections);
     out->open_tunnels = atomic_load(&c->open_tunnels);
     out->idle_connections = atomic_load(&c->idle_connections);
-    out->upstream_active = w->upstream != NULL ? upstream_multi_active(w->upstream) : 0;
+    out->upstream_transfers = w->upstream != NULL ? upstream_multi_active(w->upstream) : 0;
+    struct shared_stats shared;
+    shared_stats(w->shared, &shared);
+    out->shared_admitted = shared.admitted;
+    out->shared_delayed = shared.delayed;
+    out->shared_rejected = shared.rejected;
+    out->shared_errors = shared.errors;
+    out->shared_configured = w->shared != NULL;
+    out->shared_connected = shared.connected != 0;
 }

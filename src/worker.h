@@ -33,18 +33,19 @@ struct worker_clients {
     void (*detach)(void *clients);
 };
 
-/* A snapshot of a worker's counters, for /metrics. */
-struct worker_stats {
+/* A copy of one worker's counters and gauges, read with atomic loads (from any thread): readers
+ * outside worker.c (metrics.c) need no knowledge of struct worker. */
+struct worker_stats_snapshot {
     uint64_t requests;
     uint64_t responses_by_class[6]; /* index status/100; 0 = aborted */
     uint64_t bytes_from_clients, bytes_to_clients;
     uint64_t connections_accepted;
     uint64_t connections_handed_over; /* accepted here, served by a lighter worker */
-    uint64_t tunnels_opened;
-    uint64_t retries;
-    uint64_t open_connections, open_tunnels; /* gauges */
-    uint64_t idle_connections; /* gauge: open connections folded into sleepers */
-    uint64_t upstream_active;  /* gauge: transfers in flight */
+    uint64_t tunnels_opened, retries;
+    uint64_t open_connections, open_tunnels, idle_connections; /* gauges */
+    uint64_t upstream_transfers;                               /* gauge: in the worker's CURLM */
+    uint64_t shared_admitted, shared_delayed, shared_rejected, shared_errors;
+    uint64_t shared_configured, shared_connected; /* 0 or 1 */
 };
 
 /* listen_fds are shared by every worker (each watches its own copies of them). NULL on failure. */
@@ -73,9 +74,9 @@ void worker_post_config(struct worker *w, struct config *config, struct limiter 
 int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count);
 
 /* From any thread. */
-void worker_stats_read(const struct worker *w, struct worker_stats *out);
-struct shared *worker_shared(const struct worker *w); /* shared_stats is thread-safe */
-unsigned worker_id(const struct worker *w);
+void worker_stats_read(const struct worker *w, struct worker_stats_snapshot *out);
+/* 0 .. workers-1: the worker's place in its group, for per-worker tables kept elsewhere. */
+unsigned worker_index(const struct worker *w);
 uint64_t worker_open_total(void); /* client connections + tunnels, process-wide */
 
 /* From the worker's own thread. */

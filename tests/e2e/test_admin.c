@@ -1,8 +1,11 @@
 /* test_admin.c — the admin endpoint (issue 3, item 7): /healthz, /metrics in the Prometheus text
  * format (0.0.4) with HELP and TYPE for every family, and the values moving with the traffic:
- * requests and responses by class, open connections, tunnels, client bytes, config reloads.
+ * requests and responses by class, open connections, tunnels, client bytes, config reloads;
+ * the request histograms, build info and last-reload gauges (issue 18); the family table in
+ * metrics.c tied to /metrics and rlproxy(8) (issue 15); promtool's lint of a live page.
  * Unknown paths get 404, other methods 405, and `admin.listen: []` turns the endpoint off. */
 #include "harness.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -81,7 +84,10 @@ static double series_in(const char *text, const char *series)
         line = strchr(line, '\n');
         line = line != NULL ? line + 1 : NULL;
     }
-    ck_abort_msg("series %s missing from /metrics:\n%s", series, text);
+    /* Check's messages are limited (check_pack.c: "Message string too long" turns the failure into
+     * an early exit): the page's start only */
+    ck_abort_msg("series %s missing from /metrics (%zu bytes), which begins:\n%.1500s", series,
+                 strlen(text), text);
     return -1;
 }
 
@@ -120,6 +126,27 @@ static int wait_log(struct proxy *p, const char *text, int timeout_ms)
         sleep_ms(10);
     }
     return 1;
+}
+
+/* A histogram's samples (NAME_bucket, NAME_sum, NAME_count) belong to the family NAME: when the
+ * text before `line` declares NAME a histogram, name is cut back to it. */
+static void histogram_family(char *text, char *line, char *name)
+{
+    static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+    for (int k = 0; k < 3; k++) {
+        size_t n = strlen(name), len = strlen(suffixes[k]);
+        if (n <= len || strcmp(name + n - len, suffixes[k]) != 0)
+            continue;
+        char type[200];
+        snprintf(type, sizeof type, "# TYPE %.*s histogram\n", (int)(n - len), name);
+        char saved = *line;
+        *line = '\0';
+        int declared = strstr(text, type) != NULL;
+        *line = saved;
+        if (declared)
+            name[n - len] = '\0';
+        return;
+    }
 }
 
 /* ---- tests ------------------------------------------------------------------------------------
@@ -161,6 +188,7 @@ START_TEST(test_metrics_format)
             ck_assert(n > 0 && n < sizeof name);
             memcpy(name, line, n);
             name[n] = '\0';
+            histogram_family(text, line, name);
             char help[160], type[160];
             snprintf(help, sizeof help, "# HELP %s ", name);
             snprintf(type, sizeof type, "# TYPE %s ", name);
@@ -392,18 +420,29 @@ START_TEST(test_reload_counters)
     struct proxy *p = proxy_start(NULL);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"ok\"}") == 0);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}") == 0);
+    /* the start-up load counts as the last successful one */
+    double started = metric(p, "rlproxy_start_time_seconds");
+    ck_assert(metric(p, "rlproxy_config_last_reload_success") == 1);
+    ck_assert(metric(p, "rlproxy_config_last_reload_success_timestamp_seconds") == started);
+    sleep_ms(1100); /* so that the reload's timestamp can differ from the start's (whole seconds) */
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "timeouts:\n  client_idle: 20s\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
     ck_assert(wait_log(p, "configuration reloaded from", 5000));
     ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}", 1, 2000) == 1);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}") == 0);
+    ck_assert(metric(p, "rlproxy_config_last_reload_success") == 1);
+    double reloaded = metric(p, "rlproxy_config_last_reload_success_timestamp_seconds");
+    ck_assert_msg(reloaded > started, "last successful reload at %.0f, started at %.0f", reloaded,
+                  started);
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "timeouts:\n  client_idle: never\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
     ck_assert(wait_log(p, "reload failed", 5000));
     ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}", 1, 2000) == 1);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"ok\"}") == 1);
+    ck_assert(metric(p, "rlproxy_config_last_reload_success") == 0);
+    ck_assert(metric(p, "rlproxy_config_last_reload_success_timestamp_seconds") == reloaded);
     /* the endpoint survives reloads on the same port */
     struct fetch_res rs;
     admin_fetch(p, NULL, "/healthz", &rs);
@@ -486,32 +525,253 @@ START_TEST(test_admin_disabled)
 }
 END_TEST
 
-/* Every metric family /metrics exposes is documented in rlproxy(8), under METRICS. */
-START_TEST(test_metrics_documented)
+/* rlproxy(8)'s METRICS section, malloc'd (fails the test when the page cannot be read) */
+static char *man_metrics_section(void)
 {
-    struct proxy *p = proxy_start(NULL);
-    char *text = scrape(p);
     const char *dir = getenv("RLPROXY_SRCDIR");
     char path[1024];
     snprintf(path, sizeof path, "%s/man/rlproxy.8", dir != NULL && *dir ? dir : ".");
-    FILE *f = fopen(path, "r");
-    ck_assert_msg(f != NULL, "cannot open %s (set RLPROXY_SRCDIR)", path);
-    static char man[65536];
-    size_t man_len = fread(man, 1, sizeof man - 1, f);
-    man[man_len] = '\0';
-    fclose(f);
-    int families = 0;
-    for (const char *h = strstr(text, "# HELP "); h != NULL; h = strstr(h + 1, "# HELP ")) {
-        char name[128], needle[160];
-        ck_assert(sscanf(h, "# HELP %127s", name) == 1);
-        snprintf(needle, sizeof needle, ".It Sy %s ", name);
-        ck_assert_msg(strstr(man, needle) != NULL, "metric %s is not documented in rlproxy(8)",
-                      name);
-        families++;
+    char *man = read_file(path, NULL);
+    ck_assert_msg(man != NULL, "cannot read %s (set RLPROXY_SRCDIR)", path);
+    char *start = strstr(man, "\n.Sh METRICS\n");
+    ck_assert_msg(start != NULL, "%s has no METRICS section", path);
+    char *end = strstr(start + 1, "\n.Sh ");
+    if (end != NULL)
+        end[1] = '\0';
+    char *section = strdup(start);
+    free(man);
+    return section;
+}
+
+/* The table in metrics.c, /metrics and rlproxy(8) name the same families: every row is rendered
+ * with its HELP and TYPE, every family rendered is a row, every row is documented under METRICS
+ * with its type, and METRICS documents no family the table lacks. */
+START_TEST(test_metrics_table_rendered_and_documented)
+{
+    struct proxy *p = proxy_start("rate_limits:\n  - name: r1\n    limit: 10\n    window: 1s\n");
+    char *text = scrape(p);
+    char *man = man_metrics_section();
+    size_t rows = metrics_family_count();
+    ck_assert_msg(rows >= 30, "only %zu families in the table", rows);
+    ck_assert(metrics_family(rows) == NULL);
+    for (size_t i = 0; i < rows; i++) {
+        const struct metrics_family *f = metrics_family(i);
+        char line[600];
+        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
+                 metrics_type_name(f->type));
+        ck_assert_msg(strstr(text, line) != NULL, "family %s not rendered as:\n%s", f->name, line);
+        snprintf(line, sizeof line, ".It Sy %s Pq %s\n", f->name, metrics_type_name(f->type));
+        ck_assert_msg(strstr(man, line) != NULL, "rlproxy(8) METRICS lacks: %s", line);
+        for (size_t j = 0; j < i; j++)
+            ck_assert_msg(strcmp(metrics_family(j)->name, f->name) != 0, "two rows for %s",
+                          f->name);
     }
-    ck_assert_int_ge(families, 20);
+    int rendered = 0;
+    for (const char *h = strstr(text, "# HELP "); h != NULL; h = strstr(h + 1, "# HELP ")) {
+        char name[128];
+        ck_assert(sscanf(h, "# HELP %127s", name) == 1);
+        int found = 0;
+        for (size_t i = 0; i < rows && !found; i++)
+            found = strcmp(metrics_family(i)->name, name) == 0;
+        ck_assert_msg(found, "/metrics has a family %s that is not in the table", name);
+        rendered++;
+    }
+    ck_assert_int_eq(rendered, (int)rows);
+    for (const char *it = strstr(man, ".It Sy "); it != NULL; it = strstr(it + 1, ".It Sy ")) {
+        char name[128];
+        ck_assert(sscanf(it, ".It Sy %127s", name) == 1);
+        int found = 0;
+        for (size_t i = 0; i < rows && !found; i++)
+            found = strcmp(metrics_family(i)->name, name) == 0;
+        ck_assert_msg(found, "rlproxy(8) METRICS documents %s, which the table lacks", name);
+    }
+    free(man);
     free(text);
     proxy_stop(p);
+}
+END_TEST
+
+/* Samples of one rule's histogram: NAME_count{rule="RULE"} or NAME_bucket{rule="RULE",le="LE"} */
+static double histogram_count(const char *text, const char *name, const char *rule)
+{
+    char series[256];
+    snprintf(series, sizeof series, "%s_count{rule=\"%s\"}", name, rule);
+    return series_in(text, series);
+}
+
+static double histogram_bucket(const char *text, const char *name, const char *rule, const char *le)
+{
+    char series[256];
+    snprintf(series, sizeof series, "%s_bucket{rule=\"%s\",le=\"%s\"}", name, rule, le);
+    return series_in(text, series);
+}
+
+static void get_status(struct proxy *p, struct origin *o, const char *path, long want)
+{
+    char url[256];
+    struct fetch_res rs;
+    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
+    ck_assert_msg(rs.status == want, "%s: status %ld, want %ld (%s)", path, rs.status, want,
+                  rs.err);
+    fetch_free(&rs);
+}
+
+#define H_TOTAL "rlproxy_request_duration_seconds"
+#define H_WAIT "rlproxy_limiter_wait_seconds"
+#define H_UPSTREAM "rlproxy_upstream_duration_seconds"
+
+/* One request moves each of its rule's histograms by one; a request held by a delay rule for
+ * about 3 s lands in the wait buckets above 0.25 s and at or below 10 s; a rejected request is a
+ * request but never went upstream; a request no rule matched counts under rule="". */
+START_TEST(test_histograms_count_requests)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("rate_limits:\n"
+                                  "  - name: held\n    match: { path_prefix: \"/bytes/\" }\n"
+                                  "    limit: 1\n    window: 3s\n    over_limit: delay\n"
+                                  "    max_delay: 20s\n"
+                                  "  - name: refused\n    match: { path_prefix: \"/status/\" }\n"
+                                  "    limit: 1\n    window: 1h\n    over_limit: reject\n");
+    char *before = scrape(p);
+    ck_assert(histogram_count(before, H_TOTAL, "held") == 0);
+    ck_assert(histogram_count(before, H_WAIT, "held") == 0);
+    ck_assert(histogram_count(before, H_UPSTREAM, "held") == 0);
+    ck_assert(histogram_count(before, H_TOTAL, "") == 0);
+    free(before);
+
+    get_status(p, o, "/bytes/10", 200); /* admitted at once */
+    char *one = scrape(p);
+    ck_assert(histogram_count(one, H_TOTAL, "held") == 1);
+    ck_assert(histogram_count(one, H_WAIT, "held") == 1);
+    ck_assert(histogram_count(one, H_UPSTREAM, "held") == 1);
+    ck_assert_msg(histogram_bucket(one, H_WAIT, "held", "0.25") == 1, "an admitted request waited");
+    ck_assert(histogram_bucket(one, H_TOTAL, "held", "+Inf") == 1);
+    ck_assert(histogram_count(one, H_TOTAL, "refused") == 0);
+    ck_assert(histogram_count(one, H_TOTAL, "") == 0);
+
+    uint64_t t0 = now_ms();
+    get_status(p, o, "/bytes/20", 200); /* the window is full: held until the first one leaves */
+    uint64_t held_ms = now_ms() - t0;
+    char *two = scrape(p);
+    ck_assert(histogram_count(two, H_TOTAL, "held") == 2);
+    ck_assert(histogram_count(two, H_WAIT, "held") == 2);
+    ck_assert(histogram_count(two, H_UPSTREAM, "held") == 2);
+    ck_assert_msg(histogram_bucket(two, H_WAIT, "held", "0.25") == 1 &&
+                      histogram_bucket(two, H_WAIT, "held", "10") == 2,
+                  "a request held %llu ms: wait buckets 0.25 -> %.0f, 10 -> %.0f",
+                  (unsigned long long)held_ms, histogram_bucket(two, H_WAIT, "held", "0.25"),
+                  histogram_bucket(two, H_WAIT, "held", "10"));
+    char series[128];
+    snprintf(series, sizeof series, "%s_sum{rule=\"held\"}", H_WAIT);
+    double wait_s = series_in(two, series);
+    ck_assert_msg(wait_s > 0.25 && wait_s <= 10, "wait sum %.3f s after a hold of %llu ms", wait_s,
+                  (unsigned long long)held_ms);
+    snprintf(series, sizeof series, "%s_sum{rule=\"held\"}", H_TOTAL);
+    ck_assert_msg(series_in(two, series) >= wait_s, "total time below the wait");
+
+    get_status(p, o, "/status/204", 204);
+    get_status(p, o, "/status/204", 429);
+    get_status(p, o, "/sink", 200); /* no rule matches */
+    char *three = scrape(p);
+    ck_assert(histogram_count(three, H_TOTAL, "refused") == 2);
+    ck_assert_msg(histogram_count(three, H_UPSTREAM, "refused") == 1,
+                  "a rejected request counted as an upstream transfer");
+    ck_assert(histogram_count(three, H_TOTAL, "") == 1);
+    ck_assert(histogram_count(three, H_UPSTREAM, "") == 1);
+    ck_assert(histogram_count(three, H_TOTAL, "held") == 2);
+    free(one);
+    free(two);
+    free(three);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+/* A reload that changes the rule names resets the histograms: the positions now name other rules */
+START_TEST(test_histograms_reset_when_rules_change)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p =
+        proxy_start("rate_limits:\n  - name: first\n    limit: 100\n    window: 1s\n");
+    get_status(p, o, "/bytes/10", 200);
+    char *text = scrape(p);
+    ck_assert(histogram_count(text, H_TOTAL, "first") == 1);
+    free(text);
+    write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
+                             "rate_limits:\n  - name: second\n    limit: 100\n    window: 1s\n");
+    ck_assert(kill(p->pid, SIGHUP) == 0);
+    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    text = scrape(p);
+    ck_assert_msg(strstr(text, "rule=\"first\"") == NULL, "a removed rule is still rendered");
+    ck_assert_msg(histogram_count(text, H_TOTAL, "second") == 0,
+                  "rule second inherited rule first's requests");
+    free(text);
+    get_status(p, o, "/bytes/10", 200);
+    text = scrape(p);
+    ck_assert(histogram_count(text, H_TOTAL, "second") == 1);
+    free(text);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_build_info)
+{
+    struct proxy *p = proxy_start(NULL);
+    char *text = scrape(p);
+    const char *features = "tls_intercept"
+#ifdef HAVE_HIREDIS
+                           ",hiredis"
+#endif
+#ifdef HAVE_LIBSYSTEMD
+                           ",systemd"
+#endif
+        ;
+    char series[256];
+    snprintf(series, sizeof series, "rlproxy_build_info{version=\"%s\",features=\"%s\"}",
+             PACKAGE_VERSION, features);
+    ck_assert(series_in(text, series) == 1);
+    free(text);
+    proxy_stop(p);
+}
+END_TEST
+
+/* promtool (Debian's prometheus package) lints a live page with every kind of family in use: a
+ * rule with its histograms observed, a reload counted. Without promtool the test fails under CI
+ * (CI=true) and says so elsewhere. */
+START_TEST(test_promtool_check_metrics)
+{
+    struct cmd_result r;
+    char *const which[] = {"sh", "-c", "command -v promtool", NULL};
+    run_cmd(which, NULL, T_MS, &r);
+    int have = r.exit_code == 0;
+    cmd_result_free(&r);
+    if (!have) {
+        const char *ci = getenv("CI");
+        ck_assert_msg(ci == NULL || strcmp(ci, "true") != 0,
+                      "promtool is missing (apt-get install prometheus)");
+        fprintf(stderr, "test_promtool_check_metrics: promtool missing, not checked "
+                        "(apt-get install prometheus)\n");
+        return;
+    }
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("rate_limits:\n  - name: api.v1_x-y\n    limit: 100\n"
+                                  "    window: 1s\n");
+    get_status(p, o, "/bytes/10", 200);
+    ck_assert(kill(p->pid, SIGHUP) == 0);
+    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    char *text = scrape(p);
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.txt", harness_tmpdir());
+    write_text(path, text);
+    free(text);
+    char *const check[] = {"sh", "-c", "promtool check metrics < \"$0\"", path, NULL};
+    run_cmd(check, NULL, 60000, &r);
+    ck_assert_msg(r.exit_code == 0, "promtool check metrics: exit %d\n%s%s", r.exit_code, r.out,
+                  r.err);
+    cmd_result_free(&r);
+    proxy_stop(p);
+    origin_stop(o);
 }
 END_TEST
 
@@ -530,7 +790,11 @@ int main(void)
     tcase_add_test(tc, test_not_found_and_method_not_allowed);
     tcase_add_test(tc, test_healthz_while_draining);
     tcase_add_test(tc, test_admin_disabled);
-    tcase_add_test(tc, test_metrics_documented);
+    tcase_add_test(tc, test_metrics_table_rendered_and_documented);
+    tcase_add_test(tc, test_histograms_count_requests);
+    tcase_add_test(tc, test_histograms_reset_when_rules_change);
+    tcase_add_test(tc, test_build_info);
+    tcase_add_test(tc, test_promtool_check_metrics);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
