@@ -1,14 +1,21 @@
-/* main.c — command line, process-wide set-up (libcurl, libevent threads, signals), config loading
- * and `-t`. The only place that decides the exit status. */
+/* main.c — command line, process-wide set-up (libcurl, libevent threads, signal dispositions),
+ * config loading and `-t`. The only place that decides the exit status. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <getopt.h>
+#include <llhttp.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <yaml.h>
+#ifdef HAVE_HIREDIS
+#include <hiredis/hiredis.h>
+#endif
 
 #include "auth.h"
 #include "config.h"
@@ -22,17 +29,78 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: rlproxy [-hV] [-t | -T] [-c file]\n"
-            "  -c file  configuration file (YAML); without it the embedded default serves\n"
-            "           (listen 127.0.0.1:3128, loopback clients only)\n"
-            "  -t       check the configuration and exit (0: valid, 1: invalid)\n"
-            "  -T       check it like -t and print the effective configuration (secrets masked)\n"
-            "  -V       print the version and exit\n"
-            "  -h       this help\n"
-            "       rlproxy ca init DIR\n"
-            "  writes DIR/ca.key (mode 0600) and DIR/ca.pem, a new CA for tls_intercept\n"
-            "signals: TERM/INT drain and stop (a second one stops at once), HUP reloads -c file\n");
+    fprintf(
+        out,
+        "usage: rlproxy [-hV] [-t | -T] [-c file]\n"
+        "  -c file        configuration file (YAML); without it the embedded default serves\n"
+        "                 (listen 127.0.0.1:3128, loopback clients only, access log to stderr)\n"
+        "  -t             check the configuration and exit (0: valid, 1: invalid)\n"
+        "  -T             check it like -t and print the effective configuration (secrets\n"
+        "                 masked)\n"
+        "  -V, --version  print the version and the build features, and exit\n"
+        "  -h, --help     this help\n"
+        "       rlproxy ca init DIR\n"
+        "  writes DIR/ca.key (mode 0600) and DIR/ca.pem, a new CA for tls_intercept\n"
+        "signals: TERM/INT/QUIT drain and stop (a second one stops at once), HUP reloads the\n"
+        "  -c file and reopens the access log, USR1 reopens the access log (logrotate); the\n"
+        "  others are ignored\n"
+        "manual: rlproxy(8), rlproxy.yaml(5)\n");
+}
+
+/* What a bug report needs: the optional parts compiled in, and the libraries actually loaded
+ * (the run-time versions, which a security update changes without a rebuild). */
+static void print_version(void)
+{
+    const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+    printf("rlproxy %s\n", PACKAGE_VERSION);
+    printf("features: +tls-intercept %csystemd %chiredis\n",
+#ifdef HAVE_LIBSYSTEMD
+           '+',
+#else
+           '-',
+#endif
+#ifdef HAVE_HIREDIS
+           '+'
+#else
+           '-'
+#endif
+    );
+    printf("libraries: libevent %s, libcurl %s, OpenSSL %s, libyaml %s, llhttp %d.%d.%d",
+           event_get_version(), curl->version, OpenSSL_version(OPENSSL_VERSION_STRING),
+           yaml_get_version_string(), LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
+           LLHTTP_VERSION_PATCH);
+#ifdef HAVE_HIREDIS
+    printf(", hiredis %d.%d.%d", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+#endif
+    printf("\n");
+}
+
+/* A signal rlproxy has no use for must not stop a proxy that is serving: SIGUSR2 or SIGALRM sent
+ * by mistake, SIGPIPE from a peer that went away, SIGXFSZ at a file-size limit (the write then
+ * fails with EFBIG instead). Faults (SEGV, BUS, FPE, ILL, ABRT, SYS, TRAP) keep their default, and
+ * so does job control (TSTP, TTIN, TTOU). HUP and USR1 are ignored too until the event loop takes
+ * them over, so a logrotate run during start-up does not kill rlproxy. Errors are not checked: a
+ * tool such as valgrind may reserve a real-time signal. */
+static void ignore_unused_signals(void)
+{
+    static const int unused[] = {
+        SIGPIPE,   SIGUSR1, SIGUSR2, SIGHUP,   SIGALRM, SIGVTALRM,
+        SIGPROF,   SIGIO,   SIGURG,  SIGWINCH, SIGXCPU, SIGXFSZ,
+#ifdef SIGPWR
+        SIGPWR,
+#endif
+#ifdef SIGSTKFLT
+        SIGSTKFLT,
+#endif
+    };
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    for (size_t i = 0; i < sizeof unused / sizeof unused[0]; i++)
+        sigaction(unused[i], &ignore, NULL);
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+        sigaction(sig, &ignore, NULL);
 }
 
 /* `rlproxy ca init DIR`: a CA for tls_intercept, and how to make clients trust it. */
@@ -43,19 +111,20 @@ static int ca_init(const char *dir)
         fprintf(stderr, "rlproxy: %s\n", err);
         return 1;
     }
-    printf("wrote %s/ca.key (mode 0600, keep it private) and %s/ca.pem\n\n"
-           "Configure rlproxy:\n"
-           "  tls_intercept:\n    ca_cert: %s/ca.pem\n    ca_key: %s/ca.key\n"
-           "    hosts: [\"api.example.com\"]\n\n"
-           "Make clients trust %s/ca.pem:\n"
-           "  curl:      curl --cacert %s/ca.pem -x http://127.0.0.1:3128 https://api.example.com/\n"
-           "  OpenSSL:   SSL_CERT_FILE=%s/ca.pem (replaces the default bundle: concatenate it with\n"
-           "             /etc/ssl/certs/ca-certificates.crt for other hosts)\n"
-           "  Python:    REQUESTS_CA_BUNDLE=... for requests, SSL_CERT_FILE=... for urllib\n"
-           "  Debian:    cp %s/ca.pem /usr/local/share/ca-certificates/rlproxy.crt && "
-           "update-ca-certificates\n"
-           "  Chromium:  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n rlproxy -i %s/ca.pem\n",
-           dir, dir, dir, dir, dir, dir, dir, dir, dir);
+    printf(
+        "wrote %s/ca.key (mode 0600, keep it private) and %s/ca.pem\n\n"
+        "Configure rlproxy:\n"
+        "  tls_intercept:\n    ca_cert: %s/ca.pem\n    ca_key: %s/ca.key\n"
+        "    hosts: [\"api.example.com\"]\n\n"
+        "Make clients trust %s/ca.pem:\n"
+        "  curl:      curl --cacert %s/ca.pem -x http://127.0.0.1:3128 https://api.example.com/\n"
+        "  OpenSSL:   SSL_CERT_FILE=%s/ca.pem (replaces the default bundle: concatenate it with\n"
+        "             /etc/ssl/certs/ca-certificates.crt for other hosts)\n"
+        "  Python:    REQUESTS_CA_BUNDLE=... for requests, SSL_CERT_FILE=... for urllib\n"
+        "  Debian:    cp %s/ca.pem /usr/local/share/ca-certificates/rlproxy.crt && "
+        "update-ca-certificates\n"
+        "  Chromium:  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n rlproxy -i %s/ca.pem\n",
+        dir, dir, dir, dir, dir, dir, dir, dir, dir);
     return 0;
 }
 
@@ -70,8 +139,13 @@ int main(int argc, char **argv)
     }
     const char *config_path = NULL;
     int check_only = 0, dump = 0;
+    static const struct option long_options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
     int opt;
-    while ((opt = getopt(argc, argv, "c:tThV")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tThV", long_options, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config_path = optarg;
@@ -83,7 +157,7 @@ int main(int argc, char **argv)
             check_only = dump = 1;
             break;
         case 'V':
-            printf("rlproxy %s\n", PACKAGE_VERSION);
+            print_version();
             return 0;
         case 'h':
             usage(stdout);
@@ -97,6 +171,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+
+    ignore_unused_signals();
 
     struct config *config = NULL;
     char err[1024];
@@ -145,7 +221,6 @@ int main(int argc, char **argv)
         config_unref(config);
         return 1;
     }
-    signal(SIGPIPE, SIG_IGN);
     if (evthread_use_pthreads() != 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "rlproxy: cannot initialise libevent threads or libcurl\n");
         config_unref(config);

@@ -279,11 +279,27 @@ static void reload(struct server *s)
     daemon_notify_ready();
 }
 
+/* SIGUSR1, nginx's convention and what the packaged logrotate file sends after it renamed the
+ * access log: the same path is opened again. On failure the old file keeps receiving lines. */
+static void reopen_logs(struct server *s)
+{
+    if (log_access_open(s->config->access_log) != 0) {
+        log_error("SIGUSR1: cannot reopen access log %s, still writing to the old file: %s",
+                  s->config->access_log, strerror(errno));
+        return;
+    }
+    log_notice("SIGUSR1: access log %s reopened", s->config->access_log);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
     if (sig == SIGHUP) {
         reload(s);
+        return;
+    }
+    if (sig == SIGUSR1) {
+        reopen_logs(s);
         return;
     }
     if (s->stopping) {
@@ -350,13 +366,13 @@ int server_run(struct config *config, const char *config_path)
     s.config = config;
     s.config_path = config_path;
     int status = 1;
-    struct event *signals[4] = {NULL, NULL, NULL, NULL};
-    const int signal_numbers[4] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+    struct event *signals[5] = {NULL, NULL, NULL, NULL, NULL};
+    const int signal_numbers[5] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1};
     s.base = event_base_new();
     if (s.base == NULL)
         goto out;
     /* before anything is announced: a TERM during start-up must stop us cleanly, not kill us */
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         signals[i] = evsignal_new(s.base, signal_numbers[i], on_signal, &s);
         evsignal_add(signals[i], NULL);
     }
@@ -431,7 +447,7 @@ stop_workers:
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_free(s.workers[i]);
 out:
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (signals[i] != NULL)
             event_free(signals[i]);
     if (s.watchdog != NULL)

@@ -388,7 +388,9 @@ START_TEST(test_version_and_usage_errors)
     struct cmd_result r;
     run_bin(&r, "-V", NULL, NULL);
     ck_assert_int_eq(r.exit_code, 0);
-    ck_assert_str_eq(r.out, "rlproxy " PACKAGE_VERSION "\n");
+    ck_assert_msg(strncmp(r.out, "rlproxy " PACKAGE_VERSION "\n",
+                          strlen("rlproxy " PACKAGE_VERSION "\n")) == 0,
+                  "-V: %s", r.out);
     cmd_result_free(&r);
 
     run_bin(&r, "-h", NULL, NULL);
@@ -412,6 +414,144 @@ START_TEST(test_version_and_usage_errors)
 }
 END_TEST
 
+/* ---- signals rlproxy does not use, SIGUSR1, --help and --version (issue 18) -------------------
+ */
+
+/* GET path through the proxy, 200 expected: the proxy is still serving */
+static void assert_serves(struct proxy *p, struct origin *o, const char *path, const char *after)
+{
+    char url[256];
+    struct fetch_res rs;
+    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
+    ck_assert_msg(rs.status == 200, "after %s: status %ld; %s", after, rs.status, proxy_state(p));
+    fetch_free(&rs);
+}
+
+/* kill -USR1 is an nginx operator's habit and what logrotate's postrotate sends; the others reach
+ * a daemon by mistake (USR2, ALRM) or from the terminal and the network (WINCH, PIPE). None may
+ * stop a serving proxy; proxy_stop then checks it still exits 0 on SIGTERM. */
+START_TEST(test_unused_signals_do_not_stop_serving)
+{
+    static const struct {
+        int sig;
+        const char *name;
+    } sent[] = {{SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"},   {SIGPIPE, "SIGPIPE"},
+                {SIGALRM, "SIGALRM"}, {SIGWINCH, "SIGWINCH"}, {SIGVTALRM, "SIGVTALRM"},
+                {SIGPROF, "SIGPROF"}, {SIGIO, "SIGIO"},       {SIGXFSZ, "SIGXFSZ"}};
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start(NULL);
+    assert_serves(p, o, "/echo", "start-up");
+    for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
+        ck_assert(kill(p->pid, sent[i].sig) == 0);
+        sleep_ms(100); /* a fatal default action would have ended the process by now */
+        ck_assert_msg(proxy_alive(p), "%s stopped rlproxy: %s", sent[i].name, proxy_state(p));
+        assert_serves(p, o, "/echo", sent[i].name);
+    }
+    /* a real-time signal too: their default action is to terminate */
+    ck_assert(kill(p->pid, SIGRTMIN + 1) == 0);
+    sleep_ms(100);
+    ck_assert_msg(proxy_alive(p), "SIGRTMIN+1 stopped rlproxy: %s", proxy_state(p));
+    assert_serves(p, o, "/echo", "SIGRTMIN+1");
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+/* Polls (bounded) until the file contains text */
+static int wait_file_contains(const char *path, const char *text, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        char *data = read_file(path, NULL);
+        int found = data != NULL && strstr(data, text) != NULL;
+        free(data);
+        if (found)
+            return 1;
+        if (now_ms() > deadline)
+            return 0;
+        sleep_ms(20);
+    }
+}
+
+/* What logrotate does: rename the access log, then SIGUSR1 (the packaged logrotate file), or
+ * SIGHUP (the reload, which reopens it as well). Lines written after the signal go to a new file
+ * at the configured path; lines before it stay in the renamed one. */
+START_TEST(test_usr1_and_hup_reopen_access_log)
+{
+    char log_path[600], rotated[620], rotated2[620];
+    snprintf(log_path, sizeof log_path, "%s/lifecycle-access.log", harness_tmpdir());
+    snprintf(rotated, sizeof rotated, "%s.1", log_path);
+    snprintf(rotated2, sizeof rotated2, "%s.2", log_path);
+    unlink(log_path);
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf("log:\n  access: \"%s\"\n", log_path);
+    assert_serves(p, o, "/echo?before-rotation", "start-up");
+    ck_assert_msg(wait_file_contains(log_path, "before-rotation", 5000), "no access-log line");
+
+    ck_assert(rename(log_path, rotated) == 0);
+    ck_assert(kill(p->pid, SIGUSR1) == 0);
+    ck_assert_msg(wait_log(p, "access log", 5000), "no reopen logged: %s", proxy_state(p));
+    assert_serves(p, o, "/echo?after-usr1", "SIGUSR1");
+    ck_assert_msg(wait_file_contains(log_path, "after-usr1", 5000),
+                  "after SIGUSR1 the line did not go to a new %s", log_path);
+    char *old = read_file(rotated, NULL);
+    ck_assert_ptr_nonnull(old);
+    ck_assert_msg(strstr(old, "before-rotation") != NULL && strstr(old, "after-usr1") == NULL,
+                  "the rotated file: %s", old);
+    free(old);
+
+    ck_assert(rename(log_path, rotated2) == 0);
+    ck_assert(kill(p->pid, SIGHUP) == 0);
+    ck_assert_msg(wait_log(p, "configuration reloaded", 5000), "no reload: %s", proxy_state(p));
+    assert_serves(p, o, "/echo?after-hup", "SIGHUP");
+    ck_assert_msg(wait_file_contains(log_path, "after-hup", 5000),
+                  "after SIGHUP the line did not go to a new %s", log_path);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+/* GNU-style long options, as operators and packaging scripts expect; --version names the optional
+ * parts compiled in (a bug report needs them). */
+START_TEST(test_long_options_and_build_features)
+{
+    struct cmd_result r;
+    run_bin(&r, "--help", NULL, NULL);
+    ck_assert_msg(r.exit_code == 0, "--help: exit %d, stderr: %s", r.exit_code, r.err);
+    ck_assert_msg(strstr(r.out, "usage: rlproxy") != NULL, "--help: %s", r.out);
+    ck_assert_str_eq(r.err, "");
+    cmd_result_free(&r);
+
+    struct cmd_result v;
+    run_bin(&r, "--version", NULL, NULL);
+    run_bin(&v, "-V", NULL, NULL);
+    ck_assert_msg(r.exit_code == 0, "--version: exit %d, stderr: %s", r.exit_code, r.err);
+    ck_assert_str_eq(r.out, v.out);
+    ck_assert_msg(strncmp(r.out, "rlproxy " PACKAGE_VERSION "\n",
+                          strlen("rlproxy " PACKAGE_VERSION "\n")) == 0,
+                  "--version: %s", r.out);
+#ifdef HAVE_HIREDIS
+    ck_assert_msg(strstr(r.out, " +hiredis") != NULL, "--version: %s", r.out);
+#else
+    ck_assert_msg(strstr(r.out, " -hiredis") != NULL, "--version: %s", r.out);
+#endif
+#ifdef HAVE_LIBSYSTEMD
+    ck_assert_msg(strstr(r.out, " +systemd") != NULL, "--version: %s", r.out);
+#else
+    ck_assert_msg(strstr(r.out, " -systemd") != NULL, "--version: %s", r.out);
+#endif
+    ck_assert_msg(strstr(r.out, "+tls-intercept") != NULL, "--version: %s", r.out);
+    ck_assert_msg(strstr(r.out, "libcurl ") != NULL, "--version: %s", r.out);
+    cmd_result_free(&r);
+    cmd_result_free(&v);
+
+    run_bin(&r, "--no-such-option", NULL, NULL);
+    ck_assert_msg(r.exit_code == 2, "unknown long option: exit %d", r.exit_code);
+    ck_assert_msg(strstr(r.err, "usage: rlproxy") != NULL, "stderr: %s", r.err);
+    cmd_result_free(&r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lifecycle");
@@ -425,6 +565,9 @@ int main(void)
     tcase_add_test(tc, test_tunnel_works_during_drain);
     tcase_add_test(tc, test_check_config_valid_and_invalid);
     tcase_add_test(tc, test_version_and_usage_errors);
+    tcase_add_test(tc, test_unused_signals_do_not_stop_serving);
+    tcase_add_test(tc, test_usr1_and_hup_reopen_access_log);
+    tcase_add_test(tc, test_long_options_and_build_features);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
