@@ -135,6 +135,7 @@ static void apply_decision(struct admission *a)
         arm(a, a->decision.delay_us);
         return;
     default:
+        a->stamp = a->decision.stamp;
         proceed(a);
     }
 }
@@ -175,15 +176,14 @@ static void on_shared_decided(void *arg, const struct shared_result *result)
         a->decision.verdict = LIMITER_REJECT;
         a->decision.retry_after_us = result->retry_after_us;
         a->decision.reason = "over the shared limit";
-    } else if (result->outcome == SHARED_DELAY) {
-        a->decision.verdict = LIMITER_DELAY;
-        a->decision.delay_us = result->delay_us;
-        /* reserved in Redis: after the wait the request goes ahead without asking again */
+    } else {
+        /* the entry in Redis: departure moves it; a reservation is given back if we go away */
         snprintf(a->shared_member, sizeof a->shared_member, "%s", result->member);
         free(a->shared_key);
         a->shared_key = strdup(result->key);
-    } else {
-        a->decision.verdict = LIMITER_ADMIT;
+        a->decision.verdict = result->outcome == SHARED_DELAY ? LIMITER_DELAY : LIMITER_ADMIT;
+        a->decision.delay_us = result->delay_us;
+        a->shared_held = result->outcome == SHARED_DELAY; /* it goes after the wait, unasked */
     }
     apply_decision(a);
 }
@@ -214,6 +214,7 @@ static void admit(struct admission *a)
     limiter_decide(a->limiter, &a->request, util_now_us(), &a->decision);
     if (after_pause && (a->decision.verdict == LIMITER_ADMIT ||
                         a->decision.verdict == LIMITER_UNLIMITED)) {
+        a->stamp = a->decision.stamp;
         a->decision = pause; /* the log shows what held it: delay:origin-pause */
         proceed(a);
         return;
@@ -224,8 +225,8 @@ static void admit(struct admission *a)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct admission *a = arg;
-    if (a->shared_member[0] != '\0') { /* our slot reserved in Redis has come */
-        a->shared_member[0] = '\0';
+    if (a->shared_held) { /* our slot reserved in Redis has come */
+        a->shared_held = 0;
         proceed(a);
         return;
     }
@@ -238,7 +239,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         arm(a, more);
         return;
     }
-    limiter_hold_done(a->hold, util_now_us()); /* the reserved slot is ours now */
+    limiter_hold_go(a->hold, &a->stamp); /* the reserved slot is ours now */
     a->hold = NULL;
     proceed(a);
 }
@@ -262,6 +263,7 @@ void admission_start(struct admission *a, const struct config *config, struct li
     a->config = config;
     a->limiter = limiter;
     a->request = *request;
+    a->request.depart_later = 1; /* forward.c stamps the departure */
     a->start_ms = start_ms;
     /* backpressure.max_inflight: a request starts its upstream transfer only while the worker
      * has fewer than max_inflight; others wait in arrival order without being read further, and
@@ -289,15 +291,32 @@ void admission_start(struct admission *a, const struct config *config, struct li
     a->callbacks->wait(a->owner, ADMISSION_WAIT_SLOT);
 }
 
+/* The previous attempt's entries: departed, or counted where they were admitted. */
+static void forget_entries(struct admission *a)
+{
+    limiter_abandon(&a->stamp);
+    if (a->shared_held && a->shared_key != NULL) /* a reservation never used: free it */
+        shared_release(a->queue->shared, a->shared_key, a->shared_member);
+    a->shared_held = 0;
+    a->shared_member[0] = '\0';
+    free(a->shared_key);
+    a->shared_key = NULL;
+}
+
+void admission_depart(struct admission *a)
+{
+    limiter_depart(&a->stamp, util_now_us());
+    if (a->shared_key != NULL && a->shared_member[0] != '\0') {
+        shared_depart(a->queue->shared, a->shared_key, a->shared_member);
+        a->shared_member[0] = '\0'; /* once per attempt */
+    }
+}
+
 void admission_reset(struct admission *a)
 {
     shared_cancel(a->shared_request);
     a->shared_request = NULL;
-    if (a->shared_member[0] != '\0' && a->shared_key != NULL)
-        shared_release(a->queue->shared, a->shared_key, a->shared_member);
-    a->shared_member[0] = '\0';
-    free(a->shared_key);
-    a->shared_key = NULL;
+    forget_entries(a);
     if (a->in_queue)
         queue_remove(a);
     if (a->hold != NULL) /* gone while held: the slot goes back to the window */
@@ -362,6 +381,7 @@ int64_t admission_retry_for_failure(struct admission *a, const char *method,
 
 void admission_retry(struct admission *a, int64_t delay_ms)
 {
+    forget_entries(a); /* the next attempt is admitted, and counted, anew */
     a->attempt++;
     hold(a);
     arm(a, (uint64_t)delay_ms * 1000);

@@ -65,9 +65,11 @@ struct admission {
     struct limiter_request request;
     uint64_t start_ms;
     struct limiter_hold *hold;
+    struct limiter_stamp stamp; /* admitted: the window entry its departure moves */
     struct shared_request *shared_request;
-    char shared_member[48]; /* our reservation in Redis, given back if we go away */
-    char *shared_key;       /* its Redis key (allocated only for such a hold) */
+    char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
+    char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */
+    int shared_held;        /* the member is a reservation we wait for */
     struct event *timer;    /* made the first time a request waits */
     int pause_before;       /* the last wait was an origin's pause: the log shows it */
     int held;               /* it waited for admission (not only for a slot) */
@@ -86,6 +88,11 @@ void admission_start(struct admission *a, const struct config *config, struct li
 void admission_reset(struct admission *a);
 /* admission_reset, and frees the timer: before the owner is freed. */
 void admission_release(struct admission *a);
+
+/* The request's head goes to the origin now (forward.c, from libcurl's pre-request callback, or
+ * when a CONNECT's connection is up): the window counts it from here. Once per attempt; later
+ * calls change nothing. */
+void admission_depart(struct admission *a);
 
 /* The origin answered `status` with Retry-After (-1: none): a 429 or 503 with one pauses the
  * origin for every request (see limiter_pause_host). */

@@ -252,9 +252,16 @@ static void on_upstream_done(void *arg, const struct upstream_result *result)
     f->callbacks->done(f->owner);
 }
 
+static void on_departure(void *arg)
+{
+    struct forward *f = arg;
+    admission_depart(f->admission);
+}
+
 static void on_tunnel_connected(void *arg, int fd)
 {
     struct forward *f = arg;
+    admission_depart(f->admission); /* the origin counts the connection */
     f->upstream = NULL;
     worker_slot_freed(f->worker);
     f->callbacks->connected(f->owner, fd);
@@ -268,6 +275,7 @@ static const struct upstream_callbacks forward_callbacks = {
     .read_body = on_upstream_read,
     .on_done = on_upstream_done,
     .on_connected = NULL,
+    .on_departure = on_departure,
 };
 
 static const struct upstream_callbacks tunnel_callbacks = {

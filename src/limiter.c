@@ -38,6 +38,10 @@ struct window {
         uint64_t scheduled, actual;
     } *releases;
     uint32_t releases_head, releases_count, releases_cap;
+    /* entries of requests that have not departed yet (limiter_stamp): they never leave the ring
+     * and move to their departure time. As many as the key has requests in flight. */
+    uint64_t *pending;
+    uint32_t pending_count, pending_cap;
     size_t key_len;
     char key[];
 };
@@ -71,6 +75,7 @@ struct limiter_hold {
     struct window *window;
     uint64_t time_us; /* the reserved entry */
     uint64_t base_us; /* the entry it displaced: it may go no earlier than base's actual + window */
+    int depart_later; /* its entry is pending until limiter_depart */
 };
 
 static _Atomic uint64_t total_keys;
@@ -184,6 +189,65 @@ static void ring_pop_oldest(struct window *w)
     w->has_popped = 1;
     w->head = (w->head + 1) % w->cap;
     w->count--;
+}
+
+/* The position of the first entry >= t (count when none). */
+static uint32_t ring_lower_bound(const struct window *w, uint64_t t)
+{
+    uint32_t first = 0, last = w->count;
+    while (first < last) {
+        uint32_t mid = first + (last - first) / 2;
+        if (ring_at(w, mid) < t)
+            first = mid + 1;
+        else
+            last = mid;
+    }
+    return first;
+}
+
+/* Takes one entry t out; 0 when there is none. Entries are a multiset of times: two requests
+ * admitted in the same microsecond are interchangeable, so a stamp names a time, not a slot. */
+static int ring_remove(struct window *w, uint64_t t)
+{
+    uint32_t i = ring_lower_bound(w, t);
+    if (i == w->count || ring_at(w, i) != t)
+        return 0;
+    for (; i + 1 < w->count; i++)
+        w->times[(w->head + i) % w->cap] = ring_at(w, i + 1);
+    w->count--;
+    return 1;
+}
+
+static int pending_index(const struct window *w, uint64_t t)
+{
+    for (uint32_t i = 0; i < w->pending_count; i++)
+        if (w->pending[i] == t)
+            return (int)i;
+    return -1;
+}
+
+static int pending_add(struct window *w, uint64_t t)
+{
+    if (w->pending_count == w->pending_cap) {
+        uint32_t cap = w->pending_cap ? w->pending_cap * 2 : 4;
+        uint64_t *grown = realloc(w->pending, (size_t)cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        w->pending = grown;
+        w->pending_cap = cap;
+    }
+    w->pending[w->pending_count++] = t;
+    return 0;
+}
+
+/* 1 when t was pending (and is not any more). */
+static int pending_remove(struct window *w, uint64_t t)
+{
+    int i = pending_index(w, t);
+    if (i < 0)
+        return 0;
+    w->pending[i] = w->pending[--w->pending_count];
+    return 1;
 }
 
 /* Takes a cancelled reservation out. The entry it displaced comes back as the oldest: the newest
@@ -303,6 +367,7 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
 
 static void window_free(struct rule_state *st, struct window *w)
 {
+    free(w->pending);
     free(w->releases);
     free(w->times);
     free(w);
@@ -363,7 +428,8 @@ static struct window *window_get(struct rule_state *st, struct stripe *s, uint64
 
 static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
-    return w->queued == 0 && (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
+    return w->queued == 0 && w->pending_count == 0 &&
+           (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
 }
 
 static size_t stripe_expire(struct rule_state *st, struct stripe *s, uint64_t now)
@@ -541,9 +607,22 @@ static void reject(struct rule_state *st, struct limiter_decision *out, uint64_t
     atomic_fetch_add(&st->rejected, 1);
 }
 
+/* Takes an entry for a request admitted at `t`: pending when the caller stamps its departure. */
+static int admit_entry(struct rule_state *st, struct stripe *s, struct window *w, uint64_t t,
+                       int depart_later, struct limiter_decision *out)
+{
+    if (depart_later && pending_add(w, t) != 0)
+        return -1;
+    ring_insert(w, t);
+    out->verdict = LIMITER_ADMIT;
+    if (depart_later)
+        out->stamp = (struct limiter_stamp){st, s, w, t};
+    return 0;
+}
+
 /* With the stripe locked: the decision for one window. */
 static void decide_window(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
-                          struct limiter_decision *out)
+                          int depart_later, struct limiter_decision *out)
 {
     const struct rate_rule *p = &st->params;
     uint64_t window_us = p->window_ms * 1000;
@@ -551,23 +630,22 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
      * this a key below its limit keeps up to `limit` stale entries, and ring_in_window() below
      * walks all of them on every request (O(limit) per request, a modulo per step). An entry
      * displaced by a reservation (see ring_cancel) is never among them: it is newer than
-     * now - window until the reservation's own time has come. */
-    while (w->count > 0 && ring_at(w, 0) + window_us <= now)
+     * now - window until the reservation's own time has come. A pending entry stays: its request
+     * has not reached the origin yet, so it counts from its departure, which is later than now. */
+    while (w->count > 0 && ring_at(w, 0) + window_us <= now &&
+           (w->pending_count == 0 || pending_index(w, ring_at(w, 0)) < 0))
         ring_pop_oldest(w);
-    if (w->count < p->limit) {
-        if (w->count == w->cap && ring_grow(w, p->limit) != 0) {
+    if (w->count == w->cap && w->count < p->limit && ring_grow(w, p->limit) != 0) {
+        reject(st, out, 1000000, "out of memory");
+    } else if (w->count < p->limit) {
+        if (admit_entry(st, s, w, now, depart_later, out) != 0)
             reject(st, out, 1000000, "out of memory");
-            return;
-        }
-        ring_insert(w, now);
-        out->verdict = LIMITER_ADMIT;
     } else {
-        uint64_t free_at = ring_at(w, 0) + window_us;
-        if (free_at <= now) {
-            ring_pop_oldest(w);
-            ring_insert(w, now);
-            out->verdict = LIMITER_ADMIT;
-        } else if (p->over_limit == RATE_OVER_REJECT) {
+        uint64_t oldest = ring_at(w, 0);
+        /* the oldest counts until window after it departs; a pending one has not: at the
+         * earliest it departs now */
+        uint64_t free_at = oldest + window_us > now ? oldest + window_us : now + window_us;
+        if (p->over_limit == RATE_OVER_REJECT) {
             reject(st, out, free_at - now, "over the limit");
         } else if (free_at - now > p->max_delay_ms * 1000) {
             reject(st, out, free_at - now, "the wait would exceed max_delay");
@@ -575,14 +653,14 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
             reject(st, out, free_at - now, "the queue of held requests is full (max_queue)");
         } else {
             struct limiter_hold *hold = malloc(sizeof *hold);
-            if (hold == NULL) {
+            if (hold == NULL || (depart_later && pending_add(w, free_at) != 0)) {
+                free(hold);
                 reject(st, out, free_at - now, "out of memory");
             } else {
-                uint64_t base = ring_at(w, 0);
                 ring_pop_oldest(w);
                 ring_insert(w, free_at);
                 w->queued++;
-                *hold = (struct limiter_hold){st, s, w, free_at, base};
+                *hold = (struct limiter_hold){st, s, w, free_at, oldest, depart_later};
                 out->verdict = LIMITER_DELAY;
                 out->delay_us = free_at - now;
                 out->hold = hold;
@@ -643,7 +721,7 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     if (w == NULL)
         reject(st, out, st->params.window_ms * 1000, "too many distinct keys (rate_limits_max_keys)");
     else
-        decide_window(st, s, w, now_us, out);
+        decide_window(st, s, w, now_us, r->depart_later, out);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -680,6 +758,10 @@ static uint64_t actual_release(const struct window *w, uint64_t scheduled)
 uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
 {
     pthread_mutex_lock(&hold->stripe->lock);
+    if (hold->window->pending_count > 0 && pending_index(hold->window, hold->base_us) >= 0) {
+        pthread_mutex_unlock(&hold->stripe->lock); /* it follows a request still on its way */
+        return LIMITER_PENDING_RECHECK_US;
+    }
     uint64_t actual = actual_release(hold->window, hold->base_us);
     pthread_mutex_unlock(&hold->stripe->lock);
     uint64_t earliest = hold->time_us; /* timers may fire early by the loop's cached time */
@@ -712,6 +794,12 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
 {
     if (hold == NULL)
         return;
+    if (hold->depart_later) { /* went and departed at once */
+        struct limiter_stamp stamp;
+        limiter_hold_go(hold, &stamp);
+        limiter_depart(&stamp, now_us);
+        return;
+    }
     pthread_mutex_lock(&hold->stripe->lock);
     record_release(hold->window, hold->state->params.limit, hold->time_us, now_us);
     hold->window->queued--;
@@ -720,11 +808,52 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
     free(hold);
 }
 
+void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp)
+{
+    *stamp = (struct limiter_stamp){hold->state, hold->stripe, hold->window, hold->time_us};
+    pthread_mutex_lock(&hold->stripe->lock);
+    hold->window->queued--; /* its entry stays pending until the stamp departs */
+    pthread_mutex_unlock(&hold->stripe->lock);
+    atomic_fetch_sub(&hold->state->queued, 1);
+    free(hold);
+}
+
+void limiter_depart(struct limiter_stamp *stamp, uint64_t now_us)
+{
+    struct window *w = stamp->window;
+    if (w == NULL)
+        return;
+    struct stripe *s = stamp->stripe;
+    struct rule_state *st = stamp->state;
+    pthread_mutex_lock(&s->lock);
+    if (pending_remove(w, stamp->time_us) && now_us > stamp->time_us) {
+        if (ring_remove(w, stamp->time_us))
+            ring_insert(w, now_us);
+        else /* displaced by a held request's reservation: that request waits for this one */
+            record_release(w, st->params.limit, stamp->time_us, now_us);
+    }
+    pthread_mutex_unlock(&s->lock);
+    stamp->window = NULL;
+}
+
+void limiter_abandon(struct limiter_stamp *stamp)
+{
+    if (stamp->window == NULL)
+        return;
+    struct stripe *s = stamp->stripe;
+    pthread_mutex_lock(&s->lock);
+    pending_remove(stamp->window, stamp->time_us);
+    pthread_mutex_unlock(&s->lock);
+    stamp->window = NULL;
+}
+
 void limiter_hold_cancel(struct limiter_hold *hold)
 {
     if (hold == NULL)
         return;
     pthread_mutex_lock(&hold->stripe->lock);
+    if (hold->depart_later)
+        pending_remove(hold->window, hold->time_us);
     ring_cancel(hold->window, hold->time_us);
     hold->window->queued--;
     pthread_mutex_unlock(&hold->stripe->lock);

@@ -26,6 +26,19 @@ struct limiter_request {
     const char *path; /* origin-form path and query; "" for CONNECT */
     size_t path_len;
     const char *client_ip; /* client's address as text without the port, or NULL: from client */
+    /* The caller stamps the request's departure (limiter_depart, or limiter_abandon when nothing
+     * was sent): until then its entry is pending and never leaves the window. 0: the entry is
+     * stamped at admission (the limiter's own tests and benchmarks). */
+    int depart_later;
+};
+
+/* An admitted request's window entry, pending until the request departs: its head is written to
+ * the origin, after DNS, connect, TLS and any parent proxy. The API counts arrivals, so the window
+ * records departures: a pending entry never leaves the window, departing moves it later (never
+ * earlier), and a held request computed from it waits for its departure + window. Private fields. */
+struct limiter_stamp {
+    void *state, *stripe, *window; /* NULL: nothing to stamp */
+    uint64_t time_us;
 };
 
 enum limiter_verdict {
@@ -47,6 +60,7 @@ struct limiter_decision {
     int paused;              /* the decision comes from an origin's pause, not the window */
     struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel; NULL for a
                                   pause, after which the caller decides again */
+    struct limiter_stamp stamp; /* ADMIT with depart_later: the entry to stamp */
 };
 
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
@@ -62,6 +76,18 @@ void limiter_decide(struct limiter *limiter, const struct limiter_request *reque
 uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us);
 /* The request went ahead (now). */
 void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us);
+/* The same for a request admitted with depart_later: its entry stays pending in *stamp. */
+void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp);
+/* The request's head went to the origin at now_us: its entry moves there (never earlier). Later
+ * calls for the same stamp change nothing. */
+void limiter_depart(struct limiter_stamp *stamp, uint64_t now_us);
+/* Nothing of the request was sent (it failed to connect, or its client left): the entry stays
+ * where it was admitted, no longer pending, which counts it without holding the window up. */
+void limiter_abandon(struct limiter_stamp *stamp);
+/* While a held request's slot follows a request that has not departed, limiter_hold_ready asks
+ * to be called again after this long. Only when a request takes longer than its window to reach
+ * its origin. */
+#define LIMITER_PENDING_RECHECK_US 5000
 /* The request was abandoned before its time: the reserved slot is given back. */
 void limiter_hold_cancel(struct limiter_hold *hold);
 

@@ -423,6 +423,21 @@ void shared_cancel(struct shared_request *r)
     evtimer_del(r->timer);
 }
 
+/* XX: a member the window dropped meanwhile stays dropped; GT: never earlier (a reservation's
+ * time may be later than its request's departure by the timer's slack). */
+static const char depart_script[] =
+    "local t = redis.call('TIME')\n"
+    "redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "return 1\n";
+
+void shared_depart(struct shared *s, const char *key, const char *member)
+{
+    if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s %s", depart_script, key,
+                          member) == REDIS_OK)
+        note_sent(s);
+}
+
 void shared_release(struct shared *s, const char *key, const char *member)
 {
     if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
@@ -454,6 +469,7 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     return NULL;
 }
 void shared_cancel(struct shared_request *r) {}
+void shared_depart(struct shared *s, const char *key, const char *member) {}
 void shared_release(struct shared *s, const char *key, const char *member) {}
 void shared_stats(struct shared *s, struct shared_stats *out) { memset(out, 0, sizeof *out); }
 

@@ -47,6 +47,9 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
                                      const struct limiter_request *request, uint64_t timeout_ms,
                                      shared_done_fn done, void *arg);
 void shared_cancel(struct shared_request *r);
+/* The request of `member` departs now: its entry moves to Redis' current time (never earlier),
+ * so the shared window counts arrivals at the origin, as limiter.c's does. Fire and forget. */
+void shared_depart(struct shared *s, const char *key, const char *member);
 /* Gives back a reservation (a held request whose client went away). */
 void shared_release(struct shared *s, const char *key, const char *member);
 

@@ -306,6 +306,8 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg);
 static size_t write_cb(char *data, size_t size, size_t nitems, void *arg);
 static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg);
 static int seek_cb(void *arg, curl_off_t offset, int origin);
+static int prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port);
 
 /* What every handle needs, forwarding or tunnelling. */
 static void easy_base(struct upstream_multi *m, CURL *e)
@@ -341,6 +343,7 @@ static void easy_configure(struct upstream_multi *m, CURL *e)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
     curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
 }
 
 /* Every handle handed out is configured for forwarding (see easy_configure). */
@@ -715,6 +718,16 @@ static int seek_cb(void *arg, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* The connection is ready and the request goes out next: the moment the rate limit counts. */
+static int prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    struct upstream *u = arg;
+    if (u->cb->on_departure != NULL)
+        u->cb->on_departure(u->ctx);
+    return CURL_PREREQFUNC_OK;
+}
+
 void upstream_set_pause(struct upstream *u, int recv_paused, int send_paused)
 {
     int mask = (recv_paused ? CURLPAUSE_RECV : 0) | (send_paused ? CURLPAUSE_SEND : 0);
@@ -840,6 +853,7 @@ static int set_forward_options(struct upstream *u, const struct upstream_request
     curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
     curl_easy_setopt(e, CURLOPT_READDATA, u);
     curl_easy_setopt(e, CURLOPT_SEEKDATA, u);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, u);
     if (req->extra_ca_file != NULL && req->extra_ca_file[0] != '\0') {
         u->extra_ca_file = req->extra_ca_file; /* owned by the config the conn holds */
         curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);

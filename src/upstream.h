@@ -51,6 +51,10 @@ struct upstream_callbacks {
     void (*on_done)(void *ctx, const struct upstream_result *result);
     /* Tunnels only: the TCP connection is up; fd is ours (a dup, close it when done). */
     void (*on_connected)(void *ctx, int fd);
+    /* The request head is about to be written to the origin: DNS, connect, TLS and a parent's
+     * CONNECT are done (CURLOPT_PREREQFUNCTION). Again if curl resends the request on a new
+     * connection. May be NULL. */
+    void (*on_departure)(void *ctx);
 };
 
 struct upstream_request {

@@ -457,6 +457,163 @@ START_TEST(test_remaining_and_reset)
 }
 END_TEST
 
+/* ---- departure stamping ------------------------------------------------------------------------ */
+
+static enum limiter_verdict ask_departing(struct limiter *l, uint64_t now,
+                                          struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr("1.1.1.1");
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .depart_later = 1};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+/* The window counts departures: an entry moves to when its request reached the origin. */
+START_TEST(test_departure_moves_entry)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision a, b, d;
+    ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l, 0, &b), LIMITER_ADMIT);
+    limiter_depart(&a.stamp, 70 * MS); /* a new connection: 70 ms of connect and TLS */
+    limiter_depart(&b.stamp, 0);
+    limiter_depart(&b.stamp, 500 * MS); /* a second departure of one stamp changes nothing */
+    ck_assert_int_eq(ask_departing(l, 1000 * MS, &d), LIMITER_ADMIT); /* b left, a counts */
+    limiter_depart(&d.stamp, 1000 * MS);
+    /* full until a (departed at 70) leaves: admission-time stamps would admit this at once */
+    ck_assert_int_eq(ask_departing(l, 1000 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(d.delay_us, 70 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 1070 * MS), 0);
+    struct limiter_stamp stamp;
+    limiter_hold_go(d.hold, &stamp);
+    limiter_depart(&stamp, 1080 * MS);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A request still on its way counts however long it takes; a held request whose slot follows it
+ * waits for its departure plus the window. */
+START_TEST(test_pending_entry_never_expires)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter_decision a, d;
+    ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l, 1500 * MS, &d), LIMITER_DELAY); /* a has not departed */
+    ck_assert_uint_eq(d.delay_us, 1000 * MS); /* a departs now at the earliest */
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 2500 * MS), LIMITER_PENDING_RECHECK_US);
+    limiter_depart(&a.stamp, 2600 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 2600 * MS), 1000 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 3600 * MS), 0);
+    limiter_hold_done(d.hold, 3600 * MS);
+    /* a reject rule says the same with Retry-After */
+    struct rate_rule strict[] = {rule("r", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
+    struct config c2 = make_config(strict, 1, 1000000);
+    struct limiter *l2 = limiter_new(&c2, NULL);
+    ck_assert_int_eq(ask_departing(l2, 0, &a), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l2, 5000 * MS, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 1000 * MS);
+    limiter_abandon(&a.stamp); /* never sent: it counts from its admission, which is long past */
+    ck_assert_int_eq(ask_departing(l2, 5000 * MS, &d), LIMITER_ADMIT);
+    limiter_abandon(&d.stamp);
+    limiter_unref(l2);
+    limiter_unref(l);
+}
+END_TEST
+
+/* Random arrivals, random connect times (some longer than the window), some requests never
+ * sent, holds released when hold_ready says so: at the origin, no window holds more than the
+ * limit of departures. */
+START_TEST(test_random_departures_never_exceed)
+{
+    const uint32_t limits[] = {1, 3, 10};
+    unsigned seed = 4242;
+    for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
+        uint32_t limit = limits[li];
+        const uint64_t window = 200 * MS;
+        struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
+        rules[0].max_delay_ms = 60000;
+        rules[0].max_queue = 100000;
+        struct config c = make_config(rules, 1, 1000000);
+        struct limiter *l = limiter_new(&c, NULL);
+        enum { HELD, ON_THE_WAY };
+        struct request {
+            int phase;
+            uint64_t at; /* when to look at it next */
+            struct limiter_hold *hold;
+            struct limiter_stamp stamp;
+            int sent;
+        } *reqs = calloc(4000, sizeof *reqs);
+        size_t nreqs = 0, ndeparted = 0;
+        uint64_t *departed = calloc(4000, sizeof *departed);
+        uint64_t now = 0;
+        for (int step = 0; step < 20000 && nreqs < 4000; step++) {
+            now += (uint64_t)(rand_r(&seed) % 10) * MS;
+            for (size_t i = 0; i < nreqs; i++) {
+                struct request *q = &reqs[i];
+                if (q->at > now || q->phase < 0)
+                    continue;
+                if (q->phase == HELD) {
+                    uint64_t more = limiter_hold_ready(q->hold, now);
+                    if (more > 0) {
+                        q->at = now + more;
+                        continue;
+                    }
+                    limiter_hold_go(q->hold, &q->stamp);
+                    q->phase = ON_THE_WAY;
+                    q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
+                    continue;
+                }
+                if (q->sent) {
+                    limiter_depart(&q->stamp, now);
+                    departed[ndeparted++] = now;
+                } else {
+                    limiter_abandon(&q->stamp);
+                }
+                q->phase = -1;
+            }
+            if (rand_r(&seed) % 3 != 0)
+                continue;
+            struct request *q = &reqs[nreqs++];
+            struct limiter_decision d;
+            enum limiter_verdict v = ask_departing(l, now, &d);
+            /* connect and TLS: mostly short, now and then longer than the window */
+            uint64_t connect = (uint64_t)(rand_r(&seed) % 20 == 0 ? 150 + rand_r(&seed) % 300
+                                                                   : rand_r(&seed) % 60) * MS;
+            q->sent = rand_r(&seed) % 10 != 0;
+            if (v == LIMITER_ADMIT) {
+                q->stamp = d.stamp;
+                q->phase = ON_THE_WAY;
+                q->at = now + connect;
+            } else if (v == LIMITER_DELAY) {
+                q->hold = d.hold;
+                q->phase = HELD;
+                q->at = now + d.delay_us;
+            } else {
+                q->phase = -1;
+            }
+        }
+        for (size_t i = 0; i < nreqs; i++) { /* what is left goes now, in order */
+            if (reqs[i].phase == HELD)
+                limiter_hold_cancel(reqs[i].hold);
+            else if (reqs[i].phase == ON_THE_WAY)
+                limiter_abandon(&reqs[i].stamp);
+        }
+        ck_assert_uint_gt(ndeparted, 100);
+        qsort(departed, ndeparted, sizeof *departed, cmp_u64);
+        assert_window_invariant(departed, ndeparted, window, limit);
+        free(departed);
+        free(reqs);
+        limiter_unref(l);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limiter");
@@ -473,6 +630,9 @@ int main(void)
     tcase_add_test(tc, test_reload_keeps_unchanged_rules);
     tcase_add_test(tc, test_two_threads_one_key);
     tcase_add_test(tc, test_remaining_and_reset);
+    tcase_add_test(tc, test_departure_moves_entry);
+    tcase_add_test(tc, test_pending_entry_never_expires);
+    tcase_add_test(tc, test_random_departures_never_exceed);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
