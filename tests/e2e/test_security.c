@@ -1,8 +1,8 @@
 /* test_security.c — issue 8: rlproxy is not an open proxy, proxy authentication (Basic over
  * Proxy-Authorization, crypt(3) hashes, users file, reload, per-user limits, CONNECT), the
  * destination policy (default link-local deny, address blocks checked after DNS, name patterns,
- * CONNECT, destination ports), Via loop detection, the per-client connection cap, slow clients,
- * and end-to-end proof that smuggled requests never reach the origin.
+ * CONNECT, destination ports), Via loop detection, the per-client connection cap and slow clients.
+ * The proof that smuggled requests never reach the origin is test_smuggling.c.
  *
  * Nothing here leaves the machine. Requests to denied non-loopback destinations (169.254.169.254,
  * fe80::1, *.internal names) go through a proxy whose upstream_proxy is the local test origin: the
@@ -1048,125 +1048,6 @@ START_TEST(test_idle_connections_do_not_block)
 }
 END_TEST
 
-/* ---- smuggling ------------------------------------------------------------------------------- */
-
-struct smuggle {
-    const char *name;
-    const char *head; /* printf: %1$d origin port; ends with the header lines, without CRLF CRLF */
-    const char *body; /* printf: %1$d origin port */
-    int cl_from_body; /* append Content-Length: <body length> */
-};
-
-/* The inner request, in both forms an origin or the proxy itself could take as a request */
-#define INNER                                                                                      \
-    "GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"                                            \
-    "GET http://127.0.0.1:%1$d/smuggled-absolute HTTP/1.1\r\nHost: 127.0.0.1:%1$d\r\n\r\n"
-
-static const struct smuggle smuggles[] = {
-    {"CL.TE",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\nHost: 127.0.0.1:%1$d\r\n"
-     "Transfer-Encoding: chunked",
-     "0\r\n\r\n" INNER, 1},
-    {"TE.CL",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\nHost: 127.0.0.1:%1$d\r\n"
-     "Transfer-Encoding: chunked\r\nContent-Length: 4",
-     "5c\r\n" INNER "\r\n0\r\n\r\n", 0},
-    {"two Content-Length",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nContent-Length: 0",
-     INNER, 1},
-    {"Content-Length list",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nContent-Length: 0, 0",
-     INNER, 0},
-    {"TE chunked, identity",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nTransfer-Encoding: chunked, identity",
-     "0\r\n\r\n" INNER, 1},
-    {"TE identity, chunked",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nTransfer-Encoding: identity, chunked",
-     "0\r\n\r\n" INNER, 0},
-    {"TE obs-fold",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\nHost: 127.0.0.1:%1$d\r\n"
-     "Transfer-Encoding: identity\r\n chunked",
-     "0\r\n\r\n" INNER, 1},
-    {"TE fold from empty",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nTransfer-Encoding:\r\n chunked",
-     "0\r\n\r\n" INNER, 1},
-    {"TE space before colon",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nTransfer-Encoding : chunked",
-     "0\r\n\r\n" INNER, 1},
-    {"TE xchunked",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\nHost: 127.0.0.1:%1$d\r\n"
-     "Transfer-Encoding: xchunked",
-     "0\r\n\r\n" INNER, 1},
-    {"TE vertical tab",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\r\nTransfer-Encoding: \vchunked",
-     "0\r\n\r\n" INNER, 1},
-    {"two TE",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\nHost: 127.0.0.1:%1$d\r\n"
-     "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
-     "0\r\n\r\n" INNER, 1},
-    {"bare LF request line",
-     "GET http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\n"
-     "Host: 127.0.0.1:%1$d\n",
-     INNER, 0},
-    {"bare LF in headers",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.1\r\n"
-     "Host: 127.0.0.1:%1$d\nContent-Length: 0",
-     INNER, 0},
-    {"TE in HTTP/1.0",
-     "POST http://127.0.0.1:%1$d/smuggle-outer HTTP/1.0\r\n"
-     "Transfer-Encoding: chunked",
-     "0\r\n\r\n" INNER, 1},
-    {NULL, NULL, NULL, 0},
-};
-
-START_TEST(test_smuggling_never_reaches_origin)
-{
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
-    for (const struct smuggle *s = smuggles; s->name != NULL; s++) {
-        char *head = NULL, *body = NULL, *req = NULL;
-        ck_assert(asprintf(&head, s->head, o->port) > 0);
-        ck_assert(asprintf(&body, s->body, o->port) > 0);
-        if (s->cl_from_body)
-            ck_assert(asprintf(&req, "%s\r\nContent-Length: %zu\r\n\r\n%s", head, strlen(body),
-                               body) > 0);
-        else
-            ck_assert(asprintf(&req, "%s\r\n\r\n%s", head, body) > 0);
-        struct raw *c = raw_connect(p->port);
-        raw_send_str(c, req);
-        struct http_response r;
-        int rc = raw_read_response(c, &r, 0, T_MS);
-        ck_assert_msg(rc == RAW_OK, "%s: %s", s->name, raw_result_name(rc));
-        ck_assert_msg(r.status == 400, "%s: status %d, want 400; body: %s", s->name, r.status,
-                      r.body);
-        http_response_free(&r);
-        /* nothing else: the rest is never parsed as a request */
-        ck_assert_msg(raw_wait_closed(c, 2000), "%s: connection not closed after the 400", s->name);
-        raw_close(c);
-        free(head);
-        free(body);
-        free(req);
-    }
-    /* a request after all of them: once it arrived, nothing smuggled is still on its way */
-    ck_assert_int_eq(get_status(p, o, "/headers/after-smuggling", NULL), 200);
-    char *log = origin_get(o, "/log");
-    ck_assert_msg(strstr(log, "after-smuggling") != NULL, "origin log: %s", log);
-    ck_assert_msg(text_count(log, "smuggl") == 1,
-                  "a smuggled or refused request reached the origin: %s", log);
-    free(log);
-    ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));
-    proxy_stop(p);
-    origin_stop(o);
-}
-END_TEST
-
 /* ---- password guessing ----------------------------------------------------------------------- */
 
 struct guesser {
@@ -1304,7 +1185,6 @@ static Suite *security_suite(void)
     tcase_add_test(tc, test_max_connections_per_client);
     tcase_add_test(tc, test_slowloris_header_timeout);
     tcase_add_test(tc, test_idle_connections_do_not_block);
-    tcase_add_test(tc, test_smuggling_never_reaches_origin);
     suite_add_tcase(s, tc);
     return s;
 }
