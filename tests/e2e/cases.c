@@ -1,7 +1,7 @@
-/* cases.c — reads, expands and plays the request cases of tests/cases/ (format: tests/cases/README).
- * Line ends in the request section are layout, not bytes, so that a bare LF, a bare CR or a missing
- * CRLF is always written out and never depends on an editor; anything that is not printable ASCII
- * must be escaped for the same reason. */
+/* cases.c — reads, expands and plays the request cases of tests/cases/ (format:
+ * tests/cases/README). Line ends in the request section are layout, not bytes, so that a bare LF, a
+ * bare CR or a missing CRLF is always written out and never depends on an editor; anything that is
+ * not printable ASCII must be escaped for the same reason. */
 #include "cases.h"
 
 #include "harness.h"
@@ -22,17 +22,25 @@
 
 /* ---- listing --------------------------------------------------------------------------------- */
 
+static void case_list_free(char **files, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(files[i]);
+    free(files);
+}
+
 static int compare_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-size_t case_list(const char *dir, char ***files)
+size_t case_list(const char *dir, size_t min_count, char ***files)
 {
     *files = NULL;
     const char *src = getenv("RLPROXY_SRCDIR");
     if (src == NULL) {
-        fprintf(stderr, "case_list: RLPROXY_SRCDIR is not set (run the suite through make check)\n");
+        fprintf(stderr,
+                "case_list: RLPROXY_SRCDIR is not set (run the suite through make check)\n");
         return 0;
     }
     char path[1024];
@@ -58,9 +66,10 @@ size_t case_list(const char *dir, char ***files)
             abort();
     }
     closedir(d);
-    if (count == 0) {
-        fprintf(stderr, "case_list: no *.txt case in %s\n", path);
-        free(list);
+    if (count < min_count) {
+        fprintf(stderr, "case_list: %zu *.txt cases in %s, want %zu or more\n", count, path,
+                min_count);
+        case_list_free(list, count);
         return 0;
     }
     qsort(list, count, sizeof *list, compare_names);
@@ -68,11 +77,18 @@ size_t case_list(const char *dir, char ***files)
     return count;
 }
 
-void case_list_free(char **files, size_t count)
+int case_driver_main(const char *dir, size_t min_count, struct case_dir *cases, TCase *each,
+                     const TTest *each_test, TCase *all, const TTest *all_test)
 {
-    for (size_t i = 0; i < count; i++)
-        free(files[i]);
-    free(files);
+    cases->count = case_list(dir, min_count, &cases->files);
+    if (cases->count == 0)
+        return EXIT_FAILURE;
+    Suite *s = suite_create(dir);
+    tcase_add_loop_test(each, each_test, 0, (int)cases->count);
+    suite_add_tcase(s, each);
+    tcase_add_test(all, all_test);
+    suite_add_tcase(s, all);
+    return harness_run_suite(s);
 }
 
 /* ---- parsing the header block ---------------------------------------------------------------- */
@@ -103,7 +119,8 @@ static void parse_status(const struct request_case *c, int line, const char *val
     long second = 0;
     if (*end == ' ')
         second = strtol(end + 1, &end, 10);
-    if (*end != '\0' || first < 100 || first > 599 || (second != 0 && (second < 100 || second > 599)))
+    if (*end != '\0' || first < 100 || first > 599 ||
+        (second != 0 && (second < 100 || second > 599)))
         case_fail(c->file, line, "expect-status \"%s\": one status, two, or \"none\"", value);
     *status = (int)first;
     *alt = (int)second;
@@ -143,8 +160,8 @@ static void parse_key(struct request_case *c, int line, const char *key, const c
         else
             case_fail(c->file, line, "send \"%s\": all, shut-wr or close", value);
     } else {
-        case_fail(c->file, line, "unknown key \"%s\" (name, expect-status, why, send, first-status)",
-                  key);
+        case_fail(c->file, line,
+                  "unknown key \"%s\" (name, expect-status, why, send, first-status)", key);
     }
 }
 
@@ -262,46 +279,29 @@ static int hex_value(int ch)
 /* p is just after the backslash; returns what follows the escape */
 static const char *expand_escape(struct expander *e, const char *p)
 {
-    switch (*p) {
-    case 'r':
-        out_add_byte(e, '\r');
-        break;
-    case 'n':
-        out_add_byte(e, '\n');
-        break;
-    case 't':
-        out_add_byte(e, '\t');
-        break;
-    case 'v':
-        out_add_byte(e, '\v');
-        break;
-    case '0':
-        out_add_byte(e, 0);
-        break;
-    case '\\':
-    case '{':
-    case '}':
-        out_add_byte(e, *p);
-        break;
-    case 'x': {
+    static const char letters[] = "rntv0\\{}";
+    static const char bytes[] = {'\r', '\n', '\t', '\v', '\0', '\\', '{', '}'};
+    const char *letter = *p != '\0' ? strchr(letters, *p) : NULL;
+    if (letter != NULL) {
+        out_add_byte(e, bytes[letter - letters]);
+        return p + 1;
+    }
+    if (*p == 'x') {
         int high = hex_value(p[1]), low = high < 0 ? -1 : hex_value(p[2]);
         if (high < 0 || low < 0)
             case_fail(e->c->file, e->line, "\\x takes two hex digits");
         out_add_byte(e, high * 16 + low);
         return p + 3;
     }
-    case '\0':
-    case '\n':
+    if (*p == '\0' || *p == '\n')
         case_fail(e->c->file, e->line, "a backslash at the end of a line");
-    default:
-        case_fail(e->c->file, e->line, "unknown escape \\%c (\\r \\n \\t \\v \\0 \\xHH \\\\ \\{ \\})",
-                  *p);
-    }
-    return p + 1;
+    case_fail(e->c->file, e->line, "unknown escape \\%c (\\r \\n \\t \\v \\0 \\xHH \\\\ \\{ \\})",
+              *p);
 }
 
 /* The count of {repeat N ...} or {random N}: digits, then end (a space or "}") */
-static unsigned long directive_count(struct expander *e, const char **p, char end, unsigned long max)
+static unsigned long directive_count(struct expander *e, const char **p, char end,
+                                     unsigned long max)
 {
     char *stop;
     unsigned long n = strtoul(*p, &stop, 10);

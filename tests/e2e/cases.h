@@ -6,6 +6,7 @@
 #ifndef RLPROXY_TEST_CASES_H
 #define RLPROXY_TEST_CASES_H
 
+#include <check.h>
 #include <stddef.h>
 
 enum case_send {
@@ -31,11 +32,23 @@ struct case_bytes {
     size_t len;
 };
 
-/* The *.txt files of tests/cases/<dir> (below $RLPROXY_SRCDIR), sorted, as "tests/cases/<dir>/x.txt"
- * in *files (malloc'd, free with case_list_free). Returns how many; 0 after printing why on stderr
- * when the directory cannot be read or holds no case: call it from main(), before the suite runs. */
-size_t case_list(const char *dir, char ***files);
-void case_list_free(char **files, size_t count);
+/* The *.txt files of tests/cases/<dir> (below $RLPROXY_SRCDIR), sorted, as
+ * "tests/cases/<dir>/x.txt" in *files (malloc'd). Returns how many; 0 after printing why on stderr
+ * when the directory cannot be read or holds fewer than min_count cases (then the directory was not
+ * read as it should be): call it from main(), before the suite runs. */
+size_t case_list(const char *dir, size_t min_count, char ***files);
+
+/* A driver's cases: the files case_list found */
+struct case_dir {
+    char **files;
+    size_t count;
+};
+/* A driver's main(): lists tests/cases/<dir> into *cases (which lives as long as the process: the
+ * forked tests index it), then runs a suite with each_test as a loop test over the files in `each`
+ * and all_test once in `all`. EXIT_FAILURE without running anything when case_list finds fewer
+ * than min_count files. */
+int case_driver_main(const char *dir, size_t min_count, struct case_dir *cases, TCase *each,
+                     const TTest *each_test, TCase *all, const TTest *all_test);
 
 /* Parses one case file; fails the running test, naming file and line, when it is malformed. */
 void case_load(const char *file, struct request_case *c);

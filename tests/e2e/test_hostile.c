@@ -18,8 +18,7 @@
 #define T_MS 5000
 #define MIN_CASES 30 /* fewer means the directory was not read as it should be */
 
-static char **g_files; /* the case files, listed by main() before the suite forks */
-static size_t g_file_count;
+static struct case_dir g_cases; /* listed by main() before the suite forks */
 
 static void note(char *report, size_t cap, const char *fmt, const char *file, const char *detail)
 {
@@ -51,7 +50,7 @@ static void case_teardown(void)
 START_TEST(test_hostile_case)
 {
     struct request_case c;
-    case_load(g_files[_i], &c);
+    case_load(g_cases.files[_i], &c);
     struct proxy *p = proxy_start(NULL);
     g_case_proxy = p;
     const char *why = case_play(&c, p->port, g_origin->port);
@@ -69,7 +68,8 @@ START_TEST(test_hostile_case)
 }
 END_TEST
 
-/* ---- every case on one proxy: nothing accumulates, nothing leaks into later requests ---------- */
+/* ---- every case on one proxy: nothing accumulates, nothing leaks into later requests ----------
+ */
 
 START_TEST(test_hostile_inputs_one_proxy)
 {
@@ -81,9 +81,9 @@ START_TEST(test_hostile_inputs_one_proxy)
     int bad = 0;
     char url[300];
     origin_url(o, "/bytes/10", url, sizeof url);
-    for (size_t i = 0; i < g_file_count; i++) {
+    for (size_t i = 0; i < g_cases.count; i++) {
         struct request_case c;
-        case_load(g_files[i], &c);
+        case_load(g_cases.files[i], &c);
         uint64_t t0 = now_ms();
         const char *why = case_play(&c, p->port, o->port);
         if (why[0] != '\0') {
@@ -109,7 +109,7 @@ START_TEST(test_hostile_inputs_one_proxy)
         case_free(&c);
     }
     fflush(stdout);
-    ck_assert_msg(bad == 0, "%d of %zu hostile cases went wrong:%s", bad, g_file_count, report);
+    ck_assert_msg(bad == 0, "%d of %zu hostile cases went wrong:%s", bad, g_cases.count, report);
     free(report);
     /* nothing that was refused reached the origin: only the valid requests did */
     char *log = origin_get(o, "/log");
@@ -120,31 +120,13 @@ START_TEST(test_hostile_inputs_one_proxy)
 }
 END_TEST
 
-static Suite *hostile_suite(void)
+int main(void)
 {
-    Suite *s = suite_create("hostile");
     /* not harness_tcase: its teardown would kill the shared origin from inside each forked case */
     TCase *each = tcase_create("each");
     tcase_set_timeout(each, 30);
     tcase_add_unchecked_fixture(each, origin_up, origin_down);
     tcase_add_checked_fixture(each, NULL, case_teardown);
-    tcase_add_loop_test(each, test_hostile_case, 0, (int)g_file_count);
-    suite_add_tcase(s, each);
-    TCase *all = harness_tcase("one proxy", 120);
-    tcase_add_test(all, test_hostile_inputs_one_proxy);
-    suite_add_tcase(s, all);
-    return s;
-}
-
-int main(void)
-{
-    g_file_count = case_list("hostile", &g_files);
-    if (g_file_count < MIN_CASES) {
-        fprintf(stderr, "test_hostile: %zu case files in tests/cases/hostile, want %d or more\n",
-                g_file_count, MIN_CASES);
-        return EXIT_FAILURE;
-    }
-    int status = harness_run_suite(hostile_suite());
-    case_list_free(g_files, g_file_count);
-    return status;
+    return case_driver_main("hostile", MIN_CASES, &g_cases, each, test_hostile_case,
+                            harness_tcase("one proxy", 120), test_hostile_inputs_one_proxy);
 }

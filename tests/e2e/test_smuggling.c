@@ -17,8 +17,7 @@
 
 #define MIN_CASES 10 /* fewer means the directory was not read as it should be */
 
-static char **g_files; /* the case files, listed by main() before the suite forks */
-static size_t g_file_count;
+static struct case_dir g_cases; /* listed by main() before the suite forks */
 
 /* A valid request after the cases: once the origin logged it, anything the proxy had forwarded
  * before it has arrived too; then "smuggl" may appear in the log only as that request's target. */
@@ -39,7 +38,7 @@ static void assert_nothing_smuggled(struct proxy *p, struct origin *o, const cha
 START_TEST(test_smuggling_case)
 {
     struct request_case c;
-    case_load(g_files[_i], &c);
+    case_load(g_cases.files[_i], &c);
     struct fixture f = {.o = origin_start(0)};
     f.p = proxy_start(NULL);
     const char *why = case_play(&c, f.p->port, f.o->port);
@@ -55,9 +54,9 @@ START_TEST(test_smuggling_one_proxy)
 {
     struct fixture f = {.o = origin_start(0)};
     f.p = proxy_start(NULL);
-    for (size_t i = 0; i < g_file_count; i++) {
+    for (size_t i = 0; i < g_cases.count; i++) {
         struct request_case c;
-        case_load(g_files[i], &c);
+        case_load(g_cases.files[i], &c);
         const char *why = case_play(&c, f.p->port, f.o->port);
         ck_assert_msg(why[0] == '\0', "%s (%s): %s", c.file, c.name, why);
         case_free(&c);
@@ -68,27 +67,9 @@ START_TEST(test_smuggling_one_proxy)
 }
 END_TEST
 
-static Suite *smuggling_suite(void)
-{
-    Suite *s = suite_create("smuggling");
-    TCase *each = harness_tcase("each", 30);
-    tcase_add_loop_test(each, test_smuggling_case, 0, (int)g_file_count);
-    suite_add_tcase(s, each);
-    TCase *all = harness_tcase("one proxy", 60);
-    tcase_add_test(all, test_smuggling_one_proxy);
-    suite_add_tcase(s, all);
-    return s;
-}
-
 int main(void)
 {
-    g_file_count = case_list("smuggling", &g_files);
-    if (g_file_count < MIN_CASES) {
-        fprintf(stderr, "test_smuggling: %zu case files in tests/cases/smuggling, want %d or more\n",
-                g_file_count, MIN_CASES);
-        return EXIT_FAILURE;
-    }
-    int status = harness_run_suite(smuggling_suite());
-    case_list_free(g_files, g_file_count);
-    return status;
+    return case_driver_main("smuggling", MIN_CASES, &g_cases, harness_tcase("each", 30),
+                            test_smuggling_case, harness_tcase("one proxy", 60),
+                            test_smuggling_one_proxy);
 }
