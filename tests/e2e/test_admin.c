@@ -103,25 +103,6 @@ static double wait_metric(struct proxy *p, const char *series, double want, int 
     return v;
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
-static int wait_log(struct proxy *p, const char *text, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    while (!proxy_log_contains(p, text)) {
-        if (now_ms() > deadline)
-            return 0;
-        sleep_ms(10);
-    }
-    return 1;
-}
-
 /* ---- tests ------------------------------------------------------------------------------------
  */
 
@@ -395,13 +376,13 @@ START_TEST(test_reload_counters)
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "timeouts:\n  client_idle: 20s\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    ck_assert(proxy_wait_log(p, "configuration reloaded from", 5000));
     ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}", 1, 2000) == 1);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}") == 0);
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "timeouts:\n  client_idle: never\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert(wait_log(p, "reload failed", 5000));
+    ck_assert(proxy_wait_log(p, "reload failed", 5000));
     ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}", 1, 2000) == 1);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"ok\"}") == 1);
     /* the endpoint survives reloads on the same port */
@@ -450,7 +431,7 @@ START_TEST(test_healthz_while_draining)
     free(req);
     sleep_ms(300);
     ck_assert(kill(p->pid, SIGTERM) == 0);
-    ck_assert(wait_log(p, "stopping", 2000));
+    ck_assert(proxy_wait_log(p, "stopping", 2000));
     struct fetch_res rs;
     admin_fetch(p, NULL, "/healthz", &rs);
     ck_assert_msg(rs.status == 503, "/healthz while draining: %ld", rs.status);

@@ -30,14 +30,6 @@
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
 /* How many requests the origin logged whose entry contains needle (its /log is JSON) */
 static size_t origin_seen(const struct origin *o, const char *needle)
 {
@@ -123,53 +115,11 @@ static int get_url(struct proxy *p, const char *url, struct http_response *r)
     return exchange(p->port, req, r);
 }
 
-static struct raw *connect_from(int port, const char *src)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    ck_assert(fd >= 0);
-    if (src != NULL) {
-        struct sockaddr_in from = {.sin_family = AF_INET};
-        ck_assert(inet_pton(AF_INET, src, &from.sin_addr) == 1);
-        ck_assert_msg(bind(fd, (struct sockaddr *)&from, sizeof from) == 0, "bind %s: %s", src,
-                      strerror(errno));
-    }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    if (rc < 0 && errno == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        int soerr = ETIMEDOUT;
-        socklen_t len = sizeof soerr;
-        if (poll(&pfd, 1, 5000) == 1)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-        rc = soerr == 0 ? 0 : -1;
-        errno = soerr;
-    }
-    ck_assert_msg(rc == 0, "connect 127.0.0.1:%d from %s: %s", port, src ? src : "any",
-                  strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct raw *c = calloc(1, sizeof *c);
-    ck_assert(c != NULL);
-    c->fd = fd;
-    return c;
-}
-
 /* Rewrites the config file, SIGHUP, waits (bounded) for "configuration reloaded" */
 static void reload_with(struct proxy *p, const char *yaml)
 {
-    size_t ok0 = proxy_log_count(p, "configuration reloaded from ");
-    size_t bad0 = proxy_log_count(p, "reload failed");
-    write_text(p->conf_path, yaml);
-    ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
-    uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    while (proxy_log_count(p, "configuration reloaded from ") == ok0) {
-        ck_assert_msg(proxy_log_count(p, "reload failed") == bad0, "reload failed:\n%s",
-                      proxy_log_tail(p, 1500));
-        ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));
-        ck_assert_msg(now_ms() < deadline, "no reload logged; log:\n%s", proxy_log_tail(p, 1500));
-        sleep_ms(5);
-    }
+    ck_assert_msg(proxy_reload(p, yaml, RELOAD_WAIT_MS), "reload failed:\n%s",
+                  proxy_log_tail(p, 1500));
     sleep_ms(100); /* the workers pick the new config up from their loops */
 }
 
@@ -927,7 +877,7 @@ START_TEST(test_max_connections_per_client)
     assert_closed(fourth, "4th connection");
     raw_close(fourth);
     /* another client address is not affected */
-    struct raw *other = connect_from(p->port, "127.0.0.2");
+    struct raw *other = raw_connect_src(p->port, "127.0.0.2");
     ck_assert_int_eq(get_on(other, o, "/headers/other-client", &r), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);

@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -61,20 +60,6 @@
 
 /* ---- clocks ---------------------------------------------------------------------------------- */
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void sleep_until_us(uint64_t t)
-{
-    struct timespec ts = {(time_t)(t / 1000000u), (long)(t % 1000000u) * 1000L};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
-}
-
 /* ---- redis-server, the test's own ---------------------------------------------------------------
  * Spawned directly (not through the harness, which has no API for it) with PR_SET_PDEATHSIG, from
  * the test's main thread only (the death signal follows the thread that forked), and also killed
@@ -92,24 +77,9 @@ static pid_t g_redis_pids[MAX_REDIS];
 static char g_redis_server[512], g_redis_cli[512];
 static int g_redis_major = -1;
 
-static void redis_track(pid_t pid, int add)
-{
-    for (int i = 0; i < MAX_REDIS; i++)
-        if (add ? g_redis_pids[i] == 0 : g_redis_pids[i] == pid) {
-            g_redis_pids[i] = add ? pid : 0;
-            return;
-        }
-}
+static void redis_track(pid_t pid, int add) { pid_set_track(g_redis_pids, MAX_REDIS, pid, add); }
 
-static void redis_teardown(void)
-{
-    for (int i = 0; i < MAX_REDIS; i++)
-        if (g_redis_pids[i] > 0) {
-            kill(g_redis_pids[i], SIGKILL);
-            waitpid(g_redis_pids[i], NULL, 0);
-            g_redis_pids[i] = 0;
-        }
-}
+static void redis_teardown(void) { pid_set_kill(g_redis_pids, MAX_REDIS); }
 
 /* Absolute path of an executable found in PATH (or the usual Debian places); 0 or -1 */
 static int find_program(const char *name, char *out, size_t len)
@@ -170,35 +140,6 @@ static char *redis_cli_v(int port, const char *const *args)
 }
 
 #define redis_cli(port, ...) redis_cli_v((port), (const char *const[]){__VA_ARGS__, NULL})
-
-static pid_t spawn_logged(char *const argv[], const char *log_path)
-{
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    ck_assert_msg(fd >= 0, "open %s: %s", log_path, strerror(errno));
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        int devnull = open("/dev/null", O_RDONLY);
-        dup2(devnull, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        closefrom(3);
-        execv(argv[0], argv);
-        dprintf(2, "test_shared: exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fd);
-    return pid;
-}
 
 /* 1 when PONG came back within timeout_ms */
 static int redis_pong(int port, int timeout_ms)
@@ -493,83 +434,14 @@ static struct proxy *shared_proxy(int redis_port, const char *on_error, const ch
 
 /* ---- clients that threads may use (no ck_assert inside) -------------------------------------- */
 
-static struct raw *connect_to(int port, char *err, size_t err_len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        snprintf(err, err_len, "socket: %s", strerror(errno));
-        return NULL;
-    }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    if (rc < 0 && errno == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        int soerr = ETIMEDOUT;
-        socklen_t len = sizeof soerr;
-        if (poll(&pfd, 1, 5000) == 1)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-        rc = soerr == 0 ? 0 : -1;
-        errno = soerr;
-    }
-    if (rc < 0) {
-        snprintf(err, err_len, "connect 127.0.0.1:%d: %s", port, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct raw *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        close(fd);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    c->fd = fd;
-    return c;
-}
-
-static struct raw *xconnect(int port)
-{
-    char err[200];
-    struct raw *c = connect_to(port, err, sizeof err);
-    ck_assert_msg(c != NULL, "%s", err);
-    return c;
-}
-
-static int send_get(struct raw *c, int origin_port, const char *path)
-{
-    char req[1024];
-    int n = snprintf(req, sizeof req,
-                     "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
-                     origin_port, path, origin_port);
-    return raw_try_send(c, req, (size_t)n);
-}
-
-/* One GET on c: RAW_OK or the harness's error code. r is always initialised (free it). */
-static int get_on(struct raw *c, int origin_port, const char *path, struct http_response *r,
-                  int timeout_ms)
-{
-    memset(r, 0, sizeof *r);
-    if (send_get(c, origin_port, path) != 0)
-        return RAW_CLOSED;
-    return raw_read_response(c, r, 0, timeout_ms);
-}
-
-static int wants_close(const struct http_response *r)
-{
-    const char *v = resp_header(r, "Connection", 0);
-    return v != NULL && strcasestr(v, "close") != NULL;
-}
-
 /* A GET on a fresh connection through the proxy; fails the test unless a response arrives.
  * Returns the status; *ms (when not NULL) the time it took. */
 static int fresh_get(int proxy_port, const struct origin *o, const char *path,
                      struct http_response *r, double *ms)
 {
     uint64_t t = now_us();
-    struct raw *c = xconnect(proxy_port);
-    int rc = get_on(c, o->port, path, r, T_MS);
+    struct raw *c = raw_connect_src(proxy_port, NULL);
+    int rc = raw_request_on(c, "GET", "127.0.0.1", o->port, path, r, T_MS);
     raw_close(c);
     if (ms != NULL)
         *ms = (double)(now_us() - t) / 1000.0;
@@ -641,121 +513,6 @@ static int wait_log_lines(struct proxy *p, const char *text, int want, int timeo
 #define DOWN_LINE "shared limits: Redis unavailable"
 #define BACK_LINE "shared limits: Redis is back"
 
-/* ---- load: paced client threads -------------------------------------------------------------- */
-
-struct load {
-    int proxy_port, origin_port;
-    const char *prefix;
-    int id;
-    uint64_t start_us, end_us; /* sends requests while now < end_us */
-    uint64_t offset_us;        /* first request at start_us + offset_us */
-    uint64_t period_us;        /* then one per period (missed slots are skipped, not bunched) */
-    long sent, ok, limited, other, errors;
-    int other_status;
-    uint64_t max_us; /* slowest answer */
-    char error[240];
-};
-
-static void *load_thread(void *arg)
-{
-    struct load *l = arg;
-    /* connected before the start: the first request of the run is not slower than the rest */
-    struct raw *c = connect_to(l->proxy_port, l->error, sizeof l->error);
-    if (c == NULL) {
-        l->errors++;
-        return NULL;
-    }
-    uint64_t next = l->start_us + l->offset_us;
-    for (unsigned j = 0;; j++) {
-        sleep_until_us(next);
-        if (now_us() >= l->end_us)
-            break;
-        if (c == NULL && (c = connect_to(l->proxy_port, l->error, sizeof l->error)) == NULL) {
-            l->errors++;
-            break;
-        }
-        char path[160];
-        snprintf(path, sizeof path, "%s?t=%d&j=%u", l->prefix, l->id, j);
-        struct http_response r;
-        uint64_t t = now_us();
-        int rc = get_on(c, l->origin_port, path, &r, 5000);
-        uint64_t took = now_us() - t;
-        if (took > l->max_us)
-            l->max_us = took;
-        l->sent++;
-        if (rc != RAW_OK) {
-            if (l->errors++ == 0)
-                snprintf(l->error, sizeof l->error, "%s: %s", path, raw_result_name(rc));
-            raw_close(c);
-            c = NULL;
-        } else {
-            if (r.status == 200)
-                l->ok++;
-            else if (r.status == 429)
-                l->limited++;
-            else if (l->other++ == 0)
-                l->other_status = r.status;
-            if (wants_close(&r)) {
-                raw_close(c);
-                c = NULL;
-            }
-        }
-        http_response_free(&r);
-        next += l->period_us;
-        uint64_t now = now_us();
-        if (next < now)
-            next += ((now - next) / l->period_us + 1) * l->period_us;
-    }
-    raw_close(c);
-    return NULL;
-}
-
-/* `threads` clients, thread k on proxies[k % nproxies] with prefixes[k % nproxies], each sending
- * one GET per period from start to end, thread k starting k*period/threads after start. Per-thread
- * results in l[] (at least `threads` entries). */
-static void run_load(struct proxy **proxies, const char **prefixes, int nproxies,
-                     const struct origin *o, int threads, uint64_t start, uint64_t end,
-                     uint64_t period, struct load *l)
-{
-    pthread_t tid[16];
-    ck_assert(threads <= 16);
-    for (int k = 0; k < threads; k++) {
-        l[k] = (struct load){.proxy_port = proxies[k % nproxies]->port,
-                             .origin_port = o->port,
-                             .prefix = prefixes[k % nproxies],
-                             .id = k,
-                             .start_us = start,
-                             .end_us = end,
-                             .offset_us = period * (uint64_t)k / (uint64_t)threads,
-                             .period_us = period};
-        ck_assert(pthread_create(&tid[k], NULL, load_thread, &l[k]) == 0);
-    }
-    for (int k = 0; k < threads; k++)
-        pthread_join(tid[k], NULL);
-}
-
-/* Sums l[k] for the threads k with k % nproxies == which (which < 0: all) */
-static struct load load_sum(const struct load *l, int threads, int nproxies, int which)
-{
-    struct load t = {0};
-    for (int k = 0; k < threads; k++) {
-        if (which >= 0 && k % nproxies != which)
-            continue;
-        t.sent += l[k].sent;
-        t.ok += l[k].ok;
-        t.limited += l[k].limited;
-        t.other += l[k].other;
-        t.errors += l[k].errors;
-        if (l[k].other > 0)
-            t.other_status = l[k].other_status;
-        if (l[k].errors > 0)
-            snprintf(t.error, sizeof t.error, "%s", l[k].error);
-        if (l[k].max_us > t.max_us)
-            t.max_us = l[k].max_us;
-    }
-    return t;
-}
-
 /* ---- 1. two instances, one window ------------------------------------------------------------ */
 
 START_TEST(test_two_instances_one_window)
@@ -773,7 +530,7 @@ START_TEST(test_two_instances_one_window)
     struct load l[THREADS];
     const char *warm_prefix[2] = {"/bytes/1/warm/a", "/bytes/1/warm/b"};
     uint64_t t = now_us();
-    run_load(p, warm_prefix, 2, o, THREADS, t, t + 150000, 5000, l);
+    load_run(p, warm_prefix, 2, o, THREADS, t, t + 150000, 5000, LOAD_CONNECT_EARLY, l);
     struct load w = load_sum(l, THREADS, 2, -1);
     ck_assert_msg(w.errors == 0 && w.ok == w.sent, "warm-up: %ld sent, %ld ok, %ld errors (%s)",
                   w.sent, w.ok, w.errors, w.error);
@@ -783,7 +540,7 @@ START_TEST(test_two_instances_one_window)
      * on a grid the window maps onto itself (see test_ratelimit.c). */
     const char *prefix[2] = {"/bytes/1/fleet/a", "/bytes/1/fleet/b"};
     uint64_t start = now_us() + 50000, duration_us = (uint64_t)WINDOWS * W * 1000;
-    run_load(p, prefix, 2, o, THREADS, start, start + duration_us, 96000, l);
+    load_run(p, prefix, 2, o, THREADS, start, start + duration_us, 96000, LOAD_CONNECT_EARLY, l);
     struct load total = load_sum(l, THREADS, 2, -1), a0 = load_sum(l, THREADS, 2, 0),
                 a1 = load_sum(l, THREADS, 2, 1);
     ck_assert_msg(total.errors == 0, "%ld requests failed; first: %s", total.errors, total.error);
@@ -859,12 +616,12 @@ START_TEST(test_delay_waves)
     struct raw *c[N];
     struct http_response r;
     for (int i = 0; i < N; i++)
-        c[i] = xconnect(p[i % 2]->port);
+        c[i] = raw_connect_src(p[i % 2]->port, NULL);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N; i++) {
             char path[64];
             snprintf(path, sizeof path, "/bytes/1/warm/c%d", i);
-            ck_assert_int_eq(send_get(c[i], o->port, path), 0);
+            ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, path), 0);
         }
         for (int i = 0; i < N; i++) {
             int rc = raw_read_response(c[i], &r, 0, T_MS);
@@ -878,7 +635,7 @@ START_TEST(test_delay_waves)
     for (int i = 0; i < N; i++) {
         char path[64];
         snprintf(path, sizeof path, "/bytes/1/wave?i=%d", i);
-        ck_assert_int_eq(send_get(c[i], o->port, path), 0);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, path), 0);
     }
     for (int i = 0; i < N; i++) {
         int rc = raw_read_response(c[i], &r, 0, 6000);
@@ -940,10 +697,10 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     struct raw *c[N + 1];
     struct http_response r;
     for (int i = 1; i <= N; i++) {
-        c[i] = xconnect(p[i % 2]->port);
+        c[i] = raw_connect_src(p[i % 2]->port, NULL);
         char path[64];
         snprintf(path, sizeof path, "/bytes/1/warm/h%d", i);
-        int rc = get_on(c[i], o->port, path, &r, T_MS);
+        int rc = raw_request_on(c[i], "GET", "127.0.0.1", o->port, path, &r, T_MS);
         ck_assert_msg(rc == RAW_OK && r.status == 200, "warm-up %d: %s", i, raw_result_name(rc));
         http_response_free(&r);
     }
@@ -952,7 +709,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     uint64_t t0 = now_ms();
     for (int i = 1; i <= L; i++) {
         snprintf(path, sizeof path, "/bytes/1/hold?i=%d", i);
-        int rc = get_on(c[i], o->port, path, &r, T_MS);
+        int rc = raw_request_on(c[i], "GET", "127.0.0.1", o->port, path, &r, T_MS);
         ck_assert_msg(rc == RAW_OK && r.status == 200, "#%d: %s %d", i, raw_result_name(rc),
                       r.status);
         http_response_free(&r);
@@ -960,7 +717,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     /* #11..#20 are held until t0 + 2 s, each with a reservation in the sorted set */
     for (int i = L + 1; i < N; i++) {
         snprintf(path, sizeof path, "/bytes/1/hold?i=%d", i);
-        ck_assert_int_eq(send_get(c[i], o->port, path), 0);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, path), 0);
     }
     long long card = wait_card(rd->port, "hold", 20, 2000);
     ck_assert_msg(card == 20, "ZCARD %lld with 10 admitted and 10 held, want 20", card);
@@ -978,7 +735,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     ck_assert_msg(now_ms() < t0 + W - 300, "set-up too slow to measure (%llu ms)",
                   (unsigned long long)(now_ms() - t0));
     snprintf(path, sizeof path, "/bytes/1/hold?i=%d", N);
-    int rc = get_on(c[N], o->port, path, &r, T_MS);
+    int rc = raw_request_on(c[N], "GET", "127.0.0.1", o->port, path, &r, T_MS);
     uint64_t done = now_ms() - t0;
     ck_assert_msg(rc == RAW_OK && r.status == 200, "#%d: %s %d", N, raw_result_name(rc), r.status);
     http_response_free(&r);
@@ -1049,7 +806,7 @@ START_TEST(test_stopped_local)
     struct load l[THREADS];
     uint64_t start = now_us() + 20000, duration_us = (uint64_t)WINDOWS * W * 1000;
     /* two threads per instance, one request per 48 ms each: ~4× the limit at each instance */
-    run_load(p, prefix, 2, o, THREADS, start, start + duration_us, 48000, l);
+    load_run(p, prefix, 2, o, THREADS, start, start + duration_us, 48000, LOAD_CONNECT_EARLY, l);
     metrics_answer(p[1], 1000);
     double d_ms = (double)duration_us / 1000.0, ideal = (double)L * d_ms / W;
     long total_ok = 0;
@@ -1211,8 +968,9 @@ START_TEST(test_slow_redis)
     struct raw *c[N];
     uint64_t t = now_us();
     for (int i = 0; i < N; i++) {
-        c[i] = xconnect(p->port);
-        ck_assert_int_eq(send_get(c[i], o->port, "/bytes/1/slow/during"), 0);
+        c[i] = raw_connect_src(p->port, NULL);
+        ck_assert_int_eq(
+            raw_send_request(c[i], "GET", "127.0.0.1", o->port, "/bytes/1/slow/during"), 0);
     }
     for (int i = 0; i < N; i++) {
         struct http_response r;
