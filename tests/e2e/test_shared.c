@@ -459,6 +459,54 @@ static int status_of(int proxy_port, const struct origin *o, const char *path, d
 
 /* Warm-up: until `n` GETs in a row on fresh connections to /bytes/1/warm get 200 (Redis decided:
  * the shared rule never limits, so anything else means Redis was not reachable yet), bounded. */
+static void warm(struct proxy *p, const struct origin *o, int n);
+
+/* Redis, the origin and n (1 or 2) rlproxy instances that share rule `name` through that Redis,
+ * each warmed with warm_n requests; fleet_down stops them all */
+struct fleet {
+    struct redis *rd;
+    struct origin *o;
+    struct proxy *p[2];
+    int n;
+};
+
+static struct fleet fleet_up(int n, const char *on_error, const char *timeout, const char *name,
+                             int limit, const char *window, const char *over_limit, int warm_n)
+{
+    struct fleet f = {.rd = redis_start(), .o = origin_start(0), .n = n};
+    char *rule = shared_rule(name, limit, window, over_limit);
+    for (int i = 0; i < n; i++)
+        f.p[i] = shared_proxy(f.rd->port, on_error, timeout, rule);
+    free(rule);
+    for (int i = 0; i < n; i++)
+        warm(f.p[i], f.o, warm_n);
+    return f;
+}
+
+static void fleet_down(struct fleet *f)
+{
+    for (int i = 0; i < f->n; i++)
+        proxy_stop(f->p[i]);
+    origin_stop(f->o);
+    redis_free(f->rd);
+}
+
+/* Redis' own record of rule's window (the sorted set's scores): n admission times, no limit+1 of
+ * them within window_ms */
+static void assert_redis_window(const struct fleet *f, const char *rule, size_t n, int limit,
+                                int window_ms)
+{
+    long long *v;
+    size_t nv = window_scores(f->rd->port, rule, &v);
+    ck_assert_uint_eq(nv, n);
+    long long vspan = scores_min_span(v, nv, limit);
+    fprintf(stderr, "shared [%s]: smallest span of %d admission times in Redis: %lld µs\n", rule,
+            limit + 1, vspan);
+    ck_assert_msg(vspan >= (long long)window_ms * 1000,
+                  "%d admissions within %lld µs in Redis' window", limit + 1, vspan);
+    free(v);
+}
+
 static void warm(struct proxy *p, const struct origin *o, int n)
 {
     uint64_t deadline = now_ms() + 5000;
@@ -518,19 +566,12 @@ static int wait_log_lines(struct proxy *p, const char *text, int want, int timeo
 START_TEST(test_two_instances_one_window)
 {
     enum { L = 10, W = 1000, THREADS = 4, WINDOWS = 4 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("fleet", L, "1s", "reject");
     /* on_error deny: a decision Redis did not make would show as a 503, never as a silent admit */
-    struct proxy *p[2] = {shared_proxy(rd->port, "deny", "1s", rule),
-                          shared_proxy(rd->port, "deny", "1s", rule)};
-    free(rule);
-    warm(p[0], o, 8);
-    warm(p[1], o, 8);
+    struct fleet f = fleet_up(2, "deny", "1s", "fleet", L, "1s", "reject", 8);
     struct load l[THREADS];
     const char *warm_prefix[2] = {"/bytes/1/warm/a", "/bytes/1/warm/b"};
     uint64_t t = now_us();
-    load_run(p, warm_prefix, 2, o, THREADS, t, t + 150000, 5000, LOAD_CONNECT_EARLY, l);
+    load_run(f.p, warm_prefix, 2, f.o, THREADS, t, t + 150000, 5000, LOAD_CONNECT_EARLY, l);
     struct load w = load_sum(l, THREADS, 2, -1);
     ck_assert_msg(w.errors == 0 && w.ok == w.sent, "warm-up: %ld sent, %ld ok, %ld errors (%s)",
                   w.sent, w.ok, w.errors, w.error);
@@ -540,7 +581,8 @@ START_TEST(test_two_instances_one_window)
      * on a grid the window maps onto itself (see test_ratelimit.c). */
     const char *prefix[2] = {"/bytes/1/fleet/a", "/bytes/1/fleet/b"};
     uint64_t start = now_us() + 50000, duration_us = (uint64_t)WINDOWS * W * 1000;
-    load_run(p, prefix, 2, o, THREADS, start, start + duration_us, 96000, LOAD_CONNECT_EARLY, l);
+    load_run(f.p, prefix, 2, f.o, THREADS, start, start + duration_us, 96000, LOAD_CONNECT_EARLY,
+             l);
     struct load total = load_sum(l, THREADS, 2, -1), a0 = load_sum(l, THREADS, 2, 0),
                 a1 = load_sum(l, THREADS, 2, 1);
     ck_assert_msg(total.errors == 0, "%ld requests failed; first: %s", total.errors, total.error);
@@ -548,7 +590,7 @@ START_TEST(test_two_instances_one_window)
                   total.other_status);
 
     struct arrival *a;
-    size_t n = origin_arrivals(o, "/bytes/1/fleet/", &a);
+    size_t n = origin_arrivals(f.o, "/bytes/1/fleet/", &a);
     ck_assert_msg((long)n == total.ok, "the origin saw %zu requests, the clients got %ld 200s", n,
                   total.ok);
     size_t worst;
@@ -582,17 +624,14 @@ START_TEST(test_two_instances_one_window)
                   a1.ok);
     /* the window lives where the manual says, as a sorted set */
     char key[256];
-    window_key(rd->port, "fleet", key, sizeof key);
+    window_key(f.rd->port, "fleet", key, sizeof key);
     ck_assert_msg(strncmp(key, "rlproxy:{fleet:", 15) == 0 && strchr(key, '}') != NULL,
                   "no rlproxy:{fleet:KEY} in Redis (found \"%s\")", key);
-    char *type = redis_cli(rd->port, "TYPE", key);
+    char *type = redis_cli(f.rd->port, "TYPE", key);
     ck_assert_msg(strncmp(type, "zset", 4) == 0, "%s is a %s", key, type);
     free(type);
     free(a);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -601,14 +640,7 @@ END_TEST
 START_TEST(test_delay_waves)
 {
     enum { L = 10, W = 1000, N = 25 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("wave", L, "1s", "delay");
-    struct proxy *p[2] = {shared_proxy(rd->port, "deny", "1s", rule),
-                          shared_proxy(rd->port, "deny", "1s", rule)};
-    free(rule);
-    warm(p[0], o, 4);
-    warm(p[1], o, 4);
+    struct fleet f = fleet_up(2, "deny", "1s", "wave", L, "1s", "delay", 4);
     /* N connections, alternately to each instance, warmed all at once (twice): rlproxy opens as
      * many upstream connections as the measured burst will need, so the first wave is not
      * forwarded late behind new upstream connections (measured: up to 20 ms without this, which
@@ -616,12 +648,12 @@ START_TEST(test_delay_waves)
     struct raw *c[N];
     struct http_response r;
     for (int i = 0; i < N; i++)
-        c[i] = raw_connect_src(p[i % 2]->port, NULL);
+        c[i] = raw_connect_src(f.p[i % 2]->port, NULL);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N; i++) {
             char path[64];
             snprintf(path, sizeof path, "/bytes/1/warm/c%d", i);
-            ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, path), 0);
+            ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, path), 0);
         }
         for (int i = 0; i < N; i++) {
             int rc = raw_read_response(c[i], &r, 0, T_MS);
@@ -635,7 +667,7 @@ START_TEST(test_delay_waves)
     for (int i = 0; i < N; i++) {
         char path[64];
         snprintf(path, sizeof path, "/bytes/1/wave?i=%d", i);
-        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, path), 0);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, path), 0);
     }
     for (int i = 0; i < N; i++) {
         int rc = raw_read_response(c[i], &r, 0, 6000);
@@ -645,7 +677,7 @@ START_TEST(test_delay_waves)
         raw_close(c[i]);
     }
     struct arrival *a;
-    size_t n = origin_arrivals(o, "/bytes/1/wave", &a);
+    size_t n = origin_arrivals(f.o, "/bytes/1/wave", &a);
     ck_assert_uint_eq(n, N);
     fprintf(stderr, "shared delay waves (ms after the %d requests were sent):", N);
     for (size_t i = 0; i < n; i++)
@@ -666,41 +698,23 @@ START_TEST(test_delay_waves)
      * CPU hogs on 2 vCPUs), while the next wave leaves on a timer set from the admission time, so
      * the arrivals could be closer than a window without any admission being early. Test 1 checks
      * the arrivals. */
-    long long *v;
-    size_t nv = window_scores(rd->port, "wave", &v);
-    ck_assert_uint_eq(nv, N);
-    long long vspan = scores_min_span(v, nv, L);
-    fprintf(stderr, "shared delay waves: smallest span of %d admission times in Redis: %lld µs\n",
-            L + 1, vspan);
-    ck_assert_msg(vspan >= (long long)W * 1000, "%d admissions within %lld µs in Redis' window",
-                  L + 1, vspan);
-    free(v);
+    assert_redis_window(&f, "wave", N, L, W);
     free(a);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
 START_TEST(test_delay_disconnect_gives_slot_back)
 {
     enum { L = 10, W = 2000, N = 21, GONE = 15 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("hold", L, "2s", "delay");
-    struct proxy *p[2] = {shared_proxy(rd->port, "deny", "1s", rule),
-                          shared_proxy(rd->port, "deny", "1s", rule)};
-    free(rule);
-    warm(p[0], o, 4);
-    warm(p[1], o, 4);
+    struct fleet f = fleet_up(2, "deny", "1s", "hold", L, "2s", "delay", 4);
     struct raw *c[N + 1];
     struct http_response r;
     for (int i = 1; i <= N; i++) {
-        c[i] = raw_connect_src(p[i % 2]->port, NULL);
+        c[i] = raw_connect_src(f.p[i % 2]->port, NULL);
         char path[64];
         snprintf(path, sizeof path, "/bytes/1/warm/h%d", i);
-        int rc = raw_request_on(c[i], "GET", "127.0.0.1", o->port, path, &r, T_MS);
+        int rc = raw_request_on(c[i], "GET", "127.0.0.1", f.o->port, path, &r, T_MS);
         ck_assert_msg(rc == RAW_OK && r.status == 200, "warm-up %d: %s", i, raw_result_name(rc));
         http_response_free(&r);
     }
@@ -709,7 +723,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     uint64_t t0 = now_ms();
     for (int i = 1; i <= L; i++) {
         snprintf(path, sizeof path, "/bytes/1/hold?i=%d", i);
-        int rc = raw_request_on(c[i], "GET", "127.0.0.1", o->port, path, &r, T_MS);
+        int rc = raw_request_on(c[i], "GET", "127.0.0.1", f.o->port, path, &r, T_MS);
         ck_assert_msg(rc == RAW_OK && r.status == 200, "#%d: %s %d", i, raw_result_name(rc),
                       r.status);
         http_response_free(&r);
@@ -717,9 +731,9 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     /* #11..#20 are held until t0 + 2 s, each with a reservation in the sorted set */
     for (int i = L + 1; i < N; i++) {
         snprintf(path, sizeof path, "/bytes/1/hold?i=%d", i);
-        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, path), 0);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, path), 0);
     }
-    long long card = wait_card(rd->port, "hold", 20, 2000);
+    long long card = wait_card(f.rd->port, "hold", 20, 2000);
     ck_assert_msg(card == 20, "ZCARD %lld with 10 admitted and 10 held, want 20", card);
     for (int i = L + 1; i < N; i++)
         ck_assert_msg(raw_pending(c[i], 0) == 0, "#%d answered while it should be held", i);
@@ -727,7 +741,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     uint64_t gone_at = now_ms();
     raw_close(c[GONE]);
     c[GONE] = NULL;
-    card = wait_card(rd->port, "hold", 19, 2000);
+    card = wait_card(f.rd->port, "hold", 19, 2000);
     fprintf(stderr, "shared delay: ZCARD 20 -> %lld %llu ms after a held client left\n", card,
             (unsigned long long)(now_ms() - gone_at));
     ck_assert_msg(card == 19, "ZCARD %lld after held client #%d left, want 19", card, GONE);
@@ -735,7 +749,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     ck_assert_msg(now_ms() < t0 + W - 300, "set-up too slow to measure (%llu ms)",
                   (unsigned long long)(now_ms() - t0));
     snprintf(path, sizeof path, "/bytes/1/hold?i=%d", N);
-    int rc = raw_request_on(c[N], "GET", "127.0.0.1", o->port, path, &r, T_MS);
+    int rc = raw_request_on(c[N], "GET", "127.0.0.1", f.o->port, path, &r, T_MS);
     uint64_t done = now_ms() - t0;
     ck_assert_msg(rc == RAW_OK && r.status == 200, "#%d: %s %d", N, raw_result_name(rc), r.status);
     http_response_free(&r);
@@ -757,25 +771,16 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     for (int i = 1; i <= N; i++)
         raw_close(c[i]);
     struct arrival *a;
-    size_t n = origin_arrivals(o, "/bytes/1/hold", &a);
+    size_t n = origin_arrivals(f.o, "/bytes/1/hold", &a);
     ck_assert_uint_eq(n, N - 1);
     char gone_target[64];
     snprintf(gone_target, sizeof gone_target, "/bytes/1/hold?i=%d", GONE);
     for (size_t i = 0; i < n; i++)
         ck_assert_msg(strcmp(a[i].target, gone_target) != 0, "#%d reached the origin", GONE);
     /* exact on Redis' record (see test_delay_waves): 10 admitted, 9 released, #21 */
-    long long *v;
-    size_t nv = window_scores(rd->port, "hold", &v);
-    ck_assert_uint_eq(nv, N - 1);
-    long long vspan = scores_min_span(v, nv, L);
-    ck_assert_msg(vspan >= (long long)W * 1000, "%d admissions within %lld µs in Redis' window",
-                  L + 1, vspan);
-    free(v);
+    assert_redis_window(&f, "hold", N - 1, L, W);
     free(a);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -785,29 +790,23 @@ END_TEST
 START_TEST(test_stopped_local)
 {
     enum { L = 10, W = 1000, THREADS = 4, WINDOWS = 2 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("loc", L, "1s", "reject");
-    struct proxy *p[2] = {shared_proxy(rd->port, "local", "50ms", rule),
-                          shared_proxy(rd->port, "local", "50ms", rule)};
-    free(rule);
-    warm(p[0], o, 8);
-    warm(p[1], o, 8);
-    ck_assert_uint_eq(proxy_log_count(p[0], DOWN_LINE) + proxy_log_count(p[1], DOWN_LINE), 0);
+    struct fleet f = fleet_up(2, "local", "50ms", "loc", L, "1s", "reject", 8);
+    ck_assert_uint_eq(proxy_log_count(f.p[0], DOWN_LINE) + proxy_log_count(f.p[1], DOWN_LINE), 0);
 
-    redis_kill(rd);
+    redis_kill(f.rd);
     for (int i = 0; i < 2; i++)
-        ck_assert_msg(wait_log_lines(p[i], DOWN_LINE, 1, 3000) >= 1,
+        ck_assert_msg(wait_log_lines(f.p[i], DOWN_LINE, 1, 3000) >= 1,
                       "instance %c never logged \"%s\"; log:\n%s", 'A' + i, DOWN_LINE,
-                      proxy_log_tail(p[i], 1500));
-    metrics_answer(p[0], 1000);
+                      proxy_log_tail(f.p[i], 1500));
+    metrics_answer(f.p[0], 1000);
 
     const char *prefix[2] = {"/bytes/1/loc/a", "/bytes/1/loc/b"};
     struct load l[THREADS];
     uint64_t start = now_us() + 20000, duration_us = (uint64_t)WINDOWS * W * 1000;
     /* two threads per instance, one request per 48 ms each: ~4× the limit at each instance */
-    load_run(p, prefix, 2, o, THREADS, start, start + duration_us, 48000, LOAD_CONNECT_EARLY, l);
-    metrics_answer(p[1], 1000);
+    load_run(f.p, prefix, 2, f.o, THREADS, start, start + duration_us, 48000, LOAD_CONNECT_EARLY,
+             l);
+    metrics_answer(f.p[1], 1000);
     double d_ms = (double)duration_us / 1000.0, ideal = (double)L * d_ms / W;
     long total_ok = 0;
     for (int i = 0; i < 2; i++) {
@@ -817,10 +816,10 @@ START_TEST(test_stopped_local)
         ck_assert_msg(s.other == 0, "instance %c: %ld answers neither 200 nor 429 (e.g. %d)",
                       'A' + i, s.other, s.other_status);
         struct arrival *a;
-        size_t n = origin_arrivals(o, prefix[i], &a);
+        size_t n = origin_arrivals(f.o, prefix[i], &a);
         size_t worst;
         double span = arrivals_min_span(a, n, L, &worst);
-        int down = (int)proxy_log_count(p[i], DOWN_LINE);
+        int down = (int)proxy_log_count(f.p[i], DOWN_LINE);
         fprintf(stderr,
                 "shared, Redis stopped, on_error local, instance %c: %ld sent, %zu admitted (local "
                 "window: %.0f per %.0f ms), %ld 429s, slowest answer %.1f ms, smallest span of %d "
@@ -843,16 +842,13 @@ START_TEST(test_stopped_local)
         /* once per worker for the incident, however many requests and reconnect attempts */
         ck_assert_msg(down >= 1 && down <= WORKERS, "instance %c logged \"%s\" %d times", 'A' + i,
                       DOWN_LINE, down);
-        ck_assert_int_eq((int)proxy_log_count(p[i], BACK_LINE), 0);
+        ck_assert_int_eq((int)proxy_log_count(f.p[i], BACK_LINE), 0);
         total_ok += (long)n;
         free(a);
     }
     /* together they admitted more than one shared window allows: the limits are local now */
     ck_assert_msg(total_ok > (long)ideal, "%ld admitted by both", total_ok);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -943,23 +939,18 @@ END_TEST
 START_TEST(test_slow_redis)
 {
     enum { N = 4 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("slow", 1000, "1s", "reject");
-    struct proxy *p = shared_proxy(rd->port, "deny", "50ms", rule);
-    free(rule);
-    warm(p, o, 8);
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/before", NULL), 200);
+    struct fleet f = fleet_up(1, "deny", "50ms", "slow", 1000, "1s", "reject", 8);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/slow/before", NULL), 200);
 
     struct bg bg;
-    redis_sleep_bg(rd, "1", &bg);
+    redis_sleep_bg(f.rd, "1", &bg);
     uint64_t asleep = now_ms();
     double worst = 0, least = 1e9;
     /* one at a time ... */
     for (int i = 0; i < N; i++) {
         double ms;
         struct http_response r;
-        ck_assert_int_eq(fresh_get(p->port, o, "/bytes/1/slow/during", &r, &ms), 503);
+        ck_assert_int_eq(fresh_get(f.p[0]->port, f.o, "/bytes/1/slow/during", &r, &ms), 503);
         http_response_free(&r);
         worst = ms > worst ? ms : worst;
         least = ms < least ? ms : least;
@@ -968,9 +959,9 @@ START_TEST(test_slow_redis)
     struct raw *c[N];
     uint64_t t = now_us();
     for (int i = 0; i < N; i++) {
-        c[i] = raw_connect_src(p->port, NULL);
+        c[i] = raw_connect_src(f.p[0]->port, NULL);
         ck_assert_int_eq(
-            raw_send_request(c[i], "GET", "127.0.0.1", o->port, "/bytes/1/slow/during"), 0);
+            raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, "/bytes/1/slow/during"), 0);
     }
     for (int i = 0; i < N; i++) {
         struct http_response r;
@@ -982,7 +973,7 @@ START_TEST(test_slow_redis)
         raw_close(c[i]);
         worst = ms > worst ? ms : worst;
     }
-    double metrics_ms = metrics_answer(p, 1000);
+    double metrics_ms = metrics_answer(f.p[0], 1000);
     uint64_t decided = now_ms();
     fprintf(stderr,
             "shared, Redis asleep for 1 s, timeout 50 ms, on_error deny: %d requests answered 503 "
@@ -993,18 +984,16 @@ START_TEST(test_slow_redis)
     ck_assert_msg(least >= 40, "a 503 after %.1f ms: before shared.timeout (50 ms)?", least);
     ck_assert_msg(worst <= 50 + SLACK_MS, "a request took %.1f ms with Redis asleep (timeout 50)",
                   worst);
-    int down = (int)proxy_log_count(p, DOWN_LINE);
+    int down = (int)proxy_log_count(f.p[0], DOWN_LINE);
     ck_assert_msg(down >= 1 && down <= WORKERS, "\"%s\" logged %d times", DOWN_LINE, down);
 
     redis_sleep_done(&bg, 3000);
     /* awake: Redis decides again (deny would answer 503 otherwise) */
     double ms;
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/after", &ms), 200);
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/after", &ms), 200);
-    ck_assert_int_le((int)proxy_log_count(p, DOWN_LINE), WORKERS);
-    proxy_stop(p);
-    origin_stop(o);
-    redis_free(rd);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/slow/after", &ms), 200);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/slow/after", &ms), 200);
+    ck_assert_int_le((int)proxy_log_count(f.p[0], DOWN_LINE), WORKERS);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -1014,22 +1003,17 @@ END_TEST
 START_TEST(test_slow_redis_timed_out_decisions_take_no_slot)
 {
     enum { L = 3 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("tslot", L, "10s", "reject");
-    struct proxy *p = shared_proxy(rd->port, "deny", "50ms", rule);
-    free(rule);
-    warm(p, o, 8);
+    struct fleet f = fleet_up(1, "deny", "50ms", "tslot", L, "10s", "reject", 8);
     struct bg bg;
-    redis_sleep_bg(rd, "1", &bg);
+    redis_sleep_bg(f.rd, "1", &bg);
     for (int i = 0; i < L; i++)
-        ck_assert_int_eq(status_of(p->port, o, "/bytes/1/tslot/during", NULL), 503);
+        ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/tslot/during", NULL), 503);
     redis_sleep_done(&bg, 3000);
     sleep_ms(50); /* the late replies are in */
-    long long card = window_card(rd->port, "tslot");
+    long long card = window_card(f.rd->port, "tslot");
     int s[L];
     for (int i = 0; i < L; i++)
-        s[i] = status_of(p->port, o, "/bytes/1/tslot/after", NULL);
+        s[i] = status_of(f.p[0]->port, f.o, "/bytes/1/tslot/after", NULL);
     fprintf(stderr,
             "shared, timed-out decisions: %d requests answered 503 while Redis slept; then ZCARD "
             "%lld and the next %d requests got %d %d %d\n",
@@ -1041,9 +1025,7 @@ START_TEST(test_slow_redis_timed_out_decisions_take_no_slot)
     for (int i = 0; i < L; i++)
         ck_assert_msg(s[i] == 200,
                       "request %d after the spell: %d, want 200 (nothing admitted yet)", i, s[i]);
-    proxy_stop(p);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -1087,33 +1069,27 @@ END_TEST
  * restart): after a reload from 50ms to 2s, a Redis that takes 300 ms decides the request. */
 START_TEST(test_timeout_reload)
 {
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("rt", 1000, "1s", "reject");
-    struct proxy *p = shared_proxy(rd->port, "deny", "50ms", rule);
-    free(rule);
-    warm(p, o, 4);
+    struct fleet f = fleet_up(1, "deny", "50ms", "rt", 1000, "1s", "reject", 4);
     struct bg bg;
     double ms;
-    redis_sleep_bg(rd, "0.3", &bg);
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/rt/a", &ms), 503); /* 50 ms: on_error */
+    redis_sleep_bg(f.rd, "0.3", &bg);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/rt/a", &ms), 503); /* 50 ms: on_error */
     redis_sleep_done(&bg, 3000);
 
-    char *conf = read_file(p->conf_path, NULL);
+    char *conf = read_file(f.p[0]->conf_path, NULL);
     ck_assert(conf != NULL);
     char *at = strstr(conf, "  timeout: 50ms\n");
     ck_assert(at != NULL);
-    FILE *f = fopen(p->conf_path, "w");
-    ck_assert(f != NULL);
-    fprintf(f, "%.*s  timeout: 2s\n%s", (int)(at - conf), conf, at + strlen("  timeout: 50ms\n"));
-    ck_assert_int_eq(fclose(f), 0);
+    char *changed = NULL;
+    ck_assert(asprintf(&changed, "%.*s  timeout: 2s\n%s", (int)(at - conf), conf,
+                       at + strlen("  timeout: 50ms\n")) > 0);
     free(conf);
-    kill(p->pid, SIGHUP);
-    ck_assert_msg(wait_log_lines(p, "configuration reloaded", 1, 5000) == 1, "no reload; log:\n%s",
-                  proxy_log_tail(p, 1500));
-    warm(p, o, 4);
-    redis_sleep_bg(rd, "0.3", &bg);
-    int status = status_of(p->port, o, "/bytes/1/rt/b", &ms);
+    ck_assert_msg(proxy_reload(f.p[0], changed, 5000), "reload failed; log:\n%s",
+                  proxy_log_tail(f.p[0], 1500));
+    free(changed);
+    warm(f.p[0], f.o, 4);
+    redis_sleep_bg(f.rd, "0.3", &bg);
+    int status = status_of(f.p[0]->port, f.o, "/bytes/1/rt/b", &ms);
     redis_sleep_done(&bg, 3000);
     fprintf(stderr,
             "shared.timeout reloaded 50ms -> 2s, Redis asleep for 300 ms: %d after %.0f ms\n",
@@ -1122,9 +1098,7 @@ START_TEST(test_timeout_reload)
                   "after reloading shared.timeout to 2s, a request with Redis 300 ms slow got %d "
                   "after %.0f ms: the old 50 ms timeout still applies",
                   status, ms);
-    proxy_stop(p);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
