@@ -222,12 +222,30 @@ static void admit(struct admission *a)
     apply_decision(a);
 }
 
+/* Redis checked a reservation whose time came (shared_ready). */
+static void on_shared_ready(void *arg, const struct shared_result *result)
+{
+    struct admission *a = arg;
+    a->shared_request = NULL;
+    if (result->outcome == SHARED_DELAY) { /* the request it followed departed late */
+        arm(a, result->delay_us);
+        return;
+    }
+    a->shared_held = 0; /* an error: the reservation was granted, so it goes */
+    proceed(a);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct admission *a = arg;
-    if (a->shared_held) { /* our slot reserved in Redis has come */
-        a->shared_held = 0;
-        proceed(a);
+    if (a->shared_held) { /* our slot reserved in Redis has come: did its predecessor go late? */
+        a->shared_request =
+            shared_ready(a->queue->shared, a->decision.rule, a->shared_key, a->shared_member,
+                         a->config->shared_timeout_ms, on_shared_ready, a);
+        if (a->shared_request == NULL) {
+            a->shared_held = 0;
+            proceed(a);
+        }
         return;
     }
     if (a->hold == NULL) { /* a retry's back-off or an origin's pause is over: ask again */

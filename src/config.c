@@ -38,6 +38,7 @@ static const char *const access_format_words[] = {"text", "json", NULL};
 static const char *const rate_key_words[] = {"client", "host",   "client+host",
                                              "user",   "global", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
+static const char *const upstream_limits_words[] = {"follow", "ignore", NULL};
 static const char *const jitter_words[] = {"none", "full", NULL};
 static const char *const on_error_words[] = {"local", "deny", "allow", NULL};
 
@@ -156,6 +157,8 @@ static const struct config_key keys[] = {
              "Methods retried after the request reached the origin; any method is retried when nothing was sent"),
     ROW("retry.max_body", CONFIG_SIZE, "1MiB", 0, 1024 * MIB, NULL, 1, retry.max_body,
         "Request bodies up to this size are kept for a retry; larger ones are never sent twice"),
+    ROW("retry.deadline", CONFIG_DURATION, "10s", 0, MS_PER_H, NULL, 1, retry.deadline_ms,
+        "Longest a request may take from its arrival through every retry and upstream-requested wait; a retry that would end later is not made and the client gets the last answer now (0: no deadline)"),
     ROW("retry.budget", CONFIG_PERCENT, "20%", 0, 100, NULL, 1, retry.budget_percent,
         "Retries may add at most this share to the requests of the last 10 seconds"),
     LIST_ROW("rate_limits", CONFIG_RATE_RULES, "[]", 0, 1024, 1, rate_limits,
@@ -212,6 +215,10 @@ static const struct config_key rule_fields[] = {
              "What a request over the limit gets: delay holds it until the window has room, reject answers 429 at once"),
     RULE_ROW("max_delay", CONFIG_DURATION, "30s", 0, MS_PER_H, NULL, max_delay_ms,
              "Longest a delayed request is held; one that would wait longer gets 429 at once"),
+    RULE_ROW("margin", CONFIG_DURATION, "0ms", 0, MS_PER_H, NULL, margin_ms,
+             "Added to window when counting, for the jitter between rlproxy and the API: departures are spaced as if the window were this much longer"),
+    RULE_ROW("upstream_limits", CONFIG_ENUM, "follow", 0, 0, upstream_limits_words, upstream_limits,
+             "follow: learn the limits the origin announces (RateLimit, X-RateLimit-*, Retry-After) per key and keep under the stricter of them and this rule; ignore: only this rule counts"),
     RULE_ROW("max_queue", CONFIG_UINT, "1000", 0, 1000000, NULL, max_queue,
              "Most requests held at once by this rule; a request beyond it gets 429 at once"),
     RULE_ROW("headers", CONFIG_BOOL, "false", 0, 0, NULL, headers,

@@ -35,6 +35,7 @@ enum shared_on_error { SHARED_ON_ERROR_LOCAL, SHARED_ON_ERROR_DENY, SHARED_ON_ER
 /* What a rate-limit rule counts by. */
 enum rate_key { RATE_KEY_CLIENT, RATE_KEY_HOST, RATE_KEY_CLIENT_HOST, RATE_KEY_USER, RATE_KEY_GLOBAL };
 enum rate_over_limit { RATE_OVER_DELAY, RATE_OVER_REJECT };
+enum rate_upstream_limits { RATE_UPSTREAM_FOLLOW, RATE_UPSTREAM_IGNORE };
 
 #define RATE_RULE_MAX_METHODS 16
 
@@ -58,6 +59,8 @@ struct rate_rule {
     uint64_t window_ms;            /* window: 1ms..1d, required */
     enum rate_over_limit over_limit; /* over_limit: reject (default) */
     uint64_t max_delay_ms;         /* max_delay: 30s default, 0..1h */
+    uint64_t margin_ms;            /* margin: 0 default: counted as if window were this longer */
+    enum rate_upstream_limits upstream_limits; /* upstream_limits: follow (default) */
     uint32_t max_queue;            /* max_queue: 1000 default, 0..1000000 */
     int headers;                   /* headers: false default: RateLimit fields on admitted responses */
     int shared;                    /* shared: false (Redis, later) */

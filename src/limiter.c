@@ -150,6 +150,12 @@ uint64_t limiter_pause_decisions(void) { return atomic_load(&pause_decisions); }
 
 uint64_t limiter_total_keys(void) { return atomic_load(&total_keys); }
 
+/* The span the window counts over: the rule's window, widened by its margin. */
+static uint64_t counted_window_us(const struct rate_rule *rule)
+{
+    return (rule->window_ms + rule->margin_ms) * 1000;
+}
+
 /* ---- the ring ----------------------------------------------------------------------------- */
 
 static uint64_t ring_at(const struct window *w, uint32_t i) { return w->times[(w->head + i) % w->cap]; }
@@ -434,7 +440,7 @@ static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 
 static size_t stripe_expire(struct rule_state *st, struct stripe *s, uint64_t now)
 {
-    uint64_t window_us = st->params.window_ms * 1000;
+    uint64_t window_us = counted_window_us(&st->params);
     for (size_t b = 0; b < s->bucket_count; b++) {
         struct window **link = &s->buckets[b];
         while (*link != NULL) {
@@ -458,7 +464,7 @@ static int same_params(const struct rate_rule *a, const struct rate_rule *b)
     return strcmp(a->name, b->name) == 0 && a->key == b->key && a->limit == b->limit &&
            a->window_ms == b->window_ms && a->over_limit == b->over_limit &&
            a->max_delay_ms == b->max_delay_ms && a->max_queue == b->max_queue &&
-           a->shared == b->shared;
+           a->shared == b->shared && a->margin_ms == b->margin_ms;
 }
 
 static struct rule_state *state_new(const struct rate_rule *rule)
@@ -625,7 +631,7 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
                           int depart_later, struct limiter_decision *out)
 {
     const struct rate_rule *p = &st->params;
-    uint64_t window_us = p->window_ms * 1000;
+    uint64_t window_us = counted_window_us(p);
     /* Entries that no longer count leave now, so the ring holds only the current window: without
      * this a key below its limit keeps up to `limit` stale entries, and ring_in_window() below
      * walks all of them on every request (O(limit) per request, a modulo per step). An entry
@@ -765,8 +771,9 @@ uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
     uint64_t actual = actual_release(hold->window, hold->base_us);
     pthread_mutex_unlock(&hold->stripe->lock);
     uint64_t earliest = hold->time_us; /* timers may fire early by the loop's cached time */
-    if (actual != 0 && actual + hold->state->params.window_ms * 1000 > earliest)
-        earliest = actual + hold->state->params.window_ms * 1000;
+    uint64_t window_us = counted_window_us(&hold->state->params);
+    if (actual != 0 && actual + window_us > earliest)
+        earliest = actual + window_us;
     return earliest > now_us ? earliest - now_us : 0;
 }
 

@@ -31,6 +31,7 @@ struct retry_policy {
     char methods[RETRY_MAX_METHODS][24]; /* idempotent methods, retried after a byte was sent */
     size_t methods_count;
     size_t max_body; /* bodies up to this are kept for a replay */
+    uint64_t deadline_ms; /* no wait may end later than this after the request arrived; 0: none */
     unsigned budget_percent;
 };
 

@@ -87,6 +87,8 @@ struct shared_request {
     unsigned long long window_us, max_delay_us;
     int delay;
     unsigned max_queue;
+    int ready;           /* a shared_ready check, not a decision */
+    char member[48];     /* ready: the reservation checked */
 };
 
 int shared_available(void) { return 1; }
@@ -319,11 +321,47 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 static int send_script(struct shared_request *r, int as_eval);
 
+/* A reservation's time came: it may go when the entry `limit` places before it in the set has
+ * left the window. That entry may have departed later than the time the reservation was computed
+ * from (departures move members later): then the member moves to when it may go, and the caller
+ * waits that long more. A member gone from the set goes. */
+static const char ready_script[] =
+    "local z, member = KEYS[1], ARGV[1]\n"
+    "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local rank = redis.call('ZRANK', z, member)\n"
+    "if not rank or rank < limit then return 0 end\n"
+    "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"
+    "local free = tonumber(e[2]) + window\n"
+    "if free <= now then return 0 end\n"
+    "redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
+    "return free - now\n";
+
+static void on_ready_reply(struct shared_request *r, redisReply *reply)
+{
+    enum shared_outcome outcome = SHARED_ERROR;
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0) {
+        r->result.delay_us = (uint64_t)reply->integer;
+        outcome = reply->integer > 0 ? SHARED_DELAY : SHARED_ADMIT;
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        log_warn("shared limits: Redis error: %s", reply->str);
+    }
+    if (!r->finished)
+        finish_request(r, outcome);
+    event_free(r->timer);
+    free(r);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
 {
     struct shared_request *r = arg;
     redisReply *reply = reply_ptr;
     note_reply(r->s, reply);
+    if (r->ready) {
+        on_ready_reply(r, reply);
+        return;
+    }
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && !r->retried_eval && !r->finished &&
         strncmp(reply->str, "NOSCRIPT", 8) == 0 && send_script(r, 1) == 0)
         return; /* the EVAL's reply will come to this same request */
@@ -396,7 +434,7 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     snprintf(r->result.key, sizeof r->result.key, "%s", r->zkey);
     snprintf(r->seqkey, sizeof r->seqkey, "%s:seq", r->zkey);
     r->limit = rule->limit;
-    r->window_us = (unsigned long long)rule->window_ms * 1000;
+    r->window_us = (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000;
     r->delay = rule->over_limit == RATE_OVER_DELAY;
     r->max_delay_us = (unsigned long long)rule->max_delay_ms * 1000;
     r->max_queue = rule->max_queue;
@@ -410,6 +448,39 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     }
     struct timeval tv;
     util_ms_to_timeval(s->timeout_ms, &tv);
+    evtimer_add(r->timer, &tv);
+    return r;
+}
+
+struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
+                                    const char *key, const char *member, uint64_t timeout_ms,
+                                    shared_done_fn done, void *arg)
+{
+    if (s == NULL || s->ac == NULL || !s->connected || member[0] == '\0')
+        return NULL;
+    struct shared_request *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->s = s;
+    r->done = done;
+    r->arg = arg;
+    r->ready = 1;
+    snprintf(r->zkey, sizeof r->zkey, "%s", key);
+    snprintf(r->member, sizeof r->member, "%s", member);
+    r->timer = evtimer_new(s->base, on_timeout, r);
+    if (r->timer == NULL ||
+        redisAsyncCommand(s->ac, on_reply, r, "EVAL %s 1 %s %s %u %llu", ready_script, r->zkey,
+                          r->member, rule->limit,
+                          (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000) !=
+            REDIS_OK) {
+        if (r->timer != NULL)
+            event_free(r->timer);
+        free(r);
+        return NULL;
+    }
+    note_sent(s);
+    struct timeval tv;
+    util_ms_to_timeval(timeout_ms, &tv);
     evtimer_add(r->timer, &tv);
     return r;
 }
@@ -470,6 +541,12 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
 }
 void shared_cancel(struct shared_request *r) {}
 void shared_depart(struct shared *s, const char *key, const char *member) {}
+struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
+                                    const char *key, const char *member, uint64_t timeout_ms,
+                                    shared_done_fn done, void *arg)
+{
+    return NULL;
+}
 void shared_release(struct shared *s, const char *key, const char *member) {}
 void shared_stats(struct shared *s, struct shared_stats *out) { memset(out, 0, sizeof *out); }
 

@@ -47,6 +47,12 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
                                      const struct limiter_request *request, uint64_t timeout_ms,
                                      shared_done_fn done, void *arg);
 void shared_cancel(struct shared_request *r);
+/* A reservation (SHARED_DELAY) whose time came: done gets SHARED_ADMIT to go now, SHARED_DELAY
+ * with delay_us to wait more (the entry it followed departed later than it was admitted), or
+ * SHARED_ERROR (go: the reservation was granted). NULL when it cannot be asked (then go). */
+struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
+                                    const char *key, const char *member, uint64_t timeout_ms,
+                                    shared_done_fn done, void *arg);
 /* The request of `member` departs now: its entry moves to Redis' current time (never earlier),
  * so the shared window counts arrivals at the origin, as limiter.c's does. Fire and forget. */
 void shared_depart(struct shared *s, const char *key, const char *member);

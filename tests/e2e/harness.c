@@ -9,8 +9,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,28 @@ uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void sleep_until_us(uint64_t t_us)
+{
+    struct timespec ts = {(time_t)(t_us / 1000000u), (long)(t_us % 1000000u) * 1000L};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
+    fputs(text, f);
+    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
 }
 
 void sleep_ms(unsigned ms)
@@ -195,32 +219,31 @@ int harness_run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-static void track_child(pid_t pid)
+void pid_set_track(pid_t *set, size_t cap, pid_t pid, int add)
 {
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] == 0) {
-            g_children[i] = pid;
+    for (size_t i = 0; i < cap; i++)
+        if (add ? set[i] == 0 : set[i] == pid) {
+            set[i] = add ? pid : 0;
             return;
         }
 }
 
-static void untrack_child(pid_t pid)
+void pid_set_kill(pid_t *set, size_t cap)
 {
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] == pid)
-            g_children[i] = 0;
-}
-
-/* Checked teardown: with CK_FORK=no a failed test returns here with its processes still alive. */
-static void harness_teardown(void)
-{
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (g_children[i] > 0) {
-            kill(g_children[i], SIGKILL);
-            waitpid(g_children[i], NULL, 0);
-            g_children[i] = 0;
+    for (size_t i = 0; i < cap; i++)
+        if (set[i] > 0) {
+            kill(set[i], SIGKILL);
+            waitpid(set[i], NULL, 0);
+            set[i] = 0;
         }
 }
+
+static void track_child(pid_t pid) { pid_set_track(g_children, MAX_CHILDREN, pid, 1); }
+
+static void untrack_child(pid_t pid) { pid_set_track(g_children, MAX_CHILDREN, pid, 0); }
+
+/* Checked teardown: with CK_FORK=no a failed test returns here with its processes still alive. */
+static void harness_teardown(void) { pid_set_kill(g_children, MAX_CHILDREN); }
 
 TCase *harness_tcase(const char *name, double timeout_s)
 {
@@ -273,6 +296,24 @@ static pid_t spawn(char *const argv[], const char *const env[], int in_fd, int o
         _exit(127);
     }
     track_child(pid);
+    return pid;
+}
+
+pid_t spawn_logged(char *const argv[], const char *log_path)
+{
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ck_assert_msg(fd >= 0, "open %s: %s", log_path, strerror(errno));
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        child_setup(NULL, -1, fd, fd, parent);
+        execv(argv[0], argv);
+        dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fd);
     return pid;
 }
 
@@ -1149,6 +1190,124 @@ int harness_closed_port(void)
     return ntohs(sa.sin_port);
 }
 
+/* ---- a relay with slow new connections --------------------------------------------------------- */
+
+struct slow_relay {
+    int listen_fd, port, target_port, delay_ms;
+    pthread_t acceptor;
+    _Atomic long connections;
+    _Atomic int stopping;
+};
+
+struct slow_relay_pair {
+    int client, target_port, delay_ms; /* copies: the relay may be freed while this runs */
+};
+
+static void slow_relay_copy(int a, int b)
+{
+    char buf[16384];
+    int open_a = 1, open_b = 1;
+    while (open_a || open_b) {
+        struct pollfd p[2] = {{a, open_a ? POLLIN : 0, 0}, {b, open_b ? POLLIN : 0, 0}};
+        if (poll(p, 2, 1000) < 0 && errno != EINTR)
+            return;
+        for (int i = 0; i < 2; i++) {
+            if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            int from = i == 0 ? a : b, to = i == 0 ? b : a;
+            ssize_t n = read(from, buf, sizeof buf);
+            if (n <= 0) { /* pass the FIN on */
+                shutdown(to, SHUT_WR);
+                if (i == 0)
+                    open_a = 0;
+                else
+                    open_b = 0;
+                if (n < 0)
+                    return;
+                continue;
+            }
+            for (ssize_t done = 0; done < n;) {
+                ssize_t w = write(to, buf + done, (size_t)(n - done));
+                if (w <= 0)
+                    return;
+                done += w;
+            }
+        }
+    }
+}
+
+static void *slow_relay_serve(void *arg)
+{
+    struct slow_relay_pair *pair = arg;
+    sleep_ms((unsigned)pair->delay_ms);
+    int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pair->target_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (up >= 0 && connect(up, (struct sockaddr *)&sa, sizeof sa) == 0)
+        slow_relay_copy(pair->client, up);
+    if (up >= 0)
+        close(up);
+    close(pair->client);
+    free(pair);
+    return NULL;
+}
+
+static void *slow_relay_accept(void *arg)
+{
+    struct slow_relay *r = arg;
+    while (!atomic_load(&r->stopping)) {
+        struct pollfd p = {r->listen_fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        atomic_fetch_add(&r->connections, 1);
+        struct slow_relay_pair *pair = malloc(sizeof *pair);
+        pthread_t t;
+        if (pair == NULL) {
+            close(fd);
+            continue;
+        }
+        *pair = (struct slow_relay_pair){fd, r->target_port, r->delay_ms};
+        if (pthread_create(&t, NULL, slow_relay_serve, pair) != 0) {
+            close(fd);
+            free(pair);
+            continue;
+        }
+        pthread_detach(t); /* ends when either side closes */
+    }
+    return NULL;
+}
+
+struct slow_relay *slow_relay_start(int target_port, int delay_ms)
+{
+    struct slow_relay *r = calloc(1, sizeof *r);
+    ck_assert(r != NULL);
+    r->target_port = target_port;
+    r->delay_ms = delay_ms;
+    r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    ck_assert(bind(r->listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    ck_assert(listen(r->listen_fd, 64) == 0);
+    ck_assert(getsockname(r->listen_fd, (struct sockaddr *)&sa, &len) == 0);
+    r->port = ntohs(sa.sin_port);
+    ck_assert(pthread_create(&r->acceptor, NULL, slow_relay_accept, r) == 0);
+    return r;
+}
+
+int slow_relay_port(const struct slow_relay *r) { return r->port; }
+long slow_relay_connections(const struct slow_relay *r) { return atomic_load(&((struct slow_relay *)r)->connections); }
+
+void slow_relay_stop(struct slow_relay *r)
+{
+    atomic_store(&r->stopping, 1);
+    pthread_join(r->acceptor, NULL);
+    close(r->listen_fd);
+    free(r); /* copies still running end with their sockets; they do not touch r */
+}
+
 /* ---- raw sockets ----------------------------------------------------------------------------- */
 
 static int wait_fd(int fd, short events, uint64_t deadline)
@@ -1845,14 +2004,29 @@ int json_headers(const char *json, struct http_header **out, size_t *n)
 /* ---- /metrics ----------------------------------------------------------------------------------
  */
 
+int proxy_admin_port(struct proxy *p)
+{
+    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
+    uint64_t deadline = now_ms() + 5000;
+    while (p->admin_port <= 0) {
+        char *log = read_file(p->log_path, NULL);
+        const char *hit = log != NULL ? strstr(log, needle) : NULL;
+        if (hit != NULL)
+            p->admin_port = atoi(hit + strlen(needle));
+        free(log);
+        if (p->admin_port > 0)
+            break;
+        ck_assert_msg(now_ms() < deadline, "no admin endpoint in the log:\n%s",
+                      proxy_log_tail(p, 800));
+        sleep_ms(10);
+    }
+    return p->admin_port;
+}
+
 long long proxy_metric(struct proxy *p, const char *series)
 {
-    if (p->admin_port <= 0) {
-        char *tail = proxy_log_tail(p, 800);
-        ck_abort_msg("no admin endpoint: %s", tail);
-    }
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", p->admin_port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", proxy_admin_port(p));
     struct fetch_req rq = {.url = url, .timeout_ms = 10000};
     struct fetch_res rs;
     fetch(&rq, &rs);
@@ -1936,8 +2110,346 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
     return min;
 }
 
+struct fixture fixture_up(int tls, const char *yaml_extra)
+{
+    struct fixture f;
+    f.o = origin_start(tls);
+    f.p = proxy_start(yaml_extra);
+    return f;
+}
+
+void fixture_still_serving(struct fixture f, size_t body_len)
+{
+    ck_assert_msg(proxy_alive(f.p), "%s", proxy_state(f.p));
+    char path[64], url[256];
+    snprintf(path, sizeof path, "/bytes/%zu", body_len);
+    struct fetch_res rs;
+    fetch_via(f.p->port, origin_url(f.o, path, url, sizeof url), &rs);
+    ck_assert_int_eq(rs.status, 200);
+    ck_assert_uint_eq(rs.body_len, body_len);
+    fetch_free(&rs);
+}
+
 void fixture_down(struct fixture f)
 {
     proxy_stop(f.p);
     origin_stop(f.o);
+}
+
+int proxy_reload(struct proxy *p, const char *yaml, int timeout_ms)
+{
+    static const char ok[] = "configuration reloaded from ";
+    static const char failed[] = "reload failed, keeping the running config: ";
+    size_t ok0 = proxy_log_count(p, ok), failed0 = proxy_log_count(p, failed);
+    write_text(p->conf_path, yaml);
+    ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (proxy_log_count(p, ok) > ok0)
+            return 1;
+        if (proxy_log_count(p, failed) > failed0)
+            return 0;
+        ck_assert_msg(proxy_alive(p), "rlproxy died on SIGHUP: %s", proxy_state(p));
+        if (now_ms() > deadline)
+            ck_abort_msg("no reload outcome logged within %d ms; log:\n%s", timeout_ms,
+                         proxy_log_tail(p, 1500));
+        sleep_ms(5);
+    }
+}
+
+int proxy_wait_log(struct proxy *p, const char *text, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    while (!proxy_log_contains(p, text)) {
+        if (now_ms() > deadline)
+            return 0;
+        sleep_ms(10);
+    }
+    return 1;
+}
+
+int port_accepts(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert(fd >= 0);
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+/* connect() on a non-blocking socket, bounded by timeout_ms: 0, or -1 with errno set */
+static int connect_bounded(int fd, const struct sockaddr_in *sa, int timeout_ms)
+{
+    int rc = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
+    if (rc < 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        int soerr = ETIMEDOUT;
+        socklen_t len = sizeof soerr;
+        if (poll(&pfd, 1, timeout_ms) == 1)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        rc = soerr == 0 ? 0 : -1;
+        errno = soerr;
+    }
+    return rc;
+}
+
+struct raw *raw_connect_from(int port, const char *src, char *err, size_t err_len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        snprintf(err, err_len, "socket: %s", strerror(errno));
+        return NULL;
+    }
+    if (src != NULL) {
+        struct sockaddr_in from = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, src, &from.sin_addr) != 1 ||
+            bind(fd, (struct sockaddr *)&from, sizeof from) != 0) {
+            snprintf(err, err_len, "bind %s: %s", src, strerror(errno));
+            close(fd);
+            return NULL;
+        }
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect_bounded(fd, &sa, 5000) < 0) {
+        snprintf(err, err_len, "connect 127.0.0.1:%d from %s: %s", port, src ? src : "any",
+                 strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct raw *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        close(fd);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    c->fd = fd;
+    return c;
+}
+
+struct raw *raw_connect_src(int port, const char *src)
+{
+    char err[200];
+    struct raw *c = raw_connect_from(port, src, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    return c;
+}
+
+int raw_send_request(struct raw *c, const char *method, const char *host, int port,
+                     const char *path)
+{
+    char req[1024];
+    int n = snprintf(req, sizeof req, "%s http://%s:%d%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", method,
+                     host, port, path, host, port);
+    return raw_try_send(c, req, (size_t)n);
+}
+
+int raw_request_on(struct raw *c, const char *method, const char *host, int port, const char *path,
+                   struct http_response *r, int timeout_ms)
+{
+    memset(r, 0, sizeof *r);
+    if (raw_send_request(c, method, host, port, path) != 0)
+        return RAW_CLOSED;
+    return raw_read_response(c, r, strcmp(method, "HEAD") == 0 ? RESP_HEAD : 0, timeout_ms);
+}
+
+int resp_wants_close(const struct http_response *r)
+{
+    const char *v = resp_header(r, "Connection", 0);
+    return v != NULL && strcasestr(v, "close") != NULL;
+}
+
+/* file_lines_with, and the last matching line in *last (malloc'd) when last is not NULL */
+static size_t scan_lines(const char *path, const char *needle, const char *also, char **lines,
+                         size_t max, char **last)
+{
+    char *text = read_file(path, NULL);
+    size_t n = 0;
+    for (char *line = text; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (nl == NULL)
+            break; /* still being written */
+        *nl = '\0';
+        if (strstr(line, needle) != NULL && (also == NULL || strstr(line, also) != NULL)) {
+            if (lines != NULL && n < max)
+                lines[n] = strdup(line);
+            if (last != NULL) {
+                free(*last);
+                *last = strdup(line);
+            }
+            n++;
+        }
+        line = nl + 1;
+    }
+    free(text);
+    return n;
+}
+
+size_t file_lines_with(const char *path, const char *needle, const char *also, char **lines,
+                       size_t max)
+{
+    return scan_lines(path, needle, also, lines, max, NULL);
+}
+
+char *proxy_access_line(struct proxy *p, const char *needle)
+{
+    uint64_t deadline = now_ms() + 3000;
+    for (;;) {
+        char *last = NULL;
+        /* both fields are in every access-log line (conn.c, tunnel.c) and in no other line */
+        scan_lines(p->log_path, needle, " attempts=", NULL, 0, &last);
+        if (last != NULL && strstr(last, " limit=") != NULL)
+            return last;
+        free(last);
+        if (now_ms() > deadline)
+            ck_abort_msg("no access-log line containing %s; log:\n%s", needle,
+                         proxy_log_tail(p, 2000));
+        sleep_ms(20);
+    }
+}
+
+int line_attempts(const char *line)
+{
+    const char *a = strstr(line, " attempts=");
+    ck_assert_msg(a != NULL, "no attempts= in %s", line);
+    return atoi(a + strlen(" attempts="));
+}
+
+long long line_wait_ms(const char *line)
+{
+    const char *a = strstr(line, " wait=");
+    ck_assert_msg(a != NULL, "no wait= in %s", line);
+    return atoll(a + strlen(" wait="));
+}
+
+/* ---- paced load ------------------------------------------------------------------------------ */
+
+static void load_answer(struct load *l, const struct http_response *r, uint64_t sent_us,
+                        uint64_t answered_us)
+{
+    if (r->status == 200) {
+        if ((l->flags & LOAD_KEEP_SPANS) && (size_t)l->ok == l->admitted_cap) {
+            l->admitted_cap = l->admitted_cap ? 2 * l->admitted_cap : 64;
+            l->admitted = realloc(l->admitted, l->admitted_cap * sizeof *l->admitted);
+            if (l->admitted == NULL)
+                abort();
+        }
+        if (l->flags & LOAD_KEEP_SPANS)
+            l->admitted[l->ok] = (struct span){sent_us, answered_us};
+        l->ok++;
+    } else if (r->status == 429) {
+        l->limited++;
+    } else if (l->other++ == 0) {
+        l->other_status = r->status;
+    }
+}
+
+/* A client thread: no ck_assert (Check's are for the test's own thread) */
+static void *load_thread(void *arg)
+{
+    struct load *l = arg;
+    struct raw *c = NULL;
+    if ((l->flags & LOAD_CONNECT_EARLY) &&
+        (c = raw_connect_from(l->proxy_port, NULL, l->error, sizeof l->error)) == NULL) {
+        l->errors++;
+        return NULL;
+    }
+    uint64_t next = l->start_us + l->offset_us;
+    for (unsigned j = 0;; j++) {
+        sleep_until_us(next);
+        if (now_us() >= l->end_us)
+            break;
+        if (c == NULL &&
+            (c = raw_connect_from(l->proxy_port, NULL, l->error, sizeof l->error)) == NULL) {
+            l->errors++;
+            break;
+        }
+        char path[160];
+        snprintf(path, sizeof path, "%s?t=%d&j=%u", l->prefix, l->id, j);
+        struct http_response r;
+        uint64_t sent_us = now_us();
+        int rc = raw_request_on(c, "GET", "127.0.0.1", l->origin_port, path, &r, 5000);
+        uint64_t answered_us = now_us();
+        if (answered_us - sent_us > l->max_us)
+            l->max_us = answered_us - sent_us;
+        l->sent++;
+        if (rc != RAW_OK) {
+            if (l->errors++ == 0)
+                snprintf(l->error, sizeof l->error, "%s: %s", path, raw_result_name(rc));
+            raw_close(c);
+            c = NULL;
+        } else {
+            load_answer(l, &r, sent_us, answered_us);
+            if (resp_wants_close(&r)) {
+                raw_close(c);
+                c = NULL;
+            }
+        }
+        http_response_free(&r);
+        next += l->period_us;
+        uint64_t now = now_us();
+        if (next < now)
+            next += ((now - next) / l->period_us + 1) * l->period_us;
+    }
+    raw_close(c);
+    return NULL;
+}
+
+void load_run(struct proxy **proxies, const char **prefixes, int nproxies, const struct origin *o,
+              int threads, uint64_t start_us, uint64_t end_us, uint64_t period_us, int flags,
+              struct load *l)
+{
+    pthread_t tid[16];
+    ck_assert(threads <= 16);
+    for (int k = 0; k < threads; k++) {
+        l[k] = (struct load){.proxy_port = proxies[k % nproxies]->port,
+                             .origin_port = o->port,
+                             .prefix = prefixes[k % nproxies],
+                             .id = k,
+                             .flags = flags,
+                             .start_us = start_us,
+                             .end_us = end_us,
+                             .offset_us = period_us * (uint64_t)k / (uint64_t)threads,
+                             .period_us = period_us};
+        ck_assert(pthread_create(&tid[k], NULL, load_thread, &l[k]) == 0);
+    }
+    for (int k = 0; k < threads; k++)
+        pthread_join(tid[k], NULL);
+}
+
+struct load load_sum(struct load *l, int threads, int nproxies, int which)
+{
+    struct load t = {0};
+    for (int k = 0; k < threads; k++) {
+        if (which >= 0 && k % nproxies != which)
+            continue;
+        t.sent += l[k].sent;
+        t.limited += l[k].limited;
+        t.other += l[k].other;
+        t.errors += l[k].errors;
+        if (l[k].other > 0)
+            t.other_status = l[k].other_status;
+        if (l[k].errors > 0)
+            snprintf(t.error, sizeof t.error, "%s", l[k].error);
+        if (l[k].max_us > t.max_us)
+            t.max_us = l[k].max_us;
+        if (l[k].admitted != NULL) {
+            t.admitted =
+                realloc(t.admitted, ((size_t)t.ok + (size_t)l[k].ok + 1) * sizeof *t.admitted);
+            ck_assert(t.admitted != NULL);
+            memcpy(t.admitted + t.ok, l[k].admitted, (size_t)l[k].ok * sizeof *l[k].admitted);
+            free(l[k].admitted);
+            l[k].admitted = NULL;
+        }
+        t.ok += l[k].ok;
+    }
+    return t;
 }

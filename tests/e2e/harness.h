@@ -34,7 +34,11 @@ int harness_quick(void); /* RLPROXY_QUICK=1, or RLPROXY_WRAPPER set: use small s
 uint64_t harness_size(uint64_t big, uint64_t small);
 const char *harness_tmpdir(void);
 uint64_t now_ms(void); /* CLOCK_MONOTONIC */
+uint64_t now_us(void); /* CLOCK_MONOTONIC */
 void sleep_ms(unsigned ms);
+void sleep_until_us(uint64_t t_us); /* until now_us() reaches t_us */
+/* Writes text to path (replacing it); fails the test if it cannot */
+void write_text(const char *path, const char *text);
 
 /* ---- body pattern: byte i = (i*131 + 7) & 0xff, as tests/origin/origin.py sends ------------- */
 
@@ -112,6 +116,12 @@ int proxy_log_contains(struct proxy *p, const char *text);
 /* How often text occurs in the proxy's log (non-overlapping); in a string */
 size_t proxy_log_count(struct proxy *p, const char *text);
 size_t text_count(const char *haystack, const char *needle);
+/* Rewrites the proxy's config file with yaml (the whole file), sends SIGHUP and waits (timeout_ms
+ * at most) for the outcome in the log: 1 reloaded, 0 the reload failed (the old config runs on).
+ * Fails the test when rlproxy dies or logs neither in time. */
+int proxy_reload(struct proxy *p, const char *yaml, int timeout_ms);
+/* Polls (every 10 ms, at most timeout_ms) until the proxy's log contains text; 1 when it did */
+int proxy_wait_log(struct proxy *p, const char *text, int timeout_ms);
 char *proxy_log_tail(struct proxy *p, size_t max_bytes); /* malloc'd, never NULL */
 /* For failure messages: a sanitizer report's head and SUMMARY if the log has one, else valgrind's
  * "==PID==" report lines and the log's tail if it has those, else its tail */
@@ -121,19 +131,27 @@ char *proxy_state(struct proxy *p);
 long proxy_rss_kib(struct proxy *p);      /* VmRSS, -1 if unknown */
 long proxy_peak_rss_kib(struct proxy *p); /* VmHWM, -1 if unknown */
 const char *proxy_url(const struct proxy *p, char *buf, size_t len);
+/* The admin endpoint's port. proxy_start() reads it as soon as the proxy's own listener is logged,
+ * which can be before the admin endpoint's line: this waits (5 s at most) for that line and fails
+ * the test when it never comes. */
+int proxy_admin_port(struct proxy *p);
 /* A series from the admin endpoint's /metrics; `series` is the whole series name, labels
  * included. -1 when absent; fails the test when /metrics cannot be read. */
 long long proxy_metric(struct proxy *p, const char *series);
 /* Polls (every 20 ms, at most timeout_ms) until the series has the value; 1 when it got there */
 int proxy_wait_metric(struct proxy *p, const char *series, long long want, int timeout_ms);
 
-/* An origin and an rlproxy in front of it: what most tests start with (each suite has its own
- * up() for its config); fixture_down stops both, the proxy first (proxy_stop's checks apply). */
+/* An origin and an rlproxy in front of it: what most tests start with; fixture_down stops both, the
+ * proxy first (proxy_stop's checks apply). */
 struct fixture {
     struct origin *o;
     struct proxy *p;
 };
 void fixture_down(struct fixture f);
+/* origin_start(tls), then proxy_start(yaml_extra) */
+struct fixture fixture_up(int tls, const char *yaml_extra);
+/* The proxy is alive and a fresh connection GETs body_len pattern bytes through it (a 200) */
+void fixture_still_serving(struct fixture f, size_t body_len);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or
@@ -162,6 +180,17 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
 
 /* A loopback port that was just bound and closed: connecting to it is refused. */
 int harness_closed_port(void);
+
+/* A TCP relay on 127.0.0.1 in front of target_port whose new connections take delay_ms to open:
+ * it accepts at once, waits, then connects to the target and copies both ways, as a distant
+ * origin (or its TLS handshake) would look to rlproxy. Threads of this process. */
+struct slow_relay;
+struct slow_relay *slow_relay_start(int target_port, int delay_ms);
+int slow_relay_port(const struct slow_relay *r);
+long slow_relay_connections(const struct slow_relay *r); /* accepted so far */
+void slow_relay_stop(struct slow_relay *r);
+/* 1 when a TCP connect to 127.0.0.1:port succeeds (within 2 s), 0 when it is refused */
+int port_accepts(int port);
 
 /* ---- raw sockets ------------------------------------------------------------------------------
  */
@@ -201,6 +230,22 @@ struct http_response {
 };
 
 struct raw *raw_connect(int port); /* fails the test if 127.0.0.1:port refuses */
+/* A connection to 127.0.0.1:port from source address src (NULL: the kernel's choice; tests bind
+ * 127.0.0.x to be different clients), TCP_NODELAY, connected within 5 s. For client threads: no
+ * ck_assert inside; NULL on error with the reason in err. */
+struct raw *raw_connect_from(int port, const char *src, char *err, size_t err_len);
+/* The same for the test's own thread: fails the test on error */
+struct raw *raw_connect_src(int port, const char *src);
+/* Sends "METHOD http://host:port/path HTTP/1.1" with Host (absolute form, keep-alive); 0 or -1.
+ * No ck_assert: threads may use it. */
+int raw_send_request(struct raw *c, const char *method, const char *host, int port,
+                     const char *path);
+/* raw_send_request, then the response: RAW_OK or the harness's error code (a failed send is
+ * RAW_CLOSED). r is always initialised (free it). No ck_assert: threads may use it. */
+int raw_request_on(struct raw *c, const char *method, const char *host, int port, const char *path,
+                   struct http_response *r, int timeout_ms);
+/* 1 when the response says Connection: close */
+int resp_wants_close(const struct http_response *r);
 void raw_close(struct raw *c);
 void raw_send(struct raw *c, const void *data, size_t len); /* fails the test on error */
 void raw_send_str(struct raw *c, const char *s);
@@ -274,6 +319,60 @@ int json_get_bool(const char *json, const char *key);                /* 1, 0, or
 /* the "headers":[[name,value],...] array of /headers; 0 or -1 */
 int json_headers(const char *json, struct http_header **out, size_t *n);
 
+/* ---- paced load: client threads, each sending one GET per period ------------------------------
+ */
+
+/* a request's send and answer times: rlproxy decided on it in between */
+struct span {
+    uint64_t sent_us, answered_us;
+};
+
+enum {
+    LOAD_CONNECT_EARLY = 1, /* connect before the start: the first request is not slower */
+    LOAD_KEEP_SPANS = 2,    /* record the spans of the 200s in admitted */
+};
+
+struct load {
+    int proxy_port, origin_port;
+    const char *prefix; /* sends GET prefix?t=<id>&j=<n> */
+    int id;
+    int flags;
+    uint64_t start_us, end_us; /* sends requests while now < end_us */
+    uint64_t offset_us;        /* first request at start_us + offset_us */
+    uint64_t period_us;        /* then one per period (missed slots are skipped, not bunched) */
+    long sent, ok, limited, other, errors;
+    int other_status;
+    uint64_t max_us; /* slowest answer */
+    char error[240];
+    struct span *admitted; /* LOAD_KEEP_SPANS: of the 200s */
+    size_t admitted_cap;
+};
+
+/* `threads` (at most 16) clients, thread k on proxies[k % nproxies] with prefixes[k % nproxies],
+ * each sending one GET per period from start to end, thread k starting k*period/threads after
+ * start. Per-thread results in l[] (at least `threads` entries). */
+void load_run(struct proxy **proxies, const char **prefixes, int nproxies, const struct origin *o,
+              int threads, uint64_t start_us, uint64_t end_us, uint64_t period_us, int flags,
+              struct load *l);
+/* Sums l[k] for the threads k with k % nproxies == which (which < 0: all); the threads' spans move
+ * into the sum (free its admitted) */
+struct load load_sum(struct load *l, int threads, int nproxies, int which);
+
+/* ---- access-log lines ---------------------------------------------------------------------------
+ */
+
+/* The complete lines of the file at path that contain needle (and `also`, when not NULL), in order;
+ * how many. The first max are kept in lines[] (malloc'd) when lines is not NULL. A last line still
+ * being written (no newline yet) does not count. */
+size_t file_lines_with(const char *path, const char *needle, const char *also, char **lines,
+                       size_t max);
+/* The last access-log line (text format, in the proxy's log) containing needle, waited for up to
+ * 3 s; malloc'd. Fails the test when none comes. */
+char *proxy_access_line(struct proxy *p, const char *needle);
+/* The attempts= and wait= fields of an access-log line; fail the test when the field is missing */
+int line_attempts(const char *line);
+long long line_wait_ms(const char *line);
+
 /* ---- external commands ------------------------------------------------------------------------
  */
 
@@ -285,9 +384,17 @@ struct cmd_result {
     char *err; /* stderr, NUL-terminated */
     size_t err_len;
 };
+/* A fixed-size set of child pids (0: a free slot) that a teardown kills: add (add=1) or remove one,
+ * or SIGKILL and reap them all */
+void pid_set_track(pid_t *set, size_t cap, pid_t pid, int add);
+void pid_set_kill(pid_t *set, size_t cap);
 /* Runs argv[0] (PATH search). env: NULL-terminated "NAME=value" (set) or "NAME" (unset). */
 void run_cmd(char *const argv[], const char *const env[], int timeout_ms, struct cmd_result *r);
 void cmd_result_free(struct cmd_result *r);
+/* Starts argv[0] (a path: no PATH search) with stdout and stderr appended to log_path and stdin
+ * from /dev/null; it dies with the test process. Not tracked by harness_tcase's teardown: the
+ * caller reaps or kills it (a server that outlives one test). */
+pid_t spawn_logged(char *const argv[], const char *log_path);
 /* rlproxy itself with args (NULL-terminated, after the program name: "-t", "-c", path), under
  * RLPROXY_WRAPPER when it is set, like proxy_start: valgrind's exit 99 on a memory error or leak
  * then fails whatever exit code the caller expects. The timeout grows 5x under the wrapper. */

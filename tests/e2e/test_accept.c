@@ -30,14 +30,6 @@
 #define T_MS 10000
 #define CLIENTS 40
 
-static struct fixture up(void)
-{
-    struct fixture f;
-    f.o = origin_start(0);
-    f.p = proxy_start("workers: 2\n");
-    return f;
-}
-
 static long long worker_connections(struct proxy *p, unsigned worker)
 {
     char series[64];
@@ -101,7 +93,7 @@ static void wait_total(struct proxy *p, long long want)
 
 START_TEST(test_burst)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, "workers: 2\n");
     /* the queue fills while no thread of rlproxy runs: the kernel completes the handshakes */
     ck_assert_int_eq(kill(f.p->pid, SIGSTOP), 0);
     struct raw *c[CLIENTS];
@@ -140,7 +132,7 @@ END_TEST
 
 START_TEST(test_sequential)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, "workers: 2\n");
     struct raw *c[CLIENTS];
     long long worst = 0;
     for (int i = 0; i < CLIENTS; i++) {

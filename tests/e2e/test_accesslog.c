@@ -21,14 +21,6 @@
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
 static void access_path(char *buf, size_t len, const char *name)
 {
     snprintf(buf, len, "%s/access-%d-%s.log", harness_tmpdir(), (int)getpid(), name);

@@ -109,25 +109,6 @@ static double wait_metric(struct proxy *p, const char *series, double want, int 
     return v;
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
-static int wait_log(struct proxy *p, const char *text, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    while (!proxy_log_contains(p, text)) {
-        if (now_ms() > deadline)
-            return 0;
-        sleep_ms(10);
-    }
-    return 1;
-}
-
 /* A histogram's samples (NAME_bucket, NAME_sum, NAME_count) belong to the family NAME: when the
  * text before `line` declares NAME a histogram, name is cut back to it. */
 static void histogram_family(char *text, char *line, char *name)
@@ -428,7 +409,7 @@ START_TEST(test_reload_counters)
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "timeouts:\n  client_idle: 20s\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    ck_assert(proxy_wait_log(p, "configuration reloaded from", 5000));
     ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"ok\"}", 1, 2000) == 1);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"failed\"}") == 0);
     ck_assert(metric(p, "rlproxy_config_last_reload_success") == 1);
@@ -438,7 +419,7 @@ START_TEST(test_reload_counters)
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "timeouts:\n  client_idle: never\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert(wait_log(p, "reload failed", 5000));
+    ck_assert(proxy_wait_log(p, "reload failed", 5000));
     ck_assert(wait_metric(p, "rlproxy_config_reloads_total{result=\"failed\"}", 1, 2000) == 1);
     ck_assert(metric(p, "rlproxy_config_reloads_total{result=\"ok\"}") == 1);
     ck_assert(metric(p, "rlproxy_config_last_reload_success") == 0);
@@ -489,7 +470,7 @@ START_TEST(test_healthz_while_draining)
     free(req);
     sleep_ms(300);
     ck_assert(kill(p->pid, SIGTERM) == 0);
-    ck_assert(wait_log(p, "stopping", 2000));
+    ck_assert(proxy_wait_log(p, "stopping", 2000));
     struct fetch_res rs;
     admin_fetch(p, NULL, "/healthz", &rs);
     ck_assert_msg(rs.status == 503, "/healthz while draining: %ld", rs.status);
@@ -700,7 +681,7 @@ START_TEST(test_histograms_reset_when_rules_change)
     write_text(p->conf_path, "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                              "rate_limits:\n  - name: second\n    limit: 100\n    window: 1s\n");
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    ck_assert(proxy_wait_log(p, "configuration reloaded from", 5000));
     text = scrape(p);
     ck_assert_msg(strstr(text, "rule=\"first\"") == NULL, "a removed rule is still rendered");
     ck_assert_msg(histogram_count(text, H_TOTAL, "second") == 0,
@@ -759,7 +740,7 @@ START_TEST(test_promtool_check_metrics)
                                   "    window: 1s\n");
     get_status(p, o, "/bytes/10", 200);
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert(wait_log(p, "configuration reloaded from", 5000));
+    ck_assert(proxy_wait_log(p, "configuration reloaded from", 5000));
     char *text = scrape(p);
     char path[600];
     snprintf(path, sizeof path, "%s/metrics.txt", harness_tmpdir());

@@ -9,26 +9,6 @@
 
 #define T_MS 10000
 
-static struct fixture up(const char *yaml)
-{
-    struct fixture f;
-    f.o = origin_start(0);
-    f.p = proxy_start(yaml);
-    return f;
-}
-
-/* The proxy is alive and a fresh connection gets a normal answer */
-static void still_serving(struct fixture f)
-{
-    ck_assert_msg(proxy_alive(f.p), "%s", proxy_state(f.p));
-    char url[256];
-    struct fetch_res rs;
-    fetch_via(f.p->port, origin_url(f.o, "/bytes/100", url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 200);
-    ck_assert_uint_eq(rs.body_len, 100);
-    fetch_free(&rs);
-}
-
 /* One line of text: nothing after the first newline */
 static void assert_one_line(const char *body)
 {
@@ -51,7 +31,7 @@ static void get_via(struct fixture f, const char *url, long timeout_ms, struct f
 
 START_TEST(test_unresolvable_host_502)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct fetch_res rs;
     get_via(f, "http://" UNRESOLVABLE "/some/path", 20000, &rs);
     ck_assert_int_eq(rs.status, 502);
@@ -60,14 +40,14 @@ START_TEST(test_unresolvable_host_502)
                   rs.body);
     assert_one_line(rs.body);
     fetch_free(&rs);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
 
 START_TEST(test_connection_refused_502)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/x", harness_closed_port());
     struct fetch_res rs;
@@ -78,14 +58,14 @@ START_TEST(test_connection_refused_502)
                   rs.body);
     assert_one_line(rs.body);
     fetch_free(&rs);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
 
 START_TEST(test_upstream_timeout_504)
 {
-    struct fixture f = up("timeouts:\n  upstream_response: 1s\n");
+    struct fixture f = fixture_up(0, "timeouts:\n  upstream_response: 1s\n");
     char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
@@ -99,7 +79,7 @@ START_TEST(test_upstream_timeout_504)
     ck_assert_msg(ms >= 800 && ms < 4500, "504 after %llu ms for a 1 s timeout",
                   (unsigned long long)ms);
     fetch_free(&rs);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
@@ -150,7 +130,7 @@ static const struct bad_case {
 START_TEST(test_malformed_request_400_and_close)
 {
     const struct bad_case *bc = &BAD[_i];
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     if (bc->line != NULL)
         raw_sendf(c, bc->line, f.o->port);
@@ -165,14 +145,14 @@ START_TEST(test_malformed_request_400_and_close)
                   r.status);
     http_response_free(&r);
     raw_close(c);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
 
 START_TEST(test_random_bytes_do_not_crash)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     size_t len = 256 * 1024;
     unsigned char *junk = malloc(len);
     uint32_t x = 2463534242u; /* xorshift32: the same bytes every run */
@@ -192,7 +172,7 @@ START_TEST(test_random_bytes_do_not_crash)
         raw_close(c);
     }
     free(junk);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
@@ -217,7 +197,7 @@ static int send_padded(struct fixture f, struct raw *c, size_t size)
 
 START_TEST(test_header_block_too_large_431)
 {
-    struct fixture f = up("http:\n  max_header_size: 8KiB\n");
+    struct fixture f = fixture_up(0, "http:\n  max_header_size: 8KiB\n");
     struct raw *c = raw_connect(f.p->port);
     send_padded(f, c, 4000); /* under the limit: served */
     struct http_response r;
@@ -234,7 +214,7 @@ START_TEST(test_header_block_too_large_431)
     ck_assert_msg(raw_wait_closed(c, 3000), "connection not closed after 431");
     http_response_free(&r);
     raw_close(c);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
@@ -261,7 +241,7 @@ static int long_target_status(struct fixture f, size_t path_len, struct raw **ou
 
 START_TEST(test_request_line_too_long_414)
 {
-    struct fixture f = up("http:\n  max_request_line: 1KiB\n");
+    struct fixture f = fixture_up(0, "http:\n  max_request_line: 1KiB\n");
     struct raw *c;
     ck_assert_int_eq(long_target_status(f, 600, &c), 200);
     raw_close(c);
@@ -269,14 +249,14 @@ START_TEST(test_request_line_too_long_414)
     ck_assert_msg(status == 414 || status == 431, "4 KiB request line: status %d", status);
     ck_assert_msg(raw_wait_closed(c, 3000), "connection not closed after %d", status);
     raw_close(c);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
 
 START_TEST(test_slow_header_times_out)
 {
-    struct fixture f = up("timeouts:\n  client_header: 1s\n");
+    struct fixture f = fixture_up(0, "timeouts:\n  client_header: 1s\n");
     struct raw *c = raw_connect(f.p->port);
     raw_sendf(c, "GET http://127.0.0.1:%d/bytes/1 HTTP/1.1\r\nHost: a\r\n", f.o->port);
     uint64_t t0 = now_ms();
@@ -285,14 +265,14 @@ START_TEST(test_slow_header_times_out)
     ck_assert_msg(ms >= 700, "closed after %llu ms, before the 1 s timeout",
                   (unsigned long long)ms);
     raw_close(c);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
 
 START_TEST(test_client_abort_aborts_upstream)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     char url[256];
     struct fetch_req rq = {.url = origin_url(f.o, "/bytes/1073741824", url, sizeof url),
                            .proxy_port = f.p->port,
@@ -314,14 +294,14 @@ START_TEST(test_client_abort_aborts_upstream)
     long long sent = origin_stat(f.o, "bytes_sent");
     ck_assert_msg(sent < (256ll << 20), "origin sent %lld bytes for a client that left at 8 MiB",
                   sent);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
 
 START_TEST(test_client_not_allowed_403)
 {
-    struct fixture f = up("access:\n  allow: [\"10.0.0.0/8\"]\n");
+    struct fixture f = fixture_up(0, "access:\n  allow: [\"10.0.0.0/8\"]\n");
     char url[256];
     struct fetch_res rs;
     get_via(f, origin_url(f.o, "/bytes/10", url, sizeof url), 10000, &rs);
@@ -350,7 +330,7 @@ static struct http_response raw_head(struct fixture f, const char *kind)
 
 START_TEST(test_invalid_origin_head)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     static const char *const refused[] = {"dup-length", "bad-length"};
     for (int i = 0; i < 2; i++) {
         struct http_response r = raw_head(f, refused[i]);
@@ -375,7 +355,7 @@ START_TEST(test_invalid_origin_head)
     ck_assert_msg(r.status == 200 || r.status == 502, "cr-value: status %d", r.status);
     ck_assert_msg(resp_header(&r, "Injected", 0) == NULL, "a CR in a value split the header");
     http_response_free(&r);
-    still_serving(f);
+    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST

@@ -8,14 +8,6 @@
 
 #define T_MS 10000
 
-static struct fixture up(void)
-{
-    struct fixture f;
-    f.o = origin_start(0);
-    f.p = proxy_start(NULL);
-    return f;
-}
-
 /* One raw request through the proxy; fails unless a complete response came back. */
 static void via_raw(struct fixture f, const char *method, const char *path, const char *extra,
                     struct http_response *r, int flags)
@@ -52,7 +44,7 @@ static char *joined(const struct http_header *h, size_t n, const char *name)
 START_TEST(test_methods_without_body)
 {
     static const char *methods[] = {"GET", "DELETE", "OPTIONS"};
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     char url[256];
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         struct fetch_req rq = {.url = origin_url(f.o, "/headers", url, sizeof url),
@@ -74,7 +66,7 @@ END_TEST
 
 START_TEST(test_head)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     char url[256];
     struct fetch_req rq = {.url = origin_url(f.o, "/bytes/1000", url, sizeof url),
                            .method = "HEAD",
@@ -96,7 +88,7 @@ END_TEST
 START_TEST(test_methods_with_body)
 {
     static const char *methods[] = {"POST", "PUT", "PATCH"};
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     char url[256];
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         struct fetch_req rq = {.url = origin_url(f.o, "/sink", url, sizeof url),
@@ -125,7 +117,7 @@ END_TEST
 
 START_TEST(test_echo_body_and_content_type)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct http_response r;
     /* a binary body with a NUL inside */
     struct raw *c = raw_connect(f.p->port);
@@ -158,7 +150,7 @@ START_TEST(test_status_and_reason_preserved)
         {"/status/503", 503, "Service Unavailable"},
         {"/status/201?reason=Made+It", 201, "Made It"},
     };
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct http_response r;
         via_raw(f, "GET", cases[i].path, NULL, &r, 0);
@@ -172,7 +164,7 @@ END_TEST
 
 START_TEST(test_duplicate_headers_kept_in_order)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct http_response r;
     via_raw(f, "GET", "/cookies", NULL, &r, 0);
     ck_assert_int_eq(r.status, 200);
@@ -191,7 +183,7 @@ END_TEST
 
 START_TEST(test_gzip_bytes_exact)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     char url[256];
     static const char *const hdrs[] = {"Accept-Encoding: gzip", NULL};
     struct fetch_req rq = {
@@ -222,7 +214,7 @@ static void assert_not_sent(const struct http_header *h, size_t n, const char *n
 
 START_TEST(test_nothing_added_toward_origin)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct http_response r;
     struct http_header *h;
     size_t n;
@@ -285,7 +277,7 @@ static void check_hop_by_hop(struct fixture f, const char *connection)
 
 START_TEST(test_hop_by_hop_removed)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     check_hop_by_hop(f, "X-Hop");
     check_hop_by_hop(f, "close, X-Hop");
     check_hop_by_hop(f, "keep-alive, X-Hop, TE");
@@ -295,7 +287,7 @@ END_TEST
 
 START_TEST(test_end_to_end_headers_kept)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct http_response r;
     struct http_header *h;
     size_t n;
@@ -325,7 +317,7 @@ END_TEST
 
 START_TEST(test_via_both_ways)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct http_response r;
     struct http_header *h;
     size_t n;
@@ -395,7 +387,7 @@ static void bodiless(struct fixture f, struct raw *c, const char *method, const 
 
 START_TEST(test_no_body_for_head_204_304)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     bodiless(f, c, "HEAD", "/bytes/1000", 200);
     bodiless(f, c, "GET", "/status/204", 204);
@@ -410,7 +402,7 @@ END_TEST
 /* The same responses pipelined: requests in one write, responses read back to back */
 START_TEST(test_no_body_pipelined)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     char *head = proxy_request("HEAD", f.o, "/bytes/1000", NULL);
     char *s204 = proxy_request("GET", f.o, "/status/204", NULL);
@@ -448,7 +440,7 @@ START_TEST(test_request_target_unchanged)
         "/headers/./c//d/%2e%2e/e?y=%20z&q=a+b",
         "/headers?key=%41%42&empty=&=v",
     };
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         struct http_response r;
         via_raw(f, "GET", targets[i], NULL, &r, 0);
@@ -465,7 +457,7 @@ END_TEST
 
 START_TEST(test_no_content_type_invented)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct http_response r;
     /* first make sure the origin itself sends none, or this test proves nothing */
     char req[256];
@@ -485,7 +477,7 @@ END_TEST
 
 START_TEST(test_origin_form_is_400_with_usage)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     static const char *paths[] = {"/", "/bytes/10"};
     for (size_t i = 0; i < 2; i++) {
         char req[256];

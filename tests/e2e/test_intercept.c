@@ -141,55 +141,6 @@ static const char *https_url(int port, const char *host, const char *path, char 
 
 /* ---- the proxy's view ------------------------------------------------------------------------ */
 
-/* The complete access-log lines (text format) containing `needle`, in log order; how many.
- * lines[] entries are malloc'd (up to max are kept). */
-static size_t access_lines(struct proxy *p, const char *needle, char **lines, size_t max)
-{
-    char *log = read_file(p->log_path, NULL);
-    size_t n = 0;
-    for (char *line = log; line != NULL && *line != '\0';) {
-        char *nl = strchr(line, '\n');
-        if (nl == NULL)
-            break; /* still being written */
-        *nl = '\0';
-        if (strstr(line, needle) != NULL && strstr(line, " attempts=") != NULL) {
-            if (n < max && lines != NULL)
-                lines[n] = strdup(line);
-            n++;
-        }
-        line = nl + 1;
-    }
-    free(log);
-    return n;
-}
-
-/* The last access-log line containing needle, waited for up to 3 s; malloc'd */
-static char *access_line(struct proxy *p, const char *needle)
-{
-    uint64_t deadline = now_ms() + 3000;
-    for (;;) {
-        char *lines[256];
-        size_t n = access_lines(p, needle, lines, 256);
-        if (n > 0) {
-            size_t keep = (n < 256 ? n : 256) - 1;
-            for (size_t i = 0; i < keep; i++)
-                free(lines[i]);
-            return lines[keep];
-        }
-        if (now_ms() > deadline)
-            ck_abort_msg("no access-log line containing %s; log:\n%s", needle,
-                         proxy_log_tail(p, 2000));
-        sleep_ms(20);
-    }
-}
-
-static int line_attempts(const char *line)
-{
-    const char *a = strstr(line, " attempts=");
-    ck_assert_msg(a != NULL, "no attempts= in %s", line);
-    return atoi(a + strlen(" attempts="));
-}
-
 /* the status field: the number after the quoted request */
 static int line_status(const char *line)
 {
@@ -206,13 +157,6 @@ static int line_has_limit(const char *line, const char *verdict_rule)
     return strstr(line, want) != NULL;
 }
 
-static long long line_wait_ms(const char *line)
-{
-    const char *a = strstr(line, " wait=");
-    ck_assert_msg(a != NULL, "no wait= in %s", line);
-    return atoll(a + strlen(" wait="));
-}
-
 /* When rlproxy let the request go (ms, wall clock): the line's time is the end of the exchange,
  * total= runs from the head's arrival, wait= is the time held. +-3 ms (three ms-rounded fields). */
 static long long line_admit_ms(const char *line)
@@ -226,34 +170,6 @@ static long long line_admit_ms(const char *line)
     ck_assert_msg(total != NULL, "no total= in %s", line);
     return (long long)timegm(&tm) * 1000 + ms - atoll(total + strlen(" total=")) +
            line_wait_ms(line);
-}
-
-/* Rewrites the proxy's config file, sends SIGHUP, waits for the outcome: 1 reloaded, 0 failed */
-static int reload_with(struct proxy *p, const char *yaml)
-{
-    char *log0 = read_file(p->log_path, NULL);
-    size_t len0 = log0 != NULL ? strlen(log0) : 0;
-    free(log0);
-    FILE *f = fopen(p->conf_path, "w");
-    ck_assert_msg(f != NULL, "%s: %s", p->conf_path, strerror(errno));
-    fprintf(f, "%s", yaml);
-    fclose(f);
-    ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
-    uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    for (;;) {
-        char *log = read_file(p->log_path, NULL);
-        const char *fresh = log != NULL && strlen(log) >= len0 ? log + len0 : "";
-        int ok = strstr(fresh, "configuration reloaded from ") != NULL;
-        int bad = strstr(fresh, "reload failed, keeping the running config: ") != NULL;
-        free(log);
-        if (ok || bad)
-            return ok;
-        ck_assert_msg(proxy_alive(p), "rlproxy died on SIGHUP: %s", proxy_state(p));
-        if (now_ms() > deadline)
-            ck_abort_msg("no reload outcome logged within %d ms; log:\n%s", RELOAD_WAIT_MS,
-                         proxy_log_tail(p, 1500));
-        sleep_ms(20);
-    }
 }
 
 /* ---- libcurl through the tunnel -------------------------------------------------------------- */
@@ -854,9 +770,10 @@ START_TEST(test_keepalive_tunnel_paced)
     char *lines[N];
     uint64_t deadline = now_ms() + 3000;
     size_t got;
-    while ((got = access_lines(f.p, needle, NULL, 0)) < N && now_ms() < deadline)
+    while ((got = file_lines_with(f.p->log_path, needle, " attempts=", NULL, 0)) < N &&
+           now_ms() < deadline)
         sleep_ms(20);
-    got = access_lines(f.p, needle, lines, N);
+    got = file_lines_with(f.p->log_path, needle, " attempts=", lines, N);
     ck_assert_msg(got == N, "%zu access-log lines with %s, want %d; log:\n%s", got, needle, N,
                   proxy_log_tail(f.p, 1500));
     size_t delayed = 0;
@@ -958,7 +875,7 @@ START_TEST(test_retry_inside_tunnel)
     fetch_free(&rs);
     char needle[200];
     snprintf(needle, sizeof needle, "\"GET https://127.0.0.1:%d%s\"", f.o->port, path);
-    char *line = access_line(f.p, needle);
+    char *line = proxy_access_line(f.p, needle);
     ck_assert_msg(line_attempts(line) == 2 && line_status(line) == 200,
                   "want status 200 attempts=2: %s", line);
     free(line);
@@ -1022,12 +939,12 @@ START_TEST(test_unlisted_host_keeps_origin_cert)
     /* the log: a plain CONNECT line for localhost, requests inside for 127.0.0.1 */
     char needle[128];
     snprintf(needle, sizeof needle, "\"CONNECT localhost:%d\"", f.o->port);
-    free(access_line(f.p, needle));
+    free(proxy_access_line(f.p, needle));
     snprintf(needle, sizeof needle, "GET https://localhost:%d", f.o->port);
-    ck_assert_msg(access_lines(f.p, needle, NULL, 0) == 0, "the unlisted host was opened: %s",
-                  proxy_log_tail(f.p, 1500));
+    ck_assert_msg(file_lines_with(f.p->log_path, needle, " attempts=", NULL, 0) == 0,
+                  "the unlisted host was opened: %s", proxy_log_tail(f.p, 1500));
     snprintf(needle, sizeof needle, "\"GET https://127.0.0.1:%d/bytes/100\"", f.o->port);
-    free(access_line(f.p, needle));
+    free(proxy_access_line(f.p, needle));
     fixture_down(f);
 }
 END_TEST
@@ -1050,7 +967,7 @@ START_TEST(test_bad_origin_cert_502)
            (int)rs.rc, rs.err, rs.status, rs.body ? rs.body : "");
     char needle[128];
     snprintf(needle, sizeof needle, "\"GET https://127.0.0.1:%d/bytes/10\"", f.o->port);
-    char *line = access_line(f.p, needle);
+    char *line = proxy_access_line(f.p, needle);
     ck_assert_msg(line_status(line) == 502, "the proxy logged: %s", line);
     printf("  logged: %s\n", line);
     free(line);
@@ -1091,14 +1008,6 @@ END_TEST
 
 /* ==== 6. a CA key with loose permissions ========================================================
  */
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
-    fputs(text, f);
-    fclose(f);
-}
 
 START_TEST(test_loose_ca_key_refused)
 {
@@ -1178,7 +1087,8 @@ START_TEST(test_loose_ca_key_reload_keeps_old)
                        "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\n"
                        "connect:\n  allowed_ports: [%d]\n%s",
                        o->port, tls) > 0);
-    ck_assert_msg(!reload_with(p, yaml), "a reload with a 0644 CA key was accepted");
+    ck_assert_msg(!proxy_reload(p, yaml, RELOAD_WAIT_MS),
+                  "a reload with a 0644 CA key was accepted");
     char *tail = proxy_log_tail(p, 600);
     ck_assert_msg(strstr(tail, ca.key) != NULL && strstr(tail, "chmod 600") != NULL,
                   "the reload error does not name the key and chmod 600:\n%s", tail);
@@ -1195,8 +1105,8 @@ START_TEST(test_loose_ca_key_reload_keeps_old)
         fetch_free(&rs);
     }
     ck_assert(chmod(ca.key, 0600) == 0);
-    ck_assert_msg(reload_with(p, yaml), "a reload with the key back at 0600 failed: %s",
-                  proxy_log_tail(p, 600));
+    ck_assert_msg(proxy_reload(p, yaml, RELOAD_WAIT_MS),
+                  "a reload with the key back at 0600 failed: %s", proxy_log_tail(p, 600));
     fetch(&rq, &rs);
     ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200, "after the good reload: curl %d %s",
                   (int)rs.rc, rs.err);
@@ -1233,10 +1143,11 @@ START_TEST(test_absolute_form_https)
         snprintf(needle, sizeof needle, "\"GET https://%s:%d/bytes/1000\" 200", hosts[i],
                  f.o->port);
         uint64_t deadline = now_ms() + 3000;
-        while (access_lines(f.p, needle, NULL, 0) < 2 && now_ms() < deadline)
+        while (file_lines_with(f.p->log_path, needle, " attempts=", NULL, 0) < 2 &&
+               now_ms() < deadline)
             sleep_ms(20);
-        ck_assert_msg(access_lines(f.p, needle, NULL, 0) == 2, "want 2 lines with %s:\n%s", needle,
-                      proxy_log_tail(f.p, 1500));
+        ck_assert_msg(file_lines_with(f.p->log_path, needle, " attempts=", NULL, 0) == 2,
+                      "want 2 lines with %s:\n%s", needle, proxy_log_tail(f.p, 1500));
     }
     fixture_down(f);
 }
@@ -1340,7 +1251,7 @@ START_TEST(test_tunnel_alpn_pipelining)
      * https://host:port/path, once */
     char needle[128];
     snprintf(needle, sizeof needle, "/bytes/5\" 200 ");
-    char *line = access_line(f.p, needle);
+    char *line = proxy_access_line(f.p, needle);
     snprintf(needle, sizeof needle, "\"GET https://127.0.0.1:%d/bytes/5\"", f.o->port);
     ck_assert_msg(strstr(line, needle) != NULL, "absolute form inside the tunnel logged as: %s",
                   line);
@@ -1774,6 +1685,67 @@ START_TEST(test_figures)
 }
 END_TEST
 
+/* ==== departure stamping =========================================================================
+ * rlproxy's first connection to the origin takes 150 ms to open (a relay), the requests after it
+ * reuse that connection. The API counts arrivals, so the window counts departures: the origin never
+ * sees 11 requests within a window (less 5 ms of delivery jitter). With admission stamps the first
+ * request reached the origin 150 ms after its admission, and the 11th, admitted a window after
+ * the first, only ~850 ms after it. */
+START_TEST(test_slow_first_connection_counted_at_departure)
+{
+    enum { N = 25, L = 10 };
+    struct origin *o = origin_start(1);
+    struct slow_relay *relay = slow_relay_start(o->port, 150);
+    int port = slow_relay_port(relay);
+    char *tls = intercept_yaml(shared_ca(), "[\"127.0.0.1\"]", 1);
+    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n%s"
+                                   "rate_limits:\n"
+                                   "  - name: pace\n"
+                                   "    match: { host: \"127.0.0.1\", path_prefix: \"/flaky\" }\n"
+                                   "    key: global\n"
+                                   "    limit: 10\n"
+                                   "    window: 1s\n"
+                                   "    over_limit: delay\n"
+                                   "    max_delay: 10s\n",
+                                   port, tls);
+    free(tls);
+    char key[64], path[160], url[256], err[CURL_ERROR_SIZE] = "";
+    snprintf(key, sizeof key, "dep-%d", (int)getpid());
+    snprintf(path, sizeof path, "/flaky?key=%s&i=0", key);
+    CURL *h = tunnel_handle(p->port, https_url(port, "127.0.0.1", path, url, sizeof url),
+                            shared_ca()->cert, err);
+    for (int i = 0; i < N; i++) { /* no warm-up: the first request opens the slow connection */
+        snprintf(path, sizeof path, "/flaky?key=%s&i=%d", key, i);
+        curl_easy_setopt(h, CURLOPT_URL, https_url(port, "127.0.0.1", path, url, sizeof url));
+        CURLcode rc = curl_easy_perform(h);
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        ck_assert_msg(rc == CURLE_OK && status == 200, "request %d: curl %d (%s), status %ld", i,
+                      (int)rc, err, status);
+    }
+    curl_easy_cleanup(h);
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "/flaky?key=%s&", key);
+    struct arrival *a = NULL;
+    size_t n = origin_arrivals(o, prefix, &a);
+    ck_assert_uint_eq(n, N);
+    size_t worst = 0;
+    double span = arrivals_min_span(a, n, L, &worst);
+    printf("departure: %ld slow connection(s); tightest %d arrivals at the origin span %.1f ms "
+           "(window 1000 ms), from arrival %zu\n",
+           slow_relay_connections(relay), L + 1, span, worst);
+    ck_assert_msg(slow_relay_connections(relay) >= 1, "rlproxy never went through the slow relay");
+    ck_assert_msg(span >= 1000.0 - JITTER_MS,
+                  "%d arrivals at the origin within %.1f ms (arrivals %zu..%zu): the window "
+                  "counted admissions, not departures",
+                  L + 1, span, worst, worst + L);
+    free(a);
+    proxy_stop(p);
+    slow_relay_stop(relay);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* a failing test's notes must reach the log */
@@ -1795,6 +1767,7 @@ int main(void)
     tcase_add_test(tc, test_tunnel_plaintext_after_200);
     tcase_add_test(tc, test_tunnel_bodies_and_429);
     tcase_add_test(tc, test_metrics_count_inner_requests);
+    tcase_add_test(tc, test_slow_first_connection_counted_at_departure);
     suite_add_tcase(s, tc);
     TCase *fig = harness_tcase("figures", 120);
     tcase_add_test(fig, test_figures);

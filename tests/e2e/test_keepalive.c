@@ -8,14 +8,6 @@
 
 #define T_MS 10000
 
-static struct fixture up(const char *yaml)
-{
-    struct fixture f;
-    f.o = origin_start(0);
-    f.p = proxy_start(yaml);
-    return f;
-}
-
 static void send_req(struct fixture f, struct raw *c, const char *method, const char *path,
                      const char *extra)
 {
@@ -56,7 +48,7 @@ static void expect_sink(struct raw *c, const void *body, size_t len)
 START_TEST(test_sequential_requests_one_connection)
 {
     static const size_t sizes[] = {0, 1, 1000, 65536, 300000, 17};
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         char path[64], what[96];
@@ -79,7 +71,7 @@ END_TEST
 
 START_TEST(test_pipelined_answered_in_order)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     /* the first is the slowest: answering in completion order would put it last */
     char *a = proxy_request("GET", f.o, "/slow?delay=0.5", NULL);
@@ -131,7 +123,7 @@ static void http10_get(struct fixture f, const char *path, size_t n, const char 
 
 START_TEST(test_http10_client)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     http10_get(f, "/bytes/5000", 5000, "");
     http10_get(f, "/bytes/100000?chunked=1", 100000, "");
     http10_get(f, "/bytes/3000", 3000, "Connection: keep-alive\r\n");
@@ -141,7 +133,7 @@ END_TEST
 
 START_TEST(test_expect_100_continue)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     size_t len = 1 << 20;
     char *body = malloc(len);
@@ -167,7 +159,7 @@ END_TEST
 
 START_TEST(test_chunked_request_body)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     send_req(f, c, "POST", "/sink", "Transfer-Encoding: chunked\r\n");
     /* sent in pieces, with an extension and a trailer, as a streaming client would */
@@ -201,7 +193,7 @@ END_TEST
 
 START_TEST(test_connection_close_honoured)
 {
-    struct fixture f = up(NULL);
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     send_req(f, c, "GET", "/bytes/100", "Connection: close\r\n");
     expect_bytes(c, 100, "Connection: close request");
@@ -213,7 +205,7 @@ END_TEST
 
 START_TEST(test_client_idle_timeout)
 {
-    struct fixture f = up("timeouts:\n  client_idle: 1s\n");
+    struct fixture f = fixture_up(0, "timeouts:\n  client_idle: 1s\n");
     struct raw *c = raw_connect(f.p->port);
     send_req(f, c, "GET", "/bytes/10", NULL);
     expect_bytes(c, 10, "before idling");
@@ -232,7 +224,7 @@ END_TEST
  * still counts from the last response. */
 START_TEST(test_idle_connection_folded)
 {
-    struct fixture f = up("timeouts:\n  client_idle: 3s\n");
+    struct fixture f = fixture_up(0, "timeouts:\n  client_idle: 3s\n");
     struct raw *c = raw_connect(f.p->port);
     ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 3000),
                   "a new connection is not held folded");
@@ -282,7 +274,7 @@ static long long conn_of_last_request(struct fixture f)
 
 START_TEST(test_upstream_connection_reused)
 {
-    struct fixture f = up("workers: 1\n");
+    struct fixture f = fixture_up(0, "workers: 1\n");
     struct raw *c = raw_connect(f.p->port);
     long long first = -1;
     for (int i = 0; i < 5; i++) {

@@ -23,14 +23,6 @@
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
 struct exit_info {
     int exited;   /* exited normally */
     int code;     /* its exit status */
@@ -74,33 +66,6 @@ static void assert_exit_0(const struct exit_info *e, const char *what)
                   e->exited ? e->code : e->sig);
 }
 
-/* Polls the proxy's log (bounded) for text */
-static int wait_log(struct proxy *p, const char *text, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    while (!proxy_log_contains(p, text)) {
-        if (now_ms() > deadline)
-            return 0;
-        sleep_ms(10);
-    }
-    return 1;
-}
-
-/* 1 when a TCP connect to 127.0.0.1:port succeeds, 0 when it is refused */
-static int port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert(fd >= 0);
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Sends GET /slow?delay=S on a new connection and waits (bounded) until the origin has it */
 static struct raw *start_slow(struct proxy *p, struct origin *o, int delay_s)
 {
@@ -129,7 +94,7 @@ START_TEST(test_sigterm_lets_inflight_request_finish)
     struct raw *c = start_slow(p, o, 2);
     uint64_t t0 = now_ms();
     ck_assert(kill(p->pid, SIGTERM) == 0);
-    ck_assert_msg(wait_log(p, "stopping: draining", 2000), "no drain logged; log:\n%s",
+    ck_assert_msg(proxy_wait_log(p, "stopping: draining", 2000), "no drain logged; log:\n%s",
                   proxy_log_tail(p, 800));
     struct http_response r;
     int rc = raw_read_response(c, &r, 0, T_MS);
@@ -159,7 +124,7 @@ START_TEST(test_sigterm_refuses_new_connections)
     int port = p->port;
     struct raw *c = start_slow(p, o, 2);
     ck_assert(kill(p->pid, SIGTERM) == 0);
-    ck_assert(wait_log(p, "stopping: draining", 2000));
+    ck_assert(proxy_wait_log(p, "stopping: draining", 2000));
     uint64_t t0 = now_ms();
     int refused = 0;
     while (!(refused = !port_accepts(port)) && now_ms() - t0 < 1000)
@@ -219,7 +184,7 @@ START_TEST(test_second_signal_stops_at_once)
     struct proxy *p = proxy_start(NULL); /* shutdown_timeout: 30s */
     struct raw *c = start_slow(p, o, 10);
     ck_assert(kill(p->pid, SIGTERM) == 0);
-    ck_assert(wait_log(p, "stopping: draining", 2000));
+    ck_assert(proxy_wait_log(p, "stopping: draining", 2000));
     sleep_ms(300);
     ck_assert_msg(proxy_alive(p), "rlproxy exited with a request in flight and 30 s to drain");
     uint64_t t0 = now_ms();
@@ -290,7 +255,7 @@ START_TEST(test_tunnel_works_during_drain)
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     ck_assert(kill(p->pid, SIGTERM) == 0);
-    ck_assert(wait_log(p, "stopping: draining", 2000));
+    ck_assert(proxy_wait_log(p, "stopping: draining", 2000));
     sleep_ms(200);
     /* the tunnel still carries a request and its response */
     raw_send_str(t, "GET /bytes/5000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
@@ -490,7 +455,7 @@ START_TEST(test_usr1_and_hup_reopen_access_log)
 
     ck_assert(rename(log_path, rotated) == 0);
     ck_assert(kill(p->pid, SIGUSR1) == 0);
-    ck_assert_msg(wait_log(p, "access log", 5000), "no reopen logged: %s", proxy_state(p));
+    ck_assert_msg(proxy_wait_log(p, "access log", 5000), "no reopen logged: %s", proxy_state(p));
     assert_serves(p, o, "/echo?after-usr1", "SIGUSR1");
     ck_assert_msg(wait_file_contains(log_path, "after-usr1", 5000),
                   "after SIGUSR1 the line did not go to a new %s", log_path);
@@ -502,7 +467,7 @@ START_TEST(test_usr1_and_hup_reopen_access_log)
 
     ck_assert(rename(log_path, rotated2) == 0);
     ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert_msg(wait_log(p, "configuration reloaded", 5000), "no reload: %s", proxy_state(p));
+    ck_assert_msg(proxy_wait_log(p, "configuration reloaded", 5000), "no reload: %s", proxy_state(p));
     assert_serves(p, o, "/echo?after-hup", "SIGHUP");
     ck_assert_msg(wait_file_contains(log_path, "after-hup", 5000),
                   "after SIGHUP the line did not go to a new %s", log_path);

@@ -22,17 +22,6 @@
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 
-static int wait_log(struct proxy *p, const char *text, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    while (!proxy_log_contains(p, text)) {
-        if (now_ms() > deadline)
-            return 0;
-        sleep_ms(10);
-    }
-    return 1;
-}
-
 /* The access-log fragment of a request line: "\"GET http://127.0.0.1:PORT/path\" STATUS " */
 static void access_text(char *buf, size_t len, const char *method, const struct origin *o,
                         const char *path, int status)
@@ -104,9 +93,9 @@ START_TEST(test_get_goes_through_parent)
     ck_assert_int_eq(hops_via(child->port, o), 2);
     char line[256];
     access_text(line, sizeof line, "GET", o, "/headers", 200);
-    ck_assert_msg(wait_log(parent, line, 2000), "parent's log lacks %s:\n%s", line,
+    ck_assert_msg(proxy_wait_log(parent, line, 2000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
-    ck_assert_msg(wait_log(child, line, 2000), "child's log lacks %s", line);
+    ck_assert_msg(proxy_wait_log(child, line, 2000), "child's log lacks %s", line);
     /* the parent's client is the child: exactly one request there */
     size_t n = proxy_log_count(parent, "\"GET http://");
     ck_assert_msg(n == 1, "parent logged %zu GETs for one request", n);
@@ -147,9 +136,9 @@ START_TEST(test_connect_goes_through_parent)
     tls_via(child->port, o, 100000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", o, NULL, 200);
-    ck_assert_msg(wait_log(parent, line, 3000), "parent's log lacks %s:\n%s", line,
+    ck_assert_msg(proxy_wait_log(parent, line, 3000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
-    ck_assert_msg(wait_log(child, line, 3000), "child's log lacks %s", line);
+    ck_assert_msg(proxy_wait_log(child, line, 3000), "child's log lacks %s", line);
     proxy_stop(child);
     proxy_stop(parent);
     origin_stop(o);
@@ -181,7 +170,7 @@ START_TEST(test_proxy_environment_ignored)
     tls_via(child->port, tls, 1000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", tls, NULL, 200);
-    ck_assert_msg(wait_log(parent, line, 3000), "the tunnel did not go through the parent");
+    ck_assert_msg(proxy_wait_log(parent, line, 3000), "the tunnel did not go through the parent");
     ck_assert_msg(hops_via(direct->port, o) == 1, "http_proxy sent a proxy without a parent on");
     proxy_stop(direct);
     proxy_stop(child);
@@ -209,7 +198,7 @@ START_TEST(test_parent_refusing_connect)
     raw_close(c);
     char line[256];
     access_text(line, sizeof line, "CONNECT", o, NULL, 403);
-    ck_assert_msg(wait_log(parent, line, 2000), "parent's log lacks %s:\n%s", line,
+    ck_assert_msg(proxy_wait_log(parent, line, 2000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(origin_stat(o, "accepted") == 1, "the origin was reached anyway");
     proxy_stop(child);
@@ -235,8 +224,8 @@ START_TEST(test_bypass_address_block_goes_direct)
     char get_line[256], connect_line[256];
     access_text(get_line, sizeof get_line, "GET", plain, "/headers", 200);
     access_text(connect_line, sizeof connect_line, "CONNECT", o, NULL, 200);
-    ck_assert(wait_log(child, get_line, 2000));
-    ck_assert(wait_log(child, connect_line, 3000));
+    ck_assert(proxy_wait_log(child, get_line, 2000));
+    ck_assert(proxy_wait_log(child, connect_line, 3000));
     ck_assert_msg(!proxy_log_contains(parent, "\"GET http://") &&
                       !proxy_log_contains(parent, "\"CONNECT "),
                   "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));

@@ -50,122 +50,15 @@
 
 /* ---- clocks ---------------------------------------------------------------------------------- */
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void sleep_until_us(uint64_t t)
-{
-    struct timespec ts = {(time_t)(t / 1000000u), (long)(t % 1000000u) * 1000L};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
-}
-
 /* ---- clients that threads may use (no ck_assert inside) -------------------------------------- */
-
-/* A connection to 127.0.0.1:port, from source address src (NULL: the kernel's choice), in the
- * harness's struct raw (non-blocking; raw_read_response and raw_close work on it). NULL on error,
- * with the reason in err. */
-static struct raw *connect_from(int port, const char *src, char *err, size_t err_len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        snprintf(err, err_len, "socket: %s", strerror(errno));
-        return NULL;
-    }
-    if (src != NULL) {
-        struct sockaddr_in from = {.sin_family = AF_INET};
-        inet_pton(AF_INET, src, &from.sin_addr);
-        if (bind(fd, (struct sockaddr *)&from, sizeof from) != 0) {
-            snprintf(err, err_len, "bind %s: %s", src, strerror(errno));
-            close(fd);
-            return NULL;
-        }
-    }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    if (rc < 0 && errno == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        int soerr = ETIMEDOUT;
-        socklen_t len = sizeof soerr;
-        if (poll(&pfd, 1, 5000) == 1)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-        rc = soerr == 0 ? 0 : -1;
-        errno = soerr;
-    }
-    if (rc < 0) {
-        snprintf(err, err_len, "connect 127.0.0.1:%d from %s: %s", port, src ? src : "any",
-                 strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct raw *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        close(fd);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    c->fd = fd;
-    return c;
-}
-
-/* The same for the test's own thread: fails the test on error */
-static struct raw *xconnect_from(int port, const char *src)
-{
-    char err[200];
-    struct raw *c = connect_from(port, src, err, sizeof err);
-    ck_assert_msg(c != NULL, "%s", err);
-    return c;
-}
-
-/* Sends "METHOD http://host:port/path" (absolute form, keep-alive) */
-static int send_req(struct raw *c, const char *method, const char *host, int port, const char *path)
-{
-    char req[1024];
-    int n = snprintf(req, sizeof req, "%s http://%s:%d%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", method,
-                     host, port, path, host, port);
-    return raw_try_send(c, req, (size_t)n);
-}
-
-/* One request on c: RAW_OK or the harness's error code (a failed send is RAW_CLOSED). r is
- * always initialised (free it). */
-static int req_on(struct raw *c, const char *method, const char *host, int port, const char *path,
-                  struct http_response *r, int timeout_ms)
-{
-    memset(r, 0, sizeof *r);
-    if (send_req(c, method, host, port, path) != 0)
-        return RAW_CLOSED;
-    return raw_read_response(c, r, strcmp(method, "HEAD") == 0 ? RESP_HEAD : 0, timeout_ms);
-}
-
-/* The tests GET /bytes/1: the origin writes a small response's head and body in one send() (it
- * used to be two: the body then waited up to 40 ms for a delayed ACK of the head, which kept
- * upstream connections busy and scattered arrival times by milliseconds). */
-static int get_on(struct raw *c, const char *host, int port, const char *path,
-                  struct http_response *r, int timeout_ms)
-{
-    return req_on(c, "GET", host, port, path, r, timeout_ms);
-}
-
-static int wants_close(const struct http_response *r)
-{
-    const char *v = resp_header(r, "Connection", 0);
-    return v != NULL && strcasestr(v, "close") != NULL;
-}
 
 /* A request on a fresh connection from src (NULL: any) to host:port through the proxy; fails
  * the test unless a response arrives. Returns the status. */
 static int fresh_req(int proxy_port, const char *src, const char *method, const char *host,
                      int port, const char *path, struct http_response *r)
 {
-    struct raw *c = xconnect_from(proxy_port, src);
-    int rc = req_on(c, method, host, port, path, r, T_MS);
+    struct raw *c = raw_connect_src(proxy_port, src);
+    int rc = raw_request_on(c, method, host, port, path, r, T_MS);
     raw_close(c);
     ck_assert_msg(rc == RAW_OK, "%s http://%s:%d%s from %s: %s", method, host, port, path,
                   src ? src : "127.0.0.1", raw_result_name(rc));
@@ -260,61 +153,6 @@ static long expect_429(const struct http_response *r, const char *name, long q, 
 
 /* ---- /metrics -------------------------------------------------------------------------------- */
 
-static int admin_port(struct proxy *p)
-{
-    if (p->admin_port > 0)
-        return p->admin_port;
-    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
-    uint64_t deadline = now_ms() + 5000;
-    for (;;) {
-        char *log = read_file(p->log_path, NULL);
-        const char *hit = log != NULL ? strstr(log, needle) : NULL;
-        if (hit != NULL)
-            p->admin_port = atoi(hit + strlen(needle));
-        free(log);
-        if (p->admin_port > 0)
-            return p->admin_port;
-        ck_assert_msg(now_ms() < deadline, "no admin endpoint in the log:\n%s",
-                      proxy_log_tail(p, 800));
-        sleep_ms(10);
-    }
-}
-
-static char *scrape(struct proxy *p)
-{
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", admin_port(p));
-    struct fetch_req rq = {.url = url, .timeout_ms = T_MS};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK && rs.status == 200,
-                  "GET /metrics on port %d: %s (status %ld); %s", p->admin_port, rs.err, rs.status,
-                  proxy_state(p));
-    char *body = rs.body;
-    rs.body = NULL;
-    fetch_free(&rs);
-    return body;
-}
-
-/* The value of a series such as rlproxy_limiter_queued{rule="x"}; fails the test if absent */
-static long long series_in(const char *text, const char *series)
-{
-    size_t len = strlen(series);
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
-            char *end;
-            long long v = strtoll(line + len + 1, &end, 10);
-            ck_assert_msg(end != line + len + 1 && (*end == '\n' || *end == '\0'),
-                          "unparseable sample: %.100s", line);
-            return v;
-        }
-        line = strchr(line, '\n');
-        line = line != NULL ? line + 1 : NULL;
-    }
-    ck_abort_msg("series %s missing from /metrics:\n%s", series, text);
-    return -1;
-}
-
 static long long limiter_metric(struct proxy *p, const char *family, const char *rule,
                                 const char *decision)
 {
@@ -323,9 +161,8 @@ static long long limiter_metric(struct proxy *p, const char *family, const char 
         snprintf(series, sizeof series, "%s{rule=\"%s\",decision=\"%s\"}", family, rule, decision);
     else
         snprintf(series, sizeof series, "%s{rule=\"%s\"}", family, rule);
-    char *text = scrape(p);
-    long long v = series_in(text, series);
-    free(text);
+    long long v = proxy_metric(p, series);
+    ck_assert_msg(v >= 0, "series %s missing from /metrics", series);
     return v;
 }
 
@@ -367,35 +204,13 @@ static void access_path(char *buf, size_t len, const char *name)
     snprintf(buf, len, "%s/ratelimit-access-%d-%s.log", harness_tmpdir(), (int)getpid(), name);
 }
 
-/* Lines of the file that contain needle; with waits != NULL also their wait=Nms values */
-static size_t access_lines(const char *path, const char *needle, long *waits, size_t max)
-{
-    char *text = read_file(path, NULL);
-    size_t n = 0;
-    for (char *line = text; line != NULL && *line != '\0';) {
-        char *nl = strchr(line, '\n');
-        if (nl == NULL)
-            break; /* still being written */
-        *nl = '\0';
-        if (strstr(line, needle) != NULL) {
-            const char *w = strstr(line, " wait=");
-            if (waits != NULL && n < max)
-                waits[n] = w != NULL ? strtol(w + 6, NULL, 10) : -1;
-            n++;
-        }
-        line = nl + 1;
-    }
-    free(text);
-    return n;
-}
-
 /* Polls (bounded) until the access log has want lines containing needle; returns the count.
  * rlproxy writes a line as it finishes a response, which may be just after the client read it. */
 static size_t wait_access_lines(const char *path, const char *needle, size_t want)
 {
     uint64_t deadline = now_ms() + 3000;
     size_t n;
-    while ((n = access_lines(path, needle, NULL, 0)) < want && now_ms() < deadline)
+    while ((n = file_lines_with(path, needle, NULL, NULL, 0)) < want && now_ms() < deadline)
         sleep_ms(10);
     return n;
 }
@@ -410,123 +225,19 @@ static size_t wait_access_lines(const char *path, const char *needle, size_t wan
  * below) fail the first attempt that breaks them. */
 #define ATTEMPTS 3
 
-/* a request's send and answer times: rlproxy decided on it in between */
-struct span {
-    uint64_t sent, answered;
-};
-
-struct load {
-    int proxy_port, origin_port;
-    const char *prefix;
-    int id;
-    uint64_t start_us, end_us; /* sends requests while now < end_us */
-    uint64_t offset_us;        /* first request at start_us + offset_us */
-    uint64_t period_us;        /* then one per period (missed slots are skipped, not bunched) */
-    long sent, ok, limited, other, errors;
-    int other_status;
-    char error[240];
-    struct span *admitted; /* of the 200s */
-    size_t admitted_cap;
-};
-
-static void *load_thread(void *arg)
-{
-    struct load *l = arg;
-    struct raw *c = NULL;
-    uint64_t next = l->start_us + l->offset_us;
-    for (unsigned j = 0;; j++) {
-        sleep_until_us(next);
-        if (now_us() >= l->end_us)
-            break;
-        if (c == NULL &&
-            (c = connect_from(l->proxy_port, NULL, l->error, sizeof l->error)) == NULL) {
-            l->errors++;
-            break;
-        }
-        char path[160];
-        snprintf(path, sizeof path, "%s?t=%d&j=%u", l->prefix, l->id, j);
-        struct http_response r;
-        uint64_t sent = now_us();
-        int rc = get_on(c, "127.0.0.1", l->origin_port, path, &r, 5000);
-        uint64_t answered = now_us();
-        l->sent++;
-        if (rc != RAW_OK) {
-            if (l->errors++ == 0)
-                snprintf(l->error, sizeof l->error, "%s: %d", path, rc);
-            raw_close(c);
-            c = NULL;
-        } else {
-            if (r.status == 200) {
-                if ((size_t)l->ok == l->admitted_cap) {
-                    l->admitted_cap = l->admitted_cap ? 2 * l->admitted_cap : 64;
-                    l->admitted = realloc(l->admitted, l->admitted_cap * sizeof *l->admitted);
-                    if (l->admitted == NULL)
-                        abort();
-                }
-                l->admitted[l->ok++] = (struct span){sent, answered};
-            } else if (r.status == 429) {
-                l->limited++;
-            } else if (l->other++ == 0) {
-                l->other_status = r.status;
-            }
-            if (wants_close(&r)) {
-                raw_close(c);
-                c = NULL;
-            }
-        }
-        http_response_free(&r);
-        next += l->period_us;
-        uint64_t now = now_us();
-        if (next < now)
-            next += ((now - next) / l->period_us + 1) * l->period_us;
-    }
-    raw_close(c);
-    return NULL;
-}
-
-/* threads clients send GET prefix?t=..&j=.. from start to end, each every period, thread k
- * starting k*period/threads after start; results summed into total (free total->admitted) */
+/* threads clients send GET prefix?t=..&j=.. from start to end, each every period (the harness's
+ * load_run, spans kept); results summed into total (free total->admitted) */
 static void run_load(struct proxy *p, struct origin *o, const char *prefix, int threads,
                      uint64_t start, uint64_t end, uint64_t period, struct load *total)
 {
     struct load l[16];
-    pthread_t tid[16];
-    ck_assert(threads <= 16);
-    for (int k = 0; k < threads; k++) {
-        l[k] = (struct load){.proxy_port = p->port,
-                             .origin_port = o->port,
-                             .prefix = prefix,
-                             .id = k,
-                             .start_us = start,
-                             .end_us = end,
-                             .offset_us = period * (uint64_t)k / (uint64_t)threads,
-                             .period_us = period};
-        ck_assert(pthread_create(&tid[k], NULL, load_thread, &l[k]) == 0);
-    }
-    memset(total, 0, sizeof *total);
-    for (int k = 0; k < threads; k++)
-        pthread_join(tid[k], NULL);
-    for (int k = 0; k < threads; k++) {
-        total->sent += l[k].sent;
-        total->limited += l[k].limited;
-        total->other += l[k].other;
-        total->errors += l[k].errors;
-        if (l[k].other > 0)
-            total->other_status = l[k].other_status;
-        if (l[k].errors > 0)
-            snprintf(total->error, sizeof total->error, "%s", l[k].error);
-        total->admitted = realloc(total->admitted, ((size_t)total->ok + (size_t)l[k].ok + 1) *
-                                                       sizeof *total->admitted);
-        ck_assert(total->admitted != NULL);
-        memcpy(total->admitted + total->ok, l[k].admitted, (size_t)l[k].ok * sizeof *l[k].admitted);
-        total->ok += l[k].ok;
-        free(l[k].admitted);
-    }
+    load_run(&p, &prefix, 1, o, threads, start, end, period, LOAD_KEEP_SPANS, l);
+    *total = load_sum(l, threads, 1, -1);
 }
 
 static int by_sent(const void *a, const void *b)
 {
-    uint64_t x = ((const struct span *)a)->sent, y = ((const struct span *)b)->sent;
+    uint64_t x = ((const struct span *)a)->sent_us, y = ((const struct span *)b)->sent_us;
     return x < y ? -1 : x > y;
 }
 
@@ -581,9 +292,9 @@ static int exactness_attempt(const char *name, uint64_t period_us, int flood, ch
     for (size_t i = 0; i + L < n; i++) {
         uint64_t last = 0;
         for (size_t j = i; j <= i + L; j++)
-            if (total.admitted[j].answered > last)
-                last = total.admitted[j].answered;
-        double span = (double)(last - total.admitted[i].sent) / 1000.0;
+            if (total.admitted[j].answered_us > last)
+                last = total.admitted[j].answered_us;
+        double span = (double)(last - total.admitted[i].sent_us) / 1000.0;
         if (span < proof_min)
             proof_min = span;
     }
@@ -634,9 +345,9 @@ static int exactness_attempt(const char *name, uint64_t period_us, int flood, ch
     snprintf(reject, sizeof reject, " limit=reject:%s wait=0ms", name);
     ck_assert_uint_eq(wait_access_lines(acc, admit, n), n);
     ck_assert_uint_eq(wait_access_lines(acc, reject, (size_t)total.limited), (size_t)total.limited);
-    ck_assert_uint_eq(access_lines(acc, " limit=admit:", NULL, 0), n);
-    ck_assert_uint_eq(access_lines(acc, " limit=reject:", NULL, 0), (size_t)total.limited);
-    ck_assert_uint_eq(access_lines(acc, " 429 ", NULL, 0), (size_t)total.limited);
+    ck_assert_uint_eq(file_lines_with(acc, " limit=admit:", NULL, NULL, 0), n);
+    ck_assert_uint_eq(file_lines_with(acc, " limit=reject:", NULL, NULL, 0), (size_t)total.limited);
+    ck_assert_uint_eq(file_lines_with(acc, " 429 ", NULL, NULL, 0), (size_t)total.limited);
     expect_decisions(p, name, (long long)n, 0, total.limited);
     proxy_stop(p);
     origin_stop(o);
@@ -697,7 +408,7 @@ static void *held_thread(void *arg)
     struct held *h = arg;
     struct http_response r;
     /* warm-up on the same connection, all at once: rlproxy opens its upstream connections now */
-    h->rc = get_on(h->c, "127.0.0.1", h->origin_port, "/bytes/1/warm", &r, T_MS);
+    h->rc = raw_request_on(h->c, "GET", "127.0.0.1", h->origin_port, "/bytes/1/warm", &r, T_MS);
     http_response_free(&r);
     pthread_barrier_wait(h->warm);
     pthread_barrier_wait(h->go);
@@ -707,7 +418,7 @@ static void *held_thread(void *arg)
     snprintf(path, sizeof path, "/bytes/1/hold?i=%d", h->index);
     sleep_until_us(*h->t0 + (uint64_t)(h->index - 1) * STAGGER_MS * 1000); /* in index order */
     h->sent_us = now_us();
-    h->rc = get_on(h->c, "127.0.0.1", h->origin_port, path, &r, 8000);
+    h->rc = raw_request_on(h->c, "GET", "127.0.0.1", h->origin_port, path, &r, 8000);
     h->done_us = now_us();
     h->status = r.status;
     http_response_free(&r);
@@ -756,7 +467,7 @@ static int delay_attempt(char *why, size_t why_len)
         h[i] = (struct held){.proxy_port = p->port,
                              .origin_port = o->port,
                              .index = i + 1,
-                             .c = xconnect_from(p->port, NULL),
+                             .c = raw_connect_src(p->port, NULL),
                              .warm = &warm,
                              .go = &go,
                              .t0 = &t0};
@@ -911,8 +622,8 @@ static int delay_attempt(char *why, size_t why_len)
         }
     }
     free(log);
-    ck_assert_uint_eq(access_lines(acc, " limit=", NULL, 0), HELD + HELD); /* + warm-ups */
-    ck_assert_uint_eq(access_lines(acc, " limit=none wait=0ms", NULL, 0), HELD);
+    ck_assert_uint_eq(file_lines_with(acc, " limit=", NULL, NULL, 0), HELD + HELD); /* + warm-ups */
+    ck_assert_uint_eq(file_lines_with(acc, " limit=none wait=0ms", NULL, NULL, 0), HELD);
     expect_decisions(p, "hold5", L, NH, 0);
     ck_assert_int_eq(wait_queued(p, "hold5", 0, 2000), 0);
     if (!timing_ok)
@@ -954,8 +665,8 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     uint64_t done_a = now_us();
 
     /* C waits for A's slot (one window after A) */
-    struct raw *c = xconnect_from(p->port, NULL);
-    ck_assert_int_eq(send_req(c, "GET", "127.0.0.1", o->port, "/bytes/1/cancel?n=C"), 0);
+    struct raw *c = raw_connect_src(p->port, NULL);
+    ck_assert_int_eq(raw_send_request(c, "GET", "127.0.0.1", o->port, "/bytes/1/cancel?n=C"), 0);
     ck_assert_msg(raw_pending(c, 150) == 0, "the over-limit request was answered at once: %.*s",
                   (int)c->len, c->buf);
     ck_assert_int_eq(wait_queued(p, "hold1", 1, 2000), 1);
@@ -965,9 +676,9 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     /* D arrives while A's window is still full: with C's reservation given back it gets A's slot
      * (one window after A); had C kept it, D would wait for the next one (two windows after A) */
     struct http_response r;
-    struct raw *d = xconnect_from(p->port, NULL);
+    struct raw *d = raw_connect_src(p->port, NULL);
     ck_assert_msg(now_us() < sent_a + (W - 500) * 1000, "too slow to test inside the window");
-    ck_assert_int_eq(send_req(d, "GET", "127.0.0.1", o->port, "/bytes/1/cancel?n=D"), 0);
+    ck_assert_int_eq(raw_send_request(d, "GET", "127.0.0.1", o->port, "/bytes/1/cancel?n=D"), 0);
     ck_assert_msg(raw_pending(d, 100) == 0, "D was not held");
     ck_assert_int_eq(queued(p, "hold1"), 1);
     int rc = raw_read_response(d, &r, 0, 3 * W);
@@ -1064,7 +775,7 @@ START_TEST(test_429_fields)
                   "Retry-After %ld, the real remaining time rounds up to %ld..%ld", ra, lo, hi);
     ck_assert_msg(ra < 3, "Retry-After %ld: the whole window, not the time left", ra);
     /* the connection stays usable after a 429 of a request without a body */
-    ck_assert_msg(!wants_close(&r), "a 429 closed the connection");
+    ck_assert_msg(!resp_wants_close(&r), "a 429 closed the connection");
     http_response_free(&r);
 
     /* the window slides: once #1 has left it (not #2 and #3) there is room for exactly one */
@@ -1122,8 +833,9 @@ START_TEST(test_429_over_max_delay_and_max_queue)
     ck_assert_int_eq(status_of(p->port, "GET", o, "/bytes/1/mq?n=1"), 200);
     struct raw *held[2];
     for (int i = 0; i < 2; i++) {
-        held[i] = xconnect_from(p->port, NULL);
-        ck_assert_int_eq(send_req(held[i], "GET", "127.0.0.1", o->port, "/bytes/1/mq?n=held"), 0);
+        held[i] = raw_connect_src(p->port, NULL);
+        ck_assert_int_eq(
+            raw_send_request(held[i], "GET", "127.0.0.1", o->port, "/bytes/1/mq?n=held"), 0);
     }
     ck_assert_int_eq(wait_queued(p, "mq", 2, 2000), 2);
     t = now_us();
@@ -1177,7 +889,7 @@ START_TEST(test_connect_tunnels_limited)
         fetch_free(&rs);
     }
     /* the third CONNECT to 127.0.0.1 within the window */
-    struct raw *c = xconnect_from(p->port, NULL);
+    struct raw *c = raw_connect_src(p->port, NULL);
     raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
     int rc = raw_read_response(c, &r, RESP_CONNECT, T_MS);
@@ -1198,7 +910,7 @@ START_TEST(test_connect_tunnels_limited)
                   rs.err, rs.connect_code);
     fetch_free(&rs);
     /* another host name is another rule match: localhost is not limited by this rule */
-    c = xconnect_from(p->port, NULL);
+    c = raw_connect_src(p->port, NULL);
     raw_sendf(c, "CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n\r\n", o->port, o->port);
     rc = raw_read_response(c, &r, RESP_CONNECT, T_MS);
     ck_assert_msg(rc == RAW_OK && r.status == 200, "CONNECT localhost: %s, status %d",
@@ -1311,14 +1023,6 @@ END_TEST
 
 /* ---- 7. reload ------------------------------------------------------------------------------- */
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
 /* The harness's first lines (listen, admin on an ephemeral port) + rules; a reload with the same
  * listen and admin lines keeps both sockets. */
 #define RELOAD_BASE "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\nworkers: 1\n"
@@ -1328,17 +1032,9 @@ static void write_text(const char *path, const char *text)
  * 200, or its 429), where the old config had no rule for it. */
 static void reload_with(struct proxy *p, struct origin *o, const char *yaml, const char *probe)
 {
-    size_t before = proxy_log_count(p, "configuration reloaded from ");
-    write_text(p->conf_path, yaml);
-    ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
     uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    while (proxy_log_count(p, "configuration reloaded from ") == before) {
-        ck_assert_msg(!proxy_log_contains(p, "reload failed"), "reload failed:\n%s",
-                      proxy_log_tail(p, 1500));
-        ck_assert_msg(now_ms() < deadline && proxy_alive(p), "no reload:\n%s",
-                      proxy_log_tail(p, 1500));
-        sleep_ms(5);
-    }
+    ck_assert_msg(proxy_reload(p, yaml, RELOAD_WAIT_MS), "reload failed:\n%s",
+                  proxy_log_tail(p, 1500));
     char path[64], quoted[80];
     snprintf(path, sizeof path, "/bytes/1/%s", probe);
     snprintf(quoted, sizeof quoted, "\"%s\";", probe);
@@ -1447,7 +1143,7 @@ START_TEST(test_first_match_and_unlimited)
     expect_429(&r, "first", 1, 30, NULL);
     http_response_free(&r);
     /* a HEAD does not match `first` (method), so `second` applies */
-    struct raw *c = xconnect_from(p->port, NULL);
+    struct raw *c = raw_connect_src(p->port, NULL);
     raw_sendf(c, "HEAD http://127.0.0.1:%d/bytes/1/fm HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
               o->port, o->port);
     ck_assert_int_eq(raw_read_response(c, &r, RESP_HEAD, T_MS), RAW_OK);
@@ -1461,10 +1157,10 @@ START_TEST(test_first_match_and_unlimited)
 
     /* no rule matches /bytes/2: 300 requests as fast as one connection goes, none limited */
     enum { FREE = 300 };
-    c = xconnect_from(p->port, NULL);
+    c = raw_connect_src(p->port, NULL);
     int ok = 0;
     for (int i = 0; i < FREE; i++) {
-        int rc = get_on(c, "127.0.0.1", o->port, "/bytes/2", &r, T_MS);
+        int rc = raw_request_on(c, "GET", "127.0.0.1", o->port, "/bytes/2", &r, T_MS);
         ck_assert_msg(rc == RAW_OK, "free request %d: %s", i, raw_result_name(rc));
         ok += r.status == 200 && resp_header(&r, "RateLimit-Policy", 0) == NULL;
         http_response_free(&r);
@@ -1472,9 +1168,9 @@ START_TEST(test_first_match_and_unlimited)
     raw_close(c);
     ck_assert_int_eq(ok, FREE);
     ck_assert_uint_eq(wait_access_lines(acc, " limit=none wait=0ms", FREE), FREE);
-    ck_assert_uint_eq(access_lines(acc, " limit=admit:first ", NULL, 0), 1);
-    ck_assert_uint_eq(access_lines(acc, " limit=reject:first ", NULL, 0), 1);
-    ck_assert_uint_eq(access_lines(acc, " limit=admit:second ", NULL, 0), 1);
+    ck_assert_uint_eq(file_lines_with(acc, " limit=admit:first ", NULL, NULL, 0), 1);
+    ck_assert_uint_eq(file_lines_with(acc, " limit=reject:first ", NULL, NULL, 0), 1);
+    ck_assert_uint_eq(file_lines_with(acc, " limit=admit:second ", NULL, NULL, 0), 1);
     expect_decisions(p, "first", 1, 0, 1);
     expect_decisions(p, "second", 1, 0, 0);
     proxy_stop(p);

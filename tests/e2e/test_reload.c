@@ -29,54 +29,10 @@
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
-    fputs(text, f);
-    ck_assert_msg(fclose(f) == 0, "cannot write %s", path);
-}
-
 enum { RELOAD_OK = 1, RELOAD_FAILED = 0 };
 
-/* Rewrites the proxy's config file with `yaml` (the whole file), sends SIGHUP and waits (bounded)
- * for the proxy to log the outcome. RELOAD_OK or RELOAD_FAILED; fails the test on silence. */
-static int reload_with(struct proxy *p, const char *yaml)
-{
-    size_t ok0 = proxy_log_count(p, "configuration reloaded from ");
-    size_t bad0 = proxy_log_count(p, "reload failed, keeping the running config: ");
-    write_text(p->conf_path, yaml);
-    ck_assert_msg(kill(p->pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
-    uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
-    for (;;) {
-        if (proxy_log_count(p, "configuration reloaded from ") > ok0)
-            return RELOAD_OK;
-        if (proxy_log_count(p, "reload failed, keeping the running config: ") > bad0)
-            return RELOAD_FAILED;
-        if (now_ms() > deadline)
-            break;
-        ck_assert_msg(proxy_alive(p), "rlproxy died on SIGHUP; log:\n%s", proxy_log_tail(p, 1500));
-        sleep_ms(5);
-    }
-    ck_abort_msg("no reload outcome logged within %d ms; log:\n%s", RELOAD_WAIT_MS,
-                 proxy_log_tail(p, 1500));
-    return -1;
-}
-
-/* 1 when a TCP connect to 127.0.0.1:port succeeds, 0 when it is refused (or times out) */
-static int port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert(fd >= 0);
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
+/* proxy_reload (the harness), with this suite's bound */
+#define reload_with(p, yaml) proxy_reload((p), (yaml), RELOAD_WAIT_MS)
 
 /* Waits (bounded) until connects to port are refused; 1 if they are */
 static int wait_refused(int port, int timeout_ms)

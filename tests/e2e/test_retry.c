@@ -87,42 +87,6 @@ static size_t origin_times(const struct fixture *f, const char *key, double *ms,
 /* ---- the proxy's view --------------------------------------------------------------------------
  */
 
-/* The last access-log line (text format) whose request contains `needle`, waited for up to 3 s;
- * malloc'd. Fails the test when none comes. */
-static char *access_line(struct proxy *p, const char *needle)
-{
-    uint64_t deadline = now_ms() + 3000;
-    for (;;) {
-        char *log = read_file(p->log_path, NULL);
-        char *found = NULL;
-        for (char *line = log; line != NULL && *line != '\0';) {
-            char *nl = strchr(line, '\n');
-            if (nl == NULL)
-                break; /* still being written */
-            *nl = '\0';
-            if (strstr(line, needle) != NULL && strstr(line, " attempts=") != NULL &&
-                strstr(line, " limit=") != NULL) {
-                free(found);
-                found = strdup(line);
-            }
-            line = nl + 1;
-        }
-        free(log);
-        if (found != NULL)
-            return found;
-        if (now_ms() > deadline)
-            ck_abort_msg("no access-log line for %s; log:\n%s", needle, proxy_log_tail(p, 2000));
-        sleep_ms(20);
-    }
-}
-
-static int line_attempts(const char *line)
-{
-    const char *a = strstr(line, " attempts=");
-    ck_assert_msg(a != NULL, "no attempts= in %s", line);
-    return atoi(a + strlen(" attempts="));
-}
-
 /* the limit= field */
 static void line_limit(const char *line, char *out, size_t len)
 {
@@ -133,16 +97,9 @@ static void line_limit(const char *line, char *out, size_t len)
     snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), a);
 }
 
-static long long line_wait_ms(const char *line)
-{
-    const char *a = strstr(line, " wait=");
-    ck_assert_msg(a != NULL, "no wait= in %s", line);
-    return atoll(a + strlen(" wait="));
-}
-
 static void expect_attempts(struct proxy *p, const char *needle, int want)
 {
-    char *line = access_line(p, needle);
+    char *line = proxy_access_line(p, needle);
     ck_assert_msg(line_attempts(line) == want, "attempts=%d, want %d: %s", line_attempts(line),
                   want, line);
     free(line);
@@ -451,7 +408,7 @@ START_TEST(test_origin_pause_refuses)
                   ra ? ra : "(none)");
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "p"), 1);
-    char *line = access_line(f.p, "key=p&after=1");
+    char *line = proxy_access_line(f.p, "key=p&after=1");
     char limit[64];
     line_limit(line, limit, sizeof limit);
     ck_assert_msg(strcmp(limit, "reject:origin-pause") == 0, "limit=%s: %s", limit, line);
@@ -510,7 +467,7 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
     ck_assert_msg(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total") >= 1,
                   "pause decisions not counted");
 
-    char *line = access_line(f.p, "key=h&after=1");
+    char *line = proxy_access_line(f.p, "key=h&after=1");
     char limit[64];
     line_limit(line, limit, sizeof limit);
     long long wait = line_wait_ms(line);
@@ -928,7 +885,7 @@ START_TEST(test_retry_passes_limiter)
     ck_assert_msg(fetch_header(&rs, "RateLimit-Policy", 0) != NULL, "no RateLimit-Policy");
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "lim"), 1);
-    char *line = access_line(f.p, "key=lim&fail=1");
+    char *line = proxy_access_line(f.p, "key=lim&fail=1");
     char limit[64];
     line_limit(line, limit, sizeof limit);
     ck_assert_msg(strcmp(limit, "reject:two") == 0 && line_attempts(line) == 2, "%s", line);

@@ -38,7 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -61,20 +60,6 @@
 
 /* ---- clocks ---------------------------------------------------------------------------------- */
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void sleep_until_us(uint64_t t)
-{
-    struct timespec ts = {(time_t)(t / 1000000u), (long)(t % 1000000u) * 1000L};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
-}
-
 /* ---- redis-server, the test's own ---------------------------------------------------------------
  * Spawned directly (not through the harness, which has no API for it) with PR_SET_PDEATHSIG, from
  * the test's main thread only (the death signal follows the thread that forked), and also killed
@@ -92,24 +77,9 @@ static pid_t g_redis_pids[MAX_REDIS];
 static char g_redis_server[512], g_redis_cli[512];
 static int g_redis_major = -1;
 
-static void redis_track(pid_t pid, int add)
-{
-    for (int i = 0; i < MAX_REDIS; i++)
-        if (add ? g_redis_pids[i] == 0 : g_redis_pids[i] == pid) {
-            g_redis_pids[i] = add ? pid : 0;
-            return;
-        }
-}
+static void redis_track(pid_t pid, int add) { pid_set_track(g_redis_pids, MAX_REDIS, pid, add); }
 
-static void redis_teardown(void)
-{
-    for (int i = 0; i < MAX_REDIS; i++)
-        if (g_redis_pids[i] > 0) {
-            kill(g_redis_pids[i], SIGKILL);
-            waitpid(g_redis_pids[i], NULL, 0);
-            g_redis_pids[i] = 0;
-        }
-}
+static void redis_teardown(void) { pid_set_kill(g_redis_pids, MAX_REDIS); }
 
 /* Absolute path of an executable found in PATH (or the usual Debian places); 0 or -1 */
 static int find_program(const char *name, char *out, size_t len)
@@ -170,35 +140,6 @@ static char *redis_cli_v(int port, const char *const *args)
 }
 
 #define redis_cli(port, ...) redis_cli_v((port), (const char *const[]){__VA_ARGS__, NULL})
-
-static pid_t spawn_logged(char *const argv[], const char *log_path)
-{
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    ck_assert_msg(fd >= 0, "open %s: %s", log_path, strerror(errno));
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        int devnull = open("/dev/null", O_RDONLY);
-        dup2(devnull, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        closefrom(3);
-        execv(argv[0], argv);
-        dprintf(2, "test_shared: exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fd);
-    return pid;
-}
 
 /* 1 when PONG came back within timeout_ms */
 static int redis_pong(int port, int timeout_ms)
@@ -493,83 +434,14 @@ static struct proxy *shared_proxy(int redis_port, const char *on_error, const ch
 
 /* ---- clients that threads may use (no ck_assert inside) -------------------------------------- */
 
-static struct raw *connect_to(int port, char *err, size_t err_len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        snprintf(err, err_len, "socket: %s", strerror(errno));
-        return NULL;
-    }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    if (rc < 0 && errno == EINPROGRESS) {
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        int soerr = ETIMEDOUT;
-        socklen_t len = sizeof soerr;
-        if (poll(&pfd, 1, 5000) == 1)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-        rc = soerr == 0 ? 0 : -1;
-        errno = soerr;
-    }
-    if (rc < 0) {
-        snprintf(err, err_len, "connect 127.0.0.1:%d: %s", port, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct raw *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        close(fd);
-        snprintf(err, err_len, "out of memory");
-        return NULL;
-    }
-    c->fd = fd;
-    return c;
-}
-
-static struct raw *xconnect(int port)
-{
-    char err[200];
-    struct raw *c = connect_to(port, err, sizeof err);
-    ck_assert_msg(c != NULL, "%s", err);
-    return c;
-}
-
-static int send_get(struct raw *c, int origin_port, const char *path)
-{
-    char req[1024];
-    int n = snprintf(req, sizeof req,
-                     "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
-                     origin_port, path, origin_port);
-    return raw_try_send(c, req, (size_t)n);
-}
-
-/* One GET on c: RAW_OK or the harness's error code. r is always initialised (free it). */
-static int get_on(struct raw *c, int origin_port, const char *path, struct http_response *r,
-                  int timeout_ms)
-{
-    memset(r, 0, sizeof *r);
-    if (send_get(c, origin_port, path) != 0)
-        return RAW_CLOSED;
-    return raw_read_response(c, r, 0, timeout_ms);
-}
-
-static int wants_close(const struct http_response *r)
-{
-    const char *v = resp_header(r, "Connection", 0);
-    return v != NULL && strcasestr(v, "close") != NULL;
-}
-
 /* A GET on a fresh connection through the proxy; fails the test unless a response arrives.
  * Returns the status; *ms (when not NULL) the time it took. */
 static int fresh_get(int proxy_port, const struct origin *o, const char *path,
                      struct http_response *r, double *ms)
 {
     uint64_t t = now_us();
-    struct raw *c = xconnect(proxy_port);
-    int rc = get_on(c, o->port, path, r, T_MS);
+    struct raw *c = raw_connect_src(proxy_port, NULL);
+    int rc = raw_request_on(c, "GET", "127.0.0.1", o->port, path, r, T_MS);
     raw_close(c);
     if (ms != NULL)
         *ms = (double)(now_us() - t) / 1000.0;
@@ -587,6 +459,54 @@ static int status_of(int proxy_port, const struct origin *o, const char *path, d
 
 /* Warm-up: until `n` GETs in a row on fresh connections to /bytes/1/warm get 200 (Redis decided:
  * the shared rule never limits, so anything else means Redis was not reachable yet), bounded. */
+static void warm(struct proxy *p, const struct origin *o, int n);
+
+/* Redis, the origin and n (1 or 2) rlproxy instances that share rule `name` through that Redis,
+ * each warmed with warm_n requests; fleet_down stops them all */
+struct fleet {
+    struct redis *rd;
+    struct origin *o;
+    struct proxy *p[2];
+    int n;
+};
+
+static struct fleet fleet_up(int n, const char *on_error, const char *timeout, const char *name,
+                             int limit, const char *window, const char *over_limit, int warm_n)
+{
+    struct fleet f = {.rd = redis_start(), .o = origin_start(0), .n = n};
+    char *rule = shared_rule(name, limit, window, over_limit);
+    for (int i = 0; i < n; i++)
+        f.p[i] = shared_proxy(f.rd->port, on_error, timeout, rule);
+    free(rule);
+    for (int i = 0; i < n; i++)
+        warm(f.p[i], f.o, warm_n);
+    return f;
+}
+
+static void fleet_down(struct fleet *f)
+{
+    for (int i = 0; i < f->n; i++)
+        proxy_stop(f->p[i]);
+    origin_stop(f->o);
+    redis_free(f->rd);
+}
+
+/* Redis' own record of rule's window (the sorted set's scores): n admission times, no limit+1 of
+ * them within window_ms */
+static void assert_redis_window(const struct fleet *f, const char *rule, size_t n, int limit,
+                                int window_ms)
+{
+    long long *v;
+    size_t nv = window_scores(f->rd->port, rule, &v);
+    ck_assert_uint_eq(nv, n);
+    long long vspan = scores_min_span(v, nv, limit);
+    fprintf(stderr, "shared [%s]: smallest span of %d admission times in Redis: %lld µs\n", rule,
+            limit + 1, vspan);
+    ck_assert_msg(vspan >= (long long)window_ms * 1000,
+                  "%d admissions within %lld µs in Redis' window", limit + 1, vspan);
+    free(v);
+}
+
 static void warm(struct proxy *p, const struct origin *o, int n)
 {
     uint64_t deadline = now_ms() + 5000;
@@ -641,139 +561,17 @@ static int wait_log_lines(struct proxy *p, const char *text, int want, int timeo
 #define DOWN_LINE "shared limits: Redis unavailable"
 #define BACK_LINE "shared limits: Redis is back"
 
-/* ---- load: paced client threads -------------------------------------------------------------- */
-
-struct load {
-    int proxy_port, origin_port;
-    const char *prefix;
-    int id;
-    uint64_t start_us, end_us; /* sends requests while now < end_us */
-    uint64_t offset_us;        /* first request at start_us + offset_us */
-    uint64_t period_us;        /* then one per period (missed slots are skipped, not bunched) */
-    long sent, ok, limited, other, errors;
-    int other_status;
-    uint64_t max_us; /* slowest answer */
-    char error[240];
-};
-
-static void *load_thread(void *arg)
-{
-    struct load *l = arg;
-    /* connected before the start: the first request of the run is not slower than the rest */
-    struct raw *c = connect_to(l->proxy_port, l->error, sizeof l->error);
-    if (c == NULL) {
-        l->errors++;
-        return NULL;
-    }
-    uint64_t next = l->start_us + l->offset_us;
-    for (unsigned j = 0;; j++) {
-        sleep_until_us(next);
-        if (now_us() >= l->end_us)
-            break;
-        if (c == NULL && (c = connect_to(l->proxy_port, l->error, sizeof l->error)) == NULL) {
-            l->errors++;
-            break;
-        }
-        char path[160];
-        snprintf(path, sizeof path, "%s?t=%d&j=%u", l->prefix, l->id, j);
-        struct http_response r;
-        uint64_t t = now_us();
-        int rc = get_on(c, l->origin_port, path, &r, 5000);
-        uint64_t took = now_us() - t;
-        if (took > l->max_us)
-            l->max_us = took;
-        l->sent++;
-        if (rc != RAW_OK) {
-            if (l->errors++ == 0)
-                snprintf(l->error, sizeof l->error, "%s: %s", path, raw_result_name(rc));
-            raw_close(c);
-            c = NULL;
-        } else {
-            if (r.status == 200)
-                l->ok++;
-            else if (r.status == 429)
-                l->limited++;
-            else if (l->other++ == 0)
-                l->other_status = r.status;
-            if (wants_close(&r)) {
-                raw_close(c);
-                c = NULL;
-            }
-        }
-        http_response_free(&r);
-        next += l->period_us;
-        uint64_t now = now_us();
-        if (next < now)
-            next += ((now - next) / l->period_us + 1) * l->period_us;
-    }
-    raw_close(c);
-    return NULL;
-}
-
-/* `threads` clients, thread k on proxies[k % nproxies] with prefixes[k % nproxies], each sending
- * one GET per period from start to end, thread k starting k*period/threads after start. Per-thread
- * results in l[] (at least `threads` entries). */
-static void run_load(struct proxy **proxies, const char **prefixes, int nproxies,
-                     const struct origin *o, int threads, uint64_t start, uint64_t end,
-                     uint64_t period, struct load *l)
-{
-    pthread_t tid[16];
-    ck_assert(threads <= 16);
-    for (int k = 0; k < threads; k++) {
-        l[k] = (struct load){.proxy_port = proxies[k % nproxies]->port,
-                             .origin_port = o->port,
-                             .prefix = prefixes[k % nproxies],
-                             .id = k,
-                             .start_us = start,
-                             .end_us = end,
-                             .offset_us = period * (uint64_t)k / (uint64_t)threads,
-                             .period_us = period};
-        ck_assert(pthread_create(&tid[k], NULL, load_thread, &l[k]) == 0);
-    }
-    for (int k = 0; k < threads; k++)
-        pthread_join(tid[k], NULL);
-}
-
-/* Sums l[k] for the threads k with k % nproxies == which (which < 0: all) */
-static struct load load_sum(const struct load *l, int threads, int nproxies, int which)
-{
-    struct load t = {0};
-    for (int k = 0; k < threads; k++) {
-        if (which >= 0 && k % nproxies != which)
-            continue;
-        t.sent += l[k].sent;
-        t.ok += l[k].ok;
-        t.limited += l[k].limited;
-        t.other += l[k].other;
-        t.errors += l[k].errors;
-        if (l[k].other > 0)
-            t.other_status = l[k].other_status;
-        if (l[k].errors > 0)
-            snprintf(t.error, sizeof t.error, "%s", l[k].error);
-        if (l[k].max_us > t.max_us)
-            t.max_us = l[k].max_us;
-    }
-    return t;
-}
-
 /* ---- 1. two instances, one window ------------------------------------------------------------ */
 
 START_TEST(test_two_instances_one_window)
 {
     enum { L = 10, W = 1000, THREADS = 4, WINDOWS = 4 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("fleet", L, "1s", "reject");
     /* on_error deny: a decision Redis did not make would show as a 503, never as a silent admit */
-    struct proxy *p[2] = {shared_proxy(rd->port, "deny", "1s", rule),
-                          shared_proxy(rd->port, "deny", "1s", rule)};
-    free(rule);
-    warm(p[0], o, 8);
-    warm(p[1], o, 8);
+    struct fleet f = fleet_up(2, "deny", "1s", "fleet", L, "1s", "reject", 8);
     struct load l[THREADS];
     const char *warm_prefix[2] = {"/bytes/1/warm/a", "/bytes/1/warm/b"};
     uint64_t t = now_us();
-    run_load(p, warm_prefix, 2, o, THREADS, t, t + 150000, 5000, l);
+    load_run(f.p, warm_prefix, 2, f.o, THREADS, t, t + 150000, 5000, LOAD_CONNECT_EARLY, l);
     struct load w = load_sum(l, THREADS, 2, -1);
     ck_assert_msg(w.errors == 0 && w.ok == w.sent, "warm-up: %ld sent, %ld ok, %ld errors (%s)",
                   w.sent, w.ok, w.errors, w.error);
@@ -783,7 +581,8 @@ START_TEST(test_two_instances_one_window)
      * on a grid the window maps onto itself (see test_ratelimit.c). */
     const char *prefix[2] = {"/bytes/1/fleet/a", "/bytes/1/fleet/b"};
     uint64_t start = now_us() + 50000, duration_us = (uint64_t)WINDOWS * W * 1000;
-    run_load(p, prefix, 2, o, THREADS, start, start + duration_us, 96000, l);
+    load_run(f.p, prefix, 2, f.o, THREADS, start, start + duration_us, 96000, LOAD_CONNECT_EARLY,
+             l);
     struct load total = load_sum(l, THREADS, 2, -1), a0 = load_sum(l, THREADS, 2, 0),
                 a1 = load_sum(l, THREADS, 2, 1);
     ck_assert_msg(total.errors == 0, "%ld requests failed; first: %s", total.errors, total.error);
@@ -791,7 +590,7 @@ START_TEST(test_two_instances_one_window)
                   total.other_status);
 
     struct arrival *a;
-    size_t n = origin_arrivals(o, "/bytes/1/fleet/", &a);
+    size_t n = origin_arrivals(f.o, "/bytes/1/fleet/", &a);
     ck_assert_msg((long)n == total.ok, "the origin saw %zu requests, the clients got %ld 200s", n,
                   total.ok);
     size_t worst;
@@ -825,17 +624,14 @@ START_TEST(test_two_instances_one_window)
                   a1.ok);
     /* the window lives where the manual says, as a sorted set */
     char key[256];
-    window_key(rd->port, "fleet", key, sizeof key);
+    window_key(f.rd->port, "fleet", key, sizeof key);
     ck_assert_msg(strncmp(key, "rlproxy:{fleet:", 15) == 0 && strchr(key, '}') != NULL,
                   "no rlproxy:{fleet:KEY} in Redis (found \"%s\")", key);
-    char *type = redis_cli(rd->port, "TYPE", key);
+    char *type = redis_cli(f.rd->port, "TYPE", key);
     ck_assert_msg(strncmp(type, "zset", 4) == 0, "%s is a %s", key, type);
     free(type);
     free(a);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -844,14 +640,7 @@ END_TEST
 START_TEST(test_delay_waves)
 {
     enum { L = 10, W = 1000, N = 25 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("wave", L, "1s", "delay");
-    struct proxy *p[2] = {shared_proxy(rd->port, "deny", "1s", rule),
-                          shared_proxy(rd->port, "deny", "1s", rule)};
-    free(rule);
-    warm(p[0], o, 4);
-    warm(p[1], o, 4);
+    struct fleet f = fleet_up(2, "deny", "1s", "wave", L, "1s", "delay", 4);
     /* N connections, alternately to each instance, warmed all at once (twice): rlproxy opens as
      * many upstream connections as the measured burst will need, so the first wave is not
      * forwarded late behind new upstream connections (measured: up to 20 ms without this, which
@@ -859,12 +648,12 @@ START_TEST(test_delay_waves)
     struct raw *c[N];
     struct http_response r;
     for (int i = 0; i < N; i++)
-        c[i] = xconnect(p[i % 2]->port);
+        c[i] = raw_connect_src(f.p[i % 2]->port, NULL);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N; i++) {
             char path[64];
             snprintf(path, sizeof path, "/bytes/1/warm/c%d", i);
-            ck_assert_int_eq(send_get(c[i], o->port, path), 0);
+            ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, path), 0);
         }
         for (int i = 0; i < N; i++) {
             int rc = raw_read_response(c[i], &r, 0, T_MS);
@@ -878,7 +667,7 @@ START_TEST(test_delay_waves)
     for (int i = 0; i < N; i++) {
         char path[64];
         snprintf(path, sizeof path, "/bytes/1/wave?i=%d", i);
-        ck_assert_int_eq(send_get(c[i], o->port, path), 0);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, path), 0);
     }
     for (int i = 0; i < N; i++) {
         int rc = raw_read_response(c[i], &r, 0, 6000);
@@ -888,7 +677,7 @@ START_TEST(test_delay_waves)
         raw_close(c[i]);
     }
     struct arrival *a;
-    size_t n = origin_arrivals(o, "/bytes/1/wave", &a);
+    size_t n = origin_arrivals(f.o, "/bytes/1/wave", &a);
     ck_assert_uint_eq(n, N);
     fprintf(stderr, "shared delay waves (ms after the %d requests were sent):", N);
     for (size_t i = 0; i < n; i++)
@@ -909,41 +698,23 @@ START_TEST(test_delay_waves)
      * CPU hogs on 2 vCPUs), while the next wave leaves on a timer set from the admission time, so
      * the arrivals could be closer than a window without any admission being early. Test 1 checks
      * the arrivals. */
-    long long *v;
-    size_t nv = window_scores(rd->port, "wave", &v);
-    ck_assert_uint_eq(nv, N);
-    long long vspan = scores_min_span(v, nv, L);
-    fprintf(stderr, "shared delay waves: smallest span of %d admission times in Redis: %lld µs\n",
-            L + 1, vspan);
-    ck_assert_msg(vspan >= (long long)W * 1000, "%d admissions within %lld µs in Redis' window",
-                  L + 1, vspan);
-    free(v);
+    assert_redis_window(&f, "wave", N, L, W);
     free(a);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
 START_TEST(test_delay_disconnect_gives_slot_back)
 {
     enum { L = 10, W = 2000, N = 21, GONE = 15 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("hold", L, "2s", "delay");
-    struct proxy *p[2] = {shared_proxy(rd->port, "deny", "1s", rule),
-                          shared_proxy(rd->port, "deny", "1s", rule)};
-    free(rule);
-    warm(p[0], o, 4);
-    warm(p[1], o, 4);
+    struct fleet f = fleet_up(2, "deny", "1s", "hold", L, "2s", "delay", 4);
     struct raw *c[N + 1];
     struct http_response r;
     for (int i = 1; i <= N; i++) {
-        c[i] = xconnect(p[i % 2]->port);
+        c[i] = raw_connect_src(f.p[i % 2]->port, NULL);
         char path[64];
         snprintf(path, sizeof path, "/bytes/1/warm/h%d", i);
-        int rc = get_on(c[i], o->port, path, &r, T_MS);
+        int rc = raw_request_on(c[i], "GET", "127.0.0.1", f.o->port, path, &r, T_MS);
         ck_assert_msg(rc == RAW_OK && r.status == 200, "warm-up %d: %s", i, raw_result_name(rc));
         http_response_free(&r);
     }
@@ -952,7 +723,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     uint64_t t0 = now_ms();
     for (int i = 1; i <= L; i++) {
         snprintf(path, sizeof path, "/bytes/1/hold?i=%d", i);
-        int rc = get_on(c[i], o->port, path, &r, T_MS);
+        int rc = raw_request_on(c[i], "GET", "127.0.0.1", f.o->port, path, &r, T_MS);
         ck_assert_msg(rc == RAW_OK && r.status == 200, "#%d: %s %d", i, raw_result_name(rc),
                       r.status);
         http_response_free(&r);
@@ -960,9 +731,9 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     /* #11..#20 are held until t0 + 2 s, each with a reservation in the sorted set */
     for (int i = L + 1; i < N; i++) {
         snprintf(path, sizeof path, "/bytes/1/hold?i=%d", i);
-        ck_assert_int_eq(send_get(c[i], o->port, path), 0);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, path), 0);
     }
-    long long card = wait_card(rd->port, "hold", 20, 2000);
+    long long card = wait_card(f.rd->port, "hold", 20, 2000);
     ck_assert_msg(card == 20, "ZCARD %lld with 10 admitted and 10 held, want 20", card);
     for (int i = L + 1; i < N; i++)
         ck_assert_msg(raw_pending(c[i], 0) == 0, "#%d answered while it should be held", i);
@@ -970,7 +741,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     uint64_t gone_at = now_ms();
     raw_close(c[GONE]);
     c[GONE] = NULL;
-    card = wait_card(rd->port, "hold", 19, 2000);
+    card = wait_card(f.rd->port, "hold", 19, 2000);
     fprintf(stderr, "shared delay: ZCARD 20 -> %lld %llu ms after a held client left\n", card,
             (unsigned long long)(now_ms() - gone_at));
     ck_assert_msg(card == 19, "ZCARD %lld after held client #%d left, want 19", card, GONE);
@@ -978,7 +749,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     ck_assert_msg(now_ms() < t0 + W - 300, "set-up too slow to measure (%llu ms)",
                   (unsigned long long)(now_ms() - t0));
     snprintf(path, sizeof path, "/bytes/1/hold?i=%d", N);
-    int rc = get_on(c[N], o->port, path, &r, T_MS);
+    int rc = raw_request_on(c[N], "GET", "127.0.0.1", f.o->port, path, &r, T_MS);
     uint64_t done = now_ms() - t0;
     ck_assert_msg(rc == RAW_OK && r.status == 200, "#%d: %s %d", N, raw_result_name(rc), r.status);
     http_response_free(&r);
@@ -1000,25 +771,16 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     for (int i = 1; i <= N; i++)
         raw_close(c[i]);
     struct arrival *a;
-    size_t n = origin_arrivals(o, "/bytes/1/hold", &a);
+    size_t n = origin_arrivals(f.o, "/bytes/1/hold", &a);
     ck_assert_uint_eq(n, N - 1);
     char gone_target[64];
     snprintf(gone_target, sizeof gone_target, "/bytes/1/hold?i=%d", GONE);
     for (size_t i = 0; i < n; i++)
         ck_assert_msg(strcmp(a[i].target, gone_target) != 0, "#%d reached the origin", GONE);
     /* exact on Redis' record (see test_delay_waves): 10 admitted, 9 released, #21 */
-    long long *v;
-    size_t nv = window_scores(rd->port, "hold", &v);
-    ck_assert_uint_eq(nv, N - 1);
-    long long vspan = scores_min_span(v, nv, L);
-    ck_assert_msg(vspan >= (long long)W * 1000, "%d admissions within %lld µs in Redis' window",
-                  L + 1, vspan);
-    free(v);
+    assert_redis_window(&f, "hold", N - 1, L, W);
     free(a);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -1028,29 +790,23 @@ END_TEST
 START_TEST(test_stopped_local)
 {
     enum { L = 10, W = 1000, THREADS = 4, WINDOWS = 2 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("loc", L, "1s", "reject");
-    struct proxy *p[2] = {shared_proxy(rd->port, "local", "50ms", rule),
-                          shared_proxy(rd->port, "local", "50ms", rule)};
-    free(rule);
-    warm(p[0], o, 8);
-    warm(p[1], o, 8);
-    ck_assert_uint_eq(proxy_log_count(p[0], DOWN_LINE) + proxy_log_count(p[1], DOWN_LINE), 0);
+    struct fleet f = fleet_up(2, "local", "50ms", "loc", L, "1s", "reject", 8);
+    ck_assert_uint_eq(proxy_log_count(f.p[0], DOWN_LINE) + proxy_log_count(f.p[1], DOWN_LINE), 0);
 
-    redis_kill(rd);
+    redis_kill(f.rd);
     for (int i = 0; i < 2; i++)
-        ck_assert_msg(wait_log_lines(p[i], DOWN_LINE, 1, 3000) >= 1,
+        ck_assert_msg(wait_log_lines(f.p[i], DOWN_LINE, 1, 3000) >= 1,
                       "instance %c never logged \"%s\"; log:\n%s", 'A' + i, DOWN_LINE,
-                      proxy_log_tail(p[i], 1500));
-    metrics_answer(p[0], 1000);
+                      proxy_log_tail(f.p[i], 1500));
+    metrics_answer(f.p[0], 1000);
 
     const char *prefix[2] = {"/bytes/1/loc/a", "/bytes/1/loc/b"};
     struct load l[THREADS];
     uint64_t start = now_us() + 20000, duration_us = (uint64_t)WINDOWS * W * 1000;
     /* two threads per instance, one request per 48 ms each: ~4× the limit at each instance */
-    run_load(p, prefix, 2, o, THREADS, start, start + duration_us, 48000, l);
-    metrics_answer(p[1], 1000);
+    load_run(f.p, prefix, 2, f.o, THREADS, start, start + duration_us, 48000, LOAD_CONNECT_EARLY,
+             l);
+    metrics_answer(f.p[1], 1000);
     double d_ms = (double)duration_us / 1000.0, ideal = (double)L * d_ms / W;
     long total_ok = 0;
     for (int i = 0; i < 2; i++) {
@@ -1060,10 +816,10 @@ START_TEST(test_stopped_local)
         ck_assert_msg(s.other == 0, "instance %c: %ld answers neither 200 nor 429 (e.g. %d)",
                       'A' + i, s.other, s.other_status);
         struct arrival *a;
-        size_t n = origin_arrivals(o, prefix[i], &a);
+        size_t n = origin_arrivals(f.o, prefix[i], &a);
         size_t worst;
         double span = arrivals_min_span(a, n, L, &worst);
-        int down = (int)proxy_log_count(p[i], DOWN_LINE);
+        int down = (int)proxy_log_count(f.p[i], DOWN_LINE);
         fprintf(stderr,
                 "shared, Redis stopped, on_error local, instance %c: %ld sent, %zu admitted (local "
                 "window: %.0f per %.0f ms), %ld 429s, slowest answer %.1f ms, smallest span of %d "
@@ -1086,16 +842,13 @@ START_TEST(test_stopped_local)
         /* once per worker for the incident, however many requests and reconnect attempts */
         ck_assert_msg(down >= 1 && down <= WORKERS, "instance %c logged \"%s\" %d times", 'A' + i,
                       DOWN_LINE, down);
-        ck_assert_int_eq((int)proxy_log_count(p[i], BACK_LINE), 0);
+        ck_assert_int_eq((int)proxy_log_count(f.p[i], BACK_LINE), 0);
         total_ok += (long)n;
         free(a);
     }
     /* together they admitted more than one shared window allows: the limits are local now */
     ck_assert_msg(total_ok > (long)ideal, "%ld admitted by both", total_ok);
-    proxy_stop(p[0]);
-    proxy_stop(p[1]);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -1186,23 +939,18 @@ END_TEST
 START_TEST(test_slow_redis)
 {
     enum { N = 4 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("slow", 1000, "1s", "reject");
-    struct proxy *p = shared_proxy(rd->port, "deny", "50ms", rule);
-    free(rule);
-    warm(p, o, 8);
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/before", NULL), 200);
+    struct fleet f = fleet_up(1, "deny", "50ms", "slow", 1000, "1s", "reject", 8);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/slow/before", NULL), 200);
 
     struct bg bg;
-    redis_sleep_bg(rd, "1", &bg);
+    redis_sleep_bg(f.rd, "1", &bg);
     uint64_t asleep = now_ms();
     double worst = 0, least = 1e9;
     /* one at a time ... */
     for (int i = 0; i < N; i++) {
         double ms;
         struct http_response r;
-        ck_assert_int_eq(fresh_get(p->port, o, "/bytes/1/slow/during", &r, &ms), 503);
+        ck_assert_int_eq(fresh_get(f.p[0]->port, f.o, "/bytes/1/slow/during", &r, &ms), 503);
         http_response_free(&r);
         worst = ms > worst ? ms : worst;
         least = ms < least ? ms : least;
@@ -1211,8 +959,9 @@ START_TEST(test_slow_redis)
     struct raw *c[N];
     uint64_t t = now_us();
     for (int i = 0; i < N; i++) {
-        c[i] = xconnect(p->port);
-        ck_assert_int_eq(send_get(c[i], o->port, "/bytes/1/slow/during"), 0);
+        c[i] = raw_connect_src(f.p[0]->port, NULL);
+        ck_assert_int_eq(
+            raw_send_request(c[i], "GET", "127.0.0.1", f.o->port, "/bytes/1/slow/during"), 0);
     }
     for (int i = 0; i < N; i++) {
         struct http_response r;
@@ -1224,7 +973,7 @@ START_TEST(test_slow_redis)
         raw_close(c[i]);
         worst = ms > worst ? ms : worst;
     }
-    double metrics_ms = metrics_answer(p, 1000);
+    double metrics_ms = metrics_answer(f.p[0], 1000);
     uint64_t decided = now_ms();
     fprintf(stderr,
             "shared, Redis asleep for 1 s, timeout 50 ms, on_error deny: %d requests answered 503 "
@@ -1235,18 +984,16 @@ START_TEST(test_slow_redis)
     ck_assert_msg(least >= 40, "a 503 after %.1f ms: before shared.timeout (50 ms)?", least);
     ck_assert_msg(worst <= 50 + SLACK_MS, "a request took %.1f ms with Redis asleep (timeout 50)",
                   worst);
-    int down = (int)proxy_log_count(p, DOWN_LINE);
+    int down = (int)proxy_log_count(f.p[0], DOWN_LINE);
     ck_assert_msg(down >= 1 && down <= WORKERS, "\"%s\" logged %d times", DOWN_LINE, down);
 
     redis_sleep_done(&bg, 3000);
     /* awake: Redis decides again (deny would answer 503 otherwise) */
     double ms;
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/after", &ms), 200);
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/slow/after", &ms), 200);
-    ck_assert_int_le((int)proxy_log_count(p, DOWN_LINE), WORKERS);
-    proxy_stop(p);
-    origin_stop(o);
-    redis_free(rd);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/slow/after", &ms), 200);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/slow/after", &ms), 200);
+    ck_assert_int_le((int)proxy_log_count(f.p[0], DOWN_LINE), WORKERS);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -1256,22 +1003,17 @@ END_TEST
 START_TEST(test_slow_redis_timed_out_decisions_take_no_slot)
 {
     enum { L = 3 };
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("tslot", L, "10s", "reject");
-    struct proxy *p = shared_proxy(rd->port, "deny", "50ms", rule);
-    free(rule);
-    warm(p, o, 8);
+    struct fleet f = fleet_up(1, "deny", "50ms", "tslot", L, "10s", "reject", 8);
     struct bg bg;
-    redis_sleep_bg(rd, "1", &bg);
+    redis_sleep_bg(f.rd, "1", &bg);
     for (int i = 0; i < L; i++)
-        ck_assert_int_eq(status_of(p->port, o, "/bytes/1/tslot/during", NULL), 503);
+        ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/tslot/during", NULL), 503);
     redis_sleep_done(&bg, 3000);
     sleep_ms(50); /* the late replies are in */
-    long long card = window_card(rd->port, "tslot");
+    long long card = window_card(f.rd->port, "tslot");
     int s[L];
     for (int i = 0; i < L; i++)
-        s[i] = status_of(p->port, o, "/bytes/1/tslot/after", NULL);
+        s[i] = status_of(f.p[0]->port, f.o, "/bytes/1/tslot/after", NULL);
     fprintf(stderr,
             "shared, timed-out decisions: %d requests answered 503 while Redis slept; then ZCARD "
             "%lld and the next %d requests got %d %d %d\n",
@@ -1283,9 +1025,7 @@ START_TEST(test_slow_redis_timed_out_decisions_take_no_slot)
     for (int i = 0; i < L; i++)
         ck_assert_msg(s[i] == 200,
                       "request %d after the spell: %d, want 200 (nothing admitted yet)", i, s[i]);
-    proxy_stop(p);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 
@@ -1329,33 +1069,27 @@ END_TEST
  * restart): after a reload from 50ms to 2s, a Redis that takes 300 ms decides the request. */
 START_TEST(test_timeout_reload)
 {
-    struct redis *rd = redis_start();
-    struct origin *o = origin_start(0);
-    char *rule = shared_rule("rt", 1000, "1s", "reject");
-    struct proxy *p = shared_proxy(rd->port, "deny", "50ms", rule);
-    free(rule);
-    warm(p, o, 4);
+    struct fleet f = fleet_up(1, "deny", "50ms", "rt", 1000, "1s", "reject", 4);
     struct bg bg;
     double ms;
-    redis_sleep_bg(rd, "0.3", &bg);
-    ck_assert_int_eq(status_of(p->port, o, "/bytes/1/rt/a", &ms), 503); /* 50 ms: on_error */
+    redis_sleep_bg(f.rd, "0.3", &bg);
+    ck_assert_int_eq(status_of(f.p[0]->port, f.o, "/bytes/1/rt/a", &ms), 503); /* 50 ms: on_error */
     redis_sleep_done(&bg, 3000);
 
-    char *conf = read_file(p->conf_path, NULL);
+    char *conf = read_file(f.p[0]->conf_path, NULL);
     ck_assert(conf != NULL);
     char *at = strstr(conf, "  timeout: 50ms\n");
     ck_assert(at != NULL);
-    FILE *f = fopen(p->conf_path, "w");
-    ck_assert(f != NULL);
-    fprintf(f, "%.*s  timeout: 2s\n%s", (int)(at - conf), conf, at + strlen("  timeout: 50ms\n"));
-    ck_assert_int_eq(fclose(f), 0);
+    char *changed = NULL;
+    ck_assert(asprintf(&changed, "%.*s  timeout: 2s\n%s", (int)(at - conf), conf,
+                       at + strlen("  timeout: 50ms\n")) > 0);
     free(conf);
-    kill(p->pid, SIGHUP);
-    ck_assert_msg(wait_log_lines(p, "configuration reloaded", 1, 5000) == 1, "no reload; log:\n%s",
-                  proxy_log_tail(p, 1500));
-    warm(p, o, 4);
-    redis_sleep_bg(rd, "0.3", &bg);
-    int status = status_of(p->port, o, "/bytes/1/rt/b", &ms);
+    ck_assert_msg(proxy_reload(f.p[0], changed, 5000), "reload failed; log:\n%s",
+                  proxy_log_tail(f.p[0], 1500));
+    free(changed);
+    warm(f.p[0], f.o, 4);
+    redis_sleep_bg(f.rd, "0.3", &bg);
+    int status = status_of(f.p[0]->port, f.o, "/bytes/1/rt/b", &ms);
     redis_sleep_done(&bg, 3000);
     fprintf(stderr,
             "shared.timeout reloaded 50ms -> 2s, Redis asleep for 300 ms: %d after %.0f ms\n",
@@ -1364,9 +1098,7 @@ START_TEST(test_timeout_reload)
                   "after reloading shared.timeout to 2s, a request with Redis 300 ms slow got %d "
                   "after %.0f ms: the old 50 ms timeout still applies",
                   status, ms);
-    proxy_stop(p);
-    origin_stop(o);
-    redis_free(rd);
+    fleet_down(&f);
 }
 END_TEST
 

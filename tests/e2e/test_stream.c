@@ -10,14 +10,6 @@
 #define RSS_LIMIT_KIB (32 * 1024)
 #define BIG_TIMEOUT_MS 600000L
 
-static struct fixture up(void)
-{
-    struct fixture f;
-    f.o = origin_start(0);
-    f.p = proxy_start(NULL);
-    return f;
-}
-
 static void download(struct fixture f, const char *path, uint64_t size, const char *label)
 {
     char url[256];
@@ -76,7 +68,7 @@ START_TEST(test_download_1gib)
     uint64_t size = harness_size(1ull << 30, 32ull << 20);
     char path[64];
     snprintf(path, sizeof path, "/bytes/%llu", (unsigned long long)size);
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     download(f, path, size, "download (Content-Length)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after 1 GiB download");
     fixture_down(f);
@@ -88,7 +80,7 @@ START_TEST(test_download_chunked)
     uint64_t size = harness_size(256ull << 20, 8ull << 20);
     char path[64];
     snprintf(path, sizeof path, "/bytes/%llu?chunked=1", (unsigned long long)size);
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     download(f, path, size, "download (chunked)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after chunked download");
     fixture_down(f);
@@ -100,7 +92,7 @@ START_TEST(test_download_close_delimited)
     uint64_t size = harness_size(64ull << 20, 4ull << 20);
     char path[64];
     snprintf(path, sizeof path, "/bytes/%llu?close=1", (unsigned long long)size);
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     download(f, path, size, "download (close-delimited)");
     /* and on a raw socket: however rlproxy frames it, the body is complete */
     struct raw *c = raw_connect(f.p->port);
@@ -120,7 +112,7 @@ END_TEST
 
 START_TEST(test_upload_chunked_200mib)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     upload(f, "/sink", harness_size(200ull << 20, 16ull << 20), 1, "upload (chunked)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after chunked upload");
     fixture_down(f);
@@ -129,7 +121,7 @@ END_TEST
 
 START_TEST(test_upload_content_length_200mib)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     upload(f, "/sink", harness_size(200ull << 20, 16ull << 20), 0, "upload (Content-Length)");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after Content-Length upload");
     fixture_down(f);
@@ -139,7 +131,7 @@ END_TEST
 /* The origin sleeps 2 s before reading: rlproxy must push back on the client, not buffer. */
 START_TEST(test_upload_to_slow_reader)
 {
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     upload(f, "/sink?delay=2", harness_size(128ull << 20, 8ull << 20), 0,
            "upload to a slow reader");
     assert_peak_rss_below(f.p, RSS_LIMIT_KIB, "after upload to a slow reader");
@@ -151,7 +143,7 @@ END_TEST
 START_TEST(test_download_to_slow_reader)
 {
     uint64_t size = harness_size(512ull << 20, 32ull << 20);
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     char path[64];
     snprintf(path, sizeof path, "/bytes/%llu", (unsigned long long)size);
@@ -172,21 +164,10 @@ START_TEST(test_download_to_slow_reader)
 }
 END_TEST
 
-/* The proxy still answers normally after an upstream failure */
-static void still_serving(struct fixture f)
-{
-    char url[256];
-    struct fetch_res rs;
-    fetch_via(f.p->port, origin_url(f.o, "/bytes/1000", url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 200);
-    ck_assert_uint_eq(rs.body_len, 1000);
-    fetch_free(&rs);
-}
-
 START_TEST(test_truncated_upstream_fails_client_curl)
 {
     static const char *paths[] = {"/truncate", "/truncate?chunked=1"};
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     for (size_t i = 0; i < 2; i++) {
         char url[256];
         struct fetch_req rq = {.url = origin_url(f.o, paths[i], url, sizeof url),
@@ -200,7 +181,7 @@ START_TEST(test_truncated_upstream_fails_client_curl)
                       rs.body_len, rs.status);
         ck_assert_msg(rs.rc != CURLE_OPERATION_TIMEDOUT, "%s: client left hanging", paths[i]);
         fetch_free(&rs);
-        still_serving(f);
+        fixture_still_serving(f, 1000);
     }
     fixture_down(f);
 }
@@ -209,7 +190,7 @@ END_TEST
 START_TEST(test_truncated_upstream_fails_client_raw)
 {
     static const char *paths[] = {"/truncate", "/truncate?chunked=1"};
-    struct fixture f = up();
+    struct fixture f = fixture_up(0, NULL);
     for (size_t i = 0; i < 2; i++) {
         struct raw *c = raw_connect(f.p->port);
         char *req = proxy_request("GET", f.o, paths[i], NULL);
@@ -225,7 +206,7 @@ START_TEST(test_truncated_upstream_fails_client_raw)
         http_response_free(&r);
         free(req);
         raw_close(c);
-        still_serving(f);
+        fixture_still_serving(f, 1000);
     }
     fixture_down(f);
 }
