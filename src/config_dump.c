@@ -234,6 +234,19 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
     case CONFIG_RULE_NAME:
         put_quoted(out, (const char *)field);
         break;
+    case CONFIG_RATE_KEY: { /* the row is a rule's key; a header kind's name is beside it */
+        const struct rate_rule *rule = base;
+        int kind = *(const int *)field;
+        if (kind == RATE_KEY_HEADER || kind == RATE_KEY_HOST_HEADER) {
+            char word[RATE_KEY_HEADER_MAX + 16];
+            snprintf(word, sizeof word, "%s%s", kind == RATE_KEY_HEADER ? "header:" : "host+header:",
+                     rule->key_header);
+            put_quoted(out, word); /* a tchar such as # or | would mean something unquoted */
+        } else {
+            fputs(key->choices[kind], out);
+        }
+        break;
+    }
     default: /* the string types */
         put_string(out, key, *(char *const *)field, mask);
         break;

@@ -71,7 +71,7 @@ START_TEST(test_reject_exact)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_CLIENT, 5, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     for (int i = 0; i < 5; i++) {
         ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", (uint64_t)i * 100 * MS, &d),
@@ -115,7 +115,7 @@ START_TEST(test_random_arrivals_never_exceed)
     const uint64_t window_ms = 1000;
     struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     unsigned seed = 12345;
     uint64_t now = 0;
     size_t cap = 100000, n = 0;
@@ -141,7 +141,7 @@ START_TEST(test_delay_reserves_in_order)
     rules[0].max_delay_ms = 2500;
     rules[0].max_queue = 5;
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     struct limiter_hold *holds[16];
     size_t held = 0;
@@ -185,7 +185,7 @@ START_TEST(test_cancel_gives_slot_back)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -211,7 +211,7 @@ START_TEST(test_late_release_propagates)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_DELAY);
@@ -252,7 +252,7 @@ START_TEST(test_matching_first_rule_wins)
     rules[2].match_client = nets;
     rules[2].match_client_count = 1;
     struct config c = make_config(rules, 3, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ask(l, "10.1.2.3", "api.github.com", "GET", "/repos/x", 0, &d);
     ck_assert_str_eq(d.rule->name, "github");
@@ -281,7 +281,7 @@ START_TEST(test_host_key_ignores_case)
 {
     struct rate_rule rules[] = {rule("h", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "API.Example.com", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "2.2.2.2", "api.example.com", "GET", "/", 0, &d), LIMITER_REJECT);
@@ -295,7 +295,7 @@ START_TEST(test_expiry_and_key_cap)
     uint64_t before = limiter_total_keys();
     struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, (uint32_t)before + 100);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     char ip[32];
     for (int i = 0; i < 100; i++) {
@@ -327,7 +327,7 @@ START_TEST(test_reload_keeps_unchanged_rules)
     snprintf(rules1[0].match_method[0], 24, "GET");
     rules1[0].match_method_count = 1;
     struct config c1 = make_config(rules1, 2, 1000000);
-    struct limiter *l1 = limiter_new(&c1, NULL);
+    struct limiter *l1 = limiter_new(&c1, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
@@ -335,7 +335,7 @@ START_TEST(test_reload_keeps_unchanged_rules)
     struct rate_rule rules2[] = {rules1[0], rules1[1]};
     rules2[1].limit = 2;
     struct config c2 = make_config(rules2, 2, 1000000);
-    struct limiter *l2 = limiter_new(&c2, l1);
+    struct limiter *l2 = limiter_new(&c2, l1, NULL);
     limiter_unref(l1);
     ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_REJECT);
     ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "POST", "/", 10 * MS, &d), LIMITER_ADMIT);
@@ -361,7 +361,7 @@ START_TEST(test_random_delays_and_cancels_never_exceed)
         rules[0].max_delay_ms = 1000;
         rules[0].max_queue = 50;
         struct config c = make_config(rules, 1, 1000000);
-        struct limiter *l = limiter_new(&c, NULL);
+        struct limiter *l = limiter_new(&c, NULL, NULL);
         size_t cap = 20000, n = 0, nholds = 0;
         uint64_t *admitted = malloc(cap * sizeof *admitted);
         struct {
@@ -427,7 +427,7 @@ START_TEST(test_two_threads_one_key)
 {
     struct rate_rule rules[] = {rule("g", RATE_KEY_GLOBAL, 1000, 60000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct contender a = {l, 0}, b = {l, 0};
     pthread_t ta, tb;
     pthread_create(&ta, NULL, contend, &a);
@@ -443,7 +443,7 @@ START_TEST(test_remaining_and_reset)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d);
     ck_assert_uint_eq(d.remaining, 2);
