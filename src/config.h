@@ -177,6 +177,7 @@ enum config_type {
     CONFIG_RETRY_ON_LIST,     /* connect_error, timeout, or statuses 400..599; uint16_t list */
     CONFIG_USER_MAP,          /* mapping of user name to crypt(3) hash: {alice: "$6$..."} */
     CONFIG_OPTIONAL_STRING,   /* a string that may be empty */
+    CONFIG_SECRET,            /* "" or min..max characters, a credential as a whole: -T masks it */
     CONFIG_PROXY_URL,         /* "" or scheme://[user:password@]host:port, scheme http|https|socks5|socks5h */
     CONFIG_HOST_PATTERN_LIST, /* host names, "*.suffix", address blocks */
     CONFIG_RATE_RULES,        /* rate_limits: a list of mappings, each walked against the rule table */

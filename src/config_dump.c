@@ -115,7 +115,9 @@ static void put_string(FILE *out, const struct config_key *key, const char *text
 {
     if (text == NULL)
         text = "";
-    if (mask && key->secret)
+    if (mask && key->type == CONFIG_SECRET && text[0] != '\0')
+        put_quoted(out, MASK); /* the whole value is the credential */
+    else if (mask && key->secret)
         put_masked_url(out, text);
     else
         put_quoted(out, text);

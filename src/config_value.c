@@ -524,6 +524,17 @@ static int parse_optional_string(const struct config_key *key, const char *text,
     return store_string(dst, text, why, why_len);
 }
 
+/* A short secret could be guessed. The message never repeats the value. */
+static int parse_secret(const struct config_key *key, const char *text, void *dst, char *why,
+                        size_t why_len)
+{
+    size_t len = strlen(text);
+    if (len > 0 && (len < key->min || len > key->max))
+        return config_text_fail(why, why_len, "must be empty or %llu to %llu characters long",
+                                (unsigned long long)key->min, (unsigned long long)key->max);
+    return store_string(dst, text, why, why_len);
+}
+
 /* One auth.users entry arrives from the walker as "name:hash" (a Basic user-id has no colon). */
 static int parse_user_entry(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len)
@@ -616,6 +627,7 @@ static const struct type_ops type_ops[] = {
     [CONFIG_OPTIONAL_STRING] = {.describe = "a string",
                                 .parse = parse_optional_string,
                                 .owns_string = 1},
+    [CONFIG_SECRET] = {.describe = "a secret string", .parse = parse_secret, .owns_string = 1},
     [CONFIG_PROXY_URL] = {.describe = "a proxy URL", .parse = parse_proxy_url, .owns_string = 1},
     [CONFIG_HOST_PATTERN_LIST] = {.describe = "a list of host patterns",
                                   .parse = parse_host_pattern_element,
