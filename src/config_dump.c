@@ -241,8 +241,8 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
         int kind = *(const int *)field;
         if (kind == RATE_KEY_HEADER || kind == RATE_KEY_HOST_HEADER) {
             char word[RATE_KEY_HEADER_MAX + 16];
-            snprintf(word, sizeof word, "%s%s", kind == RATE_KEY_HEADER ? "header:" : "host+header:",
-                     rule->key_header);
+            snprintf(word, sizeof word, "%s%s",
+                     kind == RATE_KEY_HEADER ? "header:" : "host+header:", rule->key_header);
             put_quoted(out, word); /* a tchar such as # or | would mean something unquoted */
         } else {
             fputs(key->choices[kind], out);

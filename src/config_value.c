@@ -375,7 +375,8 @@ static int parse_rate_key(const struct config_key *key, const char *text, void *
         const char *prefix;
         enum rate_key kind;
     } header_kinds[] = {{"header:", RATE_KEY_HEADER}, {"host+header:", RATE_KEY_HOST_HEADER}};
-    struct rate_rule *rule = (struct rate_rule *)(void *)((char *)dst - offsetof(struct rate_rule, key));
+    struct rate_rule *rule =
+        (struct rate_rule *)(void *)((char *)dst - offsetof(struct rate_rule, key));
     char shown[96];
     for (size_t k = 0; k < sizeof header_kinds / sizeof header_kinds[0]; k++) {
         size_t prefix_len = strlen(header_kinds[k].prefix);

@@ -47,8 +47,8 @@ static long get_with(struct proxy *p, const struct origin *o, const char *path, 
     ck_assert_msg(rs.body == NULL || strstr(rs.body, LEAK_MARK) == NULL || status == 200,
                   "the %ld answer holds the token: %s", status, rs.body);
     for (size_t i = 0; i < rs.nheaders && status != 200; i++)
-        ck_assert_msg(strstr(rs.headers[i].value, LEAK_MARK) == NULL, "%ld answer: %s: %s",
-                      status, rs.headers[i].name, rs.headers[i].value);
+        ck_assert_msg(strstr(rs.headers[i].value, LEAK_MARK) == NULL, "%ld answer: %s: %s", status,
+                      rs.headers[i].name, rs.headers[i].value);
     fetch_free(&rs);
     return status;
 }
@@ -72,7 +72,8 @@ static void write_text(const char *path, const char *text)
 }
 
 /* Appends `more` to the running config, SIGHUPs, and waits until the worker serves the new config:
- * a GET of probe_path carries the RateLimit-Policy of rule "probe", which only the new config has. */
+ * a GET of probe_path carries the RateLimit-Policy of rule "probe", which only the new config has.
+ */
 static void reload_adding(struct proxy *p, const struct origin *o, const char *more,
                           const char *probe_path)
 {

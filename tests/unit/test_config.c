@@ -917,7 +917,8 @@ START_TEST(test_rule_header_keys)
 {
     struct config *c = load_ok("rate_limits:\n"
                                "  - {name: a, limit: 1, window: 1s, key: header:X-Api-Key}\n"
-                               "  - {name: b, limit: 1, window: 1s, key: \"host+header:authorization\"}\n"
+                               "  - {name: b, limit: 1, window: 1s,\n"
+                               "     key: \"host+header:authorization\"}\n"
                                "  - name: c\n    limit: 1\n    window: 1s\n"
                                "    key: \"header:!#$%&'*+-.^_`|~09azAZ\"\n"
                                "  - {name: d, limit: 1, window: 1s, key: host}\n");
@@ -1528,7 +1529,8 @@ START_TEST(test_dump_round_trips_header_keys)
 {
     static const char yaml[] = "rate_limits:\n"
                                "  - {name: a, limit: 1, window: 1s, key: \"header:X-Key#|1\"}\n"
-                               "  - {name: b, limit: 1, window: 1s, key: host+header:Authorization}\n";
+                               "  - {name: b, limit: 1, window: 1s,\n"
+                               "     key: host+header:Authorization}\n";
     struct config *c = load_ok(yaml);
     char *first = dump_text(c);
     ck_assert_msg(strstr(first, "key: \"header:X-Key#|1\"") != NULL, "%s", first);
@@ -1539,7 +1541,8 @@ START_TEST(test_dump_round_trips_header_keys)
     ck_assert_int_eq(config_diff(c, again, NULL, NULL), 0);
     struct config *other = load_ok("rate_limits:\n"
                                    "  - {name: a, limit: 1, window: 1s, key: \"header:X-Key#|2\"}\n"
-                                   "  - {name: b, limit: 1, window: 1s, key: host+header:Authorization}\n");
+                                   "  - {name: b, limit: 1, window: 1s,\n"
+                                   "     key: host+header:Authorization}\n");
     ck_assert_int_ne(config_diff(c, other, NULL, NULL), 0);
     free(first);
     config_unref(other);
