@@ -131,7 +131,7 @@ static void one_key_admit_note(uint64_t calls, const char *note)
      * arrives, so every call admits (after the first 100 the ring is full: pop + insert) */
     struct rate_rule rules[] = {make_rule("one", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 2000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in a = client(1);
     uint64_t ok = 0, t = 0;
     start_timing();
@@ -149,7 +149,7 @@ static void rotating_keys_admit(uint64_t calls, uint32_t keys)
      * exactly its limit (100 per second) */
     struct rate_rule rules[] = {make_rule("rot", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 2000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in *addrs = malloc(keys * sizeof *addrs);
     for (uint32_t k = 0; k < keys; k++)
         addrs[k] = client(k);
@@ -169,7 +169,7 @@ static void new_keys_admit(uint64_t calls)
 {
     struct rate_rule rules[] = {make_rule("new", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 100000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     uint64_t ok = 0;
     start_timing();
     for (uint64_t i = 0; i < calls; i++) {
@@ -184,7 +184,7 @@ static void one_key_reject(uint64_t calls)
 {
     struct rate_rule rules[] = {make_rule("over", RATE_KEY_CLIENT, 100, 3600000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 2000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in a = client(1);
     for (uint64_t t = 0; t < 100; t++)
         decide(l, &a, t);
@@ -230,7 +230,7 @@ static void two_threads(uint64_t calls_each, int same_key, const char *note)
      * has its own clock advancing 10 ms per call (exactly the limit), so every call admits. */
     struct rate_rule rules[] = {make_rule("two", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 2000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct padded_clock clocks[2];
     atomic_init(&clocks[0].t, 0);
     atomic_init(&clocks[1].t, 0);
@@ -300,7 +300,7 @@ static void memory(uint32_t keys)
     malloc_trim(0);
     size_t heap0 = heap_bytes();
     long rss0 = rss_kib();
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     uint64_t ok = 0;
     for (uint32_t i = 0; i < keys; i++) {
         struct sockaddr_in a = client(i);

@@ -35,8 +35,10 @@ _Static_assert(RETRY_MAX_METHODS == RATE_RULE_MAX_METHODS, "method list storage"
 /* Index order is the enum order: the ENUM parser stores the index. */
 static const char *const log_level_words[] = {"error", "warn", "notice", "info", "debug", NULL};
 static const char *const access_format_words[] = {"text", "json", NULL};
-static const char *const rate_key_words[] = {"client", "host",   "client+host",
-                                             "user",   "global", NULL};
+/* The last two stand for header:NAME and host+header:NAME (config_value.c's parse_rate_key). */
+static const char *const rate_key_words[] = {"client", "host",        "client+host",
+                                             "user",   "global",      "header:NAME",
+                                             "host+header:NAME", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
 static const char *const upstream_limits_words[] = {"follow", "ignore", NULL};
 static const char *const jitter_words[] = {"none", "full", NULL};
@@ -55,6 +57,9 @@ static const char *const on_error_words[] = {"local", "deny", "allow", NULL};
 /* Values that hold credentials: -T and reload messages print them masked. */
 #define SECRET_ROW(...) {ROW_FIELDS(__VA_ARGS__), .secret = 1}
 #define SECRET_LIST_ROW(...) {LIST_ROW_FIELDS(__VA_ARGS__), .secret = 1}
+
+/* A short secret could be guessed, and then every token hashed under it tested offline. */
+#define SHARED_KEY_SECRET_MIN 16
 
 /* The one declaration table. Docs are single sentences: the man page repeats them verbatim and
  * test_config checks that it does. Bounds of DURATION are in ms, of SIZE in bytes, of lists in
@@ -127,6 +132,9 @@ static const struct config_key keys[] = {
         "Redis server that rules with shared: true keep their windows in, as redis://IP:PORT/DB or unix:/path"),
     ROW("shared.on_error", CONFIG_ENUM, "local", 0, 0, on_error_words, 1, shared_on_error,
         "What a shared rule does when Redis does not answer: local uses this instance's own limiter, deny answers 503, allow admits"),
+    SECRET_ROW("shared.key_secret", CONFIG_SECRET, "\"\"", SHARED_KEY_SECRET_MIN, 4096, NULL, 0,
+               shared_key_secret,
+        "Secret of at least 16 characters, the same on every instance, under which shared rules hash header keys before they name Redis keys; empty hashes them unkeyed"),
     ROW("shared.timeout", CONFIG_DURATION, "50ms", 1, 10 * MS_PER_S, NULL, 1, shared_timeout_ms,
         "Longest wait for Redis to decide one request before shared.on_error applies; a connection that leaves requests unanswered for 3 timeouts (at least 2s) is replaced"),
     SECRET_ROW("upstream_proxy", CONFIG_PROXY_URL, "\"\"", 0, 0, NULL, 1, upstream_proxy,
@@ -205,8 +213,8 @@ static const struct config_key rule_fields[] = {
               "Client address blocks the rule applies to"),
     RULE_LIST("match.user", CONFIG_USER_LIST, 1024, match_user,
               "Proxy user names the rule applies to"),
-    RULE_ROW("key", CONFIG_ENUM, "client", 0, 0, rate_key_words, key,
-             "What the rule counts separately: each client address, destination host, client and host pair or user, or all requests together"),
+    RULE_ROW("key", CONFIG_RATE_KEY, "client", 0, 0, rate_key_words, key,
+             "What the rule counts separately: each client address, destination host, client and host pair, user, or value of a request header (alone or with the host), or all requests together"),
     RULE_REQUIRED("limit", CONFIG_UINT, 1, 1000000, limit,
                   "Most requests one key may have admitted within any span of one window"),
     RULE_REQUIRED("window", CONFIG_DURATION, 1, MS_PER_D, window_ms,

@@ -32,8 +32,18 @@ struct listen_addr {
 enum access_format { ACCESS_FORMAT_TEXT, ACCESS_FORMAT_JSON };
 enum shared_on_error { SHARED_ON_ERROR_LOCAL, SHARED_ON_ERROR_DENY, SHARED_ON_ERROR_ALLOW };
 
-/* What a rate-limit rule counts by. */
-enum rate_key { RATE_KEY_CLIENT, RATE_KEY_HOST, RATE_KEY_CLIENT_HOST, RATE_KEY_USER, RATE_KEY_GLOBAL };
+/* What a rate-limit rule counts by. The HEADER kinds count by a request header's value
+ * (rate_rule.key_header names it), kept only as a keyed hash (credential.h). */
+enum rate_key {
+    RATE_KEY_CLIENT,
+    RATE_KEY_HOST,
+    RATE_KEY_CLIENT_HOST,
+    RATE_KEY_USER,
+    RATE_KEY_GLOBAL,
+    RATE_KEY_HEADER,      /* header:NAME */
+    RATE_KEY_HOST_HEADER, /* host+header:NAME */
+};
+#define RATE_KEY_HEADER_MAX 64 /* longest NAME in header:NAME */
 enum rate_over_limit { RATE_OVER_DELAY, RATE_OVER_REJECT };
 enum rate_upstream_limits { RATE_UPSTREAM_FOLLOW, RATE_UPSTREAM_IGNORE };
 
@@ -55,6 +65,7 @@ struct rate_rule {
     size_t match_user_count;
     /* limit */
     enum rate_key key;             /* key: client (default) */
+    char key_header[RATE_KEY_HEADER_MAX + 1]; /* NAME of key: header:NAME, as written; "" else */
     uint32_t limit;                /* limit: 1..1000000, required */
     uint64_t window_ms;            /* window: 1ms..1d, required */
     enum rate_over_limit over_limit; /* over_limit: reject (default) */
@@ -146,6 +157,7 @@ struct config {
     char *shared_redis;   /* shared.redis: "" | "redis://127.0.0.1:6379/0" | "unix:/path" */
     int shared_on_error;  /* shared.on_error: local | deny | allow */
     uint64_t shared_timeout_ms; /* shared.timeout: 50ms */
+    char *shared_key_secret;    /* shared.key_secret: "" (header keys of shared rules unkeyed) */
 
     char *upstream_proxy; /* upstream_proxy: "" (none) or "http://[user:pass@]host:port" */
     struct host_pattern *upstream_proxy_bypass; /* upstream_proxy_bypass: [] */
@@ -168,6 +180,7 @@ enum config_type {
     CONFIG_RETRY_ON_LIST,     /* connect_error, timeout, or statuses 400..599; uint16_t list */
     CONFIG_USER_MAP,          /* mapping of user name to crypt(3) hash: {alice: "$6$..."} */
     CONFIG_OPTIONAL_STRING,   /* a string that may be empty */
+    CONFIG_SECRET,            /* "" or min..max characters, a credential as a whole: -T masks it */
     CONFIG_PROXY_URL,         /* "" or scheme://[user:password@]host:port, scheme http|https|socks5|socks5h */
     CONFIG_HOST_PATTERN_LIST, /* host names, "*.suffix", address blocks */
     CONFIG_RATE_RULES,        /* rate_limits: a list of mappings, each walked against the rule table */
@@ -177,6 +190,7 @@ enum config_type {
     CONFIG_METHOD_LIST,       /* method tokens, upper-cased, into the fixed match_method array */
     CONFIG_PATH_PREFIX,       /* "/..." heap string */
     CONFIG_USER_LIST,         /* user names: a heap array of heap strings */
+    CONFIG_RATE_KEY,          /* client|host|...|header:NAME|host+header:NAME: key and key_header */
 };
 
 /* One row of the declaration table. */

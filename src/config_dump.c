@@ -115,7 +115,9 @@ static void put_string(FILE *out, const struct config_key *key, const char *text
 {
     if (text == NULL)
         text = "";
-    if (mask && key->secret)
+    if (mask && key->type == CONFIG_SECRET && text[0] != '\0')
+        put_quoted(out, MASK); /* the whole value is the credential */
+    else if (mask && key->secret)
         put_masked_url(out, text);
     else
         put_quoted(out, text);
@@ -234,6 +236,19 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
     case CONFIG_RULE_NAME:
         put_quoted(out, (const char *)field);
         break;
+    case CONFIG_RATE_KEY: { /* the row is a rule's key; a header kind's name is beside it */
+        const struct rate_rule *rule = base;
+        int kind = *(const int *)field;
+        if (kind == RATE_KEY_HEADER || kind == RATE_KEY_HOST_HEADER) {
+            char word[RATE_KEY_HEADER_MAX + 16];
+            snprintf(word, sizeof word, "%s%s",
+                     kind == RATE_KEY_HEADER ? "header:" : "host+header:", rule->key_header);
+            put_quoted(out, word); /* a tchar such as # or | would mean something unquoted */
+        } else {
+            fputs(key->choices[kind], out);
+        }
+        break;
+    }
     default: /* the string types */
         put_string(out, key, *(char *const *)field, mask);
         break;

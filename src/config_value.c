@@ -365,6 +365,51 @@ static void store_methods(void *field, void *elems, size_t count)
     free(elems);
 }
 
+/* key: a word of key->choices, or header:NAME / host+header:NAME. The row points at rule->key and
+ * this type serves no other row, so the header name goes beside it into the same rule. NAME is an
+ * RFC 9110 field name (a token), compared without case when requests are read. */
+static int parse_rate_key(const struct config_key *key, const char *text, void *dst, char *why,
+                          size_t why_len)
+{
+    static const struct {
+        const char *prefix;
+        enum rate_key kind;
+    } header_kinds[] = {{"header:", RATE_KEY_HEADER}, {"host+header:", RATE_KEY_HOST_HEADER}};
+    struct rate_rule *rule =
+        (struct rate_rule *)(void *)((char *)dst - offsetof(struct rate_rule, key));
+    char shown[96];
+    for (size_t k = 0; k < sizeof header_kinds / sizeof header_kinds[0]; k++) {
+        size_t prefix_len = strlen(header_kinds[k].prefix);
+        if (strncmp(text, header_kinds[k].prefix, prefix_len) != 0)
+            continue;
+        const char *name = text + prefix_len;
+        size_t len = strlen(name);
+        if (len == 0)
+            return config_text_fail(why, why_len, "\"%s\" names no header (%sNAME)", text,
+                                    header_kinds[k].prefix);
+        if (len > RATE_KEY_HEADER_MAX)
+            return config_text_fail(why, why_len, "\"%s\": a header name is at most %d characters",
+                                    config_text_printable(text, shown, sizeof shown),
+                                    RATE_KEY_HEADER_MAX);
+        for (size_t i = 0; i < len; i++)
+            if (!is_tchar(name[i]))
+                return config_text_fail(why, why_len,
+                                        "\"%s\": \"%s\" is not a header name (letters, digits and "
+                                        "!#$%%&'*+-.^_`|~ only)",
+                                        config_text_printable(text, shown, sizeof shown),
+                                        config_text_printable(name, shown + 64, 32));
+        memcpy(rule->key_header, name, len + 1);
+        rule->key = header_kinds[k].kind;
+        return 0;
+    }
+    int kind;
+    if (parse_enum(key, text, &kind, why, why_len) != 0)
+        return -1;
+    rule->key = (enum rate_key)kind;
+    rule->key_header[0] = '\0';
+    return 0;
+}
+
 /* Compared with the request's path and query as received (no decoding or dot-segment removal), so
  * the prefix must look like one. */
 static int parse_path_prefix(const struct config_key *key, const char *text, void *dst, char *why,
@@ -480,6 +525,17 @@ static int parse_optional_string(const struct config_key *key, const char *text,
     return store_string(dst, text, why, why_len);
 }
 
+/* A short secret could be guessed. The message never repeats the value. */
+static int parse_secret(const struct config_key *key, const char *text, void *dst, char *why,
+                        size_t why_len)
+{
+    size_t len = strlen(text);
+    if (len > 0 && (len < key->min || len > key->max))
+        return config_text_fail(why, why_len, "must be empty or %llu to %llu characters long",
+                                (unsigned long long)key->min, (unsigned long long)key->max);
+    return store_string(dst, text, why, why_len);
+}
+
 /* One auth.users entry arrives from the walker as "name:hash" (a Basic user-id has no colon). */
 static int parse_user_entry(const struct config_key *key, const char *text, void *dst, char *why,
                             size_t why_len)
@@ -572,6 +628,7 @@ static const struct type_ops type_ops[] = {
     [CONFIG_OPTIONAL_STRING] = {.describe = "a string",
                                 .parse = parse_optional_string,
                                 .owns_string = 1},
+    [CONFIG_SECRET] = {.describe = "a secret string", .parse = parse_secret, .owns_string = 1},
     [CONFIG_PROXY_URL] = {.describe = "a proxy URL", .parse = parse_proxy_url, .owns_string = 1},
     [CONFIG_HOST_PATTERN_LIST] = {.describe = "a list of host patterns",
                                   .parse = parse_host_pattern_element,
@@ -594,6 +651,8 @@ static const struct type_ops type_ops[] = {
     [CONFIG_PATH_PREFIX] = {.describe = "a path such as /api/",
                             .parse = parse_path_prefix,
                             .owns_string = 1},
+    [CONFIG_RATE_KEY] = {.describe = "a key such as client or header:Authorization",
+                         .parse = parse_rate_key},
     [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them",
                           .parse = parse_user_element,
                           .elem_size = sizeof(char *),

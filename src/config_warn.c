@@ -72,11 +72,34 @@ static int warn_rule(const struct config *cfg, size_t index, config_warning_call
     return 1;
 }
 
+/* Instances that share a window must name it alike, so a shared rule cannot hash header values
+ * under the per-process random key; without shared.key_secret it hashes them with plain SHA-256,
+ * which anyone who can list Redis keys can test guessed tokens against. */
+static int warn_unkeyed_shared(const struct config *cfg, size_t index,
+                               config_warning_callback callback, void *arg)
+{
+    const struct rate_rule *rule = &cfg->rate_limits[index];
+    if (!rule->shared || (rule->key != RATE_KEY_HEADER && rule->key != RATE_KEY_HOST_HEADER) ||
+        (cfg->shared_key_secret != NULL && cfg->shared_key_secret[0] != '\0'))
+        return 0;
+    char message[1024];
+    snprintf(message, sizeof message,
+             "%s:%u:%u: rate_limits[%zu] (%s): shared rule keyed by header %s, and no "
+             "shared.key_secret: its Redis keys hold an unkeyed SHA-256 of each value, never the "
+             "value, but whoever can list Redis keys can test guessed values against them; set "
+             "shared.key_secret to the same secret on every instance",
+             cfg->source, rule->line, rule->column, index, rule->name, rule->key_header);
+    callback(message, arg);
+    return 1;
+}
+
 int config_rule_warnings(const struct config *cfg, config_warning_callback callback, void *arg)
 {
     int count = 0;
-    for (size_t i = 0; i < cfg->rate_limits_count; i++)
+    for (size_t i = 0; i < cfg->rate_limits_count; i++) {
         count += warn_rule(cfg, i, callback, arg);
+        count += warn_unkeyed_shared(cfg, i, callback, arg);
+    }
     return count;
 }
 

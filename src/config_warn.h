@@ -1,7 +1,8 @@
 /* config_warn.h — advice about a config that loads but cannot do all it says: rules that name a
  * host and look inside requests (match.path_prefix, match.method) while https:// requests to that
- * host stay inside CONNECT tunnels that are not intercepted. Must not refuse a config: every
- * warning is about something that still works for plain http://. */
+ * host stay inside CONNECT tunnels that are not intercepted, and shared rules keyed by a header
+ * without shared.key_secret (unkeyed hashes in Redis). Must not refuse a config: every warning is
+ * about something that still works. */
 #ifndef RLPROXY_CONFIG_WARN_H
 #define RLPROXY_CONFIG_WARN_H
 

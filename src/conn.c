@@ -438,6 +438,13 @@ static const struct admission_callbacks admission_callbacks = {
     .overload = on_admission_overload,
 };
 
+/* key: header:NAME counts by the first NAME field line, as most origins read a repeated
+ * credential (Go's Header.Get, Node's http for Authorization, nginx's $http_NAME). */
+static const char *find_request_header(const void *request, const char *name, size_t *value_len)
+{
+    return http_header_find(request, name, value_len);
+}
+
 static void start_admission(struct conn *c)
 {
     const struct http_request *r = &c->parser.req;
@@ -451,6 +458,8 @@ static void start_admission(struct conn *c)
         .method = http_arena(r, r->method_off),
         .path = is_connect ? "" : http_arena(r, r->target.path_off),
         .path_len = is_connect ? 0 : r->target.path_len,
+        .find_header = find_request_header,
+        .headers = r,
     };
     admission_start(&c->admission, c->config, c->limiter, &lr, c->start_ms);
 }

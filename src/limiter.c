@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "credential.h"
 #include "http.h"
 #include "util.h"
 
@@ -67,6 +68,7 @@ struct limiter {
     size_t rule_count;
     struct rule_state **states;
     uint32_t max_keys;
+    const struct credential_key *credential_key; /* hashes header values; the process owns it */
 };
 
 struct limiter_hold {
@@ -327,9 +329,21 @@ static void client_ip(const struct sockaddr *sa, char *buf, size_t len)
     snprintf(buf, len, "%s", start);
 }
 
-static size_t build_key(const struct rate_rule *rule, const struct limiter_request *r, char *key)
+/* key: header:NAME's value as "h:" and hex, under `credential_key` (absent: the empty value). */
+static void header_credential(const struct rate_rule *rule, const struct limiter_request *r,
+                              const struct credential_key *credential_key,
+                              char text[CREDENTIAL_TEXT_SIZE])
 {
-    char ip[80];
+    size_t len = 0;
+    const char *value =
+        r->find_header != NULL ? r->find_header(r->headers, rule->key_header, &len) : NULL;
+    credential_text(credential_key, value, value != NULL ? len : 0, text);
+}
+
+static size_t build_key(const struct rate_rule *rule, const struct limiter_request *r,
+                        const struct credential_key *credential_key, char *key)
+{
+    char ip[80], credential[CREDENTIAL_TEXT_SIZE];
     int n = 0;
     switch (rule->key) {
     case RATE_KEY_CLIENT:
@@ -359,12 +373,21 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
         n = 0;
         key[0] = '\0';
         break;
+    case RATE_KEY_HEADER: /* the value only as its keyed hash: keys show up in logs and Redis */
+        header_credential(rule, r, credential_key, credential);
+        n = snprintf(key, KEY_MAX, "%s", credential);
+        break;
+    case RATE_KEY_HOST_HEADER:
+        header_credential(rule, r, credential_key, credential);
+        n = snprintf(key, KEY_MAX, "%s %s", r->host, credential);
+        break;
     }
     if (n < 0)
         n = 0;
     size_t len = (size_t)n < KEY_MAX ? (size_t)n : KEY_MAX - 1;
     /* host names compare without case */
-    if (rule->key == RATE_KEY_HOST || rule->key == RATE_KEY_CLIENT_HOST)
+    if (rule->key == RATE_KEY_HOST || rule->key == RATE_KEY_CLIENT_HOST ||
+        rule->key == RATE_KEY_HOST_HEADER)
         for (size_t i = 0; i < len; i++)
             if (key[i] >= 'A' && key[i] <= 'Z')
                 key[i] = (char)(key[i] - 'A' + 'a');
@@ -461,7 +484,8 @@ static size_t stripe_expire(struct rule_state *st, struct stripe *s, uint64_t no
 
 static int same_params(const struct rate_rule *a, const struct rate_rule *b)
 {
-    return strcmp(a->name, b->name) == 0 && a->key == b->key && a->limit == b->limit &&
+    return strcmp(a->name, b->name) == 0 && a->key == b->key &&
+           strcasecmp(a->key_header, b->key_header) == 0 && a->limit == b->limit &&
            a->window_ms == b->window_ms && a->over_limit == b->over_limit &&
            a->max_delay_ms == b->max_delay_ms && a->max_queue == b->max_queue &&
            a->shared == b->shared && a->margin_ms == b->margin_ms;
@@ -504,7 +528,8 @@ static void state_unref(struct rule_state *st)
     free(st);
 }
 
-struct limiter *limiter_new(const struct config *config, struct limiter *previous)
+struct limiter *limiter_new(const struct config *config, struct limiter *previous,
+                            const struct credential_key *credential_key)
 {
     struct limiter *l = calloc(1, sizeof *l);
     if (l == NULL)
@@ -513,6 +538,7 @@ struct limiter *limiter_new(const struct config *config, struct limiter *previou
     l->rules = config->rate_limits;
     l->rule_count = config->rate_limits_count;
     l->max_keys = config->rate_limits_max_keys;
+    l->credential_key = credential_key;
     l->states = calloc(l->rule_count ? l->rule_count : 1, sizeof *l->states);
     if (l->states == NULL) {
         free(l);
@@ -715,7 +741,7 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     out->rule = &l->rules[i];
     out->rule_index = i;
     char key[KEY_MAX];
-    size_t len = build_key(&st->params, r, key);
+    size_t len = build_key(&st->params, r, l->credential_key, key);
     uint64_t hash = hash_key(key, len);
     struct stripe *s = &st->stripes[hash % STRIPES];
     pthread_mutex_lock(&s->lock);
@@ -739,11 +765,11 @@ size_t limiter_match(const struct limiter *l, const struct limiter_request *r)
     return i;
 }
 
-size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *r, char *key,
-                   size_t len)
+size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *r,
+                   const struct credential_key *credential_key, char *key, size_t len)
 {
     char buf[KEY_MAX];
-    size_t n = build_key(rule, r, buf);
+    size_t n = build_key(rule, r, credential_key, buf);
     snprintf(key, len, "%.*s", (int)n, buf);
     return n < len ? n : len - 1;
 }

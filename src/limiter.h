@@ -16,6 +16,7 @@
 
 struct limiter;
 struct limiter_hold;
+struct credential_key;
 
 struct limiter_request {
     const struct sockaddr *client;
@@ -26,6 +27,13 @@ struct limiter_request {
     const char *path; /* origin-form path and query; "" for CONNECT */
     size_t path_len;
     const char *client_ip; /* client's address as text without the port, or NULL: from client */
+    /* key: header:NAME: finds the value of a request header in `headers` (the caller decides
+     * which line of a repeated field counts), NULL when absent; NULL find_header: no headers. An
+     * absent header counts as the empty value. The limiter keeps only a hash (credential.h).
+     * A lookup rather than a value, because which header is wanted is known only once a rule
+     * has matched. */
+    const char *(*find_header)(const void *headers, const char *name, size_t *value_len);
+    const void *headers;
     /* The caller stamps the request's departure (limiter_depart, or limiter_abandon when nothing
      * was sent): until then its entry is pending and never leaves the window. 0: the entry is
      * stamped at admission (the limiter's own tests and benchmarks). */
@@ -64,8 +72,10 @@ struct limiter_decision {
 };
 
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
- * name and parameters keep their windows, so a reload does not reset them. */
-struct limiter *limiter_new(const struct config *config, struct limiter *previous);
+ * name and parameters keep their windows, so a reload does not reset them. Header keys are hashed
+ * under `credential_key`, which must outlive the limiter (NULL: unkeyed SHA-256). */
+struct limiter *limiter_new(const struct config *config, struct limiter *previous,
+                            const struct credential_key *credential_key);
 struct limiter *limiter_ref(struct limiter *limiter);
 void limiter_unref(struct limiter *limiter);
 
@@ -101,9 +111,10 @@ uint64_t limiter_pause_decisions(void); /* requests held or refused because of a
 
 /* The index of the first rule that matches, or limiter_rule_count() when none does. */
 size_t limiter_match(const struct limiter *limiter, const struct limiter_request *request);
-/* The key a rule counts the request under (client address, host, ...), as used for windows. */
-size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *request, char *key,
-                   size_t len);
+/* The key a rule counts the request under (client address, host, ...), as used for windows; a
+ * header value appears only as its hash under `credential_key` ("h:" and hex). */
+size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *request,
+                   const struct credential_key *credential_key, char *key, size_t len);
 
 /* Frees windows idle for longer than their window. Returns the windows left. */
 size_t limiter_expire(struct limiter *limiter, uint64_t now_us);

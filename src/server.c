@@ -18,6 +18,7 @@
 #include "config_dump.h"
 #include "config_warn.h"
 #include "conn_set.h"
+#include "credential.h"
 #include "daemon.h"
 #include "process.h"
 #include "retry.h"
@@ -253,7 +254,7 @@ static void reload(struct server *s)
         daemon_notify_ready();
         return;
     }
-    struct limiter *limiter = limiter_new(next, s->limiter);
+    struct limiter *limiter = limiter_new(next, s->limiter, s->process.credential_key);
     if (limiter == NULL) {
         log_error("reload failed, keeping the running config: out of memory");
         metrics_count_reload(&s->view.process, 0);
@@ -383,7 +384,13 @@ int server_run(struct config *config, const char *config_path)
         log_error("%s", tls_err);
         goto out;
     }
-    s.limiter = limiter_new(config, NULL);
+    char key_err[256];
+    s.process.credential_key = credential_key_new_random(key_err, sizeof key_err);
+    if (s.process.credential_key == NULL) {
+        log_error("%s", key_err);
+        goto out;
+    }
+    s.limiter = limiter_new(config, NULL, s.process.credential_key);
     s.workers = calloc(config->workers, sizeof *s.workers);
     s.process.retry_budget = &s.retry_budget;
     s.process.client_slots = access_client_slots_new();
@@ -456,6 +463,7 @@ out:
         event_free(s.expiry);
     metrics_histograms_free(); /* after every worker was joined: they write into them */
     limiter_unref(s.limiter);
+    credential_key_free(s.process.credential_key); /* after the limiter that hashes under it */
     tls_shutdown();
     free(s.workers);
     access_client_slots_free(s.process.client_slots);

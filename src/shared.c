@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "credential.h"
 #include "log.h"
 #include "util.h"
 
@@ -56,6 +57,9 @@ static const char script[] =
 struct shared {
     struct event_base *base;
     redisAsyncContext *ac;
+    /* Header values in Redis key names: every instance must hash them alike, so not under the
+     * per-process random key; under shared.key_secret, or unkeyed (NULL) without it. */
+    struct credential_key *credential_key;
     int connected;
     int down_logged;
     uint64_t backoff_ms;
@@ -264,6 +268,14 @@ struct shared *shared_new(struct event_base *base, const struct config *config)
     s->base = base;
     s->timeout_ms = config->shared_timeout_ms;
     s->backoff_ms = BACKOFF_MIN_MS;
+    if (config->shared_key_secret != NULL && config->shared_key_secret[0] != '\0') {
+        s->credential_key =
+            credential_key_new(config->shared_key_secret, strlen(config->shared_key_secret));
+        if (s->credential_key == NULL) {
+            free(s);
+            return NULL;
+        }
+    }
     s->reconnect = evtimer_new(base, on_reconnect, s);
     s->connect_deadline = evtimer_new(base, on_connect_deadline, s);
     if (s->reconnect == NULL || s->connect_deadline == NULL || parse_url(s, config->shared_redis) != 0) {
@@ -294,6 +306,7 @@ void shared_free(struct shared *s)
         event_free(s->reconnect);
     if (s->connect_deadline != NULL)
         event_free(s->connect_deadline);
+    credential_key_free(s->credential_key);
     free(s);
 }
 
@@ -428,7 +441,7 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     r->done = done;
     r->arg = arg;
     char key[600];
-    limiter_key(rule, request, key, sizeof key);
+    limiter_key(rule, request, s->credential_key, key, sizeof key);
     /* one hash tag: the set and its counter live in the same Redis Cluster slot */
     snprintf(r->zkey, sizeof r->zkey, "rlproxy:{%s:%s}", rule->name, key);
     snprintf(r->result.key, sizeof r->result.key, "%s", r->zkey);

@@ -17,7 +17,9 @@
  *   4. /metrics answers during every fault;
  *   and three properties of the same faults: a decision that timed out (answered by on_error)
  *   leaves no slot taken in Redis when Redis runs the late script; the incident after a slow
- *   spell that ended is logged again; a reloaded shared.timeout applies.
+ *   spell that ended is logged again; a reloaded shared.timeout applies;
+ *   6. key: header:NAME: one window per token across two instances, named by the token's HMAC
+ *      under shared.key_secret (or its SHA-256 without one), never by the token.
  * Needs redis-server and redis-cli (Debian package redis-server); without them every test FAILS
  * with a message saying so — a CI without Redis must not pass this suite by skipping it. */
 #include "harness.h"
@@ -43,6 +45,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #define T_MS 10000
 /* See test_ratelimit.c: the origin stamps a request after rlproxy decided and forwarded it; two
@@ -1356,6 +1361,120 @@ START_TEST(test_hung_connection_replaced)
 }
 END_TEST
 
+/* ---- 6. keys by credential ------------------------------------------------------------------- */
+
+#define TOKEN_MARK "LEAKMARK"
+
+/* A GET with an X-Api-Key header on a fresh connection through the proxy; the status. */
+static int token_status(struct proxy *p, const struct origin *o, const char *path,
+                        const char *token)
+{
+    char extra[256];
+    snprintf(extra, sizeof extra, "X-Api-Key: %s\r\n", token);
+    char *req = proxy_request("GET", o, path, extra);
+    struct http_response r;
+    int rc = raw_exchange(p->port, req, &r, 0, T_MS);
+    free(req);
+    ck_assert_msg(rc == RAW_OK, "GET %s through :%d: %s", path, p->port, raw_result_name(rc));
+    int status = r.status;
+    ck_assert_msg(r.body == NULL || strstr(r.body, TOKEN_MARK) == NULL, "%d body: %s", status,
+                  r.body);
+    http_response_free(&r);
+    return status;
+}
+
+/* The Redis key a shared rule "tokens" must use for `token`: "h:" and 32 hex digits of
+ * HMAC-SHA256 under the secret, or of plain SHA-256 without one (the harness's own SHA-256). */
+static void token_window_key(const char *secret, const char *token, char *out, size_t len)
+{
+    char hex[65];
+    if (secret != NULL) {
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int mac_len = 0;
+        ck_assert(HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)token,
+                       strlen(token), mac, &mac_len) != NULL);
+        for (unsigned i = 0; i < 32; i++)
+            snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    } else {
+        sha256_hex(token, strlen(token), hex);
+    }
+    snprintf(out, len, "rlproxy:{tokens:h:%.32s}", hex);
+}
+
+/* key: header:NAME on a shared rule (issue 16): two instances share one window per token, and no
+ * token reaches Redis: the window's name holds its HMAC under shared.key_secret, the same in
+ * every instance, or without a secret its plain SHA-256 (with the -t warning that says so). */
+START_TEST(test_header_keys_one_window_per_token)
+{
+    require_redis();
+    struct redis *rd = redis_start();
+    struct origin *o = origin_start(0);
+    static const char *const secrets[] = {NULL, "0123456789abcdef-shared-secret"};
+    for (int round = 0; round < 2; round++) {
+        const char *secret = secrets[round];
+        char secret_line[128] = "";
+        if (secret != NULL)
+            snprintf(secret_line, sizeof secret_line, "  key_secret: \"%s\"\n", secret);
+        struct proxy *p[2];
+        for (int i = 0; i < 2; i++)
+            p[i] = proxy_startf("workers: %d\n"
+                                "shared:\n"
+                                "  redis: \"redis://127.0.0.1:%d/0\"\n"
+                                "  on_error: deny\n"
+                                "  timeout: 1s\n%s"
+                                "rate_limits:\n" WARM_RULE
+                                "  - name: tokens\n"
+                                "    match: { path_prefix: \"/bytes/1/tokens\" }\n"
+                                "    key: header:X-Api-Key\n"
+                                "    limit: 3\n"
+                                "    window: 1h\n"
+                                "    shared: true\n",
+                                WORKERS, rd->port, secret_line);
+        warm(p[0], o, 3);
+        warm(p[1], o, 3);
+        const char *a = "tokA-" TOKEN_MARK "-5e6f7a8b9c0d", *b = "tokB-" TOKEN_MARK "-1a2b3c4d5e6f";
+        /* 3 of token A over both instances, then A is out on both; B still has its 3 */
+        ck_assert_int_eq(token_status(p[0], o, "/bytes/1/tokens", a), 200);
+        ck_assert_int_eq(token_status(p[1], o, "/bytes/1/tokens", a), 200);
+        ck_assert_int_eq(token_status(p[0], o, "/bytes/1/tokens", a), 200);
+        ck_assert_int_eq(token_status(p[1], o, "/bytes/1/tokens", a), 429);
+        ck_assert_int_eq(token_status(p[0], o, "/bytes/1/tokens", a), 429);
+        ck_assert_int_eq(token_status(p[1], o, "/bytes/1/tokens", b), 200);
+        ck_assert_int_eq(token_status(p[0], o, "/bytes/1/tokens", b), 200);
+        ck_assert_int_eq(token_status(p[1], o, "/bytes/1/tokens", b), 200);
+        ck_assert_int_eq(token_status(p[0], o, "/bytes/1/tokens", b), 429);
+
+        /* Redis: one window per token, named by the hash, and no token anywhere in a key */
+        char *all = redis_cli(rd->port, "--scan");
+        ck_assert_msg(strstr(all, TOKEN_MARK) == NULL, "a token in Redis keys:\n%s", all);
+        free(all);
+        char want_a[128], want_b[128], *scan = redis_cli(rd->port, "--scan", "--pattern",
+                                                          "rlproxy:{tokens:*");
+        token_window_key(secret, a, want_a, sizeof want_a);
+        token_window_key(secret, b, want_b, sizeof want_b);
+        ck_assert_msg(text_count(scan, "\n") == 4 && strstr(scan, want_a) != NULL &&
+                          strstr(scan, want_b) != NULL,
+                      "round %d: want %s and %s (and their :seq), Redis has:\n%s", round, want_a,
+                      want_b, scan);
+        free(scan);
+        ck_assert_int_eq(redis_int(rd->port, "ZCARD", want_a), 3);
+        ck_assert_int_eq(redis_int(rd->port, "ZCARD", want_b), 3);
+        for (int i = 0; i < 2; i++) {
+            ck_assert_msg(!proxy_log_contains(p[i], TOKEN_MARK), "a token in the log:\n%s",
+                          proxy_log_tail(p[i], 2000));
+            ck_assert_msg(proxy_log_contains(p[i], "and no shared.key_secret") == (secret == NULL),
+                          "round %d: the unkeyed-hash warning:\n%s", round,
+                          proxy_log_tail(p[i], 2000));
+        }
+        proxy_stop(p[0]);
+        proxy_stop(p[1]);
+        free(redis_cli(rd->port, "FLUSHALL"));
+    }
+    origin_stop(o);
+    redis_free(rd);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shared");
@@ -1370,5 +1489,6 @@ int main(void)
     ADD(s, restarted, 30);
     ADD(s, timeout_reload, 30);
     ADD(s, hung_connection_replaced, 30);
+    ADD(s, header_keys_one_window_per_token, 30);
     return harness_run_suite(s);
 }

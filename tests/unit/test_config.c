@@ -6,6 +6,7 @@
 #include "config_dump.h"
 #include "config_value.h"
 #include "config_warn.h"
+#include "shared.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -910,6 +911,39 @@ START_TEST(test_rules_every_field)
 }
 END_TEST
 
+/* key: header:NAME and host+header:NAME keep the name as written (matched without case later);
+ * the plain words leave no name behind. */
+START_TEST(test_rule_header_keys)
+{
+    struct config *c = load_ok("rate_limits:\n"
+                               "  - {name: a, limit: 1, window: 1s, key: header:X-Api-Key}\n"
+                               "  - {name: b, limit: 1, window: 1s,\n"
+                               "     key: \"host+header:authorization\"}\n"
+                               "  - name: c\n    limit: 1\n    window: 1s\n"
+                               "    key: \"header:!#$%&'*+-.^_`|~09azAZ\"\n"
+                               "  - {name: d, limit: 1, window: 1s, key: host}\n");
+    ck_assert_uint_eq(c->rate_limits_count, 4);
+    ck_assert_int_eq(c->rate_limits[0].key, RATE_KEY_HEADER);
+    ck_assert_str_eq(c->rate_limits[0].key_header, "X-Api-Key");
+    ck_assert_int_eq(c->rate_limits[1].key, RATE_KEY_HOST_HEADER);
+    ck_assert_str_eq(c->rate_limits[1].key_header, "authorization");
+    ck_assert_int_eq(c->rate_limits[2].key, RATE_KEY_HEADER);
+    ck_assert_str_eq(c->rate_limits[2].key_header, "!#$%&'*+-.^_`|~09azAZ");
+    ck_assert_int_eq(c->rate_limits[3].key, RATE_KEY_HOST);
+    ck_assert_str_eq(c->rate_limits[3].key_header, "");
+    config_unref(c);
+    /* the longest name there may be */
+    char yaml[256], name[RATE_KEY_HEADER_MAX + 1];
+    memset(name, 'N', RATE_KEY_HEADER_MAX);
+    name[RATE_KEY_HEADER_MAX] = '\0';
+    snprintf(yaml, sizeof yaml, "rate_limits: [{name: r, limit: 1, window: 1s, key: header:%s}]\n",
+             name);
+    c = load_ok(yaml);
+    ck_assert_str_eq(c->rate_limits[0].key_header, name);
+    config_unref(c);
+}
+END_TEST
+
 static void assert_rule_defaults(const struct rate_rule *r)
 {
     ck_assert_uint_eq(r->match_host_count, 0);
@@ -1050,7 +1084,7 @@ START_TEST(test_rule_numeric_bounds)
         }
         checked++;
     }
-    ck_assert_int_eq(checked, 4); /* limit, window, max_delay, max_queue */
+    ck_assert_int_eq(checked, 5); /* limit, window, max_delay, margin, max_queue */
 }
 END_TEST
 
@@ -1489,6 +1523,77 @@ START_TEST(test_rule_warnings)
 }
 END_TEST
 
+/* -T writes header keys quoted (a tchar such as # or | means something to YAML) and they load
+ * back the same; a changed header name is a changed rule for the reload diff. */
+START_TEST(test_dump_round_trips_header_keys)
+{
+    static const char yaml[] = "rate_limits:\n"
+                               "  - {name: a, limit: 1, window: 1s, key: \"header:X-Key#|1\"}\n"
+                               "  - {name: b, limit: 1, window: 1s,\n"
+                               "     key: host+header:Authorization}\n";
+    struct config *c = load_ok(yaml);
+    char *first = dump_text(c);
+    ck_assert_msg(strstr(first, "key: \"header:X-Key#|1\"") != NULL, "%s", first);
+    ck_assert_msg(strstr(first, "key: \"host+header:Authorization\"") != NULL, "%s", first);
+    struct config *again = load_ok(first);
+    ck_assert_str_eq(again->rate_limits[0].key_header, "X-Key#|1");
+    ck_assert_int_eq(again->rate_limits[1].key, RATE_KEY_HOST_HEADER);
+    ck_assert_int_eq(config_diff(c, again, NULL, NULL), 0);
+    struct config *other = load_ok("rate_limits:\n"
+                                   "  - {name: a, limit: 1, window: 1s, key: \"header:X-Key#|2\"}\n"
+                                   "  - {name: b, limit: 1, window: 1s,\n"
+                                   "     key: host+header:Authorization}\n");
+    ck_assert_int_ne(config_diff(c, other, NULL, NULL), 0);
+    free(first);
+    config_unref(other);
+    config_unref(again);
+    config_unref(c);
+}
+END_TEST
+
+/* shared.key_secret is a credential: -T masks it. */
+START_TEST(test_dump_masks_key_secret)
+{
+    struct config *c = load_ok("shared: {key_secret: \"correct horse battery staple\"}\n");
+    ck_assert_str_eq(c->shared_key_secret, "correct horse battery staple");
+    char *text = dump_text(c);
+    ck_assert_msg(strstr(text, "horse") == NULL, "%s", text);
+    ck_assert_msg(strstr(text, "key_secret: \"********\"") != NULL, "%s", text);
+    free(text);
+    config_unref(c);
+}
+END_TEST
+
+/* A shared rule keyed by a header hashes values unkeyed without shared.key_secret: -t says what
+ * that gives away; with the secret, or for a local rule, nothing is said. */
+START_TEST(test_shared_header_key_warning)
+{
+    if (!shared_available())
+        return; /* shared: true is refused at load: see test_shared_refused_until_available */
+    static const char rules[] =
+        "rate_limits:\n"
+        "  - {name: tokens, limit: 1, window: 1s, key: header:X-Api-Key, shared: true}\n"
+        "  - {name: local, limit: 1, window: 1s, key: header:X-Api-Key}\n"
+        "  - {name: hosts, limit: 1, window: 1s, key: host, shared: true}\n";
+    char yaml[1024], all[4096] = "";
+    snprintf(yaml, sizeof yaml, "%sshared: {redis: \"redis://127.0.0.1:6379/0\"}\n", rules);
+    struct config *c = load_ok(yaml);
+    ck_assert_int_eq(config_rule_warnings(c, collect_warning, all), 1);
+    ck_assert_str_eq(all, "t.yaml:2:5: rate_limits[0] (tokens): shared rule keyed by header "
+                          "X-Api-Key, and no shared.key_secret: its Redis keys hold an unkeyed "
+                          "SHA-256 of each value, never the value, but whoever can list Redis "
+                          "keys can test guessed values against them; set shared.key_secret to "
+                          "the same secret on every instance\n");
+    config_unref(c);
+    snprintf(yaml, sizeof yaml,
+             "%sshared: {redis: \"redis://127.0.0.1:6379/0\", key_secret: 0123456789abcdef}\n",
+             rules);
+    c = load_ok(yaml);
+    ck_assert_int_eq(config_rule_warnings(c, collect_warning, all), 0);
+    config_unref(c);
+}
+END_TEST
+
 /* The README's rate-limit example is a working HTTPS rule: it loads and draws no warning. */
 START_TEST(test_readme_rate_example_warns_nothing)
 {
@@ -1554,6 +1659,7 @@ static Suite *config_suite(void)
     tcase_add_test(t, test_rules_issue_example_file);
     tcase_add_test(t, test_rules_every_field);
     tcase_add_test(t, test_rule_defaults);
+    tcase_add_test(t, test_rule_header_keys);
     tcase_add_test(t, test_rule_single_or_list);
     tcase_add_test(t, test_rule_fields_table);
     tcase_add_test(t, test_rule_numeric_bounds);
@@ -1580,6 +1686,8 @@ static Suite *config_suite(void)
     t = tcase_create("dump");
     tcase_add_test(t, test_dump_round_trips);
     tcase_add_test(t, test_dump_masks_secrets);
+    tcase_add_test(t, test_dump_masks_key_secret);
+    tcase_add_test(t, test_dump_round_trips_header_keys);
     tcase_add_test(t, test_dump_escapes_what_yaml_would_fold);
     tcase_add_test(t, test_diff_names_each_changed_key);
     suite_add_tcase(s, t);
@@ -1587,6 +1695,7 @@ static Suite *config_suite(void)
     t = tcase_create("warnings");
     tcase_add_loop_test(t, test_rule_warnings, 0, sizeof warning_cases / sizeof warning_cases[0]);
     tcase_add_test(t, test_readme_rate_example_warns_nothing);
+    tcase_add_test(t, test_shared_header_key_warning);
     suite_add_tcase(s, t);
     return s;
 }

@@ -1,6 +1,7 @@
 /* test_limiter.c — the sliding-window limiter (limiter.c) with an injected clock: exactness on
- * random arrivals, delay order and reservations, cancellation, rule matching, keys, expiry, the
- * key cap, reload adoption and two threads on one key. No sleeps. */
+ * random arrivals, delay order and reservations, cancellation, rule matching, keys (header values
+ * only as keyed hashes), expiry, the key cap, reload adoption and two threads on one key. No
+ * sleeps. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
@@ -8,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "credential.h"
 #include "limiter.h"
 
 #include "unit.h"
@@ -71,7 +74,7 @@ START_TEST(test_reject_exact)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_CLIENT, 5, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     for (int i = 0; i < 5; i++) {
         ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", (uint64_t)i * 100 * MS, &d),
@@ -115,7 +118,7 @@ START_TEST(test_random_arrivals_never_exceed)
     const uint64_t window_ms = 1000;
     struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     unsigned seed = 12345;
     uint64_t now = 0;
     size_t cap = 100000, n = 0;
@@ -141,7 +144,7 @@ START_TEST(test_delay_reserves_in_order)
     rules[0].max_delay_ms = 2500;
     rules[0].max_queue = 5;
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     struct limiter_hold *holds[16];
     size_t held = 0;
@@ -185,7 +188,7 @@ START_TEST(test_cancel_gives_slot_back)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -211,7 +214,7 @@ START_TEST(test_late_release_propagates)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_DELAY);
@@ -252,7 +255,7 @@ START_TEST(test_matching_first_rule_wins)
     rules[2].match_client = nets;
     rules[2].match_client_count = 1;
     struct config c = make_config(rules, 3, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ask(l, "10.1.2.3", "api.github.com", "GET", "/repos/x", 0, &d);
     ck_assert_str_eq(d.rule->name, "github");
@@ -281,7 +284,7 @@ START_TEST(test_host_key_ignores_case)
 {
     struct rate_rule rules[] = {rule("h", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "API.Example.com", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "2.2.2.2", "api.example.com", "GET", "/", 0, &d), LIMITER_REJECT);
@@ -290,12 +293,176 @@ START_TEST(test_host_key_ignores_case)
 }
 END_TEST
 
+/* Request headers for key: header:NAME, as name/value pairs ending with a NULL name; the first
+ * line of a name counts, compared without case (as conn.c's lookup does). */
+static const char *find_test_header(const void *headers, const char *name, size_t *value_len)
+{
+    for (const char *const *h = headers; h[0] != NULL; h += 2)
+        if (strcasecmp(h[0], name) == 0) {
+            *value_len = strlen(h[1]);
+            return h[1];
+        }
+    return NULL;
+}
+
+static enum limiter_verdict ask_with_headers(struct limiter *l, const char *host,
+                                             const char *const *headers, uint64_t now,
+                                             struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr("10.0.0.1");
+    struct limiter_request r = {.client = (struct sockaddr *)&a,
+                                .user = "-",
+                                .host = host,
+                                .port = 80,
+                                .method = "GET",
+                                .path = "/",
+                                .path_len = 1,
+                                .find_header = find_test_header,
+                                .headers = headers};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+START_TEST(test_header_values_get_own_windows)
+{
+    struct rate_rule rules[] = {rule("tokens", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT)};
+    snprintf(rules[0].key_header, sizeof rules[0].key_header, "X-Api-Key");
+    struct config c = make_config(rules, 1, 1000000);
+    char err[256];
+    struct credential_key *key = credential_key_new_random(err, sizeof err);
+    ck_assert_msg(key != NULL, "%s", err);
+    struct limiter *l = limiter_new(&c, NULL, key);
+    struct limiter_decision d;
+    const char *token_a[] = {"Accept", "*/*", "x-api-key", "token-A", NULL};
+    const char *token_b[] = {"X-API-KEY", "token-B", NULL};
+    const char *token_a_twice[] = {"X-Api-Key", "token-A", "X-Api-Key", "token-C", NULL};
+    const char *token_c_first[] = {"X-Api-Key", "token-C", "X-Api-Key", "token-A", NULL};
+    const char *none[] = {"Authorization", "token-A", NULL};
+    const char *empty[] = {"X-Api-Key", "", NULL};
+    ck_assert_int_eq(ask_with_headers(l, "h", token_a, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_with_headers(l, "h", token_a, 1 * MS, &d), LIMITER_REJECT);
+    /* another token has its own window, while A's is full */
+    ck_assert_int_eq(ask_with_headers(l, "h", token_b, 2 * MS, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_with_headers(l, "h", token_b, 3 * MS, &d), LIMITER_REJECT);
+    /* a repeated header counts by its first line */
+    ck_assert_int_eq(ask_with_headers(l, "h", token_a_twice, 4 * MS, &d), LIMITER_REJECT);
+    ck_assert_int_eq(ask_with_headers(l, "h", token_c_first, 5 * MS, &d), LIMITER_ADMIT);
+    /* without the header: the empty value, one window for all such requests */
+    ck_assert_int_eq(ask_with_headers(l, "h", none, 6 * MS, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_with_headers(l, "h", empty, 7 * MS, &d), LIMITER_REJECT);
+    ck_assert_int_eq(ask_with_headers(l, "other", none, 8 * MS, &d), LIMITER_REJECT);
+    /* no lookup at all (a caller without headers) is the same empty value */
+    ck_assert_int_eq(ask(l, "10.0.0.2", "h", "GET", "/", 9 * MS, &d), LIMITER_REJECT);
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.keys, 4); /* A, B, C and the empty value */
+    /* the window frees as any other */
+    ck_assert_int_eq(ask_with_headers(l, "h", token_a, 1000 * MS, &d), LIMITER_ADMIT);
+    limiter_unref(l);
+    credential_key_free(key);
+}
+END_TEST
+
+START_TEST(test_host_header_key)
+{
+    struct rate_rule rules[] = {rule("r", RATE_KEY_HOST_HEADER, 1, 1000, RATE_OVER_REJECT)};
+    snprintf(rules[0].key_header, sizeof rules[0].key_header, "Authorization");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    const char *token[] = {"Authorization", "Bearer t0k3n", NULL};
+    const char *other[] = {"Authorization", "Bearer other", NULL};
+    ck_assert_int_eq(ask_with_headers(l, "a.example", token, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_with_headers(l, "A.Example", token, 1 * MS, &d), LIMITER_REJECT);
+    ck_assert_int_eq(ask_with_headers(l, "b.example", token, 2 * MS, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_with_headers(l, "a.example", other, 3 * MS, &d), LIMITER_ADMIT);
+    struct sockaddr_in a = client_addr("10.0.0.1");
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "A.Example",
+                                .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_test_header, .headers = token};
+    char text[600];
+    size_t len = limiter_key(&rules[0], &r, NULL, text, sizeof text);
+    ck_assert_uint_eq(len, strlen("a.example h:") + 32);
+    ck_assert_msg(strncmp(text, "a.example h:", 12) == 0, "%s", text);
+    limiter_unref(l);
+}
+END_TEST
+
+/* The key text is "h:" and 32 hex digits: never the value or a piece of it, the same for the same
+ * value and key, different under another key (so a process's texts tell nothing about another's),
+ * and HMAC-SHA256 as specified (RFC 4231 test case 2), or plain SHA-256 without a key. */
+START_TEST(test_header_key_text)
+{
+    struct rate_rule r = rule("r", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT);
+    snprintf(r.key_header, sizeof r.key_header, "Authorization");
+    const char *secret_value = "Bearer ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    const char *headers[] = {"Authorization", secret_value, NULL};
+    struct limiter_request request = {.host = "h", .method = "GET", .path = "/",
+                                      .find_header = find_test_header, .headers = headers};
+    char err[256], first[600], again[600], other[600];
+    struct credential_key *k1 = credential_key_new_random(err, sizeof err);
+    struct credential_key *k2 = credential_key_new_random(err, sizeof err);
+    ck_assert_ptr_nonnull(k1);
+    ck_assert_ptr_nonnull(k2);
+    ck_assert_uint_eq(limiter_key(&r, &request, k1, first, sizeof first), 34);
+    ck_assert_msg(strncmp(first, "h:", 2) == 0 && strspn(first + 2, "0123456789abcdef") == 32,
+                  "%s", first);
+    /* no 4-character piece of the value appears in the text */
+    for (size_t i = 0; i + 4 <= strlen(secret_value); i++) {
+        char piece[5];
+        memcpy(piece, secret_value + i, 4);
+        piece[4] = '\0';
+        ck_assert_msg(strstr(first, piece) == NULL, "%s holds %s", first, piece);
+    }
+    limiter_key(&r, &request, k1, again, sizeof again);
+    ck_assert_str_eq(first, again);
+    limiter_key(&r, &request, k2, other, sizeof other);
+    ck_assert_str_ne(first, other);
+    credential_key_free(k1);
+    credential_key_free(k2);
+
+    char text[CREDENTIAL_TEXT_SIZE];
+    struct credential_key *jefe = credential_key_new("Jefe", 4);
+    credential_text(jefe, "what do ya want for nothing?", 28, text);
+    ck_assert_str_eq(text, "h:5bdcc146bf60754e6a042426089575c7");
+    credential_key_free(jefe);
+    credential_text(NULL, "", 0, text);
+    ck_assert_str_eq(text, "h:e3b0c44298fc1c149afbf4c8996fb924");
+    credential_text(NULL, NULL, 0, text); /* absent: the empty value */
+    ck_assert_str_eq(text, "h:e3b0c44298fc1c149afbf4c8996fb924");
+}
+END_TEST
+
+/* Another header name is another rule's windows; the same name in another case is the same. */
+START_TEST(test_reload_header_name)
+{
+    struct rate_rule r1[] = {rule("r", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT)};
+    snprintf(r1[0].key_header, sizeof r1[0].key_header, "X-Api-Key");
+    struct rate_rule r2[] = {r1[0]}, r3[] = {r1[0]};
+    snprintf(r2[0].key_header, sizeof r2[0].key_header, "x-api-KEY");
+    snprintf(r3[0].key_header, sizeof r3[0].key_header, "X-Other-Key");
+    struct config c1 = make_config(r1, 1, 1000000), c2 = make_config(r2, 1, 1000000),
+                  c3 = make_config(r3, 1, 1000000);
+    const char *headers[] = {"X-Api-Key", "t", "X-Other-Key", "t", NULL};
+    struct limiter_decision d;
+    struct limiter *l1 = limiter_new(&c1, NULL, NULL);
+    ck_assert_int_eq(ask_with_headers(l1, "h", headers, 0, &d), LIMITER_ADMIT);
+    struct limiter *l2 = limiter_new(&c2, l1, NULL);
+    ck_assert_int_eq(ask_with_headers(l2, "h", headers, 1 * MS, &d), LIMITER_REJECT);
+    struct limiter *l3 = limiter_new(&c3, l2, NULL);
+    ck_assert_int_eq(ask_with_headers(l3, "h", headers, 2 * MS, &d), LIMITER_ADMIT);
+    limiter_unref(l1);
+    limiter_unref(l2);
+    limiter_unref(l3);
+}
+END_TEST
+
 START_TEST(test_expiry_and_key_cap)
 {
     uint64_t before = limiter_total_keys();
     struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, (uint32_t)before + 100);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     char ip[32];
     for (int i = 0; i < 100; i++) {
@@ -327,7 +494,7 @@ START_TEST(test_reload_keeps_unchanged_rules)
     snprintf(rules1[0].match_method[0], 24, "GET");
     rules1[0].match_method_count = 1;
     struct config c1 = make_config(rules1, 2, 1000000);
-    struct limiter *l1 = limiter_new(&c1, NULL);
+    struct limiter *l1 = limiter_new(&c1, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
@@ -335,7 +502,7 @@ START_TEST(test_reload_keeps_unchanged_rules)
     struct rate_rule rules2[] = {rules1[0], rules1[1]};
     rules2[1].limit = 2;
     struct config c2 = make_config(rules2, 2, 1000000);
-    struct limiter *l2 = limiter_new(&c2, l1);
+    struct limiter *l2 = limiter_new(&c2, l1, NULL);
     limiter_unref(l1);
     ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_REJECT);
     ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "POST", "/", 10 * MS, &d), LIMITER_ADMIT);
@@ -361,7 +528,7 @@ START_TEST(test_random_delays_and_cancels_never_exceed)
         rules[0].max_delay_ms = 1000;
         rules[0].max_queue = 50;
         struct config c = make_config(rules, 1, 1000000);
-        struct limiter *l = limiter_new(&c, NULL);
+        struct limiter *l = limiter_new(&c, NULL, NULL);
         size_t cap = 20000, n = 0, nholds = 0;
         uint64_t *admitted = malloc(cap * sizeof *admitted);
         struct {
@@ -427,7 +594,7 @@ START_TEST(test_two_threads_one_key)
 {
     struct rate_rule rules[] = {rule("g", RATE_KEY_GLOBAL, 1000, 60000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct contender a = {l, 0}, b = {l, 0};
     pthread_t ta, tb;
     pthread_create(&ta, NULL, contend, &a);
@@ -443,7 +610,7 @@ START_TEST(test_remaining_and_reset)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d);
     ck_assert_uint_eq(d.remaining, 2);
@@ -475,7 +642,7 @@ START_TEST(test_departure_moves_entry)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision a, b, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l, 0, &b), LIMITER_ADMIT);
@@ -501,7 +668,7 @@ START_TEST(test_pending_entry_never_expires)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
     struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision a, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l, 1500 * MS, &d), LIMITER_DELAY); /* a has not departed */
@@ -514,7 +681,7 @@ START_TEST(test_pending_entry_never_expires)
     /* a reject rule says the same with Retry-After */
     struct rate_rule strict[] = {rule("r", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
     struct config c2 = make_config(strict, 1, 1000000);
-    struct limiter *l2 = limiter_new(&c2, NULL);
+    struct limiter *l2 = limiter_new(&c2, NULL, NULL);
     ck_assert_int_eq(ask_departing(l2, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l2, 5000 * MS, &d), LIMITER_REJECT);
     ck_assert_uint_eq(d.retry_after_us, 1000 * MS);
@@ -540,7 +707,7 @@ START_TEST(test_random_departures_never_exceed)
         rules[0].max_delay_ms = 60000;
         rules[0].max_queue = 100000;
         struct config c = make_config(rules, 1, 1000000);
-        struct limiter *l = limiter_new(&c, NULL);
+        struct limiter *l = limiter_new(&c, NULL, NULL);
         enum { HELD, ON_THE_WAY };
         struct request {
             int phase;
@@ -626,6 +793,10 @@ int main(void)
     tcase_add_test(tc, test_random_delays_and_cancels_never_exceed);
     tcase_add_test(tc, test_matching_first_rule_wins);
     tcase_add_test(tc, test_host_key_ignores_case);
+    tcase_add_test(tc, test_header_values_get_own_windows);
+    tcase_add_test(tc, test_host_header_key);
+    tcase_add_test(tc, test_header_key_text);
+    tcase_add_test(tc, test_reload_header_name);
     tcase_add_test(tc, test_expiry_and_key_cap);
     tcase_add_test(tc, test_reload_keeps_unchanged_rules);
     tcase_add_test(tc, test_two_threads_one_key);
