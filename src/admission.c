@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "limit_headers.h"
 #include "log.h"
 #include "shared.h"
 #include "upstream.h"
@@ -313,6 +315,7 @@ void admission_start(struct admission *a, const struct config *config, struct li
 static void forget_entries(struct admission *a)
 {
     limiter_abandon(&a->stamp);
+    limiter_answered(&a->answer);
     if (a->shared_held && a->shared_key != NULL) /* a reservation never used: free it */
         shared_release(a->queue->shared, a->shared_key, a->shared_member);
     a->shared_held = 0;
@@ -323,7 +326,7 @@ static void forget_entries(struct admission *a)
 
 void admission_depart(struct admission *a)
 {
-    limiter_depart(&a->stamp, util_now_us());
+    limiter_depart(&a->stamp, util_now_us(), &a->answer);
     if (a->shared_key != NULL && a->shared_member[0] != '\0') {
         shared_depart(a->queue->shared, a->shared_key, a->shared_member);
         a->shared_member[0] = '\0'; /* once per attempt */
@@ -359,19 +362,31 @@ void admission_release(struct admission *a)
 
 /* ---- origin pauses and retries ---------------------------------------------------------------- */
 
-void admission_note_response(struct admission *a, int status, int64_t retry_after_ms)
+void admission_note_response(struct admission *a, int status, const char *headers,
+                             size_t headers_len)
 {
-    /* An origin that answers 429 or 503 with Retry-After has said when to come back: every
-     * request for that host waits until then (DESIGN: "upstream says stop"). */
-    if ((status != 429 && status != 503) || retry_after_ms <= 0)
+    const struct rate_rule *rule = a->decision.rule;
+    if (rule == NULL || rule->shared || rule->upstream_limits != RATE_UPSTREAM_FOLLOW)
         return;
-    uint64_t now = util_now_us();
-    limiter_pause_host(a->request.host, a->request.port, now + (uint64_t)retry_after_ms * 1000,
-                       now);
+    struct limit_headers said;
+    if (a->answer.window != NULL &&
+        limit_headers_parse(headers, headers_len, status, (int64_t)time(NULL), &said))
+        limiter_learn(&a->answer, status, &said, util_now_us());
+    limiter_answered(&a->answer);
 }
 
+/* retry.deadline: no wait may end later than the deadline after the request arrived, so a
+ * client with a timeout of its own gets the last answer instead of nothing. */
 static int64_t take_budget(struct admission *a, int64_t delay_ms)
 {
+    uint64_t deadline_ms = a->config->retry.deadline_ms;
+    if (delay_ms >= 0 && deadline_ms > 0 &&
+        util_now_ms() + (uint64_t)delay_ms > a->start_ms + deadline_ms) {
+        log_info("not retrying: the wait of %" PRId64 " ms would end after retry.deadline (%" PRIu64
+                 " ms after the request arrived)",
+                 delay_ms, deadline_ms);
+        return -1;
+    }
     if (delay_ms < 0 ||
         !retry_budget_take(a->queue->retry_budget, a->config->retry.budget_percent, util_now_ms()))
         return -1; /* over max_delay or out of budget: the client gets the origin's answer */

@@ -66,6 +66,7 @@ struct admission {
     uint64_t start_ms;
     struct limiter_hold *hold;
     struct limiter_stamp stamp; /* admitted: the window entry its departure moves */
+    struct limiter_stamp answer; /* departed: the response it waits for, to learn from */
     struct shared_request *shared_request;
     char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
     char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */
@@ -94,9 +95,12 @@ void admission_release(struct admission *a);
  * calls change nothing. */
 void admission_depart(struct admission *a);
 
-/* The origin answered `status` with Retry-After (-1: none): a 429 or 503 with one pauses the
- * origin for every request (see limiter_pause_host). */
-void admission_note_response(struct admission *a, int status, int64_t retry_after_ms);
+/* The origin answered `status` with this header block (curl's "Name: value\r\n" lines): what it
+ * says about its limits (RateLimit fields, X-RateLimit-*, a 429/503's Retry-After) is learned for
+ * the key of the rule that matched (upstream_limits: follow). Requests that matched no rule learn
+ * nothing and pause nothing: the response reaches their client. */
+void admission_note_response(struct admission *a, int status, const char *headers,
+                             size_t headers_len);
 /* The retry policy for a response of `status`, or for a failed attempt: the wait before the
  * next attempt in ms (the budget is taken), or -1 when the client gets this answer. */
 int64_t admission_retry_for_status(struct admission *a, const char *method, int status,

@@ -182,12 +182,14 @@ static const char *method_of(const struct forward *f)
     return http_arena(f->request, f->request->method_off);
 }
 
-/* The final status, before its head is delivered: a 429/503 with Retry-After pauses the origin,
- * and a status in retry.on is dropped for another attempt when the policy and budget allow. */
-static int on_upstream_status(void *arg, int status, int64_t retry_after_ms)
+/* The final status, before its head is delivered: what the origin says about its limits is
+ * learned for the rule's key, and a status in retry.on is dropped for another attempt when the
+ * policy, the budget and the deadline allow. */
+static int on_upstream_status(void *arg, int status, int64_t retry_after_ms, const char *headers,
+                              size_t headers_len)
 {
     struct forward *f = arg;
-    admission_note_response(f->admission, status, retry_after_ms);
+    admission_note_response(f->admission, status, headers, headers_len);
     int64_t delay = admission_retry_for_status(f->admission, method_of(f), status, retry_after_ms,
                                                !f->spool_lost);
     if (delay < 0)

@@ -730,11 +730,17 @@ static int64_t read_retry_after_ms(const char *head, size_t len, int64_t now_s)
 
 static void read_plain_family(const char *head, size_t len, int64_t now_s, const char *limit_name,
                               const char *remaining_name, const char *reset_name,
-                              struct candidate *c)
+                              const char *used_name, struct candidate *c)
 {
     c->limit = read_plain_field(head, len, limit_name, 0, now_s);
     c->remaining = read_plain_field(head, len, remaining_name, 0, now_s);
     c->reset_ms = read_plain_field(head, len, reset_name, 1, now_s);
+    /* Reddit sends no limit, but what was used: the quota is used + remaining */
+    if (c->limit < 0 && c->remaining >= 0 && used_name != NULL) {
+        int64_t used = read_plain_field(head, len, used_name, 0, now_s);
+        if (used >= 0 && used <= LIMIT_HEADERS_MAX_COUNT - c->remaining)
+            c->limit = used + c->remaining;
+    }
 }
 
 int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
@@ -752,17 +758,17 @@ int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
 
     candidate_init(&c, "openai", 2);
     read_plain_family(head, len, now_s, "x-ratelimit-limit-requests",
-                      "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", &c);
+                      "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", NULL, &c);
     consider(&best, &c);
 
     candidate_init(&c, "x-ratelimit", 3);
     read_plain_family(head, len, now_s, "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                      "X-RateLimit-Reset", &c);
+                      "X-RateLimit-Reset", "X-RateLimit-Used", &c);
     consider(&best, &c);
 
     candidate_init(&c, "x-rate-limit", 4);
     read_plain_family(head, len, now_s, "X-Rate-Limit-Limit", "X-Rate-Limit-Remaining",
-                      "X-Rate-Limit-Reset", &c);
+                      "X-Rate-Limit-Reset", NULL, &c);
     consider(&best, &c);
 
     memset(out, 0, sizeof *out);

@@ -13,7 +13,8 @@
  *   "ietf-old"      RateLimit-Limit / -Remaining / -Reset (-00..-06)  reset value rule
  *   "openai"        x-ratelimit-{limit,remaining,reset}-requests   reset value rule
  *                   (-tokens is not a request count: ignored)
- *   "x-ratelimit"   X-RateLimit-Limit / -Remaining / -Reset (GitHub, Reddit, most APIs)
+ *   "x-ratelimit"   X-RateLimit-Limit / -Remaining / -Reset (GitHub, Reddit, most APIs);
+ *                   no -Limit but -Used (Reddit): the limit is used + remaining
  *   "x-rate-limit"  X-Rate-Limit-Limit / -Remaining / -Reset (X/Twitter)
  *   Retry-After     read on 4xx and 5xx only, with http_retry_after_ms (seconds or HTTP-date)
  *

@@ -20,10 +20,25 @@
 
 #include "credential.h"
 #include "http.h"
+#include "limit_headers.h"
 #include "util.h"
 
 #define STRIPES 64 /* lock stripes per rule: contention on one key never blocks the others */
 #define KEY_MAX 600
+
+/* What the origin said about one key (upstream_limits: follow): its quota as of one response,
+ * and a pause it asked for. The budget left is `remaining` less the departures since the request
+ * that response answered (requests that left after it are not in the origin's count yet) less the
+ * requests on their way. */
+struct learned {
+    int64_t remaining;        /* -1: nothing known */
+    uint64_t seq;             /* the departure that response answered */
+    uint64_t reset_us;        /* when the quota renews (monotonic); 0: not said */
+    uint64_t limit;           /* the quota's size, when said: the budget after a reset */
+    uint64_t period_us;       /* the quota's window: said (IETF w) or seen between resets */
+    uint64_t paused_until_us; /* a 429/503's Retry-After */
+    uint64_t last_reset_us;   /* the last reset said, kept across renewals: for period_us */
+};
 
 struct window {
     struct window *next; /* bucket chain */
@@ -43,6 +58,12 @@ struct window {
      * and move to their departure time. As many as the key has requests in flight. */
     uint64_t *pending;
     uint32_t pending_count, pending_cap;
+    uint64_t departures; /* ever: a response's request is known by its place in this count */
+    /* departed requests not answered yet (their numbers), while the rule follows what the origin
+     * says: an origin may count them after a request it answers first */
+    uint64_t *unanswered;
+    uint32_t unanswered_count, unanswered_cap;
+    struct learned learned;
     size_t key_len;
     char key[];
 };
@@ -82,71 +103,7 @@ struct limiter_hold {
 
 static _Atomic uint64_t total_keys;
 
-/* Hosts that asked for a pause. A small table scanned linearly: pauses are rare and few. */
-static struct {
-    pthread_mutex_t lock;
-    struct {
-        char host[256];
-        uint64_t until_us;
-    } entries[LIMITER_MAX_PAUSES];
-    size_t used;
-} pauses = {PTHREAD_MUTEX_INITIALIZER, {{{0}, 0}}, 0};
-static _Atomic uint64_t pause_decisions;
-static _Atomic uint64_t pause_latest_until; /* no pause runs past this: the hot path skips the lock */
-
-void limiter_pause_host(const char *host_name, unsigned port, uint64_t until_us, uint64_t now_us)
-{
-    char host[256];
-    snprintf(host, sizeof host, "%s:%u", host_name, port);
-    if (until_us > now_us + LIMITER_MAX_PAUSE_US)
-        until_us = now_us + LIMITER_MAX_PAUSE_US;
-    pthread_mutex_lock(&pauses.lock);
-    size_t slot = LIMITER_MAX_PAUSES, oldest = 0;
-    for (size_t i = 0; i < pauses.used; i++) {
-        if (strcasecmp(pauses.entries[i].host, host) == 0) {
-            slot = i;
-            break;
-        }
-        if (slot == LIMITER_MAX_PAUSES && pauses.entries[i].until_us <= now_us)
-            slot = i; /* an expired entry can be reused, unless the host has its own */
-        if (pauses.entries[i].until_us < pauses.entries[oldest].until_us)
-            oldest = i;
-    }
-    if (slot == LIMITER_MAX_PAUSES)
-        slot = pauses.used < LIMITER_MAX_PAUSES ? pauses.used++ : oldest;
-    if (atomic_load(&pause_latest_until) < until_us)
-        atomic_store(&pause_latest_until, until_us);
-    if (strcasecmp(pauses.entries[slot].host, host) != 0 || pauses.entries[slot].until_us < until_us) {
-        snprintf(pauses.entries[slot].host, sizeof pauses.entries[slot].host, "%s", host);
-        pauses.entries[slot].until_us = until_us;
-    }
-    pthread_mutex_unlock(&pauses.lock);
-}
-
-static uint64_t paused_until(const char *host_name, unsigned port, uint64_t now_us)
-{
-    if (atomic_load(&pause_latest_until) <= now_us)
-        return 0;
-    char host[256];
-    snprintf(host, sizeof host, "%s:%u", host_name, port);
-    uint64_t until = 0;
-    pthread_mutex_lock(&pauses.lock);
-    for (size_t i = 0; i < pauses.used; i++)
-        if (pauses.entries[i].until_us > now_us && strcasecmp(pauses.entries[i].host, host) == 0)
-            until = pauses.entries[i].until_us;
-    pthread_mutex_unlock(&pauses.lock);
-    return until;
-}
-
-uint64_t limiter_paused_hosts(uint64_t now_us)
-{
-    uint64_t n = 0;
-    pthread_mutex_lock(&pauses.lock);
-    for (size_t i = 0; i < pauses.used; i++)
-        n += pauses.entries[i].until_us > now_us;
-    pthread_mutex_unlock(&pauses.lock);
-    return n;
-}
+static _Atomic uint64_t pause_decisions; /* requests held or refused for what an origin said */
 
 uint64_t limiter_pause_decisions(void) { return atomic_load(&pause_decisions); }
 
@@ -226,6 +183,20 @@ static int ring_remove(struct window *w, uint64_t t)
     return 1;
 }
 
+/* Room for one more in a growing array of uint64_t; 0, or -1 when out of memory. */
+static int grow_u64(uint64_t **items, uint32_t *cap, uint32_t count)
+{
+    if (count < *cap)
+        return 0;
+    uint32_t more = *cap ? *cap * 2 : 4;
+    uint64_t *grown = realloc(*items, (size_t)more * sizeof *grown);
+    if (grown == NULL)
+        return -1;
+    *items = grown;
+    *cap = more;
+    return 0;
+}
+
 static int pending_index(const struct window *w, uint64_t t)
 {
     for (uint32_t i = 0; i < w->pending_count; i++)
@@ -236,14 +207,8 @@ static int pending_index(const struct window *w, uint64_t t)
 
 static int pending_add(struct window *w, uint64_t t)
 {
-    if (w->pending_count == w->pending_cap) {
-        uint32_t cap = w->pending_cap ? w->pending_cap * 2 : 4;
-        uint64_t *grown = realloc(w->pending, (size_t)cap * sizeof *grown);
-        if (grown == NULL)
-            return -1;
-        w->pending = grown;
-        w->pending_cap = cap;
-    }
+    if (grow_u64(&w->pending, &w->pending_cap, w->pending_count) != 0)
+        return -1;
     w->pending[w->pending_count++] = t;
     return 0;
 }
@@ -396,6 +361,7 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
 
 static void window_free(struct rule_state *st, struct window *w)
 {
+    free(w->unanswered);
     free(w->pending);
     free(w->releases);
     free(w->times);
@@ -444,6 +410,7 @@ static struct window *window_get(struct rule_state *st, struct stripe *s, uint64
     if (w == NULL)
         return NULL;
     w->hash = hash;
+    w->learned.remaining = -1;
     w->key_len = len;
     memcpy(w->key, key, len);
     size_t b = (hash / STRIPES) % s->bucket_count;
@@ -457,7 +424,10 @@ static struct window *window_get(struct rule_state *st, struct stripe *s, uint64
 
 static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
-    return w->queued == 0 && w->pending_count == 0 &&
+    /* a key that learned something keeps it until its reset or pause is over */
+    return w->queued == 0 && w->pending_count == 0 && w->unanswered_count == 0 &&
+           w->learned.reset_us <= now &&
+           w->learned.paused_until_us <= now &&
            (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
 }
 
@@ -639,6 +609,63 @@ static void reject(struct rule_state *st, struct limiter_decision *out, uint64_t
     atomic_fetch_add(&st->rejected, 1);
 }
 
+/* ---- what the origin said (upstream_limits: follow) ------------------------------------------- */
+
+/* With the stripe locked: until when the origin's word holds the key (0: it does not), and why.
+ * A quota whose reset passed renews at its announced size, counting from now. */
+static uint64_t learned_until(const struct rate_rule *p, struct window *w, uint64_t now,
+                              const char **why)
+{
+    struct learned *k = &w->learned;
+    if (p->upstream_limits != RATE_UPSTREAM_FOLLOW)
+        return 0;
+    uint64_t margin_us = p->margin_ms * 1000;
+    if (k->paused_until_us > now) {
+        *why = "the origin asked for a pause (Retry-After)";
+        return k->paused_until_us + margin_us;
+    }
+    if (k->remaining < 0)
+        return 0;
+    if (k->reset_us != 0 && k->reset_us + margin_us <= now) {
+        if (k->limit == 0) { /* nothing to renew to: forget it */
+            k->remaining = -1;
+            k->reset_us = 0;
+            return 0;
+        }
+        k->remaining = (int64_t)k->limit;
+        k->seq = w->departures;
+        if (k->period_us > 0) /* the next reset, one quota window after the last */
+            k->reset_us += ((now - k->reset_us) / k->period_us + 1) * k->period_us;
+        else
+            k->reset_us = 0;
+    }
+    if (k->seq > w->departures) /* the window was made anew since */
+        k->seq = w->departures;
+    uint64_t used = w->departures - k->seq + w->pending_count;
+    if ((int64_t)used < k->remaining)
+        return 0;
+    *why = "the origin's quota for this key is spent";
+    /* no reset said: ask again a window later, or when a response says more */
+    return k->reset_us != 0 ? k->reset_us + margin_us : now + counted_window_us(p);
+}
+
+/* With the stripe locked: a request the origin's word holds until `until`: held within max_delay
+ * (no reservation: it asks again then), else refused. */
+static void learned_verdict(struct rule_state *st, uint64_t until, uint64_t now, const char *why,
+                            struct limiter_decision *out)
+{
+    const struct rate_rule *p = &st->params;
+    atomic_fetch_add(&pause_decisions, 1);
+    out->paused = 1;
+    if (p->over_limit == RATE_OVER_DELAY && until - now <= p->max_delay_ms * 1000) {
+        out->verdict = LIMITER_DELAY;
+        out->delay_us = until - now;
+        atomic_fetch_add(&st->delayed, 1);
+    } else {
+        reject(st, out, until - now, why);
+    }
+}
+
 /* Takes an entry for a request admitted at `t`: pending when the caller stamps its departure. */
 static int admit_entry(struct rule_state *st, struct stripe *s, struct window *w, uint64_t t,
                        int depart_later, struct limiter_decision *out)
@@ -646,6 +673,8 @@ static int admit_entry(struct rule_state *st, struct stripe *s, struct window *w
     if (depart_later && pending_add(w, t) != 0)
         return -1;
     ring_insert(w, t);
+    if (!depart_later)
+        w->departures++; /* stamped at admission */
     out->verdict = LIMITER_ADMIT;
     if (depart_later)
         out->stamp = (struct limiter_stamp){st, s, w, t};
@@ -667,6 +696,13 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
     while (w->count > 0 && ring_at(w, 0) + window_us <= now &&
            (w->pending_count == 0 || pending_index(w, ring_at(w, 0)) < 0))
         ring_pop_oldest(w);
+    const char *why = NULL;
+    uint64_t until = learned_until(p, w, now, &why);
+    if (until > now) { /* the stricter of the rule and the origin's word */
+        learned_verdict(st, until, now, why, out);
+        out->reset_us = until - now;
+        return;
+    }
     if (w->count == w->cap && w->count < p->limit && ring_grow(w, p->limit) != 0) {
         reject(st, out, 1000000, "out of memory");
     } else if (w->count < p->limit) {
@@ -717,24 +753,6 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     size_t i = 0;
     while (i < l->rule_count && !rule_matches(&l->rules[i], r))
         i++;
-    uint64_t until = r->host != NULL ? paused_until(r->host, r->port, now_us) : 0;
-    if (until > now_us) { /* the origin asked for a pause: hold within max_delay, else refuse */
-        const struct rate_rule *rule = i < l->rule_count ? &l->rules[i] : NULL;
-        out->rule = rule;
-        out->rule_index = i;
-        atomic_fetch_add(&pause_decisions, 1);
-        if (rule != NULL && rule->over_limit == RATE_OVER_DELAY &&
-            until - now_us <= rule->max_delay_ms * 1000) {
-            out->verdict = LIMITER_DELAY; /* no hold: the caller asks again when it is over */
-            out->delay_us = until - now_us;
-        } else {
-            out->verdict = LIMITER_REJECT;
-            out->retry_after_us = until - now_us;
-            out->reason = "the origin asked for a pause (Retry-After)";
-        }
-        out->paused = 1;
-        return;
-    }
     if (i == l->rule_count)
         return;
     struct rule_state *st = l->states[i];
@@ -755,6 +773,79 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     else
         decide_window(st, s, w, now_us, r->depart_later, out);
     pthread_mutex_unlock(&s->lock);
+}
+
+void limiter_learn(struct limiter_stamp *answer, int status, const struct limit_headers *h,
+                   uint64_t now_us)
+{
+    struct window *w = answer->window;
+    if (w == NULL || !h->found)
+        return;
+    struct stripe *s = answer->stripe;
+    uint64_t departure = answer->time_us;
+    pthread_mutex_lock(&s->lock);
+    struct learned *k = &w->learned;
+    if (h->retry_after_ms >= 0 && (status == 429 || status == 503)) {
+        uint64_t wait = (uint64_t)h->retry_after_ms * 1000;
+        uint64_t until = now_us + (wait < LIMITER_MAX_PAUSE_US ? wait : LIMITER_MAX_PAUSE_US);
+        if (until > k->paused_until_us)
+            k->paused_until_us = until;
+    }
+    if (h->limit > 0)
+        k->limit = (uint64_t)h->limit;
+    if (h->window_ms > 0)
+        k->period_us = (uint64_t)h->window_ms * 1000;
+    /* a response to an earlier request than the one the key learned from says less: it was
+     * counted before requests the newer one already includes */
+    if (h->remaining >= 0 && (k->remaining < 0 || departure >= k->seq)) {
+        uint64_t reset = h->reset_ms >= 0 ? now_us + (uint64_t)h->reset_ms * 1000 : 0;
+        /* a quota window seen from two resets (X-RateLimit-Reset says when, not how long) */
+        uint64_t known = reset != 0 && k->reset_us == 0 ? k->last_reset_us : k->reset_us;
+        if (h->window_ms <= 0 && reset != 0 && known != 0 && reset > known + LIMITER_RESET_SLACK_US)
+            k->period_us = reset - known;
+        /* requests that left before this one and are not answered yet may reach the origin's
+         * count after it: they are taken as not counted */
+        int64_t earlier = 0;
+        for (uint32_t i = 0; i < w->unanswered_count; i++)
+            earlier += w->unanswered[i] < departure;
+        k->remaining = h->remaining > earlier ? h->remaining - earlier : 0;
+        k->seq = departure;
+        if (reset != 0)
+            k->reset_us = k->last_reset_us = reset;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void limiter_answered(struct limiter_stamp *answer)
+{
+    struct window *w = answer->window;
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&((struct stripe *)answer->stripe)->lock);
+    for (uint32_t i = 0; i < w->unanswered_count; i++)
+        if (w->unanswered[i] == answer->time_us) {
+            w->unanswered[i] = w->unanswered[--w->unanswered_count];
+            break;
+        }
+    pthread_mutex_unlock(&((struct stripe *)answer->stripe)->lock);
+    answer->window = NULL;
+}
+
+size_t limiter_paused_keys(struct limiter *l, size_t rule_index, uint64_t now_us)
+{
+    struct rule_state *st = l->states[rule_index];
+    size_t n = 0;
+    for (size_t j = 0; j < STRIPES; j++) {
+        struct stripe *s = &st->stripes[j];
+        pthread_mutex_lock(&s->lock);
+        for (size_t b = 0; b < s->bucket_count; b++)
+            for (struct window *w = s->buckets[b]; w != NULL; w = w->next) {
+                const char *why;
+                n += learned_until(&st->params, w, now_us, &why) > now_us;
+            }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return n;
 }
 
 size_t limiter_match(const struct limiter *l, const struct limiter_request *r)
@@ -830,7 +921,7 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
     if (hold->depart_later) { /* went and departed at once */
         struct limiter_stamp stamp;
         limiter_hold_go(hold, &stamp);
-        limiter_depart(&stamp, now_us);
+        limiter_depart(&stamp, now_us, NULL);
         return;
     }
     pthread_mutex_lock(&hold->stripe->lock);
@@ -851,22 +942,32 @@ void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp)
     free(hold);
 }
 
-void limiter_depart(struct limiter_stamp *stamp, uint64_t now_us)
+uint64_t limiter_depart(struct limiter_stamp *stamp, uint64_t now_us, struct limiter_stamp *answer)
 {
     struct window *w = stamp->window;
     if (w == NULL)
-        return;
+        return 0;
     struct stripe *s = stamp->stripe;
     struct rule_state *st = stamp->state;
+    uint64_t seq = 0;
     pthread_mutex_lock(&s->lock);
-    if (pending_remove(w, stamp->time_us) && now_us > stamp->time_us) {
-        if (ring_remove(w, stamp->time_us))
-            ring_insert(w, now_us);
-        else /* displaced by a held request's reservation: that request waits for this one */
-            record_release(w, st->params.limit, stamp->time_us, now_us);
+    if (pending_remove(w, stamp->time_us)) {
+        seq = ++w->departures;
+        if (answer != NULL && st->params.upstream_limits == RATE_UPSTREAM_FOLLOW &&
+            grow_u64(&w->unanswered, &w->unanswered_cap, w->unanswered_count) == 0) {
+            w->unanswered[w->unanswered_count++] = seq; /* pins the window until answered */
+            *answer = (struct limiter_stamp){st, s, w, seq};
+        }
+        if (now_us > stamp->time_us) {
+            if (ring_remove(w, stamp->time_us))
+                ring_insert(w, now_us);
+            else /* displaced by a held request's reservation: that request waits for this one */
+                record_release(w, st->params.limit, stamp->time_us, now_us);
+        }
     }
     pthread_mutex_unlock(&s->lock);
     stamp->window = NULL;
+    return seq;
 }
 
 void limiter_abandon(struct limiter_stamp *stamp)

@@ -65,7 +65,7 @@ struct limiter_decision {
     uint32_t remaining;      /* slots left in the window after this decision */
     uint64_t reset_us;       /* until the oldest counted admission leaves the window */
     const char *reason;      /* REJECT: why, for the 429 body */
-    int paused;              /* the decision comes from an origin's pause, not the window */
+    int paused;              /* the decision comes from what the origin said, not the window */
     struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel; NULL for a
                                   pause, after which the caller decides again */
     struct limiter_stamp stamp; /* ADMIT with depart_later: the entry to stamp */
@@ -89,8 +89,10 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us);
 /* The same for a request admitted with depart_later: its entry stays pending in *stamp. */
 void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp);
 /* The request's head went to the origin at now_us: its entry moves there (never earlier). Later
- * calls for the same stamp change nothing. */
-void limiter_depart(struct limiter_stamp *stamp, uint64_t now_us);
+ * calls for the same stamp change nothing. Returns the departure's number within its key (0 when
+ * there was nothing to stamp). With `answer` (may be NULL), a rule that follows its origin's
+ * limits fills it for limiter_learn and limiter_answered. */
+uint64_t limiter_depart(struct limiter_stamp *stamp, uint64_t now_us, struct limiter_stamp *answer);
 /* Nothing of the request was sent (it failed to connect, or its client left): the entry stays
  * where it was admitted, no longer pending, which counts it without holding the window up. */
 void limiter_abandon(struct limiter_stamp *stamp);
@@ -101,13 +103,25 @@ void limiter_abandon(struct limiter_stamp *stamp);
 /* The request was abandoned before its time: the reserved slot is given back. */
 void limiter_hold_cancel(struct limiter_hold *hold);
 
-/* An origin answered 429/503 with Retry-After: requests for `host` are held (delay rules, within
- * max_delay) or refused until `until_us`. Process-wide, bounded (LIMITER_MAX_PAUSES hosts). */
-#define LIMITER_MAX_PAUSES 1024
+/* What an origin said in its response to a request (upstream_limits: follow): its quota for the
+ * request's key (limit, remaining, reset; limit_headers.h) and a 429/503's Retry-After. `answer`
+ * is what limiter_depart filled for that request: requests of the key that departed after it are
+ * not in the origin's count yet, nor, maybe, those that departed before it and are not answered.
+ * From then on the key is held (delay rules, within max_delay) or refused until the reset or the
+ * pause is over; requests of other keys, and requests matching no rule, are not. Never loosens
+ * the rule. */
+struct limit_headers;
+void limiter_learn(struct limiter_stamp *answer, int status, const struct limit_headers *headers,
+                   uint64_t now_us);
+/* The request of `answer` got its response (or will get none): forgets it. Always call it once
+ * for a filled answer. */
+void limiter_answered(struct limiter_stamp *answer);
 #define LIMITER_MAX_PAUSE_US (3600ULL * 1000000) /* a Retry-After longer than an hour is capped */
-void limiter_pause_host(const char *host, unsigned port, uint64_t until_us, uint64_t now_us);
-uint64_t limiter_paused_hosts(uint64_t now_us);
-uint64_t limiter_pause_decisions(void); /* requests held or refused because of a pause */
+/* Two resets this far apart or more are two quota windows (seconds in headers round). */
+#define LIMITER_RESET_SLACK_US 500000ULL
+/* Keys of the rule held now by what their origin said, for /metrics (walks every window). */
+size_t limiter_paused_keys(struct limiter *limiter, size_t rule_index, uint64_t now_us);
+uint64_t limiter_pause_decisions(void); /* requests held or refused for what an origin said */
 
 /* The index of the first rule that matches, or limiter_rule_count() when none does. */
 size_t limiter_match(const struct limiter *limiter, const struct limiter_request *request);

@@ -136,7 +136,7 @@ static void read_shared_up(struct evbuffer *out, const struct metrics_family *f,
     sample(out, f, NULL, sum_field(src, FIELD(shared_configured)) ? sum_field(src, f->field) : 0);
 }
 
-enum limiter_field { LIMITER_DECISIONS, LIMITER_QUEUED, LIMITER_KEYS };
+enum limiter_field { LIMITER_DECISIONS, LIMITER_QUEUED, LIMITER_KEYS, LIMITER_PAUSED_KEYS };
 
 static void read_limiter(struct evbuffer *out, const struct metrics_family *f,
                          const struct metrics_source *src)
@@ -159,15 +159,11 @@ static void read_limiter(struct evbuffer *out, const struct metrics_family *f,
         case LIMITER_KEYS:
             sample(out, f, &name, st.keys);
             break;
+        case LIMITER_PAUSED_KEYS:
+            sample(out, f, &name, limiter_paused_keys(src->limiter, i, util_now_us()));
+            break;
         }
     }
-}
-
-static void read_paused_hosts(struct evbuffer *out, const struct metrics_family *f,
-                              const struct metrics_source *src)
-{
-    (void)src;
-    sample(out, f, NULL, limiter_paused_hosts(util_now_us()));
 }
 
 static void read_pause_decisions(struct evbuffer *out, const struct metrics_family *f,
@@ -295,12 +291,12 @@ static const struct metrics_family families[] = {
     ROW("rlproxy_retries_total", METRICS_COUNTER,
         "Upstream attempts beyond the first (retries), over all requests.", read_sum,
         FIELD(retries), NO_LABELS),
-    ROW("rlproxy_upstream_paused_hosts", METRICS_GAUGE,
-        "Origins that asked for a pause (429/503 with Retry-After) whose pause is running.",
-        read_paused_hosts, 0, NO_LABELS),
+    ROW("rlproxy_upstream_paused_keys", METRICS_GAUGE,
+        "Keys of a rule held now by what their origin said: a 429/503's Retry-After, or a quota it announced as spent (upstream_limits: follow).",
+        read_limiter, LIMITER_PAUSED_KEYS, "rule"),
     ROW("rlproxy_upstream_pause_decisions_total", METRICS_COUNTER,
-        "Requests held or refused because their origin asked for a pause.", read_pause_decisions, 0,
-        NO_LABELS),
+        "Requests held or refused because their origin asked for a pause or said their key's quota was spent.",
+        read_pause_decisions, 0, NO_LABELS),
     ROW("rlproxy_shared_decisions_total", METRICS_COUNTER,
         "Decisions of shared (Redis) rules: admitted, delayed, rejected, error (shared.on_error "
         "applied).",

@@ -658,7 +658,8 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
         if (u->response_timer != NULL)
             evtimer_del(u->response_timer);
         u->retry_after_ms = http_retry_after_ms(u->head, u->head_len, time(NULL));
-        if (u->cb->on_status != NULL && u->cb->on_status(u->ctx, u->status, u->retry_after_ms)) {
+        if (u->cb->on_status != NULL && u->cb->on_status(u->ctx, u->status, u->retry_after_ms,
+                                                         u->head, u->head_len)) {
             u->discarded_status = u->status;
             return 0; /* ends the transfer: the connection is not worth a body we drop */
         }

@@ -38,9 +38,11 @@ struct upstream_callbacks {
      * "Name: value\r\n" lines, without the status line and the blank line. */
     void (*on_head)(void *ctx, int status, const char *reason, size_t reason_len,
                     const char *headers, size_t headers_len);
-    /* The final status, before the head is delivered: return 1 to drop this response (the
-     * transfer ends with discarded_status set, e.g. to retry), 0 to deliver it. May be NULL. */
-    int (*on_status)(void *ctx, int status, int64_t retry_after_ms);
+    /* The final status, before the head is delivered (`headers` as for on_head): return 1 to
+     * drop this response (the transfer ends with discarded_status set, e.g. to retry), 0 to
+     * deliver it. May be NULL. */
+    int (*on_status)(void *ctx, int status, int64_t retry_after_ms, const char *headers,
+                     size_t headers_len);
     enum upstream_body_result (*on_body)(void *ctx, const char *data, size_t len);
     /* curl resends on a reused connection that died before answering: give the body again from
      * its start. 0, or -1 when it cannot. May be NULL. */

@@ -381,24 +381,71 @@ END_TEST
 /* ---- 4: upstream says stop ---------------------------------------------------------------------
  */
 
-START_TEST(test_origin_pause_refuses)
+/* GET url through the proxy with one extra request header (e.g. a token) */
+static void get_as(const struct fixture *f, const char *url, const char *header,
+                   struct fetch_res *rs)
+{
+    const char *headers[] = {header, NULL};
+    struct fetch_req rq = {.url = url, .proxy_port = f->p->port, .headers = headers,
+                           .timeout_ms = T_MS};
+    fetch(&rq, rs);
+    ck_assert_msg(rs->rc == CURLE_OK, "GET %s: curl error %d: %s", url, (int)rs->rc, rs->err);
+}
+
+/* A request that matches no rule: its origin's 429 + Retry-After reaches its client and pauses
+ * nobody (other clients of that host are not held for one client's answer). */
+START_TEST(test_origin_429_without_rule_pauses_nobody)
 {
     struct fixture f = up("retry:\n  attempts: 1\n");
     char url[256];
     struct fetch_res rs;
-    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
-    get(&f, flaky_url(&f, "127.0.0.1", "key=p&fail=1&status=429&retry_after=2", url, sizeof url),
+    get(&f, flaky_url(&f, "127.0.0.1", "key=n&fail=1&status=429&retry_after=5", url, sizeof url),
         &rs);
+    ck_assert_msg(rs.status == 429 && strstr(rs.body, "flaky:") != NULL,
+                  "the origin's 429 should pass: %ld %s", rs.status, rs.body);
+    const char *ra = fetch_header(&rs, "Retry-After", 0);
+    ck_assert_msg(ra != NULL && strcmp(ra, "5") == 0, "Retry-After: %s", ra ? ra : "(none)");
+    fetch_free(&rs);
+    uint64_t t0 = now_ms();
+    get(&f, flaky_url(&f, "127.0.0.1", "key=n&after=1", url, sizeof url), &rs);
+    ck_assert_msg(rs.status == 200 && now_ms() - t0 < 1000,
+                  "the same host right after another request's 429: %ld in %llu ms: %s", rs.status,
+                  (unsigned long long)(now_ms() - t0), rs.body);
+    fetch_free(&rs);
+    ck_assert_int_eq(origin_count(&f, "n"), 2);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total"), 0);
+    fixture_down(f);
+}
+END_TEST
+
+/* With a rule, the 429's Retry-After pauses the rule's key: key header:Authorization pauses that
+ * token alone; its next request is refused by rlproxy (the origin never sees it) until the pause
+ * is over, while another token goes on at once. */
+START_TEST(test_origin_pause_scoped_to_key)
+{
+    struct fixture f = up("retry:\n  attempts: 1\n"
+                          "rate_limits:\n"
+                          "  - name: tokens\n"
+                          "    match: { host: \"127.0.0.1\" }\n"
+                          "    key: header:Authorization\n"
+                          "    limit: 1000\n"
+                          "    window: 1s\n"
+                          "    over_limit: reject\n");
+    char url[256];
+    struct fetch_res rs;
+    const char *a = "Authorization: Bearer token-a", *b = "Authorization: Bearer token-b";
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_keys{rule=\"tokens\"}"), 0);
+    get_as(&f, flaky_url(&f, "127.0.0.1", "key=pa&fail=1&status=429&retry_after=2", url, sizeof url),
+           a, &rs);
     uint64_t paused_at = now_ms();
     ck_assert_msg(rs.status == 429 && strstr(rs.body, "flaky:") != NULL,
                   "the origin's 429 should pass: %ld %s", rs.status, rs.body);
     fetch_free(&rs);
-
-    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_keys{rule=\"tokens\"}"), 1);
     long long decisions0 = proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total");
 
-    /* the same host within 2 s: refused by the proxy, the origin never sees it */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=p&after=1", url, sizeof url), &rs);
+    /* token A within 2 s: refused by the proxy, the origin never sees it */
+    get_as(&f, flaky_url(&f, "127.0.0.1", "key=pa&after=1", url, sizeof url), a, &rs);
     ck_assert_msg(now_ms() - paused_at < 1500, "too slow to test the pause");
     ck_assert_msg(rs.status == 429, "during the pause: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "flaky:") == NULL && strcasestr(rs.body, "pause") != NULL,
@@ -407,28 +454,30 @@ START_TEST(test_origin_pause_refuses)
     ck_assert_msg(ra != NULL && atoi(ra) >= 1 && atoi(ra) <= 2, "Retry-After: %s",
                   ra ? ra : "(none)");
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "p"), 1);
-    char *line = proxy_access_line(f.p, "key=p&after=1");
+    ck_assert_int_eq(origin_count(&f, "pa"), 1);
+    char *line = proxy_access_line(f.p, "key=pa&after=1");
     char limit[64];
     line_limit(line, limit, sizeof limit);
     ck_assert_msg(strcmp(limit, "reject:origin-pause") == 0, "limit=%s: %s", limit, line);
     free(line);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total"), decisions0 + 1);
 
-    /* the pause is for that host: another spelling is another host */
-    get(&f, flaky_url(&f, "localhost", "key=pl", url, sizeof url), &rs);
-    ck_assert_msg(rs.status == 200, "localhost during 127.0.0.1's pause: %ld %s", rs.status,
-                  rs.body);
+    /* token B is another key: served at once */
+    uint64_t t0 = now_ms();
+    get_as(&f, flaky_url(&f, "127.0.0.1", "key=pb", url, sizeof url), b, &rs);
+    ck_assert_msg(rs.status == 200 && now_ms() - t0 < 1000,
+                  "token B during token A's pause: %ld in %llu ms: %s", rs.status,
+                  (unsigned long long)(now_ms() - t0), rs.body);
     fetch_free(&rs);
 
-    /* after 2 s the host is served again */
+    /* after 2 s token A is served again */
     while (now_ms() - paused_at < 2300)
         sleep_ms(50);
-    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
-    get(&f, flaky_url(&f, "127.0.0.1", "key=p&after=3", url, sizeof url), &rs);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_keys{rule=\"tokens\"}"), 0);
+    get_as(&f, flaky_url(&f, "127.0.0.1", "key=pa&after=3", url, sizeof url), a, &rs);
     ck_assert_msg(rs.status == 200, "after the pause: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "p"), 2);
+    ck_assert_int_eq(origin_count(&f, "pa"), 2);
     fixture_down(f);
 }
 END_TEST
@@ -452,7 +501,7 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
     ck_assert_msg(rs.status == 503 && strstr(rs.body, "flaky:") != NULL,
                   "the origin's 503 should pass: %ld %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 1);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_keys{rule=\"held\"}"), 1);
 
     get(&f, flaky_url(&f, "localhost", "key=h&after=1", url, sizeof url), &rs);
     uint64_t held = now_ms() - paused_at;
@@ -463,7 +512,7 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
                   (unsigned long long)held);
     fetch_free(&rs);
     ck_assert_int_eq(origin_count(&f, "h"), 2);
-    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_hosts"), 0);
+    ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_keys{rule=\"held\"}"), 0);
     ck_assert_msg(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total") >= 1,
                   "pause decisions not counted");
 
@@ -905,7 +954,8 @@ int main(void)
     tcase_add_test(tc, test_retry_after_seconds);
     tcase_add_test(tc, test_retry_after_http_date);
     tcase_add_test(tc, test_retry_after_above_max_delay);
-    tcase_add_test(tc, test_origin_pause_refuses);
+    tcase_add_test(tc, test_origin_429_without_rule_pauses_nobody);
+    tcase_add_test(tc, test_origin_pause_scoped_to_key);
     tcase_add_test(tc, test_origin_pause_holds_with_delay_rule);
     tcase_add_test(tc, test_post_not_retried_by_default);
     tcase_add_test(tc, test_post_replayed_when_listed);

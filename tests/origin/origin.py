@@ -32,6 +32,11 @@ Endpoints (any method unless noted; HEAD returns the GET headers without a body)
                                  the body (Connection: close). Later requests get 200 JSON
                                  {"key","attempt","method","length","sha256"} of the body.
                                  Per-key counters, bounded to 10000 keys
+  /api?family=F&limit=L&window=W an API with its own limit per Authorization value: L requests per
+                                 fixed window of W whole seconds (aligned to the clock), announced
+                                 in family F's headers (github, x, reddit, openai, ietf); over it
+                                 429 + Retry-After. /api/stats?token=T: {"windows":[[start,served],
+                                 ...],"limited":n} for that Authorization value
   /count?key=K                   JSON {"key","count","times"}: the /flaky requests seen for K and
                                  their arrival times (time.monotonic(), the last 100); not logged
   /log                           JSON list of recent requests {method,target,time,conn,mono},
@@ -57,6 +62,7 @@ import socketserver
 import ssl
 import struct
 import sys
+import math
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -262,8 +268,11 @@ class Connection:
                    first=body if req.method != "HEAD" else b"")
 
     def json(self, req, obj, status=200):
+        self.json_headers(req, obj, [], status)
+
+    def json_headers(self, req, obj, headers, status=200):
         body = json.dumps(obj, separators=(",", ":")).encode()
-        self.simple(req, status, body, [("Content-Type", "application/json")])
+        self.simple(req, status, body, list(headers) + [("Content-Type", "application/json")])
 
 
 def read_request(conn):
@@ -553,6 +562,83 @@ def ep_count(conn, req, body):
     conn.json(req, {"key": key, "count": count, "times": times})
 
 
+API_TOKENS = 10000
+API = collections.OrderedDict()  # token -> {"windows": {start: served}, "limited": n}; STATE.lock
+
+
+def api_headers(family, limit, remaining, reset, now, window):
+    """The quota as each vendor announces it. Windows are aligned to whole seconds, so the epoch
+    families are exact; delta seconds round up (the origin never says "sooner" than it means)."""
+    delta = max(0, math.ceil(reset - now))
+    if family == "github":
+        return [("X-RateLimit-Limit", str(limit)), ("X-RateLimit-Remaining", str(remaining)),
+                ("X-RateLimit-Used", str(limit - remaining)), ("X-RateLimit-Reset", str(int(reset))),
+                ("X-RateLimit-Resource", "core")]
+    if family == "x":
+        return [("x-rate-limit-limit", str(limit)), ("x-rate-limit-remaining", str(remaining)),
+                ("x-rate-limit-reset", str(int(reset)))]
+    if family == "reddit":
+        return [("x-ratelimit-used", str(limit - remaining)),
+                ("x-ratelimit-remaining", "%.1f" % remaining), ("x-ratelimit-reset", str(delta))]
+    if family == "openai":
+        ms = max(0, int((reset - now) * 1000) + 1)
+        return [("x-ratelimit-limit-requests", str(limit)),
+                ("x-ratelimit-remaining-requests", str(remaining)),
+                ("x-ratelimit-reset-requests", "%dms" % ms),
+                ("x-ratelimit-limit-tokens", "90000"), ("x-ratelimit-remaining-tokens", "89000"),
+                ("x-ratelimit-reset-tokens", "1ms")]
+    if family == "ietf":
+        return [("RateLimit-Policy", '"default";q=%d;w=%d' % (limit, int(window))),
+                ("RateLimit", '"default";r=%d;t=%d' % (remaining, delta))]
+    raise BadRequest("unknown family")
+
+
+def ep_api(conn, req, body):
+    """An API with its own limit per token (Authorization): `limit` requests per fixed window of
+    `window` whole seconds, announced in the headers of `family`; over it, 429 with Retry-After.
+    /api/stats?token=T says what the token got."""
+    body.drain()
+    token = req.header("Authorization") or ""
+    if req.path == "/api/stats":
+        with STATE.lock:
+            entry = API.get(req.arg("token", ""), {"windows": {}, "limited": 0})
+            out = {"windows": sorted([int(k), v] for k, v in entry["windows"].items()),
+                   "limited": entry["limited"]}
+        conn.json(req, out)
+        return
+    try:
+        family = req.arg("family", "github")
+        limit = int(req.arg("limit", "10"))
+        window = int(req.arg("window", "2"))
+    except ValueError:
+        raise BadRequest("bad /api parameters")
+    if limit < 1 or window < 1:
+        raise BadRequest("bad /api parameters")
+    now = time.time()
+    start = math.floor(now / window) * window
+    reset = start + window
+    with STATE.lock:
+        entry = API.get(token)
+        if entry is None:
+            entry = API[token] = {"windows": {}, "limited": 0}
+            while len(API) > API_TOKENS:
+                API.popitem(last=False)
+        served = entry["windows"].get(start, 0)
+        over = served >= limit
+        if over:
+            entry["limited"] += 1
+        else:
+            entry["windows"][start] = served + 1
+            served += 1
+    remaining = max(0, limit - served)
+    hdrs = api_headers(family, limit, remaining, reset, now, window)
+    if over:
+        hdrs.append(("Retry-After", str(max(1, math.ceil(reset - now)))))
+        conn.simple(req, 429, b"api: over the limit\n", hdrs + [("Content-Type", "text/plain")])
+        return
+    conn.json_headers(req, {"token_window": start, "served": served}, hdrs)
+
+
 def ep_not_found(conn, req, body):
     body.drain()
     conn.simple(req, 404, b"not found\n", [("Content-Type", "text/plain")])
@@ -562,7 +648,7 @@ EXACT = {"/sink": ep_sink, "/echo": ep_echo, "/cookies": ep_cookies, "/gzip": ep
          "/slow": ep_slow, "/truncate": ep_truncate, "/drip": ep_drip, "/log": ep_log,
          "/stats": ep_stats, "/headers": ep_headers, "/flaky": ep_flaky, "/count": ep_count,
          "/rawhead": ep_rawhead}
-PREFIX = {"/bytes/": ep_bytes, "/status/": ep_status, "/headers/": ep_headers}
+PREFIX = {"/bytes/": ep_bytes, "/status/": ep_status, "/headers/": ep_headers, "/api": ep_api}
 
 
 def ep_slowsink(conn, req, body):

@@ -39,8 +39,11 @@ static const struct row rows[] = {
      "x-rate-limit-limit: 900\r\nx-rate-limit-remaining: 899\r\nx-rate-limit-reset: 1700000900\r\n",
      900, 899, 900000, U, U, NULL, "x-rate-limit"},
     {"reddit: float remaining, delta reset", 200,
-     "x-ratelimit-used: 4\r\nx-ratelimit-remaining: 596.0\r\nx-ratelimit-reset: 340\r\n", U, 596,
+     "x-ratelimit-used: 4\r\nx-ratelimit-remaining: 596.0\r\nx-ratelimit-reset: 340\r\n", 600, 596,
      340000, U, U, NULL, "x-ratelimit"},
+    {"reddit without used: no limit", 200,
+     "x-ratelimit-remaining: 596.0\r\nx-ratelimit-reset: 340\r\n", U, 596, 340000, U, U, NULL,
+     "x-ratelimit"},
     {"openai", 200,
      "x-ratelimit-limit-requests: 60\r\nx-ratelimit-limit-tokens: 150000\r\n"
      "x-ratelimit-remaining-requests: 59\r\nx-ratelimit-remaining-tokens: 149984\r\n"

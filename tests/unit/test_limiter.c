@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "credential.h"
+#include "limit_headers.h"
 #include "limiter.h"
 
 #include "unit.h"
@@ -646,18 +647,18 @@ START_TEST(test_departure_moves_entry)
     struct limiter_decision a, b, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l, 0, &b), LIMITER_ADMIT);
-    limiter_depart(&a.stamp, 70 * MS); /* a new connection: 70 ms of connect and TLS */
-    limiter_depart(&b.stamp, 0);
-    limiter_depart(&b.stamp, 500 * MS); /* a second departure of one stamp changes nothing */
+    limiter_depart(&a.stamp, 70 * MS, NULL); /* a new connection: 70 ms of connect and TLS */
+    limiter_depart(&b.stamp, 0, NULL);
+    limiter_depart(&b.stamp, 500 * MS, NULL); /* a second departure of one stamp changes nothing */
     ck_assert_int_eq(ask_departing(l, 1000 * MS, &d), LIMITER_ADMIT); /* b left, a counts */
-    limiter_depart(&d.stamp, 1000 * MS);
+    limiter_depart(&d.stamp, 1000 * MS, NULL);
     /* full until a (departed at 70) leaves: admission-time stamps would admit this at once */
     ck_assert_int_eq(ask_departing(l, 1000 * MS, &d), LIMITER_DELAY);
     ck_assert_uint_eq(d.delay_us, 70 * MS);
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 1070 * MS), 0);
     struct limiter_stamp stamp;
     limiter_hold_go(d.hold, &stamp);
-    limiter_depart(&stamp, 1080 * MS);
+    limiter_depart(&stamp, 1080 * MS, NULL);
     limiter_unref(l);
 }
 END_TEST
@@ -674,7 +675,7 @@ START_TEST(test_pending_entry_never_expires)
     ck_assert_int_eq(ask_departing(l, 1500 * MS, &d), LIMITER_DELAY); /* a has not departed */
     ck_assert_uint_eq(d.delay_us, 1000 * MS); /* a departs now at the earliest */
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 2500 * MS), LIMITER_PENDING_RECHECK_US);
-    limiter_depart(&a.stamp, 2600 * MS);
+    limiter_depart(&a.stamp, 2600 * MS, NULL);
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 2600 * MS), 1000 * MS);
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 3600 * MS), 0);
     limiter_hold_done(d.hold, 3600 * MS);
@@ -737,7 +738,7 @@ START_TEST(test_random_departures_never_exceed)
                     continue;
                 }
                 if (q->sent) {
-                    limiter_depart(&q->stamp, now);
+                    limiter_depart(&q->stamp, now, NULL);
                     departed[ndeparted++] = now;
                 } else {
                     limiter_abandon(&q->stamp);
@@ -781,6 +782,141 @@ START_TEST(test_random_departures_never_exceed)
 }
 END_TEST
 
+/* ---- what the origin said ----------------------------------------------------------------------- */
+
+static struct limit_headers said(int64_t limit, int64_t remaining, int64_t reset_ms,
+                                 int64_t retry_after_ms)
+{
+    struct limit_headers h;
+    memset(&h, 0, sizeof h);
+    h.found = 1;
+    h.limit = limit;
+    h.remaining = remaining;
+    h.reset_ms = retry_after_ms >= 0 ? retry_after_ms : reset_ms;
+    h.window_ms = -1;
+    h.retry_after_ms = retry_after_ms;
+    return h;
+}
+
+/* One request admitted, departed and answered: what the origin said is learned. */
+static enum limiter_verdict exchange(struct limiter *l, uint64_t now, int status,
+                                     struct limit_headers h)
+{
+    struct limiter_decision d;
+    enum limiter_verdict v = ask_departing(l, now, &d);
+    if (v != LIMITER_ADMIT)
+        return v;
+    struct limiter_stamp answer = {0};
+    limiter_depart(&d.stamp, now, &answer);
+    ck_assert_ptr_nonnull(answer.window);
+    limiter_learn(&answer, status, &h, now);
+    limiter_answered(&answer);
+    return v;
+}
+
+/* The origin's quota is stricter than the rule: the key keeps under it and renews at its reset. */
+START_TEST(test_learned_quota_holds_until_reset)
+{
+    struct rate_rule rules[] = {rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    /* the origin allows 3 per 2 s, with 2 s to go */
+    ck_assert_int_eq(exchange(l, 0, 200, said(3, 2, 2000, -1)), LIMITER_ADMIT);
+    ck_assert_int_eq(exchange(l, 10 * MS, 200, said(3, 1, 1990, -1)), LIMITER_ADMIT);
+    ck_assert_int_eq(exchange(l, 20 * MS, 200, said(3, 0, 1980, -1)), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l, 30 * MS, &d), LIMITER_DELAY); /* spent: until the reset */
+    ck_assert(d.paused && d.hold == NULL);
+    ck_assert_uint_eq(d.delay_us, 1970 * MS);
+    /* after the reset: the quota renews at its size, 3, then holds again */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(ask_departing(l, 2000 * MS, &d), LIMITER_ADMIT);
+        limiter_depart(&d.stamp, 2000 * MS, NULL);
+    }
+    ck_assert_int_eq(ask_departing(l, 2000 * MS, &d), LIMITER_DELAY);
+    ck_assert(d.paused);
+    limiter_unref(l);
+}
+END_TEST
+
+/* Requests on their way and answers that overtake each other never loosen the budget: a response
+ * counts as not including the requests that departed before it and are not answered yet. */
+START_TEST(test_learned_budget_counts_requests_in_flight)
+{
+    struct rate_rule rules[] = {rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d[4];
+    struct limiter_stamp answer[4];
+    memset(answer, 0, sizeof answer);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(ask_departing(l, 0, &d[i]), LIMITER_ADMIT);
+        limiter_depart(&d[i].stamp, 0, &answer[i]);
+    }
+    /* the origin (limit 5) answers the 4th first: it counted only itself, 4 left */
+    struct limit_headers h = said(5, 4, 60000, -1);
+    limiter_learn(&answer[3], 200, &h, 1 * MS);
+    limiter_answered(&answer[3]);
+    /* the three before it may come after it in the origin's count: 4 - 3 = 1 left */
+    struct limiter_decision e;
+    ck_assert_int_eq(ask_departing(l, 2 * MS, &e), LIMITER_ADMIT);
+    limiter_depart(&e.stamp, 2 * MS, NULL);
+    ck_assert_int_eq(ask_departing(l, 3 * MS, &e), LIMITER_REJECT);
+    ck_assert(e.paused);
+    ck_assert_uint_eq(e.retry_after_us, 60000 * MS - 3 * MS + 1 * MS);
+    /* an older answer cannot raise it again */
+    h = said(5, 4, 60000, -1);
+    limiter_learn(&answer[0], 200, &h, 4 * MS);
+    ck_assert_int_eq(ask_departing(l, 5 * MS, &e), LIMITER_REJECT);
+    for (int i = 0; i < 3; i++)
+        limiter_answered(&answer[i]);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A 429's Retry-After pauses the key that got it, not another key of the rule. */
+START_TEST(test_learned_pause_scoped_to_key)
+{
+    struct rate_rule rules[] = {rule("p", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct sockaddr_in a = client_addr("1.1.1.1"), b = client_addr("2.2.2.2");
+    struct limiter_request ra = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                 .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                 .depart_later = 1};
+    struct limiter_request rb = ra;
+    rb.client = (struct sockaddr *)&b;
+    struct limiter_decision d;
+    limiter_decide(l, &ra, 0, &d);
+    struct limiter_stamp answer = {0};
+    limiter_depart(&d.stamp, 0, &answer);
+    struct limit_headers h = said(-1, 0, -1, 5000);
+    limiter_learn(&answer, 429, &h, 0);
+    limiter_answered(&answer);
+    limiter_decide(l, &ra, 1000 * MS, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_REJECT);
+    ck_assert(d.paused);
+    ck_assert_uint_eq(d.retry_after_us, 4000 * MS);
+    ck_assert_uint_eq(limiter_paused_keys(l, 0, 1000 * MS), 1);
+    limiter_decide(l, &rb, 1000 * MS, &d); /* the other client is another key */
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    limiter_abandon(&d.stamp);
+    limiter_decide(l, &ra, 5000 * MS, &d); /* the pause is over */
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    limiter_abandon(&d.stamp);
+    ck_assert_uint_eq(limiter_paused_keys(l, 0, 5000 * MS), 0);
+    /* upstream_limits: ignore learns nothing */
+    rules[0].upstream_limits = RATE_UPSTREAM_IGNORE;
+    struct limiter *l2 = limiter_new(&c, NULL, NULL);
+    limiter_decide(l2, &ra, 0, &d);
+    memset(&answer, 0, sizeof answer);
+    limiter_depart(&d.stamp, 0, &answer);
+    ck_assert_ptr_null(answer.window);
+    limiter_unref(l2);
+    limiter_unref(l);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limiter");
@@ -804,6 +940,9 @@ int main(void)
     tcase_add_test(tc, test_departure_moves_entry);
     tcase_add_test(tc, test_pending_entry_never_expires);
     tcase_add_test(tc, test_random_departures_never_exceed);
+    tcase_add_test(tc, test_learned_quota_holds_until_reset);
+    tcase_add_test(tc, test_learned_budget_counts_requests_in_flight);
+    tcase_add_test(tc, test_learned_pause_scoped_to_key);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
