@@ -943,6 +943,42 @@ START_TEST(test_retry_passes_limiter)
 }
 END_TEST
 
+/* retry.deadline: an origin that answers 429 + Retry-After: 2 twice would hold the client 4 s;
+ * with a 3 s deadline the second retry is not made and the client gets the origin's 429 (with
+ * its Retry-After) at about 2 s. Without a deadline (0) the same request waits and gets 200. */
+START_TEST(test_deadline_passes_the_last_answer)
+{
+    struct fixture f = up("retry:\n  deadline: 3s\n");
+    char url[256];
+    struct fetch_res rs;
+    uint64_t t0 = now_ms();
+    get(&f, flaky_url(&f, "127.0.0.1", "key=dl&fail=2&status=429&retry_after=2", url, sizeof url),
+        &rs);
+    uint64_t took = now_ms() - t0;
+    printf("retry: deadline 3 s, two 429s with Retry-After 2: %ld after %llu ms\n", rs.status,
+           (unsigned long long)took);
+    ck_assert_msg(rs.status == 429 && strstr(rs.body, "flaky:") != NULL,
+                  "want the origin's second 429, got %ld: %s", rs.status, rs.body);
+    const char *ra = fetch_header(&rs, "Retry-After", 0);
+    ck_assert_msg(ra != NULL && strcmp(ra, "2") == 0, "Retry-After: %s", ra ? ra : "(none)");
+    ck_assert_msg(took >= 1800 && took < 3000, "answered after %llu ms", (unsigned long long)took);
+    fetch_free(&rs);
+    ck_assert_int_eq(origin_count(&f, "dl"), 2);
+    expect_attempts(f.p, "key=dl", 2);
+    fixture_down(f);
+
+    f = up("retry:\n  deadline: 0s\n");
+    t0 = now_ms();
+    get(&f, flaky_url(&f, "127.0.0.1", "key=dn&fail=2&status=429&retry_after=2", url, sizeof url),
+        &rs);
+    took = now_ms() - t0;
+    ck_assert_msg(rs.status == 200 && took >= 3800, "no deadline: %ld after %llu ms", rs.status,
+                  (unsigned long long)took);
+    fetch_free(&rs);
+    fixture_down(f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("retry");
@@ -956,6 +992,7 @@ int main(void)
     tcase_add_test(tc, test_retry_after_above_max_delay);
     tcase_add_test(tc, test_origin_429_without_rule_pauses_nobody);
     tcase_add_test(tc, test_origin_pause_scoped_to_key);
+    tcase_add_test(tc, test_deadline_passes_the_last_answer);
     tcase_add_test(tc, test_origin_pause_holds_with_delay_rule);
     tcase_add_test(tc, test_post_not_retried_by_default);
     tcase_add_test(tc, test_post_replayed_when_listed);
