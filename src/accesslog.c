@@ -56,7 +56,7 @@ void accesslog_write(enum access_format format, const struct accesslog_entry *e)
     if (!log_access_enabled())
         return;
     char when[40], method[40], target[1024], user[260], rule[160], reason[720];
-    char limit[200], user_json[270], rule_json[170], reason_json[730];
+    char limit[200], user_json[270], rule_json[170], reason_json[730], origin[80];
     format_time(when, sizeof when);
     sanitize(user, sizeof user, e->user, strlen(e->user));
     sanitize(method, sizeof method, e->method, e->method_len);
@@ -81,15 +81,21 @@ void accesslog_write(enum access_format format, const struct accesslog_entry *e)
         if (e->reason != NULL)
             sanitize(reason, sizeof reason, e->reason, reason_len);
         json_string(reason_json, sizeof reason_json, e->reason != NULL ? reason : NULL);
+        /* what the origin said of its limit for this request: "origin":{"remaining":9,...} */
+        if (e->origin_remaining >= 0 || e->origin_reset_ms >= 0)
+            snprintf(origin, sizeof origin, "{\"remaining\":%lld,\"reset_ms\":%lld}",
+                     (long long)e->origin_remaining, (long long)e->origin_reset_ms);
+        else
+            snprintf(origin, sizeof origin, "null");
         n = snprintf(line, sizeof line,
                      "{\"time\":\"%s\",\"client\":\"%s\",\"user\":%s,\"method\":\"%s\","
                      "\"target\":\"%s\",\"status\":%d,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
                      ",\"total_ms\":%" PRIu64 ",\"upstream_ms\":%" PRIu64
                      ",\"limit\":\"%s\",\"rule\":%s,\"decision\":\"%s\",\"paused\":%s"
-                     ",\"wait_ms\":%" PRIu64 ",\"attempts\":%u,\"reason\":%s}",
+                     ",\"wait_ms\":%" PRIu64 ",\"attempts\":%u,\"origin\":%s,\"reason\":%s}",
                      when, e->client, user_json, method, target, e->status, e->bytes_in,
                      e->bytes_out, e->total_ms, e->upstream_ms, limit, rule_json, e->verdict,
-                     e->paused ? "true" : "false", e->wait_ms, e->attempts, reason_json);
+                     e->paused ? "true" : "false", e->wait_ms, e->attempts, origin, reason_json);
     } else {
         n = snprintf(line, sizeof line,
                      "%s %s %s \"%s %s\" %d %" PRIu64 " %" PRIu64 " total=%" PRIu64

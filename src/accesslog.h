@@ -26,6 +26,7 @@ struct accesslog_entry {
     const char *verdict; /* "none", "admit", "delay", "reject" */
     const char *rule;    /* the rule that decided, or NULL */
     int paused;          /* the verdict came from an origin's pause */
+    int64_t origin_remaining, origin_reset_ms; /* what the origin said of its limit; -1: nothing */
     const char *reason;  /* why rlproxy answered itself (the error body's words), or NULL */
     size_t reason_len;
 };

@@ -104,6 +104,7 @@ void admission_init(struct admission *a, struct admission_queue *queue,
                     const struct admission_callbacks *callbacks, void *owner)
 {
     memset(a, 0, sizeof *a);
+    a->origin_remaining = a->origin_reset_ms = -1;
     a->queue = queue;
     a->callbacks = callbacks;
     a->owner = owner;
@@ -177,7 +178,14 @@ static void on_shared_decided(void *arg, const struct shared_result *result)
     if (result->outcome == SHARED_REJECT) {
         a->decision.verdict = LIMITER_REJECT;
         a->decision.retry_after_us = result->retry_after_us;
-        a->decision.reason = "over the shared limit";
+        a->decision.paused = result->paused;
+        a->decision.reason = result->paused ? "the origin asked for a pause or said the quota "
+                                              "is spent"
+                                            : "over the shared limit";
+    } else if (result->paused) { /* held for what the origin said: ask again after it */
+        a->decision.verdict = LIMITER_DELAY;
+        a->decision.delay_us = result->delay_us;
+        a->decision.paused = 1;
     } else {
         /* the entry in Redis: departure moves it; a reservation is given back if we go away */
         snprintf(a->shared_member, sizeof a->shared_member, "%s", result->member);
@@ -318,6 +326,8 @@ static void forget_entries(struct admission *a)
     limiter_answered(&a->answer);
     if (a->shared_held && a->shared_key != NULL) /* a reservation never used: free it */
         shared_release(a->queue->shared, a->shared_key, a->shared_member);
+    else if (a->shared_key != NULL) /* admitted, never departed: counted where it was admitted */
+        shared_abandon(a->queue->shared, a->shared_key, a->shared_member);
     a->shared_held = 0;
     a->shared_member[0] = '\0';
     free(a->shared_key);
@@ -350,6 +360,7 @@ void admission_reset(struct admission *a)
     a->attempt = 0;
     a->pause_before = 0;
     a->held = 0;
+    a->origin_remaining = a->origin_reset_ms = -1;
 }
 
 void admission_release(struct admission *a)
@@ -362,16 +373,45 @@ void admission_release(struct admission *a)
 
 /* ---- origin pauses and retries ---------------------------------------------------------------- */
 
+/* A shared rule's key learns through Redis what holds it: a 429/503's Retry-After, or a quota
+ * the origin says is spent until its reset (the budget before that is not tracked across
+ * instances: each request's own answer is). */
+static void note_shared_response(struct admission *a, int status, const char *headers,
+                                 size_t headers_len)
+{
+    struct limit_headers said;
+    if (a->shared_key == NULL ||
+        !limit_headers_parse(headers, headers_len, status, (int64_t)time(NULL), &said))
+        return;
+    a->origin_remaining = said.remaining;
+    a->origin_reset_ms = said.reset_ms;
+    int64_t hold_ms = -1;
+    if (said.retry_after_ms >= 0 && (status == 429 || status == 503))
+        hold_ms = said.retry_after_ms;
+    else if (said.remaining == 0 && said.reset_ms >= 0)
+        hold_ms = said.reset_ms;
+    if (hold_ms > 0)
+        shared_hold(a->queue->shared, a->shared_key,
+                    (uint64_t)hold_ms + a->decision.rule->margin_ms);
+}
+
 void admission_note_response(struct admission *a, int status, const char *headers,
                              size_t headers_len)
 {
     const struct rate_rule *rule = a->decision.rule;
-    if (rule == NULL || rule->shared || rule->upstream_limits != RATE_UPSTREAM_FOLLOW)
+    if (rule == NULL || rule->upstream_limits != RATE_UPSTREAM_FOLLOW)
         return;
+    if (rule->shared) {
+        note_shared_response(a, status, headers, headers_len);
+        return;
+    }
     struct limit_headers said;
     if (a->answer.window != NULL &&
-        limit_headers_parse(headers, headers_len, status, (int64_t)time(NULL), &said))
+        limit_headers_parse(headers, headers_len, status, (int64_t)time(NULL), &said)) {
         limiter_learn(&a->answer, status, &said, util_now_us());
+        a->origin_remaining = said.remaining;
+        a->origin_reset_ms = said.reset_ms;
+    }
     limiter_answered(&a->answer);
 }
 

@@ -67,6 +67,7 @@ struct admission {
     struct limiter_hold *hold;
     struct limiter_stamp stamp; /* admitted: the window entry its departure moves */
     struct limiter_stamp answer; /* departed: the response it waits for, to learn from */
+    int64_t origin_remaining, origin_reset_ms; /* what the last response said (-1: nothing) */
     struct shared_request *shared_request;
     char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
     char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */

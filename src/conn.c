@@ -213,6 +213,8 @@ static void log_request(struct conn *c)
         .upstream_ms = f->upstream_head_ms ? f->upstream_head_ms - f->upstream_start_ms : 0,
         .wait_ms = c->admission.wait_ms,
         .attempts = c->admission.attempt,
+        .origin_remaining = c->admission.origin_remaining,
+        .origin_reset_ms = c->admission.origin_reset_ms,
         .reason = c->reason,
         .reason_len = c->reason_len,
     };

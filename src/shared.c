@@ -18,31 +18,51 @@
 #include <openssl/sha.h>
 
 /* One admission, atomically. The sorted set holds admission times (past admissions and future
- * reservations, scored in microseconds of Redis' own clock); the new entry goes at the earliest
- * time at which the last `limit` entries span a whole window — exactly limiter.c's rule. */
+ * reservations, scored in microseconds of Redis' own clock; departures move them later); the new
+ * entry goes at the earliest time at which the last `limit` entries span a whole window — exactly
+ * limiter.c's rule. Members whose request has not departed yet are also in the set KEYS[4]
+ * (shared_depart takes them out): such a member never leaves the window (an instance that went
+ * away leaves them behind: after ARGV[6] more microseconds they do), and the entry the new one
+ * would follow, when it is one of them, departs no earlier than now. A key held for what its origin said (shared_hold: a Retry-After, a spent
+ * quota) answers 3 (wait that long, then ask again) or 4 (refused) while the hold lasts. */
 static const char script[] =
-    "local z, seq = KEYS[1], KEYS[2]\n"
+    "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local stale = tonumber(ARGV[6])\n"
+    "local held = redis.call('PTTL', hold)\n"
+    "if held > 0 then\n"
+    "  if delay == 1 and held * 1000 <= max_delay then return {3, held * 1000, 0, ''} end\n"
+    "  return {4, held * 1000, 0, ''}\n"
+    "end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)\n"
+    "local old = redis.call('ZRANGEBYSCORE', z, '-inf', now - window, 'WITHSCORES')\n"
+    "for i = 1, #old, 2 do\n"
+    "  if redis.call('SISMEMBER', pending, old[i]) == 0 then redis.call('ZREM', z, old[i])\n"
+    "  elseif tonumber(old[i + 1]) < now - window - stale then\n"
+    "    redis.call('ZREM', z, old[i])\n"
+    "    redis.call('SREM', pending, old[i])\n"
+    "  end\n"
+    "end\n"
     "local count = redis.call('ZCARD', z)\n"
     "local at, verdict = now, 1\n"
     "if count >= limit then\n"
     "  local e = redis.call('ZRANGE', z, count - limit, count - limit, 'WITHSCORES')\n"
     "  at = tonumber(e[2]) + window\n"
-    "  if at <= now then at = now\n"
-    "  elseif delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
+    "  if at <= now then at = now + window end\n"
+    "  if delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
     "  elseif redis.call('ZCOUNT', z, '(' .. now, '+inf') >= max_queue then\n"
     "    return {0, at - now, 0, ''}\n"
     "  else verdict = 2 end\n"
     "end\n"
     "local member = tostring(redis.call('INCR', seq))\n"
     "redis.call('ZADD', z, at, member)\n"
+    "redis.call('SADD', pending, member)\n"
     "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
     "redis.call('PEXPIRE', z, ttl)\n"
     "redis.call('PEXPIRE', seq, ttl)\n"
+    "redis.call('PEXPIRE', pending, ttl)\n"
     "local left = limit - count - 1\n"
     "if left < 0 then left = 0 end\n"
     "return {verdict, at - now, left, member}\n";
@@ -337,15 +357,17 @@ static int send_script(struct shared_request *r, int as_eval);
 /* A reservation's time came: it may go when the entry `limit` places before it in the set has
  * left the window. That entry may have departed later than the time the reservation was computed
  * from (departures move members later): then the member moves to when it may go, and the caller
- * waits that long more. A member gone from the set goes. */
+ * waits that long more; while that entry's request has not departed at all, the caller asks again
+ * after ARGV[4] microseconds. A member gone from the set goes. */
 static const char ready_script[] =
-    "local z, member = KEYS[1], ARGV[1]\n"
+    "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
     "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local rank = redis.call('ZRANK', z, member)\n"
     "if not rank or rank < limit then return 0 end\n"
     "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"
+    "if redis.call('SISMEMBER', pending, e[1]) == 1 then return tonumber(ARGV[4]) end\n"
     "local free = tonumber(e[2]) + window\n"
     "if free <= now then return 0 end\n"
     "redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
@@ -387,7 +409,10 @@ static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
         r->result.remaining = (uint32_t)reply->element[2]->integer;
         if (reply->element[3]->type == REDIS_REPLY_STRING)
             snprintf(r->result.member, sizeof r->result.member, "%s", reply->element[3]->str);
-        outcome = verdict == 1 ? SHARED_ADMIT : verdict == 2 ? SHARED_DELAY : SHARED_REJECT;
+        outcome = verdict == 1                 ? SHARED_ADMIT
+                  : verdict == 2 || verdict == 3 ? SHARED_DELAY
+                                                 : SHARED_REJECT;
+        r->result.paused = verdict == 3 || verdict == 4;
         r->result.delay_us = outcome == SHARED_DELAY ? (uint64_t)wait : 0;
         r->result.retry_after_us = outcome == SHARED_REJECT ? (uint64_t)wait : 0;
         _Atomic uint64_t *counter = outcome == SHARED_ADMIT   ? &r->s->admitted
@@ -414,10 +439,12 @@ static int send_script(struct shared_request *r, int as_eval)
     if (s->ac == NULL || !s->connected)
         return -1;
     r->retried_eval = as_eval;
-    if (redisAsyncCommand(s->ac, on_reply, r, "%s %s 2 %s %s %u %llu %d %llu %u",
+    if (redisAsyncCommand(s->ac, on_reply, r,
+                          "%s %s 4 %s %s %s:hold %s:pending %u %llu %d %llu %u %llu",
                           as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey,
-                          r->seqkey, r->limit, r->window_us, r->delay, r->max_delay_us,
-                          r->max_queue) != REDIS_OK)
+                          r->seqkey, r->zkey, r->zkey, r->limit, r->window_us, r->delay,
+                          r->max_delay_us, r->max_queue,
+                          (unsigned long long)SHARED_PENDING_STALE_US) != REDIS_OK)
         return -1;
     note_sent(s);
     return 0;
@@ -482,10 +509,10 @@ struct shared_request *shared_ready(struct shared *s, const struct rate_rule *ru
     snprintf(r->member, sizeof r->member, "%s", member);
     r->timer = evtimer_new(s->base, on_timeout, r);
     if (r->timer == NULL ||
-        redisAsyncCommand(s->ac, on_reply, r, "EVAL %s 1 %s %s %u %llu", ready_script, r->zkey,
-                          r->member, rule->limit,
-                          (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000) !=
-            REDIS_OK) {
+        redisAsyncCommand(s->ac, on_reply, r, "EVAL %s 2 %s %s:pending %s %u %llu %llu",
+                          ready_script, r->zkey, r->zkey, r->member, rule->limit,
+                          (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000,
+                          (unsigned long long)SHARED_PENDING_RECHECK_US) != REDIS_OK) {
         if (r->timer != NULL)
             event_free(r->timer);
         free(r);
@@ -512,21 +539,46 @@ void shared_cancel(struct shared_request *r)
 static const char depart_script[] =
     "local t = redis.call('TIME')\n"
     "redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "redis.call('SREM', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
 void shared_depart(struct shared *s, const char *key, const char *member)
 {
     if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
-        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s %s", depart_script, key,
-                          member) == REDIS_OK)
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 2 %s %s:pending %s", depart_script,
+                          key, key, member) == REDIS_OK)
+        note_sent(s);
+}
+
+void shared_abandon(struct shared *s, const char *key, const char *member)
+{
+    if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "SREM %s:pending %s", key, member) ==
+            REDIS_OK)
+        note_sent(s);
+}
+
+/* Extends a hold, never shortens one. */
+static const char hold_script[] =
+    "local ms = tonumber(ARGV[1])\n"
+    "if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end\n"
+    "return 1\n";
+
+void shared_hold(struct shared *s, const char *key, uint64_t for_ms)
+{
+    if (s != NULL && s->ac != NULL && s->connected && for_ms > 0 &&
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s:hold %llu", hold_script, key,
+                          (unsigned long long)for_ms) == REDIS_OK)
         note_sent(s);
 }
 
 void shared_release(struct shared *s, const char *key, const char *member)
 {
     if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
-        redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s %s", key, member) == REDIS_OK)
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s %s", key, member) == REDIS_OK) {
         note_sent(s);
+        shared_abandon(s, key, member);
+    }
 }
 
 void shared_stats(struct shared *s, struct shared_stats *out)
@@ -554,6 +606,7 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
 }
 void shared_cancel(struct shared_request *r) {}
 void shared_depart(struct shared *s, const char *key, const char *member) {}
+void shared_hold(struct shared *s, const char *key, uint64_t for_ms) {}
 struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
                                     const char *key, const char *member, uint64_t timeout_ms,
                                     shared_done_fn done, void *arg)
@@ -561,6 +614,7 @@ struct shared_request *shared_ready(struct shared *s, const struct rate_rule *ru
     return NULL;
 }
 void shared_release(struct shared *s, const char *key, const char *member) {}
+void shared_abandon(struct shared *s, const char *key, const char *member) {}
 void shared_stats(struct shared *s, struct shared_stats *out) { memset(out, 0, sizeof *out); }
 
 #endif

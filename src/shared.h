@@ -27,6 +27,8 @@ struct shared_result {
     enum shared_outcome outcome;
     uint64_t delay_us, retry_after_us;
     uint32_t remaining;
+    int paused;      /* DELAY or REJECT because the key is held for what its origin said:
+                        no reservation; ask again after delay_us */
     char member[48]; /* DELAY: the reservation, for shared_release */
     char key[720];   /* the Redis key of the window, for shared_release */
 };
@@ -56,6 +58,19 @@ struct shared_request *shared_ready(struct shared *s, const struct rate_rule *ru
 /* The request of `member` departs now: its entry moves to Redis' current time (never earlier),
  * so the shared window counts arrivals at the origin, as limiter.c's does. Fire and forget. */
 void shared_depart(struct shared *s, const char *key, const char *member);
+/* The origin said to hold the key of `key` (a 429/503's Retry-After, a quota spent until its
+ * reset) for for_ms: every instance holds or refuses its requests until then (an existing longer
+ * hold stays). Fire and forget. */
+void shared_hold(struct shared *s, const char *key, uint64_t for_ms);
+/* The request of `member` will not be sent (it failed or its client left): it stays counted at its
+ * admission time and no longer holds back the reservations that follow it. */
+void shared_abandon(struct shared *s, const char *key, const char *member);
+/* While the request a reservation follows has not departed, shared_ready asks to be asked again
+ * after this long (only when a request takes longer than its window's slack to leave). */
+#define SHARED_PENDING_RECHECK_US 5000
+/* A member still marked pending this long after it left the window belongs to an instance that
+ * went away: it stops counting. */
+#define SHARED_PENDING_STALE_US (60ULL * 1000000)
 /* Gives back a reservation (a held request whose client went away). */
 void shared_release(struct shared *s, const char *key, const char *member);
 

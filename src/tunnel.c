@@ -67,6 +67,8 @@ static void log_tunnel(struct tunnel *t)
         .verdict = t->info.verdict,
         .rule = t->info.rule[0] != '\0' ? t->info.rule : NULL,
         .paused = t->info.paused,
+        .origin_remaining = -1,
+        .origin_reset_ms = -1,
     };
     accesslog_write(worker_config(t->set->worker)->access_format, &e);
 }
