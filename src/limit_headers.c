@@ -743,9 +743,37 @@ static void read_plain_family(const char *head, size_t len, int64_t now_s, const
     }
 }
 
+/* 1 when some field could be one this parser reads: its name starts RateLimit, X-RateLimit,
+ * X-Rate-Limit or Retry-After (any case). Every response of a rule that follows its origin is
+ * parsed, and most carry none of them: one pass over the names instead of one per field. */
+static int may_have_limits(const char *head, size_t len)
+{
+    static const char *const prefixes[] = {"ratelimit", "x-ratelimit", "x-rate-limit",
+                                           "retry-after"};
+    const char *line = head, *end = head + len;
+    while (line < end) {
+        char first = (char)(*line | 0x20);
+        if (first == 'r' || first == 'x')
+            for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+                size_t n = strlen(prefixes[i]);
+                if ((size_t)(end - line) >= n && strncasecmp(line, prefixes[i], n) == 0)
+                    return 1;
+            }
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        line = eol != NULL ? eol + 1 : end;
+    }
+    return 0;
+}
+
 int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
                         struct limit_headers *out)
 {
+    if (status != 429 && !may_have_limits(head, len)) {
+        memset(out, 0, sizeof *out);
+        out->limit = out->remaining = out->reset_ms = out->window_ms = UNKNOWN;
+        out->retry_after_ms = UNKNOWN;
+        return 0;
+    }
     struct candidate best, c;
     candidate_init(&best, NULL, 0);
 
