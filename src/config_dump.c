@@ -115,7 +115,10 @@ static void put_string(FILE *out, const struct config_key *key, const char *text
 {
     if (text == NULL)
         text = "";
-    if (mask && key->secret)
+    if (mask && key->secret && text[0] != '\0' && strstr(text, "://") == NULL &&
+        strncmp(text, "unix:", 5) != 0)
+        put_quoted(out, MASK); /* not a URL (admin.token): all of it is the secret */
+    else if (mask && key->secret)
         put_masked_url(out, text);
     else
         put_quoted(out, text);
