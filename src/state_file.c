@@ -274,7 +274,7 @@ static int number(struct cursor *c, uint64_t max, uint64_t *out)
     const char *start = c->p;
     while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
         unsigned digit = (unsigned)(*c->p - '0');
-        if (v > (max - digit) / 10)
+        if (digit > max || v > (max - digit) / 10)
             return fail(c, "number out of range");
         v = v * 10 + digit;
         c->p++;
