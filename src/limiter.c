@@ -862,6 +862,7 @@ int limiter_restore_window(struct limiter *l, size_t rule_index, const char *key
     pthread_mutex_lock(&s->lock);
     struct window *w = n > 0 ? window_get(st, s, hash, key, key_len, l->max_keys) : NULL;
     int rc = n > 0 && w == NULL ? -1 : 0;
+    uint32_t before = w != NULL ? w->count : 0;
     for (uint32_t i = 0; w != NULL && i < n; i++) {
         while (w->count > 0 && ring_at(w, 0) + window_us <= now_us)
             ring_pop_oldest(w);
@@ -872,7 +873,7 @@ int limiter_restore_window(struct limiter *l, size_t rule_index, const char *key
             break;
         }
         ring_insert(w, kept[i]);
-        rc = (int)w->count;
+        rc = w->count > before ? (int)(w->count - before) : 0;
     }
     pthread_mutex_unlock(&s->lock);
     free(kept);

@@ -121,8 +121,8 @@ void limiter_export_windows(struct limiter *limiter, size_t rule_index, uint64_t
                             limiter_entries_fn fn, void *arg);
 /* Adds entries (monotonic microseconds, any order) to the window of `key` under rule
  * `rule_index`: entries that no longer count at now_us or lie in the future are dropped, and of
- * the rest at most `limit` (the newest) are kept. Returns the entries kept, or -1 when the window
- * cannot be had (key cap, out of memory). */
+ * the rest at most `limit` (the newest) are kept. Returns how many entries the window gained, or
+ * -1 when the window cannot be had (key cap, out of memory). */
 int limiter_restore_window(struct limiter *limiter, size_t rule_index, const char *key,
                            size_t key_len, const uint64_t *times_us, uint32_t count,
                            uint64_t now_us);
