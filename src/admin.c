@@ -221,12 +221,16 @@ static void reset_window(struct admin *admin, struct evhttp_request *req,
     if (index == n) {
         evbuffer_add_printf(body, "no rule named %s\n", ar->rule);
         reply_text(req, 404, "Not Found", "text/plain", body);
-    } else if (limiter_reset_window(limiter, index, ar->key, ar->key_len) != 0) {
+    } else if (limiter_reset_window(limiter, index, ar->key, ar->key_len, util_now_us()) != 0) {
         evbuffer_add_printf(body, "rule %s has no window for that key\n", ar->rule);
         reply_text(req, 404, "Not Found", "text/plain", body);
     } else {
-        log_notice("admin: window of rule %s reset for key %.*s", ar->rule, (int)ar->key_len,
-                   ar->key);
+        char shown[LIMITER_KEY_TEXT_MAX];
+        size_t shown_len = 0;
+        for (size_t i = 0; i < ar->key_len && shown_len + 1 < sizeof shown; i++) /* one line */
+            shown[shown_len++] = ar->key[i] >= 0x20 && ar->key[i] < 0x7f ? ar->key[i] : '?';
+        shown[shown_len] = '\0';
+        log_notice("admin: window of rule %s reset for key %s", ar->rule, shown);
         evbuffer_add_printf(body, "{\"reset\":true}\n");
         reply_text(req, 200, "OK", "application/json", body);
     }

@@ -880,7 +880,8 @@ int limiter_restore_window(struct limiter *l, size_t rule_index, const char *key
     return rc;
 }
 
-int limiter_reset_window(struct limiter *l, size_t rule_index, const char *key, size_t key_len)
+int limiter_reset_window(struct limiter *l, size_t rule_index, const char *key, size_t key_len,
+                         uint64_t now_us)
 {
     if (rule_index >= l->rule_count || key_len >= KEY_MAX)
         return -1;
@@ -890,10 +891,14 @@ int limiter_reset_window(struct limiter *l, size_t rule_index, const char *key, 
     pthread_mutex_lock(&s->lock);
     struct window *w = window_find(s, hash, key, key_len);
     if (w != NULL) {
-        /* a ring without entries and without a popped entry: ring_cancel of a held request then
-         * finds nothing to give back, which is what an emptied window wants */
-        w->count = 0;
-        w->head = 0;
+        /* the ring is sorted: the reservations of held requests are its suffix after now, and
+         * they stay, since those requests will still go. Without a popped entry, ring_cancel of
+         * a held request gives nothing back, which is what an emptied window wants. */
+        uint32_t past = 0;
+        while (past < w->count && ring_at(w, past) <= now_us)
+            past++;
+        w->head = w->cap > 0 ? (w->head + past) % w->cap : 0;
+        w->count -= past;
         w->has_popped = 0;
         w->releases_count = 0;
     }

@@ -126,10 +126,10 @@ void limiter_export_windows(struct limiter *limiter, size_t rule_index, uint64_t
 int limiter_restore_window(struct limiter *limiter, size_t rule_index, const char *key,
                            size_t key_len, const uint64_t *times_us, uint32_t count,
                            uint64_t now_us);
-/* Empties the window of `key` under rule `rule_index` (admin reset): the next request of that key
- * is admitted as if the key were new. Requests already held keep their reserved time. 0, or -1
- * when the rule has no such window. */
+/* Empties the window of `key` under rule `rule_index` of every entry up to now_us (admin reset):
+ * the key's next request is admitted as if the key were new, unless requests are held on it,
+ * whose reservations stay and count. 0, or -1 when the rule has no such window. */
 int limiter_reset_window(struct limiter *limiter, size_t rule_index, const char *key,
-                         size_t key_len);
+                         size_t key_len, uint64_t now_us);
 
 #endif

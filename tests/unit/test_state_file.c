@@ -124,9 +124,9 @@ START_TEST(test_reset_empties_one_window)
     ck_assert_int_eq(ask(l, "10.0.0.1", 1 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.2", 1 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.1", 2 * S), LIMITER_REJECT);
-    ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.1", 8), 0);
-    ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.9", 8), -1); /* no such window */
-    ck_assert_int_eq(limiter_reset_window(l, 1, "10.0.0.1", 8), -1); /* no such rule */
+    ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.1", 8, 2 * S), 0);
+    ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.9", 8, 2 * S), -1); /* no such window */
+    ck_assert_int_eq(limiter_reset_window(l, 1, "10.0.0.1", 8, 2 * S), -1); /* no such rule */
     ck_assert_int_eq(ask(l, "10.0.0.1", 3 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.1", 4 * S), LIMITER_REJECT); /* counting again */
     ck_assert_int_eq(ask(l, "10.0.0.2", 4 * S), LIMITER_REJECT); /* the other key untouched */
@@ -153,6 +153,39 @@ START_TEST(test_restore_drops_old_future_and_excess)
     ck_assert_int_eq(ask(l, "1.1.1.1", 105 * S), LIMITER_ADMIT);
     uint64_t stale[] = {1 * S};
     ck_assert_int_eq(limiter_restore_window(l, 0, "x", 1, stale, 1, now), 0);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A held request's reservation survives a reset: it will still go, so it still counts. */
+START_TEST(test_reset_keeps_held_reservations)
+{
+    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 2, 60000)};
+    rules[0].over_limit = RATE_OVER_DELAY;
+    rules[0].max_delay_ms = 120000;
+    struct config c = make_config(rules, 1);
+    struct limiter *l = limiter_new(&c, NULL);
+    ask(l, "10.0.0.1", 1 * S);
+    ask(l, "10.0.0.1", 2 * S);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .method = "GET", .path = "/", .path_len = 1};
+    struct limiter_decision held;
+    limiter_decide(l, &r, 3 * S, &held); /* reserved at 61 s */
+    ck_assert_int_eq(held.verdict, LIMITER_DELAY);
+    ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.1", 8, 4 * S), 0);
+    struct views v = {0};
+    limiter_foreach_window(l, 0, 4 * S, collect, &v);
+    ck_assert_uint_eq(v.used[0], 1); /* the reservation */
+    ck_assert_uint_eq(v.held[0], 1);
+    ck_assert_int_eq(ask(l, "10.0.0.1", 5 * S), LIMITER_ADMIT); /* one slot free again */
+    struct limiter_decision d;
+    limiter_decide(l, &r, 6 * S, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_DELAY); /* full: 5 s and the reservation */
+    ck_assert_uint_eq(d.delay_us, 59 * S);     /* when the entry at 5 s leaves */
+    limiter_hold_cancel(d.hold);
+    limiter_hold_cancel(held.hold);
     limiter_unref(l);
 }
 END_TEST
@@ -510,6 +543,7 @@ int main(void)
     TCase *limiter = tcase_create("limiter");
     tcase_add_test(limiter, test_view_reports_used_held_and_reset);
     tcase_add_test(limiter, test_reset_empties_one_window);
+    tcase_add_test(limiter, test_reset_keeps_held_reservations);
     tcase_add_test(limiter, test_restore_drops_old_future_and_excess);
     suite_add_tcase(s, limiter);
     TCase *file = tcase_create("file");
