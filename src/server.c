@@ -53,6 +53,7 @@ struct server {
     struct event *expiry;
     struct event *state_save; /* state_file: writes the windows every STATE_FILE_INTERVAL_MS */
     char *state_path;         /* state_file of the first config (restart-only), or NULL */
+    int state_save_failing;   /* the last save failed: said once, not every 5 s */
 };
 
 static int open_listener(const struct listen_addr *la)
@@ -319,15 +320,21 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
 
 /* state_file: on the main thread, so a slow disk delays the admin endpoint and signals, never a
  * request; the limiter's locks are taken one stripe at a time. */
-static void save_state(struct server *s)
+static void save_state(struct server *s, int at_stop)
 {
     char err[512];
     if (state_file_save(s->limiter, s->state_path, util_now_us(), state_file_wall_now_us(), err,
-                        sizeof err) != 0)
-        log_warn("state_file: %s", err);
+                        sizeof err) != 0) {
+        if (!s->state_save_failing || at_stop)
+            log_warn("state_file: %s (said once until a save works again)", err);
+        s->state_save_failing = 1;
+    } else if (s->state_save_failing) {
+        log_notice("state_file: %s written again", s->state_path);
+        s->state_save_failing = 0;
+    }
 }
 
-static void on_state_save(evutil_socket_t fd, short what, void *arg) { save_state(arg); }
+static void on_state_save(evutil_socket_t fd, short what, void *arg) { save_state(arg, 0); }
 
 /* Before any worker runs: the windows of the last run, when the file has them. A bad file is a
  * warning and an empty start, never a refusal to start. */
@@ -464,7 +471,7 @@ int server_run(struct config *config, const char *config_path)
     status = 0;
     wait_for_workers(&s);
     if (s.state_save != NULL) /* after the drain: the requests that finished during it count */
-        save_state(&s);
+        save_state(&s, 1);
     worker_group_stop();
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_free(s.workers[i]);

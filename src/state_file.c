@@ -199,7 +199,7 @@ int state_file_save(struct limiter *limiter, const char *path, uint64_t now_mono
         snprintf(err, err_len, "%s: path too long", path);
         return -1;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     const char *step = "open";
     int rc = -1;
     if (fd >= 0) {

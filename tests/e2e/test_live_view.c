@@ -3,7 +3,8 @@
  *   - state_file: a filled 1-minute window is still full after SIGTERM and a start with the same
  *     file (the next request is refused, as if there had been no restart), and a held request's
  *     window likewise holds the next one; without state_file the restart forgets (the control);
- *     a corrupt or truncated file is a warning and an empty start;
+ *     a corrupt or truncated file is a warning and an empty start, one that cannot be written a
+ *     warning;
  *   - GET /limits shows the rule, the key, used/limit and a held request; POST
  *     /limits/RULE/reset?key= empties that window (the next request goes at once); 404 for an
  *     unknown rule or key, 405 for other methods, 400 without key=;
@@ -210,6 +211,27 @@ START_TEST(test_corrupt_or_truncated_file_is_an_empty_start)
 }
 END_TEST
 
+/* A file that cannot be written (its directory is missing) is a warning, not a failed stop. */
+START_TEST(test_unwritable_file_is_a_warning)
+{
+    char path[512];
+    state_path(path, sizeof path, "no-such-dir/windows");
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf(REJECT_RULE, path);
+    ck_assert(proxy_log_contains(p, "does not exist yet; starting with empty windows"));
+    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    char *log_path = strdup(p->log_path);
+    proxy_stop(p); /* fails the test unless rlproxy exits 0 */
+    char *log = read_file(log_path, NULL);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg(strstr(log, "warn: state_file: ") != NULL && strstr(log, ".tmp: open: ") != NULL,
+                  "no warning about the state file:\n%s", log);
+    free(log);
+    free(log_path);
+    origin_stop(o);
+}
+END_TEST
+
 /* ---- /limits and reset --------------------------------------------------------------------- */
 
 #define HOLD_RULE                                                                                  \
@@ -393,6 +415,7 @@ int main(void)
     tcase_add_test(tc, test_full_window_survives_restart);
     tcase_add_test(tc, test_delay_window_survives_restart);
     tcase_add_test(tc, test_corrupt_or_truncated_file_is_an_empty_start);
+    tcase_add_test(tc, test_unwritable_file_is_a_warning);
     tcase_add_test(tc, test_limits_shows_held_request_and_reset_clears);
     tcase_add_test(tc, test_limits_escapes_keys);
     tcase_add_test(tc, test_token_required_everywhere_but_the_page);
