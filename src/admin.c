@@ -139,23 +139,22 @@ static void render_rule(struct evbuffer *out, struct limiter *limiter, size_t in
     qsort(top->heap, top->count, sizeof *top->heap, by_nearness);
     evbuffer_add_printf(out, "%s{\"name\":", index > 0 ? "," : "");
     json_string(out, rule->name, strlen(rule->name));
-    evbuffer_add_printf(out,
-                        ",\"key\":\"%s\",\"limit\":%u,\"window_ms\":%llu,\"over_limit\":\"%s\","
-                        "\"max_delay_ms\":%llu,\"shared\":%s,\"held\":%llu,\"admitted\":%llu,"
-                        "\"delayed\":%llu,\"rejected\":%llu,\"active_keys\":%llu,"
-                        "\"keys_shown\":%zu,\"keys\":[",
-                        rule_word("key", (int)rule->key), rule->limit,
-                        (unsigned long long)rule->window_ms,
-                        rule_word("over_limit", (int)rule->over_limit),
-                        (unsigned long long)rule->max_delay_ms, rule->shared ? "true" : "false",
-                        (unsigned long long)stats.queued, (unsigned long long)stats.admitted,
-                        (unsigned long long)stats.delayed, (unsigned long long)stats.rejected,
-                        (unsigned long long)top->active, top->count);
+    evbuffer_add_printf(
+        out,
+        ",\"key\":\"%s\",\"limit\":%u,\"window_ms\":%llu,\"over_limit\":\"%s\","
+        "\"max_delay_ms\":%llu,\"shared\":%s,\"held\":%llu,\"admitted\":%llu,"
+        "\"delayed\":%llu,\"rejected\":%llu,\"active_keys\":%llu,"
+        "\"keys_shown\":%zu,\"keys\":[",
+        rule_word("key", (int)rule->key), rule->limit, (unsigned long long)rule->window_ms,
+        rule_word("over_limit", (int)rule->over_limit), (unsigned long long)rule->max_delay_ms,
+        rule->shared ? "true" : "false", (unsigned long long)stats.queued,
+        (unsigned long long)stats.admitted, (unsigned long long)stats.delayed,
+        (unsigned long long)stats.rejected, (unsigned long long)top->active, top->count);
     for (size_t i = 0; i < top->count; i++) {
         const struct shown_key *k = &top->heap[i];
         evbuffer_add_printf(out, "%s{\"key\":", i > 0 ? "," : "");
         json_string(out, k->key, k->key_len);
-        /* in_flight, learned_limit and pause_until_ms: null until the limiter tracks them per key */
+        /* in_flight, learned_limit, pause_until_ms: null until the limiter tracks them per key */
         evbuffer_add_printf(out,
                             ",\"used\":%u,\"limit\":%u,\"held\":%u,\"reset_ms\":%llu,"
                             "\"in_flight\":null,\"learned_limit\":null,\"pause_until_ms\":null}",
@@ -287,8 +286,8 @@ static void answer(struct admin *admin, struct evhttp_request *req, struct evbuf
         reply_text(req, 200, "OK", "application/json", body);
         break;
     case ADMIN_ROUTE_METRICS:
-        metrics_render(body, admin->view->workers, admin->view->worker_count,
-                       admin->view->limiter, &admin->view->process);
+        metrics_render(body, admin->view->workers, admin->view->worker_count, admin->view->limiter,
+                       &admin->view->process);
         reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
         break;
     case ADMIN_ROUTE_HEALTHZ:
@@ -365,8 +364,8 @@ struct admin *admin_start(struct event_base *base, const struct config *config,
     admin->http = evhttp_new(base);
     if (config->admin_token != NULL && config->admin_token[0] != '\0')
         admin->token = strdup(config->admin_token);
-    if (admin->http == NULL || (config->admin_token != NULL && config->admin_token[0] != '\0' &&
-                                admin->token == NULL)) {
+    if (admin->http == NULL ||
+        (config->admin_token != NULL && config->admin_token[0] != '\0' && admin->token == NULL)) {
         admin_free(admin);
         return NULL;
     }

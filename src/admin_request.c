@@ -72,8 +72,7 @@ static int query_param(const char *q, size_t len, const char *name, const char *
     return -1;
 }
 
-static void route(struct admin_request *out, enum admin_route r, enum admin_method method,
-                  int post)
+static void route(struct admin_request *out, enum admin_route r, enum admin_method method, int post)
 {
     out->route = r;
     if (post) {

@@ -23,9 +23,9 @@ enum admin_method { ADMIN_METHOD_GET, ADMIN_METHOD_HEAD, ADMIN_METHOD_POST, ADMI
 
 struct admin_request {
     enum admin_route route;
-    int method_allowed; /* 0: the path exists but not for this method (405) */
-    const char *allow;  /* the Allow header for a 405 */
-    char rule[64];      /* RESET: the rule name */
+    int method_allowed;             /* 0: the path exists but not for this method (405) */
+    const char *allow;              /* the Allow header for a 405 */
+    char rule[64];                  /* RESET: the rule name */
     char key[LIMITER_KEY_TEXT_MAX]; /* RESET: the key, percent-decoded ('+' is a space) */
     size_t key_len;
     const char *why; /* BAD_REQUEST: for the body */

@@ -746,8 +746,9 @@ size_t limiter_expire(struct limiter *l, uint64_t now_us)
     return left;
 }
 
-/* ---- views and snapshots (admin /limits, state_file) ---------------------------------------------
- * New code reads and writes windows only through the helpers below, so changes to the ring's
+/* ---- views and snapshots (admin /limits, state_file) ---------------------------------------- */
+
+/* New code reads and writes windows only through the helpers below, so changes to the ring's
  * internals stay local to them. */
 
 _Static_assert(KEY_MAX <= LIMITER_KEY_TEXT_MAX, "limiter.h promises keys fit LIMITER_KEY_TEXT_MAX");
@@ -764,8 +765,8 @@ static struct window *window_find(struct stripe *s, uint64_t hash, const char *k
 }
 
 /* Calls visit for every window of one rule, one stripe locked at a time. */
-static void rule_visit(struct rule_state *st, void (*visit)(struct rule_state *, struct window *, void *),
-                       void *arg)
+static void rule_visit(struct rule_state *st,
+                       void (*visit)(struct rule_state *, struct window *, void *), void *arg)
 {
     for (size_t i = 0; i < STRIPES; i++) {
         struct stripe *s = &st->stripes[i];
@@ -786,8 +787,8 @@ struct view_visit {
 static void view_one(struct rule_state *st, struct window *w, void *arg)
 {
     struct view_visit *v = arg;
-    struct limiter_window_view view = {.key = w->key, .key_len = w->key_len,
-                                       .limit = st->params.limit, .held = w->queued};
+    struct limiter_window_view view = {
+        .key = w->key, .key_len = w->key_len, .limit = st->params.limit, .held = w->queued};
     view.used = ring_in_window(w, v->now_us, st->params.window_ms * 1000, &view.reset_us);
     if (view.used > 0 || view.held > 0)
         v->fn(&view, v->arg);

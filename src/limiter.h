@@ -93,8 +93,9 @@ void limiter_rule_stats(struct limiter *limiter, size_t index, struct limiter_ru
 /* Windows over all rules of the process (what rate_limits_max_keys caps). */
 uint64_t limiter_total_keys(void);
 
-/* ---- views and snapshots: the admin endpoint's /limits and the state file ------------------------
- * These read and write windows through the same locks as decisions; callbacks run with one
+/* ---- views and snapshots: the admin endpoint's /limits and the state file ------------------- */
+
+/* These read and write windows through the same locks as decisions; callbacks run with one
  * stripe locked, so they must be quick and must not call back into the limiter. Every ring entry
  * counts as a plain entry (an admission or a reservation). */
 #define LIMITER_KEY_TEXT_MAX 600 /* longest key text, terminating NUL included */
@@ -102,7 +103,7 @@ uint64_t limiter_total_keys(void);
 struct limiter_window_view {
     const char *key; /* the key text as windows use it (not NUL-terminated) */
     size_t key_len;
-    uint32_t used;     /* entries that count now, reservations of held requests included */
+    uint32_t used; /* entries that count now, reservations of held requests included */
     uint32_t limit;
     uint32_t held;     /* requests of this key held now */
     uint64_t reset_us; /* until the oldest counted entry leaves the window; 0 when none counts */

@@ -342,13 +342,12 @@ static void load_state(struct server *s)
 {
     struct state_file_counts counts;
     char err[512];
-    int rc = state_file_load(s->limiter, s->state_path, util_now_us(),
-                             state_file_wall_now_us(), &counts, err, sizeof err);
+    int rc = state_file_load(s->limiter, s->state_path, util_now_us(), state_file_wall_now_us(),
+                             &counts, err, sizeof err);
     if (rc < 0)
         log_warn("state_file: %s; starting with empty windows", err);
     else if (rc > 0)
-        log_notice("state_file: %s does not exist yet; starting with empty windows",
-                   s->state_path);
+        log_notice("state_file: %s does not exist yet; starting with empty windows", s->state_path);
     else
         log_notice("state_file: restored %llu windows (%llu entries) of %llu of %llu saved rules "
                    "from %s",

@@ -35,10 +35,10 @@
 uint32_t state_file_crc32(const void *data, size_t len)
 {
     /* four bits at a time: a 16-entry table, fast enough for a file of a few MiB every 5 s */
-    static const uint32_t table[16] = {
-        0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC, 0x76DC4190, 0x6B6B51F4,
-        0x4DB26158, 0x5005713C, 0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
-        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
+    static const uint32_t table[16] = {0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC,
+                                       0x76DC4190, 0x6B6B51F4, 0x4DB26158, 0x5005713C,
+                                       0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
+                                       0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
     const unsigned char *p = data;
     uint32_t crc = 0xFFFFFFFFu;
     for (size_t i = 0; i < len; i++) {
@@ -538,7 +538,8 @@ int state_file_load(struct limiter *limiter, const char *path, uint64_t now_mono
     }
     close(fd);
     char why[200];
-    int rc = state_file_parse(limiter, text, got, now_mono_us, now_wall_us, counts, why, sizeof why);
+    int rc =
+        state_file_parse(limiter, text, got, now_mono_us, now_wall_us, counts, why, sizeof why);
     if (rc != 0)
         snprintf(err, err_len, "%s: %s", path, why);
     free(text);

@@ -51,8 +51,8 @@ static void admin_call(struct proxy *p, const char *method, const char *path, co
     const char *headers[] = {header, NULL};
     if (auth != NULL)
         snprintf(header, sizeof header, "Authorization: %s", auth);
-    struct fetch_req rq = {.url = url, .method = method, .timeout_ms = T_MS,
-                           .headers = auth != NULL ? headers : NULL};
+    struct fetch_req rq = {
+        .url = url, .method = method, .timeout_ms = T_MS, .headers = auth != NULL ? headers : NULL};
     fetch(&rq, rs);
     ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
 }
@@ -109,7 +109,7 @@ static void state_path(char *buf, size_t len, const char *name)
 
 #define REJECT_RULE                                                                                \
     "state_file: %s\n"                                                                             \
-    "rate_limits:\n  - name: daily\n    key: global\n    limit: 3\n    window: 1m\n"              \
+    "rate_limits:\n  - name: daily\n    key: global\n    limit: 3\n    window: 1m\n"               \
     "    over_limit: reject\n"
 
 /* ---- state_file ------------------------------------------------------------------------------ */
@@ -128,8 +128,8 @@ START_TEST(test_full_window_survives_restart)
     ck_assert_msg(access(path, R_OK) == 0, "no state file at %s after the stop", path);
 
     p = proxy_startf(REJECT_RULE, path);
-    ck_assert_msg(proxy_log_contains(p, "state_file: restored 1 windows (3 entries)"),
-                  "log:\n%s", proxy_log_tail(p, 1500));
+    ck_assert_msg(proxy_log_contains(p, "state_file: restored 1 windows (3 entries)"), "log:\n%s",
+                  proxy_log_tail(p, 1500));
     ck_assert_int_eq(get_via(p, o, "/bytes/1"), 429); /* as if there had been no restart */
     proxy_stop(p);
 
@@ -235,7 +235,7 @@ END_TEST
 /* ---- /limits and reset --------------------------------------------------------------------- */
 
 #define HOLD_RULE                                                                                  \
-    "rate_limits:\n  - name: api\n    key: client+host\n    limit: 1\n    window: 10s\n"          \
+    "rate_limits:\n  - name: api\n    key: client+host\n    limit: 1\n    window: 10s\n"           \
     "    over_limit: delay\n"
 
 START_TEST(test_limits_shows_held_request_and_reset_clears)
@@ -279,8 +279,8 @@ START_TEST(test_limits_escapes_keys)
     struct proxy *p = proxy_start("rate_limits:\n  - name: hosts\n    key: host\n    limit: 5\n"
                                   "    window: 10s\n");
     struct raw *c = raw_connect(p->port);
-    raw_sendf(c, "GET http://127.0.0.1:%d/bytes/1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
-              o->port, o->port);
+    raw_sendf(c, "GET http://127.0.0.1:%d/bytes/1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port,
+              o->port);
     struct http_response r;
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), 0);
     http_response_free(&r);
@@ -302,12 +302,13 @@ START_TEST(test_limits_escapes_keys)
 }
 END_TEST
 
-/* ---- admin.token ------------------------------------------------------------------------------ */
+/* ---- admin.token ------------------------------------------------------------------------------
+ */
 
 START_TEST(test_token_required_everywhere_but_the_page)
 {
-    struct proxy *p = proxy_start("admin:\n  listen: [\"127.0.0.1:0\"]\n  token: \"t0ken-42\"\n"
-                                  HOLD_RULE);
+    struct proxy *p =
+        proxy_start("admin:\n  listen: [\"127.0.0.1:0\"]\n  token: \"t0ken-42\"\n" HOLD_RULE);
     static const char *const paths[] = {"/limits", "/metrics", "/healthz"};
     for (size_t i = 0; i < 3; i++) {
         ck_assert_int_eq(admin_status(p, NULL, paths[i], NULL), 401);
@@ -349,7 +350,8 @@ START_TEST(test_non_loopback_admin_needs_a_token)
 }
 END_TEST
 
-/* ---- the page in a browser --------------------------------------------------------------------- */
+/* ---- the page in a browser ---------------------------------------------------------------------
+ */
 
 static int have_chromium(void)
 {
@@ -383,11 +385,21 @@ START_TEST(test_page_in_headless_chromium)
     snprintf(user_data, sizeof user_data, "--user-data-dir=%s", profile);
     /* --proxy-server=127.0.0.1:9 (discard, closed) keeps Chromium's own background traffic off
      * any network; 127.0.0.1 itself is never proxied */
-    char *const argv[] = {"chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                          "--disable-quic", "--no-first-run", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync", user_data,
-                          "--proxy-server=http://127.0.0.1:9", "--virtual-time-budget=3000",
-                          "--dump-dom", url, NULL};
+    char *const argv[] = {"chromium",
+                          "--headless",
+                          "--no-sandbox",
+                          "--disable-gpu",
+                          "--disable-quic",
+                          "--no-first-run",
+                          "--disable-background-networking",
+                          "--disable-component-update",
+                          "--disable-sync",
+                          user_data,
+                          "--proxy-server=http://127.0.0.1:9",
+                          "--virtual-time-budget=3000",
+                          "--dump-dom",
+                          url,
+                          NULL};
     const char *const env[] = {"HOME=/tmp", NULL};
     struct cmd_result r;
     run_cmd(argv, env, 60000, &r);

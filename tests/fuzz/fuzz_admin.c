@@ -29,8 +29,8 @@ static void check_request(const struct admin_request *r)
     if (n == 0 || n >= sizeof r->rule)
         abort();
     for (size_t i = 0; i < n; i++)
-        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-", r->rule[i]) ==
-            NULL)
+        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-",
+                   r->rule[i]) == NULL)
             abort();
     if (r->key_len >= sizeof r->key || r->key[r->key_len] != '\0' ||
         memchr(r->key, '\0', r->key_len) != NULL)

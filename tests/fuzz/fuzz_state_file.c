@@ -91,9 +91,9 @@ static void parse_one(const char *text, size_t len, uint64_t mono, uint64_t wall
         if (again != NULL) {
             struct limiter *l2 = limiter_new(&config, NULL);
             struct state_file_counts counts2;
-            if (l2 != NULL &&
-                (state_file_parse(l2, again, again_len, mono, wall, &counts2, err, sizeof err) != 0 ||
-                 check_limiter(l2, mono) != entries))
+            if (l2 != NULL && (state_file_parse(l2, again, again_len, mono, wall, &counts2, err,
+                                                sizeof err) != 0 ||
+                               check_limiter(l2, mono) != entries))
                 abort();
             limiter_unref(l2);
             free(again);

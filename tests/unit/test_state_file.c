@@ -24,7 +24,8 @@
 #define MONO_1 (5000 * S)
 #define WALL_1 (1800000000ULL * S)
 
-static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit, uint64_t window_ms)
+static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit,
+                             uint64_t window_ms)
 {
     struct rate_rule r;
     memset(&r, 0, sizeof r);
@@ -54,8 +55,13 @@ static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     inet_pton(AF_INET, ip, &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
-                                .port = 80, .method = "GET", .path = "/", .path_len = 1};
+    struct limiter_request r = {.client = (struct sockaddr *)&a,
+                                .user = "-",
+                                .host = "h",
+                                .port = 80,
+                                .method = "GET",
+                                .path = "/",
+                                .path_len = 1};
     struct limiter_decision d;
     limiter_decide(l, &r, now, &d);
     if (d.hold != NULL)
@@ -96,8 +102,12 @@ START_TEST(test_view_reports_used_held_and_reset)
     ask(l, "10.0.0.2", 3 * S);
     struct sockaddr_in a = {.sin_family = AF_INET};
     inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
-                                .method = "GET", .path = "/", .path_len = 1};
+    struct limiter_request r = {.client = (struct sockaddr *)&a,
+                                .user = "-",
+                                .host = "h",
+                                .method = "GET",
+                                .path = "/",
+                                .path_len = 1};
     struct limiter_decision held;
     limiter_decide(l, &r, 4 * S, &held); /* third of 10.0.0.1: held until 61 s */
     ck_assert_int_eq(held.verdict, LIMITER_DELAY);
@@ -169,8 +179,12 @@ START_TEST(test_reset_keeps_held_reservations)
     ask(l, "10.0.0.1", 2 * S);
     struct sockaddr_in a = {.sin_family = AF_INET};
     inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
-                                .method = "GET", .path = "/", .path_len = 1};
+    struct limiter_request r = {.client = (struct sockaddr *)&a,
+                                .user = "-",
+                                .host = "h",
+                                .method = "GET",
+                                .path = "/",
+                                .path_len = 1};
     struct limiter_decision held;
     limiter_decide(l, &r, 3 * S, &held); /* reserved at 61 s */
     ck_assert_int_eq(held.verdict, LIMITER_DELAY);
@@ -183,7 +197,7 @@ START_TEST(test_reset_keeps_held_reservations)
     struct limiter_decision d;
     limiter_decide(l, &r, 6 * S, &d);
     ck_assert_int_eq(d.verdict, LIMITER_DELAY); /* full: 5 s and the reservation */
-    ck_assert_uint_eq(d.delay_us, 59 * S);     /* when the entry at 5 s leaves */
+    ck_assert_uint_eq(d.delay_us, 59 * S);      /* when the entry at 5 s leaves */
     limiter_hold_cancel(d.hold);
     limiter_hold_cancel(held.hold);
     limiter_unref(l);
@@ -304,9 +318,9 @@ START_TEST(test_old_entries_dropped)
     /* a day later nothing is left, and that is no error */
     limiter_unref(after);
     after = limiter_new(&c, NULL);
-    ck_assert_int_eq(state_file_parse(after, text, len, 100 * S, WALL_1 + 86400 * S, &counts, err,
-                                      sizeof err),
-                     0);
+    ck_assert_int_eq(
+        state_file_parse(after, text, len, 100 * S, WALL_1 + 86400 * S, &counts, err, sizeof err),
+        0);
     ck_assert_uint_eq(counts.windows, 0);
     ck_assert_uint_eq(limiter_total_keys(), 0);
     limiter_unref(after);
@@ -329,8 +343,8 @@ START_TEST(test_changed_rules_start_empty)
     struct limiter *after = limiter_new(&c2, NULL);
     struct state_file_counts counts;
     char err[256];
-    ck_assert_int_eq(
-        state_file_parse(after, text, len, MONO_1, WALL_1, &counts, err, sizeof err), 0);
+    ck_assert_int_eq(state_file_parse(after, text, len, MONO_1, WALL_1, &counts, err, sizeof err),
+                     0);
     ck_assert_uint_eq(counts.rules, 2);
     ck_assert_uint_eq(counts.matched, 0);
     ck_assert_uint_eq(limiter_total_keys(), 0);
@@ -406,26 +420,27 @@ START_TEST(test_bad_bodies_refused)
 {
     char err[256];
     static const char *const bad[] = {
-        "rlproxy-state 2\nsaved 1\n",                                   /* a future version */
-        "something 1\nsaved 1\n",                                       /* not ours */
-        "rlproxy-state 1\n",                                            /* no saved line */
-        "rlproxy-state 1\nsaved 1\nwindow 41 1 5\n",                    /* window before rule */
+        "rlproxy-state 2\nsaved 1\n",                /* a future version */
+        "something 1\nsaved 1\n",                    /* not ours */
+        "rlproxy-state 1\n",                         /* no saved line */
+        "rlproxy-state 1\nsaved 1\nwindow 41 1 5\n", /* window before rule */
         "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 4 1 2 3 4\n",
         "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 4 1 5\n",
         "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 0\n",
         "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 2 5\n",
-        "rlproxy-state 1\nsaved 1\nrule api 9 3 60000 1 30000 1000 0\n",  /* no such key kind */
-        "rlproxy-state 1\nsaved 1\nrule api 0 0 60000 1 30000 1000 0\n",  /* limit 0 */
+        "rlproxy-state 1\nsaved 1\nrule api 9 3 60000 1 30000 1000 0\n", /* no such key kind */
+        "rlproxy-state 1\nsaved 1\nrule api 0 0 60000 1 30000 1000 0\n", /* limit 0 */
         "rlproxy-state 1\nsaved 1\nrule a$i 0 3 60000 1 30000 1000 0\n",
-        "rlproxy-state 1\nsaved 99999999999999999999\n",                 /* over 64 bits */
+        "rlproxy-state 1\nsaved 99999999999999999999\n", /* over 64 bits */
         "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 1 5 \n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(parse_with_crc(bad[i], err, sizeof err) == -1, "bad[%zu] accepted", i);
     /* and the well-formed neighbour of the last ones is accepted */
     ck_assert_int_eq(
-        parse_with_crc("rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 1 5\n",
-                       err, sizeof err),
+        parse_with_crc(
+            "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 1 5\n", err,
+            sizeof err),
         0);
 }
 END_TEST
@@ -503,8 +518,8 @@ START_TEST(test_admin_routes)
     t = "/limits/all/reset?key=a+b%2b";
     admin_request_parse(ADMIN_METHOD_POST, t, strlen(t), &r);
     ck_assert_str_eq(r.key, "a b+");
-    static const char *const bad_key[] = {"/limits/all/reset", "/limits/all/reset?k=1",
-                                          "/limits/all/reset?key=%", "/limits/all/reset?key=%4",
+    static const char *const bad_key[] = {"/limits/all/reset",         "/limits/all/reset?k=1",
+                                          "/limits/all/reset?key=%",   "/limits/all/reset?key=%4",
                                           "/limits/all/reset?key=%zz", "/limits/all/reset?key=%00"};
     for (size_t i = 0; i < sizeof bad_key / sizeof bad_key[0]; i++) {
         admin_request_parse(ADMIN_METHOD_POST, bad_key[i], strlen(bad_key[i]), &r);
