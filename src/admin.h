@@ -1,6 +1,9 @@
-/* admin.h — the admin endpoint (admin.listen): GET /metrics (Prometheus text) and GET /healthz,
- * served by libevent's evhttp on the main thread, apart from the proxy listeners so that operators
- * can firewall it separately. It reads counters only; it changes nothing. */
+/* admin.h — the admin endpoint (admin.listen): GET /metrics (Prometheus text), GET /healthz,
+ * GET /limits (every rule's keys nearest their limit, JSON), POST /limits/RULE/reset?key=KEY
+ * (empties one window) and GET / (a page showing /limits), served by libevent's evhttp on the main
+ * thread, apart from the proxy listeners so that operators can firewall it separately. With
+ * admin.token every request but the page's needs the bearer token. A reset is the only change it
+ * makes; it must not decide anything about requests. */
 #ifndef RLPROXY_ADMIN_H
 #define RLPROXY_ADMIN_H
 
@@ -11,6 +14,8 @@
 
 struct worker;
 struct admin;
+
+#define ADMIN_LIMITS_MAX_KEYS 100 /* keys per rule in /limits: the nearest to their limit */
 
 struct admin_view {
     struct limiter *limiter; /* current rules, for per-rule metrics */

@@ -140,6 +140,8 @@ struct config {
 
     struct listen_addr *admin_listen; /* admin.listen: ["127.0.0.1:9128"]; [] disables */
     size_t admin_listen_count;
+    char *admin_token; /* admin.token: "" = none (then admin.listen must be loopback only) */
+    char *state_file;  /* state_file: "" = windows are not saved */
 
     struct rate_rule *rate_limits; /* rate_limits: [] — first matching rule applies */
     size_t rate_limits_count;

@@ -115,8 +115,10 @@ static void put_string(FILE *out, const struct config_key *key, const char *text
 {
     if (text == NULL)
         text = "";
-    if (mask && key->type == CONFIG_SECRET && text[0] != '\0')
-        put_quoted(out, MASK); /* the whole value is the credential */
+    if (mask && text[0] != '\0' &&
+        (key->type == CONFIG_SECRET ||
+         (key->secret && strstr(text, "://") == NULL && strncmp(text, "unix:", 5) != 0)))
+        put_quoted(out, MASK); /* not a URL (admin.token, shared.key_secret): all of it is secret */
     else if (mask && key->secret)
         put_masked_url(out, text);
     else

@@ -17,6 +17,7 @@
 #include "config_yaml.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -776,6 +777,37 @@ static int walk_stream(struct walker *w, const struct config_key *key)
     return rc;
 }
 
+static int is_loopback(const struct listen_addr *la)
+{
+    if (la->addr.ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)&la->addr)->sin_addr.s_addr) >> 24) == 127;
+    if (la->addr.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&la->addr)->sin6_addr);
+    return 0;
+}
+
+/* The admin endpoint can reset windows: reachable beyond loopback, it must ask for a token. Runs
+ * after the walk, since admin.token may come after admin.listen; names admin.listen's value. */
+static int check_admin_exposure(struct walker *w)
+{
+    const struct config *cfg = w->scope.base;
+    if (cfg->admin_token != NULL && cfg->admin_token[0] != '\0')
+        return 0;
+    for (size_t i = 0; i < cfg->admin_listen_count; i++) {
+        if (is_loopback(&cfg->admin_listen[i]))
+            continue;
+        const struct config_key *key = scope_find(w, "admin.listen");
+        yaml_mark_t mark = {0, 0, 0};
+        if (key != NULL && w->scope.given[key - w->scope.keys])
+            mark = w->scope.marks[key - w->scope.keys];
+        return fail_at(w, mark, "admin.listen",
+                       "%s is not a loopback address: set admin.token, or listen on 127.0.0.1 "
+                       "or [::1] only",
+                       cfg->admin_listen[i].text);
+    }
+    return 0;
+}
+
 static int walk_text(void *cfg, const char *text, size_t len, const char *name,
                      const struct config_key *key, char *err, size_t err_len)
 {
@@ -786,13 +818,24 @@ static int walk_text(void *cfg, const char *text, size_t len, const char *name,
                        .err = err,
                        .err_len = err_len};
     w.scope.keys = config_keys(&w.scope.count);
-    if (!yaml_parser_initialize(&w.parser)) {
+    if (key == NULL) { /* a whole config: remember where keys were given, for later checks */
+        w.scope.given = calloc(w.scope.count, sizeof *w.scope.given);
+        w.scope.marks = calloc(w.scope.count, sizeof *w.scope.marks);
+    }
+    if ((key == NULL && (w.scope.given == NULL || w.scope.marks == NULL)) ||
+        !yaml_parser_initialize(&w.parser)) {
+        free(w.scope.given);
+        free(w.scope.marks);
         snprintf(err, err_len, "%s: out of memory", name);
         return -1;
     }
     yaml_parser_set_input_string(&w.parser, w.input, len);
     int rc = walk_stream(&w, key);
+    if (rc == 0 && key == NULL)
+        rc = check_admin_exposure(&w);
     yaml_parser_delete(&w.parser);
+    free(w.scope.given);
+    free(w.scope.marks);
     return rc;
 }
 

@@ -63,7 +63,9 @@ static void sample(struct evbuffer *out, const struct metrics_family *f, const c
     char text[32];
     snprintf(text, sizeof text, "%" PRIu64, value);
     const char *names[2] = {f->labels[0], f->labels[0] != NULL ? f->labels[1] : NULL};
-    const char *vals[2] = {values != NULL ? values[0] : NULL, values != NULL ? values[1] : NULL};
+    /* values has one entry per label the family has: a one-label family's may be the last */
+    const char *vals[2] = {values != NULL ? values[0] : NULL,
+                           values != NULL && names[1] != NULL ? values[1] : NULL};
     sample_labels(out, f, "", names, vals, text);
 }
 

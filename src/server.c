@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "process.h"
 #include "retry.h"
+#include "state_file.h"
 #include "tls.h"
 #include "log.h"
 #include "util.h"
@@ -51,6 +52,9 @@ struct server {
     struct admin_view view;
     struct limiter *limiter; /* for s->config */
     struct event *expiry;
+    struct event *state_save; /* state_file: writes the windows every STATE_FILE_INTERVAL_MS */
+    char *state_path;         /* state_file of the first config (restart-only), or NULL */
+    int state_save_failing;   /* the last save failed: said once, not every 5 s */
 };
 
 static int open_listener(const struct listen_addr *la)
@@ -331,6 +335,44 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     limiter_expire(s->limiter, util_now_us());
 }
 
+/* state_file: on the main thread, so a slow disk delays the admin endpoint and signals, never a
+ * request; the limiter's locks are taken one stripe at a time. */
+static void save_state(struct server *s, int at_stop)
+{
+    char err[512];
+    if (state_file_save(s->limiter, s->state_path, util_now_us(), state_file_wall_now_us(), err,
+                        sizeof err) != 0) {
+        if (!s->state_save_failing || at_stop)
+            log_warn("state_file: %s (said once until a save works again)", err);
+        s->state_save_failing = 1;
+    } else if (s->state_save_failing) {
+        log_notice("state_file: %s written again", s->state_path);
+        s->state_save_failing = 0;
+    }
+}
+
+static void on_state_save(evutil_socket_t fd, short what, void *arg) { save_state(arg, 0); }
+
+/* Before any worker runs: the windows of the last run, when the file has them. A bad file is a
+ * warning and an empty start, never a refusal to start. */
+static void load_state(struct server *s)
+{
+    struct state_file_counts counts;
+    char err[512];
+    int rc = state_file_load(s->limiter, s->state_path, util_now_us(), state_file_wall_now_us(),
+                             &counts, err, sizeof err);
+    if (rc < 0)
+        log_warn("state_file: %s; starting with empty windows", err);
+    else if (rc > 0)
+        log_notice("state_file: %s does not exist yet; starting with empty windows", s->state_path);
+    else
+        log_notice("state_file: restored %llu windows (%llu entries) of %llu of %llu saved rules "
+                   "from %s",
+                   (unsigned long long)counts.windows, (unsigned long long)counts.entries,
+                   (unsigned long long)counts.matched, (unsigned long long)counts.rules,
+                   s->state_path);
+}
+
 /* Joins every worker, forcing them to stop when the drain deadline passes. A second signal during
  * the wait is handled by the signal events still armed on the main base. */
 static void wait_for_workers(struct server *s)
@@ -397,6 +439,12 @@ int server_run(struct config *config, const char *config_path)
     if (s.workers == NULL || s.limiter == NULL || s.process.client_slots == NULL)
         goto out;
     s.view.limiter = s.limiter;
+    if (config->state_file != NULL && config->state_file[0] != '\0') {
+        s.state_path = strdup(config->state_file); /* restart-only: the first config's path */
+        if (s.state_path == NULL)
+            goto out;
+        load_state(&s);
+    }
     if (metrics_histograms_init(config->workers) != 0)
         goto out;
     for (unsigned i = 0; i < config->workers; i++) {
@@ -418,6 +466,13 @@ int server_run(struct config *config, const char *config_path)
         struct timeval second = {1, 0};
         event_add(s.expiry, &second);
     }
+    if (s.state_path != NULL) {
+        s.state_save = event_new(s.base, -1, EV_PERSIST, on_state_save, &s);
+        struct timeval interval;
+        util_ms_to_timeval(STATE_FILE_INTERVAL_MS, &interval);
+        if (s.state_save != NULL)
+            event_add(s.state_save, &interval);
+    }
     uint64_t watchdog_ms = daemon_watchdog_interval_ms();
     if (watchdog_ms > 0) {
         s.watchdog = event_new(s.base, -1, EV_PERSIST, on_watchdog, &s);
@@ -437,6 +492,8 @@ int server_run(struct config *config, const char *config_path)
     event_base_dispatch(s.base);
     status = 0;
     wait_for_workers(&s);
+    if (s.state_save != NULL) /* after the drain: the requests that finished during it count */
+        save_state(&s, 1);
     worker_group_stop();
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_free(s.workers[i]);
@@ -461,6 +518,9 @@ out:
         event_free(s.watchdog);
     if (s.expiry != NULL)
         event_free(s.expiry);
+    if (s.state_save != NULL)
+        event_free(s.state_save);
+    free(s.state_path);
     metrics_histograms_free(); /* after every worker was joined: they write into them */
     limiter_unref(s.limiter);
     credential_key_free(s.process.credential_key); /* after the limiter that hashes under it */

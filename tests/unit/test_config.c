@@ -1394,11 +1394,14 @@ START_TEST(test_dump_masks_secrets)
     struct config *c = load_ok("auth: {users: {alice: \"$6$saltsalt$secrethash\"}}\n"
                                "upstream_proxy: \"http://bob:pa55word@127.0.0.1:3129\"\n"
                                "upstream_proxy_bypass: [\"*.a\"]\n"
-                               "shared: {redis: \"redis://:redispw@127.0.0.1:6379/0\"}\n");
+                               "shared: {redis: \"redis://:redispw@127.0.0.1:6379/0\"}\n"
+                               "admin: {token: \"t0kenvalue\"}\n");
     char *text = dump_text(c);
     ck_assert_msg(strstr(text, "secrethash") == NULL && strstr(text, "pa55word") == NULL &&
-                      strstr(text, "redispw") == NULL,
+                      strstr(text, "redispw") == NULL && strstr(text, "t0kenvalue") == NULL,
                   "%s", text);
+    /* a secret that is not a URL is all secret */
+    ck_assert_msg(strstr(text, "token: \"********\"") != NULL, "%s", text);
     ck_assert_msg(strstr(text, "users: {\"alice\": \"********\"}") != NULL, "%s", text);
     ck_assert_msg(strstr(text, "upstream_proxy: \"http://bob:********@127.0.0.1:3129\"") != NULL,
                   "%s", text);
