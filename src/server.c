@@ -426,8 +426,14 @@ int server_run(struct config *config, const char *config_path)
         log_error("%s", tls_err);
         goto out;
     }
-    char key_err[256];
-    s.process.credential_key = credential_key_new_random(key_err, sizeof key_err);
+    char key_err[256] = "out of memory";
+    /* with shared.key_secret the windows of header keys keep their names across a restart (and
+     * so survive in state_file); without it a random key per process is the safer default */
+    if (config->shared_key_secret != NULL && config->shared_key_secret[0] != '\0')
+        s.process.credential_key =
+            credential_key_new(config->shared_key_secret, strlen(config->shared_key_secret));
+    else
+        s.process.credential_key = credential_key_new_random(key_err, sizeof key_err);
     if (s.process.credential_key == NULL) {
         log_error("%s", key_err);
         goto out;
