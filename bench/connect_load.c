@@ -413,7 +413,8 @@ static void step(struct connection *c)
             break;
         }
         case PHASE_PROXY_READ: {
-            ssize_t n = transport_read(c, c->head + c->head_used, sizeof c->head - 1 - c->head_used);
+            ssize_t n =
+                transport_read(c, c->head + c->head_used, sizeof c->head - 1 - c->head_used);
             if (n == -1)
                 return;
             if (n <= 0)
@@ -463,7 +464,8 @@ static void step(struct connection *c)
             break;
         }
         case PHASE_RESPONSE_HEAD: {
-            ssize_t n = transport_read(c, c->head + c->head_used, sizeof c->head - 1 - c->head_used);
+            ssize_t n =
+                transport_read(c, c->head + c->head_used, sizeof c->head - 1 - c->head_used);
             if (n == -1)
                 return;
             if (n <= 0)
@@ -537,13 +539,26 @@ int main(int argc, char **argv)
     char *proxy = NULL;
     while ((opt = getopt(argc, argv, "x:tk:nc:d:")) != -1) {
         switch (opt) {
-        case 'x': proxy = optarg; break;
-        case 't': options.tls = 1; break;
-        case 'k': options.ca_file = optarg; break;
-        case 'n': options.one_request_per_connection = 1; break;
-        case 'c': options.connections = atoi(optarg); break;
-        case 'd': options.seconds = atoi(optarg); break;
-        default: usage();
+        case 'x':
+            proxy = optarg;
+            break;
+        case 't':
+            options.tls = 1;
+            break;
+        case 'k':
+            options.ca_file = optarg;
+            break;
+        case 'n':
+            options.one_request_per_connection = 1;
+            break;
+        case 'c':
+            options.connections = atoi(optarg);
+            break;
+        case 'd':
+            options.seconds = atoi(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (argc - optind != 2 || options.connections < 1 || options.connections > 100000 ||
@@ -564,11 +579,10 @@ int main(int argc, char **argv)
 
     const char *authority_host = options.target_host;
     int bracket = strchr(authority_host, ':') != NULL;
-    connect_length = (size_t)snprintf(connect_text, sizeof connect_text,
-                                      "CONNECT %s%s%s:%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n\r\n",
-                                      bracket ? "[" : "", authority_host, bracket ? "]" : "",
-                                      options.target_port, bracket ? "[" : "", authority_host,
-                                      bracket ? "]" : "", options.target_port);
+    connect_length = (size_t)snprintf(
+        connect_text, sizeof connect_text, "CONNECT %s%s%s:%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n\r\n",
+        bracket ? "[" : "", authority_host, bracket ? "]" : "", options.target_port,
+        bracket ? "[" : "", authority_host, bracket ? "]" : "", options.target_port);
     request_length = (size_t)snprintf(request_text, sizeof request_text,
                                       "GET %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: "
                                       "connect_load\r\nAccept: */*\r\n\r\n",
