@@ -9,13 +9,21 @@ RESULTS.tsv rows: kind workers size conns target round rps p50_us p99_us errors
   rps is -1 when wrk itself failed (counted as an error).
 STATUS.tsv rows: workers size target rss_kb note   (rss_kb "-" when unknown; note "ok" or why not)
 
-Medians over rounds for req/s, p50 and p99; errors are summed over rounds.
+Medians over rounds for req/s, p50 and p99; errors are summed over rounds. One table per
+(workers, size, connections) that the rounds measured; then, where they were measured, rlproxy
+against nginx (req/s and p99, issue #19 item 3) and the named rlproxy cases against rl-norule
+(issue #19 item 1). The plot takes the rounds' medians where the sweep did not run.
 """
 import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "rlproxy", "nginx", "squid", "tinyproxy"]
+ORDER = ["direct", "rlproxy", "nginx", "squid", "tinyproxy",
+         "rl-norule", "rl-global", "rl-client50", "rl-log"]
+# issue #19 item 1: each named case against the same build with no rule and the access log off
+CASE_GOALS = [("rl-global", "one key: global rule admitting everything", 0.97),
+              ("rl-client50", "one key: client rule admitting everything, 50 clients", 0.97),
+              ("rl-log", "access log on, to a file", 0.95)]
 ERROR_KINDS = ["connect", "read", "write", "status >= 400", "timeout"]
 
 
@@ -51,19 +59,24 @@ def main():
             notes[(int(f[0]), f[1], f[2])] = (f[3], f[4])
 
     out = [open(header).read().rstrip("\n"), ""]
-    groups = defaultdict(set)  # (workers, size) -> targets measured or attempted
+    groups = defaultdict(set)  # (workers, size, conns) -> targets measured or attempted
     main_conns = defaultdict(set)
     for (kind, w, size, conns, target) in runs:
         if kind == "main":
-            groups[(w, size)].add(target)
+            groups[(w, size, conns)].add(target)
             main_conns[(w, size)].add(conns)
     for (w, size, target) in notes:
-        groups[(w, size)].add(target)
+        if not main_conns[(w, size)]:
+            groups[(w, size, 0)].add(target)
+        for conns in main_conns[(w, size)]:
+            # a target that did not start is listed at every point, the cases only at their own
+            if not target.startswith("rl-") or conns == min(main_conns[(w, size)]):
+                groups[(w, size, conns)].add(target)
 
-    for (w, size) in sorted(groups, key=lambda g: (g[0], size_key(g[1]))):
-        conns = min(main_conns[(w, size)]) if main_conns[(w, size)] else 0
-        targets = [t for t in ORDER if t in groups[(w, size)]]
-        targets += sorted(t for t in groups[(w, size)] if t not in targets)
+    main_medians = {}  # (w, size, conns, target) -> median req/s, for the plot
+    for (w, size, conns) in sorted(groups, key=lambda g: (g[0], size_key(g[1]), g[2])):
+        targets = [t for t in ORDER if t in groups[(w, size, conns)]]
+        targets += sorted(t for t in groups[(w, size, conns)] if t not in targets)
         med = {}
         rounds = 0
         for t in targets:
@@ -71,13 +84,14 @@ def main():
             ok = [x for x in r if x[0] >= 0]
             rounds = max(rounds, len(r))
             if ok:
+                main_medians[(w, size, conns, t)] = statistics.median(x[0] for x in ok)
                 med[t] = (statistics.median(x[0] for x in ok),
                           statistics.median(x[1] for x in ok),
                           statistics.median(x[2] for x in ok),
                           sum(x[3] for x in r) + sum(1 for x in r if x[0] < 0))
         out.append(f"== {size} body, workers {w}: wrk -t1 -c{conns or '?'}, {rounds} rounds interleaved, "
                    f"median req/s, p50, p99; errors summed ==")
-        out.append(f"{'target':<10} {'req/s':>9} {'x direct':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        out.append(f"{'target':<11} {'req/s':>9} {'x direct':>8} {'p50 ms':>8} {'p99 ms':>8} "
                    f"{'errors':>7} {'peak RSS':>9}  note")
         direct = med.get("direct", (None,))[0]
         for t in targets:
@@ -93,17 +107,28 @@ def main():
                 note = f"{note}; errors: " + ", ".join(detail)
             if t in med:
                 rps, p50, p99, err = med[t]
-                out.append(f"{t:<10} {rps:>9.0f} {fmt_ratio(rps, direct):>8} {p50 / 1000:>8.2f} "
+                out.append(f"{t:<11} {rps:>9.0f} {fmt_ratio(rps, direct):>8} {p50 / 1000:>8.2f} "
                            f"{p99 / 1000:>8.2f} {err:>7} {rss:>9}  {note}")
             else:
-                out.append(f"{t:<10} {'-':>9} {'-':>8} {'-':>8} {'-':>8} {'-':>7} {rss:>9}  {note}")
+                out.append(f"{t:<11} {'-':>9} {'-':>8} {'-':>8} {'-':>8} {'-':>7} {rss:>9}  {note}")
         measured = [t for t in targets if t in med]
+        if "rlproxy" in med and "nginx" in med:
+            rps_ratio = med["rlproxy"][0] / med["nginx"][0] if med["nginx"][0] > 0 else 0
+            p99_ratio = med["rlproxy"][2] / med["nginx"][2] if med["nginx"][2] > 0 else 0
+            out.append(f"rlproxy / nginx at {conns} connections: req/s {rps_ratio:.2f}x (goal >= 0.90), "
+                       f"p99 {p99_ratio:.2f}x (goal <= 1.20)")
+        if "rl-norule" in med:
+            base = med["rl-norule"][0]
+            for case, what, goal in CASE_GOALS:
+                if case in med:
+                    out.append(f"{case} / rl-norule ({what}): {fmt_ratio(med[case][0], base)}x "
+                               f"(goal >= {goal:.2f})")
         if len(measured) > 1:
             out.append("req/s ratios (row / column):")
-            out.append(f"{'':<10} " + " ".join(f"{t:>9}" for t in measured))
+            out.append(f"{'':<11} " + " ".join(f"{t:>11}" for t in measured))
             for a in measured:
-                out.append(f"{a:<10} " + " ".join(
-                    f"{'-' if a == b else fmt_ratio(med[a][0], med[b][0]):>9}" for b in measured))
+                out.append(f"{a:<11} " + " ".join(
+                    f"{'-' if a == b else fmt_ratio(med[a][0], med[b][0]):>11}" for b in measured))
         out.append("")
 
     sweep = defaultdict(dict)  # (w, size) -> {(conns, target): rps}
@@ -113,7 +138,11 @@ def main():
             if ok:
                 sweep[(w, size)][(conns, target)] = statistics.median(ok)
     if sweep:
-        out.append("== concurrency sweep (req/s; one run each) ==")
+        # the points the rounds measured (medians), for the targets the sweep has
+        for (w, size, conns, target), rps in main_medians.items():
+            if (w, size) in sweep and not target.startswith("rl-"):
+                sweep[(w, size)].setdefault((conns, target), rps)
+        out.append("== concurrency sweep (req/s; one run each, or the rounds' median where they ran) ==")
         for (w, size) in sorted(sweep, key=lambda g: (g[0], size_key(g[1]))):
             cells = sweep[(w, size)]
             targets = [t for t in ORDER if any(k[1] == t for k in cells)]
