@@ -77,7 +77,8 @@ struct upstream_request {
     uint64_t response_timeout_ms; /* from the end of the request to the first response byte */
 };
 
-struct upstream_multi *upstream_multi_new(struct event_base *base);
+/* max_connections: idle upstream connections kept for reuse (curl's connection cache). */
+struct upstream_multi *upstream_multi_new(struct event_base *base, uint32_t max_connections);
 void upstream_multi_free(struct upstream_multi *m); /* aborts nothing: free transfers first */
 size_t upstream_multi_active(struct upstream_multi *m); /* thread-safe */
 

@@ -530,7 +530,7 @@ struct worker *worker_new(unsigned id, struct config *config, struct limiter *li
         event_config_free(cfg);
     if (w->base == NULL)
         goto failed;
-    w->upstream = upstream_multi_new(w->base);
+    w->upstream = upstream_multi_new(w->base, config->max_inflight);
     w->wakeup_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->wakeup_fd < 0)
         goto failed;
