@@ -9,14 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
-
-/* The units the table's bounds and the parsers share. */
-#define MS_PER_S UINT64_C(1000)
-#define MS_PER_M (60 * MS_PER_S)
-#define MS_PER_H (60 * MS_PER_M)
-#define MS_PER_D (24 * MS_PER_H)
-#define KIB UINT64_C(1024)
-#define MIB (1024 * KIB)
+#include "config_units.h"
 
 /* Decimal digits only, no sign or space, overflow-checked; 0 or -1. */
 int config_text_number(const char *text, uint64_t *out);

@@ -25,6 +25,7 @@
 
 #include "config_suggest.h"
 #include "config_value.h"
+#include "config_yaml_error.h"
 
 /* Longest dotted key path we look up; longer ones cannot be in the table. */
 #define PATH_MAX_LEN 128
@@ -101,59 +102,9 @@ static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const c
     return -1;
 }
 
-/* The reader reports a byte offset, not a mark; count lines and UTF-8 characters up to it. */
-static yaml_mark_t mark_at_offset(const struct walker *w, size_t offset)
-{
-    yaml_mark_t mark = {offset, 0, 0};
-    for (size_t i = 0; i < offset && i < w->input_len; i++) {
-        if (w->input[i] == '\n') {
-            mark.line++;
-            mark.column = 0;
-        } else if ((w->input[i] & 0xc0) != 0x80) {
-            mark.column++;
-        }
-    }
-    return mark;
-}
-
-/* libyaml blames a tab with words that do not name it ("found character that cannot start any
- * token") or only half do; a tab is the likeliest mistake in a hand-written file, so say so. */
-static int fail_tab(struct walker *w)
-{
-    const yaml_parser_t *p = &w->parser;
-    size_t at = p->problem_mark.index;
-    if (p->error != YAML_SCANNER_ERROR || at >= w->input_len || w->input[at] != '\t')
-        return 0;
-    size_t line_start = at;
-    while (line_start > 0 && w->input[line_start - 1] != '\n')
-        line_start--;
-    int indenting = 1;
-    for (size_t i = line_start; i < at; i++)
-        indenting &= w->input[i] == ' ' || w->input[i] == '\t';
-    fail_at(w, p->problem_mark, NULL,
-            indenting ? "a tab character indents this line; YAML indents with spaces"
-                      : "a tab character cannot start a value here; use spaces");
-    return -1;
-}
-
 static int fail_parser(struct walker *w)
 {
-    const yaml_parser_t *p = &w->parser;
-    if (p->error == YAML_MEMORY_ERROR) {
-        begin(w, (yaml_mark_t){0, 0, 0}, NULL);
-        append(w, "out of memory");
-        return -1;
-    }
-    if (fail_tab(w) != 0)
-        return -1;
-    yaml_mark_t mark =
-        p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
-    fail_at(w, mark, NULL, "%s", p->problem != NULL ? p->problem : "YAML syntax error");
-    if (p->error == YAML_READER_ERROR && p->problem_value != -1)
-        append(w, " (#%X)", (unsigned)p->problem_value);
-    if (p->context != NULL)
-        append(w, " (%s at line %zu, column %zu)", p->context, p->context_mark.line + 1,
-               p->context_mark.column + 1);
+    config_yaml_error_describe(&w->parser, w->input, w->input_len, w->name, w->err, w->err_len);
     return -1;
 }
 

@@ -14,6 +14,7 @@
 #include "client.h"
 #include "config.h"
 #include "http.h"
+#include "http_response.h"
 
 struct upstream;
 struct worker;

@@ -22,6 +22,7 @@
 #include "config_dump.h"
 #include "config_warn.h"
 #include "http.h"
+#include "http_response.h"
 #include "util.h"
 #include "log.h"
 #include "server.h"
