@@ -69,6 +69,7 @@ static void conn_release(struct conn *c, int keep_socket);
 void conn_free(struct conn *c) { conn_release(c, 0); }
 static int conn_sleep(struct conn *c, uint64_t timeout_ms);
 static void close_after_flush(struct conn *c);
+static void log_request(struct conn *c);
 
 /* ---- the state machine ------------------------------------------------------------------------ */
 
@@ -131,8 +132,6 @@ static void wait_for_request(struct conn *c)
 }
 
 /* ---- closing ---------------------------------------------------------------------------------- */
-
-static void log_request(struct conn *c);
 
 /* Frees c. keep_socket: the client's socket lives on in a sleeper, which takes over its
  * access.max_connections_per_client slot and its place in the worker's count. */
