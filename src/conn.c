@@ -70,6 +70,8 @@ void conn_free(struct conn *c) { conn_release(c, 0); }
 static int conn_sleep(struct conn *c, uint64_t timeout_ms);
 static void close_after_flush(struct conn *c);
 static void log_request(struct conn *c);
+static void on_auth_done(void *arg, int valid, const char *user);
+static void handle_authorized_head(struct conn *c);
 
 /* ---- the state machine ------------------------------------------------------------------------ */
 
@@ -471,7 +473,7 @@ static void start_intercept(struct conn *c)
 {
     const struct http_target *t = &c->parser.req.target;
     char err[300];
-    SSL *ssl = tls_new_server_ssl(t->host, err, sizeof err);
+    SSL *ssl = tls_new_server_ssl(worker_process(c->worker)->tls, t->host, err, sizeof err);
     if (ssl == NULL) {
         send_error(c, 502, "cannot intercept %s: %s", t->host, err);
         return;
@@ -495,9 +497,6 @@ static void start_intercept(struct conn *c)
         return;
     wait_for_request(c);
 }
-
-static void on_auth_done(void *arg, int valid, const char *user);
-static void handle_authorized_head(struct conn *c);
 
 static void handle_head(struct conn *c)
 {
@@ -526,8 +525,9 @@ static void handle_head(struct conn *c)
             send_407(c, 0);
             return;
         }
-        switch (auth_check_start(c->config, worker_post_call, c->worker, creds, len, c->user,
-                                 sizeof c->user, on_auth_done, c, &c->auth_pending)) {
+        switch (auth_check_start(worker_process(c->worker)->auth_pool, c->config, worker_post_call,
+                                 c->worker, creds, len, c->user, sizeof c->user, on_auth_done, c,
+                                 &c->auth_pending)) {
         case AUTH_VALID:
             break;
         case AUTH_INVALID:
