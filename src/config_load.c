@@ -274,4 +274,3 @@ int config_load_file(const char *path, struct config **out, char *err, size_t er
     free(text);
     return rc;
 }
-

@@ -382,7 +382,8 @@ int server_run(struct config *config, const char *config_path)
         goto out;
     char tls_err[1024] = "out of memory";
     s.process.tls = tls_interceptor_new();
-    if (s.process.tls == NULL || tls_configure(s.process.tls, config, tls_err, sizeof tls_err) != 0) {
+    if (s.process.tls == NULL ||
+        tls_configure(s.process.tls, config, tls_err, sizeof tls_err) != 0) {
         log_error("%s", tls_err);
         goto out;
     }

@@ -16,7 +16,7 @@ struct upstream_loop {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
-    int in_timer; /* inside on_timer_event's socket_action */
+    int in_timer;                  /* inside on_timer_event's socket_action */
     struct socket_watch **watches; /* by fd */
     size_t watch_cap;
     uint64_t closes; /* connection sockets curl closed, ever */
@@ -243,7 +243,8 @@ void upstream_loop_watch_closes(struct upstream_loop *m, CURL *easy)
     curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, m);
 }
 
-curl_socket_t upstream_loop_open_socket(struct upstream_loop *m, const struct curl_sockaddr *address)
+curl_socket_t upstream_loop_open_socket(struct upstream_loop *m,
+                                        const struct curl_sockaddr *address)
 {
     curl_socket_t s = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
     if (s == CURL_SOCKET_BAD)

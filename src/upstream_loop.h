@@ -25,7 +25,8 @@ CURLM *upstream_loop_multi(const struct upstream_loop *l);
 void upstream_loop_watch_closes(struct upstream_loop *l, CURL *easy);
 /* For CURLOPT_OPENSOCKETFUNCTION: a connection socket, kept registered while idle in curl's
  * connection cache. CURL_SOCKET_BAD on failure. */
-curl_socket_t upstream_loop_open_socket(struct upstream_loop *l, const struct curl_sockaddr *address);
+curl_socket_t upstream_loop_open_socket(struct upstream_loop *l,
+                                        const struct curl_sockaddr *address);
 /* Connection sockets curl closed, ever: a transfer during which none closed has not resent. */
 uint64_t upstream_loop_closes(const struct upstream_loop *l);
 

@@ -184,8 +184,9 @@ START_TEST(test_file_sizes)
         while ((ch = fgetc(f)) != EOF)
             lines += ch == '\n';
         fclose(f);
-        ck_assert_msg(lines <= line_limit(file), "src/%s has %zu lines (more than %zu: two modules?)",
-                      file, lines, line_limit(file));
+        ck_assert_msg(lines <= line_limit(file),
+                      "src/%s has %zu lines (more than %zu: two modules?)", file, lines,
+                      line_limit(file));
     }
     closedir(d);
 }
