@@ -26,6 +26,8 @@ struct process {
     struct tls_interceptor *tls;
     /* the threads that check proxy passwords (crypt(3)) off the workers' loops */
     struct auth_pool *auth_pool;
+    /* (the count of rate-limit keys is not here: it belongs to server.c's limiter and the ones
+     * reloads build over it, as the windows it counts do; limiter.c) */
 };
 
 #endif
