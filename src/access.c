@@ -1,6 +1,7 @@
 /* access.c — see access.h. */
 #include "access.h"
 
+#include "http_response.h"
 #include "util.h"
 
 #include <netinet/in.h>

@@ -208,6 +208,7 @@ int auth_check(const struct config *config, const char *value, size_t len, char 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
 struct auth_pending {
+    struct auth_pool *pool;
     struct auth_pending *prev, *next; /* the queue, while JOB_QUEUED */
     enum job_state state;
     int cancelled; /* RUNNING: the hash thread frees the job; DONE: on_job_done does */
@@ -226,13 +227,16 @@ struct auth_pending {
     char password[512];
 };
 
-static pthread_mutex_t service_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t service_wake = PTHREAD_COND_INITIALIZER;
-static struct auth_pending *queue_head, *queue_tail;
-static size_t queue_length;
-static pthread_t hash_threads[AUTH_HASH_THREADS];
-static size_t hash_thread_count;
-static int service_stopping;
+/* The hash threads and the checks waiting for them; threads start with the first check. */
+struct auth_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct auth_pending *queue_head, *queue_tail;
+    size_t queue_length;
+    pthread_t threads[AUTH_HASH_THREADS];
+    size_t thread_count;
+    int stopping;
+};
 
 static void job_free(struct auth_pending *job)
 {
@@ -243,36 +247,38 @@ static void job_free(struct auth_pending *job)
 
 static void queue_remove(struct auth_pending *job)
 {
+    struct auth_pool *pool = job->pool;
     if (job->prev != NULL)
         job->prev->next = job->next;
     else
-        queue_head = job->next;
+        pool->queue_head = job->next;
     if (job->next != NULL)
         job->next->prev = job->prev;
     else
-        queue_tail = job->prev;
+        pool->queue_tail = job->prev;
     job->prev = job->next = NULL;
-    queue_length--;
+    pool->queue_length--;
 }
 
 static void on_job_done(void *arg);
 
 static void *hash_thread_main(void *arg)
 {
+    struct auth_pool *pool = arg;
     struct crypt_data *scratch = calloc(1, sizeof *scratch); /* 32 KiB: not on the stack */
-    pthread_mutex_lock(&service_lock);
+    pthread_mutex_lock(&pool->lock);
     for (;;) {
-        while (queue_head == NULL && !service_stopping)
-            pthread_cond_wait(&service_wake, &service_lock);
-        if (queue_head == NULL)
+        while (pool->queue_head == NULL && !pool->stopping)
+            pthread_cond_wait(&pool->wake, &pool->lock);
+        if (pool->queue_head == NULL)
             break; /* stopping, and nothing left */
-        struct auth_pending *job = queue_head;
+        struct auth_pending *job = pool->queue_head;
         queue_remove(job);
         job->state = JOB_RUNNING;
-        pthread_mutex_unlock(&service_lock);
+        pthread_mutex_unlock(&pool->lock);
         int valid = scratch != NULL && verify(job->hash, job->password, scratch) && job->known_user;
         explicit_bzero(job->password, sizeof job->password);
-        pthread_mutex_lock(&service_lock);
+        pthread_mutex_lock(&pool->lock);
         if (job->cancelled) {
             job_free(job);
             continue;
@@ -283,7 +289,7 @@ static void *hash_thread_main(void *arg)
         job->call.arg = job;
         job->post(job->post_target, &job->call); /* under the lock: auth_cancel waits for it */
     }
-    pthread_mutex_unlock(&service_lock);
+    pthread_mutex_unlock(&pool->lock);
     free(scratch);
     return NULL;
 }
@@ -307,18 +313,29 @@ static void on_job_done(void *arg)
     done(done_arg, valid, valid ? user : NULL);
 }
 
-/* Called with service_lock held. */
-static int service_start_locked(void)
+/* Called with the pool's lock held. */
+static int pool_start_locked(struct auth_pool *pool)
 {
-    while (hash_thread_count < AUTH_HASH_THREADS && !service_stopping) {
-        if (pthread_create(&hash_threads[hash_thread_count], NULL, hash_thread_main, NULL) != 0)
+    while (pool->thread_count < AUTH_HASH_THREADS && !pool->stopping) {
+        if (pthread_create(&pool->threads[pool->thread_count], NULL, hash_thread_main, pool) != 0)
             break;
-        hash_thread_count++;
+        pool->thread_count++;
     }
-    return hash_thread_count > 0 ? 0 : -1;
+    return pool->thread_count > 0 ? 0 : -1;
 }
 
-enum auth_start auth_check_start(const struct config *config, util_post_fn post,
+struct auth_pool *auth_pool_new(void)
+{
+    struct auth_pool *pool = calloc(1, sizeof *pool);
+    if (pool == NULL)
+        return NULL;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    return pool;
+}
+
+enum auth_start auth_check_start(struct auth_pool *pool, const struct config *config,
+                                 util_post_fn post,
                                  void *post_target, const char *value, size_t len, char *user_out,
                                  size_t user_len, auth_done_fn done, void *arg,
                                  struct auth_pending **pending)
@@ -341,6 +358,7 @@ enum auth_start auth_check_start(const struct config *config, util_post_fn post,
                 job_free(job);
             result = job == NULL ? AUTH_BUSY : AUTH_INVALID;
         } else {
+            job->pool = pool;
             job->known_user = known;
             job->post = post;
             job->post_target = post_target;
@@ -352,22 +370,22 @@ enum auth_start auth_check_start(const struct config *config, util_post_fn post,
             job->token[c.token_len] = '\0';
             snprintf(job->user, sizeof job->user, "%.*s", (int)sizeof job->user - 1, c.decoded);
             snprintf(job->password, sizeof job->password, "%s", c.password);
-            pthread_mutex_lock(&service_lock);
-            if (queue_length >= AUTH_QUEUE_MAX || service_start_locked() != 0) {
-                pthread_mutex_unlock(&service_lock);
+            pthread_mutex_lock(&pool->lock);
+            if (pool->queue_length >= AUTH_QUEUE_MAX || pool_start_locked(pool) != 0) {
+                pthread_mutex_unlock(&pool->lock);
                 job_free(job);
                 result = AUTH_BUSY;
             } else {
                 job->state = JOB_QUEUED;
-                job->prev = queue_tail;
-                if (queue_tail != NULL)
-                    queue_tail->next = job;
+                job->prev = pool->queue_tail;
+                if (pool->queue_tail != NULL)
+                    pool->queue_tail->next = job;
                 else
-                    queue_head = job;
-                queue_tail = job;
-                queue_length++;
-                pthread_cond_signal(&service_wake);
-                pthread_mutex_unlock(&service_lock);
+                    pool->queue_head = job;
+                pool->queue_tail = job;
+                pool->queue_length++;
+                pthread_cond_signal(&pool->wake);
+                pthread_mutex_unlock(&pool->lock);
                 *pending = job;
                 result = AUTH_PENDING;
             }
@@ -381,37 +399,40 @@ void auth_cancel(struct auth_pending *job)
 {
     if (job == NULL)
         return;
-    pthread_mutex_lock(&service_lock);
+    struct auth_pool *pool = job->pool;
+    pthread_mutex_lock(&pool->lock);
     switch (job->state) {
     case JOB_QUEUED:
         queue_remove(job);
-        pthread_mutex_unlock(&service_lock);
+        pthread_mutex_unlock(&pool->lock);
         job_free(job);
         return;
     case JOB_RUNNING: /* the hash thread frees it when the hash is done */
     case JOB_DONE:    /* posted to our loop, not run yet: on_job_done frees it */
         job->cancelled = 1;
-        pthread_mutex_unlock(&service_lock);
+        pthread_mutex_unlock(&pool->lock);
         return;
     }
-    pthread_mutex_unlock(&service_lock);
+    pthread_mutex_unlock(&pool->lock);
 }
 
-void auth_service_stop(void)
+void auth_pool_free(struct auth_pool *pool)
 {
-    pthread_mutex_lock(&service_lock);
-    service_stopping = 1;
-    pthread_cond_broadcast(&service_wake);
-    size_t n = hash_thread_count;
-    pthread_mutex_unlock(&service_lock);
+    if (pool == NULL)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->wake);
+    size_t n = pool->thread_count;
+    pthread_mutex_unlock(&pool->lock);
     for (size_t i = 0; i < n; i++)
-        pthread_join(hash_threads[i], NULL);
-    pthread_mutex_lock(&service_lock);
-    hash_thread_count = 0;
-    while (queue_head != NULL) { /* only if a caller never cancelled: their loops are gone */
-        struct auth_pending *job = queue_head;
+        pthread_join(pool->threads[i], NULL);
+    while (pool->queue_head != NULL) { /* only if a caller never cancelled: their loops are gone */
+        struct auth_pending *job = pool->queue_head;
         queue_remove(job);
         job_free(job);
     }
-    pthread_mutex_unlock(&service_lock);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
 }

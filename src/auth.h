@@ -30,14 +30,18 @@ enum auth_start {
 };
 struct auth_pending;
 typedef void (*auth_done_fn)(void *arg, int valid, const char *user);
-enum auth_start auth_check_start(const struct config *config, util_post_fn post,
-                                 void *post_target, const char *value, size_t len, char *user_out,
-                                 size_t user_len, auth_done_fn done, void *arg,
-                                 struct auth_pending **pending);
+/* The hash threads and their queue: one per process (struct process's auth_pool), made by
+ * server.c and freed after every worker was joined (their loops have cancelled what they started).
+ * Threads start with the first check that needs one. */
+struct auth_pool;
+struct auth_pool *auth_pool_new(void); /* NULL when out of memory */
+void auth_pool_free(struct auth_pool *pool);
+enum auth_start auth_check_start(struct auth_pool *pool, const struct config *config,
+                                 util_post_fn post, void *post_target, const char *value,
+                                 size_t len, char *user_out, size_t user_len, auth_done_fn done,
+                                 void *arg, struct auth_pending **pending);
 /* From the caller's loop: done will not run. NULL is ignored. */
 void auth_cancel(struct auth_pending *pending);
-/* Joins the hash threads (at exit, after every loop has cancelled what it started). */
-void auth_service_stop(void);
 
 /* Decodes standard base64 (RFC 4648 4, padding required when the length is not a multiple of 4);
  * -1 on anything else. For tests too. */

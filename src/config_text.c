@@ -361,3 +361,12 @@ int host_pattern_match(const struct host_pattern *patterns, size_t count, const 
 int config_text_is_duration_form(const char *text) { return has_unit_form(text, duration_units); }
 
 int config_text_is_size_form(const char *text) { return has_unit_form(text, size_units); }
+
+int config_listen_is_loopback(const struct listen_addr *la)
+{
+    if (la->addr.ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)&la->addr)->sin_addr.s_addr) >> 24) == 127;
+    if (la->addr.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&la->addr)->sin6_addr);
+    return 0;
+}

@@ -9,14 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
-
-/* The units the table's bounds and the parsers share. */
-#define MS_PER_S UINT64_C(1000)
-#define MS_PER_M (60 * MS_PER_S)
-#define MS_PER_H (60 * MS_PER_M)
-#define MS_PER_D (24 * MS_PER_H)
-#define KIB UINT64_C(1024)
-#define MIB (1024 * KIB)
+#include "config_units.h"
 
 /* Decimal digits only, no sign or space, overflow-checked; 0 or -1. */
 int config_text_number(const char *text, uint64_t *out);
@@ -37,5 +30,8 @@ int config_text_fail(char *why, size_t why_len, const char *fmt, ...)
 int config_text_listen(const char *text, struct listen_addr *out, char *why, size_t why_len);
 /* A host name or "*.suffix" into hp (zeroed first, lower-cased); 0 or -1. */
 int config_text_host_name(const char *text, struct host_pattern *hp);
+
+/* 1 when the address is 127.0.0.0/8 or ::1. */
+int config_listen_is_loopback(const struct listen_addr *la);
 
 #endif

@@ -17,7 +17,6 @@
 #include "config_yaml.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +24,9 @@
 #include <yaml.h>
 
 #include "config_suggest.h"
+#include "config_text.h"
 #include "config_value.h"
+#include "config_yaml_error.h"
 
 /* Longest dotted key path we look up; longer ones cannot be in the table. */
 #define PATH_MAX_LEN 128
@@ -102,59 +103,9 @@ static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const c
     return -1;
 }
 
-/* The reader reports a byte offset, not a mark; count lines and UTF-8 characters up to it. */
-static yaml_mark_t mark_at_offset(const struct walker *w, size_t offset)
-{
-    yaml_mark_t mark = {offset, 0, 0};
-    for (size_t i = 0; i < offset && i < w->input_len; i++) {
-        if (w->input[i] == '\n') {
-            mark.line++;
-            mark.column = 0;
-        } else if ((w->input[i] & 0xc0) != 0x80) {
-            mark.column++;
-        }
-    }
-    return mark;
-}
-
-/* libyaml blames a tab with words that do not name it ("found character that cannot start any
- * token") or only half do; a tab is the likeliest mistake in a hand-written file, so say so. */
-static int fail_tab(struct walker *w)
-{
-    const yaml_parser_t *p = &w->parser;
-    size_t at = p->problem_mark.index;
-    if (p->error != YAML_SCANNER_ERROR || at >= w->input_len || w->input[at] != '\t')
-        return 0;
-    size_t line_start = at;
-    while (line_start > 0 && w->input[line_start - 1] != '\n')
-        line_start--;
-    int indenting = 1;
-    for (size_t i = line_start; i < at; i++)
-        indenting &= w->input[i] == ' ' || w->input[i] == '\t';
-    fail_at(w, p->problem_mark, NULL,
-            indenting ? "a tab character indents this line; YAML indents with spaces"
-                      : "a tab character cannot start a value here; use spaces");
-    return -1;
-}
-
 static int fail_parser(struct walker *w)
 {
-    const yaml_parser_t *p = &w->parser;
-    if (p->error == YAML_MEMORY_ERROR) {
-        begin(w, (yaml_mark_t){0, 0, 0}, NULL);
-        append(w, "out of memory");
-        return -1;
-    }
-    if (fail_tab(w) != 0)
-        return -1;
-    yaml_mark_t mark =
-        p->error == YAML_READER_ERROR ? mark_at_offset(w, p->problem_offset) : p->problem_mark;
-    fail_at(w, mark, NULL, "%s", p->problem != NULL ? p->problem : "YAML syntax error");
-    if (p->error == YAML_READER_ERROR && p->problem_value != -1)
-        append(w, " (#%X)", (unsigned)p->problem_value);
-    if (p->context != NULL)
-        append(w, " (%s at line %zu, column %zu)", p->context, p->context_mark.line + 1,
-               p->context_mark.column + 1);
+    config_yaml_error_describe(&w->parser, w->input, w->input_len, w->name, w->err, w->err_len);
     return -1;
 }
 
@@ -777,15 +728,6 @@ static int walk_stream(struct walker *w, const struct config_key *key)
     return rc;
 }
 
-static int is_loopback(const struct listen_addr *la)
-{
-    if (la->addr.ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)&la->addr)->sin_addr.s_addr) >> 24) == 127;
-    if (la->addr.ss_family == AF_INET6)
-        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&la->addr)->sin6_addr);
-    return 0;
-}
-
 /* The admin endpoint can reset windows: reachable beyond loopback, it must ask for a token. Runs
  * after the walk, since admin.token may come after admin.listen; names admin.listen's value. */
 static int check_admin_exposure(struct walker *w)
@@ -794,7 +736,7 @@ static int check_admin_exposure(struct walker *w)
     if (cfg->admin_token != NULL && cfg->admin_token[0] != '\0')
         return 0;
     for (size_t i = 0; i < cfg->admin_listen_count; i++) {
-        if (is_loopback(&cfg->admin_listen[i]))
+        if (config_listen_is_loopback(&cfg->admin_listen[i]))
             continue;
         const struct config_key *key = scope_find(w, "admin.listen");
         yaml_mark_t mark = {0, 0, 0};

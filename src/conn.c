@@ -69,6 +69,9 @@ static void conn_release(struct conn *c, int keep_socket);
 void conn_free(struct conn *c) { conn_release(c, 0); }
 static int conn_sleep(struct conn *c, uint64_t timeout_ms);
 static void close_after_flush(struct conn *c);
+static void log_request(struct conn *c);
+static void on_auth_done(void *arg, int valid, const char *user);
+static void handle_authorized_head(struct conn *c);
 
 /* ---- the state machine ------------------------------------------------------------------------ */
 
@@ -132,8 +135,6 @@ static void wait_for_request(struct conn *c)
 
 /* ---- closing ---------------------------------------------------------------------------------- */
 
-static void log_request(struct conn *c);
-
 /* Frees c. keep_socket: the client's socket lives on in a sleeper, which takes over its
  * access.max_connections_per_client slot and its place in the worker's count. */
 static void conn_release(struct conn *c, int keep_socket)
@@ -189,12 +190,9 @@ static void log_request(struct conn *c)
     const struct forward *f = &c->forward;
     const struct limiter_decision *d = &c->admission.decision;
     uint64_t now_ms = util_now_ms();
-    /* the access log's clock (ms); upstream: the last attempt, if it ran to its end */
-    uint64_t upstream_us = f->upstream_start_ms != 0 && f->upstream_done_ms >= f->upstream_start_ms
-                               ? (f->upstream_done_ms - f->upstream_start_ms) * 1000
-                               : METRICS_NOT_MEASURED;
     metrics_observe_request(c->worker, d->rule != NULL ? (int)(d->rule - c->config->rate_limits) : -1,
-                            (now_ms - c->start_ms) * 1000, c->admission.wait_ms * 1000, upstream_us);
+                            (now_ms - c->start_ms) * 1000, c->admission.wait_ms * 1000,
+                            forward_upstream_us(f));
     const struct http_request *r = &c->parser.req;
     char full[1100];
     size_t target_len;
@@ -474,7 +472,7 @@ static void start_intercept(struct conn *c)
 {
     const struct http_target *t = &c->parser.req.target;
     char err[300];
-    SSL *ssl = tls_new_server_ssl(t->host, err, sizeof err);
+    SSL *ssl = tls_new_server_ssl(worker_process(c->worker)->tls, t->host, err, sizeof err);
     if (ssl == NULL) {
         send_error(c, 502, "cannot intercept %s: %s", t->host, err);
         return;
@@ -498,9 +496,6 @@ static void start_intercept(struct conn *c)
         return;
     wait_for_request(c);
 }
-
-static void on_auth_done(void *arg, int valid, const char *user);
-static void handle_authorized_head(struct conn *c);
 
 static void handle_head(struct conn *c)
 {
@@ -529,8 +524,9 @@ static void handle_head(struct conn *c)
             send_407(c, 0);
             return;
         }
-        switch (auth_check_start(c->config, worker_post_call, c->worker, creds, len, c->user,
-                                 sizeof c->user, on_auth_done, c, &c->auth_pending)) {
+        switch (auth_check_start(worker_process(c->worker)->auth_pool, c->config, worker_post_call,
+                                 c->worker, creds, len, c->user, sizeof c->user, on_auth_done, c,
+                                 &c->auth_pending)) {
         case AUTH_VALID:
             break;
         case AUTH_INVALID:

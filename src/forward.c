@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "reply.h"
 #include "upstream.h"
 #include "upstream_request.h"
@@ -29,6 +30,14 @@ int forward_init(struct forward *f, struct worker *w, struct client *client,
 }
 
 int forward_active(const struct forward *f) { return f->upstream != NULL; }
+
+uint64_t forward_upstream_us(const struct forward *f)
+{
+    /* the access log's clock (ms): the last attempt, if it ran to its end */
+    if (f->upstream_start_ms == 0 || f->upstream_done_ms < f->upstream_start_ms)
+        return METRICS_NOT_MEASURED;
+    return (f->upstream_done_ms - f->upstream_start_ms) * 1000;
+}
 
 void forward_abort(struct forward *f)
 {

@@ -14,6 +14,7 @@
 #include "client.h"
 #include "config.h"
 #include "http.h"
+#include "http_response.h"
 
 struct upstream;
 struct worker;
@@ -81,6 +82,8 @@ void forward_connect(struct forward *f, const struct http_request *request,
 /* Stops the transfer if one runs (the owner answers or closes). */
 void forward_abort(struct forward *f);
 int forward_active(const struct forward *f);
+/* The last attempt's upstream time, start to done (METRICS_NOT_MEASURED when none ran to its end). */
+uint64_t forward_upstream_us(const struct forward *f);
 
 /* Request body from the parser. */
 int forward_body_add(struct forward *f, const char *data, size_t len);

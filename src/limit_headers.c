@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "http.h"
+#include "http_response.h"
 
 #define UNKNOWN INT64_C(-1)
 #define NS_PER_MS INT64_C(1000000)

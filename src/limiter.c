@@ -74,10 +74,20 @@ struct stripe {
     size_t bucket_count, window_count;
 };
 
+/* The number of windows over all rules, against rate_limits.max_keys. A limiter built over a
+ * previous one shares its count, as it shares the windows of unchanged rules, so the count lives
+ * with server.c's chain of limiters; limiters built apart (unit tests, the benchmark) count apart.
+ * Each limiter and each rule state holds a reference. */
+struct key_count {
+    atomic_uint refs;
+    _Atomic uint64_t keys;
+};
+
 /* The state of one rule; shared between the limiters of successive configs while the rule is
  * unchanged. */
 struct rule_state {
     atomic_uint refs;
+    struct key_count *total_keys;
     struct rate_rule params; /* copies of the fields that define the windows (no match lists) */
     struct stripe stripes[STRIPES];
     _Atomic uint64_t admitted, delayed, rejected, queued, keys;
@@ -90,6 +100,7 @@ struct limiter {
     struct rule_state **states;
     uint32_t max_keys;
     const struct credential_key *credential_key; /* hashes header values; the process owns it */
+    struct key_count *total_keys;
 };
 
 struct limiter_hold {
@@ -101,13 +112,17 @@ struct limiter_hold {
     int depart_later; /* its entry is pending until limiter_depart */
 };
 
-static _Atomic uint64_t total_keys;
-
 static _Atomic uint64_t pause_decisions; /* requests held or refused for what an origin said */
 
 uint64_t limiter_pause_decisions(void) { return atomic_load(&pause_decisions); }
 
-uint64_t limiter_total_keys(void) { return atomic_load(&total_keys); }
+uint64_t limiter_total_keys(const struct limiter *l) { return atomic_load(&l->total_keys->keys); }
+
+static void key_count_unref(struct key_count *count)
+{
+    if (count != NULL && atomic_fetch_sub(&count->refs, 1) == 1)
+        free(count);
+}
 
 /* The span the window counts over: the rule's window, widened by its margin. */
 static uint64_t counted_window_us(const struct rate_rule *rule)
@@ -366,7 +381,7 @@ static void window_free(struct rule_state *st, struct window *w)
     free(w->releases);
     free(w->times);
     free(w);
-    atomic_fetch_sub(&total_keys, 1);
+    atomic_fetch_sub(&st->total_keys->keys, 1);
     atomic_fetch_sub(&st->keys, 1);
 }
 
@@ -402,7 +417,7 @@ static struct window *window_get(struct rule_state *st, struct stripe *s, uint64
             if (w->hash == hash && w->key_len == len && memcmp(w->key, key, len) == 0)
                 return w;
     }
-    if (atomic_load(&total_keys) >= max_keys)
+    if (atomic_load(&st->total_keys->keys) >= max_keys)
         return NULL;
     if ((s->window_count >= s->bucket_count * 2 || s->bucket_count == 0) && stripe_grow(s) != 0)
         return NULL;
@@ -417,7 +432,7 @@ static struct window *window_get(struct rule_state *st, struct stripe *s, uint64
     w->next = s->buckets[b];
     s->buckets[b] = w;
     s->window_count++;
-    atomic_fetch_add(&total_keys, 1);
+    atomic_fetch_add(&st->total_keys->keys, 1);
     atomic_fetch_add(&st->keys, 1);
     return w;
 }
@@ -461,12 +476,14 @@ static int same_params(const struct rate_rule *a, const struct rate_rule *b)
            a->shared == b->shared && a->margin_ms == b->margin_ms;
 }
 
-static struct rule_state *state_new(const struct rate_rule *rule)
+static struct rule_state *state_new(const struct rate_rule *rule, struct key_count *total_keys)
 {
     struct rule_state *st = calloc(1, sizeof *st);
     if (st == NULL)
         return NULL;
     atomic_init(&st->refs, 1);
+    st->total_keys = total_keys;
+    atomic_fetch_add(&total_keys->refs, 1);
     st->params = *rule;
     /* the match lists belong to the config; the state keeps only the window parameters */
     st->params.match_client = NULL;
@@ -495,6 +512,7 @@ static void state_unref(struct rule_state *st)
         free(s->buckets);
         pthread_mutex_destroy(&s->lock);
     }
+    key_count_unref(st->total_keys);
     free(st);
 }
 
@@ -509,11 +527,16 @@ struct limiter *limiter_new(const struct config *config, struct limiter *previou
     l->rule_count = config->rate_limits_count;
     l->max_keys = config->rate_limits_max_keys;
     l->credential_key = credential_key;
+    l->total_keys = previous != NULL ? previous->total_keys : calloc(1, sizeof *l->total_keys);
     l->states = calloc(l->rule_count ? l->rule_count : 1, sizeof *l->states);
-    if (l->states == NULL) {
+    if (l->total_keys == NULL || l->states == NULL) {
+        if (previous == NULL)
+            free(l->total_keys);
+        free(l->states);
         free(l);
         return NULL;
     }
+    atomic_fetch_add(&l->total_keys->refs, 1);
     for (size_t i = 0; i < l->rule_count; i++) {
         const struct rate_rule *rule = &l->rules[i];
         for (size_t j = 0; previous != NULL && j < previous->rule_count; j++) {
@@ -524,7 +547,7 @@ struct limiter *limiter_new(const struct config *config, struct limiter *previou
             }
         }
         if (l->states[i] == NULL)
-            l->states[i] = state_new(rule);
+            l->states[i] = state_new(rule, l->total_keys);
         if (l->states[i] == NULL) {
             limiter_unref(l);
             return NULL;
@@ -546,6 +569,7 @@ void limiter_unref(struct limiter *l)
         return;
     for (size_t i = 0; i < l->rule_count; i++)
         state_unref(l->states[i]);
+    key_count_unref(l->total_keys);
     free(l->states);
     free(l);
 }

@@ -141,8 +141,9 @@ struct limiter_rule_stats {
 size_t limiter_rule_count(const struct limiter *limiter);
 const struct rate_rule *limiter_rule(const struct limiter *limiter, size_t index);
 void limiter_rule_stats(struct limiter *limiter, size_t index, struct limiter_rule_stats *out);
-/* Windows over all rules of the process (what rate_limits_max_keys caps). */
-uint64_t limiter_total_keys(void);
+/* Windows over all rules (what rate_limits_max_keys caps), counted over this limiter and the
+ * ones it was built over (limiter_new's previous) and after. */
+uint64_t limiter_total_keys(const struct limiter *limiter);
 
 /* ---- views and snapshots: the admin endpoint's /limits and the state file ------------------- */
 

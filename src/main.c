@@ -17,11 +17,11 @@
 #include <hiredis/hiredis.h>
 #endif
 
-#include "auth.h"
 #include "config.h"
 #include "config_dump.h"
 #include "config_warn.h"
 #include "http.h"
+#include "http_response.h"
 #include "util.h"
 #include "log.h"
 #include "server.h"
@@ -229,7 +229,6 @@ int main(int argc, char **argv)
     /* our Via entry carries a per-process id, so a request that loops back is recognised */
     http_via_init(util_random32() ^ (uint32_t)getpid());
     int status = server_run(config, config_path);
-    auth_service_stop(); /* every worker has cancelled its checks by now */
     curl_global_cleanup();
     log_access_close();
     libevent_global_shutdown();

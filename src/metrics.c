@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "limiter.h"
+#include "process.h"
 #include "tls.h"
 #include "util.h"
 #include "worker.h" /* accessors only: worker_stats_read, worker_index */
@@ -175,21 +176,27 @@ static void read_pause_decisions(struct evbuffer *out, const struct metrics_fami
     sample(out, f, NULL, limiter_pause_decisions());
 }
 
+/* zeros when the process has no interception state (a config check, a test) */
+static void tls_stats_of(const struct metrics_source *src, struct tls_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (src->process->objects != NULL && src->process->objects->tls != NULL)
+        tls_get_stats(src->process->objects->tls, out);
+}
+
 static void read_tls_intercepted(struct evbuffer *out, const struct metrics_family *f,
                                  const struct metrics_source *src)
 {
-    (void)src;
     struct tls_stats tls;
-    tls_get_stats(&tls);
+    tls_stats_of(src, &tls);
     sample(out, f, NULL, tls.handshakes_started);
 }
 
 static void read_tls_leaf_cache(struct evbuffer *out, const struct metrics_family *f,
                                 const struct metrics_source *src)
 {
-    (void)src;
     struct tls_stats tls;
-    tls_get_stats(&tls);
+    tls_stats_of(src, &tls);
     sample(out, f, (const char *const[]){"hit"}, tls.leaf_cache_hits);
     sample(out, f, (const char *const[]){"miss"}, tls.leaf_cache_misses);
 }
@@ -416,25 +423,28 @@ struct worker_histograms {
     _Atomic(struct rule_histograms *) slots[METRICS_RULES_MAX + 1];
 };
 
-/* Process-wide like the workers themselves: server.c sets it up once before they start. */
-static struct worker_histograms *histograms;
-static unsigned histogram_workers;
+struct metrics_histograms {
+    unsigned worker_count;
+    struct worker_histograms per_worker[]; /* by worker_index */
+};
 
-int metrics_histograms_init(unsigned worker_count)
+struct metrics_histograms *metrics_histograms_new(unsigned worker_count)
 {
-    histograms = calloc(worker_count ? worker_count : 1, sizeof *histograms);
-    histogram_workers = histograms != NULL ? worker_count : 0;
-    return histograms != NULL ? 0 : -1;
+    struct metrics_histograms *h =
+        calloc(1, sizeof *h + (worker_count ? worker_count : 1) * sizeof h->per_worker[0]);
+    if (h != NULL)
+        h->worker_count = worker_count;
+    return h;
 }
 
-void metrics_histograms_free(void)
+void metrics_histograms_free(struct metrics_histograms *h)
 {
-    for (unsigned w = 0; w < histogram_workers; w++)
+    if (h == NULL)
+        return;
+    for (unsigned w = 0; w < h->worker_count; w++)
         for (size_t s = 0; s <= METRICS_RULES_MAX; s++)
-            free(atomic_load(&histograms[w].slots[s]));
-    free(histograms);
-    histograms = NULL;
-    histogram_workers = 0;
+            free(atomic_load(&h->per_worker[w].slots[s]));
+    free(h);
 }
 
 static void histogram_add(struct histogram *h, uint64_t value_us)
@@ -450,10 +460,10 @@ void metrics_observe_request(struct worker *w, int rule_index, uint64_t total_us
                              uint64_t upstream_us)
 {
     unsigned id = worker_index(w);
-    if (histograms == NULL || id >= histogram_workers || rule_index < -1 ||
-        rule_index >= METRICS_RULES_MAX)
+    struct metrics_histograms *h = worker_process(w)->histograms;
+    if (h == NULL || id >= h->worker_count || rule_index < -1 || rule_index >= METRICS_RULES_MAX)
         return;
-    _Atomic(struct rule_histograms *) *slot = &histograms[id].slots[rule_index + 1];
+    _Atomic(struct rule_histograms *) *slot = &h->per_worker[id].slots[rule_index + 1];
     struct rule_histograms *rh = atomic_load_explicit(slot, memory_order_acquire);
     if (rh == NULL) {
         rh = calloc(1, sizeof *rh);
@@ -481,13 +491,14 @@ static int same_rule_names(const struct limiter *a, const struct limiter *b)
 
 /* Zeroing races with workers adding: an observation made during the reset may survive it. That is
  * one request, against labels that would otherwise name the wrong rule for good. */
-void metrics_rules_reloaded(const struct limiter *previous, const struct limiter *next)
+void metrics_rules_reloaded(struct metrics_histograms *h, const struct limiter *previous,
+                            const struct limiter *next)
 {
-    if (same_rule_names(previous, next))
+    if (h == NULL || same_rule_names(previous, next))
         return;
-    for (unsigned w = 0; w < histogram_workers; w++)
+    for (unsigned w = 0; w < h->worker_count; w++)
         for (size_t s = 0; s <= METRICS_RULES_MAX; s++) {
-            struct rule_histograms *rh = atomic_load(&histograms[w].slots[s]);
+            struct rule_histograms *rh = atomic_load(&h->per_worker[w].slots[s]);
             if (rh == NULL)
                 continue;
             for (int k = 0; k < HISTOGRAM_KINDS; k++) {
@@ -499,12 +510,12 @@ void metrics_rules_reloaded(const struct limiter *previous, const struct limiter
 }
 
 /* One rule's histogram summed over the workers, cumulative as the format wants */
-static void render_histogram(struct evbuffer *out, const struct metrics_family *f, size_t slot,
-                             const char *rule)
+static void render_histogram(struct evbuffer *out, const struct metrics_family *f,
+                             const struct metrics_histograms *hs, size_t slot, const char *rule)
 {
     uint64_t counts[BUCKETS + 1] = {0}, sum_us = 0;
-    for (unsigned w = 0; w < histogram_workers; w++) {
-        struct rule_histograms *rh = atomic_load(&histograms[w].slots[slot]);
+    for (unsigned w = 0; w < hs->worker_count; w++) {
+        struct rule_histograms *rh = atomic_load(&hs->per_worker[w].slots[slot]);
         if (rh == NULL)
             continue;
         struct histogram *h = &rh->kinds[f->field];
@@ -534,10 +545,12 @@ static void render_histogram(struct evbuffer *out, const struct metrics_family *
 static void read_histogram(struct evbuffer *out, const struct metrics_family *f,
                            const struct metrics_source *src)
 {
-    if (histograms == NULL)
+    const struct metrics_histograms *hs =
+        src->process->objects != NULL ? src->process->objects->histograms : NULL;
+    if (hs == NULL)
         return;
-    render_histogram(out, f, 0, "");
+    render_histogram(out, f, hs, 0, "");
     size_t rules = src->limiter != NULL ? limiter_rule_count(src->limiter) : 0;
     for (size_t i = 0; i < rules && i < METRICS_RULES_MAX; i++)
-        render_histogram(out, f, i + 1, limiter_rule(src->limiter, i)->name);
+        render_histogram(out, f, hs, i + 1, limiter_rule(src->limiter, i)->name);
 }

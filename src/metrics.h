@@ -11,6 +11,8 @@
 struct evbuffer;
 struct limiter;
 struct worker;
+struct metrics_histograms;
+struct process;
 
 /* Owned by server.c; read by the admin endpoint on the same (main) thread. */
 struct metrics_process {
@@ -18,6 +20,7 @@ struct metrics_process {
     uint64_t start_time_unix;
     int last_reload_ok;                /* the last load (start-up or reload) took effect */
     uint64_t last_reload_ok_time_unix; /* wall clock of the last load that took effect */
+    const struct process *objects; /* histograms and TLS counters (process.h); NULL: none */
 };
 /* At start-up: the first load counts as a successful one (as Prometheus's own gauge does). */
 void metrics_process_started(struct metrics_process *process);
@@ -57,13 +60,16 @@ void metrics_render(struct evbuffer *out, struct worker *const *workers, unsigne
  * counted under the position their rule had. */
 #define METRICS_RULES_MAX 1024
 #define METRICS_NOT_MEASURED UINT64_MAX /* upstream_us of a request that never reached upstream */
-/* server.c, before the workers start / after they are joined. 0, or -1 when out of memory. */
-int metrics_histograms_init(unsigned worker_count);
-void metrics_histograms_free(void);
+/* Made by server.c before the workers start (struct process's histograms; NULL when out of
+ * memory) and freed after they are joined. */
+struct metrics_histograms;
+struct metrics_histograms *metrics_histograms_new(unsigned worker_count);
+void metrics_histograms_free(struct metrics_histograms *histograms);
 /* server.c's reload, main thread: resets the histograms when the rule names changed. */
-void metrics_rules_reloaded(const struct limiter *previous, const struct limiter *next);
-/* From w's own thread, once per finished request (where its access-log line is written):
- * rule_index in the request's rule list, or -1 when no rule matched. */
+void metrics_rules_reloaded(struct metrics_histograms *histograms, const struct limiter *previous,
+                            const struct limiter *next);
+/* From w's own thread, once per finished request (where its access-log line is written), into
+ * its process's histograms: rule_index in the request's rule list, or -1 when no rule matched. */
 void metrics_observe_request(struct worker *w, int rule_index, uint64_t total_us, uint64_t wait_us,
                              uint64_t upstream_us);
 

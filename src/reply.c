@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "http_response.h"
 #include "limiter.h"
 
 size_t reply_write(struct evbuffer *out, const struct reply *reply)

@@ -15,6 +15,7 @@
 
 #include "access.h"
 #include "admin.h"
+#include "auth.h"
 #include "config_dump.h"
 #include "config_warn.h"
 #include "conn_set.h"
@@ -233,7 +234,7 @@ static void reload(struct server *s)
         daemon_notify_ready();
         return;
     }
-    if (tls_configure(next, err, sizeof err) != 0) {
+    if (tls_configure(s->process.tls, next, err, sizeof err) != 0) {
         log_error("reload failed, keeping the running config: %s", err);
         metrics_count_reload(&s->view.process, 0);
         config_unref(next);
@@ -271,7 +272,7 @@ static void reload(struct server *s)
     config_log_rule_warnings(next);
     log_set_level(next->log_level);
     log_access_install(&access_log);
-    metrics_rules_reloaded(s->limiter, limiter);
+    metrics_rules_reloaded(s->process.histograms, s->limiter, limiter);
     for (unsigned i = 0; i < s->worker_count; i++)
         worker_post_config(s->workers[i], next, limiter);
     config_unref(s->config);
@@ -421,8 +422,10 @@ int server_run(struct config *config, const char *config_path)
     }
     if (open_listeners(&s) != 0)
         goto out;
-    char tls_err[1024];
-    if (tls_configure(config, tls_err, sizeof tls_err) != 0) {
+    char tls_err[1024] = "out of memory";
+    s.process.tls = tls_interceptor_new();
+    if (s.process.tls == NULL ||
+        tls_configure(s.process.tls, config, tls_err, sizeof tls_err) != 0) {
         log_error("%s", tls_err);
         goto out;
     }
@@ -451,8 +454,13 @@ int server_run(struct config *config, const char *config_path)
             goto out;
         load_state(&s);
     }
-    if (metrics_histograms_init(config->workers) != 0)
+    s.process.histograms = metrics_histograms_new(config->workers);
+    s.process.worker_group = worker_group_new();
+    s.process.auth_pool = auth_pool_new();
+    if (s.process.histograms == NULL || s.process.worker_group == NULL ||
+        s.process.auth_pool == NULL)
         goto out;
+    s.view.process.objects = &s.process;
     for (unsigned i = 0; i < config->workers; i++) {
         struct worker *w = worker_new(i, config, s.limiter, s.listen_fds, s.listen_count,
                                       &s.process, &conn_set_clients);
@@ -486,7 +494,7 @@ int server_run(struct config *config, const char *config_path)
         util_ms_to_timeval(watchdog_ms, &tv);
         event_add(s.watchdog, &tv);
     }
-    worker_group_start(s.workers, s.worker_count);
+    worker_group_start(s.process.worker_group, s.workers, s.worker_count);
     s.view.workers = s.workers;
     s.view.worker_count = s.worker_count;
     metrics_process_started(&s.view.process);
@@ -500,7 +508,7 @@ int server_run(struct config *config, const char *config_path)
     wait_for_workers(&s);
     if (s.state_save != NULL) /* after the drain: the requests that finished during it count */
         save_state(&s, 1);
-    worker_group_stop();
+    worker_group_stop(s.process.worker_group);
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_free(s.workers[i]);
     admin_free(s.admin);
@@ -513,7 +521,7 @@ stop_workers:
     /* all joined before any is freed: a running worker may still hand a connection over */
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_join(s.workers[i]);
-    worker_group_stop();
+    worker_group_stop(s.process.worker_group);
     for (unsigned i = 0; i < s.worker_count; i++)
         worker_free(s.workers[i]);
 out:
@@ -527,10 +535,13 @@ out:
     if (s.state_save != NULL)
         event_free(s.state_save);
     free(s.state_path);
-    metrics_histograms_free(); /* after every worker was joined: they write into them */
+    /* after every worker was joined: they write into these and cancelled their auth checks */
+    metrics_histograms_free(s.process.histograms);
+    worker_group_free(s.process.worker_group);
+    auth_pool_free(s.process.auth_pool);
     limiter_unref(s.limiter);
     credential_key_free(s.process.credential_key); /* after the limiter that hashes under it */
-    tls_shutdown();
+    tls_interceptor_free(s.process.tls);
     free(s.workers);
     access_client_slots_free(s.process.client_slots);
     close_listeners(&s);

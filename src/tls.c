@@ -35,7 +35,9 @@ struct leaf {
     uint64_t used;
 };
 
-static struct {
+/* The process's CA and leaf cache; server.c makes one (struct process's tls) and frees it after
+ * the workers are joined. Workers mint leaves under the lock; the main thread swaps the CA. */
+struct tls_interceptor {
     pthread_mutex_t lock;
     X509 *ca_cert;
     EVP_PKEY *ca_key;
@@ -43,9 +45,8 @@ static struct {
     struct leaf leaves[LEAF_CACHE];
     size_t leaf_count;
     uint64_t clock;
-} state = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, {{{0}, NULL, 0}}, 0, 0};
-
-static _Atomic unsigned long long handshakes, hits, misses;
+    _Atomic unsigned long long handshakes, hits, misses;
+};
 
 static void openssl_error(char *err, size_t err_len, const char *what)
 {
@@ -150,14 +151,23 @@ int tls_check_config(const struct config *config, char *err, size_t err_len)
     return 0;
 }
 
-static void clear_leaves(void)
+static void clear_leaves(struct tls_interceptor *t)
 {
-    for (size_t i = 0; i < state.leaf_count; i++)
-        SSL_CTX_free(state.leaves[i].ctx);
-    state.leaf_count = 0;
+    for (size_t i = 0; i < t->leaf_count; i++)
+        SSL_CTX_free(t->leaves[i].ctx);
+    t->leaf_count = 0;
 }
 
-int tls_configure(const struct config *config, char *err, size_t err_len)
+struct tls_interceptor *tls_interceptor_new(void)
+{
+    struct tls_interceptor *t = calloc(1, sizeof *t);
+    if (t != NULL)
+        pthread_mutex_init(&t->lock, NULL);
+    return t;
+}
+
+int tls_configure(struct tls_interceptor *t, const struct config *config, char *err,
+                  size_t err_len)
 {
     X509 *cert = NULL;
     EVP_PKEY *key = NULL, *leaf_key = NULL;
@@ -172,28 +182,28 @@ int tls_configure(const struct config *config, char *err, size_t err_len)
             return -1;
         }
     }
-    pthread_mutex_lock(&state.lock);
-    clear_leaves(); /* leaves signed by the old CA must not outlive it */
-    X509_free(state.ca_cert);
-    EVP_PKEY_free(state.ca_key);
-    EVP_PKEY_free(state.leaf_key);
-    state.ca_cert = cert;
-    state.ca_key = key;
-    state.leaf_key = leaf_key;
-    pthread_mutex_unlock(&state.lock);
+    pthread_mutex_lock(&t->lock);
+    clear_leaves(t); /* leaves signed by the old CA must not outlive it */
+    X509_free(t->ca_cert);
+    EVP_PKEY_free(t->ca_key);
+    EVP_PKEY_free(t->leaf_key);
+    t->ca_cert = cert;
+    t->ca_key = key;
+    t->leaf_key = leaf_key;
+    pthread_mutex_unlock(&t->lock);
     return 0;
 }
 
-void tls_shutdown(void)
+void tls_interceptor_free(struct tls_interceptor *t)
 {
-    pthread_mutex_lock(&state.lock);
-    clear_leaves();
-    X509_free(state.ca_cert);
-    EVP_PKEY_free(state.ca_key);
-    EVP_PKEY_free(state.leaf_key);
-    state.ca_cert = NULL;
-    state.ca_key = state.leaf_key = NULL;
-    pthread_mutex_unlock(&state.lock);
+    if (t == NULL)
+        return;
+    clear_leaves(t);
+    X509_free(t->ca_cert);
+    EVP_PKEY_free(t->ca_key);
+    EVP_PKEY_free(t->leaf_key);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
 }
 
 int tls_should_intercept(const struct config *config, const char *host)
@@ -234,7 +244,7 @@ static int is_ip_literal(const char *host)
 }
 
 /* A leaf for host, valid from an hour ago (clock skew) for LEAF_DAYS. With the lock held. */
-static X509 *make_leaf(const char *host)
+static X509 *make_leaf(struct tls_interceptor *t, const char *host)
 {
     X509 *cert = X509_new();
     char san[300];
@@ -242,18 +252,18 @@ static X509 *make_leaf(const char *host)
     int ok = cert != NULL && X509_set_version(cert, 2) && random_serial(cert) == 0 &&
              X509_gmtime_adj(X509_getm_notBefore(cert), -3600) &&
              X509_gmtime_adj(X509_getm_notAfter(cert), (long)LEAF_DAYS * 86400) &&
-             X509_set_pubkey(cert, state.leaf_key) &&
-             X509_set_issuer_name(cert, X509_get_subject_name(state.ca_cert));
+             X509_set_pubkey(cert, t->leaf_key) &&
+             X509_set_issuer_name(cert, X509_get_subject_name(t->ca_cert));
     if (ok) {
         X509_NAME *name = X509_get_subject_name(cert);
         ok = X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)host,
                                         -1, -1, 0) &&
-             add_extension(cert, state.ca_cert, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
-             add_extension(cert, state.ca_cert, NID_key_usage, "critical,digitalSignature") == 0 &&
-             add_extension(cert, state.ca_cert, NID_ext_key_usage, "serverAuth") == 0 &&
-             add_extension(cert, state.ca_cert, NID_subject_alt_name, san) == 0 &&
-             add_extension(cert, state.ca_cert, NID_authority_key_identifier, "keyid:always") == 0 &&
-             X509_sign(cert, state.ca_key, EVP_sha256()) > 0;
+             add_extension(cert, t->ca_cert, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
+             add_extension(cert, t->ca_cert, NID_key_usage, "critical,digitalSignature") == 0 &&
+             add_extension(cert, t->ca_cert, NID_ext_key_usage, "serverAuth") == 0 &&
+             add_extension(cert, t->ca_cert, NID_subject_alt_name, san) == 0 &&
+             add_extension(cert, t->ca_cert, NID_authority_key_identifier, "keyid:always") == 0 &&
+             X509_sign(cert, t->ca_key, EVP_sha256()) > 0;
     }
     if (!ok) {
         X509_free(cert);
@@ -280,14 +290,14 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_l
     return SSL_TLSEXT_ERR_NOACK; /* no ALPN: HTTP/1.1 is what a client without it speaks */
 }
 
-static SSL_CTX *make_ctx(const char *host)
+static SSL_CTX *make_ctx(struct tls_interceptor *t, const char *host)
 {
-    X509 *leaf = make_leaf(host);
+    X509 *leaf = make_leaf(t, host);
     SSL_CTX *ctx = leaf ? SSL_CTX_new(TLS_server_method()) : NULL;
     if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
         SSL_CTX_use_certificate(ctx, leaf) != 1 ||
-        SSL_CTX_use_PrivateKey(ctx, state.leaf_key) != 1 ||
-        SSL_CTX_add1_chain_cert(ctx, state.ca_cert) != 1) {
+        SSL_CTX_use_PrivateKey(ctx, t->leaf_key) != 1 ||
+        SSL_CTX_add1_chain_cert(ctx, t->ca_cert) != 1) {
         SSL_CTX_free(ctx);
         X509_free(leaf);
         return NULL;
@@ -299,48 +309,48 @@ static SSL_CTX *make_ctx(const char *host)
 }
 
 /* With the lock held: the cached context for host, or a new one (evicting the least used). */
-static SSL_CTX *leaf_ctx(const char *host)
+static SSL_CTX *leaf_ctx(struct tls_interceptor *t, const char *host)
 {
     struct leaf *oldest = NULL;
-    for (size_t i = 0; i < state.leaf_count; i++) {
-        struct leaf *l = &state.leaves[i];
+    for (size_t i = 0; i < t->leaf_count; i++) {
+        struct leaf *l = &t->leaves[i];
         if (strcasecmp(l->host, host) == 0) {
-            l->used = ++state.clock;
-            atomic_fetch_add(&hits, 1);
+            l->used = ++t->clock;
+            atomic_fetch_add(&t->hits, 1);
             return l->ctx;
         }
         if (oldest == NULL || l->used < oldest->used)
             oldest = l;
     }
-    atomic_fetch_add(&misses, 1);
-    SSL_CTX *ctx = make_ctx(host);
+    atomic_fetch_add(&t->misses, 1);
+    SSL_CTX *ctx = make_ctx(t, host);
     if (ctx == NULL)
         return NULL;
-    struct leaf *slot = state.leaf_count < LEAF_CACHE ? &state.leaves[state.leaf_count++] : oldest;
+    struct leaf *slot = t->leaf_count < LEAF_CACHE ? &t->leaves[t->leaf_count++] : oldest;
     if (slot->ctx != NULL && slot == oldest)
         SSL_CTX_free(slot->ctx);
     snprintf(slot->host, sizeof slot->host, "%s", host);
     slot->ctx = ctx;
-    slot->used = ++state.clock;
+    slot->used = ++t->clock;
     return ctx;
 }
 
-SSL *tls_new_server_ssl(const char *host, char *err, size_t err_len)
+SSL *tls_new_server_ssl(struct tls_interceptor *t, const char *host, char *err, size_t err_len)
 {
-    pthread_mutex_lock(&state.lock);
+    pthread_mutex_lock(&t->lock);
     SSL *ssl = NULL;
-    if (state.ca_cert == NULL) {
+    if (t->ca_cert == NULL) {
         snprintf(err, err_len, "TLS interception is not configured");
     } else {
-        SSL_CTX *ctx = leaf_ctx(host);
+        SSL_CTX *ctx = leaf_ctx(t, host);
         if (ctx == NULL)
             openssl_error(err, err_len, "cannot make a certificate");
         else if ((ssl = SSL_new(ctx)) == NULL) /* takes its own reference to ctx */
             openssl_error(err, err_len, "SSL_new");
     }
-    pthread_mutex_unlock(&state.lock);
+    pthread_mutex_unlock(&t->lock);
     if (ssl != NULL)
-        atomic_fetch_add(&handshakes, 1);
+        atomic_fetch_add(&t->handshakes, 1);
     return ssl;
 }
 
@@ -354,14 +364,14 @@ int tls_add_upstream_ca(void *ssl_ctx, const char *ca_file)
     return 0;
 }
 
-void tls_get_stats(struct tls_stats *out)
+void tls_get_stats(struct tls_interceptor *t, struct tls_stats *out)
 {
-    out->handshakes_started = atomic_load(&handshakes);
-    out->leaf_cache_hits = atomic_load(&hits);
-    out->leaf_cache_misses = atomic_load(&misses);
-    pthread_mutex_lock(&state.lock);
-    out->leaves_cached = state.leaf_count;
-    pthread_mutex_unlock(&state.lock);
+    out->handshakes_started = atomic_load(&t->handshakes);
+    out->leaf_cache_hits = atomic_load(&t->hits);
+    out->leaf_cache_misses = atomic_load(&t->misses);
+    pthread_mutex_lock(&t->lock);
+    out->leaves_cached = t->leaf_count;
+    pthread_mutex_unlock(&t->lock);
 }
 
 /* ---- rlproxy ca init ---------------------------------------------------------------------- */

@@ -1,7 +1,7 @@
-/* upstream.c — libcurl multi driven by libevent (the pattern of curl's docs/examples/multi-event.c):
- * curl tells us which sockets to watch and when to wake it; we call curl_multi_socket_action and
- * then drain curl_multi_info_read. libcurl is never called from inside its own callbacks: handles are
- * removed only in the info_read loop or from libevent callbacks. */
+/* upstream.c — transfers to origins: pooled easy handles, the options of a forward or a tunnel,
+ * curl's header, body and socket callbacks, and the result a finished transfer gets. The event
+ * glue that drives the multi is upstream_loop.c's; handles are removed only from its done callback
+ * or from libevent callbacks, never from inside curl's. */
 #include "upstream.h"
 
 #include <errno.h>
@@ -12,14 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "access.h"
 #include "http.h"
+#include "http_response.h"
 #include "log.h"
 #include "tls.h"
+#include "upstream_loop.h"
 #include "util.h"
 
 #define POOL_MAX 64                     /* idle easy handles kept per worker */
@@ -27,8 +27,6 @@
 #define ORIGIN_CACHE_MAX 16             /* parsed origin URLs kept per worker */
 #define ORIGIN_URL_MAX 512
 #define SPARE_HEAD_MAX (8 * 1024)       /* a head buffer up to this size is kept for reuse */
-
-struct socket_watch;
 
 /* An origin's URL ("http://host:port/") parsed once: curl would parse CURLOPT_URL again on every
  * transfer (~5k instructions). curl reads the CURLU when the transfer connects, so an entry in
@@ -42,15 +40,10 @@ struct origin_url {
 
 struct upstream_multi {
     struct event_base *base;
-    CURLM *multi;
-    struct event *timer;
+    struct upstream_loop *loop;
     CURL *pool[POOL_MAX];
     size_t pool_count;
-    int in_timer; /* inside on_timer_event's socket_action */
-    struct socket_watch **watches; /* by fd */
-    size_t watch_cap;
     _Atomic size_t active; /* read by the admin thread for /metrics */
-    uint64_t closes; /* connection sockets curl closed, ever */
     struct origin_url origins[ORIGIN_CACHE_MAX];
     uint64_t origin_clock;
     char *spare_head; /* a finished transfer's head buffer, for the next one; NULL if none */
@@ -80,7 +73,7 @@ struct upstream {
     int head_too_big;
     int pause_mask;
     int dirty; /* the easy handle needs a curl_easy_reset before its next use: see easy_put */
-    uint64_t closes_at_start; /* m->closes when the transfer started */
+    uint64_t closes_at_start; /* upstream_loop_closes when the transfer started */
     struct origin_url *origin; /* the parsed URL curl was given, or NULL */
     uint64_t bytes_received;
     int64_t upload_left; /* Content-Length bodies: bytes curl still has to read; -1 chunked */
@@ -91,169 +84,7 @@ struct upstream {
     const char *extra_ca_file;
     char error[CURL_ERROR_SIZE];
 };
-
-/* One per socket curl asked us to watch, kept with its event for the socket's whole life.
- * curl says CURL_POLL_REMOVE whenever a transfer ends and its connection goes back to the cache,
- * and CURL_POLL_IN again when the next transfer on it waits for the answer; unregistering and
- * registering again in between cost an epoll_ctl DEL and ADD (and an event_new/free) per request.
- * A connection socket (opened through open_socket_cb) last watched for reading stays registered
- * while idle. curl closes connection sockets through close_socket_cb, which unregisters first, so
- * a reused fd number never inherits a stale registration; other sockets (the threaded resolver's
- * socketpair, closed without a callback) are unregistered at CURL_POLL_REMOVE as before. An idle
- * socket that turns readable (the origin closed it) is unregistered; curl finds it dead when it
- * next tries to reuse it, as it does today. */
-struct socket_watch {
-    struct event ev;
-    struct upstream_multi *m;
-    curl_socket_t fd;
-    short events;     /* what ev is registered for; 0: not registered */
-    int curl_watches; /* between curl's CURL_POLL_IN/OUT and its CURL_POLL_REMOVE */
-    int conn_socket;  /* opened by open_socket_cb: curl closes it through close_socket_cb */
-};
-
-static void check_done(struct upstream_multi *m);
-static void on_socket_event(evutil_socket_t fd, short what, void *arg);
-
-static struct socket_watch *watch_get(struct upstream_multi *m, curl_socket_t s, int create)
-{
-    if (s < 0)
-        return NULL;
-    if ((size_t)s >= m->watch_cap) {
-        if (!create)
-            return NULL;
-        size_t cap = m->watch_cap ? m->watch_cap : 64;
-        while (cap <= (size_t)s)
-            cap *= 2;
-        struct socket_watch **grown = realloc(m->watches, cap * sizeof *grown);
-        if (grown == NULL)
-            return NULL;
-        memset(grown + m->watch_cap, 0, (cap - m->watch_cap) * sizeof *grown);
-        m->watches = grown;
-        m->watch_cap = cap;
-    }
-    struct socket_watch *w = m->watches[s];
-    if (w == NULL && create) {
-        w = calloc(1, sizeof *w);
-        if (w == NULL)
-            return NULL;
-        w->m = m;
-        w->fd = s;
-        m->watches[s] = w;
-    }
-    return w;
-}
-
-static int watch_set(struct socket_watch *w, short events)
-{
-    if (w->events == events)
-        return 0;
-    if (w->events != 0)
-        event_del(&w->ev);
-    w->events = 0;
-    if (events == 0)
-        return 0;
-    event_assign(&w->ev, w->m->base, w->fd, events, on_socket_event, w);
-    if (event_add(&w->ev, NULL) != 0)
-        return -1;
-    w->events = events;
-    return 0;
-}
-
-static void watch_drop(struct upstream_multi *m, curl_socket_t s)
-{
-    struct socket_watch *w = watch_get(m, s, 0);
-    if (w == NULL)
-        return;
-    watch_set(w, 0);
-    m->watches[s] = NULL;
-    free(w);
-}
-
-/* ---- libevent <-> curl glue ------------------------------------------------------------------- */
-
-static void on_socket_event(evutil_socket_t fd, short what, void *arg)
-{
-    struct socket_watch *w = arg;
-    struct upstream_multi *m = w->m;
-    if (!w->curl_watches) { /* idle in curl's cache and readable: the origin closed it */
-        watch_set(w, 0);
-        return;
-    }
-    int flags = 0;
-    if (what & EV_READ)
-        flags |= CURL_CSELECT_IN;
-    if (what & EV_WRITE)
-        flags |= CURL_CSELECT_OUT;
-    int running = 0;
-    curl_multi_socket_action(m->multi, fd, flags, &running);
-    check_done(m);
-}
-
-static void on_timer_event(evutil_socket_t fd, short what, void *arg)
-{
-    struct upstream_multi *m = arg;
-    int running = 0;
-    m->in_timer = 1;
-    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    m->in_timer = 0;
-    check_done(m);
-}
-
-static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct upstream_multi *m = userp;
-    if (what == CURL_POLL_REMOVE) {
-        struct socket_watch *w = watch_get(m, s, 0);
-        if (w == NULL)
-            return 0;
-        w->curl_watches = 0;
-        if (!w->conn_socket)
-            watch_drop(m, s);
-        else if (w->events != (EV_READ | EV_PERSIST))
-            watch_set(w, 0);
-        return 0;
-    }
-    struct socket_watch *w = watch_get(m, s, 1);
-    if (w == NULL)
-        return -1;
-    short events = EV_PERSIST;
-    if (what & CURL_POLL_IN)
-        events |= EV_READ;
-    if (what & CURL_POLL_OUT)
-        events |= EV_WRITE;
-    w->curl_watches = 1;
-    return watch_set(w, events);
-}
-
-/* Set on every easy handle: curl keeps it with each connection it opens. */
-static int close_socket_cb(void *arg, curl_socket_t s)
-{
-    struct upstream_multi *m = arg;
-    m->closes++;
-    watch_drop(m, s);
-    return close(s);
-}
-
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct upstream_multi *m = userp;
-    if (timeout_ms < 0) {
-        evtimer_del(m->timer);
-        return 0;
-    }
-    if (timeout_ms == 0 && !m->in_timer) {
-        /* due now: run socket_action from the loop (not from here) in this same pass, where a
-         * 0 ms timer would first cost an epoll_wait with a zero timeout. Not when the timer's
-         * own callback asks again: the loop must get to I/O in between. */
-        evtimer_del(m->timer);
-        event_active(m->timer, EV_TIMEOUT, 0);
-        return 0;
-    }
-    struct timeval tv;
-    util_ms_to_timeval((uint64_t)timeout_ms, &tv);
-    evtimer_add(m->timer, &tv);
-    return 0;
-}
+static void transfer_done(CURL *easy, CURLcode result);
 
 struct upstream_multi *upstream_multi_new(struct event_base *base, uint32_t max_connections)
 {
@@ -261,21 +92,16 @@ struct upstream_multi *upstream_multi_new(struct event_base *base, uint32_t max_
     if (m == NULL)
         return NULL;
     m->base = base;
-    m->multi = curl_multi_init();
-    m->timer = evtimer_new(base, on_timer_event, m);
-    if (m->multi == NULL || m->timer == NULL) {
-        upstream_multi_free(m);
+    m->loop = upstream_loop_new(base, transfer_done);
+    if (m->loop == NULL) {
+        free(m);
         return NULL;
     }
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
     /* connections kept for reuse by this worker: as many as it may have transfers in flight
      * (backpressure.max_inflight). Fewer, and past that many clients each finished transfer
      * closed a connection the next one opened again (measured at 1,000 clients on a cap of 256:
      * ~575 origin connections closed and reopened a second) */
-    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)max_connections);
+    curl_multi_setopt(upstream_loop_multi(m->loop), CURLMOPT_MAXCONNECTS, (long)max_connections);
     return m;
 }
 
@@ -285,17 +111,10 @@ void upstream_multi_free(struct upstream_multi *m)
         return;
     for (size_t i = 0; i < m->pool_count; i++)
         curl_easy_cleanup(m->pool[i]);
-    if (m->multi != NULL)
-        curl_multi_cleanup(m->multi); /* closes cached connections through close_socket_cb */
+    upstream_loop_free(m->loop);
     for (size_t i = 0; i < ORIGIN_CACHE_MAX; i++)
         curl_url_cleanup(m->origins[i].uh);
     free(m->spare_head);
-    for (size_t i = 0; i < m->watch_cap; i++)
-        if (m->watches[i] != NULL)
-            watch_drop(m, (curl_socket_t)i);
-    free(m->watches);
-    if (m->timer != NULL)
-        event_free(m->timer);
     free(m);
 }
 
@@ -303,7 +122,6 @@ size_t upstream_multi_active(struct upstream_multi *m) { return atomic_load(&m->
 
 /* ---- easy handle life ------------------------------------------------------------------------- */
 
-static int close_socket_cb(void *arg, curl_socket_t s);
 static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *address);
 static size_t header_cb(char *data, size_t size, size_t nitems, void *arg);
 static size_t write_cb(char *data, size_t size, size_t nitems, void *arg);
@@ -322,8 +140,7 @@ static void easy_base(struct upstream_multi *m, CURL *e)
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
+    upstream_loop_watch_closes(m->loop, e);
 }
 
 /* A pooled handle is configured for forwarding once, here, and keeps these between transfers:
@@ -385,11 +202,11 @@ static void easy_put(struct upstream_multi *m, CURL *easy, int dirty)
 static void upstream_free(struct upstream *u)
 {
     struct upstream_multi *m = u->m;
-    curl_multi_remove_handle(m->multi, u->easy);
+    curl_multi_remove_handle(upstream_loop_multi(m->loop), u->easy);
     /* curl counts resends after a reused connection died per handle, and only curl_easy_reset
      * sets the count back; a resend closes that connection first, so a transfer during which no
      * connection closed has not resent */
-    easy_put(m, u->easy, u->dirty || u->closes_at_start != m->closes);
+    easy_put(m, u->easy, u->dirty || u->closes_at_start != upstream_loop_closes(m->loop));
     if (u->origin != NULL)
         u->origin->refs--;
     free(u->headers); /* one block: see upstream.h */
@@ -569,17 +386,11 @@ static void finish(struct upstream *u, CURLcode code)
     cb->on_done(ctx, &r);
 }
 
-static void check_done(struct upstream_multi *m)
+static void transfer_done(CURL *easy, CURLcode result)
 {
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        struct upstream *u = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&u);
-        finish(u, msg->data.result);
-    }
+    struct upstream *u = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&u);
+    finish(u, result);
 }
 
 static void on_response_timeout(evutil_socket_t fd, short what, void *arg)
@@ -753,16 +564,7 @@ static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl
         util_format_sockaddr(&address->addr, u->denied, sizeof u->denied);
         return CURL_SOCKET_BAD;
     }
-    curl_socket_t s = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
-    if (s == CURL_SOCKET_BAD)
-        return s;
-    /* A socket curl closed without the callback (a connect attempt it gave up) may have left a
-     * watch under this fd number: the new socket starts from scratch. */
-    watch_drop(u->m, s);
-    struct socket_watch *w = watch_get(u->m, s, 1);
-    if (w != NULL)
-        w->conn_socket = 1; /* else it is simply unregistered at CURL_POLL_REMOVE */
-    return s;
+    return upstream_loop_open_socket(u->m->loop, address);
 }
 
 static CURLcode ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
@@ -789,7 +591,7 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
     u->m = m;
     u->cb = cb;
     u->ctx = ctx;
-    u->closes_at_start = m->closes;
+    u->closes_at_start = upstream_loop_closes(m->loop);
     /* (not snprintf: ~500 instructions per request for a bounded copy) */
     size_t len = strnlen(target_text, sizeof u->target_text - 1);
     memcpy(u->target_text, target_text, len);
@@ -802,7 +604,7 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
 
 static int add_to_multi(struct upstream *u)
 {
-    if (curl_multi_add_handle(u->m->multi, u->easy) != CURLM_OK) {
+    if (curl_multi_add_handle(upstream_loop_multi(u->m->loop), u->easy) != CURLM_OK) {
         u->headers = NULL;
         u->dirty = 1;
         upstream_free(u);

@@ -1,7 +1,8 @@
-/* upstream.h — fetching from origins with libcurl multi on a worker's event loop. Owns the CURLM, the
- * libevent<->curl socket/timer glue (nothing else calls curl_multi_socket_action), the pool of easy
- * handles, and the mapping of curl errors to 502/504 with a cause. Knows nothing about clients:
- * it talks to its owner through struct upstream_callbacks. */
+/* upstream.h — fetching from origins with libcurl multi on a worker's event loop. Owns the pool
+ * of easy handles, the options and callbacks of each transfer, and the mapping of curl errors to
+ * 502/504 with a cause; the libevent<->curl socket/timer glue is upstream_loop.h's (nothing here
+ * calls curl_multi_socket_action). Knows nothing about clients: it talks to its owner through
+ * struct upstream_callbacks. */
 #ifndef RLPROXY_UPSTREAM_H
 #define RLPROXY_UPSTREAM_H
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http_response.h"
 #include "util.h"
 
 /* The CURLOPT_HTTPHEADER list in one allocation, nodes first and then their lines: curl only

@@ -88,18 +88,29 @@ struct worker {
     struct worker_counters stats;
 };
 
-/* Client connections and tunnels of all workers: what backpressure.max_connections caps. */
-static _Atomic uint64_t open_total;
+/* The workers of one process (process.h; server.c makes it before them and frees it after they
+ * are joined): who takes a hand-over, and the counts backpressure.max_connections is held to
+ * across all of them. */
+struct worker_group {
+    struct worker *const *_Atomic members; /* NULL until all of them run (worker_group_start) */
+    unsigned count;
+    /* client connections and tunnels of all workers */
+    _Atomic uint64_t open_total;
+    /* connections handed over to a worker that has not taken them yet (it counts them in
+     * open_total when it does): counted against max_connections meanwhile */
+    _Atomic uint64_t handovers_total;
+};
 
-/* Connections handed over to a worker that has not taken them yet (it counts them in open_total
- * when it does): counted against max_connections meanwhile. */
-static _Atomic uint64_t handovers_total;
+struct worker_group *worker_group_new(void) { return calloc(1, sizeof(struct worker_group)); }
 
-uint64_t worker_open_total(void) { return atomic_load(&open_total); }
+void worker_group_free(struct worker_group *g) { free(g); }
 
-static uint64_t committed_total(void)
+uint64_t worker_open_total(const struct worker_group *g) { return atomic_load(&g->open_total); }
+
+static uint64_t committed_total(const struct worker *w)
 {
-    return atomic_load(&open_total) + atomic_load(&handovers_total);
+    const struct worker_group *g = w->process->worker_group;
+    return atomic_load(&g->open_total) + atomic_load(&g->handovers_total);
 }
 
 #define RESUME_CHECK_MS 50
@@ -138,17 +149,13 @@ static void park(struct worker *w, evutil_socket_t fd, const struct sockaddr *ad
     keep(&w->parked[w->parked_count++], fd, addr, addr_len);
 }
 
-/* Every worker, for the hand-over; NULL until all of them run (server.c: worker_group_start). */
-static struct worker *const *_Atomic group;
-static unsigned group_count;
-
-void worker_group_start(struct worker *const *workers, unsigned count)
+void worker_group_start(struct worker_group *g, struct worker *const *workers, unsigned count)
 {
-    group_count = count;
-    atomic_store(&group, workers);
+    g->count = count;
+    atomic_store(&g->members, workers);
 }
 
-void worker_group_stop(void) { atomic_store(&group, NULL); }
+void worker_group_stop(struct worker_group *g) { atomic_store(&g->members, NULL); }
 
 static void set_accepting(struct worker *w)
 {
@@ -164,15 +171,16 @@ static uint64_t load_of(struct worker *w)
 /* The accepting worker with the fewest connections if it has more than one fewer than w. */
 static struct worker *lighter_worker(struct worker *w)
 {
-    struct worker *const *all = atomic_load(&group);
-    if (all == NULL || group_count < 2)
+    const struct worker_group *g = w->process->worker_group;
+    struct worker *const *all = atomic_load(&g->members);
+    if (all == NULL || g->count < 2)
         return NULL;
     struct worker *best = NULL;
     uint64_t best_load = load_of(w);
     if (best_load < 2)
         return NULL;
     best_load -= 1; /* hysteresis: a lone connection's difference is no reason to move it */
-    for (unsigned i = 0; i < group_count; i++) {
+    for (unsigned i = 0; i < g->count; i++) {
         struct worker *other = all[i];
         if (other == w || !atomic_load(&other->accepting))
             continue;
@@ -203,7 +211,7 @@ static void on_handover(void *arg)
                            h->conn.addr_len);
     /* after accept counted it in open_total, so the cap never sees it missing */
     atomic_fetch_sub(&w->handovers_pending, 1);
-    atomic_fetch_sub(&handovers_total, 1);
+    atomic_fetch_sub(&w->process->worker_group->handovers_total, 1);
     free(h);
 }
 
@@ -218,7 +226,7 @@ static int hand_over(struct worker *to, evutil_socket_t fd, const struct sockadd
     h->call.fn = on_handover;
     h->call.arg = h;
     atomic_fetch_add(&to->handovers_pending, 1);
-    atomic_fetch_add(&handovers_total, 1);
+    atomic_fetch_add(&to->process->worker_group->handovers_total, 1);
     worker_post_call(to, &h->call);
     return 0;
 }
@@ -227,7 +235,7 @@ static void accepted(struct worker *w, evutil_socket_t fd, struct sockaddr *addr
 {
     atomic_fetch_add(&w->stats.connections_accepted, 1);
     uint32_t max = w->config->max_connections;
-    if (max > 0 && committed_total() >= max) {
+    if (max > 0 && committed_total(w) >= max) {
         park(w, fd, addr, addr_len);
         worker_pause_accept(w, "max_connections reached");
         return;
@@ -237,7 +245,7 @@ static void accepted(struct worker *w, evutil_socket_t fd, struct sockaddr *addr
         atomic_fetch_add(&w->stats.connections_handed_over, 1);
     else
         w->clients->accept(w->clients_state, fd, addr, addr_len);
-    if (max > 0 && committed_total() >= max)
+    if (max > 0 && committed_total(w) >= max)
         worker_pause_accept(w, "max_connections reached");
 }
 
@@ -245,7 +253,7 @@ static void unpark(struct worker *w)
 {
     uint32_t max = w->config->max_connections;
     size_t served = 0;
-    while (served < w->parked_count && (max == 0 || committed_total() < max)) {
+    while (served < w->parked_count && (max == 0 || committed_total(w) < max)) {
         struct parked *p = &w->parked[served++];
         w->clients->accept(w->clients_state, p->fd, (struct sockaddr *)&p->addr, p->addr_len);
     }
@@ -261,7 +269,7 @@ static int may_resume(const struct worker *w)
     uint32_t max = w->config->max_connections;
     return !w->draining &&
            admission_queue_waiting(w->admission) < w->config->max_inflight / 2 + 1 &&
-           (max == 0 || committed_total() < (uint64_t)max * 9 / 10);
+           (max == 0 || committed_total(w) < (uint64_t)max * 9 / 10);
 }
 
 /* Polled rather than triggered: connections close on every worker, and a paused worker must
@@ -688,14 +696,14 @@ void worker_conn_added(struct worker *w)
 {
     w->conn_count++;
     atomic_fetch_add(&w->stats.open_connections, 1);
-    atomic_fetch_add(&open_total, 1);
+    atomic_fetch_add(&w->process->worker_group->open_total, 1);
 }
 
 void worker_conn_removed(struct worker *w)
 {
     w->conn_count--;
     atomic_fetch_sub(&w->stats.open_connections, 1);
-    atomic_fetch_sub(&open_total, 1);
+    atomic_fetch_sub(&w->process->worker_group->open_total, 1);
     maybe_finish_drain(w);
 }
 
@@ -704,14 +712,14 @@ void worker_tunnel_added(struct worker *w)
     w->tunnel_count++;
     atomic_fetch_add(&w->stats.tunnels_opened, 1);
     atomic_fetch_add(&w->stats.open_tunnels, 1);
-    atomic_fetch_add(&open_total, 1);
+    atomic_fetch_add(&w->process->worker_group->open_total, 1);
 }
 
 void worker_tunnel_removed(struct worker *w)
 {
     w->tunnel_count--;
     atomic_fetch_sub(&w->stats.open_tunnels, 1);
-    atomic_fetch_sub(&open_total, 1);
+    atomic_fetch_sub(&w->process->worker_group->open_total, 1);
     maybe_finish_drain(w);
 }
 

@@ -62,10 +62,15 @@ void worker_free(struct worker *w);
  * that it fits util_post_fn). After the worker stopped, pending calls run at worker_free. */
 void worker_post_call(void *w, struct util_call *call);
 
-/* From the main thread: once every worker runs, workers hand connections to a lighter one
- * (worker.c); stop before they are freed. The array must outlive the group. */
-void worker_group_start(struct worker *const *workers, unsigned count);
-void worker_group_stop(void);
+/* The workers of a process as one object (struct process's worker_group): server.c makes it before
+ * the workers and frees it after they are joined. From the main thread: once every worker runs,
+ * workers hand connections to a lighter one (worker.c); stop before they are freed. The array
+ * must outlive the group. */
+struct worker_group;
+struct worker_group *worker_group_new(void);
+void worker_group_free(struct worker_group *group);
+void worker_group_start(struct worker_group *group, struct worker *const *workers, unsigned count);
+void worker_group_stop(struct worker_group *group);
 
 /* From the main thread. */
 void worker_post_stop(struct worker *w, int force);
@@ -77,7 +82,8 @@ int worker_post_listeners(struct worker *w, const int *listen_fds, size_t count)
 void worker_stats_read(const struct worker *w, struct worker_stats_snapshot *out);
 /* 0 .. workers-1: the worker's place in its group, for per-worker tables kept elsewhere. */
 unsigned worker_index(const struct worker *w);
-uint64_t worker_open_total(void); /* client connections + tunnels, process-wide */
+/* client connections + tunnels of every worker of the group */
+uint64_t worker_open_total(const struct worker_group *group);
 
 /* From the worker's own thread. */
 struct event_base *worker_base(const struct worker *w);

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "http.h"
+#include "http_response.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

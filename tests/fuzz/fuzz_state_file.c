@@ -81,7 +81,7 @@ static void parse_one(const char *text, size_t len, uint64_t mono, uint64_t wall
     char err[256];
     int rc = state_file_parse(l, text, len, mono, wall, &counts, err, sizeof err);
     uint64_t entries = check_limiter(l, mono);
-    if (rc != 0 && (entries != 0 || limiter_total_keys() != 0))
+    if (rc != 0 && (entries != 0 || limiter_total_keys(l) != 0))
         abort(); /* a refused file restored something */
     if (rc == 0 && (entries != counts.entries || counts.matched > counts.rules))
         abort();

@@ -9,6 +9,7 @@
 
 #include "http.h"
 
+#include "http_response.h"
 #include "unit.h"
 
 struct collected {

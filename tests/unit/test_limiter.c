@@ -458,19 +458,45 @@ START_TEST(test_reload_header_name)
 }
 END_TEST
 
+/* The key count belongs to a limiter and the ones built over it, not to the process: a second,
+ * unrelated limiter (another test, the benchmark) does not eat into the first one's cap, while a
+ * reload keeps counting the windows it carries over. */
+START_TEST(test_key_count_per_limiter)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 2);
+    struct limiter *a = limiter_new(&c, NULL, NULL);
+    struct limiter *b = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask(a, "10.0.0.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(a, "10.0.0.2", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(limiter_total_keys(a), 2);
+    ck_assert_uint_eq(limiter_total_keys(b), 0);
+    ck_assert_int_eq(ask(b, "10.0.0.3", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(limiter_total_keys(b), 1);
+    /* built over a: the same windows, the same count, the same cap */
+    struct limiter *a2 = limiter_new(&c, a, NULL);
+    limiter_unref(a);
+    ck_assert_uint_eq(limiter_total_keys(a2), 2);
+    ck_assert_int_eq(ask(a2, "10.0.0.4", "h", "GET", "/", 0, &d), LIMITER_REJECT);
+    limiter_unref(a2);
+    limiter_unref(b);
+}
+END_TEST
+
 START_TEST(test_expiry_and_key_cap)
 {
-    uint64_t before = limiter_total_keys();
     struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, (uint32_t)before + 100);
+    struct config c = make_config(rules, 1, 100);
     struct limiter *l = limiter_new(&c, NULL, NULL);
+    uint64_t before = limiter_total_keys(l);
     struct limiter_decision d;
     char ip[32];
     for (int i = 0; i < 100; i++) {
         snprintf(ip, sizeof ip, "10.0.%d.%d", i / 250, i % 250 + 1);
         ck_assert_int_eq(ask(l, ip, "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     }
-    ck_assert_uint_eq(limiter_total_keys(), before + 100);
+    ck_assert_uint_eq(limiter_total_keys(l), before + 100);
     /* the cap: a new key is refused while every window is still active */
     ck_assert_int_eq(ask(l, "10.9.9.9", "h", "GET", "/", 500 * MS, &d), LIMITER_REJECT);
     ck_assert_ptr_nonnull(strstr(d.reason, "rate_limits_max_keys"));
@@ -478,10 +504,10 @@ START_TEST(test_expiry_and_key_cap)
     ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", 500 * MS, &d), LIMITER_ADMIT);
     /* idle windows go after their window; the new key is then admitted */
     ck_assert_uint_eq(limiter_expire(l, 1000 * MS), 1); /* 10.0.0.1 was used at 500 ms */
-    ck_assert_uint_eq(limiter_total_keys(), before + 1);
+    ck_assert_uint_eq(limiter_total_keys(l), before + 1);
     ck_assert_int_eq(ask(l, "10.9.9.9", "h", "GET", "/", 1000 * MS, &d), LIMITER_ADMIT);
     ck_assert_uint_eq(limiter_expire(l, 10000 * MS), 0);
-    ck_assert_uint_eq(limiter_total_keys(), before);
+    ck_assert_uint_eq(limiter_total_keys(l), before);
     limiter_unref(l);
 }
 END_TEST
@@ -934,6 +960,7 @@ int main(void)
     tcase_add_test(tc, test_header_key_text);
     tcase_add_test(tc, test_reload_header_name);
     tcase_add_test(tc, test_expiry_and_key_cap);
+    tcase_add_test(tc, test_key_count_per_limiter);
     tcase_add_test(tc, test_reload_keeps_unchanged_rules);
     tcase_add_test(tc, test_two_threads_one_key);
     tcase_add_test(tc, test_remaining_and_reset);
