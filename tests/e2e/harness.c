@@ -254,6 +254,13 @@ TCase *harness_tcase(const char *name, double timeout_s)
     return tc;
 }
 
+int harness_run_tests(const char *name, double timeout_s, const TTest *const tests[], size_t count)
+{
+    Suite *s = suite_create(name);
+    unit_add_tcase(s, harness_tcase(name, timeout_s), tests, count);
+    return harness_run_suite(s);
+}
+
 /* ---- processes ------------------------------------------------------------------------------- */
 
 static void child_setup(const char *const env[], int in_fd, int out_fd, int err_fd, pid_t parent)

@@ -14,12 +14,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../unit/unit.h" /* unit_add_tcase, UNIT_TESTS */
+
 /* ---- run control ---------------------------------------------------------------------------- */
 
 /* Runs the suite (CK_NORMAL) with a per-run temp dir, returns EXIT_SUCCESS when nothing failed. */
 int harness_run_suite(Suite *s);
 /* A TCase whose teardown kills anything a test left running; timeout_s 0 keeps Check's default. */
 TCase *harness_tcase(const char *name, double timeout_s);
+/* Runs a suite that is one harness_tcase of these tests, both called name (harness_run_suite) */
+int harness_run_tests(const char *name, double timeout_s, const TTest *const tests[], size_t count);
+/* The whole main() of such a suite: HARNESS_MAIN("forward", 0, test_a, test_b) */
+#define HARNESS_MAIN(name, timeout_s, ...)                                                         \
+    int main(void) { return harness_run_tests(name, timeout_s, UNIT_TESTS(__VA_ARGS__)); }
 int harness_sanitizers(void); /* RLPROXY_SANITIZERS=1: RSS figures are meaningless */
 /* RLPROXY_WRAPPER="valgrind --error-exitcode=99 ... -q": its whitespace-separated words go before
  * rlproxy's argv in proxy_start(). A wrapped rlproxy is slow (valgrind: 20-50x), so the ready,

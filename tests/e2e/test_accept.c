@@ -227,11 +227,8 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("accept");
-    TCase *tc = harness_tcase("spread", 0);
-    tcase_add_test(tc, test_burst);
-    tcase_add_test(tc, test_sequential);
-    tcase_add_test(tc, test_descriptors);
-    suite_add_tcase(s, tc);
+    unit_add_tcase(s, harness_tcase("spread", 0),
+                   UNIT_TESTS(test_burst, test_sequential, test_descriptors));
     return s;
 }
 

@@ -564,16 +564,5 @@ START_TEST(test_default_goes_to_stderr)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("accesslog");
-    TCase *tc = harness_tcase("accesslog", 20);
-    tcase_add_test(tc, test_text_lines);
-    tcase_add_test(tc, test_error_replies_logged);
-    tcase_add_test(tc, test_hostile_target_text);
-    tcase_add_test(tc, test_json_lines);
-    tcase_add_test(tc, test_access_off_and_reload_switch);
-    tcase_add_test(tc, test_default_goes_to_stderr);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("accesslog", 20, test_text_lines, test_error_replies_logged, test_hostile_target_text,
+             test_json_lines, test_access_off_and_reload_switch, test_default_goes_to_stderr)

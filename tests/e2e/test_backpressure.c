@@ -1097,20 +1097,12 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("backpressure");
-    TCase *flow = harness_tcase("flow", 120);
-    tcase_add_test(flow, test_slow_client);
-    tcase_add_test(flow, test_slow_upstream);
-    tcase_add_test(flow, test_tunnel_slow_client);
-    suite_add_tcase(s, flow);
-    TCase *caps = harness_tcase("caps", 120);
-    tcase_add_test(caps, test_max_inflight);
-    tcase_add_test(caps, test_max_connections);
-    tcase_add_test(caps, test_idle_connections);
-    tcase_add_test(caps, test_overload_recovery);
-    suite_add_tcase(s, caps);
-    TCase *gaps = harness_tcase("gaps", 60);
-    tcase_add_test(gaps, test_listen_backlog);
-    tcase_add_test(gaps, test_max_connections_all_workers);
-    suite_add_tcase(s, gaps);
+    unit_add_tcase(s, harness_tcase("flow", 120),
+                   UNIT_TESTS(test_slow_client, test_slow_upstream, test_tunnel_slow_client));
+    unit_add_tcase(s, harness_tcase("caps", 120),
+                   UNIT_TESTS(test_max_inflight, test_max_connections, test_idle_connections,
+                              test_overload_recovery));
+    unit_add_tcase(s, harness_tcase("gaps", 60),
+                   UNIT_TESTS(test_listen_backlog, test_max_connections_all_workers));
     return harness_run_suite(s);
 }

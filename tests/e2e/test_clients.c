@@ -248,15 +248,5 @@ START_TEST(test_python_urllib)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("clients");
-    TCase *tc = harness_tcase("clients", 0);
-    tcase_add_test(tc, test_curl_cli_http);
-    tcase_add_test(tc, test_curl_cli_proxytunnel);
-    tcase_add_test(tc, test_wget_http);
-    tcase_add_test(tc, test_wget_https);
-    tcase_add_test(tc, test_python_urllib);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("clients", 0, test_curl_cli_http, test_curl_cli_proxytunnel, test_wget_http,
+             test_wget_https, test_python_urllib)

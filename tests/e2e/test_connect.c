@@ -229,18 +229,7 @@ START_TEST(test_origin_close_closes_client)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("connect");
-    TCase *tc = harness_tcase("connect", 0);
-    tcase_add_test(tc, test_tls_through_tunnel);
-    tcase_add_test(tc, test_tunnel_bulk_both_ways);
-    tcase_add_test(tc, test_port_not_allowed_403);
-    tcase_add_test(tc, test_connect_refused_502);
-    tcase_add_test(tc, test_tunnel_idle_timeout);
-    tcase_add_test(tc, test_bytes_after_connect_head_forwarded);
-    tcase_add_test(tc, test_client_close_closes_upstream);
-    tcase_add_test(tc, test_origin_close_closes_client);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("connect", 0, test_tls_through_tunnel, test_tunnel_bulk_both_ways,
+             test_port_not_allowed_403, test_connect_refused_502, test_tunnel_idle_timeout,
+             test_bytes_after_connect_head_forwarded, test_client_close_closes_upstream,
+             test_origin_close_closes_client)

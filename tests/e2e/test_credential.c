@@ -223,12 +223,4 @@ START_TEST(test_host_and_token)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("credential");
-    TCase *tc = harness_tcase("credential", 60);
-    tcase_add_test(tc, test_tokens_get_own_windows);
-    tcase_add_test(tc, test_host_and_token);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("credential", 60, test_tokens_get_own_windows, test_host_and_token)

@@ -363,20 +363,14 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("errors");
-    TCase *up_tc = harness_tcase("upstream errors", 0);
-    tcase_add_test(up_tc, test_unresolvable_host_502);
-    tcase_add_test(up_tc, test_connection_refused_502);
-    tcase_add_test(up_tc, test_upstream_timeout_504);
-    tcase_add_test(up_tc, test_client_abort_aborts_upstream);
-    tcase_add_test(up_tc, test_client_not_allowed_403);
-    tcase_add_test(up_tc, test_invalid_origin_head);
-    suite_add_tcase(s, up_tc);
-    TCase *bad = harness_tcase("malformed requests", 0);
+    unit_add_tcase(s, harness_tcase("upstream errors", 0),
+                   UNIT_TESTS(test_unresolvable_host_502, test_connection_refused_502,
+                              test_upstream_timeout_504, test_client_abort_aborts_upstream,
+                              test_client_not_allowed_403, test_invalid_origin_head));
+    TCase *bad =
+        unit_add_tcase(s, harness_tcase("malformed requests", 0),
+                       UNIT_TESTS(test_random_bytes_do_not_crash, test_header_block_too_large_431,
+                                  test_request_line_too_long_414, test_slow_header_times_out));
     tcase_add_loop_test(bad, test_malformed_request_400_and_close, 0, N_BAD);
-    tcase_add_test(bad, test_random_bytes_do_not_crash);
-    tcase_add_test(bad, test_header_block_too_large_431);
-    tcase_add_test(bad, test_request_line_too_long_414);
-    tcase_add_test(bad, test_slow_header_times_out);
-    suite_add_tcase(s, bad);
     return harness_run_suite(s);
 }

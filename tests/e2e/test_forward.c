@@ -564,27 +564,10 @@ START_TEST(test_reused_handle_carries_nothing)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("forward");
-    TCase *tc = harness_tcase("forward", 0);
-    tcase_add_test(tc, test_methods_without_body);
-    tcase_add_test(tc, test_head);
-    tcase_add_test(tc, test_methods_with_body);
-    tcase_add_test(tc, test_echo_body_and_content_type);
-    tcase_add_test(tc, test_status_and_reason_preserved);
-    tcase_add_test(tc, test_duplicate_headers_kept_in_order);
-    tcase_add_test(tc, test_gzip_bytes_exact);
-    tcase_add_test(tc, test_nothing_added_toward_origin);
-    tcase_add_test(tc, test_hop_by_hop_removed);
-    tcase_add_test(tc, test_end_to_end_headers_kept);
-    tcase_add_test(tc, test_via_both_ways);
-    tcase_add_test(tc, test_no_body_for_head_204_304);
-    tcase_add_test(tc, test_no_body_pipelined);
-    tcase_add_test(tc, test_request_target_unchanged);
-    tcase_add_test(tc, test_no_content_type_invented);
-    tcase_add_test(tc, test_origin_form_is_400_with_usage);
-    tcase_add_test(tc, test_reused_handle_carries_nothing);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("forward", 0, test_methods_without_body, test_head, test_methods_with_body,
+             test_echo_body_and_content_type, test_status_and_reason_preserved,
+             test_duplicate_headers_kept_in_order, test_gzip_bytes_exact,
+             test_nothing_added_toward_origin, test_hop_by_hop_removed,
+             test_end_to_end_headers_kept, test_via_both_ways, test_no_body_for_head_204_304,
+             test_no_body_pipelined, test_request_target_unchanged, test_no_content_type_invented,
+             test_origin_form_is_400_with_usage, test_reused_handle_carries_nothing)

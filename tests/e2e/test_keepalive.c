@@ -297,19 +297,7 @@ START_TEST(test_upstream_connection_reused)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("keepalive");
-    TCase *tc = harness_tcase("keepalive", 0);
-    tcase_add_test(tc, test_sequential_requests_one_connection);
-    tcase_add_test(tc, test_pipelined_answered_in_order);
-    tcase_add_test(tc, test_http10_client);
-    tcase_add_test(tc, test_expect_100_continue);
-    tcase_add_test(tc, test_chunked_request_body);
-    tcase_add_test(tc, test_connection_close_honoured);
-    tcase_add_test(tc, test_client_idle_timeout);
-    tcase_add_test(tc, test_idle_connection_folded);
-    tcase_add_test(tc, test_upstream_connection_reused);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("keepalive", 0, test_sequential_requests_one_connection,
+             test_pipelined_answered_in_order, test_http10_client, test_expect_100_continue,
+             test_chunked_request_body, test_connection_close_honoured, test_client_idle_timeout,
+             test_idle_connection_folded, test_upstream_connection_reused)

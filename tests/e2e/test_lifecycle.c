@@ -517,22 +517,10 @@ START_TEST(test_long_options_and_build_features)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("lifecycle");
-    TCase *tc = harness_tcase("lifecycle", 20);
-    tcase_add_test(tc, test_sigterm_lets_inflight_request_finish);
-    tcase_add_test(tc, test_sigterm_refuses_new_connections);
-    tcase_add_test(tc, test_shutdown_timeout_cuts_drain_short);
-    tcase_add_test(tc, test_second_signal_stops_at_once);
-    tcase_add_test(tc, test_idle_connections_do_not_delay_exit);
-    tcase_add_test(tc, test_sigint_stops_idle_proxy);
-    tcase_add_test(tc, test_tunnel_works_during_drain);
-    tcase_add_test(tc, test_check_config_valid_and_invalid);
-    tcase_add_test(tc, test_version_and_usage_errors);
-    tcase_add_test(tc, test_unused_signals_do_not_stop_serving);
-    tcase_add_test(tc, test_usr1_and_hup_reopen_access_log);
-    tcase_add_test(tc, test_long_options_and_build_features);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("lifecycle", 20, test_sigterm_lets_inflight_request_finish,
+             test_sigterm_refuses_new_connections, test_shutdown_timeout_cuts_drain_short,
+             test_second_signal_stops_at_once, test_idle_connections_do_not_delay_exit,
+             test_sigint_stops_idle_proxy, test_tunnel_works_during_drain,
+             test_check_config_valid_and_invalid, test_version_and_usage_errors,
+             test_unused_signals_do_not_stop_serving, test_usr1_and_hup_reopen_access_log,
+             test_long_options_and_build_features)

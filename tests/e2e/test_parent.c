@@ -435,19 +435,8 @@ START_TEST(test_parent_and_direct_alternate_on_one_handle)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("parent");
-    TCase *tc = harness_tcase("parent", 25);
-    tcase_add_test(tc, test_parent_and_direct_alternate_on_one_handle);
-    tcase_add_test(tc, test_get_goes_through_parent);
-    tcase_add_test(tc, test_connect_goes_through_parent);
-    tcase_add_test(tc, test_parent_refusing_connect);
-    tcase_add_test(tc, test_bypass_address_block_goes_direct);
-    tcase_add_test(tc, test_bypass_name_patterns_skip_address_literals);
-    tcase_add_test(tc, test_parent_down_502);
-    tcase_add_test(tc, test_credentials_sent_to_parent);
-    tcase_add_test(tc, test_proxy_environment_ignored);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("parent", 25, test_parent_and_direct_alternate_on_one_handle,
+             test_get_goes_through_parent, test_connect_goes_through_parent,
+             test_parent_refusing_connect, test_bypass_address_block_goes_direct,
+             test_bypass_name_patterns_skip_address_literals, test_parent_down_502,
+             test_credentials_sent_to_parent, test_proxy_environment_ignored)

@@ -641,19 +641,9 @@ START_TEST(test_check_warns_about_rules_tunnels_hide)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("reload");
-    TCase *tc = harness_tcase("reload", 30);
-    tcase_add_test(tc, test_twenty_reloads_under_load);
-    tcase_add_test(tc, test_reloaded_keys_apply_to_new_connections);
-    tcase_add_test(tc, test_listen_change_rebinds_only_what_changed);
-    tcase_add_test(tc, test_listen_bind_failure_keeps_old_listeners);
-    tcase_add_test(tc, test_inflight_request_survives_reloads);
-    tcase_add_test(tc, test_dump_config_loads_again);
-    tcase_add_test(tc, test_restart_only_keys_warn_each);
-    tcase_add_test(tc, test_access_log_checked_by_t_and_reload);
-    tcase_add_test(tc, test_check_warns_about_rules_tunnels_hide);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("reload", 30, test_twenty_reloads_under_load,
+             test_reloaded_keys_apply_to_new_connections,
+             test_listen_change_rebinds_only_what_changed,
+             test_listen_bind_failure_keeps_old_listeners, test_inflight_request_survives_reloads,
+             test_dump_config_loads_again, test_restart_only_keys_warn_each,
+             test_access_log_checked_by_t_and_reload, test_check_warns_about_rules_tunnels_hide)

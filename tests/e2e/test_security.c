@@ -1111,32 +1111,11 @@ START_TEST(test_password_guessing_does_not_stall)
 }
 END_TEST
 
-static Suite *security_suite(void)
-{
-    Suite *s = suite_create("security");
-    TCase *tc = harness_tcase("security", 60);
-    tcase_add_test(tc, test_not_open_proxy);
-    tcase_add_test(tc, test_auth_basic);
-    tcase_add_test(tc, test_auth_407_reason);
-    tcase_add_test(tc, test_auth_connect);
-    tcase_add_test(tc, test_auth_rate_limit_per_user);
-    tcase_add_test(tc, test_auth_users_file_and_reload);
-    tcase_add_test(tc, test_auth_reload_revokes_keepalive);
-    tcase_add_test(tc, test_password_guessing_does_not_stall);
-    tcase_add_test(tc, test_deny_default_link_local);
-    tcase_add_test(tc, test_deny_after_dns);
-    tcase_add_test(tc, test_deny_unspecified_address);
-    tcase_add_test(tc, test_deny_name_patterns);
-    tcase_add_test(tc, test_deny_name_trailing_dot);
-    tcase_add_test(tc, test_allow_ports);
-    tcase_add_test(tc, test_loop_self_parent);
-    tcase_add_test(tc, test_loop_self_parent_connect);
-    tcase_add_test(tc, test_chain_of_two_is_not_a_loop);
-    tcase_add_test(tc, test_max_connections_per_client);
-    tcase_add_test(tc, test_slowloris_header_timeout);
-    tcase_add_test(tc, test_idle_connections_do_not_block);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void) { return harness_run_suite(security_suite()); }
+HARNESS_MAIN("security", 60, test_not_open_proxy, test_auth_basic, test_auth_407_reason,
+             test_auth_connect, test_auth_rate_limit_per_user, test_auth_users_file_and_reload,
+             test_auth_reload_revokes_keepalive, test_password_guessing_does_not_stall,
+             test_deny_default_link_local, test_deny_after_dns, test_deny_unspecified_address,
+             test_deny_name_patterns, test_deny_name_trailing_dot, test_allow_ports,
+             test_loop_self_parent, test_loop_self_parent_connect, test_chain_of_two_is_not_a_loop,
+             test_max_connections_per_client, test_slowloris_header_timeout,
+             test_idle_connections_do_not_block)

@@ -215,18 +215,13 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("stream");
-    TCase *big = harness_tcase("big", 900);
-    tcase_add_test(big, test_download_1gib);
-    tcase_add_test(big, test_download_chunked);
-    tcase_add_test(big, test_download_close_delimited);
-    tcase_add_test(big, test_upload_chunked_200mib);
-    tcase_add_test(big, test_upload_content_length_200mib);
-    tcase_add_test(big, test_upload_to_slow_reader);
-    tcase_add_test(big, test_download_to_slow_reader);
-    suite_add_tcase(s, big);
-    TCase *trunc = harness_tcase("truncate", 0);
-    tcase_add_test(trunc, test_truncated_upstream_fails_client_curl);
-    tcase_add_test(trunc, test_truncated_upstream_fails_client_raw);
-    suite_add_tcase(s, trunc);
+    unit_add_tcase(s, harness_tcase("big", 900),
+                   UNIT_TESTS(test_download_1gib, test_download_chunked,
+                              test_download_close_delimited, test_upload_chunked_200mib,
+                              test_upload_content_length_200mib, test_upload_to_slow_reader,
+                              test_download_to_slow_reader));
+    unit_add_tcase(s, harness_tcase("truncate", 0),
+                   UNIT_TESTS(test_truncated_upstream_fails_client_curl,
+                              test_truncated_upstream_fails_client_raw));
     return harness_run_suite(s);
 }

@@ -1618,85 +1618,58 @@ END_TEST
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
-    TCase *t = tcase_create("table");
-    tcase_add_test(t, test_table_is_consistent);
-    tcase_add_test(t, test_log_level_words_match_log_h);
-    tcase_add_test(t, test_public_key_names);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("table"),
+                   UNIT_TESTS(test_table_is_consistent, test_log_level_words_match_log_h,
+                              test_public_key_names));
 
-    t = tcase_create("defaults");
-    tcase_add_test(t, test_default_config);
+    TCase *t = unit_add_tcase(s, tcase_create("defaults"),
+                              UNIT_TESTS(test_default_config, test_one_key_keeps_other_defaults));
     tcase_add_loop_test(t, test_empty_means_defaults, 0,
                         sizeof empty_inputs / sizeof empty_inputs[0]);
-    tcase_add_test(t, test_one_key_keeps_other_defaults);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("values");
+    t = unit_add_tcase(s, tcase_create("values"),
+                       UNIT_TESTS(test_every_type_from_yaml, test_empty_lists_where_allowed,
+                                  test_workers_auto, test_listen_port_zero_may_repeat));
     tcase_add_loop_test(t, test_parse_duration, 0, sizeof durations / sizeof durations[0]);
     tcase_add_loop_test(t, test_parse_size, 0, sizeof sizes / sizeof sizes[0]);
-    tcase_add_test(t, test_every_type_from_yaml);
-    tcase_add_test(t, test_empty_lists_where_allowed);
-    tcase_add_test(t, test_workers_auto);
     tcase_add_loop_test(t, test_listen_forms, 0, sizeof listens / sizeof listens[0]);
-    tcase_add_test(t, test_listen_port_zero_may_repeat);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("errors");
     find_cases();
-    tcase_add_test(t, test_error_cases_found);
+    t = unit_add_tcase(s, tcase_create("errors"),
+                       UNIT_TESTS(test_error_cases_found, test_shared_refused_until_available,
+                                  test_auth_users, test_invalid_utf8, test_numeric_bounds,
+                                  test_list_length_bounds, test_size_limit,
+                                  test_small_or_missing_error_buffer, test_not_nul_terminated));
     tcase_add_loop_test(t, test_error_cases, 0, case_count);
-    tcase_add_test(t, test_shared_refused_until_available);
-    tcase_add_test(t, test_auth_users);
-    tcase_add_test(t, test_invalid_utf8);
-    tcase_add_test(t, test_numeric_bounds);
-    tcase_add_test(t, test_list_length_bounds);
-    tcase_add_test(t, test_size_limit);
-    tcase_add_test(t, test_small_or_missing_error_buffer);
-    tcase_add_test(t, test_not_nul_terminated);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("rate_limits");
-    tcase_add_test(t, test_rules_issue_example_file);
-    tcase_add_test(t, test_rules_every_field);
-    tcase_add_test(t, test_rule_defaults);
-    tcase_add_test(t, test_rule_header_keys);
-    tcase_add_test(t, test_rule_single_or_list);
-    tcase_add_test(t, test_rule_fields_table);
-    tcase_add_test(t, test_rule_numeric_bounds);
+    t = unit_add_tcase(s, tcase_create("rate_limits"),
+                       UNIT_TESTS(test_rules_issue_example_file, test_rules_every_field,
+                                  test_rule_defaults, test_rule_header_keys,
+                                  test_rule_single_or_list, test_rule_fields_table,
+                                  test_rule_numeric_bounds, test_rule_seed_loads));
     tcase_add_loop_test(t, test_rule_errors_free_everything, 0,
                         sizeof rule_errors_late / sizeof rule_errors_late[0]);
-    tcase_add_test(t, test_rule_seed_loads);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("files");
-    tcase_add_test(t, test_file_on_disk);
-    tcase_add_test(t, test_users_file_bounded);
-    tcase_add_test(t, test_file_errors);
-    tcase_add_test(t, test_refcount);
-    suite_add_tcase(s, t);
+    unit_add_tcase(
+        s, tcase_create("files"),
+        UNIT_TESTS(test_file_on_disk, test_users_file_bounded, test_file_errors, test_refcount));
 
-    t = tcase_create("drift");
-    tcase_add_test(t, test_man_page_lists_every_key);
-    tcase_add_test(t, test_sample_config_sets_every_key);
-    tcase_add_test(t, test_sample_config_loads_as_defaults);
-    tcase_add_test(t, test_man_page_lists_every_rule_field);
-    tcase_add_test(t, test_sample_config_rate_example);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("drift"),
+                   UNIT_TESTS(test_man_page_lists_every_key, test_sample_config_sets_every_key,
+                              test_sample_config_loads_as_defaults,
+                              test_man_page_lists_every_rule_field,
+                              test_sample_config_rate_example));
 
-    t = tcase_create("dump");
-    tcase_add_test(t, test_dump_round_trips);
-    tcase_add_test(t, test_dump_masks_secrets);
-    tcase_add_test(t, test_dump_masks_key_secret);
-    tcase_add_test(t, test_dump_round_trips_header_keys);
-    tcase_add_test(t, test_dump_escapes_what_yaml_would_fold);
-    tcase_add_test(t, test_diff_names_each_changed_key);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("dump"),
+                   UNIT_TESTS(test_dump_round_trips, test_dump_masks_secrets,
+                              test_dump_masks_key_secret, test_dump_round_trips_header_keys,
+                              test_dump_escapes_what_yaml_would_fold,
+                              test_diff_names_each_changed_key));
 
-    t = tcase_create("warnings");
+    t = unit_add_tcase(
+        s, tcase_create("warnings"),
+        UNIT_TESTS(test_readme_rate_example_warns_nothing, test_shared_header_key_warning));
     tcase_add_loop_test(t, test_rule_warnings, 0, sizeof warning_cases / sizeof warning_cases[0]);
-    tcase_add_test(t, test_readme_rate_example_warns_nothing);
-    tcase_add_test(t, test_shared_header_key_warning);
-    suite_add_tcase(s, t);
     return s;
 }
 

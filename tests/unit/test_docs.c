@@ -215,10 +215,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("docs");
-    TCase *t = tcase_create("agree");
-    tcase_add_test(t, test_no_document_calls_a_feature_missing);
-    tcase_add_test(t, test_documents_name_only_keys_of_the_table);
-    tcase_add_test(t, test_readme_lists_every_section);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("agree"),
+                   UNIT_TESTS(test_no_document_calls_a_feature_missing,
+                              test_documents_name_only_keys_of_the_table,
+                              test_readme_lists_every_section));
     return unit_run(s);
 }

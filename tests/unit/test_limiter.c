@@ -784,26 +784,16 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("limiter");
-    TCase *tc = tcase_create("windows");
-    tcase_add_test(tc, test_reject_exact);
-    tcase_add_test(tc, test_random_arrivals_never_exceed);
-    tcase_add_test(tc, test_delay_reserves_in_order);
-    tcase_add_test(tc, test_cancel_gives_slot_back);
-    tcase_add_test(tc, test_late_release_propagates);
-    tcase_add_test(tc, test_random_delays_and_cancels_never_exceed);
-    tcase_add_test(tc, test_matching_first_rule_wins);
-    tcase_add_test(tc, test_host_key_ignores_case);
-    tcase_add_test(tc, test_header_values_get_own_windows);
-    tcase_add_test(tc, test_host_header_key);
-    tcase_add_test(tc, test_header_key_text);
-    tcase_add_test(tc, test_reload_header_name);
-    tcase_add_test(tc, test_expiry_and_key_cap);
-    tcase_add_test(tc, test_reload_keeps_unchanged_rules);
-    tcase_add_test(tc, test_two_threads_one_key);
-    tcase_add_test(tc, test_remaining_and_reset);
-    tcase_add_test(tc, test_departure_moves_entry);
-    tcase_add_test(tc, test_pending_entry_never_expires);
-    tcase_add_test(tc, test_random_departures_never_exceed);
-    suite_add_tcase(s, tc);
+    unit_add_tcase(
+        s, tcase_create("windows"),
+        UNIT_TESTS(test_reject_exact, test_random_arrivals_never_exceed,
+                   test_delay_reserves_in_order, test_cancel_gives_slot_back,
+                   test_late_release_propagates, test_random_delays_and_cancels_never_exceed,
+                   test_matching_first_rule_wins, test_host_key_ignores_case,
+                   test_header_values_get_own_windows, test_host_header_key, test_header_key_text,
+                   test_reload_header_name, test_expiry_and_key_cap,
+                   test_reload_keeps_unchanged_rules, test_two_threads_one_key,
+                   test_remaining_and_reset, test_departure_moves_entry,
+                   test_pending_entry_never_expires, test_random_departures_never_exceed));
     return unit_run(s);
 }
