@@ -188,14 +188,18 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
 /* A loopback port that was just bound and closed: connecting to it is refused. */
 int harness_closed_port(void);
 
-/* A TCP relay on 127.0.0.1 in front of target_port whose new connections take delay_ms to open:
- * it accepts at once, waits, then connects to the target and copies both ways, as a distant
- * origin (or its TLS handshake) would look to rlproxy. Threads of this process. */
-struct slow_relay;
-struct slow_relay *slow_relay_start(int target_port, int delay_ms);
-int slow_relay_port(const struct slow_relay *r);
-long slow_relay_connections(const struct slow_relay *r); /* accepted so far */
-void slow_relay_stop(struct slow_relay *r);
+/* A TCP relay on 127.0.0.1 in front of target_port, threads of this process. New connections take
+ * delay_ms to open: it accepts at once, waits, then connects to the target and copies both ways,
+ * as a distant origin (or its TLS handshake) would look to rlproxy. relay_freeze makes every
+ * connection it has stop moving (nothing read, nothing written, no reset), like a server behind a
+ * firewall that started dropping packets; connections made afterwards are relayed again.
+ * relay_stop closes every connection. */
+struct relay;
+struct relay *relay_start(int target_port, int delay_ms);
+int relay_port(const struct relay *r);
+long relay_connections(struct relay *r); /* accepted so far */
+void relay_freeze(struct relay *r);
+void relay_stop(struct relay *r);
 /* 1 when a TCP connect to 127.0.0.1:port succeeds (within 2 s), 0 when it is refused */
 int port_accepts(int port);
 

@@ -1695,8 +1695,8 @@ START_TEST(test_slow_first_connection_counted_at_departure)
 {
     enum { N = 25, L = 10 };
     struct origin *o = origin_start(1);
-    struct slow_relay *relay = slow_relay_start(o->port, 150);
-    int port = slow_relay_port(relay);
+    struct relay *relay = relay_start(o->port, 150);
+    int port = relay_port(relay);
     char *tls = intercept_yaml(shared_ca(), "[\"127.0.0.1\"]", 1);
     struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n%s"
                                    "rate_limits:\n"
@@ -1733,15 +1733,15 @@ START_TEST(test_slow_first_connection_counted_at_departure)
     double span = arrivals_min_span(a, n, L, &worst);
     printf("departure: %ld slow connection(s); tightest %d arrivals at the origin span %.1f ms "
            "(window 1000 ms), from arrival %zu\n",
-           slow_relay_connections(relay), L + 1, span, worst);
-    ck_assert_msg(slow_relay_connections(relay) >= 1, "rlproxy never went through the slow relay");
+           relay_connections(relay), L + 1, span, worst);
+    ck_assert_msg(relay_connections(relay) >= 1, "rlproxy never went through the slow relay");
     ck_assert_msg(span >= 1000.0 - JITTER_MS,
                   "%d arrivals at the origin within %.1f ms (arrivals %zu..%zu): the window "
                   "counted admissions, not departures",
                   L + 1, span, worst, worst + L);
     free(a);
     proxy_stop(p);
-    slow_relay_stop(relay);
+    relay_stop(relay);
     origin_stop(o);
 }
 END_TEST
