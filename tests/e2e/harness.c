@@ -1260,7 +1260,8 @@ static void *relay_serve(void *arg)
          now_ms() < until && !atomic_load(&r->stopping);)
         sleep_ms(5);
     int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->target_port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)r->target_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (up >= 0 && connect(up, (struct sockaddr *)&sa, sizeof sa) == 0)
         relay_copy(c, up);
