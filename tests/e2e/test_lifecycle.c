@@ -438,6 +438,21 @@ static int wait_file_contains(const char *path, const char *text, int timeout_ms
     }
 }
 
+/* Renames the access log to rotated and sends sig; the proxy logs logged, and the next request
+ * (marked marker) is logged in a new file at log_path. */
+static void rotate_access_log(struct proxy *p, struct origin *o, const char *log_path,
+                              const char *rotated, int sig, const char *logged, const char *marker)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/echo?%s", marker);
+    ck_assert(rename(log_path, rotated) == 0);
+    ck_assert(kill(p->pid, sig) == 0);
+    ck_assert_msg(proxy_wait_log(p, logged, 5000), "no \"%s\" logged: %s", logged, proxy_state(p));
+    assert_serves(p, o, path, strsignal(sig));
+    ck_assert_msg(wait_file_contains(log_path, marker, 5000),
+                  "after %s the line did not go to a new %s", strsignal(sig), log_path);
+}
+
 /* What logrotate does: rename the access log, then SIGUSR1 (the packaged logrotate file), or
  * SIGHUP (the reload, which reopens it as well). Lines written after the signal go to a new file
  * at the configured path; lines before it stay in the renamed one. */
@@ -453,24 +468,14 @@ START_TEST(test_usr1_and_hup_reopen_access_log)
     assert_serves(p, o, "/echo?before-rotation", "start-up");
     ck_assert_msg(wait_file_contains(log_path, "before-rotation", 5000), "no access-log line");
 
-    ck_assert(rename(log_path, rotated) == 0);
-    ck_assert(kill(p->pid, SIGUSR1) == 0);
-    ck_assert_msg(proxy_wait_log(p, "access log", 5000), "no reopen logged: %s", proxy_state(p));
-    assert_serves(p, o, "/echo?after-usr1", "SIGUSR1");
-    ck_assert_msg(wait_file_contains(log_path, "after-usr1", 5000),
-                  "after SIGUSR1 the line did not go to a new %s", log_path);
+    rotate_access_log(p, o, log_path, rotated, SIGUSR1, "access log", "after-usr1");
     char *old = read_file(rotated, NULL);
     ck_assert_ptr_nonnull(old);
     ck_assert_msg(strstr(old, "before-rotation") != NULL && strstr(old, "after-usr1") == NULL,
                   "the rotated file: %s", old);
     free(old);
 
-    ck_assert(rename(log_path, rotated2) == 0);
-    ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert_msg(proxy_wait_log(p, "configuration reloaded", 5000), "no reload: %s", proxy_state(p));
-    assert_serves(p, o, "/echo?after-hup", "SIGHUP");
-    ck_assert_msg(wait_file_contains(log_path, "after-hup", 5000),
-                  "after SIGHUP the line did not go to a new %s", log_path);
+    rotate_access_log(p, o, log_path, rotated2, SIGHUP, "configuration reloaded", "after-hup");
     proxy_stop(p);
     origin_stop(o);
 }

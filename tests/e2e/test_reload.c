@@ -159,29 +159,22 @@ static char *invalid_config(int i, char *where, size_t where_len)
     for (int k = 0; k < i; k++)
         strcat(pad, "# padding\n");
     int line = 3 + i + 1; /* BASE_YAML is 3 lines, then i padding lines */
+    /* the text, and where the error is: its line (after the padding) and the message's start */
+    static const struct {
+        const char *text;
+        int line_in_text;
+        const char *where;
+    } bad[] = {
+        {"timeouts:\n  client_idle: banana\n", 1, ":%d:16: timeouts.client_idle: "},
+        {"bogus_key: 1\n", 0, ":%d:1: bogus_key: unknown key"},
+        {"http:\n  max_header_size: 10\n", 1, ":%d:20: http.max_header_size: "},
+        {"\tworkers: 2\n", 0, ":%d:1: "},
+        {"access:\n  allow: [\"300.1.1.1/8\"]\n", 1, ":%d:11: access.allow: "},
+    };
+    int k = i % (int)(sizeof bad / sizeof bad[0]);
     char *yaml = NULL;
-    switch (i % 5) {
-    case 0:
-        ck_assert(asprintf(&yaml, "%s%stimeouts:\n  client_idle: banana\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:16: timeouts.client_idle: ", line + 1);
-        break;
-    case 1:
-        ck_assert(asprintf(&yaml, "%s%sbogus_key: 1\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:1: bogus_key: unknown key", line);
-        break;
-    case 2:
-        ck_assert(asprintf(&yaml, "%s%shttp:\n  max_header_size: 10\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:20: http.max_header_size: ", line + 1);
-        break;
-    case 3:
-        ck_assert(asprintf(&yaml, "%s%s\tworkers: 2\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:1: ", line);
-        break;
-    default:
-        ck_assert(asprintf(&yaml, "%s%saccess:\n  allow: [\"300.1.1.1/8\"]\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:11: access.allow: ", line + 1);
-        break;
-    }
+    ck_assert(asprintf(&yaml, "%s%s%s", BASE_YAML, pad, bad[k].text) > 0);
+    snprintf(where, where_len, bad[k].where, line + bad[k].line_in_text);
     return yaml;
 }
 
