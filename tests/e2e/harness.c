@@ -1680,6 +1680,15 @@ int raw_wait_closed(struct raw *c, int timeout_ms)
     }
 }
 
+void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what)
+{
+    uint64_t t0 = now_ms();
+    ck_assert_msg(raw_wait_closed(c, max_ms), "%s: still open %d ms later", what, max_ms);
+    uint64_t ms = now_ms() - t0;
+    ck_assert_msg(ms >= (uint64_t)min_ms, "%s: closed after %llu ms, before %d ms", what,
+                  (unsigned long long)ms, min_ms);
+}
+
 int raw_exchange(int port, const char *request, struct http_response *r, int flags, int timeout_ms)
 {
     struct raw *c = raw_connect(port);

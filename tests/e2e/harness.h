@@ -274,6 +274,9 @@ void http_response_free(struct http_response *r);
 const char *resp_header(const struct http_response *r, const char *name, int nth);
 /* 1 when the peer closed (EOF or reset) within timeout_ms; data arriving meanwhile is dropped */
 int raw_wait_closed(struct raw *c, int timeout_ms);
+/* Fails the test unless the peer closes c (a timeout, as what says) no sooner than min_ms and
+ * within max_ms from now */
+void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what);
 /* One request, one response on a fresh connection: for the common raw case. */
 int raw_exchange(int port, const char *request, struct http_response *r, int flags, int timeout_ms);
 /* rc in words for a failure message; when a running rlproxy has died meanwhile, also how it

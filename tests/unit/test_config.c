@@ -44,28 +44,6 @@ static const char *load_err(const char *yaml)
     return err;
 }
 
-/* make check sets RLPROXY_SRCDIR (builds may be out of tree); by hand, run from the source root. */
-static void srcdir_path(const char *relative, char *path, size_t len)
-{
-    const char *dir = getenv("RLPROXY_SRCDIR");
-    snprintf(path, len, "%s/%s", dir != NULL && *dir != '\0' ? dir : ".", relative);
-}
-
-static char *slurp(const char *relative)
-{
-    char path[4096];
-    srcdir_path(relative, path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s (set RLPROXY_SRCDIR)", path);
-    static const size_t cap = 1 << 20;
-    char *buf = malloc(cap + 1);
-    ck_assert_ptr_nonnull(buf);
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
 /* ---- the table ---- */
 
 START_TEST(test_table_is_consistent)
@@ -484,7 +462,7 @@ static int is_case_file(const struct dirent *e)
 static void find_cases(void)
 {
     char dir[4096];
-    srcdir_path(CASES_DIR, dir, sizeof dir);
+    unit_srcdir_path(CASES_DIR, dir, sizeof dir);
     case_count = scandir(dir, &case_entries, is_case_file, alphasort);
     if (case_count < 0)
         case_count = 0;
@@ -502,7 +480,7 @@ START_TEST(test_error_cases)
 {
     char relative[512];
     snprintf(relative, sizeof relative, CASES_DIR "/%s", case_entries[_i]->d_name);
-    char *text = slurp(relative), *p = text;
+    char *text = unit_slurp(relative), *p = text;
     while (*p == '#')
         p = strchr(p, '\n') != NULL ? strchr(p, '\n') + 1 : p + strlen(p);
     ck_assert_msg(strncmp(p, "error: ", 7) == 0, "%s: no \"error: \" line", relative);
@@ -1121,7 +1099,7 @@ START_TEST(test_rule_seed_loads)
 {
     /* The fuzz seed is the example plus every field; it must stay a valid config. */
     char path[4096], err[512];
-    srcdir_path("tests/fuzz/corpus_config/rate_limits.yaml", path, sizeof path);
+    unit_srcdir_path("tests/fuzz/corpus_config/rate_limits.yaml", path, sizeof path);
     struct config *c = NULL;
     ck_assert_msg(config_load_file(path, &c, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_ge(c->rate_limits_count, 2);
@@ -1149,7 +1127,7 @@ static void mdoc_quote(const char *text, char *buf, size_t len)
 
 START_TEST(test_man_page_lists_every_key)
 {
-    char *man = slurp("man/rlproxy.yaml.5");
+    char *man = unit_slurp("man/rlproxy.yaml.5");
     size_t n;
     const struct config_key *keys = config_keys(&n);
     for (size_t i = 0; i < n; i++) {
@@ -1191,7 +1169,7 @@ static void collect_paths(yaml_document_t *doc, yaml_node_t *node, const char *p
 
 START_TEST(test_sample_config_sets_every_key)
 {
-    char *conf = slurp("conf/rlproxy.yaml");
+    char *conf = unit_slurp("conf/rlproxy.yaml");
     yaml_parser_t parser;
     yaml_document_t doc;
     static char paths[8192];
@@ -1232,7 +1210,7 @@ static int occurs_within(const char *from, const char *to, const char *text)
  * there, holding its doc sentence and either "Required." or its default. */
 START_TEST(test_man_page_lists_every_rule_field)
 {
-    char *man = slurp("man/rlproxy.yaml.5");
+    char *man = unit_slurp("man/rlproxy.yaml.5");
     const char *section = strstr(man, "\n.Sh RATE LIMITS\n");
     ck_assert_msg(section != NULL, "man page lacks a RATE LIMITS section");
     size_t n;
@@ -1263,7 +1241,7 @@ END_TEST
 /* The commented example in conf/rlproxy.yaml, uncommented, is the two rules. */
 START_TEST(test_sample_config_rate_example)
 {
-    char *conf = slurp("conf/rlproxy.yaml");
+    char *conf = unit_slurp("conf/rlproxy.yaml");
     const char *start = strstr(conf, "\n# rate_limits:\n");
     ck_assert_msg(start != NULL, "conf/rlproxy.yaml has no commented rate_limits example");
     char *yaml = calloc(1, strlen(conf) + 1), *out = yaml;
@@ -1287,7 +1265,7 @@ END_TEST
 START_TEST(test_sample_config_loads_as_defaults)
 {
     char path[4096], err[512];
-    srcdir_path("conf/rlproxy.yaml", path, sizeof path);
+    unit_srcdir_path("conf/rlproxy.yaml", path, sizeof path);
     struct config *c = NULL;
     ck_assert_msg(config_load_file(path, &c, err, sizeof err) == 0, "%s", err);
     /* Its header promises every key at its default. */
@@ -1597,7 +1575,7 @@ END_TEST
 /* The README's rate-limit example is a working HTTPS rule: it loads and draws no warning. */
 START_TEST(test_readme_rate_example_warns_nothing)
 {
-    char *readme = slurp("README.md");
+    char *readme = unit_slurp("README.md");
     const char *start = strstr(readme, "```yaml\ntls_intercept:");
     ck_assert_msg(start != NULL, "README.md has no yaml example starting with tls_intercept:");
     start += strlen("```yaml\n");
