@@ -2147,11 +2147,22 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
     return min;
 }
 
+struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *yaml_extra)
+{
+    *o = origin_start(tls);
+    return proxy_start(yaml_extra);
+}
+
+void proxy_stop_with_origin(struct proxy *p, struct origin *o)
+{
+    proxy_stop(p);
+    origin_stop(o);
+}
+
 struct fixture fixture_up(int tls, const char *yaml_extra)
 {
     struct fixture f;
-    f.o = origin_start(tls);
-    f.p = proxy_start(yaml_extra);
+    f.p = proxy_start_with_origin(&f.o, tls, yaml_extra);
     return f;
 }
 
@@ -2167,11 +2178,7 @@ void fixture_still_serving(struct fixture f, size_t body_len)
     fetch_free(&rs);
 }
 
-void fixture_down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
-}
+void fixture_down(struct fixture f) { proxy_stop_with_origin(f.p, f.o); }
 
 int proxy_reload(struct proxy *p, const char *yaml, int timeout_ms)
 {

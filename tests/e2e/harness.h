@@ -159,6 +159,10 @@ void fixture_down(struct fixture f);
 struct fixture fixture_up(int tls, const char *yaml_extra);
 /* The proxy is alive and a fresh connection GETs body_len pattern bytes through it (a 200) */
 void fixture_still_serving(struct fixture f, size_t body_len);
+/* The same pair for tests that name them o and p: origin_start(tls) into *o, then
+ * proxy_start(yaml_extra); proxy_stop_with_origin stops both, the proxy first. */
+struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *yaml_extra);
+void proxy_stop_with_origin(struct proxy *p, struct origin *o);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or

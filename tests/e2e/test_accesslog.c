@@ -224,8 +224,7 @@ START_TEST(test_text_lines)
                   tl.bytes_out);
     ck_assert_msg(tl.attempts == 1 && strcmp(tl.limit, "none") == 0, "tunnel line: %s", line);
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -284,8 +283,7 @@ START_TEST(test_error_replies_logged)
                       reply_502 > 0,
                   "502 line (want bytes_out %zu): %s", reply_502, line);
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -339,8 +337,7 @@ START_TEST(test_hostile_target_text)
         ck_assert_msg(t.status == 400, "line %zu: %s", i, line);
     }
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -468,8 +465,7 @@ START_TEST(test_json_lines)
     snprintf(want, sizeof want, "\nCONNECT|127.0.0.1:%d|200|", o->port);
     ck_assert_msg(strstr(sum, want) != NULL, "tunnel line missing:\n%s", sum);
     free(sum);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -542,15 +538,14 @@ START_TEST(test_access_off_and_reload_switch)
     free(log);
     ck_assert_msg(!proxy_log_contains(p, "\"GET http://"), "access lines on stderr:\n%s",
                   proxy_log_tail(p, 800));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_default_goes_to_stderr)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     one_get(p, o, "/bytes/21");
     char want[128];
     snprintf(want, sizeof want, " - \"GET http://127.0.0.1:%d/bytes/21\" 200 0 21 total=", o->port);
@@ -559,8 +554,7 @@ START_TEST(test_default_goes_to_stderr)
         ck_assert_msg(now_ms() < deadline, "no access line on stderr:\n%s", proxy_log_tail(p, 800));
         sleep_ms(20);
     }
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

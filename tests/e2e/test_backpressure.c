@@ -274,8 +274,8 @@ static void warm_up(struct proxy *p, struct origin *o)
 START_TEST(test_slow_client)
 {
     uint64_t total = harness_size(64 * MIB, 16 * MIB);
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "workers: 1\n");
     warm_up(p, o);
     struct slow_stats st = {.rss_base = rss_kib(p)};
     long long sent_base = origin_stat(o, "bytes_sent");
@@ -292,8 +292,7 @@ START_TEST(test_slow_client)
     slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, &st);
     close(fd);
     check_slow(p, &st, total, "slow client");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -305,8 +304,8 @@ START_TEST(test_slow_upstream)
 {
     const double rate = 4e6;
     const uint64_t total = 64 * MIB, run_ms = 3000;
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "workers: 1\n");
     warm_up(p, o);
     long base = rss_kib(p), rss_max = base;
     int fd = tcp_connect(p->port, 0, 128 * 1024);
@@ -370,8 +369,7 @@ START_TEST(test_slow_upstream)
     uint64_t ms = timed_get(p, o, "/bytes/100", 10000);
     note("slow upstream: a request after the abandoned upload took %llu ms",
          (unsigned long long)ms);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -404,8 +402,7 @@ START_TEST(test_tunnel_slow_client)
     slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, &st);
     close(fd);
     check_slow(p, &st, total, "tunnel slow client");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -486,8 +483,9 @@ static void print_answers(const char *label, struct answer *ans, int n)
  *   max_inflight), 4 x 200 after ~1 s, 4 x 200 after ~2 s. */
 START_TEST(test_max_inflight)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\nbackpressure:\n  max_inflight: 4\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0, "workers: 1\nbackpressure:\n  max_inflight: 4\n");
     struct answer ans[16];
 
     fire(p, o, "/slow?delay=1", 8, ans);
@@ -529,8 +527,7 @@ START_TEST(test_max_inflight)
     ck_assert_int_eq(origin_stat(o, "requests"), 16);
     int concurrent = max_concurrent(o, "/slow?delay=1", 0.9);
     ck_assert_msg(concurrent == 4, "the origin saw %d requests at once", concurrent);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -543,8 +540,9 @@ END_TEST
  * workers another one may accept a connection or so past it.) */
 START_TEST(test_max_connections)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\nbackpressure:\n  max_connections: 20\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0, "workers: 1\nbackpressure:\n  max_connections: 20\n");
     struct raw *idle[20];
     for (int i = 0; i < 20; i++)
         idle[i] = raw_connect(p->port);
@@ -582,8 +580,7 @@ START_TEST(test_max_connections)
     raw_close(extra);
     for (int i = 5; i < 20; i++)
         raw_close(idle[i]);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -804,8 +801,7 @@ START_TEST(test_idle_connections)
     for (int i = 0; i < n; i++)
         close_rst(fds[i]);
     free(fds);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -1011,8 +1007,7 @@ START_TEST(test_overload_recovery)
                   "after the load: %d requests at once not all answered 200 within 1 s (last "
                   "burst: %d, took until %llu ms)",
                   HAMMER_INFLIGHT, ok, (unsigned long long)(now_ms() - stopped));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

@@ -112,8 +112,8 @@ END_TEST
 
 START_TEST(test_port_not_allowed_403)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_start(NULL); /* default allowed_ports: [443] */
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 1, NULL); /* default allowed_ports: [443] */
     struct fixture f = {o, p};
     struct raw *c = connect_raw(f, o->port, NULL);
     ck_assert_int_eq(connect_status(c), 403);

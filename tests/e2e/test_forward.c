@@ -558,8 +558,7 @@ START_TEST(test_reused_handle_carries_nothing)
                   "other origin got: %s", other_log);
     free(log);
     free(other_log);
-    proxy_stop(p);
-    origin_stop(other);
+    proxy_stop_with_origin(p, other);
     origin_stop(o);
 }
 END_TEST

@@ -89,8 +89,8 @@ static struct raw *start_slow(struct proxy *p, struct origin *o, int delay_s)
 
 START_TEST(test_sigterm_lets_inflight_request_finish)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     struct raw *c = start_slow(p, o, 2);
     uint64_t t0 = now_ms();
     ck_assert(kill(p->pid, SIGTERM) == 0);
@@ -119,8 +119,8 @@ END_TEST
 
 START_TEST(test_sigterm_refuses_new_connections)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     int port = p->port;
     struct raw *c = start_slow(p, o, 2);
     ck_assert(kill(p->pid, SIGTERM) == 0);
@@ -151,8 +151,8 @@ END_TEST
 
 START_TEST(test_shutdown_timeout_cuts_drain_short)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("shutdown_timeout: 1s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "shutdown_timeout: 1s\n");
     struct raw *c = start_slow(p, o, 10);
     uint64_t t0 = now_ms();
     ck_assert(kill(p->pid, SIGTERM) == 0);
@@ -180,8 +180,8 @@ END_TEST
 
 START_TEST(test_second_signal_stops_at_once)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL); /* shutdown_timeout: 30s */
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL); /* shutdown_timeout: 30s */
     struct raw *c = start_slow(p, o, 10);
     ck_assert(kill(p->pid, SIGTERM) == 0);
     ck_assert(proxy_wait_log(p, "stopping: draining", 2000));
@@ -202,8 +202,8 @@ END_TEST
 
 START_TEST(test_idle_connections_do_not_delay_exit)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     /* one keep-alive connection after a request, one that never sent a byte */
     struct raw *k = raw_connect(p->port);
     char *req = proxy_request("GET", o, "/bytes/100", NULL);
@@ -403,8 +403,8 @@ START_TEST(test_unused_signals_do_not_stop_serving)
     } sent[] = {{SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"},   {SIGPIPE, "SIGPIPE"},
                 {SIGALRM, "SIGALRM"}, {SIGWINCH, "SIGWINCH"}, {SIGVTALRM, "SIGVTALRM"},
                 {SIGPROF, "SIGPROF"}, {SIGIO, "SIGIO"},       {SIGXFSZ, "SIGXFSZ"}};
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     assert_serves(p, o, "/echo", "start-up");
     for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
         ck_assert(kill(p->pid, sent[i].sig) == 0);
@@ -417,8 +417,7 @@ START_TEST(test_unused_signals_do_not_stop_serving)
     sleep_ms(100);
     ck_assert_msg(proxy_alive(p), "SIGRTMIN+1 stopped rlproxy: %s", proxy_state(p));
     assert_serves(p, o, "/echo", "SIGRTMIN+1");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -476,8 +475,7 @@ START_TEST(test_usr1_and_hup_reopen_access_log)
     free(old);
 
     rotate_access_log(p, o, log_path, rotated2, SIGHUP, "configuration reloaded", "after-hup");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

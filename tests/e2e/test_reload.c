@@ -205,8 +205,8 @@ static long wait_progress(struct stream *s, long from, long more)
 
 START_TEST(test_twenty_reloads_under_load)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("log:\n  access: \"off\"\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "log:\n  access: \"off\"\n");
     struct stream streams[2];
     memset(streams, 0, sizeof streams);
     for (int i = 0; i < 2; i++) {
@@ -275,8 +275,7 @@ START_TEST(test_twenty_reloads_under_load)
     /* the listener was not touched: same port, still serving */
     ck_assert_int_eq(proxy_log_count(p, "notice: listening on 127.0.0.1:"), 1);
     ck_assert_int_eq(get_status_on(port_before, o, NULL), 200);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -285,8 +284,8 @@ END_TEST
 
 START_TEST(test_reloaded_keys_apply_to_new_connections)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     /* a 2000-byte header: fine under the default 32KiB head limit */
     char big[2100];
     memset(big, 'a', sizeof big);
@@ -320,8 +319,7 @@ START_TEST(test_reloaded_keys_apply_to_new_connections)
     ck_assert_int_eq(reload_with(p, BASE_YAML "http:\n  max_header_size: 1KiB\n  bogus: 1\n"),
                      RELOAD_FAILED);
     ck_assert_int_eq(get_status_on(p->port, o, big), 200);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -348,8 +346,8 @@ static size_t listening_lines(struct proxy *p, int port)
 
 START_TEST(test_listen_change_rebinds_only_what_changed)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     int p0 = p->port;
     ck_assert_int_eq(get_status_on(p0, o, NULL), 200);
 
@@ -396,15 +394,14 @@ START_TEST(test_listen_change_rebinds_only_what_changed)
     ck_assert_int_eq(get_status_on(b, o, NULL), 200);
     ck_assert_int_eq(get_status_keepalive(k, o), 200);
     raw_close(k);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_listen_bind_failure_keeps_old_listeners)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     int p0 = p->port;
     /* a free port plus one that is taken (the origin's): nothing may change */
     int a = free_port();
@@ -415,8 +412,7 @@ START_TEST(test_listen_bind_failure_keeps_old_listeners)
                   proxy_log_tail(p, 800));
     ck_assert_int_eq(get_status_on(p0, o, NULL), 200);
     ck_assert_msg(!port_accepts(a), "half-applied reload: 127.0.0.1:%d accepts", a);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -425,8 +421,8 @@ END_TEST
 
 START_TEST(test_inflight_request_survives_reloads)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     struct raw *c = raw_connect(p->port);
     char *req = proxy_request("GET", o, "/slow?delay=2", NULL);
     raw_send_str(c, req);
@@ -451,8 +447,7 @@ START_TEST(test_inflight_request_survives_reloads)
     raw_close(c);
     /* the reloaded config is in force for new connections */
     ck_assert_int_eq(get_status_on(p->port, o, NULL), 403);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
