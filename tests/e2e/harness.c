@@ -1680,6 +1680,40 @@ int raw_wait_closed(struct raw *c, int timeout_ms)
     }
 }
 
+void raw_send_proxy_request(struct raw *c, const char *method, const struct origin *o,
+                            const char *path, const char *extra)
+{
+    char *req = proxy_request(method, o, path, extra);
+    raw_send_str(c, req);
+    free(req);
+}
+
+void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const method_path[])
+{
+    char *all = calloc(1, 1);
+    ck_assert_ptr_nonnull(all);
+    for (size_t i = 0; method_path[i] != NULL; i += 2) {
+        char *req = proxy_request(method_path[i], o, method_path[i + 1], NULL), *both = NULL;
+        ck_assert(asprintf(&both, "%s%s", all, req) > 0);
+        free(req);
+        free(all);
+        all = both;
+    }
+    raw_send_str(c, all);
+    free(all);
+}
+
+void raw_expect_pattern(struct raw *c, size_t n, const char *what)
+{
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, 10000); /* the T_MS of the suites that call it */
+    ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
+    ck_assert_msg(r.status == 200, "%s: status %d", what, r.status);
+    ck_assert_msg(r.body_len == n, "%s: %zu bytes, want %zu", what, r.body_len, n);
+    ck_assert_msg(pattern_mismatch(r.body, n, 0) == -1, "%s: wrong bytes", what);
+    http_response_free(&r);
+}
+
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what)
 {
     uint64_t t0 = now_ms();

@@ -278,6 +278,15 @@ void http_response_free(struct http_response *r);
 const char *resp_header(const struct http_response *r, const char *name, int nth);
 /* 1 when the peer closed (EOF or reset) within timeout_ms; data arriving meanwhile is dropped */
 int raw_wait_closed(struct raw *c, int timeout_ms);
+/* proxy_request(method, o, path, extra) sent on c */
+void raw_send_proxy_request(struct raw *c, const char *method, const struct origin *o,
+                            const char *path, const char *extra);
+/* Sends proxy requests for the (method, path) pairs, NULL-terminated, in one write: a pipelining
+ * client */
+void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const method_path[]);
+/* Reads the next response on c: a 200 whose body is n pattern bytes, or the test fails (naming
+ * what) */
+void raw_expect_pattern(struct raw *c, size_t n, const char *what);
 /* Fails the test unless the peer closes c (a timeout, as what says) no sooner than min_ms and
  * within max_ms from now */
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what);

@@ -71,9 +71,7 @@ static int get_status_on(int port, const struct origin *o, const char *extra)
 /* One GET /bytes/10 on an open keep-alive connection; the status */
 static int get_status_keepalive(struct raw *c, const struct origin *o)
 {
-    char *req = proxy_request("GET", o, "/bytes/10", NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/bytes/10", NULL);
     struct http_response r;
     int rc = raw_read_response(c, &r, 0, T_MS);
     ck_assert_msg(rc == RAW_OK, "keep-alive request: %s", raw_result_name(rc));
@@ -424,9 +422,7 @@ START_TEST(test_inflight_request_survives_reloads)
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     struct raw *c = raw_connect(p->port);
-    char *req = proxy_request("GET", o, "/slow?delay=2", NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/slow?delay=2", NULL);
     uint64_t t0 = now_ms();
     sleep_ms(300);
     /* a config that would refuse this client, shorter timeouts, then an invalid file */

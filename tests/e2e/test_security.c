@@ -278,15 +278,11 @@ START_TEST(test_auth_basic)
 
     /* a 407 leaves the connection usable: the client retries with credentials on it */
     struct raw *c = raw_connect(p->port);
-    char *req = proxy_request("GET", o, "/headers/retry-after-407", NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", NULL);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     assert_challenge(&r, "first request on a keep-alive connection");
     http_response_free(&r);
-    req = proxy_request("GET", o, "/headers/retry-after-407", h);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", h);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
@@ -482,9 +478,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     basic_header("alice", "alice-pw", alice, sizeof alice);
     struct raw *c = raw_connect(p->port);
     struct http_response r;
-    char *req = proxy_request("GET", o, "/headers/ka-before", alice);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/ka-before", alice);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
@@ -494,9 +488,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     reload_with(p, conf);
     free(conf);
 
-    req = proxy_request("GET", o, "/headers/ka-after", alice);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/ka-after", alice);
     int rc = raw_read_response(c, &r, 0, T_MS);
     ck_assert_msg(rc == RAW_OK || rc == RAW_CLOSED, "%s", raw_result_name(rc));
     ck_assert_msg(rc == RAW_CLOSED || r.status == 407,

@@ -10,6 +10,18 @@
 #define RSS_LIMIT_KIB (32 * 1024)
 #define BIG_TIMEOUT_MS 600000L
 
+/* fetch through the proxy, which must succeed at the transport level; prints the throughput */
+static void timed_fetch(const struct fetch_req *rq, struct fetch_res *rs, uint64_t size,
+                        const char *label)
+{
+    uint64_t t0 = now_ms();
+    fetch(rq, rs);
+    uint64_t ms = now_ms() - t0;
+    ck_assert_msg(rs->rc == CURLE_OK, "%s: curl error %d: %s", label, (int)rs->rc, rs->err);
+    printf("stream: %s: %llu bytes in %llu ms\n", label, (unsigned long long)size,
+           (unsigned long long)ms);
+}
+
 static void download(struct fixture f, const char *path, uint64_t size, const char *label)
 {
     char url[256];
@@ -18,17 +30,12 @@ static void download(struct fixture f, const char *path, uint64_t size, const ch
                            .check_pattern = 1,
                            .timeout_ms = BIG_TIMEOUT_MS};
     struct fetch_res rs;
-    uint64_t t0 = now_ms();
-    fetch(&rq, &rs);
-    uint64_t ms = now_ms() - t0;
-    ck_assert_msg(rs.rc == CURLE_OK, "%s: curl error %d: %s", label, (int)rs.rc, rs.err);
+    timed_fetch(&rq, &rs, size, label);
     ck_assert_int_eq(rs.status, 200);
     ck_assert_msg(rs.received == size, "%s: got %llu bytes, want %llu", label,
                   (unsigned long long)rs.received, (unsigned long long)size);
     ck_assert_msg(rs.pattern_bad < 0, "%s: wrong byte at offset %lld", label,
                   (long long)rs.pattern_bad);
-    printf("stream: %s: %llu bytes in %llu ms\n", label, (unsigned long long)size,
-           (unsigned long long)ms);
     fetch_free(&rs);
 }
 
@@ -43,10 +50,7 @@ static void upload(struct fixture f, const char *path, uint64_t size, int chunke
                            .chunked = chunked,
                            .timeout_ms = BIG_TIMEOUT_MS};
     struct fetch_res rs;
-    uint64_t t0 = now_ms();
-    fetch(&rq, &rs);
-    uint64_t ms = now_ms() - t0;
-    ck_assert_msg(rs.rc == CURLE_OK, "%s: curl error %d: %s", label, (int)rs.rc, rs.err);
+    timed_fetch(&rq, &rs, size, label);
     ck_assert_msg(rs.status == 200, "%s: status %ld: %s", label, rs.status, rs.body);
     ck_assert_uint_eq(rs.uploaded, size);
     long long len = -1;
@@ -57,8 +61,6 @@ static void upload(struct fixture f, const char *path, uint64_t size, int chunke
                   "%s: origin's sha256 %s, client sent %s", label, sha, rs.upload_sha256);
     if (!chunked) /* a known length stays a known length (Content-Length is end-to-end) */
         ck_assert_msg(json_get_bool(rs.body, "chunked") == 0, "%s: re-chunked", label);
-    printf("stream: %s: %llu bytes in %llu ms\n", label, (unsigned long long)size,
-           (unsigned long long)ms);
     free(sha);
     fetch_free(&rs);
 }
