@@ -26,6 +26,15 @@ static void access_path(char *buf, size_t len, const char *name)
     snprintf(buf, len, "%s/access-%d-%s.log", harness_tmpdir(), (int)getpid(), name);
 }
 
+/* An origin, and a proxy writing access lines (text format) to a fresh file named after name,
+ * whose path goes to path */
+static struct proxy *start_logging(struct origin **o, char *path, size_t len, const char *name)
+{
+    access_path(path, len, name);
+    *o = origin_start(0);
+    return proxy_startf("log:\n  access: \"%s\"\n", path);
+}
+
 static size_t count_lines(const char *text)
 {
     size_t n = 0;
@@ -231,9 +240,8 @@ END_TEST
 START_TEST(test_error_replies_logged)
 {
     char path[600];
-    access_path(path, sizeof path, "errors");
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_startf("log:\n  access: \"%s\"\n", path);
+    struct origin *o;
+    struct proxy *p = start_logging(&o, path, sizeof path, "errors");
     struct http_response r;
     char client[3][64];
     /* 400: origin-form target */
@@ -292,9 +300,8 @@ END_TEST
 START_TEST(test_hostile_target_text)
 {
     char path[600];
-    access_path(path, sizeof path, "hostile");
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_startf("log:\n  access: \"%s\"\n", path);
+    struct origin *o;
+    struct proxy *p = start_logging(&o, path, sizeof path, "hostile");
     struct http_response r;
     /* accepted by the parser (and passed on): quotes and backslashes */
     struct raw *c = raw_connect(p->port);

@@ -268,6 +268,20 @@ static void warm_up(struct proxy *p, struct origin *o)
     fetch_free(&rs);
 }
 
+/* The rest of a slow client's exchange on fd, whose request is sent: a 200 head, then total body
+ * bytes read at SLOW_RATE, and rlproxy's memory and the origin's lead checked (check_slow) */
+static void read_slowly(int fd, uint64_t total, struct proxy *p, struct origin *o,
+                        long long sent_base, struct slow_stats *st, const char *label)
+{
+    char head[8192];
+    size_t head_len, extra;
+    int status = read_head_fd(fd, head, sizeof head, &head_len, &extra, 10000);
+    ck_assert_msg(status == 200, "%s: status %d", label, status);
+    slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, st);
+    close(fd);
+    check_slow(p, st, total, label);
+}
+
 /* 1. A client reading a big response at 16 MB/s: rlproxy pauses curl (CURL_WRITEFUNC_PAUSE) when
  * the client's output is over backpressure.buffer, so neither its memory nor the origin runs
  * ahead. Unbounded, the origin sends the whole body in well under a second and rlproxy holds it. */
@@ -285,13 +299,7 @@ START_TEST(test_slow_client)
     char *req = proxy_request("GET", o, path, NULL);
     send_str(fd, req);
     free(req);
-    char head[8192];
-    size_t head_len, extra;
-    int status = read_head_fd(fd, head, sizeof head, &head_len, &extra, 10000);
-    ck_assert_int_eq(status, 200);
-    slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, &st);
-    close(fd);
-    check_slow(p, &st, total, "slow client");
+    read_slowly(fd, total, p, o, sent_base, &st, "slow client");
     proxy_stop_with_origin(p, o);
 }
 END_TEST
@@ -397,11 +405,7 @@ START_TEST(test_tunnel_slow_client)
              "GET /bytes/%llu HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n",
              (unsigned long long)total, o->port);
     send_str(fd, text);
-    status = read_head_fd(fd, head, sizeof head, &head_len, &extra, 10000);
-    ck_assert_int_eq(status, 200);
-    slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, &st);
-    close(fd);
-    check_slow(p, &st, total, "tunnel slow client");
+    read_slowly(fd, total, p, o, sent_base, &st, "tunnel slow client");
     proxy_stop_with_origin(p, o);
 }
 END_TEST
