@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 /* ---- small parsers ---- */
 
 /* Decimal digits only (no sign, space or base prefix), overflow-checked. *end gets the first
@@ -264,7 +266,7 @@ static int split_host_port(const char *text, char *host, size_t host_len, int *b
 
 int config_text_listen(const char *text, struct listen_addr *out, char *why, size_t why_len)
 {
-    char host[INET6_ADDRSTRLEN + 1], shown[INET6_ADDRSTRLEN];
+    char host[INET6_ADDRSTRLEN + 1];
     int bracketed = 0;
     uint64_t port = 0; /* set by split_host_port(); GCC -O3 cannot see that */
     if (split_host_port(text, host, sizeof host, &bracketed, &port, why, why_len) != 0)
@@ -282,19 +284,16 @@ int config_text_listen(const char *text, struct listen_addr *out, char *why, siz
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)port);
         out->addr_len = sizeof *sin;
-        inet_ntop(AF_INET, &sin->sin_addr, shown, sizeof shown);
-        snprintf(out->text, sizeof out->text, "%s:%u", shown, (unsigned)port);
-        return 0;
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addr;
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return config_text_fail(
+                why, why_len, "listen needs an IP address; [%s] is not an IPv6 address", host);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        out->addr_len = sizeof *sin6;
     }
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->addr;
-    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-        return config_text_fail(why, why_len,
-                                "listen needs an IP address; [%s] is not an IPv6 address", host);
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons((uint16_t)port);
-    out->addr_len = sizeof *sin6;
-    inet_ntop(AF_INET6, &sin6->sin6_addr, shown, sizeof shown);
-    snprintf(out->text, sizeof out->text, "[%s]:%u", shown, (unsigned)port);
+    util_format_sockaddr((const struct sockaddr *)&out->addr, out->text, sizeof out->text);
     return 0;
 }
 

@@ -161,12 +161,7 @@ static void conn_release(struct conn *c, int keep_socket)
     if (c->kick != NULL)
         event_free(c->kick);
     http_parser_free(&c->parser);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        c->home->first = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    UTIL_LIST_UNLINK(c->home->first, c);
     if (!keep_socket)
         worker_conn_removed(w);
     config_unref(c->config);
@@ -761,10 +756,7 @@ struct conn *conn_open(struct conn_home *home, evutil_socket_t fd, const struct 
     admission_init(&c->admission, worker_admission(w), &admission_callbacks, c);
     http_parser_init(&c->parser, c->config->max_request_line, c->config->max_header_size,
                      on_request_body, c);
-    c->next = home->first;
-    if (home->first != NULL)
-        home->first->prev = c;
-    home->first = c;
+    UTIL_LIST_PUSH(home->first, c);
     if (failed || c->timer == NULL || c->kick == NULL) {
         conn_release(c, 1); /* the caller keeps fd and the slot */
         return NULL;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "util.h"
+
 struct pool_block {
     struct pool_block *prev, *next; /* the pool's blocks with a free slot */
     void *free_slots;               /* singly linked through each free slot's first word */
@@ -46,22 +48,13 @@ struct pool *pool_new(size_t object_size, size_t block_bytes)
 
 static void list_add(struct pool *p, struct pool_block *b)
 {
-    b->prev = NULL;
-    b->next = p->with_room;
-    if (p->with_room != NULL)
-        p->with_room->prev = b;
-    p->with_room = b;
+    UTIL_LIST_PUSH(p->with_room, b);
     b->listed = 1;
 }
 
 static void list_remove(struct pool *p, struct pool_block *b)
 {
-    if (b->prev != NULL)
-        b->prev->next = b->next;
-    else
-        p->with_room = b->next;
-    if (b->next != NULL)
-        b->next->prev = b->prev;
+    UTIL_LIST_UNLINK(p->with_room, b);
     b->prev = b->next = NULL;
     b->listed = 0;
 }

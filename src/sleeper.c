@@ -55,12 +55,7 @@ static void sleeper_free(struct sleeper *s, int close_socket)
     struct worker *w = set->worker;
     evutil_socket_t fd = event_get_fd(&s->ev);
     event_del(&s->ev);
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        set->first = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
+    UTIL_LIST_UNLINK(set->first, s);
     set->count--;
     worker_idle_changed(w, -1);
     if (close_socket) {
@@ -130,11 +125,7 @@ int sleepers_add(struct sleepers *set, evutil_socket_t fd, const struct sockaddr
     memcpy(&s->addr, addr, addr_len);
     s->addr_len = addr_len;
     s->has_client_slot = has_client_slot;
-    s->prev = NULL;
-    s->next = set->first;
-    if (set->first != NULL)
-        set->first->prev = s;
-    set->first = s;
+    UTIL_LIST_PUSH(set->first, s);
     set->count++;
     worker_idle_changed(set->worker, 1);
     return 1;

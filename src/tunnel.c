@@ -124,12 +124,7 @@ static void tunnel_free(struct tunnel *t)
     }
     if (t->origin_fd >= 0)
         close(t->origin_fd);
-    if (t->prev != NULL)
-        t->prev->next = t->next;
-    else
-        t->set->first = t->next;
-    if (t->next != NULL)
-        t->next->prev = t->prev;
+    UTIL_LIST_UNLINK(t->set->first, t);
     worker_tunnel_removed(w);
     free(t);
 }
@@ -413,10 +408,7 @@ int tunnel_start(struct tunnels *set, struct bufferevent *client, int upstream_f
     t->idle_ms = config->tunnel_idle_timeout_ms;
     t->last_activity_ms = util_now_ms();
     t->idle_timer = evtimer_new(worker_base(w), on_idle_check, t);
-    t->next = set->first;
-    if (set->first != NULL)
-        set->first->prev = t;
-    set->first = t;
+    UTIL_LIST_PUSH(set->first, t);
     worker_tunnel_added(w);
     if (t->idle_timer == NULL) {
         tunnel_free(t);

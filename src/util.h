@@ -36,4 +36,24 @@ typedef void (*util_post_fn)(void *target, struct util_call *call);
 int util_for_each_token(const char *value, size_t len,
                         int (*fn)(const char *token, size_t token_len, void *arg), void *arg);
 
+/* An intrusive doubly linked list: head points at the first node, each node has prev and next.
+ * Connections, tunnels, sleepers and pool blocks each keep one; these are its two operations. */
+#define UTIL_LIST_PUSH(head, node)                                                                 \
+    do {                                                                                           \
+        (node)->prev = NULL;                                                                       \
+        (node)->next = (head);                                                                     \
+        if ((head) != NULL)                                                                        \
+            (head)->prev = (node);                                                                 \
+        (head) = (node);                                                                           \
+    } while (0)
+#define UTIL_LIST_UNLINK(head, node)                                                               \
+    do {                                                                                           \
+        if ((node)->prev != NULL)                                                                  \
+            (node)->prev->next = (node)->next;                                                     \
+        else                                                                                       \
+            (head) = (node)->next;                                                                 \
+        if ((node)->next != NULL)                                                                  \
+            (node)->next->prev = (node)->prev;                                                     \
+    } while (0)
+
 #endif

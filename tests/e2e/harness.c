@@ -254,6 +254,13 @@ TCase *harness_tcase(const char *name, double timeout_s)
     return tc;
 }
 
+int harness_run_tests(const char *name, double timeout_s, const TTest *const tests[], size_t count)
+{
+    Suite *s = suite_create(name);
+    unit_add_tcase(s, harness_tcase(name, timeout_s), tests, count);
+    return harness_run_suite(s);
+}
+
 /* ---- processes ------------------------------------------------------------------------------- */
 
 static void child_setup(const char *const env[], int in_fd, int out_fd, int err_fd, pid_t parent)
@@ -1190,44 +1197,53 @@ int harness_closed_port(void)
     return ntohs(sa.sin_port);
 }
 
-/* ---- a relay with slow new connections --------------------------------------------------------- */
+/* ---- a TCP relay: slow new connections, frozen old ones ------------------------------------ */
 
-struct slow_relay {
+struct relay {
     int listen_fd, port, target_port, delay_ms;
     pthread_t acceptor;
     _Atomic long connections;
     _Atomic int stopping;
+    _Atomic int freezes; /* relay_freeze calls so far */
+    _Atomic int copying; /* connection threads still running: relay_stop waits for them */
 };
 
-struct slow_relay_pair {
-    int client, target_port, delay_ms; /* copies: the relay may be freed while this runs */
+struct relay_connection {
+    struct relay *relay;
+    int client;
+    int freezes_at_open; /* frozen once relay->freezes passes this */
 };
 
-static void slow_relay_copy(int a, int b)
+static int relay_frozen(const struct relay_connection *c)
+{
+    return atomic_load(&c->relay->freezes) != c->freezes_at_open;
+}
+
+/* Copies both ways, passing each FIN on, until both sides are done, one fails or the relay stops;
+ * once frozen it neither reads nor writes (and resets nothing) until the relay stops. */
+static void relay_copy(const struct relay_connection *c, int upstream)
 {
     char buf[16384];
-    int open_a = 1, open_b = 1;
-    while (open_a || open_b) {
-        struct pollfd p[2] = {{a, open_a ? POLLIN : 0, 0}, {b, open_b ? POLLIN : 0, 0}};
-        if (poll(p, 2, 1000) < 0 && errno != EINTR)
+    int fds[2] = {c->client, upstream}, open[2] = {1, 1};
+    while ((open[0] || open[1]) && !atomic_load(&c->relay->stopping)) {
+        int frozen = relay_frozen(c);
+        struct pollfd p[2] = {{fds[0], open[0] && !frozen ? POLLIN : 0, 0},
+                              {fds[1], open[1] && !frozen ? POLLIN : 0, 0}};
+        if (poll(p, 2, 20) < 0 && errno != EINTR)
             return;
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 2 && !frozen; i++) {
             if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
-            int from = i == 0 ? a : b, to = i == 0 ? b : a;
-            ssize_t n = read(from, buf, sizeof buf);
-            if (n <= 0) { /* pass the FIN on */
-                shutdown(to, SHUT_WR);
-                if (i == 0)
-                    open_a = 0;
-                else
-                    open_b = 0;
+            ssize_t n = read(fds[i], buf, sizeof buf);
+            if (n <= 0) {
+                shutdown(fds[1 - i], SHUT_WR);
+                open[i] = 0;
                 if (n < 0)
                     return;
                 continue;
             }
             for (ssize_t done = 0; done < n;) {
-                ssize_t w = write(to, buf + done, (size_t)(n - done));
+                ssize_t w = write(fds[1 - i], buf + done, (size_t)(n - done));
                 if (w <= 0)
                     return;
                 done += w;
@@ -1236,53 +1252,60 @@ static void slow_relay_copy(int a, int b)
     }
 }
 
-static void *slow_relay_serve(void *arg)
+static void *relay_serve(void *arg)
 {
-    struct slow_relay_pair *pair = arg;
-    sleep_ms((unsigned)pair->delay_ms);
+    struct relay_connection *c = arg;
+    struct relay *r = c->relay;
+    for (uint64_t until = now_ms() + (uint64_t)r->delay_ms;
+         now_ms() < until && !atomic_load(&r->stopping);)
+        sleep_ms(5);
     int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pair->target_port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)r->target_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (up >= 0 && connect(up, (struct sockaddr *)&sa, sizeof sa) == 0)
-        slow_relay_copy(pair->client, up);
+        relay_copy(c, up);
     if (up >= 0)
         close(up);
-    close(pair->client);
-    free(pair);
+    close(c->client);
+    free(c);
+    atomic_fetch_sub(&r->copying, 1);
     return NULL;
 }
 
-static void *slow_relay_accept(void *arg)
+static void *relay_accept(void *arg)
 {
-    struct slow_relay *r = arg;
+    struct relay *r = arg;
     while (!atomic_load(&r->stopping)) {
         struct pollfd p = {r->listen_fd, POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0)
+        if (poll(&p, 1, 20) <= 0)
             continue;
         int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
         atomic_fetch_add(&r->connections, 1);
-        struct slow_relay_pair *pair = malloc(sizeof *pair);
+        struct relay_connection *c = malloc(sizeof *c);
         pthread_t t;
-        if (pair == NULL) {
+        if (c == NULL) {
             close(fd);
             continue;
         }
-        *pair = (struct slow_relay_pair){fd, r->target_port, r->delay_ms};
-        if (pthread_create(&t, NULL, slow_relay_serve, pair) != 0) {
+        *c = (struct relay_connection){r, fd, atomic_load(&r->freezes)};
+        atomic_fetch_add(&r->copying, 1);
+        if (pthread_create(&t, NULL, relay_serve, c) != 0) {
+            atomic_fetch_sub(&r->copying, 1);
             close(fd);
-            free(pair);
+            free(c);
             continue;
         }
-        pthread_detach(t); /* ends when either side closes */
+        pthread_detach(t); /* ends when either side closes or the relay stops */
     }
     return NULL;
 }
 
-struct slow_relay *slow_relay_start(int target_port, int delay_ms)
+struct relay *relay_start(int target_port, int delay_ms)
 {
-    struct slow_relay *r = calloc(1, sizeof *r);
+    struct relay *r = calloc(1, sizeof *r);
     ck_assert(r != NULL);
     r->target_port = target_port;
     r->delay_ms = delay_ms;
@@ -1293,19 +1316,24 @@ struct slow_relay *slow_relay_start(int target_port, int delay_ms)
     ck_assert(listen(r->listen_fd, 64) == 0);
     ck_assert(getsockname(r->listen_fd, (struct sockaddr *)&sa, &len) == 0);
     r->port = ntohs(sa.sin_port);
-    ck_assert(pthread_create(&r->acceptor, NULL, slow_relay_accept, r) == 0);
+    ck_assert(pthread_create(&r->acceptor, NULL, relay_accept, r) == 0);
     return r;
 }
 
-int slow_relay_port(const struct slow_relay *r) { return r->port; }
-long slow_relay_connections(const struct slow_relay *r) { return atomic_load(&((struct slow_relay *)r)->connections); }
+int relay_port(const struct relay *r) { return r->port; }
 
-void slow_relay_stop(struct slow_relay *r)
+long relay_connections(struct relay *r) { return atomic_load(&r->connections); }
+
+void relay_freeze(struct relay *r) { atomic_fetch_add(&r->freezes, 1); }
+
+void relay_stop(struct relay *r)
 {
     atomic_store(&r->stopping, 1);
     pthread_join(r->acceptor, NULL);
     close(r->listen_fd);
-    free(r); /* copies still running end with their sockets; they do not touch r */
+    while (atomic_load(&r->copying) > 0) /* each notices within one 20 ms poll */
+        sleep_ms(5);
+    free(r);
 }
 
 /* ---- raw sockets ----------------------------------------------------------------------------- */
@@ -1650,6 +1678,49 @@ int raw_wait_closed(struct raw *c, int timeout_ms)
         if (rc < 0)
             return 0;
     }
+}
+
+void raw_send_proxy_request(struct raw *c, const char *method, const struct origin *o,
+                            const char *path, const char *extra)
+{
+    char *req = proxy_request(method, o, path, extra);
+    raw_send_str(c, req);
+    free(req);
+}
+
+void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const method_path[])
+{
+    char *all = calloc(1, 1);
+    ck_assert_ptr_nonnull(all);
+    for (size_t i = 0; method_path[i] != NULL; i += 2) {
+        char *req = proxy_request(method_path[i], o, method_path[i + 1], NULL), *both = NULL;
+        ck_assert(asprintf(&both, "%s%s", all, req) > 0);
+        free(req);
+        free(all);
+        all = both;
+    }
+    raw_send_str(c, all);
+    free(all);
+}
+
+void raw_expect_pattern(struct raw *c, size_t n, const char *what)
+{
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, 10000); /* the T_MS of the suites that call it */
+    ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
+    ck_assert_msg(r.status == 200, "%s: status %d", what, r.status);
+    ck_assert_msg(r.body_len == n, "%s: %zu bytes, want %zu", what, r.body_len, n);
+    ck_assert_msg(pattern_mismatch(r.body, n, 0) == -1, "%s: wrong bytes", what);
+    http_response_free(&r);
+}
+
+void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what)
+{
+    uint64_t t0 = now_ms();
+    ck_assert_msg(raw_wait_closed(c, max_ms), "%s: still open %d ms later", what, max_ms);
+    uint64_t ms = now_ms() - t0;
+    ck_assert_msg(ms >= (uint64_t)min_ms, "%s: closed after %llu ms, before %d ms", what,
+                  (unsigned long long)ms, min_ms);
 }
 
 int raw_exchange(int port, const char *request, struct http_response *r, int flags, int timeout_ms)
@@ -2110,11 +2181,22 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
     return min;
 }
 
+struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *yaml_extra)
+{
+    *o = origin_start(tls);
+    return proxy_start(yaml_extra);
+}
+
+void proxy_stop_with_origin(struct proxy *p, struct origin *o)
+{
+    proxy_stop(p);
+    origin_stop(o);
+}
+
 struct fixture fixture_up(int tls, const char *yaml_extra)
 {
     struct fixture f;
-    f.o = origin_start(tls);
-    f.p = proxy_start(yaml_extra);
+    f.p = proxy_start_with_origin(&f.o, tls, yaml_extra);
     return f;
 }
 
@@ -2130,11 +2212,7 @@ void fixture_still_serving(struct fixture f, size_t body_len)
     fetch_free(&rs);
 }
 
-void fixture_down(struct fixture f)
-{
-    proxy_stop(f.p);
-    origin_stop(f.o);
-}
+void fixture_down(struct fixture f) { proxy_stop_with_origin(f.p, f.o); }
 
 int proxy_reload(struct proxy *p, const char *yaml, int timeout_ms)
 {

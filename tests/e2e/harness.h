@@ -14,12 +14,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../unit/unit.h" /* unit_add_tcase, UNIT_TESTS */
+
 /* ---- run control ---------------------------------------------------------------------------- */
 
 /* Runs the suite (CK_NORMAL) with a per-run temp dir, returns EXIT_SUCCESS when nothing failed. */
 int harness_run_suite(Suite *s);
 /* A TCase whose teardown kills anything a test left running; timeout_s 0 keeps Check's default. */
 TCase *harness_tcase(const char *name, double timeout_s);
+/* Runs a suite that is one harness_tcase of these tests, both called name (harness_run_suite) */
+int harness_run_tests(const char *name, double timeout_s, const TTest *const tests[], size_t count);
+/* The whole main() of such a suite: HARNESS_MAIN("forward", 0, test_a, test_b) */
+#define HARNESS_MAIN(name, timeout_s, ...)                                                         \
+    int main(void) { return harness_run_tests(name, timeout_s, UNIT_TESTS(__VA_ARGS__)); }
 int harness_sanitizers(void); /* RLPROXY_SANITIZERS=1: RSS figures are meaningless */
 /* RLPROXY_WRAPPER="valgrind --error-exitcode=99 ... -q": its whitespace-separated words go before
  * rlproxy's argv in proxy_start(). A wrapped rlproxy is slow (valgrind: 20-50x), so the ready,
@@ -152,6 +159,10 @@ void fixture_down(struct fixture f);
 struct fixture fixture_up(int tls, const char *yaml_extra);
 /* The proxy is alive and a fresh connection GETs body_len pattern bytes through it (a 200) */
 void fixture_still_serving(struct fixture f, size_t body_len);
+/* The same pair for tests that name them o and p: origin_start(tls) into *o, then
+ * proxy_start(yaml_extra); proxy_stop_with_origin stops both, the proxy first. */
+struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *yaml_extra);
+void proxy_stop_with_origin(struct proxy *p, struct origin *o);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or
@@ -181,14 +192,18 @@ double arrivals_min_span(const struct arrival *a, size_t n, int limit, size_t *w
 /* A loopback port that was just bound and closed: connecting to it is refused. */
 int harness_closed_port(void);
 
-/* A TCP relay on 127.0.0.1 in front of target_port whose new connections take delay_ms to open:
- * it accepts at once, waits, then connects to the target and copies both ways, as a distant
- * origin (or its TLS handshake) would look to rlproxy. Threads of this process. */
-struct slow_relay;
-struct slow_relay *slow_relay_start(int target_port, int delay_ms);
-int slow_relay_port(const struct slow_relay *r);
-long slow_relay_connections(const struct slow_relay *r); /* accepted so far */
-void slow_relay_stop(struct slow_relay *r);
+/* A TCP relay on 127.0.0.1 in front of target_port, threads of this process. New connections take
+ * delay_ms to open: it accepts at once, waits, then connects to the target and copies both ways,
+ * as a distant origin (or its TLS handshake) would look to rlproxy. relay_freeze makes every
+ * connection it has stop moving (nothing read, nothing written, no reset), like a server behind a
+ * firewall that started dropping packets; connections made afterwards are relayed again.
+ * relay_stop closes every connection. */
+struct relay;
+struct relay *relay_start(int target_port, int delay_ms);
+int relay_port(const struct relay *r);
+long relay_connections(struct relay *r); /* accepted so far */
+void relay_freeze(struct relay *r);
+void relay_stop(struct relay *r);
 /* 1 when a TCP connect to 127.0.0.1:port succeeds (within 2 s), 0 when it is refused */
 int port_accepts(int port);
 
@@ -263,6 +278,18 @@ void http_response_free(struct http_response *r);
 const char *resp_header(const struct http_response *r, const char *name, int nth);
 /* 1 when the peer closed (EOF or reset) within timeout_ms; data arriving meanwhile is dropped */
 int raw_wait_closed(struct raw *c, int timeout_ms);
+/* proxy_request(method, o, path, extra) sent on c */
+void raw_send_proxy_request(struct raw *c, const char *method, const struct origin *o,
+                            const char *path, const char *extra);
+/* Sends proxy requests for the (method, path) pairs, NULL-terminated, in one write: a pipelining
+ * client */
+void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const method_path[]);
+/* Reads the next response on c: a 200 whose body is n pattern bytes, or the test fails (naming
+ * what) */
+void raw_expect_pattern(struct raw *c, size_t n, const char *what);
+/* Fails the test unless the peer closes c (a timeout, as what says) no sooner than min_ms and
+ * within max_ms from now */
+void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what);
 /* One request, one response on a fresh connection: for the common raw case. */
 int raw_exchange(int port, const char *request, struct http_response *r, int flags, int timeout_ms);
 /* rc in words for a failure message; when a running rlproxy has died meanwhile, also how it

@@ -44,9 +44,7 @@ static void exchange(struct fixture f, struct raw *c, size_t body, const char *w
 {
     char path[64];
     snprintf(path, sizeof path, "/bytes/%zu", body);
-    char *req = proxy_request("GET", f.o, path, NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", f.o, path, NULL);
     struct http_response r;
     int rc = raw_read_response(c, &r, RESP_PATTERN, T_MS);
     ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
@@ -61,9 +59,7 @@ static void echo(struct fixture f, struct raw *c, size_t len, const char *what)
 {
     char extra[64];
     snprintf(extra, sizeof extra, "Content-Length: %zu\r\n", len);
-    char *req = proxy_request("POST", f.o, "/echo", extra);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "POST", f.o, "/echo", extra);
     char *body = malloc(len);
     ck_assert_ptr_nonnull(body);
     pattern_fill(body, len, 0);
@@ -227,11 +223,8 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("accept");
-    TCase *tc = harness_tcase("spread", 0);
-    tcase_add_test(tc, test_burst);
-    tcase_add_test(tc, test_sequential);
-    tcase_add_test(tc, test_descriptors);
-    suite_add_tcase(s, tc);
+    unit_add_tcase(s, harness_tcase("spread", 0),
+                   UNIT_TESTS(test_burst, test_sequential, test_descriptors));
     return s;
 }
 

@@ -26,6 +26,15 @@ static void access_path(char *buf, size_t len, const char *name)
     snprintf(buf, len, "%s/access-%d-%s.log", harness_tmpdir(), (int)getpid(), name);
 }
 
+/* An origin, and a proxy writing access lines (text format) to a fresh file named after name,
+ * whose path goes to path */
+static struct proxy *start_logging(struct origin **o, char *path, size_t len, const char *name)
+{
+    access_path(path, len, name);
+    *o = origin_start(0);
+    return proxy_startf("log:\n  access: \"%s\"\n", path);
+}
+
 static size_t count_lines(const char *text)
 {
     size_t n = 0;
@@ -224,17 +233,15 @@ START_TEST(test_text_lines)
                   tl.bytes_out);
     ck_assert_msg(tl.attempts == 1 && strcmp(tl.limit, "none") == 0, "tunnel line: %s", line);
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_error_replies_logged)
 {
     char path[600];
-    access_path(path, sizeof path, "errors");
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_startf("log:\n  access: \"%s\"\n", path);
+    struct origin *o;
+    struct proxy *p = start_logging(&o, path, sizeof path, "errors");
     struct http_response r;
     char client[3][64];
     /* 400: origin-form target */
@@ -284,8 +291,7 @@ START_TEST(test_error_replies_logged)
                       reply_502 > 0,
                   "502 line (want bytes_out %zu): %s", reply_502, line);
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -294,9 +300,8 @@ END_TEST
 START_TEST(test_hostile_target_text)
 {
     char path[600];
-    access_path(path, sizeof path, "hostile");
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_startf("log:\n  access: \"%s\"\n", path);
+    struct origin *o;
+    struct proxy *p = start_logging(&o, path, sizeof path, "hostile");
     struct http_response r;
     /* accepted by the parser (and passed on): quotes and backslashes */
     struct raw *c = raw_connect(p->port);
@@ -339,8 +344,7 @@ START_TEST(test_hostile_target_text)
         ck_assert_msg(t.status == 400, "line %zu: %s", i, line);
     }
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -468,8 +472,7 @@ START_TEST(test_json_lines)
     snprintf(want, sizeof want, "\nCONNECT|127.0.0.1:%d|200|", o->port);
     ck_assert_msg(strstr(sum, want) != NULL, "tunnel line missing:\n%s", sum);
     free(sum);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -542,15 +545,14 @@ START_TEST(test_access_off_and_reload_switch)
     free(log);
     ck_assert_msg(!proxy_log_contains(p, "\"GET http://"), "access lines on stderr:\n%s",
                   proxy_log_tail(p, 800));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_default_goes_to_stderr)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     one_get(p, o, "/bytes/21");
     char want[128];
     snprintf(want, sizeof want, " - \"GET http://127.0.0.1:%d/bytes/21\" 200 0 21 total=", o->port);
@@ -559,21 +561,9 @@ START_TEST(test_default_goes_to_stderr)
         ck_assert_msg(now_ms() < deadline, "no access line on stderr:\n%s", proxy_log_tail(p, 800));
         sleep_ms(20);
     }
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("accesslog");
-    TCase *tc = harness_tcase("accesslog", 20);
-    tcase_add_test(tc, test_text_lines);
-    tcase_add_test(tc, test_error_replies_logged);
-    tcase_add_test(tc, test_hostile_target_text);
-    tcase_add_test(tc, test_json_lines);
-    tcase_add_test(tc, test_access_off_and_reload_switch);
-    tcase_add_test(tc, test_default_goes_to_stderr);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("accesslog", 20, test_text_lines, test_error_replies_logged, test_hostile_target_text,
+             test_json_lines, test_access_off_and_reload_switch, test_default_goes_to_stderr)

@@ -756,26 +756,10 @@ START_TEST(test_promtool_check_metrics)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("admin");
-    TCase *tc = harness_tcase("admin", 20);
-    tcase_add_test(tc, test_healthz);
-    tcase_add_test(tc, test_metrics_format);
-    tcase_add_test(tc, test_request_and_response_counters);
-    tcase_add_test(tc, test_5xx_from_origin_counted);
-    tcase_add_test(tc, test_proxy_generated_errors_counted);
-    tcase_add_test(tc, test_open_connections_gauge);
-    tcase_add_test(tc, test_tunnel_metrics);
-    tcase_add_test(tc, test_reload_counters);
-    tcase_add_test(tc, test_not_found_and_method_not_allowed);
-    tcase_add_test(tc, test_healthz_while_draining);
-    tcase_add_test(tc, test_admin_disabled);
-    tcase_add_test(tc, test_metrics_table_rendered_and_documented);
-    tcase_add_test(tc, test_histograms_count_requests);
-    tcase_add_test(tc, test_histograms_reset_when_rules_change);
-    tcase_add_test(tc, test_build_info);
-    tcase_add_test(tc, test_promtool_check_metrics);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("admin", 20, test_healthz, test_metrics_format, test_request_and_response_counters,
+             test_5xx_from_origin_counted, test_proxy_generated_errors_counted,
+             test_open_connections_gauge, test_tunnel_metrics, test_reload_counters,
+             test_not_found_and_method_not_allowed, test_healthz_while_draining,
+             test_admin_disabled, test_metrics_table_rendered_and_documented,
+             test_histograms_count_requests, test_histograms_reset_when_rules_change,
+             test_build_info, test_promtool_check_metrics)

@@ -268,14 +268,28 @@ static void warm_up(struct proxy *p, struct origin *o)
     fetch_free(&rs);
 }
 
+/* The rest of a slow client's exchange on fd, whose request is sent: a 200 head, then total body
+ * bytes read at SLOW_RATE, and rlproxy's memory and the origin's lead checked (check_slow) */
+static void read_slowly(int fd, uint64_t total, struct proxy *p, struct origin *o,
+                        long long sent_base, struct slow_stats *st, const char *label)
+{
+    char head[8192];
+    size_t head_len, extra;
+    int status = read_head_fd(fd, head, sizeof head, &head_len, &extra, 10000);
+    ck_assert_msg(status == 200, "%s: status %d", label, status);
+    slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, st);
+    close(fd);
+    check_slow(p, st, total, label);
+}
+
 /* 1. A client reading a big response at 16 MB/s: rlproxy pauses curl (CURL_WRITEFUNC_PAUSE) when
  * the client's output is over backpressure.buffer, so neither its memory nor the origin runs
  * ahead. Unbounded, the origin sends the whole body in well under a second and rlproxy holds it. */
 START_TEST(test_slow_client)
 {
     uint64_t total = harness_size(64 * MIB, 16 * MIB);
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "workers: 1\n");
     warm_up(p, o);
     struct slow_stats st = {.rss_base = rss_kib(p)};
     long long sent_base = origin_stat(o, "bytes_sent");
@@ -285,15 +299,8 @@ START_TEST(test_slow_client)
     char *req = proxy_request("GET", o, path, NULL);
     send_str(fd, req);
     free(req);
-    char head[8192];
-    size_t head_len, extra;
-    int status = read_head_fd(fd, head, sizeof head, &head_len, &extra, 10000);
-    ck_assert_int_eq(status, 200);
-    slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, &st);
-    close(fd);
-    check_slow(p, &st, total, "slow client");
-    proxy_stop(p);
-    origin_stop(o);
+    read_slowly(fd, total, p, o, sent_base, &st, "slow client");
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -305,8 +312,8 @@ START_TEST(test_slow_upstream)
 {
     const double rate = 4e6;
     const uint64_t total = 64 * MIB, run_ms = 3000;
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "workers: 1\n");
     warm_up(p, o);
     long base = rss_kib(p), rss_max = base;
     int fd = tcp_connect(p->port, 0, 128 * 1024);
@@ -370,8 +377,7 @@ START_TEST(test_slow_upstream)
     uint64_t ms = timed_get(p, o, "/bytes/100", 10000);
     note("slow upstream: a request after the abandoned upload took %llu ms",
          (unsigned long long)ms);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -399,13 +405,8 @@ START_TEST(test_tunnel_slow_client)
              "GET /bytes/%llu HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n",
              (unsigned long long)total, o->port);
     send_str(fd, text);
-    status = read_head_fd(fd, head, sizeof head, &head_len, &extra, 10000);
-    ck_assert_int_eq(status, 200);
-    slow_read(fd, head + head_len, extra, total, SLOW_RATE, p, o, sent_base, &st);
-    close(fd);
-    check_slow(p, &st, total, "tunnel slow client");
-    proxy_stop(p);
-    origin_stop(o);
+    read_slowly(fd, total, p, o, sent_base, &st, "tunnel slow client");
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -486,8 +487,9 @@ static void print_answers(const char *label, struct answer *ans, int n)
  *   max_inflight), 4 x 200 after ~1 s, 4 x 200 after ~2 s. */
 START_TEST(test_max_inflight)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\nbackpressure:\n  max_inflight: 4\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0, "workers: 1\nbackpressure:\n  max_inflight: 4\n");
     struct answer ans[16];
 
     fire(p, o, "/slow?delay=1", 8, ans);
@@ -529,8 +531,7 @@ START_TEST(test_max_inflight)
     ck_assert_int_eq(origin_stat(o, "requests"), 16);
     int concurrent = max_concurrent(o, "/slow?delay=1", 0.9);
     ck_assert_msg(concurrent == 4, "the origin saw %d requests at once", concurrent);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -543,8 +544,9 @@ END_TEST
  * workers another one may accept a connection or so past it.) */
 START_TEST(test_max_connections)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("workers: 1\nbackpressure:\n  max_connections: 20\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0, "workers: 1\nbackpressure:\n  max_connections: 20\n");
     struct raw *idle[20];
     for (int i = 0; i < 20; i++)
         idle[i] = raw_connect(p->port);
@@ -582,8 +584,7 @@ START_TEST(test_max_connections)
     raw_close(extra);
     for (int i = 5; i < 20; i++)
         raw_close(idle[i]);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -804,8 +805,7 @@ START_TEST(test_idle_connections)
     for (int i = 0; i < n; i++)
         close_rst(fds[i]);
     free(fds);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -1011,8 +1011,7 @@ START_TEST(test_overload_recovery)
                   "after the load: %d requests at once not all answered 200 within 1 s (last "
                   "burst: %d, took until %llu ms)",
                   HAMMER_INFLIGHT, ok, (unsigned long long)(now_ms() - stopped));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -1097,20 +1096,12 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("backpressure");
-    TCase *flow = harness_tcase("flow", 120);
-    tcase_add_test(flow, test_slow_client);
-    tcase_add_test(flow, test_slow_upstream);
-    tcase_add_test(flow, test_tunnel_slow_client);
-    suite_add_tcase(s, flow);
-    TCase *caps = harness_tcase("caps", 120);
-    tcase_add_test(caps, test_max_inflight);
-    tcase_add_test(caps, test_max_connections);
-    tcase_add_test(caps, test_idle_connections);
-    tcase_add_test(caps, test_overload_recovery);
-    suite_add_tcase(s, caps);
-    TCase *gaps = harness_tcase("gaps", 60);
-    tcase_add_test(gaps, test_listen_backlog);
-    tcase_add_test(gaps, test_max_connections_all_workers);
-    suite_add_tcase(s, gaps);
+    unit_add_tcase(s, harness_tcase("flow", 120),
+                   UNIT_TESTS(test_slow_client, test_slow_upstream, test_tunnel_slow_client));
+    unit_add_tcase(s, harness_tcase("caps", 120),
+                   UNIT_TESTS(test_max_inflight, test_max_connections, test_idle_connections,
+                              test_overload_recovery));
+    unit_add_tcase(s, harness_tcase("gaps", 60),
+                   UNIT_TESTS(test_listen_backlog, test_max_connections_all_workers));
     return harness_run_suite(s);
 }

@@ -41,8 +41,8 @@ static void run_ok(char *const argv[], const char *const env[], struct cmd_resul
 
 START_TEST(test_curl_cli_http)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     char url[256], proxy[64], body[600], hdrs[600];
     out_path(body, sizeof body, "curl-body");
     out_path(hdrs, sizeof hdrs, "curl-headers");
@@ -94,8 +94,7 @@ START_TEST(test_curl_cli_http)
     sha256_hex(data, sizeof data, want);
     ck_assert_msg(strstr(r.out, want) != NULL, "origin's view of the POST: %s", r.out);
     cmd_result_free(&r);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -123,15 +122,14 @@ START_TEST(test_curl_cli_proxytunnel)
     run_ok(argv, CLEAN_ENV, &r);
     cmd_result_free(&r);
     assert_pattern_file(body, "curl --proxytunnel");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_wget_http)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     char url[256], proxy[128], env_proxy[160], body[600], json[600];
     snprintf(env_proxy, sizeof env_proxy, "http_proxy=%s/", proxy_url(p, proxy, sizeof proxy));
     const char *env[] = {"no_proxy", "NO_PROXY", "https_proxy", env_proxy, NULL};
@@ -163,8 +161,7 @@ START_TEST(test_wget_http)
     ck_assert_msg(seen != NULL && strstr(seen, "1.1 rlproxy") != NULL,
                   "origin saw no Via from rlproxy: %s", seen);
     free(seen);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -193,8 +190,7 @@ START_TEST(test_wget_https)
     run_ok(argv, env, &r);
     cmd_result_free(&r);
     assert_pattern_file(body, "wget over https_proxy");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -242,21 +238,10 @@ START_TEST(test_python_urllib)
     ck_assert_msg(strstr(r.out, "\"length\":14") != NULL && strstr(r.out, "\"method\":\"POST\""),
                   "urllib POST: %s", r.out);
     cmd_result_free(&r);
-    proxy_stop(p);
-    origin_stop(tls);
+    proxy_stop_with_origin(p, tls);
     origin_stop(o);
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("clients");
-    TCase *tc = harness_tcase("clients", 0);
-    tcase_add_test(tc, test_curl_cli_http);
-    tcase_add_test(tc, test_curl_cli_proxytunnel);
-    tcase_add_test(tc, test_wget_http);
-    tcase_add_test(tc, test_wget_https);
-    tcase_add_test(tc, test_python_urllib);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("clients", 0, test_curl_cli_http, test_curl_cli_proxytunnel, test_wget_http,
+             test_wget_https, test_python_urllib)

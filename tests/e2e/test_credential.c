@@ -187,19 +187,19 @@ START_TEST(test_tokens_get_own_windows)
     expect(p, o, "/bytes/1/api/c", "Authorization: " TOKEN_C, 3, 200, "token C after the reload");
     ck_assert_msg(!proxy_log_contains(p, LEAK_MARK), "the log holds a token:\n%s",
                   proxy_log_tail(p, 3000));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_host_and_token)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: pairs\n"
-                                  "    key: host+header:X-Api-Key\n"
-                                  "    limit: 1\n"
-                                  "    window: 1h\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n"
+                                              "  - name: pairs\n"
+                                              "    key: host+header:X-Api-Key\n"
+                                              "    limit: 1\n"
+                                              "    window: 1h\n");
     /* 127.0.0.1 and localhost are two hosts to the limiter, the same origin to the test */
     char url[256];
     snprintf(url, sizeof url, "http://localhost:%d/bytes/1", o->port);
@@ -218,17 +218,8 @@ START_TEST(test_host_and_token)
                   rs.err, rs.status);
     fetch_free(&rs);
     ck_assert_int_eq(proxy_metric(p, "rlproxy_limiter_keys{rule=\"pairs\"}"), 3);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("credential");
-    TCase *tc = harness_tcase("credential", 60);
-    tcase_add_test(tc, test_tokens_get_own_windows);
-    tcase_add_test(tc, test_host_and_token);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("credential", 60, test_tokens_get_own_windows, test_host_and_token)

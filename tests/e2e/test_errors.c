@@ -24,6 +24,24 @@ static void get_via(struct fixture f, const char *url, long timeout_ms, struct f
     ck_assert_msg(rs->rc == CURLE_OK, "GET %s: curl error %d: %s", url, (int)rs->rc, rs->err);
 }
 
+/* GET url through the proxy: the answer is status with a one-line body that says cause (any case)
+ * and names target, and the proxy goes on serving. Returns how long the answer took. */
+static uint64_t assert_upstream_error(struct fixture f, const char *url, int status,
+                                      const char *cause, const char *target)
+{
+    struct fetch_res rs;
+    uint64_t t0 = now_ms();
+    get_via(f, url, 20000, &rs);
+    uint64_t ms = now_ms() - t0;
+    ck_assert_int_eq(rs.status, status);
+    ck_assert_msg(strcasestr(rs.body, cause) != NULL, "body: %s", rs.body);
+    ck_assert_msg(strstr(rs.body, target) != NULL, "body does not name %s: %s", target, rs.body);
+    assert_one_line(rs.body);
+    fetch_free(&rs);
+    fixture_still_serving(f, 100);
+    return ms;
+}
+
 /* A DNS label over 63 octets makes the resolver fail before any packet leaves this machine
  * (glibc's res_mkquery refuses it; checked with strace), so this test never leaves loopback. A
  * plain "nonexistent.invalid" would be sent to the configured nameserver. */
@@ -32,15 +50,7 @@ static void get_via(struct fixture f, const char *url, long timeout_ms, struct f
 START_TEST(test_unresolvable_host_502)
 {
     struct fixture f = fixture_up(0, NULL);
-    struct fetch_res rs;
-    get_via(f, "http://" UNRESOLVABLE "/some/path", 20000, &rs);
-    ck_assert_int_eq(rs.status, 502);
-    ck_assert_msg(strcasestr(rs.body, "resolve") != NULL, "body: %s", rs.body);
-    ck_assert_msg(strstr(rs.body, UNRESOLVABLE) != NULL, "body does not name the host: %s",
-                  rs.body);
-    assert_one_line(rs.body);
-    fetch_free(&rs);
-    fixture_still_serving(f, 100);
+    assert_upstream_error(f, "http://" UNRESOLVABLE "/some/path", 502, "resolve", UNRESOLVABLE);
     fixture_down(f);
 }
 END_TEST
@@ -50,15 +60,7 @@ START_TEST(test_connection_refused_502)
     struct fixture f = fixture_up(0, NULL);
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/x", harness_closed_port());
-    struct fetch_res rs;
-    get_via(f, url, 20000, &rs);
-    ck_assert_int_eq(rs.status, 502);
-    ck_assert_msg(strcasestr(rs.body, "refused") != NULL, "body: %s", rs.body);
-    ck_assert_msg(strstr(rs.body, "127.0.0.1") != NULL, "body does not name the target: %s",
-                  rs.body);
-    assert_one_line(rs.body);
-    fetch_free(&rs);
-    fixture_still_serving(f, 100);
+    assert_upstream_error(f, url, 502, "refused", "127.0.0.1");
     fixture_down(f);
 }
 END_TEST
@@ -67,19 +69,10 @@ START_TEST(test_upstream_timeout_504)
 {
     struct fixture f = fixture_up(0, "timeouts:\n  upstream_response: 1s\n");
     char url[256];
-    struct fetch_res rs;
-    uint64_t t0 = now_ms();
-    get_via(f, origin_url(f.o, "/slow?delay=5", url, sizeof url), 20000, &rs);
-    uint64_t ms = now_ms() - t0;
-    ck_assert_int_eq(rs.status, 504);
-    ck_assert_msg(strcasestr(rs.body, "timed out") != NULL, "body: %s", rs.body);
-    ck_assert_msg(strstr(rs.body, "127.0.0.1") != NULL, "body does not name the target: %s",
-                  rs.body);
-    assert_one_line(rs.body);
+    uint64_t ms = assert_upstream_error(f, origin_url(f.o, "/slow?delay=5", url, sizeof url), 504,
+                                        "timed out", "127.0.0.1");
     ck_assert_msg(ms >= 800 && ms < 4500, "504 after %llu ms for a 1 s timeout",
                   (unsigned long long)ms);
-    fetch_free(&rs);
-    fixture_still_serving(f, 100);
     fixture_down(f);
 }
 END_TEST
@@ -363,20 +356,14 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("errors");
-    TCase *up_tc = harness_tcase("upstream errors", 0);
-    tcase_add_test(up_tc, test_unresolvable_host_502);
-    tcase_add_test(up_tc, test_connection_refused_502);
-    tcase_add_test(up_tc, test_upstream_timeout_504);
-    tcase_add_test(up_tc, test_client_abort_aborts_upstream);
-    tcase_add_test(up_tc, test_client_not_allowed_403);
-    tcase_add_test(up_tc, test_invalid_origin_head);
-    suite_add_tcase(s, up_tc);
-    TCase *bad = harness_tcase("malformed requests", 0);
+    unit_add_tcase(s, harness_tcase("upstream errors", 0),
+                   UNIT_TESTS(test_unresolvable_host_502, test_connection_refused_502,
+                              test_upstream_timeout_504, test_client_abort_aborts_upstream,
+                              test_client_not_allowed_403, test_invalid_origin_head));
+    TCase *bad =
+        unit_add_tcase(s, harness_tcase("malformed requests", 0),
+                       UNIT_TESTS(test_random_bytes_do_not_crash, test_header_block_too_large_431,
+                                  test_request_line_too_long_414, test_slow_header_times_out));
     tcase_add_loop_test(bad, test_malformed_request_400_and_close, 0, N_BAD);
-    tcase_add_test(bad, test_random_bytes_do_not_crash);
-    tcase_add_test(bad, test_header_block_too_large_431);
-    tcase_add_test(bad, test_request_line_too_long_414);
-    tcase_add_test(bad, test_slow_header_times_out);
-    suite_add_tcase(s, bad);
     return harness_run_suite(s);
 }

@@ -352,24 +352,14 @@ END_TEST
  * a stray byte would show up as a bad status line or a wrong body. */
 static void next_is_clean(struct fixture f, struct raw *c)
 {
-    char *req = proxy_request("GET", f.o, "/bytes/10", NULL);
-    raw_send_str(c, req);
-    free(req);
-    struct http_response r;
-    int rc = raw_read_response(c, &r, 0, T_MS);
-    ck_assert_msg(rc == RAW_OK, "response after a bodiless one: %s", raw_result_name(rc));
-    ck_assert_int_eq(r.status, 200);
-    ck_assert_uint_eq(r.body_len, 10);
-    ck_assert_int_eq(pattern_mismatch(r.body, 10, 0), -1);
-    http_response_free(&r);
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
+    raw_expect_pattern(c, 10, "response after a bodiless one");
 }
 
 static void bodiless(struct fixture f, struct raw *c, const char *method, const char *path,
                      int status)
 {
-    char *req = proxy_request(method, f.o, path, NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, method, f.o, path, NULL);
     struct http_response r;
     int rc = raw_read_response(c, &r, strcmp(method, "HEAD") == 0 ? RESP_HEAD : 0, T_MS);
     ck_assert_msg(rc == RAW_OK, "%s %s: %s", method, path, raw_result_name(rc));
@@ -404,13 +394,10 @@ START_TEST(test_no_body_pipelined)
 {
     struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
-    char *head = proxy_request("HEAD", f.o, "/bytes/1000", NULL);
-    char *s204 = proxy_request("GET", f.o, "/status/204", NULL);
-    char *s304 = proxy_request("GET", f.o, "/status/304", NULL);
-    char *last = proxy_request("GET", f.o, "/bytes/10", NULL);
-    char *all = NULL;
-    ck_assert(asprintf(&all, "%s%s%s%s", head, s204, s304, last) > 0);
-    raw_send_str(c, all);
+    static const char *const requests[] = {"HEAD",        "/bytes/1000", "GET",
+                                           "/status/204", "GET",         "/status/304",
+                                           "GET",         "/bytes/10",   NULL};
+    raw_send_pipelined(c, f.o, requests);
     static const int want[] = {200, 204, 304};
     for (int i = 0; i < 3; i++) {
         struct http_response r;
@@ -419,15 +406,8 @@ START_TEST(test_no_body_pipelined)
         ck_assert_int_eq(r.status, want[i]);
         http_response_free(&r);
     }
-    struct http_response r;
-    int rc = raw_read_response(c, &r, 0, T_MS);
-    ck_assert_msg(rc == RAW_OK, "response after bodiless ones: %s", raw_result_name(rc));
-    ck_assert_int_eq(r.status, 200);
-    ck_assert_uint_eq(r.body_len, 10);
-    ck_assert_int_eq(pattern_mismatch(r.body, 10, 0), -1);
-    http_response_free(&r);
+    raw_expect_pattern(c, 10, "response after bodiless ones");
     ck_assert_msg(raw_pending(c, 300) == 0, "bytes after the last response");
-    free(head), free(s204), free(s304), free(last), free(all);
     raw_close(c);
     fixture_down(f);
 }
@@ -500,9 +480,7 @@ END_TEST
 static void reuse_step(struct raw *c, const struct origin *o, const char *method, const char *path,
                        const char *extra, const char *body, long long want_body_length)
 {
-    char *req = proxy_request(method, o, path, extra);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, method, o, path, extra);
     if (body != NULL)
         raw_send_str(c, body);
     struct http_response r;
@@ -558,33 +536,15 @@ START_TEST(test_reused_handle_carries_nothing)
                   "other origin got: %s", other_log);
     free(log);
     free(other_log);
-    proxy_stop(p);
-    origin_stop(other);
+    proxy_stop_with_origin(p, other);
     origin_stop(o);
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("forward");
-    TCase *tc = harness_tcase("forward", 0);
-    tcase_add_test(tc, test_methods_without_body);
-    tcase_add_test(tc, test_head);
-    tcase_add_test(tc, test_methods_with_body);
-    tcase_add_test(tc, test_echo_body_and_content_type);
-    tcase_add_test(tc, test_status_and_reason_preserved);
-    tcase_add_test(tc, test_duplicate_headers_kept_in_order);
-    tcase_add_test(tc, test_gzip_bytes_exact);
-    tcase_add_test(tc, test_nothing_added_toward_origin);
-    tcase_add_test(tc, test_hop_by_hop_removed);
-    tcase_add_test(tc, test_end_to_end_headers_kept);
-    tcase_add_test(tc, test_via_both_ways);
-    tcase_add_test(tc, test_no_body_for_head_204_304);
-    tcase_add_test(tc, test_no_body_pipelined);
-    tcase_add_test(tc, test_request_target_unchanged);
-    tcase_add_test(tc, test_no_content_type_invented);
-    tcase_add_test(tc, test_origin_form_is_400_with_usage);
-    tcase_add_test(tc, test_reused_handle_carries_nothing);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("forward", 0, test_methods_without_body, test_head, test_methods_with_body,
+             test_echo_body_and_content_type, test_status_and_reason_preserved,
+             test_duplicate_headers_kept_in_order, test_gzip_bytes_exact,
+             test_nothing_added_toward_origin, test_hop_by_hop_removed,
+             test_end_to_end_headers_kept, test_via_both_ways, test_no_body_for_head_204_304,
+             test_no_body_pipelined, test_request_target_unchanged, test_no_content_type_invented,
+             test_origin_form_is_400_with_usage, test_reused_handle_carries_nothing)

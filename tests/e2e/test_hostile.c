@@ -73,8 +73,8 @@ END_TEST
 
 START_TEST(test_hostile_inputs_one_proxy)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     size_t cap = 64 * 1024;
     char *report = calloc(1, cap);
     ck_assert(report != NULL);
@@ -115,8 +115,7 @@ START_TEST(test_hostile_inputs_one_proxy)
     char *log = origin_get(o, "/log");
     ck_assert_msg(strstr(log, "/h09") == NULL, "a refused request reached the origin: %s", log);
     free(log);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

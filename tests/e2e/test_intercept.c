@@ -1695,8 +1695,8 @@ START_TEST(test_slow_first_connection_counted_at_departure)
 {
     enum { N = 25, L = 10 };
     struct origin *o = origin_start(1);
-    struct slow_relay *relay = slow_relay_start(o->port, 150);
-    int port = slow_relay_port(relay);
+    struct relay *relay = relay_start(o->port, 150);
+    int port = relay_port(relay);
     char *tls = intercept_yaml(shared_ca(), "[\"127.0.0.1\"]", 1);
     struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n%s"
                                    "rate_limits:\n"
@@ -1733,15 +1733,15 @@ START_TEST(test_slow_first_connection_counted_at_departure)
     double span = arrivals_min_span(a, n, L, &worst);
     printf("departure: %ld slow connection(s); tightest %d arrivals at the origin span %.1f ms "
            "(window 1000 ms), from arrival %zu\n",
-           slow_relay_connections(relay), L + 1, span, worst);
-    ck_assert_msg(slow_relay_connections(relay) >= 1, "rlproxy never went through the slow relay");
+           relay_connections(relay), L + 1, span, worst);
+    ck_assert_msg(relay_connections(relay) >= 1, "rlproxy never went through the slow relay");
     ck_assert_msg(span >= 1000.0 - JITTER_MS,
                   "%d arrivals at the origin within %.1f ms (arrivals %zu..%zu): the window "
                   "counted admissions, not departures",
                   L + 1, span, worst, worst + L);
     free(a);
     proxy_stop(p);
-    slow_relay_stop(relay);
+    relay_stop(relay);
     origin_stop(o);
 }
 END_TEST
@@ -1750,27 +1750,16 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* a failing test's notes must reach the log */
     Suite *s = suite_create("intercept");
-    TCase *tc = harness_tcase("intercept", 40);
-    tcase_add_test(tc, test_ca_init);
-    tcase_add_test(tc, test_keepalive_tunnel_paced);
-    tcase_add_test(tc, test_retry_inside_tunnel);
-    tcase_add_test(tc, test_unlisted_host_keeps_origin_cert);
-    tcase_add_test(tc, test_bad_origin_cert_502);
-    tcase_add_test(tc, test_bad_origin_cert_502_absolute_form);
-    tcase_add_test(tc, test_loose_ca_key_refused);
-    tcase_add_test(tc, test_loose_ca_key_reload_keeps_old);
-    tcase_add_test(tc, test_absolute_form_https);
-    tcase_add_test(tc, test_tunnel_alpn_pipelining);
-    tcase_add_test(tc, test_tunnel_other_host_400);
-    tcase_add_test(tc, test_tunnel_connect_inside_400);
-    tcase_add_test(tc, test_tunnel_connection_close_delivers);
-    tcase_add_test(tc, test_tunnel_plaintext_after_200);
-    tcase_add_test(tc, test_tunnel_bodies_and_429);
-    tcase_add_test(tc, test_metrics_count_inner_requests);
-    tcase_add_test(tc, test_slow_first_connection_counted_at_departure);
-    suite_add_tcase(s, tc);
-    TCase *fig = harness_tcase("figures", 120);
-    tcase_add_test(fig, test_figures);
-    suite_add_tcase(s, fig);
+    unit_add_tcase(s, harness_tcase("intercept", 40),
+                   UNIT_TESTS(test_ca_init, test_keepalive_tunnel_paced, test_retry_inside_tunnel,
+                              test_unlisted_host_keeps_origin_cert, test_bad_origin_cert_502,
+                              test_bad_origin_cert_502_absolute_form, test_loose_ca_key_refused,
+                              test_loose_ca_key_reload_keeps_old, test_absolute_form_https,
+                              test_tunnel_alpn_pipelining, test_tunnel_other_host_400,
+                              test_tunnel_connect_inside_400, test_tunnel_connection_close_delivers,
+                              test_tunnel_plaintext_after_200, test_tunnel_bodies_and_429,
+                              test_metrics_count_inner_requests,
+                              test_slow_first_connection_counted_at_departure));
+    unit_add_tcase(s, harness_tcase("figures", 120), UNIT_TESTS(test_figures));
     return harness_run_suite(s);
 }

@@ -8,25 +8,6 @@
 
 #define T_MS 10000
 
-static void send_req(struct fixture f, struct raw *c, const char *method, const char *path,
-                     const char *extra)
-{
-    char *req = proxy_request(method, f.o, path, extra);
-    raw_send_str(c, req);
-    free(req);
-}
-
-static void expect_bytes(struct raw *c, size_t n, const char *what)
-{
-    struct http_response r;
-    int rc = raw_read_response(c, &r, 0, T_MS);
-    ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
-    ck_assert_msg(r.status == 200, "%s: status %d", what, r.status);
-    ck_assert_msg(r.body_len == n, "%s: %zu bytes, want %zu", what, r.body_len, n);
-    ck_assert_msg(pattern_mismatch(r.body, n, 0) == -1, "%s: wrong bytes", what);
-    http_response_free(&r);
-}
-
 /* /sink's verdict on the body: length and sha256 must be what we sent */
 static void expect_sink(struct raw *c, const void *body, size_t len)
 {
@@ -54,16 +35,17 @@ START_TEST(test_sequential_requests_one_connection)
         char path[64], what[96];
         snprintf(path, sizeof path, "/bytes/%zu", sizes[i]);
         snprintf(what, sizeof what, "request %zu (%s)", i + 1, path);
-        send_req(f, c, "GET", path, NULL);
-        expect_bytes(c, sizes[i], what);
+        raw_send_proxy_request(c, "GET", f.o, path, NULL);
+        raw_expect_pattern(c, sizes[i], what);
     }
-    send_req(f, c, "GET", "/status/404", NULL); /* an error status keeps the connection too */
+    raw_send_proxy_request(c, "GET", f.o, "/status/404",
+                           NULL); /* an error status keeps the connection too */
     struct http_response r;
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 404);
     http_response_free(&r);
-    send_req(f, c, "GET", "/bytes/5", NULL);
-    expect_bytes(c, 5, "after a 404");
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/5", NULL);
+    raw_expect_pattern(c, 5, "after a 404");
     raw_close(c);
     fixture_down(f);
 }
@@ -74,18 +56,15 @@ START_TEST(test_pipelined_answered_in_order)
     struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
     /* the first is the slowest: answering in completion order would put it last */
-    char *a = proxy_request("GET", f.o, "/slow?delay=0.5", NULL);
-    char *b = proxy_request("GET", f.o, "/bytes/5", NULL);
-    char *h = proxy_request("HEAD", f.o, "/bytes/70000", NULL);
-    char *d = proxy_request("GET", f.o, "/headers/third", NULL);
-    char *all = NULL;
-    ck_assert(asprintf(&all, "%s%s%s%s", a, b, h, d) > 0);
-    raw_send_str(c, all);
+    static const char *const requests[] = {"GET",  "/slow?delay=0.5", "GET", "/bytes/5",
+                                           "HEAD", "/bytes/70000",    "GET", "/headers/third",
+                                           NULL};
+    raw_send_pipelined(c, f.o, requests);
     struct http_response r;
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_str_eq(r.body, "slow");
     http_response_free(&r);
-    expect_bytes(c, 5, "second pipelined");
+    raw_expect_pattern(c, 5, "second pipelined");
     ck_assert_int_eq(raw_read_response(c, &r, RESP_HEAD, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
@@ -94,7 +73,6 @@ START_TEST(test_pipelined_answered_in_order)
     ck_assert_msg(target != NULL && strcmp(target, "/headers/third") == 0, "fourth: %s", r.body);
     free(target);
     http_response_free(&r);
-    free(a), free(b), free(h), free(d), free(all);
     raw_close(c);
     fixture_down(f);
 }
@@ -140,7 +118,7 @@ START_TEST(test_expect_100_continue)
     pattern_fill(body, len, 0);
     char extra[128];
     snprintf(extra, sizeof extra, "Content-Length: %zu\r\nExpect: 100-continue\r\n", len);
-    send_req(f, c, "POST", "/sink", extra);
+    raw_send_proxy_request(c, "POST", f.o, "/sink", extra);
     struct http_response r;
     int rc = raw_read_response(c, &r, 0, 5000);
     ck_assert_msg(rc == RAW_OK, "no interim response: %s", raw_result_name(rc));
@@ -149,8 +127,9 @@ START_TEST(test_expect_100_continue)
     http_response_free(&r);
     raw_send(c, body, len);
     expect_sink(c, body, len);
-    send_req(f, c, "GET", "/bytes/10", NULL); /* and the connection is still usable */
-    expect_bytes(c, 10, "after 100-continue");
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/10",
+                           NULL); /* and the connection is still usable */
+    raw_expect_pattern(c, 10, "after 100-continue");
     free(body);
     raw_close(c);
     fixture_down(f);
@@ -161,7 +140,7 @@ START_TEST(test_chunked_request_body)
 {
     struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
-    send_req(f, c, "POST", "/sink", "Transfer-Encoding: chunked\r\n");
+    raw_send_proxy_request(c, "POST", f.o, "/sink", "Transfer-Encoding: chunked\r\n");
     /* sent in pieces, with an extension and a trailer, as a streaming client would */
     static const char *pieces[] = {"5\r\nhello\r\n", "1;ext=1\r\n \r\n", "A\r\n0123", "456789\r\n",
                                    "0\r\nX-Trailer: t\r\n\r\n"};
@@ -174,7 +153,7 @@ START_TEST(test_chunked_request_body)
     size_t len = 3 * 65536 + 123;
     char *body = malloc(len);
     pattern_fill(body, len, 0);
-    send_req(f, c, "PUT", "/sink", "Transfer-Encoding: chunked\r\n");
+    raw_send_proxy_request(c, "PUT", f.o, "/sink", "Transfer-Encoding: chunked\r\n");
     for (size_t off = 0; off < len; off += 10000) {
         size_t n = len - off < 10000 ? len - off : 10000;
         raw_sendf(c, "%zx\r\n", n);
@@ -183,8 +162,8 @@ START_TEST(test_chunked_request_body)
     }
     raw_send_str(c, "0\r\n\r\n");
     expect_sink(c, body, len);
-    send_req(f, c, "GET", "/bytes/10", NULL);
-    expect_bytes(c, 10, "after chunked uploads");
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
+    raw_expect_pattern(c, 10, "after chunked uploads");
     free(body);
     raw_close(c);
     fixture_down(f);
@@ -195,8 +174,8 @@ START_TEST(test_connection_close_honoured)
 {
     struct fixture f = fixture_up(0, NULL);
     struct raw *c = raw_connect(f.p->port);
-    send_req(f, c, "GET", "/bytes/100", "Connection: close\r\n");
-    expect_bytes(c, 100, "Connection: close request");
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/100", "Connection: close\r\n");
+    raw_expect_pattern(c, 100, "Connection: close request");
     ck_assert_msg(raw_wait_closed(c, 3000), "connection not closed after Connection: close");
     raw_close(c);
     fixture_down(f);
@@ -207,13 +186,9 @@ START_TEST(test_client_idle_timeout)
 {
     struct fixture f = fixture_up(0, "timeouts:\n  client_idle: 1s\n");
     struct raw *c = raw_connect(f.p->port);
-    send_req(f, c, "GET", "/bytes/10", NULL);
-    expect_bytes(c, 10, "before idling");
-    uint64_t t0 = now_ms();
-    ck_assert_msg(raw_wait_closed(c, 5000), "idle keep-alive connection never closed");
-    uint64_t waited = now_ms() - t0;
-    ck_assert_msg(waited >= 700, "closed after %llu ms, before the 1 s idle timeout",
-                  (unsigned long long)waited);
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
+    raw_expect_pattern(c, 10, "before idling");
+    raw_assert_closed_between(c, 700, 5000, "idle keep-alive connection (timeout 1 s)");
     raw_close(c);
     fixture_down(f);
 }
@@ -228,8 +203,8 @@ START_TEST(test_idle_connection_folded)
     struct raw *c = raw_connect(f.p->port);
     ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 3000),
                   "a new connection is not held folded");
-    send_req(f, c, "GET", "/bytes/10", NULL);
-    expect_bytes(c, 10, "first request, from folded");
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
+    raw_expect_pattern(c, 10, "first request, from folded");
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_idle_connections"), 0);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_open_connections"), 1);
     uint64_t t0 = now_ms();
@@ -244,16 +219,12 @@ START_TEST(test_idle_connection_folded)
     sleep_ms(100);
     raw_send_str(c, req + half);
     free(req);
-    expect_bytes(c, 2000, "split request on a folded connection");
+    raw_expect_pattern(c, 2000, "split request on a folded connection");
     ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 5000),
                   "not folded again");
-    send_req(f, c, "GET", "/bytes/100", NULL);
-    expect_bytes(c, 100, "third request");
-    t0 = now_ms();
-    ck_assert_msg(raw_wait_closed(c, 8000), "folded connection never closed at its idle timeout");
-    uint64_t waited = now_ms() - t0;
-    ck_assert_msg(waited >= 2500, "closed after %llu ms, before the 3 s idle timeout",
-                  (unsigned long long)waited);
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/100", NULL);
+    raw_expect_pattern(c, 100, "third request");
+    raw_assert_closed_between(c, 2500, 8000, "folded connection (timeout 3 s)");
     raw_close(c);
     ck_assert(proxy_wait_metric(f.p, "rlproxy_open_connections", 0, 3000));
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_idle_connections"), 0);
@@ -278,8 +249,8 @@ START_TEST(test_upstream_connection_reused)
     struct raw *c = raw_connect(f.p->port);
     long long first = -1;
     for (int i = 0; i < 5; i++) {
-        send_req(f, c, "GET", "/bytes/100", NULL);
-        expect_bytes(c, 100, "keep-alive request");
+        raw_send_proxy_request(c, "GET", f.o, "/bytes/100", NULL);
+        raw_expect_pattern(c, 100, "keep-alive request");
         long long conn = conn_of_last_request(f);
         if (i == 0)
             first = conn;
@@ -289,27 +260,15 @@ START_TEST(test_upstream_connection_reused)
     raw_close(c);
     /* a new client connection on the same worker reuses the pooled upstream connection too */
     c = raw_connect(f.p->port);
-    send_req(f, c, "GET", "/bytes/100", NULL);
-    expect_bytes(c, 100, "new client connection");
+    raw_send_proxy_request(c, "GET", f.o, "/bytes/100", NULL);
+    raw_expect_pattern(c, 100, "new client connection");
     ck_assert_int_eq(conn_of_last_request(f), first);
     raw_close(c);
     fixture_down(f);
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("keepalive");
-    TCase *tc = harness_tcase("keepalive", 0);
-    tcase_add_test(tc, test_sequential_requests_one_connection);
-    tcase_add_test(tc, test_pipelined_answered_in_order);
-    tcase_add_test(tc, test_http10_client);
-    tcase_add_test(tc, test_expect_100_continue);
-    tcase_add_test(tc, test_chunked_request_body);
-    tcase_add_test(tc, test_connection_close_honoured);
-    tcase_add_test(tc, test_client_idle_timeout);
-    tcase_add_test(tc, test_idle_connection_folded);
-    tcase_add_test(tc, test_upstream_connection_reused);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("keepalive", 0, test_sequential_requests_one_connection,
+             test_pipelined_answered_in_order, test_http10_client, test_expect_100_continue,
+             test_chunked_request_body, test_connection_close_honoured, test_client_idle_timeout,
+             test_idle_connection_folded, test_upstream_connection_reused)

@@ -73,9 +73,7 @@ static struct raw *start_slow(struct proxy *p, struct origin *o, int delay_s)
     struct raw *c = raw_connect(p->port);
     char path[64];
     snprintf(path, sizeof path, "/slow?delay=%d", delay_s);
-    char *req = proxy_request("GET", o, path, NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, path, NULL);
     uint64_t deadline = now_ms() + 5000;
     while (origin_stat(o, "requests") <= before) {
         ck_assert_msg(now_ms() < deadline, "the slow request never reached the origin");
@@ -89,8 +87,8 @@ static struct raw *start_slow(struct proxy *p, struct origin *o, int delay_s)
 
 START_TEST(test_sigterm_lets_inflight_request_finish)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     struct raw *c = start_slow(p, o, 2);
     uint64_t t0 = now_ms();
     ck_assert(kill(p->pid, SIGTERM) == 0);
@@ -119,8 +117,8 @@ END_TEST
 
 START_TEST(test_sigterm_refuses_new_connections)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     int port = p->port;
     struct raw *c = start_slow(p, o, 2);
     ck_assert(kill(p->pid, SIGTERM) == 0);
@@ -151,8 +149,8 @@ END_TEST
 
 START_TEST(test_shutdown_timeout_cuts_drain_short)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("shutdown_timeout: 1s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "shutdown_timeout: 1s\n");
     struct raw *c = start_slow(p, o, 10);
     uint64_t t0 = now_ms();
     ck_assert(kill(p->pid, SIGTERM) == 0);
@@ -180,8 +178,8 @@ END_TEST
 
 START_TEST(test_second_signal_stops_at_once)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL); /* shutdown_timeout: 30s */
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL); /* shutdown_timeout: 30s */
     struct raw *c = start_slow(p, o, 10);
     ck_assert(kill(p->pid, SIGTERM) == 0);
     ck_assert(proxy_wait_log(p, "stopping: draining", 2000));
@@ -202,13 +200,11 @@ END_TEST
 
 START_TEST(test_idle_connections_do_not_delay_exit)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     /* one keep-alive connection after a request, one that never sent a byte */
     struct raw *k = raw_connect(p->port);
-    char *req = proxy_request("GET", o, "/bytes/100", NULL);
-    raw_send_str(k, req);
-    free(req);
+    raw_send_proxy_request(k, "GET", o, "/bytes/100", NULL);
     struct http_response r;
     ck_assert_int_eq(raw_read_response(k, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
@@ -259,12 +255,7 @@ START_TEST(test_tunnel_works_during_drain)
     sleep_ms(200);
     /* the tunnel still carries a request and its response */
     raw_send_str(t, "GET /bytes/5000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    int rc = raw_read_response(t, &r, 0, T_MS);
-    ck_assert_msg(rc == RAW_OK, "tunnel during the drain: %s", raw_result_name(rc));
-    ck_assert_int_eq(r.status, 200);
-    ck_assert_uint_eq(r.body_len, 5000);
-    ck_assert_int_eq(pattern_mismatch(r.body, 5000, 0), -1);
-    http_response_free(&r);
+    raw_expect_pattern(t, 5000, "tunnel during the drain");
     ck_assert_msg(proxy_alive(p), "rlproxy exited with a tunnel open");
     /* the client ends the tunnel: nothing is left, the process exits */
     uint64_t t0 = now_ms();
@@ -403,8 +394,8 @@ START_TEST(test_unused_signals_do_not_stop_serving)
     } sent[] = {{SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"},   {SIGPIPE, "SIGPIPE"},
                 {SIGALRM, "SIGALRM"}, {SIGWINCH, "SIGWINCH"}, {SIGVTALRM, "SIGVTALRM"},
                 {SIGPROF, "SIGPROF"}, {SIGIO, "SIGIO"},       {SIGXFSZ, "SIGXFSZ"}};
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     assert_serves(p, o, "/echo", "start-up");
     for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
         ck_assert(kill(p->pid, sent[i].sig) == 0);
@@ -417,8 +408,7 @@ START_TEST(test_unused_signals_do_not_stop_serving)
     sleep_ms(100);
     ck_assert_msg(proxy_alive(p), "SIGRTMIN+1 stopped rlproxy: %s", proxy_state(p));
     assert_serves(p, o, "/echo", "SIGRTMIN+1");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -438,6 +428,21 @@ static int wait_file_contains(const char *path, const char *text, int timeout_ms
     }
 }
 
+/* Renames the access log to rotated and sends sig; the proxy logs logged, and the next request
+ * (marked marker) is logged in a new file at log_path. */
+static void rotate_access_log(struct proxy *p, struct origin *o, const char *log_path,
+                              const char *rotated, int sig, const char *logged, const char *marker)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/echo?%s", marker);
+    ck_assert(rename(log_path, rotated) == 0);
+    ck_assert(kill(p->pid, sig) == 0);
+    ck_assert_msg(proxy_wait_log(p, logged, 5000), "no \"%s\" logged: %s", logged, proxy_state(p));
+    assert_serves(p, o, path, strsignal(sig));
+    ck_assert_msg(wait_file_contains(log_path, marker, 5000),
+                  "after %s the line did not go to a new %s", strsignal(sig), log_path);
+}
+
 /* What logrotate does: rename the access log, then SIGUSR1 (the packaged logrotate file), or
  * SIGHUP (the reload, which reopens it as well). Lines written after the signal go to a new file
  * at the configured path; lines before it stay in the renamed one. */
@@ -453,26 +458,15 @@ START_TEST(test_usr1_and_hup_reopen_access_log)
     assert_serves(p, o, "/echo?before-rotation", "start-up");
     ck_assert_msg(wait_file_contains(log_path, "before-rotation", 5000), "no access-log line");
 
-    ck_assert(rename(log_path, rotated) == 0);
-    ck_assert(kill(p->pid, SIGUSR1) == 0);
-    ck_assert_msg(proxy_wait_log(p, "access log", 5000), "no reopen logged: %s", proxy_state(p));
-    assert_serves(p, o, "/echo?after-usr1", "SIGUSR1");
-    ck_assert_msg(wait_file_contains(log_path, "after-usr1", 5000),
-                  "after SIGUSR1 the line did not go to a new %s", log_path);
+    rotate_access_log(p, o, log_path, rotated, SIGUSR1, "access log", "after-usr1");
     char *old = read_file(rotated, NULL);
     ck_assert_ptr_nonnull(old);
     ck_assert_msg(strstr(old, "before-rotation") != NULL && strstr(old, "after-usr1") == NULL,
                   "the rotated file: %s", old);
     free(old);
 
-    ck_assert(rename(log_path, rotated2) == 0);
-    ck_assert(kill(p->pid, SIGHUP) == 0);
-    ck_assert_msg(proxy_wait_log(p, "configuration reloaded", 5000), "no reload: %s", proxy_state(p));
-    assert_serves(p, o, "/echo?after-hup", "SIGHUP");
-    ck_assert_msg(wait_file_contains(log_path, "after-hup", 5000),
-                  "after SIGHUP the line did not go to a new %s", log_path);
-    proxy_stop(p);
-    origin_stop(o);
+    rotate_access_log(p, o, log_path, rotated2, SIGHUP, "configuration reloaded", "after-hup");
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -517,22 +511,10 @@ START_TEST(test_long_options_and_build_features)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("lifecycle");
-    TCase *tc = harness_tcase("lifecycle", 20);
-    tcase_add_test(tc, test_sigterm_lets_inflight_request_finish);
-    tcase_add_test(tc, test_sigterm_refuses_new_connections);
-    tcase_add_test(tc, test_shutdown_timeout_cuts_drain_short);
-    tcase_add_test(tc, test_second_signal_stops_at_once);
-    tcase_add_test(tc, test_idle_connections_do_not_delay_exit);
-    tcase_add_test(tc, test_sigint_stops_idle_proxy);
-    tcase_add_test(tc, test_tunnel_works_during_drain);
-    tcase_add_test(tc, test_check_config_valid_and_invalid);
-    tcase_add_test(tc, test_version_and_usage_errors);
-    tcase_add_test(tc, test_unused_signals_do_not_stop_serving);
-    tcase_add_test(tc, test_usr1_and_hup_reopen_access_log);
-    tcase_add_test(tc, test_long_options_and_build_features);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("lifecycle", 20, test_sigterm_lets_inflight_request_finish,
+             test_sigterm_refuses_new_connections, test_shutdown_timeout_cuts_drain_short,
+             test_second_signal_stops_at_once, test_idle_connections_do_not_delay_exit,
+             test_sigint_stops_idle_proxy, test_tunnel_works_during_drain,
+             test_check_config_valid_and_invalid, test_version_and_usage_errors,
+             test_unused_signals_do_not_stop_serving, test_usr1_and_hup_reopen_access_log,
+             test_long_options_and_build_features)

@@ -87,8 +87,8 @@ static void tls_via(int port, const struct origin *o, size_t n)
 
 START_TEST(test_get_goes_through_parent)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *parent = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *parent = proxy_start_with_origin(&o, 0, NULL);
     struct proxy *child = proxy_startf("upstream_proxy: \"http://127.0.0.1:%d\"\n", parent->port);
     ck_assert_int_eq(hops_via(child->port, o), 2);
     char line[256];
@@ -121,8 +121,7 @@ START_TEST(test_get_goes_through_parent)
     free(sha);
     fetch_free(&rs);
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(o);
+    proxy_stop_with_origin(parent, o);
 }
 END_TEST
 
@@ -140,8 +139,7 @@ START_TEST(test_connect_goes_through_parent)
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(proxy_wait_log(child, line, 3000), "child's log lacks %s", line);
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(o);
+    proxy_stop_with_origin(parent, o);
 }
 END_TEST
 
@@ -174,8 +172,7 @@ START_TEST(test_proxy_environment_ignored)
     ck_assert_msg(hops_via(direct->port, o) == 1, "http_proxy sent a proxy without a parent on");
     proxy_stop(direct);
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(tls);
+    proxy_stop_with_origin(parent, tls);
     origin_stop(o);
 }
 END_TEST
@@ -183,8 +180,8 @@ END_TEST
 /* The parent's own rules apply: it refuses the port, the child cannot open the tunnel */
 START_TEST(test_parent_refusing_connect)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *parent = proxy_start(NULL); /* allowed_ports: [443] */
+    struct origin *o;
+    struct proxy *parent = proxy_start_with_origin(&o, 1, NULL); /* allowed_ports: [443] */
     struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
                                        "upstream_proxy: \"http://127.0.0.1:%d\"\n",
                                        o->port, parent->port);
@@ -202,8 +199,7 @@ START_TEST(test_parent_refusing_connect)
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(origin_stat(o, "accepted") == 1, "the origin was reached anyway");
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(o);
+    proxy_stop_with_origin(parent, o);
 }
 END_TEST
 
@@ -232,8 +228,7 @@ START_TEST(test_bypass_address_block_goes_direct)
     /* the parent is up and would have been used: check it serves */
     ck_assert_int_eq(hops_via(parent->port, plain), 1);
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(plain);
+    proxy_stop_with_origin(parent, plain);
     origin_stop(o);
 }
 END_TEST
@@ -241,8 +236,8 @@ END_TEST
 /* Name patterns match names only: an address-literal target is not bypassed by them */
 START_TEST(test_bypass_name_patterns_skip_address_literals)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *parent = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *parent = proxy_start_with_origin(&o, 0, NULL);
     struct proxy *child = proxy_startf("upstream_proxy: \"http://127.0.0.1:%d\"\n"
                                        "upstream_proxy_bypass: [\"localhost\", \"*.internal\", "
                                        "\"10.0.0.0/8\"]\n",
@@ -259,8 +254,7 @@ START_TEST(test_bypass_name_patterns_skip_address_literals)
                   "pattern matched an address literal",
                   hops);
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(o);
+    proxy_stop_with_origin(parent, o);
 }
 END_TEST
 
@@ -296,8 +290,7 @@ START_TEST(test_parent_down_502)
     http_response_free(&r);
     raw_close(c);
     ck_assert_msg(origin_stat(o, "accepted") == 1, "the child went direct to the origin");
-    proxy_stop(child);
-    origin_stop(o);
+    proxy_stop_with_origin(child, o);
 }
 END_TEST
 
@@ -401,8 +394,7 @@ START_TEST(test_credentials_sent_to_parent)
                   "the parent passed the credentials on to the origin: %s", rs.body);
     fetch_free(&rs);
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(o);
+    proxy_stop_with_origin(parent, o);
 }
 END_TEST
 
@@ -410,8 +402,8 @@ END_TEST
  * went through the parent must not take the next, bypassed, request there too, nor the reverse. */
 START_TEST(test_parent_and_direct_alternate_on_one_handle)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *parent = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *parent = proxy_start_with_origin(&o, 0, NULL);
     struct proxy *child = proxy_startf("workers: 1\n"
                                        "upstream_proxy: \"http://127.0.0.1:%d\"\n"
                                        "upstream_proxy_bypass: [\"localhost\"]\n",
@@ -430,24 +422,12 @@ START_TEST(test_parent_and_direct_alternate_on_one_handle)
     ck_assert_msg(!proxy_log_contains(parent, "http://localhost:"),
                   "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));
     proxy_stop(child);
-    proxy_stop(parent);
-    origin_stop(o);
+    proxy_stop_with_origin(parent, o);
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("parent");
-    TCase *tc = harness_tcase("parent", 25);
-    tcase_add_test(tc, test_parent_and_direct_alternate_on_one_handle);
-    tcase_add_test(tc, test_get_goes_through_parent);
-    tcase_add_test(tc, test_connect_goes_through_parent);
-    tcase_add_test(tc, test_parent_refusing_connect);
-    tcase_add_test(tc, test_bypass_address_block_goes_direct);
-    tcase_add_test(tc, test_bypass_name_patterns_skip_address_literals);
-    tcase_add_test(tc, test_parent_down_502);
-    tcase_add_test(tc, test_credentials_sent_to_parent);
-    tcase_add_test(tc, test_proxy_environment_ignored);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("parent", 25, test_parent_and_direct_alternate_on_one_handle,
+             test_get_goes_through_parent, test_connect_goes_through_parent,
+             test_parent_refusing_connect, test_bypass_address_block_goes_direct,
+             test_bypass_name_patterns_skip_address_literals, test_parent_down_502,
+             test_credentials_sent_to_parent, test_proxy_environment_ignored)

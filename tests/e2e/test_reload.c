@@ -71,9 +71,7 @@ static int get_status_on(int port, const struct origin *o, const char *extra)
 /* One GET /bytes/10 on an open keep-alive connection; the status */
 static int get_status_keepalive(struct raw *c, const struct origin *o)
 {
-    char *req = proxy_request("GET", o, "/bytes/10", NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/bytes/10", NULL);
     struct http_response r;
     int rc = raw_read_response(c, &r, 0, T_MS);
     ck_assert_msg(rc == RAW_OK, "keep-alive request: %s", raw_result_name(rc));
@@ -159,29 +157,22 @@ static char *invalid_config(int i, char *where, size_t where_len)
     for (int k = 0; k < i; k++)
         strcat(pad, "# padding\n");
     int line = 3 + i + 1; /* BASE_YAML is 3 lines, then i padding lines */
+    /* the text, and where the error is: its line (after the padding) and the message's start */
+    static const struct {
+        const char *text;
+        int line_in_text;
+        const char *where;
+    } bad[] = {
+        {"timeouts:\n  client_idle: banana\n", 1, ":%d:16: timeouts.client_idle: "},
+        {"bogus_key: 1\n", 0, ":%d:1: bogus_key: unknown key"},
+        {"http:\n  max_header_size: 10\n", 1, ":%d:20: http.max_header_size: "},
+        {"\tworkers: 2\n", 0, ":%d:1: "},
+        {"access:\n  allow: [\"300.1.1.1/8\"]\n", 1, ":%d:11: access.allow: "},
+    };
+    int k = i % (int)(sizeof bad / sizeof bad[0]);
     char *yaml = NULL;
-    switch (i % 5) {
-    case 0:
-        ck_assert(asprintf(&yaml, "%s%stimeouts:\n  client_idle: banana\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:16: timeouts.client_idle: ", line + 1);
-        break;
-    case 1:
-        ck_assert(asprintf(&yaml, "%s%sbogus_key: 1\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:1: bogus_key: unknown key", line);
-        break;
-    case 2:
-        ck_assert(asprintf(&yaml, "%s%shttp:\n  max_header_size: 10\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:20: http.max_header_size: ", line + 1);
-        break;
-    case 3:
-        ck_assert(asprintf(&yaml, "%s%s\tworkers: 2\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:1: ", line);
-        break;
-    default:
-        ck_assert(asprintf(&yaml, "%s%saccess:\n  allow: [\"300.1.1.1/8\"]\n", BASE_YAML, pad) > 0);
-        snprintf(where, where_len, ":%d:11: access.allow: ", line + 1);
-        break;
-    }
+    ck_assert(asprintf(&yaml, "%s%s%s", BASE_YAML, pad, bad[k].text) > 0);
+    snprintf(where, where_len, bad[k].where, line + bad[k].line_in_text);
     return yaml;
 }
 
@@ -212,8 +203,8 @@ static long wait_progress(struct stream *s, long from, long more)
 
 START_TEST(test_twenty_reloads_under_load)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("log:\n  access: \"off\"\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "log:\n  access: \"off\"\n");
     struct stream streams[2];
     memset(streams, 0, sizeof streams);
     for (int i = 0; i < 2; i++) {
@@ -282,8 +273,7 @@ START_TEST(test_twenty_reloads_under_load)
     /* the listener was not touched: same port, still serving */
     ck_assert_int_eq(proxy_log_count(p, "notice: listening on 127.0.0.1:"), 1);
     ck_assert_int_eq(get_status_on(port_before, o, NULL), 200);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -292,8 +282,8 @@ END_TEST
 
 START_TEST(test_reloaded_keys_apply_to_new_connections)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     /* a 2000-byte header: fine under the default 32KiB head limit */
     char big[2100];
     memset(big, 'a', sizeof big);
@@ -327,8 +317,7 @@ START_TEST(test_reloaded_keys_apply_to_new_connections)
     ck_assert_int_eq(reload_with(p, BASE_YAML "http:\n  max_header_size: 1KiB\n  bogus: 1\n"),
                      RELOAD_FAILED);
     ck_assert_int_eq(get_status_on(p->port, o, big), 200);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -355,8 +344,8 @@ static size_t listening_lines(struct proxy *p, int port)
 
 START_TEST(test_listen_change_rebinds_only_what_changed)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     int p0 = p->port;
     ck_assert_int_eq(get_status_on(p0, o, NULL), 200);
 
@@ -403,15 +392,14 @@ START_TEST(test_listen_change_rebinds_only_what_changed)
     ck_assert_int_eq(get_status_on(b, o, NULL), 200);
     ck_assert_int_eq(get_status_keepalive(k, o), 200);
     raw_close(k);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_listen_bind_failure_keeps_old_listeners)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     int p0 = p->port;
     /* a free port plus one that is taken (the origin's): nothing may change */
     int a = free_port();
@@ -422,8 +410,7 @@ START_TEST(test_listen_bind_failure_keeps_old_listeners)
                   proxy_log_tail(p, 800));
     ck_assert_int_eq(get_status_on(p0, o, NULL), 200);
     ck_assert_msg(!port_accepts(a), "half-applied reload: 127.0.0.1:%d accepts", a);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -432,12 +419,10 @@ END_TEST
 
 START_TEST(test_inflight_request_survives_reloads)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     struct raw *c = raw_connect(p->port);
-    char *req = proxy_request("GET", o, "/slow?delay=2", NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/slow?delay=2", NULL);
     uint64_t t0 = now_ms();
     sleep_ms(300);
     /* a config that would refuse this client, shorter timeouts, then an invalid file */
@@ -458,8 +443,7 @@ START_TEST(test_inflight_request_survives_reloads)
     raw_close(c);
     /* the reloaded config is in force for new connections */
     ck_assert_int_eq(get_status_on(p->port, o, NULL), 403);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -641,19 +625,9 @@ START_TEST(test_check_warns_about_rules_tunnels_hide)
 }
 END_TEST
 
-int main(void)
-{
-    Suite *s = suite_create("reload");
-    TCase *tc = harness_tcase("reload", 30);
-    tcase_add_test(tc, test_twenty_reloads_under_load);
-    tcase_add_test(tc, test_reloaded_keys_apply_to_new_connections);
-    tcase_add_test(tc, test_listen_change_rebinds_only_what_changed);
-    tcase_add_test(tc, test_listen_bind_failure_keeps_old_listeners);
-    tcase_add_test(tc, test_inflight_request_survives_reloads);
-    tcase_add_test(tc, test_dump_config_loads_again);
-    tcase_add_test(tc, test_restart_only_keys_warn_each);
-    tcase_add_test(tc, test_access_log_checked_by_t_and_reload);
-    tcase_add_test(tc, test_check_warns_about_rules_tunnels_hide);
-    suite_add_tcase(s, tc);
-    return harness_run_suite(s);
-}
+HARNESS_MAIN("reload", 30, test_twenty_reloads_under_load,
+             test_reloaded_keys_apply_to_new_connections,
+             test_listen_change_rebinds_only_what_changed,
+             test_listen_bind_failure_keeps_old_listeners, test_inflight_request_survives_reloads,
+             test_dump_config_loads_again, test_restart_only_keys_warn_each,
+             test_access_log_checked_by_t_and_reload, test_check_warns_about_rules_tunnels_hide)

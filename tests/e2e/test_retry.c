@@ -982,33 +982,19 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("retry");
-    TCase *tc = harness_tcase("retry", 30);
-    tcase_add_test(tc, test_503_twice_then_200);
-    tcase_add_test(tc, test_full_jitter_bounds);
-    tcase_add_test(tc, test_attempts_exhausted);
-    tcase_add_test(tc, test_no_retry_after_head_sent);
-    tcase_add_test(tc, test_retry_after_seconds);
-    tcase_add_test(tc, test_retry_after_http_date);
-    tcase_add_test(tc, test_retry_after_above_max_delay);
-    tcase_add_test(tc, test_origin_429_without_rule_pauses_nobody);
-    tcase_add_test(tc, test_origin_pause_scoped_to_key);
-    tcase_add_test(tc, test_deadline_passes_the_last_answer);
-    tcase_add_test(tc, test_origin_pause_holds_with_delay_rule);
-    tcase_add_test(tc, test_post_not_retried_by_default);
-    tcase_add_test(tc, test_post_replayed_when_listed);
-    tcase_add_test(tc, test_put_replayed_by_default);
-    tcase_add_test(tc, test_connect_error_retried_any_method);
-    tcase_add_test(tc, test_reset_after_send_not_retried);
-    tcase_add_test(tc, test_reset_on_reused_connection_post);
-    tcase_add_test(tc, test_timeout_retried_get);
-    tcase_add_test(tc, test_timeout_with_body);
-    tcase_add_test(tc, test_body_over_max_body_not_retried);
-    tcase_add_test(tc, test_budget_floor);
-    tcase_add_test(tc, test_retry_passes_limiter);
-    suite_add_tcase(s, tc);
-    TCase *big = harness_tcase("big", 300);
-    tcase_add_test(big, test_2gib_upload_not_retried);
-    tcase_add_test(big, test_big_upload_early_503_not_retried);
-    suite_add_tcase(s, big);
+    unit_add_tcase(
+        s, harness_tcase("retry", 30),
+        UNIT_TESTS(
+            test_503_twice_then_200, test_full_jitter_bounds, test_attempts_exhausted,
+            test_no_retry_after_head_sent, test_retry_after_seconds, test_retry_after_http_date,
+            test_retry_after_above_max_delay, test_origin_429_without_rule_pauses_nobody,
+            test_origin_pause_scoped_to_key, test_deadline_passes_the_last_answer,
+            test_origin_pause_holds_with_delay_rule, test_post_not_retried_by_default,
+            test_post_replayed_when_listed, test_put_replayed_by_default,
+            test_connect_error_retried_any_method, test_reset_after_send_not_retried,
+            test_reset_on_reused_connection_post, test_timeout_retried_get, test_timeout_with_body,
+            test_body_over_max_body_not_retried, test_budget_floor, test_retry_passes_limiter));
+    unit_add_tcase(s, harness_tcase("big", 300),
+                   UNIT_TESTS(test_2gib_upload_not_retried, test_big_upload_early_503_not_retried));
     return harness_run_suite(s);
 }

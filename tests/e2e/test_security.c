@@ -167,8 +167,7 @@ START_TEST(test_not_open_proxy)
 
     ck_assert_msg(origin_seen(o, "open-proxy") == 0, "the origin saw a refused client's request");
     ck_assert_int_eq(origin_stat(o, "accepted"), 2); /* only this test's own /log and /stats */
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -279,15 +278,11 @@ START_TEST(test_auth_basic)
 
     /* a 407 leaves the connection usable: the client retries with credentials on it */
     struct raw *c = raw_connect(p->port);
-    char *req = proxy_request("GET", o, "/headers/retry-after-407", NULL);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", NULL);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     assert_challenge(&r, "first request on a keep-alive connection");
     http_response_free(&r);
-    req = proxy_request("GET", o, "/headers/retry-after-407", h);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", h);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
@@ -310,8 +305,7 @@ START_TEST(test_auth_basic)
 
     /* none of the refused requests reached the origin */
     ck_assert_uint_eq(origin_seen(o, "\"target\":\"/headers/"), 2);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -326,8 +320,7 @@ START_TEST(test_auth_407_reason)
     ck_assert_msg(strcmp(r.reason, "Proxy Authentication Required") == 0,
                   "407 reason phrase \"%s\"", r.reason);
     http_response_free(&r);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -382,8 +375,7 @@ START_TEST(test_auth_connect)
         sleep_ms(10);
     ck_assert_msg(proxy_log_contains(p, line), "no tunnel access line with the user (%s); log:\n%s",
                   line, proxy_log_tail(p, 2000));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -412,8 +404,7 @@ START_TEST(test_auth_rate_limit_per_user)
     basic_header("alice", "wrong", wrong, sizeof wrong);
     ck_assert_int_eq(get_status(p, o, "/headers/w1", wrong), 407);
     ck_assert_uint_eq(origin_seen(o, "\"target\":\"/headers/"), 4);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -471,8 +462,7 @@ START_TEST(test_auth_users_file_and_reload)
     free(conf);
     ck_assert_int_eq(get_status(p, o, "/headers/f6", bob), 200);
     ck_assert_int_eq(get_status(p, o, "/headers/f7", alice), 407);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -488,9 +478,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     basic_header("alice", "alice-pw", alice, sizeof alice);
     struct raw *c = raw_connect(p->port);
     struct http_response r;
-    char *req = proxy_request("GET", o, "/headers/ka-before", alice);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/ka-before", alice);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
@@ -500,9 +488,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     reload_with(p, conf);
     free(conf);
 
-    req = proxy_request("GET", o, "/headers/ka-after", alice);
-    raw_send_str(c, req);
-    free(req);
+    raw_send_proxy_request(c, "GET", o, "/headers/ka-after", alice);
     int rc = raw_read_response(c, &r, 0, T_MS);
     ck_assert_msg(rc == RAW_OK || rc == RAW_CLOSED, "%s", raw_result_name(rc));
     ck_assert_msg(rc == RAW_CLOSED || r.status == 407,
@@ -512,8 +498,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     http_response_free(&r);
     raw_close(c);
     ck_assert_uint_eq(origin_seen(o, "ka-after"), 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -564,8 +549,7 @@ START_TEST(test_deny_default_link_local)
     assert_refused(&r, "CONNECT 169.254.169.254:443", "destinations.deny");
     http_response_free(&r);
     ck_assert_uint_eq(origin_seen(o, "169.254"), 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -614,8 +598,7 @@ START_TEST(test_deny_after_dns)
 
     ck_assert_uint_eq(origin_seen(o, "after-dns"), 0);
     ck_assert_int_eq(origin_stat(o, "accepted"), 2); /* our /log and /stats: nothing else */
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -640,8 +623,7 @@ START_TEST(test_deny_unspecified_address)
         http_response_free(&r);
     }
     ck_assert_uint_eq(origin_seen(o, "unspecified"), 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -684,8 +666,7 @@ START_TEST(test_deny_name_patterns)
     ck_assert_uint_eq(origin_seen(o, ".internal"), 0);
     ck_assert_uint_eq(origin_seen(o, "metadata"), 0);
     ck_assert_uint_eq(origin_seen(o, "METADATA"), 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -706,8 +687,7 @@ START_TEST(test_deny_name_trailing_dot)
         http_response_free(&r);
     }
     ck_assert_uint_eq(origin_seen(o, "internal."), 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -741,8 +721,7 @@ START_TEST(test_allow_ports)
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     raw_close(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -760,8 +739,8 @@ static char *self_parent_config(struct proxy *p, const char *extra)
 
 START_TEST(test_loop_self_parent)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     char *yaml = self_parent_config(p, NULL);
     reload_with(p, yaml);
     free(yaml);
@@ -776,8 +755,7 @@ START_TEST(test_loop_self_parent)
                   "the loop went round more than once:\n%s", proxy_log_tail(p, 2000));
     ck_assert_uint_eq(origin_seen(o, "/headers/loop"), 0);
     ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -786,8 +764,8 @@ END_TEST
  */
 START_TEST(test_loop_self_parent_connect)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     char extra[200];
     snprintf(extra, sizeof extra, "connect:\n  allowed_ports: [%d]\n", o->port);
     char *yaml = self_parent_config(p, extra);
@@ -808,16 +786,15 @@ START_TEST(test_loop_self_parent_connect)
                   hops, r.status, (unsigned long long)(now_ms() - t0), r.body);
     ck_assert_msg(r.status >= 400, "a looping CONNECT got %d", r.status);
     http_response_free(&r);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 /* Two different rlproxies in a chain are not a loop */
 START_TEST(test_chain_of_two_is_not_a_loop)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *b = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *b = proxy_start_with_origin(&o, 0, NULL);
     struct proxy *a = proxy_startf("upstream_proxy: \"http://127.0.0.1:%d\"\n", b->port);
     struct http_response r;
     ck_assert_int_eq(get_with(a, o, "/headers/chain", NULL, &r), 200);
@@ -836,8 +813,7 @@ START_TEST(test_chain_of_two_is_not_a_loop)
     http_response_free(&r);
     /* through a CONNECT too */
     proxy_stop(a);
-    proxy_stop(b);
-    origin_stop(o);
+    proxy_stop_with_origin(b, o);
 }
 END_TEST
 
@@ -857,8 +833,8 @@ static int get_on(struct raw *c, const struct origin *o, const char *path, struc
 
 START_TEST(test_max_connections_per_client)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("access:\n  max_connections_per_client: 3\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "access:\n  max_connections_per_client: 3\n");
     struct raw *held[3];
     struct http_response r;
     for (int i = 0; i < 3; i++) {
@@ -902,8 +878,7 @@ START_TEST(test_max_connections_per_client)
     ck_assert_msg(status == 200, "no connection slot came back after a close (last %d)", status);
     raw_close(held[0]);
     raw_close(held[1]);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -926,8 +901,8 @@ static uint64_t fast_limit_ms(void) { return harness_slow() ? 1000 : 200; }
 
 START_TEST(test_slowloris_header_timeout)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("timeouts:\n  client_header: 1s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "timeouts:\n  client_header: 1s\n");
     char *req = proxy_request("GET", o, "/headers/slowloris", "X-Slow: 1\r\nX-Slower: 2\r\n");
     struct raw *slow = raw_connect(p->port);
     size_t sent = 0, len = strlen(req);
@@ -965,15 +940,15 @@ START_TEST(test_slowloris_header_timeout)
     ck_assert_msg(worst < fast_limit_ms(), "a bystander's request took %llu ms",
                   (unsigned long long)worst);
     ck_assert_uint_eq(origin_seen(o, "slowloris"), 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_idle_connections_do_not_block)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("timeouts:\n  client_header: 1s\n  client_idle: 1s\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0, "timeouts:\n  client_header: 1s\n  client_idle: 1s\n");
     enum { IDLE = 50 };
     struct raw *idle[IDLE];
     for (int i = 0; i < IDLE; i++)
@@ -993,8 +968,7 @@ START_TEST(test_idle_connections_do_not_block)
     }
     ck_assert_msg(proxy_alive(p), "%s", proxy_state(p));
     timed_get(p, o, "/headers/after-idle");
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -1106,37 +1080,15 @@ START_TEST(test_password_guessing_does_not_stall)
                   (unsigned long long)worst, (unsigned long long)hash_ms);
     free(guess);
     free(hash);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
-static Suite *security_suite(void)
-{
-    Suite *s = suite_create("security");
-    TCase *tc = harness_tcase("security", 60);
-    tcase_add_test(tc, test_not_open_proxy);
-    tcase_add_test(tc, test_auth_basic);
-    tcase_add_test(tc, test_auth_407_reason);
-    tcase_add_test(tc, test_auth_connect);
-    tcase_add_test(tc, test_auth_rate_limit_per_user);
-    tcase_add_test(tc, test_auth_users_file_and_reload);
-    tcase_add_test(tc, test_auth_reload_revokes_keepalive);
-    tcase_add_test(tc, test_password_guessing_does_not_stall);
-    tcase_add_test(tc, test_deny_default_link_local);
-    tcase_add_test(tc, test_deny_after_dns);
-    tcase_add_test(tc, test_deny_unspecified_address);
-    tcase_add_test(tc, test_deny_name_patterns);
-    tcase_add_test(tc, test_deny_name_trailing_dot);
-    tcase_add_test(tc, test_allow_ports);
-    tcase_add_test(tc, test_loop_self_parent);
-    tcase_add_test(tc, test_loop_self_parent_connect);
-    tcase_add_test(tc, test_chain_of_two_is_not_a_loop);
-    tcase_add_test(tc, test_max_connections_per_client);
-    tcase_add_test(tc, test_slowloris_header_timeout);
-    tcase_add_test(tc, test_idle_connections_do_not_block);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void) { return harness_run_suite(security_suite()); }
+HARNESS_MAIN("security", 60, test_not_open_proxy, test_auth_basic, test_auth_407_reason,
+             test_auth_connect, test_auth_rate_limit_per_user, test_auth_users_file_and_reload,
+             test_auth_reload_revokes_keepalive, test_password_guessing_does_not_stall,
+             test_deny_default_link_local, test_deny_after_dns, test_deny_unspecified_address,
+             test_deny_name_patterns, test_deny_name_trailing_dot, test_allow_ports,
+             test_loop_self_parent, test_loop_self_parent_connect, test_chain_of_two_is_not_a_loop,
+             test_max_connections_per_client, test_slowloris_header_timeout,
+             test_idle_connections_do_not_block)

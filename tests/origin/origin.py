@@ -226,6 +226,15 @@ class Body:
         while self.read():
             pass
 
+    def sha256(self):
+        """Reads the rest of the body; its SHA-256 in hex, as the tests compute it."""
+        digest = hashlib.sha256()
+        while True:
+            data = self.read()
+            if not data:
+                return digest.hexdigest()
+            digest.update(data)
+
 
 class Connection:
     def __init__(self, sock):
@@ -345,13 +354,8 @@ def stream_pattern(conn, total, chunked):
 
 def ep_sink(conn, req, body):
     time.sleep(float(req.arg("delay", "0")))  # a slow reader: the sender must be held back
-    digest = hashlib.sha256()
-    while True:
-        data = body.read()
-        if not data:
-            break
-        digest.update(data)
-    conn.json(req, {"length": body.length, "sha256": digest.hexdigest(),
+    sha256 = body.sha256()
+    conn.json(req, {"length": body.length, "sha256": sha256,
                     "chunked": body.chunked, "method": req.method})
 
 
@@ -518,14 +522,9 @@ def ep_flaky(conn, req, body):
             return
         flaky_fail(conn, req, attempt, status)
         return
-    digest = hashlib.sha256()
-    while True:
-        data = body.read()
-        if not data:
-            break
-        digest.update(data)
+    sha256 = body.sha256()
     conn.json(req, {"key": req.arg("key", ""), "attempt": attempt, "method": req.method,
-                    "length": body.length, "sha256": digest.hexdigest()})
+                    "length": body.length, "sha256": sha256})
 
 
 def flaky_fail(conn, req, attempt, status):
@@ -671,7 +670,7 @@ def ep_slowsink(conn, req, body):
         ahead = body.length / rate - (time.monotonic() - start)
         if ahead > 0:
             time.sleep(ahead)
-    conn.json(req, {"length": body.length, "sha256": digest.hexdigest(),
+    conn.json(req, {"length": body.length, "sha256": sha256,
                     "chunked": body.chunked, "method": req.method})
 
 

@@ -190,10 +190,8 @@ static Suite *access_suite(void)
     tcase_add_loop_test(t, test_parse_good, 0, sizeof good / sizeof good[0]);
     tcase_add_loop_test(t, test_parse_bad, 0, sizeof bad / sizeof bad[0]);
     suite_add_tcase(s, t);
-    t = tcase_create("cidr_contains");
+    t = unit_add_tcase(s, tcase_create("cidr_contains"), UNIT_TESTS(test_contains_other_families));
     tcase_add_loop_test(t, test_contains, 0, sizeof contains / sizeof contains[0]);
-    tcase_add_test(t, test_contains_other_families);
-    suite_add_tcase(s, t);
     return s;
 }
 

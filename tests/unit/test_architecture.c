@@ -344,13 +344,9 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("architecture");
-    TCase *t = tcase_create("src");
-    tcase_add_test(t, test_no_include_cycle);
-    tcase_add_test(t, test_worker_is_opaque);
-    tcase_add_test(t, test_file_sizes);
-    tcase_add_test(t, test_readme_lists_every_file);
-    tcase_add_test(t, test_no_process_state_in_statics);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("src"),
+                   UNIT_TESTS(test_no_include_cycle, test_worker_is_opaque, test_file_sizes,
+                              test_readme_lists_every_file, test_no_process_state_in_statics));
     return s;
 }
 

@@ -44,28 +44,6 @@ static const char *load_err(const char *yaml)
     return err;
 }
 
-/* make check sets RLPROXY_SRCDIR (builds may be out of tree); by hand, run from the source root. */
-static void srcdir_path(const char *relative, char *path, size_t len)
-{
-    const char *dir = getenv("RLPROXY_SRCDIR");
-    snprintf(path, len, "%s/%s", dir != NULL && *dir != '\0' ? dir : ".", relative);
-}
-
-static char *slurp(const char *relative)
-{
-    char path[4096];
-    srcdir_path(relative, path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s (set RLPROXY_SRCDIR)", path);
-    static const size_t cap = 1 << 20;
-    char *buf = malloc(cap + 1);
-    ck_assert_ptr_nonnull(buf);
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
 /* ---- the table ---- */
 
 START_TEST(test_table_is_consistent)
@@ -484,7 +462,7 @@ static int is_case_file(const struct dirent *e)
 static void find_cases(void)
 {
     char dir[4096];
-    srcdir_path(CASES_DIR, dir, sizeof dir);
+    unit_srcdir_path(CASES_DIR, dir, sizeof dir);
     case_count = scandir(dir, &case_entries, is_case_file, alphasort);
     if (case_count < 0)
         case_count = 0;
@@ -502,7 +480,7 @@ START_TEST(test_error_cases)
 {
     char relative[512];
     snprintf(relative, sizeof relative, CASES_DIR "/%s", case_entries[_i]->d_name);
-    char *text = slurp(relative), *p = text;
+    char *text = unit_slurp(relative), *p = text;
     while (*p == '#')
         p = strchr(p, '\n') != NULL ? strchr(p, '\n') + 1 : p + strlen(p);
     ck_assert_msg(strncmp(p, "error: ", 7) == 0, "%s: no \"error: \" line", relative);
@@ -1121,7 +1099,7 @@ START_TEST(test_rule_seed_loads)
 {
     /* The fuzz seed is the issue's example plus every field; it must stay a valid config. */
     char path[4096], err[512];
-    srcdir_path("tests/fuzz/corpus_config/rate_limits.yaml", path, sizeof path);
+    unit_srcdir_path("tests/fuzz/corpus_config/rate_limits.yaml", path, sizeof path);
     struct config *c = NULL;
     ck_assert_msg(config_load_file(path, &c, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_ge(c->rate_limits_count, 2);
@@ -1149,7 +1127,7 @@ static void mdoc_quote(const char *text, char *buf, size_t len)
 
 START_TEST(test_man_page_lists_every_key)
 {
-    char *man = slurp("man/rlproxy.yaml.5");
+    char *man = unit_slurp("man/rlproxy.yaml.5");
     size_t n;
     const struct config_key *keys = config_keys(&n);
     for (size_t i = 0; i < n; i++) {
@@ -1191,7 +1169,7 @@ static void collect_paths(yaml_document_t *doc, yaml_node_t *node, const char *p
 
 START_TEST(test_sample_config_sets_every_key)
 {
-    char *conf = slurp("conf/rlproxy.yaml");
+    char *conf = unit_slurp("conf/rlproxy.yaml");
     yaml_parser_t parser;
     yaml_document_t doc;
     static char paths[8192];
@@ -1232,7 +1210,7 @@ static int occurs_within(const char *from, const char *to, const char *text)
  * there, holding its doc sentence and either "Required." or its default. */
 START_TEST(test_man_page_lists_every_rule_field)
 {
-    char *man = slurp("man/rlproxy.yaml.5");
+    char *man = unit_slurp("man/rlproxy.yaml.5");
     const char *section = strstr(man, "\n.Sh RATE LIMITS\n");
     ck_assert_msg(section != NULL, "man page lacks a RATE LIMITS section");
     size_t n;
@@ -1263,7 +1241,7 @@ END_TEST
 /* The commented example in conf/rlproxy.yaml, uncommented, is the issue's two rules. */
 START_TEST(test_sample_config_rate_example)
 {
-    char *conf = slurp("conf/rlproxy.yaml");
+    char *conf = unit_slurp("conf/rlproxy.yaml");
     const char *start = strstr(conf, "\n# rate_limits:\n");
     ck_assert_msg(start != NULL, "conf/rlproxy.yaml has no commented rate_limits example");
     char *yaml = calloc(1, strlen(conf) + 1), *out = yaml;
@@ -1287,7 +1265,7 @@ END_TEST
 START_TEST(test_sample_config_loads_as_defaults)
 {
     char path[4096], err[512];
-    srcdir_path("conf/rlproxy.yaml", path, sizeof path);
+    unit_srcdir_path("conf/rlproxy.yaml", path, sizeof path);
     struct config *c = NULL;
     ck_assert_msg(config_load_file(path, &c, err, sizeof err) == 0, "%s", err);
     /* Its header promises every key at its default. */
@@ -1600,7 +1578,7 @@ END_TEST
 /* The README's rate-limit example is a working HTTPS rule: it loads and draws no warning. */
 START_TEST(test_readme_rate_example_warns_nothing)
 {
-    char *readme = slurp("README.md");
+    char *readme = unit_slurp("README.md");
     const char *start = strstr(readme, "```yaml\ntls_intercept:");
     ck_assert_msg(start != NULL, "README.md has no yaml example starting with tls_intercept:");
     start += strlen("```yaml\n");
@@ -1621,85 +1599,58 @@ END_TEST
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
-    TCase *t = tcase_create("table");
-    tcase_add_test(t, test_table_is_consistent);
-    tcase_add_test(t, test_log_level_words_match_log_h);
-    tcase_add_test(t, test_public_key_names);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("table"),
+                   UNIT_TESTS(test_table_is_consistent, test_log_level_words_match_log_h,
+                              test_public_key_names));
 
-    t = tcase_create("defaults");
-    tcase_add_test(t, test_default_config);
+    TCase *t = unit_add_tcase(s, tcase_create("defaults"),
+                              UNIT_TESTS(test_default_config, test_one_key_keeps_other_defaults));
     tcase_add_loop_test(t, test_empty_means_defaults, 0,
                         sizeof empty_inputs / sizeof empty_inputs[0]);
-    tcase_add_test(t, test_one_key_keeps_other_defaults);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("values");
+    t = unit_add_tcase(s, tcase_create("values"),
+                       UNIT_TESTS(test_every_type_from_yaml, test_empty_lists_where_allowed,
+                                  test_workers_auto, test_listen_port_zero_may_repeat));
     tcase_add_loop_test(t, test_parse_duration, 0, sizeof durations / sizeof durations[0]);
     tcase_add_loop_test(t, test_parse_size, 0, sizeof sizes / sizeof sizes[0]);
-    tcase_add_test(t, test_every_type_from_yaml);
-    tcase_add_test(t, test_empty_lists_where_allowed);
-    tcase_add_test(t, test_workers_auto);
     tcase_add_loop_test(t, test_listen_forms, 0, sizeof listens / sizeof listens[0]);
-    tcase_add_test(t, test_listen_port_zero_may_repeat);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("errors");
     find_cases();
-    tcase_add_test(t, test_error_cases_found);
+    t = unit_add_tcase(s, tcase_create("errors"),
+                       UNIT_TESTS(test_error_cases_found, test_shared_refused_until_available,
+                                  test_auth_users, test_invalid_utf8, test_numeric_bounds,
+                                  test_list_length_bounds, test_size_limit,
+                                  test_small_or_missing_error_buffer, test_not_nul_terminated));
     tcase_add_loop_test(t, test_error_cases, 0, case_count);
-    tcase_add_test(t, test_shared_refused_until_available);
-    tcase_add_test(t, test_auth_users);
-    tcase_add_test(t, test_invalid_utf8);
-    tcase_add_test(t, test_numeric_bounds);
-    tcase_add_test(t, test_list_length_bounds);
-    tcase_add_test(t, test_size_limit);
-    tcase_add_test(t, test_small_or_missing_error_buffer);
-    tcase_add_test(t, test_not_nul_terminated);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("rate_limits");
-    tcase_add_test(t, test_rules_issue_example_file);
-    tcase_add_test(t, test_rules_every_field);
-    tcase_add_test(t, test_rule_defaults);
-    tcase_add_test(t, test_rule_header_keys);
-    tcase_add_test(t, test_rule_single_or_list);
-    tcase_add_test(t, test_rule_fields_table);
-    tcase_add_test(t, test_rule_numeric_bounds);
+    t = unit_add_tcase(s, tcase_create("rate_limits"),
+                       UNIT_TESTS(test_rules_issue_example_file, test_rules_every_field,
+                                  test_rule_defaults, test_rule_header_keys,
+                                  test_rule_single_or_list, test_rule_fields_table,
+                                  test_rule_numeric_bounds, test_rule_seed_loads));
     tcase_add_loop_test(t, test_rule_errors_free_everything, 0,
                         sizeof rule_errors_late / sizeof rule_errors_late[0]);
-    tcase_add_test(t, test_rule_seed_loads);
-    suite_add_tcase(s, t);
 
-    t = tcase_create("files");
-    tcase_add_test(t, test_file_on_disk);
-    tcase_add_test(t, test_users_file_bounded);
-    tcase_add_test(t, test_file_errors);
-    tcase_add_test(t, test_refcount);
-    suite_add_tcase(s, t);
+    unit_add_tcase(
+        s, tcase_create("files"),
+        UNIT_TESTS(test_file_on_disk, test_users_file_bounded, test_file_errors, test_refcount));
 
-    t = tcase_create("drift");
-    tcase_add_test(t, test_man_page_lists_every_key);
-    tcase_add_test(t, test_sample_config_sets_every_key);
-    tcase_add_test(t, test_sample_config_loads_as_defaults);
-    tcase_add_test(t, test_man_page_lists_every_rule_field);
-    tcase_add_test(t, test_sample_config_rate_example);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("drift"),
+                   UNIT_TESTS(test_man_page_lists_every_key, test_sample_config_sets_every_key,
+                              test_sample_config_loads_as_defaults,
+                              test_man_page_lists_every_rule_field,
+                              test_sample_config_rate_example));
 
-    t = tcase_create("dump");
-    tcase_add_test(t, test_dump_round_trips);
-    tcase_add_test(t, test_dump_masks_secrets);
-    tcase_add_test(t, test_dump_masks_key_secret);
-    tcase_add_test(t, test_dump_round_trips_header_keys);
-    tcase_add_test(t, test_dump_escapes_what_yaml_would_fold);
-    tcase_add_test(t, test_diff_names_each_changed_key);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("dump"),
+                   UNIT_TESTS(test_dump_round_trips, test_dump_masks_secrets,
+                              test_dump_masks_key_secret, test_dump_round_trips_header_keys,
+                              test_dump_escapes_what_yaml_would_fold,
+                              test_diff_names_each_changed_key));
 
-    t = tcase_create("warnings");
+    t = unit_add_tcase(
+        s, tcase_create("warnings"),
+        UNIT_TESTS(test_readme_rate_example_warns_nothing, test_shared_header_key_warning));
     tcase_add_loop_test(t, test_rule_warnings, 0, sizeof warning_cases / sizeof warning_cases[0]);
-    tcase_add_test(t, test_readme_rate_example_warns_nothing);
-    tcase_add_test(t, test_shared_header_key_warning);
-    suite_add_tcase(s, t);
     return s;
 }
 

@@ -99,11 +99,8 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("conn_state");
-    TCase *t = tcase_create("table");
-    tcase_add_test(t, test_diagram_matches_table);
-    tcase_add_test(t, test_names_and_bounds);
-    tcase_add_test(t, test_properties);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("table"),
+                   UNIT_TESTS(test_diagram_matches_table, test_names_and_bounds, test_properties));
     return s;
 }
 

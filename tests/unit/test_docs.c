@@ -28,22 +28,6 @@ static const char *const documents[] = {
 };
 #define DOCUMENT_COUNT (sizeof documents / sizeof documents[0])
 
-static char *slurp(const char *relative)
-{
-    char path[4096];
-    const char *dir = getenv("RLPROXY_SRCDIR");
-    snprintf(path, sizeof path, "%s/%s", dir != NULL && *dir != '\0' ? dir : ".", relative);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s (set RLPROXY_SRCDIR)", path);
-    static const size_t cap = 1 << 20;
-    char *buf = malloc(cap + 1);
-    ck_assert_ptr_nonnull(buf);
-    size_t n = fread(buf, 1, cap, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
 /* 1-based line number of position at in text */
 static int line_of(const char *text, const char *at)
 {
@@ -74,7 +58,7 @@ START_TEST(test_no_document_calls_a_feature_missing)
     for (size_t i = 0; i < phrases; i++)
         ck_assert(regcomp(&re[i], absence_phrases[i], REG_EXTENDED | REG_ICASE | REG_NEWLINE) == 0);
     for (size_t d = 0; d < DOCUMENT_COUNT; d++) {
-        char *text = slurp(documents[d]);
+        char *text = unit_slurp(documents[d]);
         for (size_t i = 0; i < phrases; i++) {
             regmatch_t m;
             if (regexec(&re[i], text, 1, &m, 0) == 0)
@@ -135,7 +119,7 @@ static int key_char(char c) { return (c >= 'a' && c <= 'z') || c == '_'; }
 START_TEST(test_documents_name_only_keys_of_the_table)
 {
     for (size_t d = 0; d < DOCUMENT_COUNT; d++) {
-        char *text = slurp(documents[d]);
+        char *text = unit_slurp(documents[d]);
         for (const char *c = text; *c != '\0'; c++) {
             if (!key_char(*c) ||
                 (c > text && (key_char(c[-1]) ||
@@ -173,7 +157,7 @@ END_TEST
  * nothing that is not one. */
 START_TEST(test_readme_lists_every_section)
 {
-    char *readme = slurp("README.md");
+    char *readme = unit_slurp("README.md");
     const char *start = strstr(readme, "\nSections: ");
     ck_assert_msg(start != NULL, "README.md has no \"Sections: \" list");
     const char *end = strstr(start, ". ");
@@ -215,10 +199,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("docs");
-    TCase *t = tcase_create("agree");
-    tcase_add_test(t, test_no_document_calls_a_feature_missing);
-    tcase_add_test(t, test_documents_name_only_keys_of_the_table);
-    tcase_add_test(t, test_readme_lists_every_section);
-    suite_add_tcase(s, t);
+    unit_add_tcase(s, tcase_create("agree"),
+                   UNIT_TESTS(test_no_document_calls_a_feature_missing,
+                              test_documents_name_only_keys_of_the_table,
+                              test_readme_lists_every_section));
     return unit_run(s);
 }

@@ -451,21 +451,13 @@ END_TEST
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
-    TCase *tc = tcase_create("parser");
-    tcase_add_test(tc, test_simple_get);
-    tcase_add_test(tc, test_pipelined_and_body);
-    tcase_add_test(tc, test_chunked_body);
-    tcase_add_test(tc, test_http10_keepalive);
-    tcase_add_test(tc, test_connect);
-    tcase_add_test(tc, test_origin_form_is_flagged);
+    TCase *tc =
+        unit_add_tcase(s, tcase_create("parser"),
+                       UNIT_TESTS(test_simple_get, test_pipelined_and_body, test_chunked_body,
+                                  test_http10_keepalive, test_connect, test_origin_form_is_flagged,
+                                  test_limits, test_hop_by_hop, test_targets, test_response_rewrite,
+                                  test_via_loop, test_status_line_and_retry_after));
     tcase_add_loop_test(tc, test_bad_input, 0, (int)(sizeof bad_cases / sizeof bad_cases[0]));
-    tcase_add_test(tc, test_limits);
-    tcase_add_test(tc, test_hop_by_hop);
-    tcase_add_test(tc, test_targets);
-    tcase_add_test(tc, test_response_rewrite);
-    tcase_add_test(tc, test_via_loop);
-    tcase_add_test(tc, test_status_line_and_retry_after);
-    suite_add_tcase(s, tc);
     return s;
 }
 

@@ -323,12 +323,11 @@ END_TEST
 static Suite *limit_headers_suite(void)
 {
     Suite *s = suite_create("limit_headers");
-    TCase *tc = tcase_create("parse");
+    TCase *tc = unit_add_tcase(
+        s, tcase_create("parse"),
+        UNIT_TESTS(test_garbled_duplicate_is_not_looser, test_length_bounds_the_block));
     tcase_add_loop_test(tc, test_rows, 0, (int)(sizeof rows / sizeof rows[0]));
     tcase_add_loop_test(tc, test_garbage, 0, (int)(sizeof garbage / sizeof garbage[0]));
-    tcase_add_test(tc, test_garbled_duplicate_is_not_looser);
-    tcase_add_test(tc, test_length_bounds_the_block);
-    suite_add_tcase(s, tc);
     return s;
 }
 

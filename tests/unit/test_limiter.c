@@ -55,6 +55,14 @@ static struct config make_config(struct rate_rule *rules, size_t count, uint32_t
     return c;
 }
 
+/* A limiter over count rules with room for a million keys, as most tests want; the limiter keeps
+ * the rules, not the config. */
+static struct limiter *limiter_over(struct rate_rule *rules, size_t count)
+{
+    struct config c = make_config(rules, count, 1000000);
+    return limiter_new(&c, NULL, NULL);
+}
+
 static enum limiter_verdict ask(struct limiter *l, const char *ip, const char *host,
                                 const char *method, const char *path, uint64_t now,
                                 struct limiter_decision *d)
@@ -74,8 +82,7 @@ static enum limiter_verdict ask(struct limiter *l, const char *ip, const char *h
 START_TEST(test_reject_exact)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_CLIENT, 5, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     for (int i = 0; i < 5; i++) {
         ck_assert_int_eq(ask(l, "10.0.0.1", "h", "GET", "/", (uint64_t)i * 100 * MS, &d),
@@ -118,8 +125,7 @@ START_TEST(test_random_arrivals_never_exceed)
     const uint32_t limit = 50;
     const uint64_t window_ms = 1000;
     struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     unsigned seed = 12345;
     uint64_t now = 0;
     size_t cap = 100000, n = 0;
@@ -144,8 +150,7 @@ START_TEST(test_delay_reserves_in_order)
     struct rate_rule rules[] = {rule("d", RATE_KEY_HOST, 3, 1000, RATE_OVER_DELAY)};
     rules[0].max_delay_ms = 2500;
     rules[0].max_queue = 5;
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     struct limiter_hold *holds[16];
     size_t held = 0;
@@ -188,8 +193,7 @@ END_TEST
 START_TEST(test_cancel_gives_slot_back)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -214,8 +218,7 @@ END_TEST
 START_TEST(test_late_release_propagates)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_DELAY);
@@ -255,8 +258,7 @@ START_TEST(test_matching_first_rule_wins)
     rules[2] = rule("default", RATE_KEY_CLIENT_HOST, 100, 1000, RATE_OVER_REJECT);
     rules[2].match_client = nets;
     rules[2].match_client_count = 1;
-    struct config c = make_config(rules, 3, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 3);
     struct limiter_decision d;
     ask(l, "10.1.2.3", "api.github.com", "GET", "/repos/x", 0, &d);
     ck_assert_str_eq(d.rule->name, "github");
@@ -284,8 +286,7 @@ END_TEST
 START_TEST(test_host_key_ignores_case)
 {
     struct rate_rule rules[] = {rule("h", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "API.Example.com", "GET", "/", 0, &d), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "2.2.2.2", "api.example.com", "GET", "/", 0, &d), LIMITER_REJECT);
@@ -368,8 +369,7 @@ START_TEST(test_host_header_key)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_HOST_HEADER, 1, 1000, RATE_OVER_REJECT)};
     snprintf(rules[0].key_header, sizeof rules[0].key_header, "Authorization");
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     const char *token[] = {"Authorization", "Bearer t0k3n", NULL};
     const char *other[] = {"Authorization", "Bearer other", NULL};
@@ -620,8 +620,7 @@ static void *contend(void *arg)
 START_TEST(test_two_threads_one_key)
 {
     struct rate_rule rules[] = {rule("g", RATE_KEY_GLOBAL, 1000, 60000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct contender a = {l, 0}, b = {l, 0};
     pthread_t ta, tb;
     pthread_create(&ta, NULL, contend, &a);
@@ -636,8 +635,7 @@ END_TEST
 START_TEST(test_remaining_and_reset)
 {
     struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d);
     ck_assert_uint_eq(d.remaining, 2);
@@ -668,8 +666,7 @@ static enum limiter_verdict ask_departing(struct limiter *l, uint64_t now,
 START_TEST(test_departure_moves_entry)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision a, b, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l, 0, &b), LIMITER_ADMIT);
@@ -694,8 +691,7 @@ END_TEST
 START_TEST(test_pending_entry_never_expires)
 {
     struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision a, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l, 1500 * MS, &d), LIMITER_DELAY); /* a has not departed */
@@ -946,30 +942,19 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("limiter");
-    TCase *tc = tcase_create("windows");
-    tcase_add_test(tc, test_reject_exact);
-    tcase_add_test(tc, test_random_arrivals_never_exceed);
-    tcase_add_test(tc, test_delay_reserves_in_order);
-    tcase_add_test(tc, test_cancel_gives_slot_back);
-    tcase_add_test(tc, test_late_release_propagates);
-    tcase_add_test(tc, test_random_delays_and_cancels_never_exceed);
-    tcase_add_test(tc, test_matching_first_rule_wins);
-    tcase_add_test(tc, test_host_key_ignores_case);
-    tcase_add_test(tc, test_header_values_get_own_windows);
-    tcase_add_test(tc, test_host_header_key);
-    tcase_add_test(tc, test_header_key_text);
-    tcase_add_test(tc, test_reload_header_name);
-    tcase_add_test(tc, test_expiry_and_key_cap);
-    tcase_add_test(tc, test_key_count_per_limiter);
-    tcase_add_test(tc, test_reload_keeps_unchanged_rules);
-    tcase_add_test(tc, test_two_threads_one_key);
-    tcase_add_test(tc, test_remaining_and_reset);
-    tcase_add_test(tc, test_departure_moves_entry);
-    tcase_add_test(tc, test_pending_entry_never_expires);
-    tcase_add_test(tc, test_random_departures_never_exceed);
-    tcase_add_test(tc, test_learned_quota_holds_until_reset);
-    tcase_add_test(tc, test_learned_budget_counts_requests_in_flight);
-    tcase_add_test(tc, test_learned_pause_scoped_to_key);
-    suite_add_tcase(s, tc);
+    unit_add_tcase(
+        s, tcase_create("windows"),
+        UNIT_TESTS(test_reject_exact, test_random_arrivals_never_exceed,
+                   test_delay_reserves_in_order, test_cancel_gives_slot_back,
+                   test_late_release_propagates, test_random_delays_and_cancels_never_exceed,
+                   test_matching_first_rule_wins, test_host_key_ignores_case,
+                   test_header_values_get_own_windows, test_host_header_key, test_header_key_text,
+                   test_reload_header_name, test_expiry_and_key_cap, test_key_count_per_limiter,
+                   test_reload_keeps_unchanged_rules, test_two_threads_one_key,
+                   test_remaining_and_reset, test_departure_moves_entry,
+                   test_pending_entry_never_expires, test_random_departures_never_exceed,
+                   test_learned_quota_holds_until_reset,
+                   test_learned_budget_counts_requests_in_flight,
+                   test_learned_pause_scoped_to_key));
     return unit_run(s);
 }

@@ -109,11 +109,8 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("pool");
-    TCase *tc = tcase_create("pool");
-    tcase_add_test(tc, test_distinct_aligned_writable);
-    tcase_add_test(tc, test_slots_reused);
-    tcase_add_test(tc, test_random_rounds);
-    tcase_add_test(tc, test_object_larger_than_block);
-    suite_add_tcase(s, tc);
+    unit_add_tcase(s, tcase_create("pool"),
+                   UNIT_TESTS(test_distinct_aligned_writable, test_slots_reused, test_random_rounds,
+                              test_object_larger_than_block));
     return unit_run(s);
 }

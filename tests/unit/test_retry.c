@@ -112,11 +112,7 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("retry");
-    TCase *tc = tcase_create("policy");
-    tcase_add_test(tc, test_allowed);
-    tcase_add_test(tc, test_schedule);
-    tcase_add_test(tc, test_full_jitter);
-    tcase_add_test(tc, test_budget);
-    suite_add_tcase(s, tc);
+    unit_add_tcase(s, tcase_create("policy"),
+                   UNIT_TESTS(test_allowed, test_schedule, test_full_jitter, test_budget));
     return unit_run(s);
 }
