@@ -107,6 +107,8 @@ static const struct config_key keys[] = {
         "Least severe diagnostic written to stderr"),
     ROW("log.access", CONFIG_STRING, "stderr", 0, 0, NULL, 1, access_log,
         "Where access-log lines go: stderr, stdout, off, or a file to append to"),
+    ROW("log.access_buffer", CONFIG_SIZE, "64KiB", 0, 16 * MIB, NULL, 1, access_buffer,
+        "Bytes of access-log lines gathered before one write to a log.access file (0: a write per line); they go out within a second at the latest, at a reopen and at a stop"),
     ROW("log.access_format", CONFIG_ENUM, "text", 0, 0, access_format_words, 1, access_format,
         "Access-log line format, one line per request or tunnel"),
     LIST_ROW("admin.listen", CONFIG_LISTEN_LIST, "[\"127.0.0.1:9128\"]", 0, 8, 0, admin_listen,

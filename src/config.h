@@ -136,6 +136,7 @@ struct config {
 
     enum log_level log_level;        /* log.level: info */
     char *access_log;                /* log.access: "stderr" | "off" | a file path */
+    size_t access_buffer;              /* log.access_buffer: 64KiB; 0: a write per line */
     enum access_format access_format;/* log.access_format: text */
 
     struct listen_addr *admin_listen; /* admin.listen: ["127.0.0.1:9128"]; [] disables */

@@ -4,8 +4,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,18 @@ static _Atomic int current_level = LOG_LEVEL_INFO;
 static int journal_prefix = -1; /* lazily: 1 when stderr is journald's stream */
 static int access_fd = -1;
 static int access_owned;
+
+/* Lines for an access-log file gather here and go out in one write: by size, when the oldest is
+ * LOG_ACCESS_FLUSH_MS old (checked at each line and by log_access_flush from the main loop),
+ * and before a reopen or the close (nginx's access_log buffer=). A write(2) per line cost ~10%
+ * of the throughput at 1 KiB (bench/run). stderr and stdout stay a line at a time: the journal
+ * and a terminal want lines as they come. */
+static struct {
+    pthread_mutex_t lock;
+    char *data;
+    size_t len, cap;    /* cap 0: unbuffered */
+    uint64_t oldest_ms; /* when the first line now in data came */
+} buffered = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0};
 
 static const char *const level_names[] = {"error", "warn", "notice", "info", "debug"};
 /* syslog priorities for journald's "<N>" prefix */
@@ -120,8 +134,56 @@ void log_access_discard(struct log_access_sink *sink)
     sink->owned = 0;
 }
 
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* With buffered.lock held. */
+static void flush_locked(void)
+{
+    size_t done = 0;
+    while (done < buffered.len && access_fd >= 0) {
+        ssize_t n = write(access_fd, buffered.data + done, buffered.len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* a full disk: the lines are lost, as a write per line would lose them */
+        done += (size_t)n;
+    }
+    buffered.len = 0;
+}
+
+void log_access_flush(void)
+{
+    pthread_mutex_lock(&buffered.lock);
+    flush_locked();
+    pthread_mutex_unlock(&buffered.lock);
+}
+
+int log_access_set_buffer(size_t bytes)
+{
+    pthread_mutex_lock(&buffered.lock);
+    flush_locked();
+    char *data = bytes > 0 ? realloc(buffered.data, bytes) : NULL;
+    int rc = bytes > 0 && data == NULL ? -1 : 0;
+    if (bytes == 0) {
+        free(buffered.data);
+        buffered.data = NULL;
+        buffered.cap = 0;
+    } else if (data != NULL) {
+        buffered.data = data;
+        buffered.cap = bytes;
+    }
+    pthread_mutex_unlock(&buffered.lock);
+    return rc;
+}
+
 void log_access_install(struct log_access_sink *sink)
 {
+    log_access_flush(); /* what was logged before belongs to the file it was logged for */
     /* Workers write without a lock. Replacing one file by another reuses the descriptor number
      * with dup2, so a racing write lands in the old or the new file, never in a socket that took a
      * closed number. Other swaps keep the old descriptor open (one per such reload). */
@@ -187,6 +249,25 @@ void log_access_line(const char *line, size_t len)
     int fd = access_fd;
     if (fd < 0)
         return;
+    if (access_owned && buffered.cap > 0) {
+        pthread_mutex_lock(&buffered.lock);
+        if (buffered.cap > 0 && len + 1 <= buffered.cap) {
+            if (buffered.len + len + 1 > buffered.cap)
+                flush_locked();
+            uint64_t now = monotonic_ms();
+            if (buffered.len == 0)
+                buffered.oldest_ms = now;
+            memcpy(buffered.data + buffered.len, line, len);
+            buffered.data[buffered.len + len] = '\n';
+            buffered.len += len + 1;
+            if (now - buffered.oldest_ms >= LOG_ACCESS_FLUSH_MS)
+                flush_locked();
+            pthread_mutex_unlock(&buffered.lock);
+            return;
+        }
+        flush_locked(); /* a line longer than the buffer goes out after what came before */
+        pthread_mutex_unlock(&buffered.lock);
+    }
     struct iovec iov[2] = {{(void *)line, len}, {(void *)"\n", 1}};
     ssize_t unused = writev(fd, iov, 2);
     (void)unused;
@@ -194,6 +275,7 @@ void log_access_line(const char *line, size_t len)
 
 void log_access_close(void)
 {
+    log_access_flush();
     if (access_owned && access_fd >= 0)
         close(access_fd);
     access_fd = -1;

@@ -47,6 +47,14 @@ void log_access_discard(struct log_access_sink *sink);
 int log_access_check(const char *target);
 int log_access_enabled(void);
 void log_access_line(const char *line, size_t len); /* line without trailing newline */
+/* log.access_buffer: lines for a file gather in a buffer of this many bytes (0: a write per
+ * line) and go out when it is full, when the oldest is LOG_ACCESS_FLUSH_MS old, at a reopen and
+ * at the close. 0, or -1 when out of memory (the old buffer stays). */
+#define LOG_ACCESS_FLUSH_MS 1000
+int log_access_set_buffer(size_t bytes);
+/* Writes out what the buffer holds: the main loop calls it every second, so a quiet proxy's last
+ * lines are not held longer than that. */
+void log_access_flush(void);
 void log_access_close(void);
 
 #endif

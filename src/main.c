@@ -215,6 +215,7 @@ int main(int argc, char **argv)
     }
 
     log_set_level(config->log_level);
+    log_access_set_buffer(config->access_buffer);
     if (log_access_open(config->access_log) != 0) {
         fprintf(stderr, "rlproxy: cannot open access log %s: %s\n", config->access_log,
                 strerror(errno));

@@ -271,6 +271,7 @@ static void reload(struct server *s)
     config_warn_restart_only(s->config, next); /* workers, admin.listen, shared.redis... */
     config_log_rule_warnings(next);
     log_set_level(next->log_level);
+    log_access_set_buffer(next->access_buffer);
     log_access_install(&access_log);
     metrics_rules_reloaded(s->process.histograms, s->limiter, limiter);
     for (unsigned i = 0; i < s->worker_count; i++)
@@ -334,6 +335,7 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
     limiter_expire(s->limiter, util_now_us());
+    log_access_flush();
 }
 
 /* state_file: on the main thread, so a slow disk delays the admin endpoint and signals, never a
