@@ -7,6 +7,7 @@
 
 #include "http.h"
 #include "http_response.h"
+#include "structured_field.h"
 
 #define UNKNOWN INT64_C(-1)
 #define NS_PER_MS INT64_C(1000000)
@@ -208,301 +209,57 @@ static int64_t read_plain_field(const char *head, size_t len, const char *name, 
     return result;
 }
 
-/* ---- Structured Fields (RFC 9651): just enough of a List or Dictionary ---- */
+/* ---- Structured Fields: the IETF fields' parameters ---- */
 
 enum { PARAM_R, PARAM_A, PARAM_T, PARAM_W, PARAM_Q, PARAM_COUNT };
 static const char param_names[PARAM_COUNT] = {'r', 'a', 't', 'w', 'q'};
 
-enum bare_kind { BARE_INTEGER, BARE_UNUSABLE_NUMBER, BARE_STRING, BARE_TOKEN, BARE_OTHER };
-
-struct bare_item {
-    enum bare_kind kind;
-    int64_t integer;                      /* BARE_INTEGER: >= 0 */
-    char text[LIMIT_HEADERS_POLICY_SIZE]; /* BARE_STRING, BARE_TOKEN: cut to fit */
-};
-
-/* One list member or dictionary member with what this parser cares about. */
-struct member {
-    struct bare_item item;      /* the member's item (a dictionary member's value) */
-    char key[16];               /* a dictionary member's key, "" in a list or when too long */
-    int64_t param[PARAM_COUNT]; /* r a q: lowest; t w: highest; UNKNOWN when absent or unusable */
-};
-
-struct sf_cursor {
-    const char *p, *end;
-};
-
-static int at(const struct sf_cursor *c, char ch) { return c->p < c->end && *c->p == ch; }
-
-static int is_lcalpha(char c) { return c >= 'a' && c <= 'z'; }
-
-static int is_alpha(char c) { return is_lcalpha(c) || (c >= 'A' && c <= 'Z'); }
-
-static int is_tchar(char c)
+/* An SF Integer (never negative) as a count; any other item is unknown. */
+static int64_t integer_or_unknown(const struct sf_item *item)
 {
-    return is_alpha(c) || is_digit(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~:/", c) != NULL);
+    return item->kind == SF_INTEGER ? item->integer : UNKNOWN;
 }
 
-static void append_text(struct bare_item *item, size_t *n, char c)
+/* The member's r a t w q parameters that are SF Integers, UNKNOWN for the rest. A repeated
+ * parameter: RFC 9651 keeps the last; the stricter one is kept here (r a q: lowest; t w:
+ * highest), so that a repetition can never loosen a limit. */
+static void read_params(const struct sf_member *m, int64_t param[PARAM_COUNT])
 {
-    if (*n + 1 < sizeof item->text) {
-        item->text[(*n)++] = c;
-        item->text[*n] = '\0';
-    }
-}
-
-static int parse_number(struct sf_cursor *c, struct bare_item *item)
-{
-    int negative = at(c, '-');
-    if (negative)
-        c->p++;
-    int digits = 0, fraction_digits = -1;
-    int64_t value = 0;
-    while (c->p < c->end && (is_digit(*c->p) || (*c->p == '.' && fraction_digits < 0))) {
-        if (*c->p == '.') {
-            if (digits > 12)
-                return -1;
-            fraction_digits = 0;
-        } else if (fraction_digits >= 0) {
-            if (++fraction_digits > 3)
-                return -1;
-        } else {
-            if (++digits > 15)
-                return -1;
-            value = value * 10 + (*c->p - '0');
-        }
-        c->p++;
-    }
-    if (digits == 0 || fraction_digits == 0)
-        return -1;
-    item->kind = negative || fraction_digits > 0 ? BARE_UNUSABLE_NUMBER : BARE_INTEGER;
-    item->integer = value;
-    return 0;
-}
-
-static int parse_string(struct sf_cursor *c, struct bare_item *item)
-{
-    size_t n = 0;
-    c->p++; /* the opening quote */
-    while (c->p < c->end) {
-        char ch = *c->p++;
-        if (ch == '"') {
-            item->kind = BARE_STRING;
-            return 0;
-        }
-        if (ch == '\\') {
-            if (c->p == c->end || (*c->p != '"' && *c->p != '\\'))
-                return -1;
-            ch = *c->p++;
-        } else if (ch < 0x20 || ch > 0x7e) {
-            return -1;
-        }
-        append_text(item, &n, ch);
-    }
-    return -1;
-}
-
-static int parse_display_string(struct sf_cursor *c)
-{
-    c->p += 2; /* %" */
-    while (c->p < c->end) {
-        char ch = *c->p++;
-        if (ch == '"')
-            return 0;
-        if (ch == '%') {
-            for (int i = 0; i < 2; i++, c->p++)
-                if (c->p == c->end || !(is_digit(*c->p) || (*c->p >= 'a' && *c->p <= 'f')))
-                    return -1;
-        } else if (ch < 0x20 || ch > 0x7e) {
-            return -1;
-        }
-    }
-    return -1;
-}
-
-static int parse_bare_item(struct sf_cursor *c, struct bare_item *item)
-{
-    memset(item, 0, sizeof *item);
-    item->kind = BARE_OTHER;
-    if (c->p == c->end)
-        return -1;
-    char first = *c->p;
-    if (first == '-' || is_digit(first))
-        return parse_number(c, item);
-    if (first == '"')
-        return parse_string(c, item);
-    if (is_alpha(first) || first == '*') {
-        size_t n = 0;
-        while (c->p < c->end && is_tchar(*c->p))
-            append_text(item, &n, *c->p++);
-        item->kind = BARE_TOKEN;
-        return 0;
-    }
-    if (first == ':') { /* byte sequence */
-        c->p++;
-        while (c->p < c->end &&
-               (is_alpha(*c->p) || is_digit(*c->p) || *c->p == '+' || *c->p == '/' || *c->p == '='))
-            c->p++;
-        if (!at(c, ':'))
-            return -1;
-        c->p++;
-        return 0;
-    }
-    if (first == '?') { /* boolean */
-        c->p++;
-        if (!at(c, '0') && !at(c, '1'))
-            return -1;
-        c->p++;
-        return 0;
-    }
-    if (first == '@') { /* date */
-        struct bare_item date;
-        c->p++;
-        return parse_number(c, &date);
-    }
-    if (first == '%' && c->end - c->p > 1 && c->p[1] == '"')
-        return parse_display_string(c);
-    return -1;
-}
-
-/* key = ( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" ); "" when it does not fit */
-static int parse_key(struct sf_cursor *c, char *key, size_t size)
-{
-    size_t n = 0;
-    if (c->p == c->end || !(is_lcalpha(*c->p) || *c->p == '*'))
-        return -1;
-    while (c->p < c->end &&
-           (is_lcalpha(*c->p) || is_digit(*c->p) || (*c->p != '\0' && strchr("_-.*", *c->p)))) {
-        if (n + 1 < size)
-            key[n] = *c->p;
-        n++;
-        c->p++;
-    }
-    key[n + 1 < size ? n : 0] = '\0';
-    return 0;
-}
-
-static void skip_spaces(struct sf_cursor *c)
-{
-    while (at(c, ' '))
-        c->p++;
-}
-
-static int parse_parameters(struct sf_cursor *c, int64_t param[PARAM_COUNT])
-{
-    while (at(c, ';')) {
-        char key[16];
-        struct bare_item value = {.kind = BARE_OTHER};
-        c->p++;
-        skip_spaces(c);
-        if (parse_key(c, key, sizeof key) != 0)
-            return -1;
-        if (at(c, '=')) {
-            c->p++;
-            if (parse_bare_item(c, &value) != 0)
-                return -1;
-        }
-        if (key[0] == '\0' || key[1] != '\0' || value.kind != BARE_INTEGER)
+    struct sf_parameters cursor = m->parameters;
+    struct sf_parameter p;
+    for (int i = 0; i < PARAM_COUNT; i++)
+        param[i] = UNKNOWN;
+    while (sf_next_parameter(&cursor, &p)) {
+        if (p.key[0] == '\0' || p.key[1] != '\0' || p.value.kind != SF_INTEGER)
             continue;
         for (int i = 0; i < PARAM_COUNT; i++) {
-            if (key[0] != param_names[i])
+            if (p.key[0] != param_names[i])
                 continue;
-            /* A repeated parameter: RFC 9651 keeps the last; the stricter one is kept here. */
             int keep_highest = i == PARAM_T || i == PARAM_W;
             if (param[i] < 0 ||
-                (keep_highest ? value.integer > param[i] : value.integer < param[i]))
-                param[i] = value.integer;
+                (keep_highest ? p.value.integer > param[i] : p.value.integer < param[i]))
+                param[i] = p.value.integer;
         }
     }
-    return 0;
 }
 
-static int parse_inner_list(struct sf_cursor *c)
+/* A policy name cut to fit, as every name compared with it is. */
+static void copy_policy(char policy[LIMIT_HEADERS_POLICY_SIZE], const struct sf_item *item)
 {
-    c->p++; /* ( */
-    for (;;) {
-        skip_spaces(c);
-        if (at(c, ')')) {
-            c->p++;
-            return 0;
-        }
-        struct bare_item item;
-        int64_t ignored[PARAM_COUNT];
-        if (parse_bare_item(c, &item) != 0 || parse_parameters(c, ignored) != 0)
-            return -1;
-        if (!at(c, ' ') && !at(c, ')'))
-            return -1;
-    }
+    size_t n = strlen(item->text);
+    if (n > LIMIT_HEADERS_POLICY_SIZE - 1)
+        n = LIMIT_HEADERS_POLICY_SIZE - 1;
+    memcpy(policy, item->text, n);
+    policy[n] = '\0';
 }
 
-static int parse_item_or_inner_list(struct sf_cursor *c, struct bare_item *item)
-{
-    if (at(c, '(')) {
-        memset(item, 0, sizeof *item);
-        item->kind = BARE_OTHER;
-        return parse_inner_list(c);
-    }
-    return parse_bare_item(c, item);
-}
-
-/* A List member, or a Dictionary member when a key and "=" start it (draft-07's
- * "limit=100, remaining=50, reset=30"); a bare key is a Dictionary member whose value is true. */
-static int parse_member(struct sf_cursor *c, struct member *m)
-{
-    memset(m, 0, sizeof *m);
-    for (int i = 0; i < PARAM_COUNT; i++)
-        m->param[i] = UNKNOWN;
-    const char *start = c->p;
-    if (parse_item_or_inner_list(c, &m->item) != 0)
-        return -1;
-    if (m->item.kind == BARE_TOKEN && at(c, '=')) {
-        struct sf_cursor key_cursor = {start, c->p};
-        if (parse_key(&key_cursor, m->key, sizeof m->key) != 0 || key_cursor.p != c->p)
-            return -1;
-        c->p++;
-        if (parse_item_or_inner_list(c, &m->item) != 0)
-            return -1;
-    }
-    return parse_parameters(c, m->param);
-}
-
-typedef void (*member_visitor)(const struct member *m, void *context);
-
-/* The members of one field line, handed to visit only when the whole line parses: RFC 9651 4.2
- * ignores a field that fails to parse, and a half-read line could drop its strictest member. */
-static int parse_members(const char *value, size_t len, member_visitor visit, void *context)
-{
-    for (int pass = 0; pass < 2; pass++) {
-        struct sf_cursor c = {value, value + len};
-        skip_spaces(&c);
-        while (c.p < c.end) {
-            struct member m;
-            if (parse_member(&c, &m) != 0)
-                return -1;
-            if (pass == 1)
-                visit(&m, context);
-            while (at(&c, ' ') || at(&c, '\t'))
-                c.p++;
-            if (c.p == c.end)
-                break;
-            if (*c.p++ != ',')
-                return -1;
-            while (at(&c, ' ') || at(&c, '\t'))
-                c.p++;
-            if (c.p == c.end)
-                return -1; /* a trailing comma */
-        }
-    }
-    return 0;
-}
-
-static void visit_each_line(const char *head, size_t len, const char *name, member_visitor visit,
+static void visit_each_line(const char *head, size_t len, const char *name, sf_member_visitor visit,
                             void *context)
 {
     const char *cursor = head, *end = head + len, *value;
     size_t value_len;
     while (next_field(&cursor, end, name, &value, &value_len, NULL))
-        parse_members(value, value_len, visit, context);
+        sf_parse_members(value, value_len, visit, context);
 }
 
 /* ---- candidates ---- */
@@ -588,11 +345,11 @@ struct ietf_state {
 };
 
 /* RateLimit: an item per policy, or draft-07's dictionary of limit, remaining and reset. */
-static void visit_ratelimit(const struct member *m, void *context)
+static void visit_ratelimit(const struct sf_member *m, void *context)
 {
     struct ietf_state *st = context;
     if (m->key[0] != '\0') {
-        int64_t v = m->item.kind == BARE_INTEGER ? m->item.integer : UNKNOWN;
+        int64_t v = integer_or_unknown(&m->item);
         if (strcmp(m->key, "limit") == 0)
             st->dict.limit = lower_known(st->dict.limit, v);
         else if (strcmp(m->key, "remaining") == 0)
@@ -602,11 +359,13 @@ static void visit_ratelimit(const struct member *m, void *context)
         return;
     }
     struct candidate c;
+    int64_t param[PARAM_COUNT];
     candidate_init(&c, "ietf", 0);
-    if (m->item.kind == BARE_STRING || m->item.kind == BARE_TOKEN)
-        memcpy(c.policy, m->item.text, sizeof c.policy);
-    c.remaining = lower_known(m->param[PARAM_R], m->param[PARAM_A]);
-    c.reset_ms = seconds_bounded_ms(higher(m->param[PARAM_T], m->param[PARAM_W]));
+    read_params(m, param);
+    if (m->item.kind == SF_STRING || m->item.kind == SF_TOKEN)
+        copy_policy(c.policy, &m->item);
+    c.remaining = lower_known(param[PARAM_R], param[PARAM_A]);
+    c.reset_ms = seconds_bounded_ms(higher(param[PARAM_T], param[PARAM_W]));
     consider(&st->best, &c);
 }
 
@@ -616,20 +375,22 @@ struct policy_state {
     struct candidate found;
 };
 
-static void visit_policy(const struct member *m, void *context)
+static void visit_policy(const struct sf_member *m, void *context)
 {
     struct policy_state *st = context;
     struct candidate c;
+    int64_t param[PARAM_COUNT];
     candidate_init(&c, "ietf", 0);
     if (m->key[0] != '\0')
         return;
-    int named = m->item.kind == BARE_STRING || m->item.kind == BARE_TOKEN;
+    read_params(m, param);
+    int named = m->item.kind == SF_STRING || m->item.kind == SF_TOKEN;
     if (named)
-        memcpy(c.policy, m->item.text, sizeof c.policy);
-    c.limit = m->param[PARAM_Q];
-    if (m->item.kind == BARE_INTEGER) /* draft-07: "100;w=60" */
+        copy_policy(c.policy, &m->item);
+    c.limit = param[PARAM_Q];
+    if (m->item.kind == SF_INTEGER) /* draft-07: "100;w=60" */
         c.limit = lower_known(c.limit, m->item.integer);
-    c.window_ms = seconds_bounded_ms(m->param[PARAM_W]);
+    c.window_ms = seconds_bounded_ms(param[PARAM_W]);
     if (st->name != NULL) {
         if (st->name[0] != '\0' ? !named || strcmp(st->name, c.policy) != 0
                                 : named || c.limit != st->want_quota)
@@ -670,17 +431,18 @@ struct old_ietf_state {
     int highest, bad;
 };
 
-static void visit_old_ietf(const struct member *m, void *context)
+static void visit_old_ietf(const struct sf_member *m, void *context)
 {
     struct old_ietf_state *st = context;
-    int64_t v = m->item.integer;
-    if (m->item.kind != BARE_INTEGER || m->key[0] != '\0') {
+    int64_t v = integer_or_unknown(&m->item), param[PARAM_COUNT];
+    read_params(m, param);
+    if (v < 0 || m->key[0] != '\0') {
         st->bad = 1;
     } else if (st->value < 0 || (st->highest ? v > st->value : v < st->value)) {
         st->value = v;
-        st->window_s = m->param[PARAM_W];
+        st->window_s = param[PARAM_W];
     } else if (v == st->value) {
-        st->window_s = higher(st->window_s, m->param[PARAM_W]);
+        st->window_s = higher(st->window_s, param[PARAM_W]);
     }
 }
 
@@ -692,7 +454,7 @@ static int64_t read_old_ietf_field(const char *head, size_t len, const char *nam
     int64_t result = UNKNOWN;
     while (next_field(&cursor, end, name, &value, &value_len, NULL)) {
         struct old_ietf_state st = {UNKNOWN, UNKNOWN, highest, 0};
-        if (parse_members(value, value_len, visit_old_ietf, &st) != 0 || st.bad || st.value < 0)
+        if (sf_parse_members(value, value_len, visit_old_ietf, &st) != 0 || st.bad || st.value < 0)
             continue;
         if (result < 0 || (highest ? st.value > result : st.value < result)) {
             result = st.value;
