@@ -64,6 +64,8 @@ static struct rate_rule make_rule(const char *name, enum rate_key key, uint32_t 
     r.over_limit = over;
     r.max_delay_ms = 30000;
     r.max_queue = 1000;
+    r.cost = 1;
+    r.enforce = 1;
     return r;
 }
 

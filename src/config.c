@@ -233,6 +233,12 @@ static const struct config_key rule_fields[] = {
              "Whether admitted responses carry RateLimit-Policy and RateLimit fields too, as 429 responses always do"),
     RULE_ROW("shared", CONFIG_BOOL, "false", 0, 0, NULL, shared,
              "Keep this rule's windows in Redis (shared.redis) so that every rlproxy instance naming the same server shares one limit"),
+    RULE_ROW("cost", CONFIG_UINT, "1", 1, 1000000, NULL, cost,
+             "Units of the window one request takes, at most limit: the window holds at most limit units"),
+    RULE_ROW("cost_header", CONFIG_HEADER_NAME, NULL, 0, 0, NULL, cost_header,
+             "Request header whose value (a whole number from 1 to limit) is that request's cost instead of cost; it is never forwarded, and a request with a bad value gets 400"),
+    RULE_ROW("enforce", CONFIG_BOOL, "true", 0, 0, NULL, enforce,
+             "false makes a dry run: each request is decided and counted as would_delay or would_reject in the access log and metrics, but goes on at once"),
 };
 
 #define RULE_FIELD_COUNT (sizeof rule_fields / sizeof rule_fields[0])
@@ -383,6 +389,21 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
         read_users_file(cfg, err, err_len) != 0)
         return -1;
     for (size_t i = 0; i < cfg->rate_limits_count; i++) {
+        const struct rate_rule *rule = &cfg->rate_limits[i];
+        if (rule->cost > rule->limit) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].cost: %u is more than limit (%u): no request could ever go",
+                     cfg->source, i, rule->cost, rule->limit);
+            return -1;
+        }
+        /* Redis' script counts one member per request: units and dry runs are this instance's */
+        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' || !rule->enforce)) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu]: cost, cost_header and enforce: false are for local rules "
+                     "only, not with shared: true",
+                     cfg->source, i);
+            return -1;
+        }
         if (!cfg->rate_limits[i].shared)
             continue;
 #ifndef HAVE_HIREDIS

@@ -75,6 +75,9 @@ struct rate_rule {
     uint32_t max_queue;            /* max_queue: 1000 default, 0..1000000 */
     int headers;                   /* headers: false default: RateLimit fields on admitted responses */
     int shared;                    /* shared: false (Redis, later) */
+    uint32_t cost;                 /* cost: 1 default, 1..limit: units of the window one request takes */
+    char cost_header[RATE_KEY_HEADER_MAX + 1]; /* cost_header: "" (none): a request's own cost */
+    int enforce;                   /* enforce: true default; false: decide and count, never hold */
     unsigned line, column;         /* where the rule's mapping starts (1-based); 0 if not known */
 };
 
@@ -191,6 +194,7 @@ enum config_type {
     CONFIG_PATH_PREFIX,       /* "/..." heap string */
     CONFIG_USER_LIST,         /* user names: a heap array of heap strings */
     CONFIG_RATE_KEY,          /* client|host|...|header:NAME|host+header:NAME: key and key_header */
+    CONFIG_HEADER_NAME,       /* "" or an RFC 9110 field name, into char[RATE_KEY_HEADER_MAX + 1] */
 };
 
 /* One row of the declaration table. */

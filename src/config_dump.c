@@ -234,6 +234,7 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
         fputs(key->choices[*(const int *)field], out);
         break;
     case CONFIG_RULE_NAME:
+    case CONFIG_HEADER_NAME:
         put_quoted(out, (const char *)field);
         break;
     case CONFIG_RATE_KEY: { /* the row is a rule's key; a header kind's name is beside it */

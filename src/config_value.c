@@ -410,6 +410,27 @@ static int parse_rate_key(const struct config_key *key, const char *text, void *
     return 0;
 }
 
+/* cost_header: "" for none, else a field name (a token) of at most RATE_KEY_HEADER_MAX. */
+static int parse_header_name(const struct config_key *key, const char *text, void *dst, char *why,
+                             size_t why_len)
+{
+    char shown[96];
+    size_t len = strlen(text);
+    (void)key;
+    if (len > RATE_KEY_HEADER_MAX)
+        return config_text_fail(why, why_len, "\"%s\": a header name is at most %d characters",
+                                config_text_printable(text, shown, sizeof shown),
+                                RATE_KEY_HEADER_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar(text[i]))
+            return config_text_fail(why, why_len,
+                                    "\"%s\" is not a header name (letters, digits and "
+                                    "!#$%%&'*+-.^_`|~ only)",
+                                    config_text_printable(text, shown, sizeof shown));
+    memcpy(dst, text, len + 1);
+    return 0;
+}
+
 /* Compared with the request's path and query as received (no decoding or dot-segment removal), so
  * the prefix must look like one. */
 static int parse_path_prefix(const struct config_key *key, const char *text, void *dst, char *why,
@@ -653,6 +674,8 @@ static const struct type_ops type_ops[] = {
                             .owns_string = 1},
     [CONFIG_RATE_KEY] = {.describe = "a key such as client or header:Authorization",
                          .parse = parse_rate_key},
+    [CONFIG_HEADER_NAME] = {.describe = "a header name such as X-Request-Cost",
+                            .parse = parse_header_name},
     [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them",
                           .parse = parse_user_element,
                           .elem_size = sizeof(char *),

@@ -420,14 +420,24 @@ static void on_admission_proceed(void *owner)
     }
     if (!conn_set_state(c, CONN_FORWARD))
         return;
-    forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL);
+    const struct rate_rule *rule = c->admission.decision.rule;
+    forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL,
+                  rule != NULL && rule->cost_header[0] != '\0' ? rule->cost_header : NULL);
     if (c->state == CONN_FORWARD) {
         after_head_done(c);
         event_active(c->kick, EV_TIMEOUT, 0); /* body bytes may be waiting in the input */
     }
 }
 
-static void on_admission_refuse(void *owner) { send_429(owner); }
+static void on_admission_refuse(void *owner)
+{
+    struct conn *c = owner;
+    if (c->admission.decision.bad_request) /* a rule's cost_header that names no cost */
+        send_error(c, 400, "%s: %s", c->admission.decision.rule->cost_header,
+                   c->admission.decision.reason);
+    else
+        send_429(c);
+}
 
 static void on_admission_overload(void *owner, const char *why) { send_overload(owner, why); }
 

@@ -47,6 +47,7 @@ struct limiter_request {
 struct limiter_stamp {
     void *state, *stripe, *window; /* NULL: nothing to stamp */
     uint64_t time_us;
+    uint32_t cost; /* entries at time_us that are the request's (its units) */
 };
 
 enum limiter_verdict {
@@ -69,6 +70,11 @@ struct limiter_decision {
     struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel; NULL for a
                                   pause, after which the caller decides again */
     struct limiter_stamp stamp; /* ADMIT with depart_later: the entry to stamp */
+    uint32_t cost;              /* units of the window the request takes (cost, cost_header) */
+    /* enforce: false: ADMIT, and what enforcing would have done (DELAY or REJECT; UNLIMITED when
+     * it would have admitted too). Such a request takes no entry: nothing is reserved. */
+    enum limiter_verdict would;
+    int bad_request; /* REJECT: the request's cost_header value is not a cost (400, not 429) */
 };
 
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
@@ -135,6 +141,7 @@ size_t limiter_expire(struct limiter *limiter, uint64_t now_us);
 
 struct limiter_rule_stats {
     uint64_t admitted, delayed, rejected;
+    uint64_t would_delay, would_reject; /* enforce: false: let through at once */
     uint64_t queued; /* gauge: requests held now */
     uint64_t keys;   /* gauge: windows kept now */
 };

@@ -152,6 +152,8 @@ static void read_limiter(struct evbuffer *out, const struct metrics_family *f,
             sample(out, f, (const char *const[]){name, "admitted"}, st.admitted);
             sample(out, f, (const char *const[]){name, "delayed"}, st.delayed);
             sample(out, f, (const char *const[]){name, "rejected"}, st.rejected);
+            sample(out, f, (const char *const[]){name, "would_delay"}, st.would_delay);
+            sample(out, f, (const char *const[]){name, "would_reject"}, st.would_reject);
             break;
         case LIMITER_QUEUED:
             sample(out, f, &name, st.queued);
@@ -251,7 +253,8 @@ enum histogram_kind { HISTOGRAM_TOTAL, HISTOGRAM_WAIT, HISTOGRAM_UPSTREAM, HISTO
 
 static const struct metrics_family families[] = {
     ROW("rlproxy_limiter_decisions_total", METRICS_COUNTER,
-        "Rate-limit decisions by rule: admitted at once, delayed (held), rejected (429).",
+        "Rate-limit decisions by rule: admitted at once, delayed (held), rejected (429); with "
+        "enforce: false, would_delay and would_reject (let through at once).",
         read_limiter, LIMITER_DECISIONS, "rule", "decision"),
     ROW("rlproxy_limiter_queued", METRICS_GAUGE, "Requests held by a delay rule now.", read_limiter,
         LIMITER_QUEUED, "rule"),

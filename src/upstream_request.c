@@ -26,8 +26,9 @@ static char *put_line(char *p, const char *name, size_t name_len, const char *va
     return p;
 }
 
-static struct curl_slist *build_headers(const struct http_request *r)
+static struct curl_slist *build_headers(const struct http_request *r, const char *drop_header)
 {
+    size_t drop_len = drop_header != NULL ? strlen(drop_header) : 0;
     const char *via = http_via();
     size_t via_len = strlen(via);
     /* bounds: every client header kept, plus Via and the two removals */
@@ -44,7 +45,8 @@ static struct curl_slist *build_headers(const struct http_request *r)
     for (size_t i = 0; i < r->header_count; i++) {
         const struct http_header *h = &r->headers[i];
         const char *name = http_arena(r, h->name_off);
-        if (http_request_header_is_hop(r, name, h->name_len))
+        if (http_request_header_is_hop(r, name, h->name_len) ||
+            (drop_len > 0 && util_equals_nocase(name, h->name_len, drop_header)))
             continue;
         if (util_equals_nocase(name, h->name_len, "Accept"))
             has_accept = 1;
@@ -116,7 +118,7 @@ static size_t format_origin(const struct http_target *t, char *buf, size_t len)
 
 int upstream_request_build(struct upstream_request *req, struct upstream_request_text *text,
                            const struct http_request *r, const struct config *config,
-                           int intercepted)
+                           int intercepted, const char *drop_header)
 {
     const struct http_target *t = &r->target;
     size_t url_len = format_origin(t, text->url, sizeof text->url);
@@ -153,7 +155,7 @@ int upstream_request_build(struct upstream_request *req, struct upstream_request
         .idempotent = method_in(&config->retry, http_arena(r, r->method_off)),
         .upload = r->has_body || r->content_length == 0,
         .upload_length = r->chunked ? -1 : r->content_length,
-        .headers = build_headers(r),
+        .headers = build_headers(r, drop_header),
         .target_text = text->target_text,
         .parent_proxy = upstream_request_parent(config, t->host),
         .policy = config,

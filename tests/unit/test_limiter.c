@@ -41,6 +41,8 @@ static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit
     r.over_limit = over;
     r.max_delay_ms = 30000;
     r.max_queue = 1000;
+    r.cost = 1;
+    r.enforce = 1;
     return r;
 }
 
@@ -917,6 +919,289 @@ START_TEST(test_learned_pause_scoped_to_key)
 }
 END_TEST
 
+/* A held request whose slot was computed from a reservation that was then cancelled waits for
+ * what that reservation was computed from: here a request still on its way. */
+START_TEST(test_cancelled_reservation_keeps_what_it_followed)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision a, h1, h2;
+    ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT); /* connecting for a long time */
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &h1), LIMITER_DELAY);
+    ck_assert_uint_eq(10 * MS + h1.delay_us, 1000 * MS);
+    ck_assert_int_eq(ask_departing(l, 20 * MS, &h2), LIMITER_DELAY); /* computed from h1 */
+    ck_assert_uint_eq(20 * MS + h2.delay_us, 2000 * MS);
+    limiter_hold_cancel(h1.hold);
+    /* h2's time comes while a has not departed: it waits for a, as h1 would have */
+    ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2000 * MS), LIMITER_PENDING_RECHECK_US);
+    limiter_depart(&a.stamp, 1500 * MS, NULL);
+    ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2000 * MS), 500 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2500 * MS), 0);
+    struct limiter_stamp stamp;
+    limiter_hold_go(h2.hold, &stamp);
+    limiter_depart(&stamp, 2500 * MS, NULL);
+    limiter_unref(l);
+}
+END_TEST
+
+/* ---- costs and dry runs -------------------------------------------------------------------------- */
+
+/* cost_header for the tests: the request's "headers" are its cost as text (NULL: no header). */
+static const char *find_cost(const void *headers, const char *name, size_t *len)
+{
+    (void)name;
+    if (headers == NULL)
+        return NULL;
+    *len = strlen(headers);
+    return headers;
+}
+
+static enum limiter_verdict ask_cost(struct limiter *l, const char *cost, uint64_t now,
+                                     int depart_later, struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr("1.1.1.1");
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_cost, .headers = cost,
+                                .depart_later = depart_later};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+/* A request of cost n takes n units of the window; the RateLimit numbers and Retry-After are in
+ * units; a header's cost replaces the rule's, and a value that is no cost is a bad request. */
+START_TEST(test_cost_takes_units)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 10, 1000, RATE_OVER_REJECT)};
+    rules[0].cost = 4;
+    snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask_cost(l, NULL, 0, 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(d.cost, 4);
+    ck_assert_uint_eq(d.remaining, 6);
+    ck_assert_int_eq(ask_cost(l, NULL, 100 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(d.remaining, 2);
+    /* 4 more units fit once two have left: both of the first request's, at 1000 */
+    ck_assert_int_eq(ask_cost(l, NULL, 200 * MS, 0, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 800 * MS);
+    ck_assert_uint_eq(d.remaining, 2);
+    /* the header's 2 fit now */
+    ck_assert_int_eq(ask_cost(l, "2", 200 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(d.cost, 2);
+    ck_assert_uint_eq(d.remaining, 0);
+    ck_assert_int_eq(ask_cost(l, "1", 200 * MS, 0, &d), LIMITER_REJECT);
+    /* at 1000 the first request's 4 units left: 4 fit, 5 do not */
+    ck_assert_int_eq(ask_cost(l, "5", 1000 * MS, 0, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 100 * MS);
+    ck_assert_int_eq(ask_cost(l, "4", 1000 * MS, 0, &d), LIMITER_ADMIT);
+    /* values that are no cost: refused as a bad request, nothing counted */
+    const char *bad[] = {"0", "11", "-1", "1.5", "", "abc", "99999999999", " 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(ask_cost(l, bad[i], 5000 * MS, 0, &d), LIMITER_REJECT);
+        ck_assert_msg(d.bad_request, "\"%s\"", bad[i]);
+    }
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.admitted, 4);
+    ck_assert_uint_eq(st.rejected, 3);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A held request of cost n reserves n units: it waits until n have left, and when cancelled
+ * gives them back. */
+START_TEST(test_cost_holds_and_cancels)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 3, 1000, RATE_OVER_DELAY)};
+    snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask_cost(l, NULL, 0, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_cost(l, NULL, 100 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_cost(l, NULL, 200 * MS, 0, &d), LIMITER_ADMIT);
+    /* 2 units: the second-oldest must leave, at 1100 */
+    ck_assert_int_eq(ask_cost(l, "2", 300 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(300 * MS + d.delay_us, 1100 * MS);
+    struct limiter_hold *two = d.hold;
+    /* the window is spoken for until 1200 (the one at 200) and then 2100 (the held two) */
+    ck_assert_int_eq(ask_cost(l, NULL, 300 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(300 * MS + d.delay_us, 1200 * MS);
+    struct limiter_hold *one = d.hold;
+    /* 3 units: all three entries before it must leave, the last at 1200 */
+    ck_assert_int_eq(ask_cost(l, "3", 300 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(300 * MS + d.delay_us, 2200 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_hold_cancel(one);
+    limiter_hold_cancel(two);
+    /* all gone: what they displaced comes back no earlier than it was (the reservations at 1100
+     * and 1200 that the 3 displaced return as 1200: stricter, never looser), and nothing of
+     * theirs stays: at 1200 the window has a unit free */
+    ck_assert_int_eq(ask_cost(l, NULL, 1100 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(1100 * MS + d.delay_us, 1200 * MS);
+    limiter_hold_cancel(d.hold);
+    ck_assert_int_eq(ask_cost(l, NULL, 1200 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_cost(l, NULL, 1200 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(1200 * MS + d.delay_us, 2200 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_unref(l);
+}
+END_TEST
+
+/* Random arrivals of random costs, random connect times, some never sent, some holds cancelled:
+ * at the origin no window holds more than limit units. */
+static void random_costs_run(uint32_t limit, unsigned seed)
+{
+    const uint64_t window = 200 * MS;
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
+    snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
+    rules[0].max_delay_ms = 60000;
+    rules[0].max_queue = 100000;
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    enum { HELD, ON_THE_WAY };
+    struct request {
+        int phase;
+        uint64_t at;
+        struct limiter_hold *hold;
+        struct limiter_stamp stamp;
+        uint32_t cost;
+        int sent;
+    } *reqs = calloc(3000, sizeof *reqs);
+    size_t nreqs = 0, nunits = 0;
+    uint64_t *units = calloc(3000 * 3, sizeof *units);
+    uint64_t now = 0;
+    static const char *const costs[] = {"1", "2", "3"};
+    for (int step = 0; step < 20000 && nreqs < 3000; step++) {
+        now += (uint64_t)(rand_r(&seed) % 10) * MS;
+        for (size_t i = 0; i < nreqs; i++) {
+            struct request *q = &reqs[i];
+            if (q->at > now || q->phase < 0)
+                continue;
+            if (q->phase == HELD) {
+                if (rand_r(&seed) % 20 == 0) { /* its client went away */
+                    limiter_hold_cancel(q->hold);
+                    q->phase = -1;
+                    continue;
+                }
+                uint64_t more = limiter_hold_ready(q->hold, now);
+                if (more > 0) {
+                    q->at = now + more;
+                    continue;
+                }
+                limiter_hold_go(q->hold, &q->stamp);
+                q->phase = ON_THE_WAY;
+                q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
+                continue;
+            }
+            if (q->sent) {
+                limiter_depart(&q->stamp, now, NULL);
+                for (uint32_t u = 0; u < q->cost; u++)
+                    units[nunits++] = now;
+            } else {
+                limiter_abandon(&q->stamp);
+            }
+            q->phase = -1;
+        }
+        if (rand_r(&seed) % 3 != 0)
+            continue;
+        struct request *q = &reqs[nreqs++];
+        struct limiter_decision d;
+        enum limiter_verdict v = ask_cost(l, costs[rand_r(&seed) % 3], now, 1, &d);
+        q->cost = d.cost;
+        q->sent = rand_r(&seed) % 10 != 0;
+        if (v == LIMITER_ADMIT) {
+            q->stamp = d.stamp;
+            q->phase = ON_THE_WAY;
+            q->at = now + (uint64_t)(rand_r(&seed) % 20 == 0 ? 150 + rand_r(&seed) % 300
+                                                              : rand_r(&seed) % 60) * MS;
+        } else if (v == LIMITER_DELAY) {
+            q->hold = d.hold;
+            q->phase = HELD;
+            q->at = now + d.delay_us;
+        } else {
+            q->phase = -1;
+        }
+    }
+    for (size_t i = 0; i < nreqs; i++) {
+        if (reqs[i].phase == HELD)
+            limiter_hold_cancel(reqs[i].hold);
+        else if (reqs[i].phase == ON_THE_WAY)
+            limiter_abandon(&reqs[i].stamp);
+    }
+    ck_assert_uint_gt(nunits, 300);
+    qsort(units, nunits, sizeof *units, cmp_u64);
+    assert_window_invariant(units, nunits, window, limit);
+    free(units);
+    free(reqs);
+    limiter_unref(l);
+}
+START_TEST(test_random_costs_never_exceed)
+{
+    const uint32_t limits[] = {3, 6, 10};
+    for (unsigned run = 0; run < 9; run++)
+        random_costs_run(limits[run % 3], 777 + run);
+}
+END_TEST
+
+/* enforce: false decides and counts, holds nothing, and takes entries only for what would have
+ * gone; a reload that turns enforcing on keeps the window. */
+START_TEST(test_dry_run_counts_and_lets_through)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY),
+                                rule("r", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT)};
+    rules[0].enforce = 0;
+    rules[0].max_delay_ms = 1500;
+    snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
+    rules[0].match_method_count = 1;
+    rules[1].enforce = 0;
+    struct config c = make_config(rules, 2, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+        ck_assert_int_eq(d.would, LIMITER_UNLIMITED);
+    }
+    /* the third would be held until 1000, the fourth too (nothing was reserved for the third) */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 100 * MS, &d), LIMITER_ADMIT);
+        ck_assert_int_eq(d.would, LIMITER_DELAY);
+        ck_assert_ptr_null(d.hold);
+        ck_assert_uint_eq(d.delay_us, 900 * MS);
+    }
+    /* a reject rule would refuse */
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(d.would, LIMITER_UNLIMITED);
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(d.would, LIMITER_REJECT);
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.admitted, 2);
+    ck_assert_uint_eq(st.would_delay, 2);
+    ck_assert_uint_eq(st.delayed + st.rejected + st.queued + st.would_reject, 0);
+    limiter_rule_stats(l, 1, &st);
+    ck_assert_uint_eq(st.admitted, 1);
+    ck_assert_uint_eq(st.would_reject, 1);
+    ck_assert_uint_eq(st.rejected, 0);
+    /* enforcing from a reload: the same windows, now held */
+    struct rate_rule enforced[] = {rules[0], rules[1]};
+    enforced[0].enforce = enforced[1].enforce = 1;
+    struct config c2 = make_config(enforced, 2, 1000000);
+    struct limiter *l2 = limiter_new(&c2, l, NULL);
+    limiter_unref(l);
+    ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 200 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(d.delay_us, 800 * MS);
+    limiter_hold_cancel(d.hold);
+    ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "POST", "/", 200 * MS, &d), LIMITER_REJECT);
+    limiter_rule_stats(l2, 0, &st);
+    ck_assert_uint_eq(st.would_delay, 2);
+    limiter_unref(l2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limiter");
@@ -943,6 +1228,11 @@ int main(void)
     tcase_add_test(tc, test_learned_quota_holds_until_reset);
     tcase_add_test(tc, test_learned_budget_counts_requests_in_flight);
     tcase_add_test(tc, test_learned_pause_scoped_to_key);
+    tcase_add_test(tc, test_cancelled_reservation_keeps_what_it_followed);
+    tcase_add_test(tc, test_cost_takes_units);
+    tcase_add_test(tc, test_cost_holds_and_cancels);
+    tcase_add_test(tc, test_random_costs_never_exceed);
+    tcase_add_test(tc, test_dry_run_counts_and_lets_through);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
