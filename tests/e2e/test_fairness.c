@@ -1,0 +1,245 @@
+/* test_fairness.c — sharing one budget (issue 17), end to end through a real rlproxy to the real
+ * test origin:
+ *   costs: a request of cost n (the rule's cost, or its cost_header) takes n units of the
+ *   window; the RateLimit fields and Retry-After count units; the cost header never reaches the
+ *   origin; a value that is no cost gets 400 and reaches nothing;
+ *   dry run: with enforce: false every request goes through at once, and what enforcing would
+ *   have done shows in the access log (would_reject, would_delay) and /metrics; a reload that
+ *   turns enforcing on keeps the window. */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define T_MS 10000
+#define RELOAD_WAIT_MS 5000
+/* The harness's first lines (listen, admin on an ephemeral port); a reload with the same lines
+ * keeps both sockets. */
+#define RELOAD_BASE "listen: [\"127.0.0.1:0\"]\nadmin:\n  listen: [\"127.0.0.1:0\"]\nworkers: 1\n"
+
+/* GET path on the origin through the proxy on a fresh connection, with extra header lines
+ * ("Name: value\r\n"...); the status. */
+static int get_with(struct proxy *p, const struct origin *o, const char *path, const char *extra,
+                    struct http_response *r)
+{
+    char request[1024];
+    snprintf(request, sizeof request,
+             "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sConnection: close\r\n\r\n",
+             o->port, path, o->port, extra != NULL ? extra : "");
+    int rc = raw_exchange(p->port, request, r, 0, T_MS);
+    ck_assert_msg(rc == RAW_OK, "GET %s: %s", path, raw_result_name(rc));
+    return r->status;
+}
+
+static int status_with(struct proxy *p, const struct origin *o, const char *path, const char *extra)
+{
+    struct http_response r;
+    int status = get_with(p, o, path, extra, &r);
+    http_response_free(&r);
+    return status;
+}
+
+/* r= of the RateLimit field */
+static long remaining_of(const struct http_response *r)
+{
+    const char *v = resp_header(r, "RateLimit", 0);
+    ck_assert_msg(v != NULL, "no RateLimit field in a %d response", r->status);
+    const char *at = strstr(v, ";r=");
+    ck_assert_msg(at != NULL, "RateLimit without r=: %s", v);
+    return strtol(at + 3, NULL, 10);
+}
+
+static long long decisions(struct proxy *p, const char *rule, const char *decision)
+{
+    char series[256];
+    snprintf(series, sizeof series, "rlproxy_limiter_decisions_total{rule=\"%s\",decision=\"%s\"}",
+             rule, decision);
+    long long v = proxy_metric(p, series);
+    ck_assert_msg(v >= 0, "series %s missing from /metrics", series);
+    return v;
+}
+
+static size_t arrivals(const struct origin *o, const char *prefix)
+{
+    struct arrival *a;
+    size_t n = origin_arrivals(o, prefix, &a);
+    free(a);
+    return n;
+}
+
+/* ---- costs ----------------------------------------------------------------------------------- */
+
+START_TEST(test_cost_header_takes_units)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("rate_limits:\n"
+                                  "  - name: units\n"
+                                  "    limit: 10\n"
+                                  "    window: 30s\n"
+                                  "    cost_header: X-Request-Cost\n"
+                                  "    headers: true\n");
+    struct http_response r;
+    /* 4 units, then 4 more: 2 left */
+    ck_assert_int_eq(get_with(p, o, "/headers/a", "X-Request-Cost: 4\r\n", &r), 200);
+    ck_assert_int_eq(remaining_of(&r), 6);
+    ck_assert_msg(strstr(r.body, "X-Request-Cost") == NULL && strstr(r.body, "x-request-cost") == NULL,
+                  "the cost header reached the origin: %s", r.body);
+    http_response_free(&r);
+    ck_assert_int_eq(get_with(p, o, "/headers/b", "x-request-cost: 4\r\n", &r), 200);
+    ck_assert_int_eq(remaining_of(&r), 2);
+    ck_assert_msg(strcasestr(r.body, "request-cost") == NULL, "cost header forwarded: %s", r.body);
+    http_response_free(&r);
+    /* 3 do not fit: 429 with the units left, and a Retry-After of the window */
+    ck_assert_int_eq(get_with(p, o, "/headers/c", "X-Request-Cost: 3\r\n", &r), 429);
+    ck_assert_int_eq(remaining_of(&r), 2);
+    const char *retry = resp_header(&r, "Retry-After", 0);
+    ck_assert_msg(retry != NULL && atol(retry) >= 29 && atol(retry) <= 30, "Retry-After %s",
+                  retry != NULL ? retry : "(none)");
+    http_response_free(&r);
+    /* no header: the rule's cost (1); then 1 left */
+    ck_assert_int_eq(get_with(p, o, "/headers/d", NULL, &r), 200);
+    ck_assert_int_eq(remaining_of(&r), 1);
+    http_response_free(&r);
+    /* values that are no cost: 400, never sent on */
+    const char *bad[] = {"0", "11", "abc", "-2", "1.5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "X-Request-Cost: %s\r\n", bad[i]);
+        ck_assert_int_eq(get_with(p, o, "/headers/bad", line, &r), 400);
+        ck_assert_msg(strstr(r.body, "X-Request-Cost") != NULL, "400 body: %s", r.body);
+        http_response_free(&r);
+    }
+    ck_assert_uint_eq(arrivals(o, "/headers/bad"), 0);
+    ck_assert_uint_eq(arrivals(o, "/headers/"), 3);
+    ck_assert_int_eq(decisions(p, "units", "admitted"), 3);
+    ck_assert_int_eq(decisions(p, "units", "rejected"), 1);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+START_TEST(test_rule_cost)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("rate_limits:\n"
+                                  "  - name: search\n"
+                                  "    match: { path_prefix: \"/bytes/1/search\" }\n"
+                                  "    limit: 10\n"
+                                  "    window: 30s\n"
+                                  "    cost: 4\n");
+    ck_assert_int_eq(status_with(p, o, "/bytes/1/search", NULL), 200);
+    ck_assert_int_eq(status_with(p, o, "/bytes/1/search", NULL), 200);
+    ck_assert_int_eq(status_with(p, o, "/bytes/1/search", NULL), 429); /* 12 > 10 units */
+    ck_assert_int_eq(status_with(p, o, "/bytes/1/other", NULL), 200);  /* no rule */
+    ck_assert_uint_eq(arrivals(o, "/bytes/1/search"), 2);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
+/* ---- dry run --------------------------------------------------------------------------------- */
+
+static void access_path(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/fairness-%d-%s.log", harness_tmpdir(), (int)getpid(), name);
+}
+
+/* Lines of the access log (polled until it has want, bounded) that contain needle. */
+static size_t log_lines_with(const char *path, size_t want_lines, const char *needle)
+{
+    uint64_t deadline = now_ms() + 5000;
+    for (;;) {
+        char *text = read_file(path, NULL);
+        size_t lines = 0;
+        for (const char *c = text != NULL ? text : ""; *c != '\0'; c++)
+            lines += *c == '\n';
+        if (lines >= want_lines || now_ms() > deadline) {
+            size_t n = text != NULL ? text_count(text, needle) : 0;
+            free(text);
+            return n;
+        }
+        free(text);
+        sleep_ms(20);
+    }
+}
+
+START_TEST(test_dry_run_lets_through_and_counts)
+{
+    char log[512];
+    access_path(log, sizeof log, "dry");
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf("log:\n  access: \"%s\"\n"
+                                   "rate_limits:\n"
+                                   "  - name: strict\n"
+                                   "    match: { path_prefix: \"/bytes/1/strict\" }\n"
+                                   "    limit: 2\n"
+                                   "    window: 30s\n"
+                                   "    enforce: false\n"
+                                   "  - name: held\n"
+                                   "    match: { path_prefix: \"/bytes/1/held\" }\n"
+                                   "    limit: 1\n"
+                                   "    window: 20s\n"
+                                   "    over_limit: delay\n"
+                                   "    max_delay: 1m\n"
+                                   "    enforce: false\n",
+                                   log);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(status_with(p, o, "/bytes/1/strict", NULL), 200);
+    /* a held request would wait ~20 s: it goes at once */
+    uint64_t start = now_ms();
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(status_with(p, o, "/bytes/1/held", NULL), 200);
+    ck_assert_msg(now_ms() - start < 3000, "dry-run requests were held (%llu ms)",
+                  (unsigned long long)(now_ms() - start));
+    ck_assert_uint_eq(arrivals(o, "/bytes/1/strict"), 5);
+    ck_assert_uint_eq(arrivals(o, "/bytes/1/held"), 3);
+    ck_assert_int_eq(decisions(p, "strict", "admitted"), 2);
+    ck_assert_int_eq(decisions(p, "strict", "would_reject"), 3);
+    ck_assert_int_eq(decisions(p, "strict", "rejected"), 0);
+    ck_assert_int_eq(decisions(p, "held", "admitted"), 1);
+    ck_assert_int_eq(decisions(p, "held", "would_delay"), 2);
+    ck_assert_int_eq(decisions(p, "held", "delayed"), 0);
+    ck_assert_int_eq(log_lines_with(log, 8, "would_reject:strict"), 3);
+    ck_assert_int_eq(log_lines_with(log, 8, "would_delay:held"), 2);
+    ck_assert_int_eq(log_lines_with(log, 8, "admit:strict"), 2);
+
+    /* enforcing from a reload: the window the dry run filled stands, so the next is refused */
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml,
+             RELOAD_BASE "log:\n  access: \"%s\"\n"
+                         "rate_limits:\n"
+                         "  - name: strict\n"
+                         "    match: { path_prefix: \"/bytes/1/strict\" }\n"
+                         "    limit: 2\n"
+                         "    window: 30s\n",
+             log);
+    ck_assert_msg(proxy_reload(p, yaml, RELOAD_WAIT_MS), "reload failed:\n%s",
+                  proxy_log_tail(p, 1500));
+    /* until the worker runs the new config, requests are still dry runs */
+    uint64_t deadline = now_ms() + RELOAD_WAIT_MS;
+    int status;
+    while ((status = status_with(p, o, "/bytes/1/strict", NULL)) == 200) {
+        ck_assert_msg(now_ms() < deadline, "still not enforced after the reload");
+        sleep_ms(50);
+    }
+    ck_assert_int_eq(status, 429);
+    ck_assert_int_eq(decisions(p, "strict", "admitted"), 2); /* none since: the window was kept */
+    ck_assert_int_eq(decisions(p, "strict", "rejected"), 1);
+    proxy_stop(p);
+    origin_stop(o);
+    unlink(log);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("fairness");
+    TCase *tc = harness_tcase("fairness", 60);
+    tcase_add_test(tc, test_cost_header_takes_units);
+    tcase_add_test(tc, test_rule_cost);
+    tcase_add_test(tc, test_dry_run_lets_through_and_counts);
+    suite_add_tcase(s, tc);
+    return harness_run_suite(s);
+}
