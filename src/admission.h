@@ -32,6 +32,9 @@ size_t admission_queue_waiting(const struct admission_queue *q);
 void admission_queue_slot_freed(struct admission_queue *q);
 /* max_inflight of the worker's current config, for starting waiting requests. */
 void admission_queue_set_max_inflight(struct admission_queue *q, uint32_t max_inflight);
+/* How another thread hands this worker a call (worker_post_call and the worker): a request held
+ * in a rule's queue (fair_by, max_concurrent) is told its turn through it. */
+void admission_queue_set_post(struct admission_queue *q, util_post_fn post, void *target);
 
 enum admission_wait {
     ADMISSION_WAIT_SLOT,  /* for an upstream slot: the owner stops parsing, the worker accepting */
@@ -67,6 +70,7 @@ struct admission {
     struct limiter_hold *hold;
     struct limiter_stamp stamp; /* admitted: the window entry its departure moves */
     struct limiter_stamp answer; /* departed: the response it waits for, to learn from */
+    struct limiter_flight flight; /* max_concurrent: its place in flight until it is over */
     struct shared_request *shared_request;
     char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
     char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */

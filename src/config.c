@@ -27,6 +27,7 @@ _Static_assert(sizeof(enum access_format) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum rate_key) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum rate_over_limit) == sizeof(int), "enum storage");
+_Static_assert(sizeof(enum rate_fair_by) == sizeof(int), "enum storage");
 /* UINT stores an unsigned; the rate-rule and max-keys fields are uint32_t. */
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "uint storage");
 /* retry.methods shares match.method's type and fixed-array storage. */
@@ -41,6 +42,8 @@ static const char *const rate_key_words[] = {"client", "host",        "client+ho
                                              "host+header:NAME", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
 static const char *const upstream_limits_words[] = {"follow", "ignore", NULL};
+/* The last stands for header:NAME (config_value.c's parse_fair_by). */
+static const char *const fair_by_words[] = {"none", "client", "user", "header:NAME", NULL};
 static const char *const jitter_words[] = {"none", "full", NULL};
 static const char *const on_error_words[] = {"local", "deny", "allow", NULL};
 
@@ -239,6 +242,10 @@ static const struct config_key rule_fields[] = {
              "Request header whose value (a whole number from 1 to limit) is that request's cost instead of cost; it is never forwarded, and a request with a bad value gets 400"),
     RULE_ROW("enforce", CONFIG_BOOL, "true", 0, 0, NULL, enforce,
              "false makes a dry run: each request is decided and counted as would_delay or would_reject in the access log and metrics, but goes on at once"),
+    RULE_ROW("fair_by", CONFIG_FAIR_BY, "none", 0, 0, fair_by_words, fair_by,
+             "Whose held requests of one key take turns: none releases them in arrival order; client, user or header:NAME releases them round robin over the values of that"),
+    RULE_ROW("max_concurrent", CONFIG_UINT, "0", 0, 1000000, NULL, max_concurrent,
+             "Most requests of one key in flight to the origin at once (a tunnel counts while open); others wait in the same queue; 0 is no cap"),
 };
 
 #define RULE_FIELD_COUNT (sizeof rule_fields / sizeof rule_fields[0])
@@ -396,11 +403,20 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
                      cfg->source, i, rule->cost, rule->limit);
             return -1;
         }
-        /* Redis' script counts one member per request: units and dry runs are this instance's */
-        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' || !rule->enforce)) {
+        /* Redis' script counts one member per request and has no queue: units, dry runs, turns
+         * and in-flight caps are this instance's */
+        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' || !rule->enforce ||
+                             rule->fair_by != RATE_FAIR_NONE || rule->max_concurrent > 0)) {
             snprintf(err, err_len,
-                     "%s: rate_limits[%zu]: cost, cost_header and enforce: false are for local rules "
-                     "only, not with shared: true",
+                     "%s: rate_limits[%zu]: cost, cost_header, enforce: false, fair_by and "
+                     "max_concurrent are for local rules only, not with shared: true",
+                     cfg->source, i);
+            return -1;
+        }
+        if (rule->fair_by != RATE_FAIR_NONE && rule->over_limit != RATE_OVER_DELAY) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].fair_by: needs over_limit: delay (a rule that rejects "
+                     "holds nothing to take turns)",
                      cfg->source, i);
             return -1;
         }

@@ -250,6 +250,18 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
         }
         break;
     }
+    case CONFIG_FAIR_BY: {
+        const struct rate_rule *rule = base;
+        int kind = *(const int *)field;
+        if (kind == RATE_FAIR_HEADER) {
+            char word[RATE_KEY_HEADER_MAX + 16];
+            snprintf(word, sizeof word, "header:%s", rule->fair_header);
+            put_quoted(out, word);
+        } else {
+            fputs(key->choices[kind], out);
+        }
+        break;
+    }
     default: /* the string types */
         put_string(out, key, *(char *const *)field, mask);
         break;

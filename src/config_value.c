@@ -410,6 +410,38 @@ static int parse_rate_key(const struct config_key *key, const char *text, void *
     return 0;
 }
 
+/* fair_by: a word of key->choices, or header:NAME; the name goes beside it into the same rule. */
+static int parse_fair_by(const struct config_key *key, const char *text, void *dst, char *why,
+                         size_t why_len)
+{
+    struct rate_rule *rule =
+        (struct rate_rule *)(void *)((char *)dst - offsetof(struct rate_rule, fair_by));
+    char shown[96];
+    if (strncmp(text, "header:", 7) == 0) {
+        const char *name = text + 7;
+        size_t len = strlen(name);
+        if (len == 0 || len > RATE_KEY_HEADER_MAX)
+            return config_text_fail(why, why_len, "\"%s\": header:NAME with a NAME of 1 to %d characters",
+                                    config_text_printable(text, shown, sizeof shown),
+                                    RATE_KEY_HEADER_MAX);
+        for (size_t i = 0; i < len; i++)
+            if (!is_tchar(name[i]))
+                return config_text_fail(why, why_len, "\"%s\" is not a header name",
+                                        config_text_printable(name, shown, sizeof shown));
+        memcpy(rule->fair_header, name, len + 1);
+        rule->fair_by = RATE_FAIR_HEADER;
+        return 0;
+    }
+    int kind;
+    if (parse_enum(key, text, &kind, why, why_len) != 0)
+        return -1;
+    if (kind == RATE_FAIR_HEADER)
+        return config_text_fail(why, why_len, "header:NAME needs a NAME");
+    rule->fair_by = (enum rate_fair_by)kind;
+    rule->fair_header[0] = '\0';
+    return 0;
+}
+
 /* cost_header: "" for none, else a field name (a token) of at most RATE_KEY_HEADER_MAX. */
 static int parse_header_name(const struct config_key *key, const char *text, void *dst, char *why,
                              size_t why_len)
@@ -676,6 +708,7 @@ static const struct type_ops type_ops[] = {
                          .parse = parse_rate_key},
     [CONFIG_HEADER_NAME] = {.describe = "a header name such as X-Request-Cost",
                             .parse = parse_header_name},
+    [CONFIG_FAIR_BY] = {.describe = "none, client, user or header:NAME", .parse = parse_fair_by},
     [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them",
                           .parse = parse_user_element,
                           .elem_size = sizeof(char *),

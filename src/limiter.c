@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "credential.h"
+#include "fair_queue.h"
 #include "http.h"
 #include "limit_headers.h"
 #include "util.h"
@@ -66,6 +67,13 @@ struct window {
     uint64_t *unanswered;
     uint32_t unanswered_count, unanswered_cap;
     struct learned learned;
+    /* fair_by, max_concurrent: held requests wait in a queue and are given the slot when it
+     * frees, in the queue's order; one of them (the waker) is told when to ask next */
+    struct fair_queue queue;
+    uint32_t inflight;            /* max_concurrent: admitted and not ended */
+    struct limiter_hold *waker;   /* NULL: nobody is to ask at wake_at */
+    uint64_t wake_at;
+    uint64_t seen_us;             /* the latest time a decision or a hold was made at */
     size_t key_len;
     char key[];
 };
@@ -105,6 +113,17 @@ struct limiter_hold {
     uint64_t base_first_us, base_us;
     uint32_t cost, displaced;
     int depart_later; /* its entries are pending until limiter_depart */
+    /* a queued hold (fair_by, max_concurrent) */
+    int queued;              /* in w->queue: time_us is not known yet */
+    int granted;             /* its turn came: entries taken at time_us */
+    int posted, abandoned;   /* a wake-up is on its way; cancelled meanwhile: the call frees it */
+    uint64_t deadline_us;    /* max_delay after it was held */
+    struct fair_queue_item item;
+    struct util_call call;
+    util_post_fn post;
+    void *post_target;
+    void (*woken)(void *arg);
+    void *woken_arg;
 };
 
 static _Atomic uint64_t total_keys;
@@ -417,6 +436,7 @@ static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
     /* a key that learned something keeps it until its reset or pause is over */
     return w->queued == 0 && w->pending_count == 0 && w->unanswered_count == 0 &&
+           w->inflight == 0 &&
            w->learned.reset_us <= now &&
            w->learned.paused_until_us <= now &&
            (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
@@ -449,7 +469,9 @@ static int same_params(const struct rate_rule *a, const struct rate_rule *b)
            strcasecmp(a->key_header, b->key_header) == 0 && a->limit == b->limit &&
            a->window_ms == b->window_ms && a->over_limit == b->over_limit &&
            a->max_delay_ms == b->max_delay_ms && a->max_queue == b->max_queue &&
-           a->shared == b->shared && a->margin_ms == b->margin_ms;
+           a->shared == b->shared && a->margin_ms == b->margin_ms && a->fair_by == b->fair_by &&
+           strcasecmp(a->fair_header, b->fair_header) == 0 &&
+           a->max_concurrent == b->max_concurrent;
 }
 
 static struct rule_state *state_new(const struct rate_rule *rule)
@@ -721,7 +743,9 @@ static void reserve(struct rule_state *st, struct stripe *s, struct window *w, u
     for (uint32_t i = 0; i < cost; i++)
         ring_insert(w, free_at);
     w->queued++;
-    *hold = (struct limiter_hold){st, s, w, free_at, first, last, cost, displaced, depart_later};
+    *hold = (struct limiter_hold){.state = st, .stripe = s, .window = w, .time_us = free_at,
+                                  .base_first_us = first, .base_us = last, .cost = cost,
+                                  .displaced = displaced, .depart_later = depart_later};
     out->verdict = LIMITER_DELAY;
     out->delay_us = free_at - now;
     out->hold = hold;
@@ -790,6 +814,262 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
     out->remaining = used >= p->limit ? 0 : p->limit - used;
 }
 
+/* ---- held requests in a queue (fair_by, max_concurrent) ------------------------------------------
+ *
+ * Such a rule's held requests reserve no slot: they wait in the window's fair queue, and when the
+ * ring has room (and the key has fewer than max_concurrent in flight) the queue's next request
+ * takes its entries there and then. The ring stays the only judge of when; the queue only says
+ * who. Nobody polls: the one request told to (the waker) asks again when the next slot frees,
+ * a request whose turn comes is told at once through its post function, and a cancelled or
+ * finished request passes its place on at once. */
+
+static int queue_mode(const struct rate_rule *p)
+{
+    return p->fair_by != RATE_FAIR_NONE || p->max_concurrent > 0;
+}
+
+static struct limiter_hold *hold_of(struct fair_queue_item *item)
+{
+    return (struct limiter_hold *)(void *)((char *)item - offsetof(struct limiter_hold, item));
+}
+
+/* Entries that no longer count leave (see decide_window). */
+static void drop_stale(struct window *w, uint64_t now, uint64_t window_us)
+{
+    while (w->count > 0 && ring_at(w, 0) + window_us <= now &&
+           (w->pending_count == 0 || pending_index(w, ring_at(w, 0)) < 0))
+        ring_pop_oldest(w);
+}
+
+/* Runs on the held request's own thread. A hold cancelled while its call was on the way is freed
+ * here, where nothing else can reach it any more. */
+static void on_posted(void *arg)
+{
+    struct limiter_hold *hold = arg;
+    pthread_mutex_lock(&hold->stripe->lock);
+    hold->posted = 0;
+    int gone = hold->abandoned;
+    pthread_mutex_unlock(&hold->stripe->lock);
+    if (gone) {
+        struct rule_state *st = hold->state;
+        free(hold);
+        state_unref(st);
+        return;
+    }
+    hold->woken(hold->woken_arg);
+}
+
+/* With the stripe locked: tells the held request to ask limiter_hold_ready. */
+static void notify(struct limiter_hold *hold)
+{
+    if (hold->post == NULL || hold->posted)
+        return;
+    hold->posted = 1;
+    hold->call.fn = on_posted;
+    hold->call.arg = hold;
+    hold->post(hold->post_target, &hold->call);
+}
+
+/* With the stripe locked: someone must ask again at `at`. The waker keeps its place (told only
+ * when that is sooner than it thinks); without one, the request whose turn it is becomes it. */
+static void set_waker(struct window *w, struct limiter_hold *next, uint64_t at)
+{
+    if (w->waker != NULL) {
+        uint64_t before = w->wake_at;
+        w->wake_at = at;
+        if (at < before)
+            notify(w->waker);
+        return;
+    }
+    w->waker = next;
+    w->wake_at = at;
+    notify(next);
+}
+
+/* With the stripe locked: the slot is the hold's: its entries are taken now. */
+static void grant(struct rule_state *st, struct window *w, struct limiter_hold *hold, uint64_t now)
+{
+    fair_queue_remove(&w->queue, &hold->item, 1);
+    hold->queued = 0;
+    hold->granted = 1;
+    hold->time_us = now;
+    if (hold->depart_later && pending_add_units(w, now, hold->cost) != 0)
+        hold->depart_later = 0; /* out of memory: counted from now, as if it departed now */
+    for (uint32_t i = 0; i < hold->cost; i++)
+        ring_insert(w, now);
+    if (!hold->depart_later)
+        w->departures++;
+    if (st->params.max_concurrent > 0)
+        w->inflight++;
+    if (w->waker == hold)
+        w->waker = NULL;
+    notify(hold);
+}
+
+/* With the stripe locked: gives freed slots to the queue, in its order, and leaves a waker for
+ * the next one. Time never runs backwards here: a call without a clock of its own (a cancel) uses
+ * the latest time the window saw. */
+static void pump(struct rule_state *st, struct window *w, uint64_t now)
+{
+    const struct rate_rule *p = &st->params;
+    uint64_t window_us = counted_window_us(p);
+    if (now < w->seen_us)
+        now = w->seen_us;
+    w->seen_us = now;
+    drop_stale(w, now, window_us);
+    while (w->queue.items > 0) {
+        if (p->max_concurrent > 0 && w->inflight >= p->max_concurrent)
+            return; /* limiter_flight_end pumps */
+        struct limiter_hold *next = hold_of(fair_queue_peek(&w->queue));
+        const char *why = NULL;
+        uint64_t until = learned_until(p, w, now, &why);
+        if (until > now) { /* the origin's word holds the key */
+            set_waker(w, next, until);
+            return;
+        }
+        if (ring_reserve(w, w->count + next->cost, p->limit) != 0)
+            return; /* out of memory: the waker or a deadline asks again */
+        if (w->count + next->cost <= p->limit) {
+            grant(st, w, next, now);
+            continue;
+        }
+        uint64_t oldest = ring_at(w, w->count + next->cost - p->limit - 1);
+        uint64_t at = oldest + window_us;
+        if (at <= now) /* it has not departed yet: ask again shortly */
+            at = now + LIMITER_PENDING_RECHECK_US;
+        set_waker(w, next, at);
+        return;
+    }
+}
+
+/* The value of the rule's fair_by for the request: whose turn it is. */
+static size_t fair_value(const struct rate_rule *p, const struct limiter_request *r,
+                         const struct credential_key *credential_key, char *out, size_t len)
+{
+    switch (p->fair_by) {
+    case RATE_FAIR_CLIENT:
+        if (r->client_ip != NULL)
+            snprintf(out, len, "%s", r->client_ip);
+        else
+            client_ip(r->client, out, len);
+        break;
+    case RATE_FAIR_USER:
+        snprintf(out, len, "%s", r->user != NULL ? r->user : "-");
+        break;
+    case RATE_FAIR_HEADER: {
+        char text[CREDENTIAL_TEXT_SIZE];
+        size_t value_len = 0;
+        const char *value =
+            r->find_header != NULL ? r->find_header(r->headers, p->fair_header, &value_len) : NULL;
+        credential_text(credential_key, value, value != NULL ? value_len : 0, text);
+        snprintf(out, len, "%s", text);
+        break;
+    }
+    default:
+        out[0] = '\0';
+    }
+    return strlen(out);
+}
+
+/* With the stripe locked: holds the request in the queue until its turn, at most max_delay. */
+static void enqueue(struct rule_state *st, struct window *w, uint64_t now,
+                    const struct limiter_request *r, const struct credential_key *credential_key,
+                    uint32_t cost, struct limiter_decision *out)
+{
+    const struct rate_rule *p = &st->params;
+    char value[KEY_MAX];
+    size_t len = fair_value(p, r, credential_key, value, sizeof value);
+    struct limiter_hold *hold = calloc(1, sizeof *hold);
+    if (hold == NULL || fair_queue_push(&w->queue, &hold->item, value, len, 1, cost) != 0) {
+        free(hold);
+        reject(st, out, 1000000, "out of memory");
+        return;
+    }
+    hold->state = st;
+    hold->stripe = &st->stripes[w->hash % STRIPES];
+    hold->window = w;
+    hold->cost = cost;
+    hold->depart_later = r->depart_later;
+    hold->queued = 1;
+    hold->deadline_us = now + p->max_delay_ms * 1000;
+    hold->post = r->post;
+    hold->post_target = r->post_target;
+    hold->woken = r->woken;
+    hold->woken_arg = r->woken_arg;
+    atomic_fetch_add(&st->refs, 1); /* a hold outlives nothing it points into */
+    w->queued++;
+    out->verdict = LIMITER_DELAY;
+    out->delay_us = p->max_delay_ms * 1000; /* at the latest; its turn is told */
+    out->hold = hold;
+    atomic_fetch_add(&st->delayed, 1);
+    atomic_fetch_add(&st->queued, 1);
+    pump(st, w, now);
+}
+
+/* With the stripe locked: the decision of a rule with fair_by or max_concurrent. */
+static void decide_queued(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
+                          const struct limiter_request *r,
+                          const struct credential_key *credential_key, uint32_t cost,
+                          int enforce, struct limiter_decision *out)
+{
+    const struct rate_rule *p = &st->params;
+    uint64_t window_us = counted_window_us(p);
+    if (now > w->seen_us)
+        w->seen_us = now;
+    drop_stale(w, now, window_us);
+    const char *why = NULL;
+    uint64_t until = learned_until(p, w, now, &why);
+    if (until > now) {
+        learned_verdict(st, until, now, why, enforce, out);
+        out->reset_us = until - now;
+        return;
+    }
+    if (ring_reserve(w, w->count + cost, p->limit) != 0) {
+        reject(st, out, 1000000, "out of memory");
+        return;
+    }
+    int room = w->count + cost <= p->limit;
+    int below_cap = p->max_concurrent == 0 || w->inflight < p->max_concurrent;
+    if (room && below_cap && w->queue.items == 0) { /* nobody waits before it */
+        if (admit_entry(st, s, w, now, r->depart_later, cost, out) != 0) {
+            reject(st, out, 1000000, "out of memory");
+            return;
+        }
+        if (p->max_concurrent > 0) {
+            w->inflight++;
+            out->flight = (struct limiter_flight){st, s, w};
+        }
+    } else {
+        /* at the earliest when the window has room for it: a wait can only be longer */
+        uint64_t free_at = now;
+        if (!room) {
+            uint64_t oldest = ring_at(w, w->count + cost - p->limit - 1);
+            free_at = oldest + window_us > now ? oldest + window_us : now + window_us;
+        }
+        uint64_t retry_us = free_at > now ? free_at - now : 1000000;
+        if (p->over_limit == RATE_OVER_REJECT)
+            reject(st, out, retry_us,
+                   room ? "too many requests of this key in flight (max_concurrent)"
+                        : "over the limit");
+        else if (free_at - now > p->max_delay_ms * 1000)
+            reject(st, out, retry_us, "the wait would exceed max_delay");
+        else if (atomic_load(&st->queued) >= p->max_queue)
+            reject(st, out, retry_us, "the queue of held requests is full (max_queue)");
+        else if (!enforce)
+            would(st, LIMITER_DELAY, out);
+        else
+            enqueue(st, w, now, r, credential_key, cost, out);
+        if (!enforce && out->verdict == LIMITER_REJECT) {
+            atomic_fetch_sub(&st->rejected, 1);
+            would(st, LIMITER_REJECT, out);
+        }
+    }
+    if (out->verdict == LIMITER_ADMIT && out->would == LIMITER_UNLIMITED)
+        atomic_fetch_add(&st->admitted, 1);
+    uint32_t used = ring_in_window(w, now, window_us, &out->reset_us);
+    out->remaining = used >= p->limit ? 0 : p->limit - used;
+}
+
 /* cost_header's value: a whole number from 1 to the limit; 0 when it is none. */
 static uint32_t parse_cost(const char *value, size_t len, uint32_t limit)
 {
@@ -853,6 +1133,8 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     }
     if (w == NULL)
         reject(st, out, st->params.window_ms * 1000, "too many distinct keys (rate_limits_max_keys)");
+    else if (queue_mode(&st->params))
+        decide_queued(st, s, w, now_us, r, l->credential_key, out->cost, rule->enforce, out);
     else
         decide_window(st, s, w, now_us, r->depart_later, out->cost, rule->enforce, out);
     pthread_mutex_unlock(&s->lock);
@@ -1054,9 +1336,30 @@ static void cancel_reservation(struct window *w, const struct limiter_hold *hold
         ring_insert(w, at);
 }
 
+/* limiter_hold_ready for a queued hold, with the stripe locked. */
+static uint64_t queued_ready(struct limiter_hold *hold, uint64_t now)
+{
+    struct window *w = hold->window;
+    if (hold->queued)
+        pump(hold->state, w, now);
+    if (hold->granted)
+        return 0;
+    if (now >= hold->deadline_us)
+        return LIMITER_HOLD_EXPIRED;
+    uint64_t until = hold->deadline_us;
+    if (w->waker == hold && w->wake_at < until)
+        until = w->wake_at;
+    return until > now ? until - now : 1;
+}
+
 uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
 {
     pthread_mutex_lock(&hold->stripe->lock);
+    if (hold->queued || hold->granted) {
+        uint64_t wait = queued_ready(hold, now_us);
+        pthread_mutex_unlock(&hold->stripe->lock);
+        return wait;
+    }
     struct ranges rs;
     ranges_of(hold->window, hold->base_first_us, hold->base_us, &rs);
     if (pending_within(hold->window, &rs)) {
@@ -1097,9 +1400,9 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
 {
     if (hold == NULL)
         return;
-    if (hold->depart_later) { /* went and departed at once */
+    if (hold->depart_later || hold->granted) { /* went and departed at once */
         struct limiter_stamp stamp;
-        limiter_hold_go(hold, &stamp);
+        limiter_hold_go(hold, &stamp, NULL);
         limiter_depart(&stamp, now_us, NULL);
         return;
     }
@@ -1112,15 +1415,43 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
     free(hold);
 }
 
-void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp)
+void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp,
+                     struct limiter_flight *flight)
 {
-    *stamp = (struct limiter_stamp){hold->state, hold->stripe, hold->window, hold->time_us,
-                                    hold->cost};
+    struct rule_state *st = hold->state;
+    *stamp = (struct limiter_stamp){st, hold->stripe, hold->window, hold->time_us, hold->cost};
+    struct limiter_flight taken = {NULL, NULL, NULL};
+    if (hold->granted && st->params.max_concurrent > 0)
+        taken = (struct limiter_flight){st, hold->stripe, hold->window};
+    int counted = hold->granted; /* a queued hold holds a reference to its rule's state */
     pthread_mutex_lock(&hold->stripe->lock);
     hold->window->queued--; /* its entry stays pending until the stamp departs */
+    int keep = hold->posted; /* its wake-up is on the way: on_posted frees it */
+    hold->abandoned = keep;
     pthread_mutex_unlock(&hold->stripe->lock);
-    atomic_fetch_sub(&hold->state->queued, 1);
-    free(hold);
+    atomic_fetch_sub(&st->queued, 1);
+    if (!keep)
+        free(hold);
+    if (flight != NULL)
+        *flight = taken;
+    else
+        limiter_flight_end(&taken, 0);
+    if (counted && !keep)
+        state_unref(st);
+}
+
+void limiter_flight_end(struct limiter_flight *flight, uint64_t now_us)
+{
+    struct window *w = flight->window;
+    if (w == NULL)
+        return;
+    struct stripe *s = flight->stripe;
+    pthread_mutex_lock(&s->lock);
+    if (w->inflight > 0)
+        w->inflight--;
+    pump(flight->state, w, now_us);
+    pthread_mutex_unlock(&s->lock);
+    flight->window = NULL;
 }
 
 uint64_t limiter_depart(struct limiter_stamp *stamp, uint64_t now_us, struct limiter_stamp *answer)
@@ -1169,10 +1500,47 @@ void limiter_abandon(struct limiter_stamp *stamp)
     stamp->window = NULL;
 }
 
+/* limiter_hold_cancel for a queued hold: its place, or the slot it was given and did not use,
+ * goes to the next in the queue at once. */
+static void cancel_queued(struct limiter_hold *hold)
+{
+    struct rule_state *st = hold->state;
+    struct window *w = hold->window;
+    pthread_mutex_lock(&hold->stripe->lock);
+    if (hold->queued) {
+        fair_queue_remove(&w->queue, &hold->item, 0);
+        hold->queued = 0;
+        if (w->waker == hold)
+            w->waker = NULL;
+    } else { /* granted, never sent: its entries and its place in flight go back */
+        for (uint32_t i = 0; i < hold->cost; i++) {
+            if (hold->depart_later)
+                pending_remove(w, hold->time_us);
+            ring_remove(w, hold->time_us);
+        }
+        if (st->params.max_concurrent > 0 && w->inflight > 0)
+            w->inflight--;
+    }
+    w->queued--;
+    pump(st, w, w->seen_us);
+    int keep = hold->posted; /* on_posted frees it */
+    hold->abandoned = keep;
+    pthread_mutex_unlock(&hold->stripe->lock);
+    atomic_fetch_sub(&st->queued, 1);
+    if (!keep) {
+        free(hold);
+        state_unref(st);
+    }
+}
+
 void limiter_hold_cancel(struct limiter_hold *hold)
 {
     if (hold == NULL)
         return;
+    if (hold->queued || hold->granted) {
+        cancel_queued(hold);
+        return;
+    }
     pthread_mutex_lock(&hold->stripe->lock);
     for (uint32_t i = 0; hold->depart_later && i < hold->cost; i++)
         pending_remove(hold->window, hold->time_us);

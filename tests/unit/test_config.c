@@ -1086,7 +1086,7 @@ START_TEST(test_rule_numeric_bounds)
         }
         checked++;
     }
-    ck_assert_int_eq(checked, 6); /* limit, window, max_delay, margin, max_queue, cost */
+    ck_assert_int_eq(checked, 7); /* limit, window, max_delay, margin, max_queue, cost, max_concurrent */
 }
 END_TEST
 

@@ -659,7 +659,7 @@ START_TEST(test_departure_moves_entry)
     ck_assert_uint_eq(d.delay_us, 70 * MS);
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 1070 * MS), 0);
     struct limiter_stamp stamp;
-    limiter_hold_go(d.hold, &stamp);
+    limiter_hold_go(d.hold, &stamp, NULL);
     limiter_depart(&stamp, 1080 * MS, NULL);
     limiter_unref(l);
 }
@@ -734,7 +734,7 @@ START_TEST(test_random_departures_never_exceed)
                         q->at = now + more;
                         continue;
                     }
-                    limiter_hold_go(q->hold, &q->stamp);
+                    limiter_hold_go(q->hold, &q->stamp, NULL);
                     q->phase = ON_THE_WAY;
                     q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
                     continue;
@@ -939,7 +939,7 @@ START_TEST(test_cancelled_reservation_keeps_what_it_followed)
     ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2000 * MS), 500 * MS);
     ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2500 * MS), 0);
     struct limiter_stamp stamp;
-    limiter_hold_go(h2.hold, &stamp);
+    limiter_hold_go(h2.hold, &stamp, NULL);
     limiter_depart(&stamp, 2500 * MS, NULL);
     limiter_unref(l);
 }
@@ -1092,7 +1092,7 @@ static void random_costs_run(uint32_t limit, unsigned seed)
                     q->at = now + more;
                     continue;
                 }
-                limiter_hold_go(q->hold, &q->stamp);
+                limiter_hold_go(q->hold, &q->stamp, NULL);
                 q->phase = ON_THE_WAY;
                 q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
                 continue;
@@ -1202,6 +1202,319 @@ START_TEST(test_dry_run_counts_and_lets_through)
 }
 END_TEST
 
+/* ---- held requests in a queue: fair_by, max_concurrent ------------------------------------------- */
+
+/* The limiter's wake-ups, as a worker would run them: posted calls queue here until run_posted. */
+static struct util_call *posted_first, *posted_last;
+static unsigned posted_count;
+
+static void test_post(void *target, struct util_call *call)
+{
+    (void)target;
+    call->next = NULL;
+    if (posted_last != NULL)
+        posted_last->next = call;
+    else
+        posted_first = call;
+    posted_last = call;
+    posted_count++;
+}
+
+static void run_posted(void)
+{
+    struct util_call *call = posted_first;
+    posted_first = posted_last = NULL;
+    while (call != NULL) {
+        struct util_call *next = call->next;
+        call->fn(call->arg);
+        call = next;
+    }
+}
+
+static void woken_flag(void *arg) { (*(int *)arg)++; }
+
+static enum limiter_verdict ask_from(struct limiter *l, const char *ip, const char *cost,
+                                     uint64_t now, int *woken, struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr(ip);
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_cost, .headers = cost, .depart_later = 1,
+                                .post = test_post, .woken = woken_flag, .woken_arg = woken};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+static struct rate_rule fair_rule(uint32_t limit, uint64_t window_ms)
+{
+    struct rate_rule r = rule("f", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_DELAY);
+    r.fair_by = RATE_FAIR_CLIENT;
+    r.max_delay_ms = 60000;
+    snprintf(r.cost_header, sizeof r.cost_header, "X-Cost");
+    return r;
+}
+
+/* Slots go round robin over the clients with held requests, not in arrival order. */
+START_TEST(test_fair_release_round_robin)
+{
+    struct rate_rule rules[] = {fair_rule(1, 100)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    struct {
+        struct limiter_hold *hold;
+        char who;
+        int woken;
+    } held[12];
+    size_t n = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &d), LIMITER_ADMIT);
+    limiter_depart(&d.stamp, 0, NULL);
+    for (int i = 0; i < 9; i++, n++) { /* a: nine more at once */
+        held[n].who = 'a';
+        held[n].woken = 0;
+        ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 1 * MS, &held[n].woken, &d), LIMITER_DELAY);
+        held[n].hold = d.hold;
+    }
+    for (int i = 0; i < 3; i++, n++) { /* b: three, after all of a's */
+        held[n].who = 'b';
+        held[n].woken = 0;
+        ck_assert_int_eq(ask_from(l, "10.0.0.2", NULL, 2 * MS, &held[n].woken, &d), LIMITER_DELAY);
+        held[n].hold = d.hold;
+    }
+    /* every 100 ms one slot frees; whoever is told asks, and the one whose turn it is goes */
+    char order[16] = {0};
+    size_t went = 0;
+    for (uint64_t t = 100; went < n && t < 5000; t += 100) {
+        run_posted();
+        for (size_t i = 0; i < n; i++) {
+            if (held[i].hold == NULL)
+                continue;
+            uint64_t wait = limiter_hold_ready(held[i].hold, t * MS);
+            ck_assert_uint_ne(wait, LIMITER_HOLD_EXPIRED);
+            if (wait == 0) {
+                ck_assert_msg(held[i].woken > 0, "%c went without being told", held[i].who);
+                struct limiter_stamp stamp;
+                limiter_hold_go(held[i].hold, &stamp, NULL);
+                limiter_depart(&stamp, t * MS, NULL);
+                held[i].hold = NULL;
+                order[went++] = held[i].who;
+            }
+        }
+    }
+    ck_assert_str_eq(order, "abababaaaaaa");
+    limiter_unref(l);
+}
+END_TEST
+
+/* A request that leaves the queue gives its place to the one behind it: the freed slot is used
+ * at once, not left to whoever arrives next. */
+START_TEST(test_cancelled_hold_moves_queue_up)
+{
+    struct rate_rule rules[] = {fair_rule(1, 1000)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    int woken_b = 0, woken_c = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &d), LIMITER_ADMIT);
+    limiter_depart(&d.stamp, 0, NULL);
+    ck_assert_int_eq(ask_from(l, "10.0.0.2", NULL, 10 * MS, &woken_b, &d), LIMITER_DELAY);
+    struct limiter_hold *b = d.hold;
+    ck_assert_int_eq(ask_from(l, "10.0.0.3", NULL, 20 * MS, &woken_c, &d), LIMITER_DELAY);
+    struct limiter_hold *hc = d.hold;
+    run_posted();
+    ck_assert_int_eq(woken_b, 1); /* told to ask at 1000 (the waker) */
+    ck_assert_uint_eq(limiter_hold_ready(b, 20 * MS), 980 * MS);
+    ck_assert_int_eq(woken_c, 0);
+    limiter_hold_cancel(b); /* b's client went away */
+    run_posted();
+    ck_assert_int_eq(woken_c, 1); /* c is the waker now */
+    ck_assert_uint_eq(limiter_hold_ready(hc, 500 * MS), 500 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(hc, 1000 * MS), 0);
+    struct limiter_stamp stamp;
+    limiter_hold_go(hc, &stamp, NULL);
+    limiter_depart(&stamp, 1000 * MS, NULL);
+    /* the window is whole: the next slot is at 2000 */
+    ck_assert_int_eq(ask_from(l, "10.0.0.4", NULL, 1000 * MS, NULL, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 1999 * MS), 1 * MS);
+    limiter_hold_cancel(d.hold);
+    /* a hold whose wake-up is on its way is freed by it */
+    ck_assert_int_eq(ask_from(l, "10.0.0.5", NULL, 1000 * MS, &woken_b, &d), LIMITER_DELAY);
+    limiter_hold_cancel(d.hold);
+    run_posted();
+    limiter_unref(l);
+}
+END_TEST
+
+/* max_concurrent: at most N in flight per key; the next goes when one ends, told at once. */
+START_TEST(test_max_concurrent)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY),
+                                rule("r", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    rules[0].max_concurrent = 2;
+    rules[0].max_delay_ms = 1000;
+    snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
+    rules[0].match_method_count = 1;
+    rules[1].max_concurrent = 1;
+    struct config c = make_config(rules, 2, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision a, b, d;
+    int woken = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &a), LIMITER_ADMIT);
+    ck_assert_ptr_nonnull(a.flight.window);
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &b), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, &woken, &d), LIMITER_DELAY);
+    struct limiter_hold *third = d.hold;
+    run_posted();
+    ck_assert_uint_eq(limiter_hold_ready(third, 10 * MS), 990 * MS); /* until max_delay */
+    limiter_depart(&a.stamp, 5 * MS, NULL);
+    ck_assert_uint_gt(limiter_hold_ready(third, 10 * MS), 0); /* departed, still in flight */
+    limiter_flight_end(&a.flight, 20 * MS);
+    limiter_flight_end(&a.flight, 20 * MS); /* twice changes nothing */
+    run_posted();
+    ck_assert_int_eq(woken, 1);
+    ck_assert_uint_eq(limiter_hold_ready(third, 20 * MS), 0);
+    struct limiter_stamp stamp;
+    struct limiter_flight flight;
+    limiter_hold_go(third, &stamp, &flight);
+    ck_assert_ptr_nonnull(flight.window);
+    /* two in flight again: the next waits, and past max_delay is refused */
+    woken = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 30 * MS, &woken, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 1030 * MS), LIMITER_HOLD_EXPIRED);
+    limiter_hold_cancel(d.hold);
+    limiter_flight_end(&b.flight, 1040 * MS);
+    limiter_flight_end(&flight, 1040 * MS);
+    limiter_abandon(&b.stamp);
+    limiter_abandon(&stamp);
+    /* a reject rule refuses over the cap */
+    struct sockaddr_in addr = client_addr("10.0.0.1");
+    struct limiter_request post = {.client = (struct sockaddr *)&addr, .user = "-", .host = "h",
+                                   .port = 80, .method = "POST", .path = "/", .path_len = 1};
+    limiter_decide(l, &post, 2000 * MS, &a);
+    ck_assert_int_eq(a.verdict, LIMITER_ADMIT);
+    limiter_decide(l, &post, 2000 * MS, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_REJECT);
+    ck_assert_ptr_nonnull(strstr(d.reason, "max_concurrent"));
+    limiter_flight_end(&a.flight, 2000 * MS);
+    limiter_decide(l, &post, 2000 * MS, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    limiter_flight_end(&d.flight, 2000 * MS);
+    run_posted();
+    limiter_unref(l);
+}
+END_TEST
+
+/* Random arrivals from three clients (one sending 8x the others), random costs, connect times,
+ * cancellations, expiries, with and without max_concurrent: no window holds more than limit
+ * units at the origin, and every hold is given back. */
+START_TEST(test_random_fair_never_exceed)
+{
+    for (unsigned run = 0; run < 6; run++) {
+        uint32_t limit = run % 2 ? 3 : 6;
+        unsigned seed = 99 + run;
+        struct rate_rule rules[] = {fair_rule(limit, 200)};
+        rules[0].max_queue = 100000;
+        rules[0].max_concurrent = run >= 3 ? 2 : 0;
+        struct config c = make_config(rules, 1, 1000000);
+        struct limiter *l = limiter_new(&c, NULL, NULL);
+        enum { HELD, ON_THE_WAY };
+        struct request {
+            int phase, woken;
+            uint64_t at;
+            struct limiter_hold *hold;
+            struct limiter_stamp stamp;
+            struct limiter_flight flight;
+            uint32_t cost;
+            int sent;
+        } *reqs = calloc(3000, sizeof *reqs);
+        size_t nreqs = 0, nunits = 0;
+        uint64_t *units = calloc(3000 * 3, sizeof *units);
+        uint64_t now = 0;
+        static const char *const costs[] = {"1", "2", "3"};
+        for (int step = 0; step < 20000 && nreqs < 3000; step++) {
+            now += (uint64_t)(rand_r(&seed) % 10) * MS;
+            run_posted();
+            for (size_t i = 0; i < nreqs; i++) {
+                struct request *q = &reqs[i];
+                if (q->phase < 0 || (q->at > now && !(q->phase == HELD && q->woken)))
+                    continue;
+                if (q->phase == HELD) {
+                    q->woken = 0;
+                    if (rand_r(&seed) % 40 == 0) {
+                        limiter_hold_cancel(q->hold);
+                        q->phase = -1;
+                        continue;
+                    }
+                    uint64_t more = limiter_hold_ready(q->hold, now);
+                    if (more == LIMITER_HOLD_EXPIRED) {
+                        limiter_hold_cancel(q->hold);
+                        q->phase = -1;
+                        continue;
+                    }
+                    if (more > 0) {
+                        q->at = now + more;
+                        continue;
+                    }
+                    limiter_hold_go(q->hold, &q->stamp, &q->flight);
+                    q->phase = ON_THE_WAY;
+                    q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
+                    continue;
+                }
+                if (q->sent) {
+                    limiter_depart(&q->stamp, now, NULL);
+                    for (uint32_t u = 0; u < q->cost; u++)
+                        units[nunits++] = now;
+                } else {
+                    limiter_abandon(&q->stamp);
+                }
+                limiter_flight_end(&q->flight, now);
+                q->phase = -1;
+            }
+            if (rand_r(&seed) % 2 != 0)
+                continue;
+            unsigned who = rand_r(&seed) % 10;
+            const char *ip = who < 8 ? "10.0.0.1" : who == 8 ? "10.0.0.2" : "10.0.0.3";
+            struct request *q = &reqs[nreqs++];
+            struct limiter_decision d;
+            enum limiter_verdict v = ask_from(l, ip, costs[rand_r(&seed) % 3], now, &q->woken, &d);
+            q->cost = d.cost;
+            q->sent = rand_r(&seed) % 10 != 0;
+            if (v == LIMITER_ADMIT) {
+                q->stamp = d.stamp;
+                q->flight = d.flight;
+                q->phase = ON_THE_WAY;
+                q->at = now + (uint64_t)(rand_r(&seed) % 20 == 0 ? 150 + rand_r(&seed) % 300
+                                                                  : rand_r(&seed) % 60) * MS;
+            } else if (v == LIMITER_DELAY) {
+                q->hold = d.hold;
+                q->phase = HELD;
+                q->at = now + d.delay_us;
+            } else {
+                q->phase = -1;
+            }
+        }
+        for (size_t i = 0; i < nreqs; i++) {
+            if (reqs[i].phase == HELD) {
+                limiter_hold_cancel(reqs[i].hold);
+            } else if (reqs[i].phase == ON_THE_WAY) {
+                limiter_abandon(&reqs[i].stamp);
+                limiter_flight_end(&reqs[i].flight, now);
+            }
+        }
+        run_posted();
+        ck_assert_uint_gt(nunits, 150);
+        qsort(units, nunits, sizeof *units, cmp_u64);
+        assert_window_invariant(units, nunits, 200 * MS, limit);
+        struct limiter_rule_stats st;
+        limiter_rule_stats(l, 0, &st);
+        ck_assert_uint_eq(st.queued, 0);
+        free(units);
+        free(reqs);
+        limiter_unref(l);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limiter");
@@ -1233,6 +1546,10 @@ int main(void)
     tcase_add_test(tc, test_cost_holds_and_cancels);
     tcase_add_test(tc, test_random_costs_never_exceed);
     tcase_add_test(tc, test_dry_run_counts_and_lets_through);
+    tcase_add_test(tc, test_fair_release_round_robin);
+    tcase_add_test(tc, test_cancelled_hold_moves_queue_up);
+    tcase_add_test(tc, test_max_concurrent);
+    tcase_add_test(tc, test_random_fair_never_exceed);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
