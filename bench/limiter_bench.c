@@ -145,6 +145,24 @@ static void one_key_admit_note(uint64_t calls, const char *note)
     limiter_unref(l);
 }
 
+/* The same key and clock under a rule whose held requests take turns (fair_by: client, delay) and
+ * are capped in flight: nothing is ever held, so this is the queue's cost to a decision that
+ * finds it empty. */
+static void one_key_admit_fair(uint64_t calls)
+{
+    struct rate_rule rules[] = {make_rule("fair", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_DELAY)};
+    rules[0].fair_by = RATE_FAIR_CLIENT;
+    struct config c = make_config(rules, 1, 2000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct sockaddr_in a = client(1);
+    uint64_t ok = 0, t = 0;
+    start_timing();
+    for (uint64_t i = 0; i < calls; i++, t += 10 * MS)
+        ok += decide(l, &a, t) == LIMITER_ADMIT;
+    row("1 thread, 1 key, all admitted, fair_by: client", calls, calls, ok, "admit");
+    limiter_unref(l);
+}
+
 static void rotating_keys_admit(uint64_t calls, uint32_t keys)
 {
     /* keys in turn, 1 µs apart: each key gets a call every `keys` µs = 10 ms for 10,000 keys,
@@ -347,6 +365,7 @@ int main(int argc, char **argv)
     printf("|%s|%s|%s|%s|------|---\n", "------------------------------------------------",
            "--------------", "------------", "------------");
     one_key_admit_note(calls, "");
+    one_key_admit_fair(calls);
     rotating_keys_admit(calls, 10000);
     new_keys_admit(keys);
     one_key_reject(calls);
