@@ -945,6 +945,25 @@ START_TEST(test_cancelled_reservation_keeps_what_it_followed)
 }
 END_TEST
 
+/* A cancelled reservation puts back what it displaced no earlier than that request departed. */
+START_TEST(test_cancelled_reservation_puts_back_departure)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision a, h, d;
+    ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &h), LIMITER_DELAY); /* displaces a's entry */
+    limiter_depart(&a.stamp, 500 * MS, NULL);                         /* a left late */
+    limiter_hold_cancel(h.hold);
+    /* a reached the origin at 500: the next may go at 1500, not at once */
+    ck_assert_int_eq(ask_departing(l, 1200 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(d.delay_us, 300 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_unref(l);
+}
+END_TEST
+
 /* ---- costs and dry runs -------------------------------------------------------------------------- */
 
 /* cost_header for the tests: the request's "headers" are its cost as text (NULL: no header). */
@@ -1542,6 +1561,7 @@ int main(void)
     tcase_add_test(tc, test_learned_budget_counts_requests_in_flight);
     tcase_add_test(tc, test_learned_pause_scoped_to_key);
     tcase_add_test(tc, test_cancelled_reservation_keeps_what_it_followed);
+    tcase_add_test(tc, test_cancelled_reservation_puts_back_departure);
     tcase_add_test(tc, test_cost_takes_units);
     tcase_add_test(tc, test_cost_holds_and_cancels);
     tcase_add_test(tc, test_random_costs_never_exceed);
