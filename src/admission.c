@@ -272,6 +272,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void hold_ready(struct admission *a)
 {
     uint64_t more = limiter_hold_ready(a->hold, util_now_us());
+    /* told through the queue, its timer (max_delay, or the waker's next slot) is still armed:
+     * firing later it would take the request for a back-off that ended and admit it again */
+    if ((more == 0 || more == LIMITER_HOLD_EXPIRED) && a->timer != NULL)
+        evtimer_del(a->timer);
     if (more == LIMITER_HOLD_EXPIRED) { /* max_delay passed in a rule's queue */
         limiter_hold_cancel(a->hold);
         a->hold = NULL;

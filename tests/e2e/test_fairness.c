@@ -421,6 +421,42 @@ START_TEST(test_max_concurrent_caps_in_flight)
 }
 END_TEST
 
+/* A held request told its turn while its max_delay timer is armed goes once: the timer does not
+ * fire into its exchange (here one longer than max_delay), where it would admit it again. */
+START_TEST(test_told_turn_goes_once)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("rate_limits:\n"
+                                  "  - name: cap\n"
+                                  "    key: global\n"
+                                  "    limit: 1000\n"
+                                  "    window: 1s\n"
+                                  "    over_limit: delay\n"
+                                  "    max_delay: 1s\n"
+                                  "    max_concurrent: 2\n");
+    static const char *const paths[] = {"/slow?delay=0.3&n=1", "/slow?delay=0.5&n=2",
+                                        "/slow?delay=1.5&n=3"};
+    struct raw *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = raw_connect(p->port);
+        ck_assert_int_eq(raw_send_request(c[i], "GET", "127.0.0.1", o->port, paths[i]), 0);
+        sleep_ms(50);
+    }
+    for (int i = 0; i < 3; i++) {
+        struct http_response r;
+        int rc = raw_read_response(c[i], &r, 0, T_MS);
+        ck_assert_msg(rc == RAW_OK, "%s: %s", paths[i], raw_result_name(rc));
+        ck_assert_int_eq(r.status, 200);
+        http_response_free(&r);
+        raw_close(c[i]);
+    }
+    ck_assert_uint_eq(arrivals(o, "/slow?delay=1.5"), 1);
+    ck_assert(proxy_alive(p));
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fairness");
@@ -431,6 +467,7 @@ int main(void)
     tcase_add_test(tc, test_fair_shares_under_backlog);
     tcase_add_test(tc, test_leaving_hold_moves_queue_up);
     tcase_add_test(tc, test_max_concurrent_caps_in_flight);
+    tcase_add_test(tc, test_told_turn_goes_once);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
