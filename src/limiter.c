@@ -113,7 +113,9 @@ struct limiter_hold {
     uint64_t base_first_us, base_us;
     uint32_t cost, displaced;
     int depart_later; /* its entries are pending until limiter_depart */
-    /* a queued hold (fair_by, max_concurrent) */
+    /* a queued hold (fair_by, max_concurrent); in_queue_mode never changes, so it may be read
+     * without the lock (queued and granted change under it, from any thread) */
+    int in_queue_mode;
     int queued;              /* in w->queue: time_us is not known yet */
     int granted;             /* its turn came: entries taken at time_us */
     int posted, abandoned;   /* a wake-up is on its way; cancelled meanwhile: the call frees it */
@@ -990,6 +992,7 @@ static void enqueue(struct rule_state *st, struct window *w, uint64_t now,
     hold->window = w;
     hold->cost = cost;
     hold->depart_later = r->depart_later;
+    hold->in_queue_mode = 1;
     hold->queued = 1;
     hold->deadline_us = now + p->max_delay_ms * 1000;
     hold->post = r->post;
@@ -1355,7 +1358,7 @@ static uint64_t queued_ready(struct limiter_hold *hold, uint64_t now)
 uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
 {
     pthread_mutex_lock(&hold->stripe->lock);
-    if (hold->queued || hold->granted) {
+    if (hold->in_queue_mode) {
         uint64_t wait = queued_ready(hold, now_us);
         pthread_mutex_unlock(&hold->stripe->lock);
         return wait;
@@ -1400,7 +1403,7 @@ void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
 {
     if (hold == NULL)
         return;
-    if (hold->depart_later || hold->granted) { /* went and departed at once */
+    if (hold->depart_later || hold->in_queue_mode) { /* went and departed at once */
         struct limiter_stamp stamp;
         limiter_hold_go(hold, &stamp, NULL);
         limiter_depart(&stamp, now_us, NULL);
@@ -1423,7 +1426,7 @@ void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp,
     struct limiter_flight taken = {NULL, NULL, NULL};
     if (hold->granted && st->params.max_concurrent > 0)
         taken = (struct limiter_flight){st, hold->stripe, hold->window};
-    int counted = hold->granted; /* a queued hold holds a reference to its rule's state */
+    int counted = hold->in_queue_mode; /* a queued hold holds a reference to its rule's state */
     pthread_mutex_lock(&hold->stripe->lock);
     hold->window->queued--; /* its entry stays pending until the stamp departs */
     int keep = hold->posted; /* its wake-up is on the way: on_posted frees it */
@@ -1537,7 +1540,7 @@ void limiter_hold_cancel(struct limiter_hold *hold)
 {
     if (hold == NULL)
         return;
-    if (hold->queued || hold->granted) {
+    if (hold->in_queue_mode) {
         cancel_queued(hold);
         return;
     }
