@@ -244,6 +244,10 @@ static const struct config_key rule_fields[] = {
              "false makes a dry run: each request is decided and counted as would_delay or would_reject in the access log and metrics, but goes on at once"),
     RULE_ROW("fair_by", CONFIG_FAIR_BY, "none", 0, 0, fair_by_words, fair_by,
              "Whose held requests of one key take turns: none releases them in arrival order; client, user or header:NAME releases them round robin over the values of that"),
+    RULE_LIST("weights", CONFIG_WEIGHT_MAP, 4096, weights,
+              "Turns of fair_by values (client addresses or user names) relative to the others, from 1 to 1000; a value not listed has 1"),
+    RULE_ROW("weight_header", CONFIG_HEADER_NAME, NULL, 0, 0, NULL, weight_header,
+             "Request header whose value (a whole number from 1 to 1000) is the weight of the request's fair_by value instead of weights; it is never forwarded, and a request with a bad value gets 400"),
     RULE_ROW("max_concurrent", CONFIG_UINT, "0", 0, 1000000, NULL, max_concurrent,
              "Most requests of one key in flight to the origin at once (a tunnel counts while open); others wait in the same queue; 0 is no cap"),
 };
@@ -410,6 +414,19 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
             snprintf(err, err_len,
                      "%s: rate_limits[%zu]: cost, cost_header, enforce: false, fair_by and "
                      "max_concurrent are for local rules only, not with shared: true",
+                     cfg->source, i);
+            return -1;
+        }
+        if ((rule->weights_count > 0 || rule->weight_header[0] != '\0') &&
+            rule->fair_by == RATE_FAIR_NONE) {
+            snprintf(err, err_len, "%s: rate_limits[%zu]: weights and weight_header need fair_by",
+                     cfg->source, i);
+            return -1;
+        }
+        if (rule->weights_count > 0 && rule->fair_by == RATE_FAIR_HEADER) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].weights: header values are kept only as keyed hashes, "
+                     "so they cannot be listed; use weight_header",
                      cfg->source, i);
             return -1;
         }

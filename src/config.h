@@ -83,8 +83,18 @@ struct rate_rule {
     enum rate_fair_by fair_by;     /* fair_by: none (FIFO) default */
     char fair_header[RATE_KEY_HEADER_MAX + 1]; /* NAME of fair_by: header:NAME; "" else */
     uint32_t max_concurrent;       /* max_concurrent: 0 (no cap): in flight at once per key */
+    struct fair_weight *weights;   /* weights: {} — turns per fair_by value (client, user) */
+    size_t weights_count;
+    char weight_header[RATE_KEY_HEADER_MAX + 1]; /* weight_header: "" (none) */
     unsigned line, column;         /* where the rule's mapping starts (1-based); 0 if not known */
 };
+
+/* One `weights` entry of a rule: a fair_by value and its weight (1..RATE_WEIGHT_MAX). */
+struct fair_weight {
+    char *value;
+    uint32_t weight;
+};
+#define RATE_WEIGHT_MAX 1000
 
 /* One `auth.users` entry: a user name and its crypt(3) hash. */
 struct auth_user {
@@ -201,6 +211,7 @@ enum config_type {
     CONFIG_RATE_KEY,          /* client|host|...|header:NAME|host+header:NAME: key and key_header */
     CONFIG_HEADER_NAME,       /* "" or an RFC 9110 field name, into char[RATE_KEY_HEADER_MAX + 1] */
     CONFIG_FAIR_BY,           /* none|client|user|header:NAME: fair_by and fair_header */
+    CONFIG_WEIGHT_MAP,        /* mapping of fair_by values to weights: a heap array of fair_weight */
 };
 
 /* One row of the declaration table. */

@@ -184,6 +184,12 @@ static void put_element(FILE *out, const struct config_key *key, const void *ele
     case CONFIG_RATE_RULES:
         put_rule(out, &((const struct rate_rule *)elems)[i], mask);
         break;
+    case CONFIG_WEIGHT_MAP: {
+        const struct fair_weight *fw = &((const struct fair_weight *)elems)[i];
+        put_quoted(out, fw->value);
+        fprintf(out, ": %u", fw->weight);
+        break;
+    }
     default:
         break;
     }
@@ -196,7 +202,7 @@ static void put_list(FILE *out, const void *base, const struct config_key *key, 
         count -= ((const struct config *)base)->auth_users_from_file;
     /* match_method and retry.methods are fixed arrays inside the struct, not heap arrays */
     const void *elems = key->type == CONFIG_METHOD_LIST ? field_at(base, key) : list_at(base, key);
-    int mapping = key->type == CONFIG_USER_MAP;
+    int mapping = key->type == CONFIG_USER_MAP || key->type == CONFIG_WEIGHT_MAP;
     fputc(mapping ? '{' : '[', out);
     for (size_t i = 0; i < count; i++) {
         if (i > 0)

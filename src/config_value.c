@@ -442,6 +442,47 @@ static int parse_fair_by(const struct config_key *key, const char *text, void *d
     return 0;
 }
 
+/* One weights entry, as config_yaml.c hands it over: "WEIGHT VALUE" (the value may hold
+ * anything, spaces included). */
+static int parse_weight_element(const struct config_key *key, const char *text, void *dst,
+                                char *why, size_t why_len)
+{
+    (void)key;
+    char shown[96];
+    const char *space = strchr(text, ' ');
+    uint64_t weight = 0;
+    char digits[16];
+    size_t len = space != NULL ? (size_t)(space - text) : 0;
+    if (len == 0 || len >= sizeof digits)
+        return config_text_fail(why, why_len, "expected a weight from 1 to %d", RATE_WEIGHT_MAX);
+    memcpy(digits, text, len);
+    digits[len] = '\0';
+    if (!config_text_all_digits(digits) || config_text_number(digits, &weight) != 0 ||
+        weight < 1 || weight > RATE_WEIGHT_MAX)
+        return config_text_fail(why, why_len, "\"%s\" is not a weight from 1 to %d",
+                                config_text_printable(digits, shown, sizeof shown),
+                                RATE_WEIGHT_MAX);
+    if (space[1] == '\0')
+        return config_text_fail(why, why_len, "an empty value cannot be weighted");
+    char *value = strdup(space + 1);
+    if (value == NULL)
+        return config_text_fail(why, why_len, "out of memory");
+    *(struct fair_weight *)dst = (struct fair_weight){value, (uint32_t)weight};
+    return 0;
+}
+
+static int same_weight(const void *a, const void *b)
+{
+    return strcmp(((const struct fair_weight *)a)->value, ((const struct fair_weight *)b)->value) == 0;
+}
+
+static void release_weights(void *elems, size_t count)
+{
+    struct fair_weight *weights = elems;
+    for (size_t i = 0; i < count; i++)
+        free(weights[i].value);
+}
+
 /* cost_header: "" for none, else a field name (a token) of at most RATE_KEY_HEADER_MAX. */
 static int parse_header_name(const struct config_key *key, const char *text, void *dst, char *why,
                              size_t why_len)
@@ -709,6 +750,11 @@ static const struct type_ops type_ops[] = {
     [CONFIG_HEADER_NAME] = {.describe = "a header name such as X-Request-Cost",
                             .parse = parse_header_name},
     [CONFIG_FAIR_BY] = {.describe = "none, client, user or header:NAME", .parse = parse_fair_by},
+    [CONFIG_WEIGHT_MAP] = {.describe = "a mapping of fair_by values to weights, such as {\"10.0.0.5\": 3}",
+                           .parse = parse_weight_element,
+                           .elem_size = sizeof(struct fair_weight),
+                           .same = same_weight,
+                           .release = release_weights},
     [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them",
                           .parse = parse_user_element,
                           .elem_size = sizeof(char *),

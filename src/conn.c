@@ -420,9 +420,15 @@ static void on_admission_proceed(void *owner)
     }
     if (!conn_set_state(c, CONN_FORWARD))
         return;
+    /* headers meant for rlproxy alone: a rule's cost_header and weight_header */
     const struct rate_rule *rule = c->admission.decision.rule;
-    forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL,
-                  rule != NULL && rule->cost_header[0] != '\0' ? rule->cost_header : NULL);
+    const char *drop[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+    if (rule != NULL && rule->cost_header[0] != '\0')
+        drop[n++] = rule->cost_header;
+    if (rule != NULL && rule->weight_header[0] != '\0')
+        drop[n++] = rule->weight_header;
+    forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL, drop);
     if (c->state == CONN_FORWARD) {
         after_head_done(c);
         event_active(c->kick, EV_TIMEOUT, 0); /* body bytes may be waiting in the input */
@@ -432,8 +438,8 @@ static void on_admission_proceed(void *owner)
 static void on_admission_refuse(void *owner)
 {
     struct conn *c = owner;
-    if (c->admission.decision.bad_request) /* a rule's cost_header that names no cost */
-        send_error(c, 400, "%s: %s", c->admission.decision.rule->cost_header,
+    if (c->admission.decision.bad_request) /* a rule's cost_header or weight_header */
+        send_error(c, 400, "%s: %s", c->admission.decision.bad_header,
                    c->admission.decision.reason);
     else
         send_429(c);

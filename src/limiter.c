@@ -26,6 +26,7 @@
 
 #define STRIPES 64 /* lock stripes per rule: contention on one key never blocks the others */
 #define KEY_MAX 600
+#define WEIGHT_UNSAID UINT32_MAX /* no weight_header value: weights decides */
 
 /* What the origin said about one key (upstream_limits: follow): its quota as of one response,
  * and a pause it asked for. The budget left is `remaining` less the departures since the request
@@ -488,6 +489,8 @@ static struct rule_state *state_new(const struct rate_rule *rule)
     st->params.match_host = NULL;
     st->params.match_path_prefix = NULL;
     st->params.match_user = NULL;
+    st->params.weights = NULL; /* read from the current config's rule */
+    st->params.weights_count = 0;
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_init(&st->stripes[i].lock, NULL);
     return st;
@@ -975,14 +978,23 @@ static size_t fair_value(const struct rate_rule *p, const struct limiter_request
 
 /* With the stripe locked: holds the request in the queue until its turn, at most max_delay. */
 static void enqueue(struct rule_state *st, struct window *w, uint64_t now,
-                    const struct limiter_request *r, const struct credential_key *credential_key,
-                    uint32_t cost, struct limiter_decision *out)
+                    const struct limiter_request *r, const struct rate_rule *rule,
+                    const struct credential_key *credential_key, uint32_t cost, uint32_t weight,
+                    struct limiter_decision *out)
 {
     const struct rate_rule *p = &st->params;
     char value[KEY_MAX];
     size_t len = fair_value(p, r, credential_key, value, sizeof value);
+    /* weights: the current config's, by value; a weight_header's value wins; a flow keeps the
+     * weight it was made with while it has requests held */
+    if (weight == WEIGHT_UNSAID) {
+        weight = 1;
+        for (size_t i = 0; i < rule->weights_count; i++)
+            if (strcmp(rule->weights[i].value, value) == 0)
+                weight = rule->weights[i].weight;
+    }
     struct limiter_hold *hold = calloc(1, sizeof *hold);
-    if (hold == NULL || fair_queue_push(&w->queue, &hold->item, value, len, 1, cost) != 0) {
+    if (hold == NULL || fair_queue_push(&w->queue, &hold->item, value, len, weight, cost) != 0) {
         free(hold);
         reject(st, out, 1000000, "out of memory");
         return;
@@ -1011,11 +1023,12 @@ static void enqueue(struct rule_state *st, struct window *w, uint64_t now,
 
 /* With the stripe locked: the decision of a rule with fair_by or max_concurrent. */
 static void decide_queued(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
-                          const struct limiter_request *r,
+                          const struct limiter_request *r, const struct rate_rule *rule,
                           const struct credential_key *credential_key, uint32_t cost,
-                          int enforce, struct limiter_decision *out)
+                          uint32_t weight, struct limiter_decision *out)
 {
     const struct rate_rule *p = &st->params;
+    int enforce = rule->enforce;
     uint64_t window_us = counted_window_us(p);
     if (now > w->seen_us)
         w->seen_us = now;
@@ -1061,7 +1074,7 @@ static void decide_queued(struct rule_state *st, struct stripe *s, struct window
         else if (!enforce)
             would(st, LIMITER_DELAY, out);
         else
-            enqueue(st, w, now, r, credential_key, cost, out);
+            enqueue(st, w, now, r, rule, credential_key, cost, weight, out);
         if (!enforce && out->verdict == LIMITER_REJECT) {
             atomic_fetch_sub(&st->rejected, 1);
             would(st, LIMITER_REJECT, out);
@@ -1099,6 +1112,18 @@ static uint32_t request_cost(const struct rate_rule *rule, const struct limiter_
     return value != NULL ? parse_cost(value, len, rule->limit) : cost;
 }
 
+/* The request's weight_header value when the rule names one and it is there; WEIGHT_UNSAID else
+ * (weights by fair_by value are looked up when the request joins a queue); 0 when it is no
+ * weight. */
+static uint32_t request_weight(const struct rate_rule *rule, const struct limiter_request *r)
+{
+    if (rule->weight_header[0] == '\0' || r->find_header == NULL)
+        return WEIGHT_UNSAID;
+    size_t len = 0;
+    const char *value = r->find_header(r->headers, rule->weight_header, &len);
+    return value != NULL ? parse_cost(value, len, RATE_WEIGHT_MAX) : WEIGHT_UNSAID;
+}
+
 void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t now_us,
                     struct limiter_decision *out)
 {
@@ -1119,7 +1144,16 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     if (out->cost == 0) {
         out->verdict = LIMITER_REJECT;
         out->bad_request = 1;
+        out->bad_header = rule->cost_header;
         out->reason = "the cost header's value is not a whole number from 1 to the rule's limit";
+        return;
+    }
+    uint32_t weight = request_weight(rule, r);
+    if (weight == 0) {
+        out->verdict = LIMITER_REJECT;
+        out->bad_request = 1;
+        out->bad_header = rule->weight_header;
+        out->reason = "the weight header's value is not a whole number from 1 to 1000";
         return;
     }
     if (out->cost > st->params.limit) /* a reload lowered the limit under a kept cost */
@@ -1137,7 +1171,7 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     if (w == NULL)
         reject(st, out, st->params.window_ms * 1000, "too many distinct keys (rate_limits_max_keys)");
     else if (queue_mode(&st->params))
-        decide_queued(st, s, w, now_us, r, l->credential_key, out->cost, rule->enforce, out);
+        decide_queued(st, s, w, now_us, r, rule, l->credential_key, out->cost, weight, out);
     else
         decide_window(st, s, w, now_us, r->depart_later, out->cost, rule->enforce, out);
     pthread_mutex_unlock(&s->lock);

@@ -89,7 +89,9 @@ struct limiter_decision {
     /* enforce: false: ADMIT, and what enforcing would have done (DELAY or REJECT; UNLIMITED when
      * it would have admitted too). Such a request takes no entry: nothing is reserved. */
     enum limiter_verdict would;
-    int bad_request; /* REJECT: the request's cost_header value is not a cost (400, not 429) */
+    int bad_request; /* REJECT: the value of bad_header (cost_header, weight_header) is not one
+                        (400, not 429) */
+    const char *bad_header;
     struct limiter_flight flight; /* ADMIT under max_concurrent: the place it takes */
 };
 

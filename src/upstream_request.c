@@ -26,9 +26,17 @@ static char *put_line(char *p, const char *name, size_t name_len, const char *va
     return p;
 }
 
-static struct curl_slist *build_headers(const struct http_request *r, const char *drop_header)
+static int dropped(const char *name, size_t len, const char *const *drop_headers)
 {
-    size_t drop_len = drop_header != NULL ? strlen(drop_header) : 0;
+    for (size_t i = 0; drop_headers != NULL && drop_headers[i] != NULL; i++)
+        if (util_equals_nocase(name, len, drop_headers[i]))
+            return 1;
+    return 0;
+}
+
+static struct curl_slist *build_headers(const struct http_request *r,
+                                        const char *const *drop_headers)
+{
     const char *via = http_via();
     size_t via_len = strlen(via);
     /* bounds: every client header kept, plus Via and the two removals */
@@ -46,7 +54,7 @@ static struct curl_slist *build_headers(const struct http_request *r, const char
         const struct http_header *h = &r->headers[i];
         const char *name = http_arena(r, h->name_off);
         if (http_request_header_is_hop(r, name, h->name_len) ||
-            (drop_len > 0 && util_equals_nocase(name, h->name_len, drop_header)))
+            dropped(name, h->name_len, drop_headers))
             continue;
         if (util_equals_nocase(name, h->name_len, "Accept"))
             has_accept = 1;
@@ -118,7 +126,7 @@ static size_t format_origin(const struct http_target *t, char *buf, size_t len)
 
 int upstream_request_build(struct upstream_request *req, struct upstream_request_text *text,
                            const struct http_request *r, const struct config *config,
-                           int intercepted, const char *drop_header)
+                           int intercepted, const char *const *drop_headers)
 {
     const struct http_target *t = &r->target;
     size_t url_len = format_origin(t, text->url, sizeof text->url);
@@ -155,7 +163,7 @@ int upstream_request_build(struct upstream_request *req, struct upstream_request
         .idempotent = method_in(&config->retry, http_arena(r, r->method_off)),
         .upload = r->has_body || r->content_length == 0,
         .upload_length = r->chunked ? -1 : r->content_length,
-        .headers = build_headers(r, drop_header),
+        .headers = build_headers(r, drop_headers),
         .target_text = text->target_text,
         .parent_proxy = upstream_request_parent(config, t->host),
         .policy = config,

@@ -10,7 +10,8 @@
  *   both are backlogged each gets at least 45% of the slots, and the window stays exact at the
  *   origin; a held request whose client leaves passes its place on (the one behind goes at the
  *   next slot, not a slot later);
- *   max_concurrent: never more in flight at the origin than the cap, the rest go as they end. */
+ *   max_concurrent: never more in flight at the origin than the cap, the rest go as they end;
+ *   a held request told its turn goes once; weight_header never reaches the origin. */
 #include "harness.h"
 
 #include <pthread.h>
@@ -457,6 +458,36 @@ START_TEST(test_told_turn_goes_once)
 }
 END_TEST
 
+/* weight_header and weights: the weight header never reaches the origin; a bad value gets 400 */
+START_TEST(test_weight_header_stripped)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_start("rate_limits:\n"
+                                  "  - name: weighted\n"
+                                  "    key: global\n"
+                                  "    limit: 100\n"
+                                  "    window: 1s\n"
+                                  "    over_limit: delay\n"
+                                  "    fair_by: client\n"
+                                  "    weights: { \"127.0.0.1\": 3 }\n"
+                                  "    weight_header: X-Weight\n"
+                                  "    cost_header: X-Request-Cost\n");
+    struct http_response r;
+    ck_assert_int_eq(get_with(p, o, "/headers/w", "X-Weight: 2\r\nX-Request-Cost: 2\r\nX-Other: 1\r\n", &r),
+                     200);
+    ck_assert_msg(strcasestr(r.body, "x-weight") == NULL && strcasestr(r.body, "request-cost") == NULL,
+                  "a header meant for rlproxy reached the origin: %s", r.body);
+    ck_assert_msg(strcasestr(r.body, "x-other") != NULL, "X-Other was dropped: %s", r.body);
+    http_response_free(&r);
+    ck_assert_int_eq(get_with(p, o, "/headers/bad", "X-Weight: 0\r\n", &r), 400);
+    ck_assert_msg(strstr(r.body, "X-Weight") != NULL, "400 body: %s", r.body);
+    http_response_free(&r);
+    ck_assert_uint_eq(arrivals(o, "/headers/bad"), 0);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fairness");
@@ -468,6 +499,7 @@ int main(void)
     tcase_add_test(tc, test_leaving_hold_moves_queue_up);
     tcase_add_test(tc, test_max_concurrent_caps_in_flight);
     tcase_add_test(tc, test_told_turn_goes_once);
+    tcase_add_test(tc, test_weight_header_stripped);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }

@@ -1423,6 +1423,88 @@ START_TEST(test_max_concurrent)
 }
 END_TEST
 
+/* Weights: a client of weight 3 takes three slots for every one of a client of weight 1 while
+ * both wait; weight_header names the weight per request, and a bad one is a bad request. */
+struct named_headers {
+    const char *weight; /* X-Weight, or NULL */
+};
+
+static const char *find_named(const void *headers, const char *name, size_t *len)
+{
+    const struct named_headers *h = headers;
+    if (h == NULL || strcasecmp(name, "X-Weight") != 0 || h->weight == NULL)
+        return NULL;
+    *len = strlen(h->weight);
+    return h->weight;
+}
+
+static enum limiter_verdict ask_weighted(struct limiter *l, const char *ip, const char *weight,
+                                         uint64_t now, struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr(ip);
+    struct named_headers h = {weight};
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_named, .headers = &h, .depart_later = 1};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+/* a holds 12, then b 12; slots every 100 ms: the order of the first `n` that go */
+static void weighted_order(struct limiter *l, const char *weight_a, char *order, size_t n)
+{
+    struct limiter_decision d;
+    struct limiter_hold *held[24];
+    char who[24];
+    ck_assert_int_eq(ask_weighted(l, "10.0.0.9", NULL, 0, &d), LIMITER_ADMIT);
+    limiter_depart(&d.stamp, 0, NULL);
+    for (int i = 0; i < 24; i++) {
+        ck_assert_int_eq(ask_weighted(l, i < 12 ? "10.0.0.1" : "10.0.0.2", i < 12 ? weight_a : NULL,
+                                      1 * MS, &d),
+                         LIMITER_DELAY);
+        held[i] = d.hold;
+        who[i] = i < 12 ? 'a' : 'b';
+    }
+    size_t went = 0;
+    for (uint64_t t = 100; went < n; t += 100)
+        for (int i = 0; i < 24; i++)
+            if (held[i] != NULL && limiter_hold_ready(held[i], t * MS) == 0) {
+                struct limiter_stamp stamp;
+                limiter_hold_go(held[i], &stamp, NULL);
+                limiter_depart(&stamp, t * MS, NULL);
+                held[i] = NULL;
+                order[went++] = who[i];
+            }
+    order[went] = '\0';
+    for (int i = 0; i < 24; i++)
+        limiter_hold_cancel(held[i]);
+}
+
+START_TEST(test_weighted_turns)
+{
+    struct fair_weight weights[] = {{"10.0.0.1", 3}};
+    struct rate_rule rules[] = {fair_rule(1, 100)};
+    rules[0].weights = weights;
+    rules[0].weights_count = 1;
+    snprintf(rules[0].weight_header, sizeof rules[0].weight_header, "X-Weight");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    char order[32];
+    weighted_order(l, NULL, order, 12);
+    ck_assert_str_eq(order, "aaabaaabaaab");
+    limiter_unref(l);
+    /* the header's weight instead of the list's */
+    l = limiter_new(&c, NULL, NULL);
+    weighted_order(l, "2", order, 9);
+    ck_assert_str_eq(order, "aabaabaab");
+    struct limiter_decision d;
+    ck_assert_int_eq(ask_weighted(l, "10.0.0.1", "1001", 10000 * MS, &d), LIMITER_REJECT);
+    ck_assert(d.bad_request);
+    ck_assert_str_eq(d.bad_header, "X-Weight");
+    limiter_unref(l);
+}
+END_TEST
+
 /* Random arrivals from three clients (one sending 8x the others), random costs, connect times,
  * cancellations, expiries, with and without max_concurrent: no window holds more than limit
  * units at the origin, and every hold is given back. */
@@ -1569,6 +1651,7 @@ int main(void)
     tcase_add_test(tc, test_fair_release_round_robin);
     tcase_add_test(tc, test_cancelled_hold_moves_queue_up);
     tcase_add_test(tc, test_max_concurrent);
+    tcase_add_test(tc, test_weighted_turns);
     tcase_add_test(tc, test_random_fair_never_exceed);
     suite_add_tcase(s, tc);
     return unit_run(s);
