@@ -63,7 +63,9 @@ static void sample(struct evbuffer *out, const struct metrics_family *f, const c
     char text[32];
     snprintf(text, sizeof text, "%" PRIu64, value);
     const char *names[2] = {f->labels[0], f->labels[0] != NULL ? f->labels[1] : NULL};
-    const char *vals[2] = {values != NULL ? values[0] : NULL, values != NULL ? values[1] : NULL};
+    /* a one-label family passes one value (&name): values[1] exists only with a second label */
+    const char *vals[2] = {values != NULL ? values[0] : NULL,
+                           values != NULL && names[1] != NULL ? values[1] : NULL};
     sample_labels(out, f, "", names, vals, text);
 }
 
