@@ -42,6 +42,17 @@ struct learned {
     uint64_t last_reset_us;   /* the last reset said, kept across renewals: for period_us */
 };
 
+/* A key of a rule with fair_by or max_concurrent: its held requests wait in a queue and are given
+ * the slot when it frees, in the queue's order; one of them (the waker) is told when to ask next.
+ * Apart from the window, so that keys of other rules do not pay for it. */
+struct key_queue {
+    struct fair_queue queue;
+    uint32_t inflight;          /* max_concurrent: admitted and not ended */
+    struct limiter_hold *waker; /* NULL: nobody is to ask at wake_at */
+    uint64_t wake_at;
+    uint64_t seen_us;           /* the latest time a decision or a hold was made at */
+};
+
 struct window {
     struct window *next; /* bucket chain */
     uint64_t hash;
@@ -68,13 +79,7 @@ struct window {
     uint64_t *unanswered;
     uint32_t unanswered_count, unanswered_cap;
     struct learned learned;
-    /* fair_by, max_concurrent: held requests wait in a queue and are given the slot when it
-     * frees, in the queue's order; one of them (the waker) is told when to ask next */
-    struct fair_queue queue;
-    uint32_t inflight;            /* max_concurrent: admitted and not ended */
-    struct limiter_hold *waker;   /* NULL: nobody is to ask at wake_at */
-    uint64_t wake_at;
-    uint64_t seen_us;             /* the latest time a decision or a hold was made at */
+    struct key_queue *kq; /* fair_by, max_concurrent: made at the key's first decision */
     size_t key_len;
     char key[];
 };
@@ -117,7 +122,7 @@ struct limiter_hold {
     /* a queued hold (fair_by, max_concurrent); in_queue_mode never changes, so it may be read
      * without the lock (queued and granted change under it, from any thread) */
     int in_queue_mode;
-    int queued;              /* in w->queue: time_us is not known yet */
+    int queued;              /* in w->kq->queue: time_us is not known yet */
     int granted;             /* its turn came: entries taken at time_us */
     int posted, abandoned;   /* a wake-up is on its way; cancelled meanwhile: the call frees it */
     uint64_t deadline_us;    /* max_delay after it was held */
@@ -374,6 +379,7 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
 
 static void window_free(struct rule_state *st, struct window *w)
 {
+    free(w->kq);
     free(w->unanswered);
     free(w->pending);
     free(w->releases);
@@ -439,7 +445,7 @@ static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
     /* a key that learned something keeps it until its reset or pause is over */
     return w->queued == 0 && w->pending_count == 0 && w->unanswered_count == 0 &&
-           w->inflight == 0 &&
+           (w->kq == NULL || w->kq->inflight == 0) &&
            w->learned.reset_us <= now &&
            w->learned.paused_until_us <= now &&
            (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
@@ -879,22 +885,22 @@ static void notify(struct limiter_hold *hold)
  * when that is sooner than it thinks); without one, the request whose turn it is becomes it. */
 static void set_waker(struct window *w, struct limiter_hold *next, uint64_t at)
 {
-    if (w->waker != NULL) {
-        uint64_t before = w->wake_at;
-        w->wake_at = at;
+    if (w->kq->waker != NULL) {
+        uint64_t before = w->kq->wake_at;
+        w->kq->wake_at = at;
         if (at < before)
-            notify(w->waker);
+            notify(w->kq->waker);
         return;
     }
-    w->waker = next;
-    w->wake_at = at;
+    w->kq->waker = next;
+    w->kq->wake_at = at;
     notify(next);
 }
 
 /* With the stripe locked: the slot is the hold's: its entries are taken now. */
 static void grant(struct rule_state *st, struct window *w, struct limiter_hold *hold, uint64_t now)
 {
-    fair_queue_remove(&w->queue, &hold->item, 1);
+    fair_queue_remove(&w->kq->queue, &hold->item, 1);
     hold->queued = 0;
     hold->granted = 1;
     hold->time_us = now;
@@ -905,9 +911,9 @@ static void grant(struct rule_state *st, struct window *w, struct limiter_hold *
     if (!hold->depart_later)
         w->departures++;
     if (st->params.max_concurrent > 0)
-        w->inflight++;
-    if (w->waker == hold)
-        w->waker = NULL;
+        w->kq->inflight++;
+    if (w->kq->waker == hold)
+        w->kq->waker = NULL;
     notify(hold);
 }
 
@@ -918,14 +924,14 @@ static void pump(struct rule_state *st, struct window *w, uint64_t now)
 {
     const struct rate_rule *p = &st->params;
     uint64_t window_us = counted_window_us(p);
-    if (now < w->seen_us)
-        now = w->seen_us;
-    w->seen_us = now;
+    if (now < w->kq->seen_us)
+        now = w->kq->seen_us;
+    w->kq->seen_us = now;
     drop_stale(w, now, window_us);
-    while (w->queue.items > 0) {
-        if (p->max_concurrent > 0 && w->inflight >= p->max_concurrent)
+    while (w->kq->queue.items > 0) {
+        if (p->max_concurrent > 0 && w->kq->inflight >= p->max_concurrent)
             return; /* limiter_flight_end pumps */
-        struct limiter_hold *next = hold_of(fair_queue_peek(&w->queue));
+        struct limiter_hold *next = hold_of(fair_queue_peek(&w->kq->queue));
         const char *why = NULL;
         uint64_t until = learned_until(p, w, now, &why);
         if (until > now) { /* the origin's word holds the key */
@@ -994,7 +1000,7 @@ static void enqueue(struct rule_state *st, struct window *w, uint64_t now,
                 weight = rule->weights[i].weight;
     }
     struct limiter_hold *hold = calloc(1, sizeof *hold);
-    if (hold == NULL || fair_queue_push(&w->queue, &hold->item, value, len, weight, cost) != 0) {
+    if (hold == NULL || fair_queue_push(&w->kq->queue, &hold->item, value, len, weight, cost) != 0) {
         free(hold);
         reject(st, out, 1000000, "out of memory");
         return;
@@ -1030,8 +1036,12 @@ static void decide_queued(struct rule_state *st, struct stripe *s, struct window
     const struct rate_rule *p = &st->params;
     int enforce = rule->enforce;
     uint64_t window_us = counted_window_us(p);
-    if (now > w->seen_us)
-        w->seen_us = now;
+    if (w->kq == NULL && (w->kq = calloc(1, sizeof *w->kq)) == NULL) {
+        reject(st, out, 1000000, "out of memory");
+        return;
+    }
+    if (now > w->kq->seen_us)
+        w->kq->seen_us = now;
     drop_stale(w, now, window_us);
     const char *why = NULL;
     uint64_t until = learned_until(p, w, now, &why);
@@ -1045,14 +1055,14 @@ static void decide_queued(struct rule_state *st, struct stripe *s, struct window
         return;
     }
     int room = w->count + cost <= p->limit;
-    int below_cap = p->max_concurrent == 0 || w->inflight < p->max_concurrent;
-    if (room && below_cap && w->queue.items == 0) { /* nobody waits before it */
+    int below_cap = p->max_concurrent == 0 || w->kq->inflight < p->max_concurrent;
+    if (room && below_cap && w->kq->queue.items == 0) { /* nobody waits before it */
         if (admit_entry(st, s, w, now, r->depart_later, cost, out) != 0) {
             reject(st, out, 1000000, "out of memory");
             return;
         }
         if (p->max_concurrent > 0) {
-            w->inflight++;
+            w->kq->inflight++;
             out->flight = (struct limiter_flight){st, s, w};
         }
     } else {
@@ -1384,8 +1394,8 @@ static uint64_t queued_ready(struct limiter_hold *hold, uint64_t now)
     if (now >= hold->deadline_us)
         return LIMITER_HOLD_EXPIRED;
     uint64_t until = hold->deadline_us;
-    if (w->waker == hold && w->wake_at < until)
-        until = w->wake_at;
+    if (w->kq->waker == hold && w->kq->wake_at < until)
+        until = w->kq->wake_at;
     return until > now ? until - now : 1;
 }
 
@@ -1484,8 +1494,8 @@ void limiter_flight_end(struct limiter_flight *flight, uint64_t now_us)
         return;
     struct stripe *s = flight->stripe;
     pthread_mutex_lock(&s->lock);
-    if (w->inflight > 0)
-        w->inflight--;
+    if (w->kq->inflight > 0)
+        w->kq->inflight--;
     pump(flight->state, w, now_us);
     pthread_mutex_unlock(&s->lock);
     flight->window = NULL;
@@ -1545,21 +1555,21 @@ static void cancel_queued(struct limiter_hold *hold)
     struct window *w = hold->window;
     pthread_mutex_lock(&hold->stripe->lock);
     if (hold->queued) {
-        fair_queue_remove(&w->queue, &hold->item, 0);
+        fair_queue_remove(&w->kq->queue, &hold->item, 0);
         hold->queued = 0;
-        if (w->waker == hold)
-            w->waker = NULL;
+        if (w->kq->waker == hold)
+            w->kq->waker = NULL;
     } else { /* granted, never sent: its entries and its place in flight go back */
         for (uint32_t i = 0; i < hold->cost; i++) {
             if (hold->depart_later)
                 pending_remove(w, hold->time_us);
             ring_remove(w, hold->time_us);
         }
-        if (st->params.max_concurrent > 0 && w->inflight > 0)
-            w->inflight--;
+        if (st->params.max_concurrent > 0 && w->kq->inflight > 0)
+            w->kq->inflight--;
     }
     w->queued--;
-    pump(st, w, w->seen_us);
+    pump(st, w, w->kq->seen_us);
     int keep = hold->posted; /* on_posted frees it */
     hold->abandoned = keep;
     pthread_mutex_unlock(&hold->stripe->lock);
