@@ -29,8 +29,8 @@ static struct fair_queue_flow *flow_find(struct fair_queue *q, const char *key, 
     return NULL;
 }
 
-int fair_queue_push(struct fair_queue *q, struct fair_queue_item *item, const char *key,
-                    size_t len, uint32_t quantum, uint32_t cost)
+int fair_queue_push(struct fair_queue *q, struct fair_queue_item *item, const char *key, size_t len,
+                    uint32_t quantum, uint32_t cost)
 {
     struct fair_queue_flow *f = flow_find(q, key, len);
     if (f == NULL) {

@@ -24,8 +24,8 @@ struct fair_queue {
 
 /* Queues item (cost >= 1) at the end of the flow named by key[0..len), made with `quantum`
  * (>= 1: its weight) when it has no items. 0, or -1 when out of memory (nothing queued). */
-int fair_queue_push(struct fair_queue *q, struct fair_queue_item *item, const char *key,
-                    size_t len, uint32_t quantum, uint32_t cost);
+int fair_queue_push(struct fair_queue *q, struct fair_queue_item *item, const char *key, size_t len,
+                    uint32_t quantum, uint32_t cost);
 /* The item whose turn it is (NULL when empty). Asking twice without a pop gives the same item. */
 struct fair_queue_item *fair_queue_peek(struct fair_queue *q);
 /* Takes item out. `served`: it is the one fair_queue_peek gave and it was served, so its flow is

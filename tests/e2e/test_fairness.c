@@ -32,9 +32,10 @@ static int get_with(struct proxy *p, const struct origin *o, const char *path, c
                     struct http_response *r)
 {
     char request[1024];
-    snprintf(request, sizeof request,
-             "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sConnection: close\r\n\r\n",
-             o->port, path, o->port, extra != NULL ? extra : "");
+    snprintf(
+        request, sizeof request,
+        "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sConnection: close\r\n\r\n",
+        o->port, path, o->port, extra != NULL ? extra : "");
     int rc = raw_exchange(p->port, request, r, 0, T_MS);
     ck_assert_msg(rc == RAW_OK, "GET %s: %s", path, raw_result_name(rc));
     return r->status;
@@ -91,7 +92,8 @@ START_TEST(test_cost_header_takes_units)
     /* 4 units, then 4 more: 2 left */
     ck_assert_int_eq(get_with(p, o, "/headers/a", "X-Request-Cost: 4\r\n", &r), 200);
     ck_assert_int_eq(remaining_of(&r), 6);
-    ck_assert_msg(strstr(r.body, "X-Request-Cost") == NULL && strstr(r.body, "x-request-cost") == NULL,
+    ck_assert_msg(strstr(r.body, "X-Request-Cost") == NULL &&
+                      strstr(r.body, "x-request-cost") == NULL,
                   "the cost header reached the origin: %s", r.body);
     http_response_free(&r);
     ck_assert_int_eq(get_with(p, o, "/headers/b", "x-request-cost: 4\r\n", &r), 200);
@@ -265,8 +267,8 @@ static void *client_loop_thread(void *arg)
         snprintf(path, sizeof path, "/bytes/1/%c-%u", cl->tag, i);
         struct http_response r;
         int left = (int)(cl->until_ms - now_ms());
-        int rc = raw_request_on(c, "GET", "127.0.0.1", cl->origin_port, path, &r,
-                                left > 10 ? left : 10);
+        int rc =
+            raw_request_on(c, "GET", "127.0.0.1", cl->origin_port, path, &r, left > 10 ? left : 10);
         if (rc == RAW_OK && r.status == 200)
             cl->done++;
         else if (rc == RAW_OK)
@@ -300,8 +302,13 @@ START_TEST(test_fair_shares_under_backlog)
     struct client_loop loops[heavy + light];
     pthread_t tid[heavy + light];
     for (int i = 0; i < heavy + light; i++) {
-        loops[i] = (struct client_loop){p->port, o->port, i < heavy ? "127.0.0.1" : "127.0.0.2",
-                                        i < heavy ? 'a' : 'b', start + run_ms, 0, 0};
+        loops[i] = (struct client_loop){p->port,
+                                        o->port,
+                                        i < heavy ? "127.0.0.1" : "127.0.0.2",
+                                        i < heavy ? 'a' : 'b',
+                                        start + run_ms,
+                                        0,
+                                        0};
         ck_assert(pthread_create(&tid[i], NULL, client_loop_thread, &loops[i]) == 0);
     }
     for (int i = 0; i < heavy + light; i++)
@@ -320,10 +327,11 @@ START_TEST(test_fair_shares_under_backlog)
     }
     size_t worst = 0;
     double span = arrivals_min_span(a, n, limit, &worst);
-    fprintf(stderr,
-            "fair shares: %zu arrivals, after the first window %zu of the heavy client (%d "
-            "outstanding) and %zu of the light one (%d outstanding); shortest span of %d: %.1f ms\n",
-            n, heavy_slots, heavy, light_slots, light, limit + 1, span);
+    fprintf(
+        stderr,
+        "fair shares: %zu arrivals, after the first window %zu of the heavy client (%d "
+        "outstanding) and %zu of the light one (%d outstanding); shortest span of %d: %.1f ms\n",
+        n, heavy_slots, heavy, light_slots, light, limit + 1, span);
     size_t total = heavy_slots + light_slots;
     ck_assert_msg(total >= 15, "only %zu slots released", total);
     ck_assert_msg(light_slots * 100 >= total * 45 && heavy_slots * 100 >= total * 45,
@@ -473,9 +481,11 @@ START_TEST(test_weight_header_stripped)
                                   "    weight_header: X-Weight\n"
                                   "    cost_header: X-Request-Cost\n");
     struct http_response r;
-    ck_assert_int_eq(get_with(p, o, "/headers/w", "X-Weight: 2\r\nX-Request-Cost: 2\r\nX-Other: 1\r\n", &r),
-                     200);
-    ck_assert_msg(strcasestr(r.body, "x-weight") == NULL && strcasestr(r.body, "request-cost") == NULL,
+    ck_assert_int_eq(
+        get_with(p, o, "/headers/w", "X-Weight: 2\r\nX-Request-Cost: 2\r\nX-Other: 1\r\n", &r),
+        200);
+    ck_assert_msg(strcasestr(r.body, "x-weight") == NULL &&
+                      strcasestr(r.body, "request-cost") == NULL,
                   "a header meant for rlproxy reached the origin: %s", r.body);
     ck_assert_msg(strcasestr(r.body, "x-other") != NULL, "X-Other was dropped: %s", r.body);
     http_response_free(&r);
