@@ -367,6 +367,13 @@ static void forget_entries(struct admission *a)
     a->shared_key = NULL;
 }
 
+struct limiter_flight admission_take_flight(struct admission *a)
+{
+    struct limiter_flight flight = a->flight;
+    a->flight.window = NULL;
+    return flight;
+}
+
 void admission_depart(struct admission *a)
 {
     limiter_depart(&a->stamp, util_now_us(), &a->answer);

@@ -94,6 +94,10 @@ void admission_reset(struct admission *a);
 /* admission_reset, and frees the timer: before the owner is freed. */
 void admission_release(struct admission *a);
 
+/* A CONNECT tunnel that outlives its request takes over the request's place in flight
+ * (max_concurrent) and ends it with limiter_flight_end when it closes. */
+struct limiter_flight admission_take_flight(struct admission *a);
+
 /* The request's head goes to the origin now (forward.c, from libcurl's pre-request callback, or
  * when a CONNECT's connection is up): the window counts it from here. Once per attempt; later
  * calls change nothing. */

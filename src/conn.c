@@ -373,6 +373,7 @@ static void on_forward_connected(void *owner, int fd)
     accesslog_decision(&c->admission.decision, &info.verdict, &rule, &info.paused);
     snprintf(info.rule, sizeof info.rule, "%s", rule != NULL ? rule : "");
     c->has_client_slot = 0; /* the tunnel gives it back */
+    info.flight = admission_take_flight(&c->admission); /* it counts while the tunnel is open */
     struct bufferevent *bev = client_take_for_tunnel(&c->client);
     struct tunnels *tunnels = c->home->tunnels;
     c->logged = 1; /* the tunnel writes the line when it ends */

@@ -80,6 +80,7 @@ static void tunnel_free(struct tunnel *t)
         bufferevent_free(t->client.bev);
     access_client_slot_give(worker_process(w)->client_slots,
                             (const struct sockaddr *)&t->info.client_addr);
+    limiter_flight_end(&t->info.flight, util_now_us());
     if (t->origin.bev != NULL)
         bufferevent_free(t->origin.bev);
     if (t->idle_timer != NULL)
@@ -198,6 +199,8 @@ int tunnel_start(struct tunnels *set, struct bufferevent *client, int upstream_f
     struct bufferevent *origin =
         bufferevent_socket_new(worker_base(w), upstream_fd, BEV_OPT_CLOSE_ON_FREE);
     if (t == NULL || origin == NULL) {
+        struct limiter_flight flight = info->flight;
+        limiter_flight_end(&flight, util_now_us());
         free(t);
         if (origin != NULL)
             bufferevent_free(origin);

@@ -498,6 +498,46 @@ START_TEST(test_weight_header_stripped)
 }
 END_TEST
 
+/* A CONNECT tunnel counts in flight while it is open: under max_concurrent: 1 a second CONNECT
+ * waits until the first tunnel closes, then opens. */
+START_TEST(test_tunnel_counts_while_open)
+{
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n"
+                                   "rate_limits:\n"
+                                   "  - name: tunnels\n"
+                                   "    match: { method: CONNECT }\n"
+                                   "    key: global\n"
+                                   "    limit: 100\n"
+                                   "    window: 1s\n"
+                                   "    over_limit: delay\n"
+                                   "    max_delay: 10s\n"
+                                   "    max_concurrent: 1\n",
+                                   o->port);
+    struct raw *first = raw_connect(p->port);
+    raw_sendf(first, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port,
+              o->port);
+    struct http_response r;
+    ck_assert_int_eq(raw_read_response(first, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    struct raw *second = raw_connect(p->port);
+    raw_sendf(second, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port,
+              o->port);
+    ck_assert_msg(raw_pending(second, 600) == 0, "the second tunnel opened beside the first");
+    uint64_t closed_at = now_ms();
+    raw_close(first);
+    ck_assert_int_eq(raw_read_response(second, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    fprintf(stderr, "tunnel in flight: the second opened %llu ms after the first closed\n",
+            (unsigned long long)(now_ms() - closed_at));
+    raw_close(second);
+    proxy_stop(p);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fairness");
@@ -510,6 +550,7 @@ int main(void)
     tcase_add_test(tc, test_max_concurrent_caps_in_flight);
     tcase_add_test(tc, test_told_turn_goes_once);
     tcase_add_test(tc, test_weight_header_stripped);
+    tcase_add_test(tc, test_tunnel_counts_while_open);
     suite_add_tcase(s, tc);
     return harness_run_suite(s);
 }
