@@ -40,6 +40,10 @@ void accesslog_decision(const struct limiter_decision *decision, const char **ve
     *paused = decision->paused;
     if (decision->rule == NULL && !decision->paused)
         *verdict = "none";
+    else if (decision->would == LIMITER_DELAY) /* enforce: false */
+        *verdict = "would_delay";
+    else if (decision->would == LIMITER_REJECT)
+        *verdict = "would_reject";
 }
 
 /* a JSON string, or null */

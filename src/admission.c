@@ -22,9 +22,12 @@ struct admission_queue {
     struct admission *first, *last; /* waiting for an upstream slot, FIFO */
     size_t waiting;
     struct event *slot_event; /* starts waiting requests from the loop */
+    util_post_fn post;        /* NULL: held requests are not told, they ask at their deadline */
+    void *post_target;
 };
 
 static void admit(struct admission *a);
+static void hold_ready(struct admission *a);
 
 static void queue_remove(struct admission *a)
 {
@@ -98,6 +101,12 @@ void admission_queue_set_max_inflight(struct admission_queue *q, uint32_t max_in
     q->max_inflight = max_inflight;
 }
 
+void admission_queue_set_post(struct admission_queue *q, util_post_fn post, void *target)
+{
+    q->post = post;
+    q->post_target = target;
+}
+
 /* ---- one request ------------------------------------------------------------------------------ */
 
 void admission_init(struct admission *a, struct admission_queue *queue,
@@ -139,6 +148,7 @@ static void apply_decision(struct admission *a)
         return;
     default:
         a->stamp = a->decision.stamp;
+        a->flight = a->decision.flight;
         proceed(a);
     }
 }
@@ -225,6 +235,7 @@ static void admit(struct admission *a)
     if (after_pause && (a->decision.verdict == LIMITER_ADMIT ||
                         a->decision.verdict == LIMITER_UNLIMITED)) {
         a->stamp = a->decision.stamp;
+        a->flight = a->decision.flight;
         a->decision = pause; /* the log shows what held it: delay:origin-pause */
         proceed(a);
         return;
@@ -262,14 +273,41 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         admit(a);
         return;
     }
+    hold_ready(a);
+}
+
+/* A held request asks whether its slot is its own now. */
+static void hold_ready(struct admission *a)
+{
     uint64_t more = limiter_hold_ready(a->hold, util_now_us());
-    if (more > 0) { /* the request our slot follows went late: keep the gap whole */
+    /* told through the queue, its timer (max_delay, or the waker's next slot) is still armed:
+     * firing later it would take the request for a back-off that ended and admit it again */
+    if ((more == 0 || more == LIMITER_HOLD_EXPIRED) && a->timer != NULL)
+        evtimer_del(a->timer);
+    if (more == LIMITER_HOLD_EXPIRED) { /* max_delay passed in a rule's queue */
+        limiter_hold_cancel(a->hold);
+        a->hold = NULL;
+        a->decision.verdict = LIMITER_REJECT;
+        a->decision.retry_after_us = 1000000;
+        a->decision.reason = "the wait exceeded max_delay";
+        a->callbacks->refuse(a->owner);
+        return;
+    }
+    if (more > 0) { /* not yet: the request our slot follows went late, or not our turn */
         arm(a, more);
         return;
     }
-    limiter_hold_go(a->hold, &a->stamp); /* the reserved slot is ours now */
+    limiter_hold_go(a->hold, &a->stamp, &a->flight); /* the slot is ours now */
     a->hold = NULL;
     proceed(a);
+}
+
+/* A rule's queue says our turn may have come (posted from the thread that freed the slot). */
+static void on_hold_woken(void *arg)
+{
+    struct admission *a = arg;
+    if (a->hold != NULL)
+        hold_ready(a);
 }
 
 static void arm(struct admission *a, uint64_t delay_us)
@@ -292,6 +330,10 @@ void admission_start(struct admission *a, const struct config *config, struct li
     a->limiter = limiter;
     a->request = *request;
     a->request.depart_later = 1; /* forward.c stamps the departure */
+    a->request.post = q->post;
+    a->request.post_target = q->post_target;
+    a->request.woken = on_hold_woken;
+    a->request.woken_arg = a;
     a->start_ms = start_ms;
     /* backpressure.max_inflight: a request starts its upstream transfer only while the worker
      * has fewer than max_inflight; others wait in arrival order without being read further, and
@@ -324,6 +366,7 @@ static void forget_entries(struct admission *a)
 {
     limiter_abandon(&a->stamp);
     limiter_answered(&a->answer);
+    limiter_flight_end(&a->flight, util_now_us());
     if (a->shared_held && a->shared_key != NULL) /* a reservation never used: free it */
         shared_release(a->queue->shared, a->shared_key, a->shared_member);
     else if (a->shared_key != NULL) /* admitted, never departed: counted where it was admitted */
@@ -332,6 +375,13 @@ static void forget_entries(struct admission *a)
     a->shared_member[0] = '\0';
     free(a->shared_key);
     a->shared_key = NULL;
+}
+
+struct limiter_flight admission_take_flight(struct admission *a)
+{
+    struct limiter_flight flight = a->flight;
+    a->flight.window = NULL;
+    return flight;
 }
 
 void admission_depart(struct admission *a)

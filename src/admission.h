@@ -32,6 +32,9 @@ size_t admission_queue_waiting(const struct admission_queue *q);
 void admission_queue_slot_freed(struct admission_queue *q);
 /* max_inflight of the worker's current config, for starting waiting requests. */
 void admission_queue_set_max_inflight(struct admission_queue *q, uint32_t max_inflight);
+/* How another thread hands this worker a call (worker_post_call and the worker): a request held
+ * in a rule's queue (fair_by, max_concurrent) is told its turn through it. */
+void admission_queue_set_post(struct admission_queue *q, util_post_fn post, void *target);
 
 enum admission_wait {
     ADMISSION_WAIT_SLOT,  /* for an upstream slot: the owner stops parsing, the worker accepting */
@@ -68,6 +71,7 @@ struct admission {
     struct limiter_stamp stamp; /* admitted: the window entry its departure moves */
     struct limiter_stamp answer; /* departed: the response it waits for, to learn from */
     int64_t origin_remaining, origin_reset_ms; /* what the last response said (-1: nothing) */
+    struct limiter_flight flight; /* max_concurrent: its place in flight until it is over */
     struct shared_request *shared_request;
     char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
     char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */
@@ -90,6 +94,10 @@ void admission_start(struct admission *a, const struct config *config, struct li
 void admission_reset(struct admission *a);
 /* admission_reset, and frees the timer: before the owner is freed. */
 void admission_release(struct admission *a);
+
+/* A CONNECT tunnel that outlives its request takes over the request's place in flight
+ * (max_concurrent) and ends it with limiter_flight_end when it closes. */
+struct limiter_flight admission_take_flight(struct admission *a);
 
 /* The request's head goes to the origin now (forward.c, from libcurl's pre-request callback, or
  * when a CONNECT's connection is up): the window counts it from here. Once per attempt; later

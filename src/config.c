@@ -19,6 +19,7 @@ _Static_assert(sizeof(enum access_format) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum rate_key) == sizeof(int), "enum storage");
 _Static_assert(sizeof(enum rate_over_limit) == sizeof(int), "enum storage");
+_Static_assert(sizeof(enum rate_fair_by) == sizeof(int), "enum storage");
 /* UINT stores an unsigned; the rate-rule and max-keys fields are uint32_t. */
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "uint storage");
 /* retry.methods shares match.method's type and fixed-array storage. */
@@ -33,6 +34,8 @@ static const char *const rate_key_words[] = {"client", "host",        "client+ho
                                              "host+header:NAME", NULL};
 static const char *const over_limit_words[] = {"delay", "reject", NULL};
 static const char *const upstream_limits_words[] = {"follow", "ignore", NULL};
+/* The last stands for header:NAME (config_value.c's parse_fair_by). */
+static const char *const fair_by_words[] = {"none", "client", "user", "header:NAME", NULL};
 static const char *const jitter_words[] = {"none", "full", NULL};
 static const char *const on_error_words[] = {"local", "deny", "allow", NULL};
 
@@ -231,6 +234,20 @@ static const struct config_key rule_fields[] = {
              "Whether admitted responses carry RateLimit-Policy and RateLimit fields too, as 429 responses always do"),
     RULE_ROW("shared", CONFIG_BOOL, "false", 0, 0, NULL, shared,
              "Keep this rule's windows in Redis (shared.redis) so that every rlproxy instance naming the same server shares one limit"),
+    RULE_ROW("cost", CONFIG_UINT, "1", 1, 1000000, NULL, cost,
+             "Units of the window one request takes, at most limit: the window holds at most limit units"),
+    RULE_ROW("cost_header", CONFIG_HEADER_NAME, NULL, 0, 0, NULL, cost_header,
+             "Request header whose value (a whole number from 1 to limit) is that request's cost instead of cost; it is never forwarded, and a request with a bad value gets 400"),
+    RULE_ROW("enforce", CONFIG_BOOL, "true", 0, 0, NULL, enforce,
+             "false makes a dry run: each request is decided and counted as would_delay or would_reject in the access log and metrics, but goes on at once"),
+    RULE_ROW("fair_by", CONFIG_FAIR_BY, "none", 0, 0, fair_by_words, fair_by,
+             "Whose held requests of one key take turns: none releases them in arrival order; client, user or header:NAME releases them round robin over the values of that"),
+    RULE_LIST("weights", CONFIG_WEIGHT_MAP, 4096, weights,
+              "Turns of fair_by values (client addresses or user names) relative to the others, from 1 to 1000; a value not listed has 1"),
+    RULE_ROW("weight_header", CONFIG_HEADER_NAME, NULL, 0, 0, NULL, weight_header,
+             "Request header whose value (a whole number from 1 to 1000) is the weight of the request's fair_by value instead of weights; it is never forwarded, and a request with a bad value gets 400"),
+    RULE_ROW("max_concurrent", CONFIG_UINT, "0", 0, 1000000, NULL, max_concurrent,
+             "Most requests of one key in flight to the origin at once (a tunnel counts while open); others wait in the same queue; 0 is no cap"),
 };
 
 #define RULE_FIELD_COUNT (sizeof rule_fields / sizeof rule_fields[0])

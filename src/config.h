@@ -45,6 +45,8 @@ enum rate_key {
 };
 #define RATE_KEY_HEADER_MAX 64 /* longest NAME in header:NAME */
 enum rate_over_limit { RATE_OVER_DELAY, RATE_OVER_REJECT };
+/* fair_by: whose held requests of one key take turns (rate_rule.fair_header names the header) */
+enum rate_fair_by { RATE_FAIR_NONE, RATE_FAIR_CLIENT, RATE_FAIR_USER, RATE_FAIR_HEADER };
 enum rate_upstream_limits { RATE_UPSTREAM_FOLLOW, RATE_UPSTREAM_IGNORE };
 
 #define RATE_RULE_MAX_METHODS 16
@@ -75,8 +77,24 @@ struct rate_rule {
     uint32_t max_queue;            /* max_queue: 1000 default, 0..1000000 */
     int headers;                   /* headers: false default: RateLimit fields on admitted responses */
     int shared;                    /* shared: false (Redis, later) */
+    uint32_t cost;                 /* cost: 1 default, 1..limit: units of the window one request takes */
+    char cost_header[RATE_KEY_HEADER_MAX + 1]; /* cost_header: "" (none): a request's own cost */
+    int enforce;                   /* enforce: true default; false: decide and count, never hold */
+    enum rate_fair_by fair_by;     /* fair_by: none (FIFO) default */
+    char fair_header[RATE_KEY_HEADER_MAX + 1]; /* NAME of fair_by: header:NAME; "" else */
+    uint32_t max_concurrent;       /* max_concurrent: 0 (no cap): in flight at once per key */
+    struct fair_weight *weights;   /* weights: {} — turns per fair_by value (client, user) */
+    size_t weights_count;
+    char weight_header[RATE_KEY_HEADER_MAX + 1]; /* weight_header: "" (none) */
     unsigned line, column;         /* where the rule's mapping starts (1-based); 0 if not known */
 };
+
+/* One `weights` entry of a rule: a fair_by value and its weight (1..RATE_WEIGHT_MAX). */
+struct fair_weight {
+    char *value;
+    uint32_t weight;
+};
+#define RATE_WEIGHT_MAX 1000
 
 /* One `auth.users` entry: a user name and its crypt(3) hash. */
 struct auth_user {
@@ -194,6 +212,9 @@ enum config_type {
     CONFIG_PATH_PREFIX,       /* "/..." heap string */
     CONFIG_USER_LIST,         /* user names: a heap array of heap strings */
     CONFIG_RATE_KEY,          /* client|host|...|header:NAME|host+header:NAME: key and key_header */
+    CONFIG_HEADER_NAME,       /* "" or an RFC 9110 field name, into char[RATE_KEY_HEADER_MAX + 1] */
+    CONFIG_FAIR_BY,           /* none|client|user|header:NAME: fair_by and fair_header */
+    CONFIG_WEIGHT_MAP,        /* mapping of fair_by values to weights: a heap array of fair_weight */
 };
 
 /* One row of the declaration table. */

@@ -186,6 +186,12 @@ static void put_element(FILE *out, const struct config_key *key, const void *ele
     case CONFIG_RATE_RULES:
         put_rule(out, &((const struct rate_rule *)elems)[i], mask);
         break;
+    case CONFIG_WEIGHT_MAP: {
+        const struct fair_weight *fw = &((const struct fair_weight *)elems)[i];
+        put_quoted(out, fw->value);
+        fprintf(out, ": %u", fw->weight);
+        break;
+    }
     default:
         break;
     }
@@ -198,7 +204,7 @@ static void put_list(FILE *out, const void *base, const struct config_key *key, 
         count -= ((const struct config *)base)->auth_users_from_file;
     /* match_method and retry.methods are fixed arrays inside the struct, not heap arrays */
     const void *elems = key->type == CONFIG_METHOD_LIST ? field_at(base, key) : list_at(base, key);
-    int mapping = key->type == CONFIG_USER_MAP;
+    int mapping = key->type == CONFIG_USER_MAP || key->type == CONFIG_WEIGHT_MAP;
     fputc(mapping ? '{' : '[', out);
     for (size_t i = 0; i < count; i++) {
         if (i > 0)
@@ -236,6 +242,7 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
         fputs(key->choices[*(const int *)field], out);
         break;
     case CONFIG_RULE_NAME:
+    case CONFIG_HEADER_NAME:
         put_quoted(out, (const char *)field);
         break;
     case CONFIG_RATE_KEY: { /* the row is a rule's key; a header kind's name is beside it */
@@ -246,6 +253,18 @@ static void put_scalar(FILE *out, const void *base, const struct config_key *key
             snprintf(word, sizeof word, "%s%s",
                      kind == RATE_KEY_HEADER ? "header:" : "host+header:", rule->key_header);
             put_quoted(out, word); /* a tchar such as # or | would mean something unquoted */
+        } else {
+            fputs(key->choices[kind], out);
+        }
+        break;
+    }
+    case CONFIG_FAIR_BY: {
+        const struct rate_rule *rule = base;
+        int kind = *(const int *)field;
+        if (kind == RATE_FAIR_HEADER) {
+            char word[RATE_KEY_HEADER_MAX + 16];
+            snprintf(word, sizeof word, "header:%s", rule->fair_header);
+            put_quoted(out, word);
         } else {
             fputs(key->choices[kind], out);
         }

@@ -141,6 +141,43 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
         read_users_file(cfg, err, err_len) != 0)
         return -1;
     for (size_t i = 0; i < cfg->rate_limits_count; i++) {
+        const struct rate_rule *rule = &cfg->rate_limits[i];
+        if (rule->cost > rule->limit) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].cost: %u is more than limit (%u): no request could ever go",
+                     cfg->source, i, rule->cost, rule->limit);
+            return -1;
+        }
+        /* Redis' script counts one member per request and has no queue: units, dry runs, turns
+         * and in-flight caps are this instance's */
+        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' || !rule->enforce ||
+                             rule->fair_by != RATE_FAIR_NONE || rule->max_concurrent > 0)) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu]: cost, cost_header, enforce: false, fair_by and "
+                     "max_concurrent are for local rules only, not with shared: true",
+                     cfg->source, i);
+            return -1;
+        }
+        if ((rule->weights_count > 0 || rule->weight_header[0] != '\0') &&
+            rule->fair_by == RATE_FAIR_NONE) {
+            snprintf(err, err_len, "%s: rate_limits[%zu]: weights and weight_header need fair_by",
+                     cfg->source, i);
+            return -1;
+        }
+        if (rule->weights_count > 0 && rule->fair_by == RATE_FAIR_HEADER) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].weights: header values are kept only as keyed hashes, "
+                     "so they cannot be listed; use weight_header",
+                     cfg->source, i);
+            return -1;
+        }
+        if (rule->fair_by != RATE_FAIR_NONE && rule->over_limit != RATE_OVER_DELAY) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].fair_by: needs over_limit: delay (a rule that rejects "
+                     "holds nothing to take turns)",
+                     cfg->source, i);
+            return -1;
+        }
         if (!cfg->rate_limits[i].shared)
             continue;
 #ifndef HAVE_HIREDIS

@@ -410,6 +410,100 @@ static int parse_rate_key(const struct config_key *key, const char *text, void *
     return 0;
 }
 
+/* fair_by: a word of key->choices, or header:NAME; the name goes beside it into the same rule. */
+static int parse_fair_by(const struct config_key *key, const char *text, void *dst, char *why,
+                         size_t why_len)
+{
+    struct rate_rule *rule =
+        (struct rate_rule *)(void *)((char *)dst - offsetof(struct rate_rule, fair_by));
+    char shown[96];
+    if (strncmp(text, "header:", 7) == 0) {
+        const char *name = text + 7;
+        size_t len = strlen(name);
+        if (len == 0 || len > RATE_KEY_HEADER_MAX)
+            return config_text_fail(why, why_len, "\"%s\": header:NAME with a NAME of 1 to %d characters",
+                                    config_text_printable(text, shown, sizeof shown),
+                                    RATE_KEY_HEADER_MAX);
+        for (size_t i = 0; i < len; i++)
+            if (!is_tchar(name[i]))
+                return config_text_fail(why, why_len, "\"%s\" is not a header name",
+                                        config_text_printable(name, shown, sizeof shown));
+        memcpy(rule->fair_header, name, len + 1);
+        rule->fair_by = RATE_FAIR_HEADER;
+        return 0;
+    }
+    int kind;
+    if (parse_enum(key, text, &kind, why, why_len) != 0)
+        return -1;
+    if (kind == RATE_FAIR_HEADER)
+        return config_text_fail(why, why_len, "header:NAME needs a NAME");
+    rule->fair_by = (enum rate_fair_by)kind;
+    rule->fair_header[0] = '\0';
+    return 0;
+}
+
+/* One weights entry, as config_yaml.c hands it over: "WEIGHT VALUE" (the value may hold
+ * anything, spaces included). */
+static int parse_weight_element(const struct config_key *key, const char *text, void *dst,
+                                char *why, size_t why_len)
+{
+    (void)key;
+    char shown[96];
+    const char *space = strchr(text, ' ');
+    uint64_t weight = 0;
+    char digits[16];
+    size_t len = space != NULL ? (size_t)(space - text) : 0;
+    if (len == 0 || len >= sizeof digits)
+        return config_text_fail(why, why_len, "expected a weight from 1 to %d", RATE_WEIGHT_MAX);
+    memcpy(digits, text, len);
+    digits[len] = '\0';
+    if (!config_text_all_digits(digits) || config_text_number(digits, &weight) != 0 ||
+        weight < 1 || weight > RATE_WEIGHT_MAX)
+        return config_text_fail(why, why_len, "\"%s\" is not a weight from 1 to %d",
+                                config_text_printable(digits, shown, sizeof shown),
+                                RATE_WEIGHT_MAX);
+    if (space[1] == '\0')
+        return config_text_fail(why, why_len, "an empty value cannot be weighted");
+    char *value = strdup(space + 1);
+    if (value == NULL)
+        return config_text_fail(why, why_len, "out of memory");
+    *(struct fair_weight *)dst = (struct fair_weight){value, (uint32_t)weight};
+    return 0;
+}
+
+static int same_weight(const void *a, const void *b)
+{
+    return strcmp(((const struct fair_weight *)a)->value, ((const struct fair_weight *)b)->value) == 0;
+}
+
+static void release_weights(void *elems, size_t count)
+{
+    struct fair_weight *weights = elems;
+    for (size_t i = 0; i < count; i++)
+        free(weights[i].value);
+}
+
+/* cost_header: "" for none, else a field name (a token) of at most RATE_KEY_HEADER_MAX. */
+static int parse_header_name(const struct config_key *key, const char *text, void *dst, char *why,
+                             size_t why_len)
+{
+    char shown[96];
+    size_t len = strlen(text);
+    (void)key;
+    if (len > RATE_KEY_HEADER_MAX)
+        return config_text_fail(why, why_len, "\"%s\": a header name is at most %d characters",
+                                config_text_printable(text, shown, sizeof shown),
+                                RATE_KEY_HEADER_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar(text[i]))
+            return config_text_fail(why, why_len,
+                                    "\"%s\" is not a header name (letters, digits and "
+                                    "!#$%%&'*+-.^_`|~ only)",
+                                    config_text_printable(text, shown, sizeof shown));
+    memcpy(dst, text, len + 1);
+    return 0;
+}
+
 /* Compared with the request's path and query as received (no decoding or dot-segment removal), so
  * the prefix must look like one. */
 static int parse_path_prefix(const struct config_key *key, const char *text, void *dst, char *why,
@@ -653,6 +747,14 @@ static const struct type_ops type_ops[] = {
                             .owns_string = 1},
     [CONFIG_RATE_KEY] = {.describe = "a key such as client or header:Authorization",
                          .parse = parse_rate_key},
+    [CONFIG_HEADER_NAME] = {.describe = "a header name such as X-Request-Cost",
+                            .parse = parse_header_name},
+    [CONFIG_FAIR_BY] = {.describe = "none, client, user or header:NAME", .parse = parse_fair_by},
+    [CONFIG_WEIGHT_MAP] = {.describe = "a mapping of fair_by values to weights, such as {\"10.0.0.5\": 3}",
+                           .parse = parse_weight_element,
+                           .elem_size = sizeof(struct fair_weight),
+                           .same = same_weight,
+                           .release = release_weights},
     [CONFIG_USER_LIST] = {.describe = "a user name, or a list of them",
                           .parse = parse_user_element,
                           .elem_size = sizeof(char *),

@@ -392,6 +392,80 @@ static int walk_user_map(struct walker *w, const struct config_key *key, const c
     return 0;
 }
 
+/* One `weights` entry: "VALUE: WEIGHT", handed to the type's parser as "WEIGHT VALUE". */
+static int add_weight(struct walker *w, const struct config_key *key, const char *path,
+                      const yaml_event_t *name_ev, struct list_build *list)
+{
+    const char *name, *weight = NULL;
+    char entry[1100], why[256];
+    if (name_ev->type != YAML_SCALAR_EVENT || is_null(name_ev))
+        return fail_at(w, name_ev->start_mark, path, "expected a client address or user name");
+    if (scalar_text(w, name_ev, path, &name) != 0)
+        return -1;
+    int fits = snprintf(entry, sizeof entry, "- %s", name) < (int)sizeof entry;
+    yaml_event_t value;
+    if (next_event(w, path, &value) != 0)
+        return -1;
+    int rc = 0;
+    if (!fits)
+        rc = fail_at(w, name_ev->start_mark, path, "value too long");
+    else if (value.type != YAML_SCALAR_EVENT || is_null(&value))
+        rc = fail_at(w, value.start_mark, path, "%s: expected a weight, got %s", entry + 2,
+                     node_kind(&value));
+    else if (scalar_text(w, &value, path, &weight) != 0)
+        rc = -1;
+    if (rc == 0) {
+        char text[1200];
+        snprintf(text, sizeof text, "%s %s", weight, entry + 2);
+        char *slot = list_slot(w, key, path, &value, list);
+        if (slot == NULL)
+            rc = -1;
+        else if (config_value_parse_element(key, text, slot, why, sizeof why) != 0)
+            rc = fail_at(w, value.start_mark, path, "%s: %s", entry + 2, why);
+        else {
+            for (size_t i = 0; i < list->count && rc == 0; i++)
+                if (config_value_same_element(key, list->elems + i * list->elem_size, slot)) {
+                    config_value_release(key, slot, 1);
+                    rc = fail_at(w, name_ev->start_mark, path, "%s is listed twice", entry + 2);
+                }
+            if (rc == 0)
+                list->count++;
+        }
+    }
+    yaml_event_delete(&value);
+    return rc;
+}
+
+static int walk_weight_map(struct walker *w, const struct config_key *key, const char *path,
+                           const yaml_event_t *start)
+{
+    struct list_build list = {.elem_size = config_value_elem_size(key)};
+    if (start->type != YAML_MAPPING_START_EVENT)
+        return fail_at(w, start->start_mark, path,
+                       "expected a mapping of values to weights, such as {\"10.0.0.5\": 3}, got %s",
+                       node_kind(start));
+    int rc = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if (next_event(w, path, &ev) != 0) {
+            rc = -1;
+            break;
+        }
+        int done = ev.type == YAML_MAPPING_END_EVENT;
+        if (!done)
+            rc = add_weight(w, key, path, &ev, &list);
+        yaml_event_delete(&ev);
+        if (rc != 0 || done)
+            break;
+    }
+    if (rc != 0) {
+        list_discard(key, &list);
+        return -1;
+    }
+    config_value_set_list_at(w->scope.base, key, list.elems, list.count);
+    return 0;
+}
+
 /* Where the value of `key` starts, for the required-key and unique-name checks. `key` is always a
  * row of the current scope: walk_entry() found it there with scope_find(). */
 static void note_given(struct walker *w, const struct config_key *key, yaml_mark_t mark)
@@ -412,6 +486,7 @@ static int walk_value(struct walker *w, const struct config_key *key, const char
     note_given(w, key, ev.start_mark);
     int rc = key->type == CONFIG_RATE_RULES    ? walk_rules(w, key, path, &ev)
              : key->type == CONFIG_USER_MAP    ? walk_user_map(w, key, path, &ev)
+             : key->type == CONFIG_WEIGHT_MAP  ? walk_weight_map(w, key, path, &ev)
              : config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
                                                : walk_scalar(w, key, path, &ev);
     yaml_event_delete(&ev);

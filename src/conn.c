@@ -368,6 +368,7 @@ static void on_forward_connected(void *owner, int fd)
     accesslog_decision(&c->admission.decision, &info.verdict, &rule, &info.paused);
     snprintf(info.rule, sizeof info.rule, "%s", rule != NULL ? rule : "");
     c->has_client_slot = 0; /* the tunnel gives it back */
+    info.flight = admission_take_flight(&c->admission); /* it counts while the tunnel is open */
     struct bufferevent *bev = client_take_for_tunnel(&c->client);
     struct tunnels *tunnels = c->home->tunnels;
     c->logged = 1; /* the tunnel writes the line when it ends */
@@ -415,14 +416,30 @@ static void on_admission_proceed(void *owner)
     }
     if (!conn_set_state(c, CONN_FORWARD))
         return;
-    forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL);
+    /* headers meant for rlproxy alone: a rule's cost_header and weight_header */
+    const struct rate_rule *rule = c->admission.decision.rule;
+    const char *drop[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+    if (rule != NULL && rule->cost_header[0] != '\0')
+        drop[n++] = rule->cost_header;
+    if (rule != NULL && rule->weight_header[0] != '\0')
+        drop[n++] = rule->weight_header;
+    forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL, drop);
     if (c->state == CONN_FORWARD) {
         after_head_done(c);
         event_active(c->kick, EV_TIMEOUT, 0); /* body bytes may be waiting in the input */
     }
 }
 
-static void on_admission_refuse(void *owner) { send_429(owner); }
+static void on_admission_refuse(void *owner)
+{
+    struct conn *c = owner;
+    if (c->admission.decision.bad_request) /* a rule's cost_header or weight_header */
+        send_error(c, 400, "%s: %s", c->admission.decision.bad_header,
+                   c->admission.decision.reason);
+    else
+        send_429(c);
+}
 
 static void on_admission_overload(void *owner, const char *why) { send_overload(owner, why); }
 

@@ -297,7 +297,7 @@ static const struct upstream_callbacks tunnel_callbacks = {
 /* ---- starting --------------------------------------------------------------------------------- */
 
 void forward_start(struct forward *f, const struct http_request *r, const struct config *config,
-                   int intercepted)
+                   int intercepted, const char *const *drop_headers)
 {
     f->request = r;
     f->config = config;
@@ -305,7 +305,7 @@ void forward_start(struct forward *f, const struct http_request *r, const struct
         f->spool_lost = 1; /* decided up front, not by how much arrived before an early answer */
     struct upstream_request req;
     struct upstream_request_text text;
-    if (upstream_request_build(&req, &text, r, config, intercepted) != 0) {
+    if (upstream_request_build(&req, &text, r, config, intercepted, drop_headers) != 0) {
         f->callbacks->failed(f->owner, 503, "out of memory");
         return;
     }

@@ -74,9 +74,10 @@ void forward_release(struct forward *f);
 void forward_reset(struct forward *f);
 
 /* Admitted: send the request (or open the CONNECT's connection). `intercepted`: the request came
- * inside an opened tunnel. On failure, failed() has run. */
+ * inside an opened tunnel. `drop_headers` (NULL-terminated, or NULL): headers meant for rlproxy
+ * alone (a rule's cost_header, weight_header), not forwarded. On failure, failed() has run. */
 void forward_start(struct forward *f, const struct http_request *request,
-                   const struct config *config, int intercepted);
+                   const struct config *config, int intercepted, const char *const *drop_headers);
 void forward_connect(struct forward *f, const struct http_request *request,
                      const struct config *config);
 /* Stops the transfer if one runs (the owner answers or closes). */

@@ -19,12 +19,14 @@
 #include <strings.h>
 
 #include "credential.h"
+#include "fair_queue.h"
 #include "http.h"
 #include "limit_headers.h"
 #include "util.h"
 
 #define STRIPES 64 /* lock stripes per rule: contention on one key never blocks the others */
 #define KEY_MAX 600
+#define WEIGHT_UNSAID UINT32_MAX /* no weight_header value: weights decides */
 
 /* What the origin said about one key (upstream_limits: follow): its quota as of one response,
  * and a pause it asked for. The budget left is `remaining` less the departures since the request
@@ -40,18 +42,31 @@ struct learned {
     uint64_t last_reset_us;   /* the last reset said, kept across renewals: for period_us */
 };
 
+/* A key of a rule with fair_by or max_concurrent: its held requests wait in a queue and are given
+ * the slot when it frees, in the queue's order; one of them (the waker) is told when to ask next.
+ * Apart from the window, so that keys of other rules do not pay for it. */
+struct key_queue {
+    struct fair_queue queue;
+    uint32_t inflight;          /* max_concurrent: admitted and not ended */
+    struct limiter_hold *waker; /* NULL: nobody is to ask at wake_at */
+    uint64_t wake_at;
+    uint64_t seen_us;           /* the latest time a decision or a hold was made at */
+};
+
 struct window {
     struct window *next; /* bucket chain */
     uint64_t hash;
     uint64_t *times; /* ring */
     uint32_t head, count, cap;
     uint32_t queued; /* outstanding holds: a window with holds is never freed */
-    uint64_t last_popped; /* the newest entry that left the ring (valid when has_popped) */
-    int has_popped;
     /* when held requests actually went: a timer that fires late must delay the requests whose
-     * slots were computed from it, or the origin would see them closer than a window apart */
+     * slots were computed from it, or the origin would see them closer than a window apart. A
+     * cancelled reservation that later ones were computed from is kept here too, as what it was
+     * computed from (linked: linked_first..linked_last): they wait for that in its place. */
     struct release {
         uint64_t scheduled, actual;
+        uint64_t linked_first, linked_last;
+        int linked;
     } *releases;
     uint32_t releases_head, releases_count, releases_cap;
     /* entries of requests that have not departed yet (limiter_stamp): they never leave the ring
@@ -64,6 +79,8 @@ struct window {
     uint64_t *unanswered;
     uint32_t unanswered_count, unanswered_cap;
     struct learned learned;
+    struct key_queue *kq; /* fair_by, max_concurrent: made at the key's first decision */
+    uint64_t reset_us;    /* an operator's reset (POST /limits): nothing before it comes back */
     size_t key_len;
     char key[];
 };
@@ -91,6 +108,7 @@ struct rule_state {
     struct rate_rule params; /* copies of the fields that define the windows (no match lists) */
     struct stripe stripes[STRIPES];
     _Atomic uint64_t admitted, delayed, rejected, queued, keys;
+    _Atomic uint64_t would_delay, would_reject; /* enforce: false */
 };
 
 struct limiter {
@@ -107,9 +125,25 @@ struct limiter_hold {
     struct rule_state *state;
     struct stripe *stripe;
     struct window *window;
-    uint64_t time_us; /* the reserved entry */
-    uint64_t base_us; /* the entry it displaced: it may go no earlier than base's actual + window */
-    int depart_later; /* its entry is pending until limiter_depart */
+    uint64_t time_us; /* the reserved entries (cost of them) */
+    /* the entries it displaced, oldest and newest: it may go no earlier than their actual
+     * departures + window */
+    uint64_t base_first_us, base_us;
+    uint32_t cost, displaced;
+    int depart_later; /* its entries are pending until limiter_depart */
+    /* a queued hold (fair_by, max_concurrent); in_queue_mode never changes, so it may be read
+     * without the lock (queued and granted change under it, from any thread) */
+    int in_queue_mode;
+    int queued;              /* in w->kq->queue: time_us is not known yet */
+    int granted;             /* its turn came: entries taken at time_us */
+    int posted, abandoned;   /* a wake-up is on its way; cancelled meanwhile: the call frees it */
+    uint64_t deadline_us;    /* max_delay after it was held */
+    struct fair_queue_item item;
+    struct util_call call;
+    util_post_fn post;
+    void *post_target;
+    void (*woken)(void *arg);
+    void *woken_arg;
 };
 
 static _Atomic uint64_t pause_decisions; /* requests held or refused for what an origin said */
@@ -151,6 +185,17 @@ static int ring_grow(struct window *w, uint32_t limit)
     return 0;
 }
 
+/* Room for `need` entries (at most limit); 0, or -1 when out of memory. */
+static int ring_reserve(struct window *w, uint32_t need, uint32_t limit)
+{
+    if (need > limit)
+        need = limit;
+    while (w->cap < need)
+        if (ring_grow(w, limit) != 0)
+            return -1;
+    return 0;
+}
+
 /* Inserts t keeping the order; the common case (t >= newest) is an append. */
 static void ring_insert(struct window *w, uint64_t t)
 {
@@ -165,8 +210,6 @@ static void ring_insert(struct window *w, uint64_t t)
 
 static void ring_pop_oldest(struct window *w)
 {
-    w->last_popped = ring_at(w, 0);
-    w->has_popped = 1;
     w->head = (w->head + 1) % w->cap;
     w->count--;
 }
@@ -236,30 +279,6 @@ static int pending_remove(struct window *w, uint64_t t)
         return 0;
     w->pending[i] = w->pending[--w->pending_count];
     return 1;
-}
-
-/* Takes a cancelled reservation out. The entry it displaced comes back as the oldest: the newest
- * entry that left the ring is exactly that when nothing else left since; otherwise the current
- * oldest stands in for it, which can only make the window stricter, never looser. */
-static void ring_cancel(struct window *w, uint64_t t)
-{
-    uint32_t i = 0;
-    while (i < w->count && ring_at(w, i) != t)
-        i++;
-    if (i == w->count)
-        return; /* already superseded: later reservations were computed from it */
-    for (; i + 1 < w->count; i++)
-        w->times[(w->head + i) % w->cap] = ring_at(w, i + 1);
-    w->count--;
-    uint64_t back = w->has_popped ? w->last_popped : (w->count > 0 ? ring_at(w, 0) : 0);
-    if (!w->has_popped && w->count == 0)
-        return; /* nothing ever left and nothing is left: the window is simply emptier */
-    if (w->count > 0 && back > ring_at(w, 0))
-        back = ring_at(w, 0);
-    w->has_popped = 0;
-    w->head = (w->head + w->cap - 1) % w->cap;
-    w->times[w->head] = back;
-    w->count++;
 }
 
 /* Entries that still count at `now` (newer than now - window), and when the oldest of them
@@ -376,6 +395,7 @@ static size_t build_key(const struct rate_rule *rule, const struct limiter_reque
 
 static void window_free(struct rule_state *st, struct window *w)
 {
+    free(w->kq);
     free(w->unanswered);
     free(w->pending);
     free(w->releases);
@@ -441,6 +461,7 @@ static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
     /* a key that learned something keeps it until its reset or pause is over */
     return w->queued == 0 && w->pending_count == 0 && w->unanswered_count == 0 &&
+           (w->kq == NULL || w->kq->inflight == 0) &&
            w->learned.reset_us <= now &&
            w->learned.paused_until_us <= now &&
            (w->count == 0 || ring_at(w, w->count - 1) + window_us <= now);
@@ -473,7 +494,9 @@ static int same_params(const struct rate_rule *a, const struct rate_rule *b)
            strcasecmp(a->key_header, b->key_header) == 0 && a->limit == b->limit &&
            a->window_ms == b->window_ms && a->over_limit == b->over_limit &&
            a->max_delay_ms == b->max_delay_ms && a->max_queue == b->max_queue &&
-           a->shared == b->shared && a->margin_ms == b->margin_ms;
+           a->shared == b->shared && a->margin_ms == b->margin_ms && a->fair_by == b->fair_by &&
+           strcasecmp(a->fair_header, b->fair_header) == 0 &&
+           a->max_concurrent == b->max_concurrent;
 }
 
 static struct rule_state *state_new(const struct rate_rule *rule, struct key_count *total_keys)
@@ -490,6 +513,8 @@ static struct rule_state *state_new(const struct rate_rule *rule, struct key_cou
     st->params.match_host = NULL;
     st->params.match_path_prefix = NULL;
     st->params.match_user = NULL;
+    st->params.weights = NULL; /* read from the current config's rule */
+    st->params.weights_count = 0;
     for (size_t i = 0; i < STRIPES; i++)
         pthread_mutex_init(&st->stripes[i].lock, NULL);
     return st;
@@ -584,6 +609,8 @@ void limiter_rule_stats(struct limiter *l, size_t index, struct limiter_rule_sta
     out->admitted = atomic_load(&st->admitted);
     out->delayed = atomic_load(&st->delayed);
     out->rejected = atomic_load(&st->rejected);
+    out->would_delay = atomic_load(&st->would_delay);
+    out->would_reject = atomic_load(&st->would_reject);
     out->queued = atomic_load(&st->queued);
     out->keys = atomic_load(&st->keys);
 }
@@ -673,15 +700,30 @@ static uint64_t learned_until(const struct rate_rule *p, struct window *w, uint6
     return k->reset_us != 0 ? k->reset_us + margin_us : now + counted_window_us(p);
 }
 
+/* enforce: false: what enforcing would have done is counted and shown, and the request goes on
+ * at once without an entry, so a dry run changes nothing for the requests that would go. */
+static void would(struct rule_state *st, enum limiter_verdict verdict, struct limiter_decision *out)
+{
+    out->would = verdict;
+    out->verdict = LIMITER_ADMIT;
+    out->hold = NULL;
+    atomic_fetch_add(verdict == LIMITER_DELAY ? &st->would_delay : &st->would_reject, 1);
+}
+
 /* With the stripe locked: a request the origin's word holds until `until`: held within max_delay
  * (no reservation: it asks again then), else refused. */
 static void learned_verdict(struct rule_state *st, uint64_t until, uint64_t now, const char *why,
-                            struct limiter_decision *out)
+                            int enforce, struct limiter_decision *out)
 {
     const struct rate_rule *p = &st->params;
+    int delay = p->over_limit == RATE_OVER_DELAY && until - now <= p->max_delay_ms * 1000;
+    if (!enforce) {
+        would(st, delay ? LIMITER_DELAY : LIMITER_REJECT, out);
+        return;
+    }
     atomic_fetch_add(&pause_decisions, 1);
     out->paused = 1;
-    if (p->over_limit == RATE_OVER_DELAY && until - now <= p->max_delay_ms * 1000) {
+    if (delay) {
         out->verdict = LIMITER_DELAY;
         out->delay_us = until - now;
         atomic_fetch_add(&st->delayed, 1);
@@ -690,31 +732,74 @@ static void learned_verdict(struct rule_state *st, uint64_t until, uint64_t now,
     }
 }
 
-/* Takes an entry for a request admitted at `t`: pending when the caller stamps its departure. */
-static int admit_entry(struct rule_state *st, struct stripe *s, struct window *w, uint64_t t,
-                       int depart_later, struct limiter_decision *out)
+/* Takes `cost` pending entries at t; 0, or -1 (none taken) when out of memory. */
+static int pending_add_units(struct window *w, uint64_t t, uint32_t cost)
 {
-    if (depart_later && pending_add(w, t) != 0)
+    for (uint32_t i = 0; i < cost; i++)
+        if (pending_add(w, t) != 0) {
+            while (i-- > 0)
+                pending_remove(w, t);
+            return -1;
+        }
+    return 0;
+}
+
+/* Takes the entries of a request admitted at `t`: pending when the caller stamps its departure. */
+static int admit_entry(struct rule_state *st, struct stripe *s, struct window *w, uint64_t t,
+                       int depart_later, uint32_t cost, struct limiter_decision *out)
+{
+    if (depart_later && pending_add_units(w, t, cost) != 0)
         return -1;
-    ring_insert(w, t);
+    for (uint32_t i = 0; i < cost; i++)
+        ring_insert(w, t);
     if (!depart_later)
         w->departures++; /* stamped at admission */
     out->verdict = LIMITER_ADMIT;
     if (depart_later)
-        out->stamp = (struct limiter_stamp){st, s, w, t};
+        out->stamp = (struct limiter_stamp){st, s, w, t, cost};
     return 0;
+}
+
+/* With the stripe locked: a request over the limit reserves the slot that frees first for its
+ * `cost` units: the `displaced` oldest entries make room and its entries take their place at
+ * free_at. Entries are added at the end, so the ring stays sorted. */
+static void reserve(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
+                    uint64_t free_at, uint32_t displaced, int depart_later, uint32_t cost,
+                    struct limiter_decision *out)
+{
+    struct limiter_hold *hold = malloc(sizeof *hold);
+    if (hold == NULL || (depart_later && pending_add_units(w, free_at, cost) != 0)) {
+        free(hold);
+        reject(st, out, free_at - now, "out of memory");
+        return;
+    }
+    uint64_t first = ring_at(w, 0), last = ring_at(w, displaced - 1);
+    for (uint32_t i = 0; i < displaced; i++)
+        ring_pop_oldest(w);
+    for (uint32_t i = 0; i < cost; i++)
+        ring_insert(w, free_at);
+    w->queued++;
+    *hold = (struct limiter_hold){.state = st, .stripe = s, .window = w, .time_us = free_at,
+                                  .base_first_us = first, .base_us = last, .cost = cost,
+                                  .displaced = displaced, .depart_later = depart_later};
+    out->verdict = LIMITER_DELAY;
+    out->delay_us = free_at - now;
+    out->hold = hold;
+    atomic_fetch_add(&st->delayed, 1);
+    atomic_fetch_add(&st->queued, 1);
 }
 
 /* With the stripe locked: the decision for one window. */
 static void decide_window(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
-                          int depart_later, struct limiter_decision *out)
+                          int depart_later, uint32_t cost, int enforce,
+                          struct limiter_decision *out)
 {
     const struct rate_rule *p = &st->params;
     uint64_t window_us = counted_window_us(p);
     /* Entries that no longer count leave now, so the ring holds only the current window: without
      * this a key below its limit keeps up to `limit` stale entries, and ring_in_window() below
      * walks all of them on every request (O(limit) per request, a modulo per step). An entry
-     * displaced by a reservation (see ring_cancel) is never among them: it is newer than
+     * displaced by a reservation (see cancel_reservation) is never among them: it is newer than
      * now - window until the reservation's own time has come. A pending entry stays: its request
      * has not reached the origin yet, so it counts from its departure, which is later than now. */
     while (w->count > 0 && ring_at(w, 0) + window_us <= now &&
@@ -723,50 +808,355 @@ static void decide_window(struct rule_state *st, struct stripe *s, struct window
     const char *why = NULL;
     uint64_t until = learned_until(p, w, now, &why);
     if (until > now) { /* the stricter of the rule and the origin's word */
-        learned_verdict(st, until, now, why, out);
+        learned_verdict(st, until, now, why, enforce, out);
         out->reset_us = until - now;
         return;
     }
-    if (w->count == w->cap && w->count < p->limit && ring_grow(w, p->limit) != 0) {
+    if (ring_reserve(w, w->count + cost, p->limit) != 0) {
         reject(st, out, 1000000, "out of memory");
-    } else if (w->count < p->limit) {
-        if (admit_entry(st, s, w, now, depart_later, out) != 0)
+    } else if (w->count + cost <= p->limit) {
+        if (admit_entry(st, s, w, now, depart_later, cost, out) != 0)
             reject(st, out, 1000000, "out of memory");
     } else {
-        uint64_t oldest = ring_at(w, 0);
-        /* the oldest counts until window after it departs; a pending one has not: at the
+        /* the request's units fit once this many of the oldest entries have left */
+        uint32_t displaced = w->count + cost - p->limit;
+        uint64_t newest_displaced = ring_at(w, displaced - 1);
+        /* an entry counts until window after it departs; a pending one has not: at the
          * earliest it departs now */
-        uint64_t free_at = oldest + window_us > now ? oldest + window_us : now + window_us;
+        uint64_t free_at = newest_displaced + window_us > now ? newest_displaced + window_us
+                                                              : now + window_us;
         if (p->over_limit == RATE_OVER_REJECT) {
             reject(st, out, free_at - now, "over the limit");
         } else if (free_at - now > p->max_delay_ms * 1000) {
             reject(st, out, free_at - now, "the wait would exceed max_delay");
         } else if (atomic_load(&st->queued) >= p->max_queue) { /* per rule, as documented */
             reject(st, out, free_at - now, "the queue of held requests is full (max_queue)");
+        } else if (!enforce) {
+            would(st, LIMITER_DELAY, out);
+            out->delay_us = free_at - now;
         } else {
-            struct limiter_hold *hold = malloc(sizeof *hold);
-            if (hold == NULL || (depart_later && pending_add(w, free_at) != 0)) {
-                free(hold);
-                reject(st, out, free_at - now, "out of memory");
-            } else {
-                ring_pop_oldest(w);
-                ring_insert(w, free_at);
-                w->queued++;
-                *hold = (struct limiter_hold){st, s, w, free_at, oldest, depart_later};
-                out->verdict = LIMITER_DELAY;
-                out->delay_us = free_at - now;
-                out->hold = hold;
-                atomic_fetch_add(&st->delayed, 1);
-                atomic_fetch_add(&st->queued, 1);
-            }
+            reserve(st, s, w, now, free_at, displaced, depart_later, cost, out);
+        }
+        if (!enforce && out->verdict == LIMITER_REJECT) {
+            atomic_fetch_sub(&st->rejected, 1); /* reject() counted it: it was not enforced */
+            would(st, LIMITER_REJECT, out);
         }
     }
-    if (out->verdict == LIMITER_ADMIT)
+    if (out->verdict == LIMITER_ADMIT && out->would == LIMITER_UNLIMITED)
         atomic_fetch_add(&st->admitted, 1);
     /* what the RateLimit fields report: room left at the moment the request goes ahead */
     uint64_t at = out->verdict == LIMITER_DELAY ? now + out->delay_us : now;
     uint32_t used = ring_in_window(w, at, window_us, &out->reset_us);
     out->remaining = used >= p->limit ? 0 : p->limit - used;
+}
+
+/* ---- held requests in a queue (fair_by, max_concurrent) ------------------------------------------
+ *
+ * Such a rule's held requests reserve no slot: they wait in the window's fair queue, and when the
+ * ring has room (and the key has fewer than max_concurrent in flight) the queue's next request
+ * takes its entries there and then. The ring stays the only judge of when; the queue only says
+ * who. Nobody polls: the one request told to (the waker) asks again when the next slot frees,
+ * a request whose turn comes is told at once through its post function, and a cancelled or
+ * finished request passes its place on at once. */
+
+static int queue_mode(const struct rate_rule *p)
+{
+    return p->fair_by != RATE_FAIR_NONE || p->max_concurrent > 0;
+}
+
+static struct limiter_hold *hold_of(struct fair_queue_item *item)
+{
+    return (struct limiter_hold *)(void *)((char *)item - offsetof(struct limiter_hold, item));
+}
+
+/* Entries that no longer count leave (see decide_window). */
+static void drop_stale(struct window *w, uint64_t now, uint64_t window_us)
+{
+    while (w->count > 0 && ring_at(w, 0) + window_us <= now &&
+           (w->pending_count == 0 || pending_index(w, ring_at(w, 0)) < 0))
+        ring_pop_oldest(w);
+}
+
+/* Runs on the held request's own thread. A hold cancelled while its call was on the way is freed
+ * here, where nothing else can reach it any more. */
+static void on_posted(void *arg)
+{
+    struct limiter_hold *hold = arg;
+    pthread_mutex_lock(&hold->stripe->lock);
+    hold->posted = 0;
+    int gone = hold->abandoned;
+    pthread_mutex_unlock(&hold->stripe->lock);
+    if (gone) {
+        struct rule_state *st = hold->state;
+        free(hold);
+        state_unref(st);
+        return;
+    }
+    hold->woken(hold->woken_arg);
+}
+
+/* With the stripe locked: tells the held request to ask limiter_hold_ready. */
+static void notify(struct limiter_hold *hold)
+{
+    if (hold->post == NULL || hold->posted)
+        return;
+    hold->posted = 1;
+    hold->call.fn = on_posted;
+    hold->call.arg = hold;
+    hold->post(hold->post_target, &hold->call);
+}
+
+/* With the stripe locked: someone must ask again at `at`. The waker keeps its place (told only
+ * when that is sooner than it thinks); without one, the request whose turn it is becomes it. */
+static void set_waker(struct window *w, struct limiter_hold *next, uint64_t at)
+{
+    if (w->kq->waker != NULL) {
+        uint64_t before = w->kq->wake_at;
+        w->kq->wake_at = at;
+        if (at < before)
+            notify(w->kq->waker);
+        return;
+    }
+    w->kq->waker = next;
+    w->kq->wake_at = at;
+    notify(next);
+}
+
+/* With the stripe locked: the slot is the hold's: its entries are taken now. */
+static void grant(struct rule_state *st, struct window *w, struct limiter_hold *hold, uint64_t now)
+{
+    fair_queue_remove(&w->kq->queue, &hold->item, 1);
+    hold->queued = 0;
+    hold->granted = 1;
+    hold->time_us = now;
+    if (hold->depart_later && pending_add_units(w, now, hold->cost) != 0)
+        hold->depart_later = 0; /* out of memory: counted from now, as if it departed now */
+    for (uint32_t i = 0; i < hold->cost; i++)
+        ring_insert(w, now);
+    if (!hold->depart_later)
+        w->departures++;
+    if (st->params.max_concurrent > 0)
+        w->kq->inflight++;
+    if (w->kq->waker == hold)
+        w->kq->waker = NULL;
+    notify(hold);
+}
+
+/* With the stripe locked: gives freed slots to the queue, in its order, and leaves a waker for
+ * the next one. Time never runs backwards here: a call without a clock of its own (a cancel) uses
+ * the latest time the window saw. */
+static void pump(struct rule_state *st, struct window *w, uint64_t now)
+{
+    const struct rate_rule *p = &st->params;
+    uint64_t window_us = counted_window_us(p);
+    if (now < w->kq->seen_us)
+        now = w->kq->seen_us;
+    w->kq->seen_us = now;
+    drop_stale(w, now, window_us);
+    while (w->kq->queue.items > 0) {
+        if (p->max_concurrent > 0 && w->kq->inflight >= p->max_concurrent)
+            return; /* limiter_flight_end pumps */
+        struct limiter_hold *next = hold_of(fair_queue_peek(&w->kq->queue));
+        const char *why = NULL;
+        uint64_t until = learned_until(p, w, now, &why);
+        if (until > now) { /* the origin's word holds the key */
+            set_waker(w, next, until);
+            return;
+        }
+        if (ring_reserve(w, w->count + next->cost, p->limit) != 0)
+            return; /* out of memory: the waker or a deadline asks again */
+        if (w->count + next->cost <= p->limit) {
+            grant(st, w, next, now);
+            continue;
+        }
+        uint64_t oldest = ring_at(w, w->count + next->cost - p->limit - 1);
+        uint64_t at = oldest + window_us;
+        if (at <= now) /* it has not departed yet: ask again shortly */
+            at = now + LIMITER_PENDING_RECHECK_US;
+        set_waker(w, next, at);
+        return;
+    }
+}
+
+/* The value of the rule's fair_by for the request: whose turn it is. */
+static size_t fair_value(const struct rate_rule *p, const struct limiter_request *r,
+                         const struct credential_key *credential_key, char *out, size_t len)
+{
+    switch (p->fair_by) {
+    case RATE_FAIR_CLIENT:
+        if (r->client_ip != NULL)
+            snprintf(out, len, "%s", r->client_ip);
+        else
+            client_ip(r->client, out, len);
+        break;
+    case RATE_FAIR_USER:
+        snprintf(out, len, "%s", r->user != NULL ? r->user : "-");
+        break;
+    case RATE_FAIR_HEADER: {
+        char text[CREDENTIAL_TEXT_SIZE];
+        size_t value_len = 0;
+        const char *value =
+            r->find_header != NULL ? r->find_header(r->headers, p->fair_header, &value_len) : NULL;
+        credential_text(credential_key, value, value != NULL ? value_len : 0, text);
+        snprintf(out, len, "%s", text);
+        break;
+    }
+    default:
+        out[0] = '\0';
+    }
+    return strlen(out);
+}
+
+/* With the stripe locked: holds the request in the queue until its turn, at most max_delay. */
+static void enqueue(struct rule_state *st, struct window *w, uint64_t now,
+                    const struct limiter_request *r, const struct rate_rule *rule,
+                    const struct credential_key *credential_key, uint32_t cost, uint32_t weight,
+                    struct limiter_decision *out)
+{
+    const struct rate_rule *p = &st->params;
+    char value[KEY_MAX];
+    size_t len = fair_value(p, r, credential_key, value, sizeof value);
+    /* weights: the current config's, by value; a weight_header's value wins; a flow keeps the
+     * weight it was made with while it has requests held */
+    if (weight == WEIGHT_UNSAID) {
+        weight = 1;
+        for (size_t i = 0; i < rule->weights_count; i++)
+            if (strcmp(rule->weights[i].value, value) == 0)
+                weight = rule->weights[i].weight;
+    }
+    struct limiter_hold *hold = calloc(1, sizeof *hold);
+    if (hold == NULL || fair_queue_push(&w->kq->queue, &hold->item, value, len, weight, cost) != 0) {
+        free(hold);
+        reject(st, out, 1000000, "out of memory");
+        return;
+    }
+    hold->state = st;
+    hold->stripe = &st->stripes[w->hash % STRIPES];
+    hold->window = w;
+    hold->cost = cost;
+    hold->depart_later = r->depart_later;
+    hold->in_queue_mode = 1;
+    hold->queued = 1;
+    hold->deadline_us = now + p->max_delay_ms * 1000;
+    hold->post = r->post;
+    hold->post_target = r->post_target;
+    hold->woken = r->woken;
+    hold->woken_arg = r->woken_arg;
+    atomic_fetch_add(&st->refs, 1); /* a hold outlives nothing it points into */
+    w->queued++;
+    out->verdict = LIMITER_DELAY;
+    out->delay_us = p->max_delay_ms * 1000; /* at the latest; its turn is told */
+    out->hold = hold;
+    atomic_fetch_add(&st->delayed, 1);
+    atomic_fetch_add(&st->queued, 1);
+    pump(st, w, now);
+}
+
+/* With the stripe locked: the decision of a rule with fair_by or max_concurrent. */
+static void decide_queued(struct rule_state *st, struct stripe *s, struct window *w, uint64_t now,
+                          const struct limiter_request *r, const struct rate_rule *rule,
+                          const struct credential_key *credential_key, uint32_t cost,
+                          uint32_t weight, struct limiter_decision *out)
+{
+    const struct rate_rule *p = &st->params;
+    int enforce = rule->enforce;
+    uint64_t window_us = counted_window_us(p);
+    if (w->kq == NULL && (w->kq = calloc(1, sizeof *w->kq)) == NULL) {
+        reject(st, out, 1000000, "out of memory");
+        return;
+    }
+    if (now > w->kq->seen_us)
+        w->kq->seen_us = now;
+    drop_stale(w, now, window_us);
+    const char *why = NULL;
+    uint64_t until = learned_until(p, w, now, &why);
+    if (until > now) {
+        learned_verdict(st, until, now, why, enforce, out);
+        out->reset_us = until - now;
+        return;
+    }
+    if (ring_reserve(w, w->count + cost, p->limit) != 0) {
+        reject(st, out, 1000000, "out of memory");
+        return;
+    }
+    int room = w->count + cost <= p->limit;
+    int below_cap = p->max_concurrent == 0 || w->kq->inflight < p->max_concurrent;
+    if (room && below_cap && w->kq->queue.items == 0) { /* nobody waits before it */
+        if (admit_entry(st, s, w, now, r->depart_later, cost, out) != 0) {
+            reject(st, out, 1000000, "out of memory");
+            return;
+        }
+        if (p->max_concurrent > 0) {
+            w->kq->inflight++;
+            out->flight = (struct limiter_flight){st, s, w};
+        }
+    } else {
+        /* at the earliest when the window has room for it: a wait can only be longer */
+        uint64_t free_at = now;
+        if (!room) {
+            uint64_t oldest = ring_at(w, w->count + cost - p->limit - 1);
+            free_at = oldest + window_us > now ? oldest + window_us : now + window_us;
+        }
+        uint64_t retry_us = free_at > now ? free_at - now : 1000000;
+        if (p->over_limit == RATE_OVER_REJECT)
+            reject(st, out, retry_us,
+                   room ? "too many requests of this key in flight (max_concurrent)"
+                        : "over the limit");
+        else if (free_at - now > p->max_delay_ms * 1000)
+            reject(st, out, retry_us, "the wait would exceed max_delay");
+        else if (atomic_load(&st->queued) >= p->max_queue)
+            reject(st, out, retry_us, "the queue of held requests is full (max_queue)");
+        else if (!enforce)
+            would(st, LIMITER_DELAY, out);
+        else
+            enqueue(st, w, now, r, rule, credential_key, cost, weight, out);
+        if (!enforce && out->verdict == LIMITER_REJECT) {
+            atomic_fetch_sub(&st->rejected, 1);
+            would(st, LIMITER_REJECT, out);
+        }
+    }
+    if (out->verdict == LIMITER_ADMIT && out->would == LIMITER_UNLIMITED)
+        atomic_fetch_add(&st->admitted, 1);
+    uint32_t used = ring_in_window(w, now, window_us, &out->reset_us);
+    out->remaining = used >= p->limit ? 0 : p->limit - used;
+}
+
+/* cost_header's value: a whole number from 1 to the limit; 0 when it is none. */
+static uint32_t parse_cost(const char *value, size_t len, uint32_t limit)
+{
+    uint64_t cost = 0;
+    if (len == 0 || len > 10)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            return 0;
+        cost = cost * 10 + (uint64_t)(value[i] - '0');
+    }
+    return cost >= 1 && cost <= limit ? (uint32_t)cost : 0;
+}
+
+/* The units a request takes: its cost_header's value when the rule names one and it is there,
+ * else the rule's cost; 0 when the header's value is not a cost. */
+static uint32_t request_cost(const struct rate_rule *rule, const struct limiter_request *r)
+{
+    uint32_t cost = rule->cost > 0 ? rule->cost : 1; /* 0 only in a rule not made by config.c */
+    if (rule->cost_header[0] == '\0' || r->find_header == NULL)
+        return cost;
+    size_t len = 0;
+    const char *value = r->find_header(r->headers, rule->cost_header, &len);
+    return value != NULL ? parse_cost(value, len, rule->limit) : cost;
+}
+
+/* The request's weight_header value when the rule names one and it is there; WEIGHT_UNSAID else
+ * (weights by fair_by value are looked up when the request joins a queue); 0 when it is no
+ * weight. */
+static uint32_t request_weight(const struct rate_rule *rule, const struct limiter_request *r)
+{
+    if (rule->weight_header[0] == '\0' || r->find_header == NULL)
+        return WEIGHT_UNSAID;
+    size_t len = 0;
+    const char *value = r->find_header(r->headers, rule->weight_header, &len);
+    return value != NULL ? parse_cost(value, len, RATE_WEIGHT_MAX) : WEIGHT_UNSAID;
 }
 
 void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t now_us,
@@ -780,8 +1170,29 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     if (i == l->rule_count)
         return;
     struct rule_state *st = l->states[i];
-    out->rule = &l->rules[i];
+    /* cost and enforce come from this config's rule, not the kept state: a reload that changes
+     * only them keeps the windows */
+    const struct rate_rule *rule = &l->rules[i];
+    out->rule = rule;
     out->rule_index = i;
+    out->cost = request_cost(rule, r);
+    if (out->cost == 0) {
+        out->verdict = LIMITER_REJECT;
+        out->bad_request = 1;
+        out->bad_header = rule->cost_header;
+        out->reason = "the cost header's value is not a whole number from 1 to the rule's limit";
+        return;
+    }
+    uint32_t weight = request_weight(rule, r);
+    if (weight == 0) {
+        out->verdict = LIMITER_REJECT;
+        out->bad_request = 1;
+        out->bad_header = rule->weight_header;
+        out->reason = "the weight header's value is not a whole number from 1 to 1000";
+        return;
+    }
+    if (out->cost > st->params.limit) /* a reload lowered the limit under a kept cost */
+        out->cost = st->params.limit;
     char key[KEY_MAX];
     size_t len = build_key(&st->params, r, l->credential_key, key);
     uint64_t hash = hash_key(key, len);
@@ -794,8 +1205,10 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     }
     if (w == NULL)
         reject(st, out, st->params.window_ms * 1000, "too many distinct keys (rate_limits_max_keys)");
+    else if (queue_mode(&st->params))
+        decide_queued(st, s, w, now_us, r, rule, l->credential_key, out->cost, weight, out);
     else
-        decide_window(st, s, w, now_us, r->depart_later, out);
+        decide_window(st, s, w, now_us, r->depart_later, out->cost, rule->enforce, out);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -889,27 +1302,145 @@ size_t limiter_key(const struct rate_rule *rule, const struct limiter_request *r
     return n < len ? n : len - 1;
 }
 
-/* With the stripe locked: when the request that was scheduled at `scheduled` actually went (0 if
- * it went on time or is not known). */
-static uint64_t actual_release(const struct window *w, uint64_t scheduled)
+/* The entries a held request's slot was computed from: its displaced range, and the ranges that
+ * cancelled reservations within it were computed from in turn (up to RANGES_MAX). */
+#define RANGES_MAX 16
+struct ranges {
+    uint64_t first[RANGES_MAX], last[RANGES_MAX];
+    uint32_t count;
+};
+
+static void ranges_of(const struct window *w, uint64_t first, uint64_t last, struct ranges *out)
+{
+    out->count = 0;
+    out->first[out->count] = first;
+    out->last[out->count++] = last;
+    for (uint32_t k = 0; k < out->count; k++)
+        for (uint32_t i = 0; i < w->releases_count && out->count < RANGES_MAX; i++) {
+            const struct release *r = &w->releases[(w->releases_head + i) % w->releases_cap];
+            if (r->linked && r->scheduled >= out->first[k] &&
+                r->scheduled <= out->last[k]) {
+                out->first[out->count] = r->linked_first;
+                out->last[out->count++] = r->linked_last;
+            }
+        }
+}
+
+static int in_ranges(const struct ranges *rs, uint64_t t)
+{
+    for (uint32_t k = 0; k < rs->count; k++)
+        if (t >= rs->first[k] && t <= rs->last[k])
+            return 1;
+    return 0;
+}
+
+/* With the stripe locked: when the requests scheduled within the ranges actually went, the latest
+ * (0 if they went on time or are not known). */
+static uint64_t actual_release(const struct window *w, const struct ranges *rs)
 {
     uint64_t actual = 0;
     for (uint32_t i = 0; i < w->releases_count; i++) {
         const struct release *r = &w->releases[(w->releases_head + i) % w->releases_cap];
-        if (r->scheduled == scheduled && r->actual > actual)
+        if (!r->linked && in_ranges(rs, r->scheduled) && r->actual > actual)
             actual = r->actual;
     }
     return actual;
 }
 
+/* With the stripe locked: 1 when an entry within the ranges has not departed. */
+static int pending_within(const struct window *w, const struct ranges *rs)
+{
+    for (uint32_t i = 0; i < w->pending_count; i++)
+        if (in_ranges(rs, w->pending[i]))
+            return 1;
+    return 0;
+}
+
+/* Entries equal to t in the ring. */
+static uint32_t ring_count_of(const struct window *w, uint64_t t)
+{
+    uint32_t n = 0;
+    for (uint32_t i = ring_lower_bound(w, t); i < w->count && ring_at(w, i) == t; i++)
+        n++;
+    return n;
+}
+
+static uint32_t pending_count_of(const struct window *w, uint64_t t)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < w->pending_count; i++)
+        n += w->pending[i] == t;
+    return n;
+}
+
+static void record_release(struct window *w, uint32_t limit, struct release release);
+
+/* With the stripe locked: takes a cancelled reservation's entries out and puts back the entries it
+ * displaced. Entries of it that later reservations displaced in turn stand for as many of its own
+ * (those reservations wait a window after it, later than after any of them), so only the rest
+ * come back, and the later ones learn to wait for what it was computed from instead. Each entry
+ * comes back no earlier than its request reached the origin: one still on its way at its own
+ * time (its departure moves it), the others at the newest displaced time or the latest late
+ * departure among them, which is exact for the newest and stricter for the rest. */
+static void cancel_reservation(struct window *w, const struct limiter_hold *hold)
+{
+    uint32_t removed = 0;
+    while (removed < hold->cost && ring_remove(w, hold->time_us))
+        removed++;
+    uint32_t superseded = hold->cost - removed;
+    if (superseded > 0)
+        record_release(w, hold->state->params.limit,
+                       (struct release){hold->time_us, 0, hold->base_first_us, hold->base_us, 1});
+    uint32_t back = hold->displaced > superseded ? hold->displaced - superseded : 0;
+    if (hold->base_us < w->reset_us)
+        back = 0; /* what it displaced was reset */
+    struct ranges rs;
+    ranges_of(w, hold->base_first_us, hold->base_us, &rs);
+    for (uint32_t i = 0; i < w->pending_count && back > 0 && w->count < w->cap; i++) {
+        uint64_t p = w->pending[i];
+        if (in_ranges(&rs, p) && ring_count_of(w, p) < pending_count_of(w, p)) {
+            ring_insert(w, p);
+            back--;
+        }
+    }
+    uint64_t at = actual_release(w, &rs);
+    if (at < hold->base_us)
+        at = hold->base_us;
+    for (; back > 0 && w->count < w->cap; back--)
+        ring_insert(w, at);
+}
+
+/* limiter_hold_ready for a queued hold, with the stripe locked. */
+static uint64_t queued_ready(struct limiter_hold *hold, uint64_t now)
+{
+    struct window *w = hold->window;
+    if (hold->queued)
+        pump(hold->state, w, now);
+    if (hold->granted)
+        return 0;
+    if (now >= hold->deadline_us)
+        return LIMITER_HOLD_EXPIRED;
+    uint64_t until = hold->deadline_us;
+    if (w->kq->waker == hold && w->kq->wake_at < until)
+        until = w->kq->wake_at;
+    return until > now ? until - now : 1;
+}
+
 uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
 {
     pthread_mutex_lock(&hold->stripe->lock);
-    if (hold->window->pending_count > 0 && pending_index(hold->window, hold->base_us) >= 0) {
+    if (hold->in_queue_mode) {
+        uint64_t wait = queued_ready(hold, now_us);
+        pthread_mutex_unlock(&hold->stripe->lock);
+        return wait;
+    }
+    struct ranges rs;
+    ranges_of(hold->window, hold->base_first_us, hold->base_us, &rs);
+    if (pending_within(hold->window, &rs)) {
         pthread_mutex_unlock(&hold->stripe->lock); /* it follows a request still on its way */
         return LIMITER_PENDING_RECHECK_US;
     }
-    uint64_t actual = actual_release(hold->window, hold->base_us);
+    uint64_t actual = actual_release(hold->window, &rs);
     pthread_mutex_unlock(&hold->stripe->lock);
     uint64_t earliest = hold->time_us; /* timers may fire early by the loop's cached time */
     uint64_t window_us = counted_window_us(&hold->state->params);
@@ -918,14 +1449,15 @@ uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us)
     return earliest > now_us ? earliest - now_us : 0;
 }
 
-/* Late releases only: on-time ones change nothing. The log keeps the last `limit` of them, which
- * covers every hold still waiting on one. */
-static void record_release(struct window *w, uint32_t limit, uint64_t scheduled, uint64_t actual)
+/* Late releases only: on-time ones change nothing. The log keeps the last 2 x limit + 64 of them
+ * and of the links of cancelled reservations (one each per request, whatever its cost): the holds
+ * still waiting were computed from at most `limit` entries of the window. */
+static void record_release(struct window *w, uint32_t limit, struct release release)
 {
-    if (actual <= scheduled)
+    if (release.actual <= release.scheduled && !release.linked)
         return;
     if (w->releases == NULL) {
-        w->releases_cap = limit < 4096 ? limit : 4096;
+        w->releases_cap = limit < 4096 ? 2 * limit + 64 : 8256;
         w->releases = calloc(w->releases_cap, sizeof *w->releases);
         if (w->releases == NULL)
             return;
@@ -935,35 +1467,65 @@ static void record_release(struct window *w, uint32_t limit, uint64_t scheduled,
         w->releases_head = (w->releases_head + 1) % w->releases_cap;
     else
         w->releases_count++;
-    w->releases[slot] = (struct release){scheduled, actual};
+    w->releases[slot] = release;
 }
 
 void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us)
 {
     if (hold == NULL)
         return;
-    if (hold->depart_later) { /* went and departed at once */
+    if (hold->depart_later || hold->in_queue_mode) { /* went and departed at once */
         struct limiter_stamp stamp;
-        limiter_hold_go(hold, &stamp);
+        limiter_hold_go(hold, &stamp, NULL);
         limiter_depart(&stamp, now_us, NULL);
         return;
     }
     pthread_mutex_lock(&hold->stripe->lock);
-    record_release(hold->window, hold->state->params.limit, hold->time_us, now_us);
+    record_release(hold->window, hold->state->params.limit,
+                   (struct release){hold->time_us, now_us, 0, 0, 0});
     hold->window->queued--;
     pthread_mutex_unlock(&hold->stripe->lock);
     atomic_fetch_sub(&hold->state->queued, 1);
     free(hold);
 }
 
-void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp)
+void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp,
+                     struct limiter_flight *flight)
 {
-    *stamp = (struct limiter_stamp){hold->state, hold->stripe, hold->window, hold->time_us};
+    struct rule_state *st = hold->state;
+    *stamp = (struct limiter_stamp){st, hold->stripe, hold->window, hold->time_us, hold->cost};
+    struct limiter_flight taken = {NULL, NULL, NULL};
+    if (hold->granted && st->params.max_concurrent > 0)
+        taken = (struct limiter_flight){st, hold->stripe, hold->window};
+    int counted = hold->in_queue_mode; /* a queued hold holds a reference to its rule's state */
     pthread_mutex_lock(&hold->stripe->lock);
     hold->window->queued--; /* its entry stays pending until the stamp departs */
+    int keep = hold->posted; /* its wake-up is on the way: on_posted frees it */
+    hold->abandoned = keep;
     pthread_mutex_unlock(&hold->stripe->lock);
-    atomic_fetch_sub(&hold->state->queued, 1);
-    free(hold);
+    atomic_fetch_sub(&st->queued, 1);
+    if (!keep)
+        free(hold);
+    if (flight != NULL)
+        *flight = taken;
+    else
+        limiter_flight_end(&taken, 0);
+    if (counted && !keep)
+        state_unref(st);
+}
+
+void limiter_flight_end(struct limiter_flight *flight, uint64_t now_us)
+{
+    struct window *w = flight->window;
+    if (w == NULL)
+        return;
+    struct stripe *s = flight->stripe;
+    pthread_mutex_lock(&s->lock);
+    if (w->kq->inflight > 0)
+        w->kq->inflight--;
+    pump(flight->state, w, now_us);
+    pthread_mutex_unlock(&s->lock);
+    flight->window = NULL;
 }
 
 uint64_t limiter_depart(struct limiter_stamp *stamp, uint64_t now_us, struct limiter_stamp *answer)
@@ -975,19 +1537,25 @@ uint64_t limiter_depart(struct limiter_stamp *stamp, uint64_t now_us, struct lim
     struct rule_state *st = stamp->state;
     uint64_t seq = 0;
     pthread_mutex_lock(&s->lock);
-    if (pending_remove(w, stamp->time_us)) {
+    uint32_t units = 0;
+    while (units < stamp->cost && pending_remove(w, stamp->time_us))
+        units++;
+    if (units > 0) {
         seq = ++w->departures;
         if (answer != NULL && st->params.upstream_limits == RATE_UPSTREAM_FOLLOW &&
             grow_u64(&w->unanswered, &w->unanswered_cap, w->unanswered_count) == 0) {
             w->unanswered[w->unanswered_count++] = seq; /* pins the window until answered */
-            *answer = (struct limiter_stamp){st, s, w, seq};
+            *answer = (struct limiter_stamp){st, s, w, seq, 0};
         }
-        if (now_us > stamp->time_us) {
+        int displaced = 0;
+        for (uint32_t i = 0; i < units && now_us > stamp->time_us; i++) {
             if (ring_remove(w, stamp->time_us))
                 ring_insert(w, now_us);
             else /* displaced by a held request's reservation: that request waits for this one */
-                record_release(w, st->params.limit, stamp->time_us, now_us);
+                displaced = 1;
         }
+        if (displaced)
+            record_release(w, st->params.limit, (struct release){stamp->time_us, now_us, 0, 0, 0});
     }
     pthread_mutex_unlock(&s->lock);
     stamp->window = NULL;
@@ -1000,19 +1568,57 @@ void limiter_abandon(struct limiter_stamp *stamp)
         return;
     struct stripe *s = stamp->stripe;
     pthread_mutex_lock(&s->lock);
-    pending_remove(stamp->window, stamp->time_us);
+    for (uint32_t i = 0; i < stamp->cost; i++)
+        pending_remove(stamp->window, stamp->time_us);
     pthread_mutex_unlock(&s->lock);
     stamp->window = NULL;
+}
+
+/* limiter_hold_cancel for a queued hold: its place, or the slot it was given and did not use,
+ * goes to the next in the queue at once. */
+static void cancel_queued(struct limiter_hold *hold)
+{
+    struct rule_state *st = hold->state;
+    struct window *w = hold->window;
+    pthread_mutex_lock(&hold->stripe->lock);
+    if (hold->queued) {
+        fair_queue_remove(&w->kq->queue, &hold->item, 0);
+        hold->queued = 0;
+        if (w->kq->waker == hold)
+            w->kq->waker = NULL;
+    } else { /* granted, never sent: its entries and its place in flight go back */
+        for (uint32_t i = 0; i < hold->cost; i++) {
+            if (hold->depart_later)
+                pending_remove(w, hold->time_us);
+            ring_remove(w, hold->time_us);
+        }
+        if (st->params.max_concurrent > 0 && w->kq->inflight > 0)
+            w->kq->inflight--;
+    }
+    w->queued--;
+    pump(st, w, w->kq->seen_us);
+    int keep = hold->posted; /* on_posted frees it */
+    hold->abandoned = keep;
+    pthread_mutex_unlock(&hold->stripe->lock);
+    atomic_fetch_sub(&st->queued, 1);
+    if (!keep) {
+        free(hold);
+        state_unref(st);
+    }
 }
 
 void limiter_hold_cancel(struct limiter_hold *hold)
 {
     if (hold == NULL)
         return;
+    if (hold->in_queue_mode) {
+        cancel_queued(hold);
+        return;
+    }
     pthread_mutex_lock(&hold->stripe->lock);
-    if (hold->depart_later)
+    for (uint32_t i = 0; hold->depart_later && i < hold->cost; i++)
         pending_remove(hold->window, hold->time_us);
-    ring_cancel(hold->window, hold->time_us);
+    cancel_reservation(hold->window, hold);
     hold->window->queued--;
     pthread_mutex_unlock(&hold->stripe->lock);
     atomic_fetch_sub(&hold->state->queued, 1);
@@ -1189,14 +1795,14 @@ int limiter_reset_window(struct limiter *l, size_t rule_index, const char *key, 
     struct window *w = window_find(s, hash, key, key_len);
     if (w != NULL) {
         /* the ring is sorted: the reservations of held requests are its suffix after now, and
-         * they stay, since those requests will still go. Without a popped entry, ring_cancel of
-         * a held request gives nothing back, which is what an emptied window wants. */
+         * they stay, since those requests will still go. A held request cancelled later gives
+         * back nothing it displaced before now (reset_us), which is what an emptied window wants. */
         uint32_t past = 0;
         while (past < w->count && ring_at(w, past) <= now_us)
             past++;
         w->head = w->cap > 0 ? (w->head + past) % w->cap : 0;
         w->count -= past;
-        w->has_popped = 0;
+        w->reset_us = now_us;
         w->releases_count = 0;
     }
     pthread_mutex_unlock(&s->lock);

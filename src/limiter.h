@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "util.h"
 
 struct limiter;
 struct limiter_hold;
@@ -38,6 +39,20 @@ struct limiter_request {
      * was sent): until then its entry is pending and never leaves the window. 0: the entry is
      * stamped at admission (the limiter's own tests and benchmarks). */
     int depart_later;
+    /* Rules with fair_by or max_concurrent hold requests in a queue, not at reserved times:
+     * when its turn comes, the limiter calls post(post_target, call) from whichever thread
+     * freed the slot, and the call runs woken(woken_arg) on the request's own thread, which then
+     * asks limiter_hold_ready. NULL post: nobody is told (the caller polls limiter_hold_ready). */
+    util_post_fn post;
+    void *post_target;
+    void (*woken)(void *arg);
+    void *woken_arg;
+};
+
+/* A request of a max_concurrent rule in flight to its origin: end it with limiter_flight_end
+ * when its exchange (or tunnel) is over. Private fields; window NULL: nothing to end. */
+struct limiter_flight {
+    void *state, *stripe, *window;
 };
 
 /* An admitted request's window entry, pending until the request departs: its head is written to
@@ -47,6 +62,7 @@ struct limiter_request {
 struct limiter_stamp {
     void *state, *stripe, *window; /* NULL: nothing to stamp */
     uint64_t time_us;
+    uint32_t cost; /* entries at time_us that are the request's (its units) */
 };
 
 enum limiter_verdict {
@@ -69,6 +85,14 @@ struct limiter_decision {
     struct limiter_hold *hold; /* DELAY: give back with limiter_hold_done or _cancel; NULL for a
                                   pause, after which the caller decides again */
     struct limiter_stamp stamp; /* ADMIT with depart_later: the entry to stamp */
+    uint32_t cost;              /* units of the window the request takes (cost, cost_header) */
+    /* enforce: false: ADMIT, and what enforcing would have done (DELAY or REJECT; UNLIMITED when
+     * it would have admitted too). Such a request takes no entry: nothing is reserved. */
+    enum limiter_verdict would;
+    int bad_request; /* REJECT: the value of bad_header (cost_header, weight_header) is not one
+                        (400, not 429) */
+    const char *bad_header;
+    struct limiter_flight flight; /* ADMIT under max_concurrent: the place it takes */
 };
 
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
@@ -82,12 +106,21 @@ void limiter_unref(struct limiter *limiter);
 void limiter_decide(struct limiter *limiter, const struct limiter_request *request, uint64_t now_us,
                     struct limiter_decision *out);
 /* The reserved time came: 0 when the request may go now, else how much longer it must wait
- * because the request its slot was computed from went late (a timer that fired late). */
+ * because the request its slot was computed from went late (a timer that fired late). For a
+ * queued hold (fair_by, max_concurrent): 0 when its turn came, else how long until it asks again
+ * at the latest (it may be woken sooner), or LIMITER_HOLD_EXPIRED when max_delay passed without
+ * its turn: the caller answers 429 and gives the hold back with limiter_hold_cancel. */
 uint64_t limiter_hold_ready(struct limiter_hold *hold, uint64_t now_us);
+#define LIMITER_HOLD_EXPIRED UINT64_MAX
 /* The request went ahead (now). */
 void limiter_hold_done(struct limiter_hold *hold, uint64_t now_us);
-/* The same for a request admitted with depart_later: its entry stays pending in *stamp. */
-void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp);
+/* The same for a request admitted with depart_later: its entry stays pending in *stamp. Under
+ * max_concurrent, *flight (may be NULL: the request is not counted in flight) takes its place. */
+void limiter_hold_go(struct limiter_hold *hold, struct limiter_stamp *stamp,
+                     struct limiter_flight *flight);
+/* The request's exchange with the origin is over (or never started): its max_concurrent place
+ * goes to the next in the queue. Later calls change nothing. */
+void limiter_flight_end(struct limiter_flight *flight, uint64_t now_us);
 /* The request's head went to the origin at now_us: its entry moves there (never earlier). Later
  * calls for the same stamp change nothing. Returns the departure's number within its key (0 when
  * there was nothing to stamp). With `answer` (may be NULL), a rule that follows its origin's
@@ -135,6 +168,7 @@ size_t limiter_expire(struct limiter *limiter, uint64_t now_us);
 
 struct limiter_rule_stats {
     uint64_t admitted, delayed, rejected;
+    uint64_t would_delay, would_reject; /* enforce: false: let through at once */
     uint64_t queued; /* gauge: requests held now */
     uint64_t keys;   /* gauge: windows kept now */
 };

@@ -64,7 +64,7 @@ static void sample(struct evbuffer *out, const struct metrics_family *f, const c
     char text[32];
     snprintf(text, sizeof text, "%" PRIu64, value);
     const char *names[2] = {f->labels[0], f->labels[0] != NULL ? f->labels[1] : NULL};
-    /* values has one entry per label the family has: a one-label family's may be the last */
+    /* a one-label family passes one value (&name): values[1] exists only with a second label */
     const char *vals[2] = {values != NULL ? values[0] : NULL,
                            values != NULL && names[1] != NULL ? values[1] : NULL};
     sample_labels(out, f, "", names, vals, text);
@@ -155,6 +155,8 @@ static void read_limiter(struct evbuffer *out, const struct metrics_family *f,
             sample(out, f, (const char *const[]){name, "admitted"}, st.admitted);
             sample(out, f, (const char *const[]){name, "delayed"}, st.delayed);
             sample(out, f, (const char *const[]){name, "rejected"}, st.rejected);
+            sample(out, f, (const char *const[]){name, "would_delay"}, st.would_delay);
+            sample(out, f, (const char *const[]){name, "would_reject"}, st.would_reject);
             break;
         case LIMITER_QUEUED:
             sample(out, f, &name, st.queued);
@@ -260,7 +262,8 @@ enum histogram_kind { HISTOGRAM_TOTAL, HISTOGRAM_WAIT, HISTOGRAM_UPSTREAM, HISTO
 
 static const struct metrics_family families[] = {
     ROW("rlproxy_limiter_decisions_total", METRICS_COUNTER,
-        "Rate-limit decisions by rule: admitted at once, delayed (held), rejected (429).",
+        "Rate-limit decisions by rule: admitted at once, delayed (held), rejected (429); with "
+        "enforce: false, would_delay and would_reject (let through at once).",
         read_limiter, LIMITER_DECISIONS, "rule", "decision"),
     ROW("rlproxy_limiter_queued", METRICS_GAUGE, "Requests held by a delay rule now.", read_limiter,
         LIMITER_QUEUED, "rule"),

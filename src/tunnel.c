@@ -106,6 +106,7 @@ static void tunnel_free(struct tunnel *t)
         bufferevent_free(t->client.bev);
     access_client_slot_give(worker_process(w)->client_slots,
                             (const struct sockaddr *)&t->info.client_addr);
+    limiter_flight_end(&t->info.flight, util_now_us());
     if (t->origin.bev != NULL)
         bufferevent_free(t->origin.bev);
     if (t->idle_timer != NULL)
@@ -395,6 +396,8 @@ int tunnel_start(struct tunnels *set, struct bufferevent *client, int upstream_f
     const struct config *config = worker_config(w);
     struct tunnel *t = calloc(1, sizeof *t);
     if (t == NULL) {
+        struct limiter_flight flight = info->flight;
+        limiter_flight_end(&flight, util_now_us());
         evutil_closesocket(upstream_fd);
         bufferevent_free(client);
         return -1;

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "limiter.h"
+
 struct worker;
 struct tunnel;
 struct tunnels;
@@ -23,6 +25,7 @@ struct tunnel_info {
     int paused;
     char user[256];
     struct sockaddr_storage client_addr; /* its access.max_connections_per_client slot */
+    struct limiter_flight flight; /* max_concurrent: a tunnel counts in flight while open */
 };
 
 /* A worker's open tunnels. */

@@ -27,7 +27,16 @@ static char *put_line(char *p, const char *name, size_t name_len, const char *va
     return p;
 }
 
-static struct curl_slist *build_headers(const struct http_request *r)
+static int dropped(const char *name, size_t len, const char *const *drop_headers)
+{
+    for (size_t i = 0; drop_headers != NULL && drop_headers[i] != NULL; i++)
+        if (util_equals_nocase(name, len, drop_headers[i]))
+            return 1;
+    return 0;
+}
+
+static struct curl_slist *build_headers(const struct http_request *r,
+                                        const char *const *drop_headers)
 {
     const char *via = http_via();
     size_t via_len = strlen(via);
@@ -45,7 +54,8 @@ static struct curl_slist *build_headers(const struct http_request *r)
     for (size_t i = 0; i < r->header_count; i++) {
         const struct http_header *h = &r->headers[i];
         const char *name = http_arena(r, h->name_off);
-        if (http_request_header_is_hop(r, name, h->name_len))
+        if (http_request_header_is_hop(r, name, h->name_len) ||
+            dropped(name, h->name_len, drop_headers))
             continue;
         if (util_equals_nocase(name, h->name_len, "Accept"))
             has_accept = 1;
@@ -117,7 +127,7 @@ static size_t format_origin(const struct http_target *t, char *buf, size_t len)
 
 int upstream_request_build(struct upstream_request *req, struct upstream_request_text *text,
                            const struct http_request *r, const struct config *config,
-                           int intercepted)
+                           int intercepted, const char *const *drop_headers)
 {
     const struct http_target *t = &r->target;
     size_t url_len = format_origin(t, text->url, sizeof text->url);
@@ -154,7 +164,7 @@ int upstream_request_build(struct upstream_request *req, struct upstream_request
         .idempotent = method_in(&config->retry, http_arena(r, r->method_off)),
         .upload = r->has_body || r->content_length == 0,
         .upload_length = r->chunked ? -1 : r->content_length,
-        .headers = build_headers(r),
+        .headers = build_headers(r, drop_headers),
         .target_text = text->target_text,
         .parent_proxy = upstream_request_parent(config, t->host),
         .policy = config,

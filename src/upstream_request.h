@@ -20,11 +20,12 @@ struct upstream_request_text {
 };
 
 /* 0, or -1 when out of memory (nothing left to free). `intercepted`: the request came inside an
- * opened CONNECT tunnel (its messages name https://host:port/path). The header list is taken
+ * opened CONNECT tunnel (its messages name https://host:port/path). `drop_headers` (NULL-terminated,
+ * or NULL) name request headers not to forward (a rule's cost_header, weight_header). The header list is taken
  * over by upstream_start; on any other path free(req->headers). */
 int upstream_request_build(struct upstream_request *req, struct upstream_request_text *text,
                            const struct http_request *r, const struct config *config,
-                           int intercepted);
+                           int intercepted, const char *const *drop_headers);
 /* After upstream_start copied what it needs. */
 void upstream_request_text_free(struct upstream_request_text *text);
 

@@ -552,6 +552,8 @@ struct worker *worker_new(unsigned id, struct config *config, struct limiter *li
         goto failed;
     w->shared = shared_new(w->base, config);
     w->admission = admission_queue_new(w->base, w->upstream, w->shared, process->retry_budget);
+    if (w->admission != NULL)
+        admission_queue_set_post(w->admission, worker_post_call, w);
     if (w->admission == NULL)
         goto failed;
     admission_queue_set_max_inflight(w->admission, config->max_inflight);

@@ -42,6 +42,8 @@ static void setup(void)
         rules[i].over_limit = RATE_OVER_REJECT;
         rules[i].max_delay_ms = 30000;
         rules[i].max_queue = 1000;
+        rules[i].cost = 1;
+        rules[i].enforce = 1;
     }
     config.rate_limits = rules;
     config.rate_limits_count = 3;

@@ -1030,7 +1030,9 @@ END_TEST
 static void rule_yaml(const char *field, const char *value, char *buf, size_t len)
 {
     snprintf(buf, len, "rate_limits:\n  - name: %s\n    limit: %s\n    window: %s\n",
-             strcmp(field, "name") == 0 ? value : "r", strcmp(field, "limit") == 0 ? value : "1",
+             strcmp(field, "name") == 0 ? value : "r",
+             /* cost may not exceed limit */
+             strcmp(field, "limit") == 0 ? value : strcmp(field, "cost") == 0 ? "1000000" : "1",
              strcmp(field, "window") == 0 ? value : "1s");
     if (strcmp(field, "name") != 0 && strcmp(field, "limit") != 0 && strcmp(field, "window") != 0)
         snprintf(buf + strlen(buf), len - strlen(buf), "    %s: %s\n", field, value);
@@ -1062,7 +1064,7 @@ START_TEST(test_rule_numeric_bounds)
         }
         checked++;
     }
-    ck_assert_int_eq(checked, 5); /* limit, window, max_delay, margin, max_queue */
+    ck_assert_int_eq(checked, 7); /* limit, window, max_delay, margin, max_queue, cost, max_concurrent */
 }
 END_TEST
 

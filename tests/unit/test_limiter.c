@@ -41,6 +41,8 @@ static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit
     r.over_limit = over;
     r.max_delay_ms = 30000;
     r.max_queue = 1000;
+    r.cost = 1;
+    r.enforce = 1;
     return r;
 }
 
@@ -680,7 +682,7 @@ START_TEST(test_departure_moves_entry)
     ck_assert_uint_eq(d.delay_us, 70 * MS);
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 1070 * MS), 0);
     struct limiter_stamp stamp;
-    limiter_hold_go(d.hold, &stamp);
+    limiter_hold_go(d.hold, &stamp, NULL);
     limiter_depart(&stamp, 1080 * MS, NULL);
     limiter_unref(l);
 }
@@ -754,7 +756,7 @@ START_TEST(test_random_departures_never_exceed)
                         q->at = now + more;
                         continue;
                     }
-                    limiter_hold_go(q->hold, &q->stamp);
+                    limiter_hold_go(q->hold, &q->stamp, NULL);
                     q->phase = ON_THE_WAY;
                     q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
                     continue;
@@ -939,6 +941,703 @@ START_TEST(test_learned_pause_scoped_to_key)
 }
 END_TEST
 
+/* A held request whose slot was computed from a reservation that was then cancelled waits for
+ * what that reservation was computed from: here a request still on its way. */
+START_TEST(test_cancelled_reservation_keeps_what_it_followed)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision a, h1, h2;
+    ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT); /* connecting for a long time */
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &h1), LIMITER_DELAY);
+    ck_assert_uint_eq(10 * MS + h1.delay_us, 1000 * MS);
+    ck_assert_int_eq(ask_departing(l, 20 * MS, &h2), LIMITER_DELAY); /* computed from h1 */
+    ck_assert_uint_eq(20 * MS + h2.delay_us, 2000 * MS);
+    limiter_hold_cancel(h1.hold);
+    /* h2's time comes while a has not departed: it waits for a, as h1 would have */
+    ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2000 * MS), LIMITER_PENDING_RECHECK_US);
+    limiter_depart(&a.stamp, 1500 * MS, NULL);
+    ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2000 * MS), 500 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(h2.hold, 2500 * MS), 0);
+    struct limiter_stamp stamp;
+    limiter_hold_go(h2.hold, &stamp, NULL);
+    limiter_depart(&stamp, 2500 * MS, NULL);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A cancelled reservation puts back what it displaced no earlier than that request departed. */
+START_TEST(test_cancelled_reservation_puts_back_departure)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision a, h, d;
+    ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &h), LIMITER_DELAY); /* displaces a's entry */
+    limiter_depart(&a.stamp, 500 * MS, NULL);                         /* a left late */
+    limiter_hold_cancel(h.hold);
+    /* a reached the origin at 500: the next may go at 1500, not at once */
+    ck_assert_int_eq(ask_departing(l, 1200 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(d.delay_us, 300 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_unref(l);
+}
+END_TEST
+
+/* ---- costs and dry runs -------------------------------------------------------------------------- */
+
+/* cost_header for the tests: the request's "headers" are its cost as text (NULL: no header). */
+static const char *find_cost(const void *headers, const char *name, size_t *len)
+{
+    (void)name;
+    if (headers == NULL)
+        return NULL;
+    *len = strlen(headers);
+    return headers;
+}
+
+static enum limiter_verdict ask_cost(struct limiter *l, const char *cost, uint64_t now,
+                                     int depart_later, struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr("1.1.1.1");
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_cost, .headers = cost,
+                                .depart_later = depart_later};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+/* A request of cost n takes n units of the window; the RateLimit numbers and Retry-After are in
+ * units; a header's cost replaces the rule's, and a value that is no cost is a bad request. */
+START_TEST(test_cost_takes_units)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 10, 1000, RATE_OVER_REJECT)};
+    rules[0].cost = 4;
+    snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask_cost(l, NULL, 0, 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(d.cost, 4);
+    ck_assert_uint_eq(d.remaining, 6);
+    ck_assert_int_eq(ask_cost(l, NULL, 100 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(d.remaining, 2);
+    /* 4 more units fit once two have left: both of the first request's, at 1000 */
+    ck_assert_int_eq(ask_cost(l, NULL, 200 * MS, 0, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 800 * MS);
+    ck_assert_uint_eq(d.remaining, 2);
+    /* the header's 2 fit now */
+    ck_assert_int_eq(ask_cost(l, "2", 200 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_uint_eq(d.cost, 2);
+    ck_assert_uint_eq(d.remaining, 0);
+    ck_assert_int_eq(ask_cost(l, "1", 200 * MS, 0, &d), LIMITER_REJECT);
+    /* at 1000 the first request's 4 units left: 4 fit, 5 do not */
+    ck_assert_int_eq(ask_cost(l, "5", 1000 * MS, 0, &d), LIMITER_REJECT);
+    ck_assert_uint_eq(d.retry_after_us, 100 * MS);
+    ck_assert_int_eq(ask_cost(l, "4", 1000 * MS, 0, &d), LIMITER_ADMIT);
+    /* values that are no cost: refused as a bad request, nothing counted */
+    const char *bad[] = {"0", "11", "-1", "1.5", "", "abc", "99999999999", " 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(ask_cost(l, bad[i], 5000 * MS, 0, &d), LIMITER_REJECT);
+        ck_assert_msg(d.bad_request, "\"%s\"", bad[i]);
+    }
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.admitted, 4);
+    ck_assert_uint_eq(st.rejected, 3);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A held request of cost n reserves n units: it waits until n have left, and when cancelled
+ * gives them back. */
+START_TEST(test_cost_holds_and_cancels)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 3, 1000, RATE_OVER_DELAY)};
+    snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    ck_assert_int_eq(ask_cost(l, NULL, 0, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_cost(l, NULL, 100 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_cost(l, NULL, 200 * MS, 0, &d), LIMITER_ADMIT);
+    /* 2 units: the second-oldest must leave, at 1100 */
+    ck_assert_int_eq(ask_cost(l, "2", 300 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(300 * MS + d.delay_us, 1100 * MS);
+    struct limiter_hold *two = d.hold;
+    /* the window is spoken for until 1200 (the one at 200) and then 2100 (the held two) */
+    ck_assert_int_eq(ask_cost(l, NULL, 300 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(300 * MS + d.delay_us, 1200 * MS);
+    struct limiter_hold *one = d.hold;
+    /* 3 units: all three entries before it must leave, the last at 1200 */
+    ck_assert_int_eq(ask_cost(l, "3", 300 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(300 * MS + d.delay_us, 2200 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_hold_cancel(one);
+    limiter_hold_cancel(two);
+    /* all gone: what they displaced comes back no earlier than it was (the reservations at 1100
+     * and 1200 that the 3 displaced return as 1200: stricter, never looser), and nothing of
+     * theirs stays: at 1200 the window has a unit free */
+    ck_assert_int_eq(ask_cost(l, NULL, 1100 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(1100 * MS + d.delay_us, 1200 * MS);
+    limiter_hold_cancel(d.hold);
+    ck_assert_int_eq(ask_cost(l, NULL, 1200 * MS, 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_cost(l, NULL, 1200 * MS, 0, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(1200 * MS + d.delay_us, 2200 * MS);
+    limiter_hold_cancel(d.hold);
+    limiter_unref(l);
+}
+END_TEST
+
+/* Random arrivals of random costs, random connect times, some never sent, some holds cancelled:
+ * at the origin no window holds more than limit units. */
+static void random_costs_run(uint32_t limit, unsigned seed)
+{
+    const uint64_t window = 200 * MS;
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
+    snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
+    rules[0].max_delay_ms = 60000;
+    rules[0].max_queue = 100000;
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    enum { HELD, ON_THE_WAY };
+    struct request {
+        int phase;
+        uint64_t at;
+        struct limiter_hold *hold;
+        struct limiter_stamp stamp;
+        uint32_t cost;
+        int sent;
+    } *reqs = calloc(3000, sizeof *reqs);
+    size_t nreqs = 0, nunits = 0;
+    uint64_t *units = calloc(3000 * 3, sizeof *units);
+    uint64_t now = 0;
+    static const char *const costs[] = {"1", "2", "3"};
+    for (int step = 0; step < 20000 && nreqs < 3000; step++) {
+        now += (uint64_t)(rand_r(&seed) % 10) * MS;
+        for (size_t i = 0; i < nreqs; i++) {
+            struct request *q = &reqs[i];
+            if (q->at > now || q->phase < 0)
+                continue;
+            if (q->phase == HELD) {
+                if (rand_r(&seed) % 20 == 0) { /* its client went away */
+                    limiter_hold_cancel(q->hold);
+                    q->phase = -1;
+                    continue;
+                }
+                uint64_t more = limiter_hold_ready(q->hold, now);
+                if (more > 0) {
+                    q->at = now + more;
+                    continue;
+                }
+                limiter_hold_go(q->hold, &q->stamp, NULL);
+                q->phase = ON_THE_WAY;
+                q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
+                continue;
+            }
+            if (q->sent) {
+                limiter_depart(&q->stamp, now, NULL);
+                for (uint32_t u = 0; u < q->cost; u++)
+                    units[nunits++] = now;
+            } else {
+                limiter_abandon(&q->stamp);
+            }
+            q->phase = -1;
+        }
+        if (rand_r(&seed) % 3 != 0)
+            continue;
+        struct request *q = &reqs[nreqs++];
+        struct limiter_decision d;
+        enum limiter_verdict v = ask_cost(l, costs[rand_r(&seed) % 3], now, 1, &d);
+        q->cost = d.cost;
+        q->sent = rand_r(&seed) % 10 != 0;
+        if (v == LIMITER_ADMIT) {
+            q->stamp = d.stamp;
+            q->phase = ON_THE_WAY;
+            q->at = now + (uint64_t)(rand_r(&seed) % 20 == 0 ? 150 + rand_r(&seed) % 300
+                                                              : rand_r(&seed) % 60) * MS;
+        } else if (v == LIMITER_DELAY) {
+            q->hold = d.hold;
+            q->phase = HELD;
+            q->at = now + d.delay_us;
+        } else {
+            q->phase = -1;
+        }
+    }
+    for (size_t i = 0; i < nreqs; i++) {
+        if (reqs[i].phase == HELD)
+            limiter_hold_cancel(reqs[i].hold);
+        else if (reqs[i].phase == ON_THE_WAY)
+            limiter_abandon(&reqs[i].stamp);
+    }
+    ck_assert_uint_gt(nunits, 300);
+    qsort(units, nunits, sizeof *units, cmp_u64);
+    assert_window_invariant(units, nunits, window, limit);
+    free(units);
+    free(reqs);
+    limiter_unref(l);
+}
+START_TEST(test_random_costs_never_exceed)
+{
+    const uint32_t limits[] = {3, 6, 10};
+    for (unsigned run = 0; run < 9; run++)
+        random_costs_run(limits[run % 3], 777 + run);
+}
+END_TEST
+
+/* enforce: false decides and counts, holds nothing, and takes entries only for what would have
+ * gone; a reload that turns enforcing on keeps the window. */
+START_TEST(test_dry_run_counts_and_lets_through)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY),
+                                rule("r", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT)};
+    rules[0].enforce = 0;
+    rules[0].max_delay_ms = 1500;
+    snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
+    rules[0].match_method_count = 1;
+    rules[1].enforce = 0;
+    struct config c = make_config(rules, 2, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
+        ck_assert_int_eq(d.would, LIMITER_UNLIMITED);
+    }
+    /* the third would be held until 1000, the fourth too (nothing was reserved for the third) */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 100 * MS, &d), LIMITER_ADMIT);
+        ck_assert_int_eq(d.would, LIMITER_DELAY);
+        ck_assert_ptr_null(d.hold);
+        ck_assert_uint_eq(d.delay_us, 900 * MS);
+    }
+    /* a reject rule would refuse */
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(d.would, LIMITER_UNLIMITED);
+    ck_assert_int_eq(ask(l, "1.1.1.1", "h", "POST", "/", 0, &d), LIMITER_ADMIT);
+    ck_assert_int_eq(d.would, LIMITER_REJECT);
+    struct limiter_rule_stats st;
+    limiter_rule_stats(l, 0, &st);
+    ck_assert_uint_eq(st.admitted, 2);
+    ck_assert_uint_eq(st.would_delay, 2);
+    ck_assert_uint_eq(st.delayed + st.rejected + st.queued + st.would_reject, 0);
+    limiter_rule_stats(l, 1, &st);
+    ck_assert_uint_eq(st.admitted, 1);
+    ck_assert_uint_eq(st.would_reject, 1);
+    ck_assert_uint_eq(st.rejected, 0);
+    /* enforcing from a reload: the same windows, now held */
+    struct rate_rule enforced[] = {rules[0], rules[1]};
+    enforced[0].enforce = enforced[1].enforce = 1;
+    struct config c2 = make_config(enforced, 2, 1000000);
+    struct limiter *l2 = limiter_new(&c2, l, NULL);
+    limiter_unref(l);
+    ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 200 * MS, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(d.delay_us, 800 * MS);
+    limiter_hold_cancel(d.hold);
+    ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "POST", "/", 200 * MS, &d), LIMITER_REJECT);
+    limiter_rule_stats(l2, 0, &st);
+    ck_assert_uint_eq(st.would_delay, 2);
+    limiter_unref(l2);
+}
+END_TEST
+
+/* ---- held requests in a queue: fair_by, max_concurrent ------------------------------------------- */
+
+/* The limiter's wake-ups, as a worker would run them: posted calls queue here until run_posted. */
+static struct util_call *posted_first, *posted_last;
+static unsigned posted_count;
+
+static void test_post(void *target, struct util_call *call)
+{
+    (void)target;
+    call->next = NULL;
+    if (posted_last != NULL)
+        posted_last->next = call;
+    else
+        posted_first = call;
+    posted_last = call;
+    posted_count++;
+}
+
+static void run_posted(void)
+{
+    struct util_call *call = posted_first;
+    posted_first = posted_last = NULL;
+    while (call != NULL) {
+        struct util_call *next = call->next;
+        call->fn(call->arg);
+        call = next;
+    }
+}
+
+static void woken_flag(void *arg) { (*(int *)arg)++; }
+
+static enum limiter_verdict ask_from(struct limiter *l, const char *ip, const char *cost,
+                                     uint64_t now, int *woken, struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr(ip);
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_cost, .headers = cost, .depart_later = 1,
+                                .post = test_post, .woken = woken_flag, .woken_arg = woken};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+static struct rate_rule fair_rule(uint32_t limit, uint64_t window_ms)
+{
+    struct rate_rule r = rule("f", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_DELAY);
+    r.fair_by = RATE_FAIR_CLIENT;
+    r.max_delay_ms = 60000;
+    snprintf(r.cost_header, sizeof r.cost_header, "X-Cost");
+    return r;
+}
+
+/* Slots go round robin over the clients with held requests, not in arrival order. */
+START_TEST(test_fair_release_round_robin)
+{
+    struct rate_rule rules[] = {fair_rule(1, 100)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    struct {
+        struct limiter_hold *hold;
+        char who;
+        int woken;
+    } held[12];
+    size_t n = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &d), LIMITER_ADMIT);
+    limiter_depart(&d.stamp, 0, NULL);
+    for (int i = 0; i < 9; i++, n++) { /* a: nine more at once */
+        held[n].who = 'a';
+        held[n].woken = 0;
+        ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 1 * MS, &held[n].woken, &d), LIMITER_DELAY);
+        held[n].hold = d.hold;
+    }
+    for (int i = 0; i < 3; i++, n++) { /* b: three, after all of a's */
+        held[n].who = 'b';
+        held[n].woken = 0;
+        ck_assert_int_eq(ask_from(l, "10.0.0.2", NULL, 2 * MS, &held[n].woken, &d), LIMITER_DELAY);
+        held[n].hold = d.hold;
+    }
+    /* every 100 ms one slot frees; whoever is told asks, and the one whose turn it is goes */
+    char order[16] = {0};
+    size_t went = 0;
+    for (uint64_t t = 100; went < n && t < 5000; t += 100) {
+        run_posted();
+        for (size_t i = 0; i < n; i++) {
+            if (held[i].hold == NULL)
+                continue;
+            uint64_t wait = limiter_hold_ready(held[i].hold, t * MS);
+            ck_assert_uint_ne(wait, LIMITER_HOLD_EXPIRED);
+            if (wait == 0) {
+                ck_assert_msg(held[i].woken > 0, "%c went without being told", held[i].who);
+                struct limiter_stamp stamp;
+                limiter_hold_go(held[i].hold, &stamp, NULL);
+                limiter_depart(&stamp, t * MS, NULL);
+                held[i].hold = NULL;
+                order[went++] = held[i].who;
+            }
+        }
+    }
+    ck_assert_str_eq(order, "abababaaaaaa");
+    limiter_unref(l);
+}
+END_TEST
+
+/* A request that leaves the queue gives its place to the one behind it: the freed slot is used
+ * at once, not left to whoever arrives next. */
+START_TEST(test_cancelled_hold_moves_queue_up)
+{
+    struct rate_rule rules[] = {fair_rule(1, 1000)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d;
+    int woken_b = 0, woken_c = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &d), LIMITER_ADMIT);
+    limiter_depart(&d.stamp, 0, NULL);
+    ck_assert_int_eq(ask_from(l, "10.0.0.2", NULL, 10 * MS, &woken_b, &d), LIMITER_DELAY);
+    struct limiter_hold *b = d.hold;
+    ck_assert_int_eq(ask_from(l, "10.0.0.3", NULL, 20 * MS, &woken_c, &d), LIMITER_DELAY);
+    struct limiter_hold *hc = d.hold;
+    run_posted();
+    ck_assert_int_eq(woken_b, 1); /* told to ask at 1000 (the waker) */
+    ck_assert_uint_eq(limiter_hold_ready(b, 20 * MS), 980 * MS);
+    ck_assert_int_eq(woken_c, 0);
+    limiter_hold_cancel(b); /* b's client went away */
+    run_posted();
+    ck_assert_int_eq(woken_c, 1); /* c is the waker now */
+    ck_assert_uint_eq(limiter_hold_ready(hc, 500 * MS), 500 * MS);
+    ck_assert_uint_eq(limiter_hold_ready(hc, 1000 * MS), 0);
+    struct limiter_stamp stamp;
+    limiter_hold_go(hc, &stamp, NULL);
+    limiter_depart(&stamp, 1000 * MS, NULL);
+    /* the window is whole: the next slot is at 2000 */
+    ck_assert_int_eq(ask_from(l, "10.0.0.4", NULL, 1000 * MS, NULL, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 1999 * MS), 1 * MS);
+    limiter_hold_cancel(d.hold);
+    /* a hold whose wake-up is on its way is freed by it */
+    ck_assert_int_eq(ask_from(l, "10.0.0.5", NULL, 1000 * MS, &woken_b, &d), LIMITER_DELAY);
+    limiter_hold_cancel(d.hold);
+    run_posted();
+    limiter_unref(l);
+}
+END_TEST
+
+/* max_concurrent: at most N in flight per key; the next goes when one ends, told at once. */
+START_TEST(test_max_concurrent)
+{
+    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY),
+                                rule("r", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    rules[0].max_concurrent = 2;
+    rules[0].max_delay_ms = 1000;
+    snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
+    rules[0].match_method_count = 1;
+    rules[1].max_concurrent = 1;
+    struct config c = make_config(rules, 2, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision a, b, d;
+    int woken = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &a), LIMITER_ADMIT);
+    ck_assert_ptr_nonnull(a.flight.window);
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, NULL, &b), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 0, &woken, &d), LIMITER_DELAY);
+    struct limiter_hold *third = d.hold;
+    run_posted();
+    ck_assert_uint_eq(limiter_hold_ready(third, 10 * MS), 990 * MS); /* until max_delay */
+    limiter_depart(&a.stamp, 5 * MS, NULL);
+    ck_assert_uint_gt(limiter_hold_ready(third, 10 * MS), 0); /* departed, still in flight */
+    limiter_flight_end(&a.flight, 20 * MS);
+    limiter_flight_end(&a.flight, 20 * MS); /* twice changes nothing */
+    run_posted();
+    ck_assert_int_eq(woken, 1);
+    ck_assert_uint_eq(limiter_hold_ready(third, 20 * MS), 0);
+    struct limiter_stamp stamp;
+    struct limiter_flight flight;
+    limiter_hold_go(third, &stamp, &flight);
+    ck_assert_ptr_nonnull(flight.window);
+    /* two in flight again: the next waits, and past max_delay is refused */
+    woken = 0;
+    ck_assert_int_eq(ask_from(l, "10.0.0.1", NULL, 30 * MS, &woken, &d), LIMITER_DELAY);
+    ck_assert_uint_eq(limiter_hold_ready(d.hold, 1030 * MS), LIMITER_HOLD_EXPIRED);
+    limiter_hold_cancel(d.hold);
+    limiter_flight_end(&b.flight, 1040 * MS);
+    limiter_flight_end(&flight, 1040 * MS);
+    limiter_abandon(&b.stamp);
+    limiter_abandon(&stamp);
+    /* a reject rule refuses over the cap */
+    struct sockaddr_in addr = client_addr("10.0.0.1");
+    struct limiter_request post = {.client = (struct sockaddr *)&addr, .user = "-", .host = "h",
+                                   .port = 80, .method = "POST", .path = "/", .path_len = 1};
+    limiter_decide(l, &post, 2000 * MS, &a);
+    ck_assert_int_eq(a.verdict, LIMITER_ADMIT);
+    limiter_decide(l, &post, 2000 * MS, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_REJECT);
+    ck_assert_ptr_nonnull(strstr(d.reason, "max_concurrent"));
+    limiter_flight_end(&a.flight, 2000 * MS);
+    limiter_decide(l, &post, 2000 * MS, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    limiter_flight_end(&d.flight, 2000 * MS);
+    run_posted();
+    limiter_unref(l);
+}
+END_TEST
+
+/* Weights: a client of weight 3 takes three slots for every one of a client of weight 1 while
+ * both wait; weight_header names the weight per request, and a bad one is a bad request. */
+struct named_headers {
+    const char *weight; /* X-Weight, or NULL */
+};
+
+static const char *find_named(const void *headers, const char *name, size_t *len)
+{
+    const struct named_headers *h = headers;
+    if (h == NULL || strcasecmp(name, "X-Weight") != 0 || h->weight == NULL)
+        return NULL;
+    *len = strlen(h->weight);
+    return h->weight;
+}
+
+static enum limiter_verdict ask_weighted(struct limiter *l, const char *ip, const char *weight,
+                                         uint64_t now, struct limiter_decision *d)
+{
+    struct sockaddr_in a = client_addr(ip);
+    struct named_headers h = {weight};
+    struct limiter_request r = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
+                                .port = 80, .method = "GET", .path = "/", .path_len = 1,
+                                .find_header = find_named, .headers = &h, .depart_later = 1};
+    limiter_decide(l, &r, now, d);
+    return d->verdict;
+}
+
+/* a holds 12, then b 12; slots every 100 ms: the order of the first `n` that go */
+static void weighted_order(struct limiter *l, const char *weight_a, char *order, size_t n)
+{
+    struct limiter_decision d;
+    struct limiter_hold *held[24];
+    char who[24];
+    ck_assert_int_eq(ask_weighted(l, "10.0.0.9", NULL, 0, &d), LIMITER_ADMIT);
+    limiter_depart(&d.stamp, 0, NULL);
+    for (int i = 0; i < 24; i++) {
+        ck_assert_int_eq(ask_weighted(l, i < 12 ? "10.0.0.1" : "10.0.0.2", i < 12 ? weight_a : NULL,
+                                      1 * MS, &d),
+                         LIMITER_DELAY);
+        held[i] = d.hold;
+        who[i] = i < 12 ? 'a' : 'b';
+    }
+    size_t went = 0;
+    for (uint64_t t = 100; went < n; t += 100)
+        for (int i = 0; i < 24; i++)
+            if (held[i] != NULL && limiter_hold_ready(held[i], t * MS) == 0) {
+                struct limiter_stamp stamp;
+                limiter_hold_go(held[i], &stamp, NULL);
+                limiter_depart(&stamp, t * MS, NULL);
+                held[i] = NULL;
+                order[went++] = who[i];
+            }
+    order[went] = '\0';
+    for (int i = 0; i < 24; i++)
+        limiter_hold_cancel(held[i]);
+}
+
+START_TEST(test_weighted_turns)
+{
+    struct fair_weight weights[] = {{"10.0.0.1", 3}};
+    struct rate_rule rules[] = {fair_rule(1, 100)};
+    rules[0].weights = weights;
+    rules[0].weights_count = 1;
+    snprintf(rules[0].weight_header, sizeof rules[0].weight_header, "X-Weight");
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    char order[32];
+    weighted_order(l, NULL, order, 12);
+    ck_assert_str_eq(order, "aaabaaabaaab");
+    limiter_unref(l);
+    /* the header's weight instead of the list's */
+    l = limiter_new(&c, NULL, NULL);
+    weighted_order(l, "2", order, 9);
+    ck_assert_str_eq(order, "aabaabaab");
+    struct limiter_decision d;
+    ck_assert_int_eq(ask_weighted(l, "10.0.0.1", "1001", 10000 * MS, &d), LIMITER_REJECT);
+    ck_assert(d.bad_request);
+    ck_assert_str_eq(d.bad_header, "X-Weight");
+    limiter_unref(l);
+}
+END_TEST
+
+/* Random arrivals from three clients (one sending 8x the others), random costs, connect times,
+ * cancellations, expiries, with and without max_concurrent: no window holds more than limit
+ * units at the origin, and every hold is given back. */
+START_TEST(test_random_fair_never_exceed)
+{
+    for (unsigned run = 0; run < 6; run++) {
+        uint32_t limit = run % 2 ? 3 : 6;
+        unsigned seed = 99 + run;
+        struct rate_rule rules[] = {fair_rule(limit, 200)};
+        rules[0].max_queue = 100000;
+        rules[0].max_concurrent = run >= 3 ? 2 : 0;
+        struct config c = make_config(rules, 1, 1000000);
+        struct limiter *l = limiter_new(&c, NULL, NULL);
+        enum { HELD, ON_THE_WAY };
+        struct request {
+            int phase, woken;
+            uint64_t at;
+            struct limiter_hold *hold;
+            struct limiter_stamp stamp;
+            struct limiter_flight flight;
+            uint32_t cost;
+            int sent;
+        } *reqs = calloc(3000, sizeof *reqs);
+        size_t nreqs = 0, nunits = 0;
+        uint64_t *units = calloc(3000 * 3, sizeof *units);
+        uint64_t now = 0;
+        static const char *const costs[] = {"1", "2", "3"};
+        for (int step = 0; step < 20000 && nreqs < 3000; step++) {
+            now += (uint64_t)(rand_r(&seed) % 10) * MS;
+            run_posted();
+            for (size_t i = 0; i < nreqs; i++) {
+                struct request *q = &reqs[i];
+                if (q->phase < 0 || (q->at > now && !(q->phase == HELD && q->woken)))
+                    continue;
+                if (q->phase == HELD) {
+                    q->woken = 0;
+                    if (rand_r(&seed) % 40 == 0) {
+                        limiter_hold_cancel(q->hold);
+                        q->phase = -1;
+                        continue;
+                    }
+                    uint64_t more = limiter_hold_ready(q->hold, now);
+                    if (more == LIMITER_HOLD_EXPIRED) {
+                        limiter_hold_cancel(q->hold);
+                        q->phase = -1;
+                        continue;
+                    }
+                    if (more > 0) {
+                        q->at = now + more;
+                        continue;
+                    }
+                    limiter_hold_go(q->hold, &q->stamp, &q->flight);
+                    q->phase = ON_THE_WAY;
+                    q->at = now + (uint64_t)(rand_r(&seed) % 60) * MS;
+                    continue;
+                }
+                if (q->sent) {
+                    limiter_depart(&q->stamp, now, NULL);
+                    for (uint32_t u = 0; u < q->cost; u++)
+                        units[nunits++] = now;
+                } else {
+                    limiter_abandon(&q->stamp);
+                }
+                limiter_flight_end(&q->flight, now);
+                q->phase = -1;
+            }
+            if (rand_r(&seed) % 2 != 0)
+                continue;
+            unsigned who = rand_r(&seed) % 10;
+            const char *ip = who < 8 ? "10.0.0.1" : who == 8 ? "10.0.0.2" : "10.0.0.3";
+            struct request *q = &reqs[nreqs++];
+            struct limiter_decision d;
+            enum limiter_verdict v = ask_from(l, ip, costs[rand_r(&seed) % 3], now, &q->woken, &d);
+            q->cost = d.cost;
+            q->sent = rand_r(&seed) % 10 != 0;
+            if (v == LIMITER_ADMIT) {
+                q->stamp = d.stamp;
+                q->flight = d.flight;
+                q->phase = ON_THE_WAY;
+                q->at = now + (uint64_t)(rand_r(&seed) % 20 == 0 ? 150 + rand_r(&seed) % 300
+                                                                  : rand_r(&seed) % 60) * MS;
+            } else if (v == LIMITER_DELAY) {
+                q->hold = d.hold;
+                q->phase = HELD;
+                q->at = now + d.delay_us;
+            } else {
+                q->phase = -1;
+            }
+        }
+        for (size_t i = 0; i < nreqs; i++) {
+            if (reqs[i].phase == HELD) {
+                limiter_hold_cancel(reqs[i].hold);
+            } else if (reqs[i].phase == ON_THE_WAY) {
+                limiter_abandon(&reqs[i].stamp);
+                limiter_flight_end(&reqs[i].flight, now);
+            }
+        }
+        run_posted();
+        ck_assert_uint_gt(nunits, 150);
+        qsort(units, nunits, sizeof *units, cmp_u64);
+        assert_window_invariant(units, nunits, 200 * MS, limit);
+        struct limiter_rule_stats st;
+        limiter_rule_stats(l, 0, &st);
+        ck_assert_uint_eq(st.queued, 0);
+        free(units);
+        free(reqs);
+        limiter_unref(l);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limiter");
@@ -955,6 +1654,12 @@ int main(void)
                    test_pending_entry_never_expires, test_random_departures_never_exceed,
                    test_learned_quota_holds_until_reset,
                    test_learned_budget_counts_requests_in_flight,
-                   test_learned_pause_scoped_to_key));
+                   test_learned_pause_scoped_to_key,
+                   test_cancelled_reservation_keeps_what_it_followed,
+                   test_cancelled_reservation_puts_back_departure, test_cost_takes_units,
+                   test_cost_holds_and_cancels, test_random_costs_never_exceed,
+                   test_dry_run_counts_and_lets_through, test_fair_release_round_robin,
+                   test_cancelled_hold_moves_queue_up, test_max_concurrent, test_weighted_turns,
+                   test_random_fair_never_exceed));
     return unit_run(s);
 }

@@ -36,6 +36,8 @@ static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit
     r.over_limit = RATE_OVER_REJECT;
     r.max_delay_ms = 30000;
     r.max_queue = 1000;
+    r.cost = 1;
+    r.enforce = 1;
     return r;
 }
 
