@@ -215,6 +215,7 @@ enum config_type {
     CONFIG_HEADER_NAME,       /* "" or an RFC 9110 field name, into char[RATE_KEY_HEADER_MAX + 1] */
     CONFIG_FAIR_BY,           /* none|client|user|header:NAME: fair_by and fair_header */
     CONFIG_WEIGHT_MAP,        /* mapping of fair_by values to weights: a heap array of fair_weight */
+    CONFIG_TYPE_COUNT         /* not a type: the size of the per-type tables */
 };
 
 /* One row of the declaration table. */

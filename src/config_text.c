@@ -161,6 +161,32 @@ int config_text_fail(char *why, size_t why_len, const char *fmt, ...)
     return -1;
 }
 
+int config_text_choice(const char *const *choices, const char *text, int *out, char *why,
+                       size_t why_len)
+{
+    char list[256] = "", shown[64];
+    for (size_t i = 0; choices[i] != NULL; i++) {
+        if (strcmp(text, choices[i]) == 0) {
+            *out = (int)i;
+            return 0;
+        }
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s", i > 0 ? ", " : "", choices[i]);
+    }
+    return config_text_fail(why, why_len, "\"%s\" is not one of %s",
+                            config_text_printable(text, shown, sizeof shown), list);
+}
+
+int config_text_store_string(void *dst, const char *text, char *why, size_t why_len)
+{
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return config_text_fail(why, why_len, "out of memory");
+    free(*(char **)dst);
+    *(char **)dst = copy;
+    return 0;
+}
+
 /* ---- CIDR blocks ---- */
 
 int cidr_parse(const char *text, struct cidr *out)

@@ -26,6 +26,12 @@ const char *config_text_printable(const char *text, char *buf, size_t len);
 /* Writes the reason into why (when there is room) and returns -1. */
 int config_text_fail(char *why, size_t why_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* text as the index of one of `choices` (NULL-terminated) into *out; -1 naming them all. */
+int config_text_choice(const char *const *choices, const char *text, int *out, char *why,
+                       size_t why_len);
+/* A heap copy of text into *(char **)dst, freeing the value there (a default, or an earlier
+ * load); the field keeps its old value when out of memory. */
+int config_text_store_string(void *dst, const char *text, char *why, size_t why_len);
 /* "127.0.0.1:3128", "[::1]:3128", "*:3128", "localhost:3128" into out; -1 with a reason. */
 int config_text_listen(const char *text, struct listen_addr *out, char *why, size_t why_len);
 /* A host name or "*.suffix" into hp (zeroed first, lower-cased); 0 or -1. */

@@ -64,41 +64,13 @@ struct seen {
 
 /* ---- messages ---- */
 
-static void vappend(struct walker *w, const char *fmt, va_list ap)
-{
-    if (w->err == NULL || w->err_len == 0)
-        return;
-    size_t used = strlen(w->err);
-    vsnprintf(w->err + used, w->err_len - used, fmt, ap);
-}
-
-static void append(struct walker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void append(struct walker *w, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vappend(w, fmt, ap);
-    va_end(ap);
-}
-
-/* Starts "FILE:LINE:COLUMN: path: " (libyaml's marks count from 0; editors count from 1). */
-static void begin(struct walker *w, yaml_mark_t mark, const char *path)
-{
-    if (w->err != NULL && w->err_len > 0)
-        w->err[0] = '\0';
-    append(w, "%s:%zu:%zu: ", w->name, mark.line + 1, mark.column + 1);
-    if (path != NULL && *path != '\0')
-        append(w, "%s: ", path);
-}
-
 static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail_at(struct walker *w, yaml_mark_t mark, const char *path, const char *fmt, ...)
 {
-    begin(w, mark, path);
     va_list ap;
     va_start(ap, fmt);
-    vappend(w, fmt, ap);
+    config_yaml_error_at(w->err, w->err_len, w->name, mark, path, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -107,20 +79,6 @@ static int fail_parser(struct walker *w)
 {
     config_yaml_error_describe(&w->parser, w->input, w->input_len, w->name, w->err, w->err_len);
     return -1;
-}
-
-static const char *node_kind(const yaml_event_t *ev)
-{
-    switch (ev->type) {
-    case YAML_MAPPING_START_EVENT:
-        return "a mapping";
-    case YAML_SEQUENCE_START_EVENT:
-        return "a list";
-    case YAML_SCALAR_EVENT:
-        return "a single value";
-    default:
-        return "something else";
-    }
 }
 
 /* ---- events ---- */
@@ -190,7 +148,7 @@ static int walk_scalar(struct walker *w, const struct config_key *key, const cha
     char why[256];
     if (ev->type != YAML_SCALAR_EVENT)
         return fail_at(w, ev->start_mark, path, "expected %s, got %s", config_value_describe(key),
-                       node_kind(ev));
+                       config_yaml_node_kind(ev));
     if (is_null(ev))
         return fail_needs_value(w, key, path, ev);
     if (scalar_text(w, ev, path, &text) != 0)
@@ -240,7 +198,7 @@ static int add_element(struct walker *w, const struct config_key *key, const cha
     char why[256];
     if (ev->type != YAML_SCALAR_EVENT)
         return fail_at(w, ev->start_mark, path, "list entries must be single values, not %s",
-                       node_kind(ev));
+                       config_yaml_node_kind(ev));
     if (is_null(ev))
         return fail_at(w, ev->start_mark, path, "empty list entry");
     if (scalar_text(w, ev, path, &text) != 0)
@@ -282,9 +240,9 @@ static int fail_not_list(struct walker *w, const struct config_key *key, const c
 {
     if (key->default_text == NULL)
         return fail_at(w, start->start_mark, path, "expected %s, got %s",
-                       config_value_describe(key), node_kind(start));
+                       config_value_describe(key), config_yaml_node_kind(start));
     return fail_at(w, start->start_mark, path, "expected %s, such as %s, got %s",
-                   config_value_describe(key), key->default_text, node_kind(start));
+                   config_value_describe(key), key->default_text, config_yaml_node_kind(start));
 }
 
 static int walk_list(struct walker *w, const struct config_key *key, const char *path,
@@ -315,13 +273,59 @@ static int walk_rules(struct walker *w, const struct config_key *key, const char
                       const yaml_event_t *start);
 
 /* One "name: hash" of auth.users, handed to the element parser as "name:hash". */
-static int add_user(struct walker *w, const struct config_key *key, const char *path,
-                    const yaml_event_t *name_ev, struct list_build *list)
+/* A mapping of names to scalars kept as a list (auth.users, a rule's weights): each pair becomes
+ * one element's text, which the type's parser reads. What differs between them is said here. */
+struct pair_map {
+    const char *mapping;    /* "expected %s" when the node is not a mapping */
+    const char *bad_name;   /* a name that is not a scalar */
+    const char *value_kind; /* "expected %s" when a value is not a scalar */
+    const char *twice;      /* before "NAME is listed twice" */
+    /* the element's text from the pair into entry; -1 with why for the name, -2 for the value */
+    int (*compose)(const char *name, const char *value, char *entry, size_t len, char *why,
+                   size_t why_len);
+};
+
+/* auth.users: "user:hash" lines, as auth.users_file has them. */
+static int compose_user(const char *name, const char *hash, char *entry, size_t len, char *why,
+                        size_t why_len)
 {
-    const char *name, *hash;
-    char entry[1024], why[256];
+    if (strchr(name, ':') != NULL) {
+        snprintf(why, why_len, "user name \"%s\" contains a colon", name);
+        return -1;
+    }
+    if (snprintf(entry, len, "%s:%s", name, hash) >= (int)len) {
+        snprintf(why, why_len, "%s: entry too long", name);
+        return -2;
+    }
+    return 0;
+}
+
+/* weights: "VALUE: WEIGHT", handed to the type's parser as "WEIGHT VALUE". */
+static int compose_weight(const char *name, const char *weight, char *entry, size_t len, char *why,
+                          size_t why_len)
+{
+    if (snprintf(entry, len, "%s %s", weight, name) >= (int)len) {
+        snprintf(why, why_len, "value too long");
+        return -1;
+    }
+    return 0;
+}
+
+static const struct pair_map user_map = {
+    "a mapping of user names to hashes, such as {alice: \"$6$...\"}",
+    "user names must be single words", "a password hash", "user ", compose_user};
+static const struct pair_map weight_map = {
+    "a mapping of values to weights, such as {\"10.0.0.5\": 3}",
+    "expected a client address or user name", "a weight", "", compose_weight};
+
+static int add_pair(struct walker *w, const struct config_key *key, const char *path,
+                    const struct pair_map *map, const yaml_event_t *name_ev,
+                    struct list_build *list)
+{
+    const char *name, *text;
+    char entry[1200], why[256];
     if (name_ev->type != YAML_SCALAR_EVENT || is_null(name_ev))
-        return fail_at(w, name_ev->start_mark, path, "user names must be single words");
+        return fail_at(w, name_ev->start_mark, path, "%s", map->bad_name);
     if (scalar_text(w, name_ev, path, &name) != 0)
         return -1;
     char *name_copy = strdup(name);
@@ -330,16 +334,14 @@ static int add_user(struct walker *w, const struct config_key *key, const char *
         free(name_copy);
         return name_copy == NULL ? fail_at(w, name_ev->start_mark, path, "out of memory") : -1;
     }
-    int rc = 0;
+    int rc = 0, composed;
     if (value.type != YAML_SCALAR_EVENT || is_null(&value))
-        rc = fail_at(w, value.start_mark, path, "%s: expected a password hash, got %s", name_copy,
-                     node_kind(&value));
-    else if (scalar_text(w, &value, path, &hash) != 0)
+        rc = fail_at(w, value.start_mark, path, "%s: expected %s, got %s", name_copy,
+                     map->value_kind, config_yaml_node_kind(&value));
+    else if (scalar_text(w, &value, path, &text) != 0)
         rc = -1;
-    else if (strchr(name_copy, ':') != NULL)
-        rc = fail_at(w, name_ev->start_mark, path, "user name \"%s\" contains a colon", name_copy);
-    else if (snprintf(entry, sizeof entry, "%s:%s", name_copy, hash) >= (int)sizeof entry)
-        rc = fail_at(w, value.start_mark, path, "%s: entry too long", name_copy);
+    else if ((composed = map->compose(name_copy, text, entry, sizeof entry, why, sizeof why)) != 0)
+        rc = fail_at(w, composed == -1 ? name_ev->start_mark : value.start_mark, path, "%s", why);
     if (rc == 0) {
         char *slot = list_slot(w, key, path, &value, list);
         if (slot == NULL)
@@ -350,7 +352,7 @@ static int add_user(struct walker *w, const struct config_key *key, const char *
             for (size_t i = 0; i < list->count && rc == 0; i++)
                 if (config_value_same_element(key, list->elems + i * list->elem_size, slot)) {
                     config_value_release(key, slot, 1);
-                    rc = fail_at(w, name_ev->start_mark, path, "user %s is listed twice",
+                    rc = fail_at(w, name_ev->start_mark, path, "%s%s is listed twice", map->twice,
                                  name_copy);
                 }
             if (rc == 0)
@@ -362,14 +364,13 @@ static int add_user(struct walker *w, const struct config_key *key, const char *
     return rc;
 }
 
-static int walk_user_map(struct walker *w, const struct config_key *key, const char *path,
-                         const yaml_event_t *start)
+static int walk_pair_map(struct walker *w, const struct config_key *key, const char *path,
+                         const struct pair_map *map, const yaml_event_t *start)
 {
     struct list_build list = {.elem_size = config_value_elem_size(key)};
     if (start->type != YAML_MAPPING_START_EVENT)
-        return fail_at(w, start->start_mark, path,
-                       "expected a mapping of user names to hashes, such as {alice: \"$6$...\"}, got %s",
-                       node_kind(start));
+        return fail_at(w, start->start_mark, path, "expected %s, got %s", map->mapping,
+                       config_yaml_node_kind(start));
     int rc = 0;
     for (;;) {
         yaml_event_t ev;
@@ -379,81 +380,7 @@ static int walk_user_map(struct walker *w, const struct config_key *key, const c
         }
         int done = ev.type == YAML_MAPPING_END_EVENT;
         if (!done)
-            rc = add_user(w, key, path, &ev, &list);
-        yaml_event_delete(&ev);
-        if (rc != 0 || done)
-            break;
-    }
-    if (rc != 0) {
-        list_discard(key, &list);
-        return -1;
-    }
-    config_value_set_list_at(w->scope.base, key, list.elems, list.count);
-    return 0;
-}
-
-/* One `weights` entry: "VALUE: WEIGHT", handed to the type's parser as "WEIGHT VALUE". */
-static int add_weight(struct walker *w, const struct config_key *key, const char *path,
-                      const yaml_event_t *name_ev, struct list_build *list)
-{
-    const char *name, *weight = NULL;
-    char entry[1100], why[256];
-    if (name_ev->type != YAML_SCALAR_EVENT || is_null(name_ev))
-        return fail_at(w, name_ev->start_mark, path, "expected a client address or user name");
-    if (scalar_text(w, name_ev, path, &name) != 0)
-        return -1;
-    int fits = snprintf(entry, sizeof entry, "- %s", name) < (int)sizeof entry;
-    yaml_event_t value;
-    if (next_event(w, path, &value) != 0)
-        return -1;
-    int rc = 0;
-    if (!fits)
-        rc = fail_at(w, name_ev->start_mark, path, "value too long");
-    else if (value.type != YAML_SCALAR_EVENT || is_null(&value))
-        rc = fail_at(w, value.start_mark, path, "%s: expected a weight, got %s", entry + 2,
-                     node_kind(&value));
-    else if (scalar_text(w, &value, path, &weight) != 0)
-        rc = -1;
-    if (rc == 0) {
-        char text[1200];
-        snprintf(text, sizeof text, "%s %s", weight, entry + 2);
-        char *slot = list_slot(w, key, path, &value, list);
-        if (slot == NULL)
-            rc = -1;
-        else if (config_value_parse_element(key, text, slot, why, sizeof why) != 0)
-            rc = fail_at(w, value.start_mark, path, "%s: %s", entry + 2, why);
-        else {
-            for (size_t i = 0; i < list->count && rc == 0; i++)
-                if (config_value_same_element(key, list->elems + i * list->elem_size, slot)) {
-                    config_value_release(key, slot, 1);
-                    rc = fail_at(w, name_ev->start_mark, path, "%s is listed twice", entry + 2);
-                }
-            if (rc == 0)
-                list->count++;
-        }
-    }
-    yaml_event_delete(&value);
-    return rc;
-}
-
-static int walk_weight_map(struct walker *w, const struct config_key *key, const char *path,
-                           const yaml_event_t *start)
-{
-    struct list_build list = {.elem_size = config_value_elem_size(key)};
-    if (start->type != YAML_MAPPING_START_EVENT)
-        return fail_at(w, start->start_mark, path,
-                       "expected a mapping of values to weights, such as {\"10.0.0.5\": 3}, got %s",
-                       node_kind(start));
-    int rc = 0;
-    for (;;) {
-        yaml_event_t ev;
-        if (next_event(w, path, &ev) != 0) {
-            rc = -1;
-            break;
-        }
-        int done = ev.type == YAML_MAPPING_END_EVENT;
-        if (!done)
-            rc = add_weight(w, key, path, &ev, &list);
+            rc = add_pair(w, key, path, map, &ev, &list);
         yaml_event_delete(&ev);
         if (rc != 0 || done)
             break;
@@ -485,8 +412,8 @@ static int walk_value(struct walker *w, const struct config_key *key, const char
         return -1;
     note_given(w, key, ev.start_mark);
     int rc = key->type == CONFIG_RATE_RULES    ? walk_rules(w, key, path, &ev)
-             : key->type == CONFIG_USER_MAP    ? walk_user_map(w, key, path, &ev)
-             : key->type == CONFIG_WEIGHT_MAP  ? walk_weight_map(w, key, path, &ev)
+             : key->type == CONFIG_USER_MAP    ? walk_pair_map(w, key, path, &user_map, &ev)
+             : key->type == CONFIG_WEIGHT_MAP  ? walk_pair_map(w, key, path, &weight_map, &ev)
              : config_value_elem_size(key) > 0 ? walk_list(w, key, path, &ev)
                                                : walk_scalar(w, key, path, &ev);
     yaml_event_delete(&ev);
@@ -549,7 +476,7 @@ static int walk_section(struct walker *w, const char *path)
         rc = walk_mapping(w, path);
     else if (!is_null(&ev)) /* a null section ("timeouts:" with every key commented out) is empty */
         rc = fail_at(w, ev.start_mark, path, "expected a mapping of keys such as %s:, got %s",
-                     last_part(first_in_section(w, path)->name), node_kind(&ev));
+                     last_part(first_in_section(w, path)->name), config_yaml_node_kind(&ev));
     yaml_event_delete(&ev);
     return rc;
 }
@@ -594,7 +521,8 @@ static int walk_entry(struct walker *w, const char *prefix, const yaml_event_t *
     const char *name;
     char path[PATH_MAX_LEN];
     if (key_ev->type != YAML_SCALAR_EVENT)
-        return fail_at(w, mark, prefix, "keys must be single words, not %s", node_kind(key_ev));
+        return fail_at(w, mark, prefix, "keys must be single words, not %s",
+                       config_yaml_node_kind(key_ev));
     if (scalar_text(w, key_ev, prefix, &name) != 0)
         return -1;
     if (*name == '\0')
@@ -707,7 +635,8 @@ static int add_rule(struct walker *w, const struct config_key *key, const char *
         return fail_at(w, ev->start_mark, prefix, "empty list entry");
     if (ev->type != YAML_MAPPING_START_EVENT)
         return fail_at(w, ev->start_mark, prefix,
-                       "expected a rule, a mapping of keys such as name:, got %s", node_kind(ev));
+                       "expected a rule, a mapping of keys such as name:, got %s",
+                       config_yaml_node_kind(ev));
     struct rate_rule *rule = list_slot(w, key, path, ev, rules);
     if (rule == NULL)
         return -1;
@@ -728,7 +657,7 @@ static int walk_rules(struct walker *w, const struct config_key *key, const char
 {
     if (start->type != YAML_SEQUENCE_START_EVENT)
         return fail_at(w, start->start_mark, path, "expected %s, got %s",
-                       config_value_describe(key), node_kind(start));
+                       config_value_describe(key), config_yaml_node_kind(start));
     struct list_build rules = {.elem_size = config_value_elem_size(key)};
     void *base = w->scope.base;
     for (;;) {
@@ -762,7 +691,7 @@ static int walk_root(struct walker *w)
     else if (!is_null(&ev)) /* "---" alone, or "~": no keys given */
         rc = fail_at(w, ev.start_mark, NULL,
                      "the top level must be a mapping of keys such as listen:, not %s",
-                     node_kind(&ev));
+                     config_yaml_node_kind(&ev));
     yaml_event_delete(&ev);
     return rc;
 }

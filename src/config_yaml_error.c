@@ -52,7 +52,9 @@ void config_yaml_error_describe(const yaml_parser_t *p, const unsigned char *inp
                            ? mark_at_offset(input, input_len, p->problem_offset)
                            : p->problem_mark;
     snprintf(err, err_len, "%s:%zu:%zu: %s", name, mark.line + 1, mark.column + 1,
-             tab != NULL ? tab : p->problem != NULL ? p->problem : "YAML syntax error");
+             tab != NULL          ? tab
+             : p->problem != NULL ? p->problem
+                                  : "YAML syntax error");
     if (tab != NULL)
         return;
     size_t used = strlen(err);
@@ -61,4 +63,29 @@ void config_yaml_error_describe(const yaml_parser_t *p, const unsigned char *inp
     if (p->context != NULL && used < err_len)
         snprintf(err + used, err_len - used, " (%s at line %zu, column %zu)", p->context,
                  p->context_mark.line + 1, p->context_mark.column + 1);
+}
+
+void config_yaml_error_at(char *err, size_t err_len, const char *name, yaml_mark_t mark,
+                          const char *path, const char *fmt, va_list ap)
+{
+    if (err == NULL || err_len == 0)
+        return;
+    int used = snprintf(err, err_len, "%s:%zu:%zu: %s%s", name, mark.line + 1, mark.column + 1,
+                        path != NULL ? path : "", path != NULL && *path != '\0' ? ": " : "");
+    if (used >= 0 && (size_t)used < err_len)
+        vsnprintf(err + used, err_len - (size_t)used, fmt, ap);
+}
+
+const char *config_yaml_node_kind(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_MAPPING_START_EVENT:
+        return "a mapping";
+    case YAML_SEQUENCE_START_EVENT:
+        return "a list";
+    case YAML_SCALAR_EVENT:
+        return "a single value";
+    default:
+        return "something else";
+    }
 }
