@@ -126,6 +126,7 @@ START_TEST(test_tokens_get_own_windows)
                                    "  level: debug\n"
                                    "  access: \"%s\"\n"
                                    "  access_format: json\n"
+                                   "  access_buffer: 0\n" /* read while it runs */
                                    "rate_limits:\n"
                                    "  - name: tokens\n"
                                    "    match: { path_prefix: \"/bytes/1/api\" }\n"
