@@ -576,10 +576,15 @@ static int delay_attempt(char *why, size_t why_len)
      * before the r-th slot, which is no earlier than the client's send of the admission it
      * waits on plus one or two windows. Noise only delays. JITTER_MS allows for the
      * timer's clock granularity. */
-    double rel[NH];
-    for (int r = 0; r < NH; r++)
+    double rel[NH], answers[NH];
+    for (int r = 0; r < NH; r++) {
         rel[r] = at[ord[L + r]];
+        answers[r] = (double)h[ord[L + r]].done_us / 1000.0;
+    }
     qsort(rel, NH, sizeof rel[0], cmp_double);
+    /* in time order too: two clients that send a millisecond apart can reach rlproxy (two
+     * workers) in either order, and the one that arrives first takes the earlier slot */
+    qsort(answers, NH, sizeof answers[0], cmp_double);
     for (int r = 0; r < NH; r++) {
         double floor_ms = adm_sent[r % L] + (double)(r / L + 1) * W;
         ck_assert_msg(rel[r] >= floor_ms - JITTER_MS,
@@ -587,12 +592,13 @@ static int delay_attempt(char *why, size_t why_len)
                       "free:\n%s",
                       r + 1, floor_ms - rel[r], table);
         /* the clients saw it too, and not much later */
-        double answered = (double)h[ord[L + r]].done_us / 1000.0;
+        double answered = answers[r];
         ck_assert_msg(answered >= adm_sent[r % L] + (double)(r / L + 1) * W - JITTER_MS,
-                      "#%d answered before its slot could free:\n%s", ord[L + r] + 1, table);
+                      "the %d-th held answer came before its slot could free:\n%s", r + 1,
+                      table);
         if (timing_ok && answered > floor_ms + 200) {
-            snprintf(why, why_len, "#%d answered %.1f ms after its slot:\n%s", ord[L + r] + 1,
-                     answered - floor_ms, table);
+            snprintf(why, why_len, "the %d-th held answer came %.1f ms after its slot:\n%s",
+                     r + 1, answered - floor_ms, table);
             timing_ok = 0;
         }
     }
