@@ -229,8 +229,8 @@ END_TEST
 
 START_TEST(test_request_and_response_counters)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     double req0 = metric(p, "rlproxy_requests_total");
     double ok0 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
     double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
@@ -266,15 +266,14 @@ START_TEST(test_request_and_response_counters)
                   n * 20000);
     ck_assert_msg(din >= 5000, "client bytes in moved by %.0f after a 5000-byte upload", din);
     free(text);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_5xx_from_origin_counted)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
     double c2 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
     char url[256];
@@ -285,16 +284,15 @@ START_TEST(test_5xx_from_origin_counted)
     ck_assert_msg(metric(p, "rlproxy_responses_total{class=\"5xx\"}") == c5 + 1,
                   "an origin's 502 did not move class=\"5xx\"");
     ck_assert(metric(p, "rlproxy_responses_total{class=\"2xx\"}") == c2);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 /* Replies the proxy makes itself (a 502 when the origin refuses, a 403, a 400) are responses too */
 START_TEST(test_proxy_generated_errors_counted)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     double req0 = metric(p, "rlproxy_requests_total");
     double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
     double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
@@ -320,15 +318,14 @@ START_TEST(test_proxy_generated_errors_counted)
     ck_assert_msg(dreq == 2, "requests_total moved by %.0f", dreq);
     ck_assert_msg(d5 == 1, "a proxy-made 502 moved class=\"5xx\" by %.0f", d5);
     ck_assert_msg(d4 == 1, "a proxy-made 403 moved class=\"4xx\" by %.0f", d4);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_open_connections_gauge)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     ck_assert(metric(p, "rlproxy_open_connections") == 0);
     struct raw *c = raw_connect(p->port);
     double v = wait_metric(p, "rlproxy_open_connections", 1, 3000);
@@ -347,8 +344,7 @@ START_TEST(test_open_connections_gauge)
     raw_close(c2);
     v = wait_metric(p, "rlproxy_open_connections", 0, 3000);
     ck_assert_msg(v == 0, "open_connections %.0f after every client left", v);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -391,8 +387,7 @@ START_TEST(test_tunnel_metrics)
     ck_assert(wait_metric(p, "rlproxy_open_tunnels", 0, 3000) == 0);
     double dout = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}") - out0;
     ck_assert_msg(dout >= 50000, "client bytes out moved by %.0f after 50000 bytes via TLS", dout);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -462,8 +457,8 @@ END_TEST
 
 START_TEST(test_healthz_while_draining)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     struct raw *c = raw_connect(p->port);
     char *req = proxy_request("GET", o, "/slow?delay=2", NULL);
     raw_send_str(c, req);
@@ -490,8 +485,8 @@ END_TEST
 
 START_TEST(test_admin_disabled)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("admin:\n  listen: []\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "admin:\n  listen: []\n");
     wait_started(p);
     ck_assert_int_eq(admin_port(p), -1);
     ck_assert_msg(!proxy_log_contains(p, "admin endpoint"), "log:\n%s", proxy_log_tail(p, 800));
@@ -501,8 +496,7 @@ START_TEST(test_admin_disabled)
     fetch_via(p->port, origin_url(o, "/bytes/10", url, sizeof url), &rs);
     ck_assert_int_eq(rs.status, 200);
     fetch_free(&rs);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -606,13 +600,15 @@ static void get_status(struct proxy *p, struct origin *o, const char *path, long
  * request but never went upstream; a request no rule matched counts under rule="". */
 START_TEST(test_histograms_count_requests)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: held\n    match: { path_prefix: \"/bytes/\" }\n"
-                                  "    limit: 1\n    window: 3s\n    over_limit: delay\n"
-                                  "    max_delay: 20s\n"
-                                  "  - name: refused\n    match: { path_prefix: \"/status/\" }\n"
-                                  "    limit: 1\n    window: 1h\n    over_limit: reject\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0,
+                                "rate_limits:\n"
+                                "  - name: held\n    match: { path_prefix: \"/bytes/\" }\n"
+                                "    limit: 1\n    window: 3s\n    over_limit: delay\n"
+                                "    max_delay: 20s\n"
+                                "  - name: refused\n    match: { path_prefix: \"/status/\" }\n"
+                                "    limit: 1\n    window: 1h\n    over_limit: reject\n");
     char *before = scrape(p);
     ck_assert(histogram_count(before, H_TOTAL, "held") == 0);
     ck_assert(histogram_count(before, H_WAIT, "held") == 0);
@@ -663,8 +659,7 @@ START_TEST(test_histograms_count_requests)
     free(one);
     free(two);
     free(three);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -691,8 +686,7 @@ START_TEST(test_histograms_reset_when_rules_change)
     text = scrape(p);
     ck_assert(histogram_count(text, H_TOTAL, "second") == 1);
     free(text);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -735,9 +729,10 @@ START_TEST(test_promtool_check_metrics)
                         "(apt-get install prometheus)\n");
         return;
     }
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n  - name: api.v1_x-y\n    limit: 100\n"
-                                  "    window: 1s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n  - name: api.v1_x-y\n    limit: 100\n"
+                                              "    window: 1s\n");
     get_status(p, o, "/bytes/10", 200);
     ck_assert(kill(p->pid, SIGHUP) == 0);
     ck_assert(proxy_wait_log(p, "configuration reloaded from", 5000));
@@ -751,8 +746,7 @@ START_TEST(test_promtool_check_metrics)
     ck_assert_msg(r.exit_code == 0, "promtool check metrics: exit %d\n%s%s", r.exit_code, r.out,
                   r.err);
     cmd_result_free(&r);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

@@ -1113,8 +1113,7 @@ START_TEST(test_loose_ca_key_reload_keeps_old)
     fetch_free(&rs);
     free(yaml);
     free(tls);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

@@ -185,8 +185,7 @@ START_TEST(test_follow_every_family)
     ck_assert_msg(proxy_metric(p, "rlproxy_upstream_pause_decisions_total") > 0,
                   "nothing was held for what the origin said");
     free(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -207,8 +206,7 @@ START_TEST(test_ignore_gets_the_origins_429s)
     ck_assert_msg(limited > (long)(FAMILIES * TOKENS), "only %ld 429s with upstream_limits: ignore",
                   limited);
     free(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

@@ -137,8 +137,7 @@ START_TEST(test_full_window_survives_restart)
     p = proxy_start("rate_limits:\n  - name: daily\n    key: global\n    limit: 3\n"
                     "    window: 1m\n    over_limit: reject\n");
     ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -162,8 +161,7 @@ START_TEST(test_delay_window_survives_restart)
     ck_assert_msg(raw_pending(c, 300) == 0, "the request was answered at once");
     free(json);
     raw_close(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -240,8 +238,8 @@ END_TEST
 
 START_TEST(test_limits_shows_held_request_and_reset_clears)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(HOLD_RULE);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
     ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
     char *json = limits_with(p, "\"held\":1,\"reset_ms\"", NULL);
@@ -266,8 +264,7 @@ START_TEST(test_limits_shows_held_request_and_reset_clears)
     ck_assert_msg(now_ms() - start < 5000, "the request after a reset waited %llu ms",
                   (unsigned long long)(now_ms() - start));
     ck_assert(proxy_log_contains(p, "admin: window of rule api reset for key 127.0.0.1 127.0.0.1"));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -275,9 +272,11 @@ END_TEST
  * holds; the page shows it through textContent only. */
 START_TEST(test_limits_escapes_keys)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n  - name: hosts\n    key: host\n    limit: 5\n"
-                                  "    window: 10s\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0,
+                                "rate_limits:\n  - name: hosts\n    key: host\n    limit: 5\n"
+                                "    window: 10s\n");
     struct raw *c = raw_connect(p->port);
     raw_sendf(c, "GET http://127.0.0.1:%d/bytes/1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port,
               o->port);
@@ -297,8 +296,7 @@ START_TEST(test_limits_escapes_keys)
     ck_assert_ptr_null(strstr(rs.body, "src=")); /* no external script, image or frame */
     ck_assert_ptr_null(strstr(rs.body, "https://"));
     fetch_free(&rs);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -373,8 +371,8 @@ START_TEST(test_page_in_headless_chromium)
                         "(apt-get install chromium)\n");
         return;
     }
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(HOLD_RULE);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
     ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
     free(limits_with(p, "\"held\":1,\"reset_ms\"", NULL));
@@ -415,8 +413,7 @@ START_TEST(test_page_in_headless_chromium)
                   "the page did not say it read /limits (the DOM is in the log)");
     cmd_result_free(&r);
     raw_close(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

@@ -1066,8 +1066,7 @@ START_TEST(test_slow_then_stopped_logged_again)
                   "Redis stopped after a slow spell that had ended, but the new incident was not "
                   "logged (\"%s\" %d× in all); log:\n%s",
                   DOWN_LINE, down, proxy_log_tail(p, 1500));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
     redis_free(rd);
 }
 END_TEST
@@ -1299,8 +1298,7 @@ START_TEST(test_hung_connection_replaced)
     ck_assert_msg(denied > 0, "the black hole never showed: no 503");
     ck_assert_int_ge((int)proxy_log_count(p, "no reply from Redis"), 1);
     ck_assert_int_ge(relay_connections(rl) - before, 1);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
     relay_stop(rl);
     redis_free(rd);
 }
