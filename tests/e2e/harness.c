@@ -2339,6 +2339,18 @@ int raw_request_on(struct raw *c, const char *method, const char *host, int port
     return raw_read_response(c, r, strcmp(method, "HEAD") == 0 ? RESP_HEAD : 0, timeout_ms);
 }
 
+int raw_tunnel_request(struct raw *c, int target_port, struct http_response *r, int timeout_ms)
+{
+    memset(r, 0, sizeof *r);
+    char head[128];
+    int n =
+        snprintf(head, sizeof head, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+                 target_port, target_port);
+    if (raw_try_send(c, head, (size_t)n) != 0)
+        return RAW_CLOSED;
+    return raw_read_response(c, r, RESP_CONNECT, timeout_ms);
+}
+
 int resp_wants_close(const struct http_response *r)
 {
     const char *v = resp_header(r, "Connection", 0);

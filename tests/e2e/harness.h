@@ -259,6 +259,10 @@ int raw_send_request(struct raw *c, const char *method, const char *host, int po
  * RAW_CLOSED). r is always initialised (free it). No ck_assert: threads may use it. */
 int raw_request_on(struct raw *c, const char *method, const char *host, int port, const char *path,
                    struct http_response *r, int timeout_ms);
+/* Sends "CONNECT 127.0.0.1:target_port HTTP/1.1" with Host on c, then reads the answer (a 2xx has
+ * no body: the tunnel follows): RAW_OK or the harness's error code (a failed send is RAW_CLOSED).
+ * r is always initialised (free it). No ck_assert: threads may use it. */
+int raw_tunnel_request(struct raw *c, int target_port, struct http_response *r, int timeout_ms);
 /* 1 when the response says Connection: close */
 int resp_wants_close(const struct http_response *r);
 void raw_close(struct raw *c);

@@ -194,8 +194,7 @@ START_TEST(test_text_lines)
     struct raw *t = raw_connect(p->port);
     char tunnel_client[64];
     snprintf(tunnel_client, sizeof tunnel_client, "127.0.0.1:%d", local_port(t));
-    raw_sendf(t, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
-    ck_assert_int_eq(raw_read_response(t, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(t, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     static const char inner[] = "GET /bytes/777 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
@@ -254,8 +253,7 @@ START_TEST(test_error_replies_logged)
     /* 403: CONNECT to a port not allowed */
     c = raw_connect(p->port);
     snprintf(client[1], sizeof client[1], "127.0.0.1:%d", local_port(c));
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 403);
     http_response_free(&r);
     raw_close(c);
@@ -431,8 +429,7 @@ START_TEST(test_json_lines)
     raw_close(c);
     /* a tunnel */
     c = raw_connect(p->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     http_response_free(&r);
     exchange(c, "GET /bytes/10 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", &r);
     http_response_free(&r);

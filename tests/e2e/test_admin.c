@@ -304,9 +304,8 @@ START_TEST(test_proxy_generated_errors_counted)
     fetch_free(&rs);
     /* CONNECT to a port not in connect.allowed_ports: 403 */
     struct raw *c = raw_connect(p->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 403);
     http_response_free(&r);
     raw_close(c);
@@ -357,9 +356,8 @@ START_TEST(test_tunnel_metrics)
     ck_assert(metric(p, "rlproxy_open_tunnels") == 0);
     /* a raw tunnel held open */
     struct raw *c = raw_connect(p->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     double v = wait_metric(p, "rlproxy_open_tunnels", 1, 3000);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h> /* getpid */
 
 #define LIMIT 10     /* the origin's: requests per window per token */
 #define WINDOW_S 2   /* its window */

@@ -245,9 +245,8 @@ START_TEST(test_tunnel_works_during_drain)
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
     struct raw *t = raw_connect(p->port);
-    raw_sendf(t, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(t, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(t, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     ck_assert(kill(p->pid, SIGTERM) == 0);

@@ -186,9 +186,8 @@ START_TEST(test_parent_refusing_connect)
                                        "upstream_proxy: \"http://127.0.0.1:%d\"\n",
                                        o->port, parent->port);
     struct raw *c = raw_connect(child->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    int rc = raw_read_response(c, &r, RESP_CONNECT, T_MS);
+    int rc = raw_tunnel_request(c, o->port, &r, T_MS);
     ck_assert_msg(rc == RAW_OK, "CONNECT via a refusing parent: %s", raw_result_name(rc));
     ck_assert_msg(r.status >= 400, "CONNECT via a refusing parent got %d", r.status);
     http_response_free(&r);
@@ -281,9 +280,8 @@ START_TEST(test_parent_down_502)
     fetch_free(&rs);
     /* a tunnel likewise */
     struct raw *c = raw_connect(child->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 502);
     ck_assert_msg(strstr(r.body, parent_addr) != NULL,
                   "the CONNECT 502 does not name the parent proxy %s: \"%s\"", parent_addr, r.body);

@@ -888,9 +888,8 @@ START_TEST(test_connect_tunnels_limited)
     }
     /* the third CONNECT to 127.0.0.1 within the window */
     struct raw *c = raw_connect_src(p->port, NULL);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    int rc = raw_read_response(c, &r, RESP_CONNECT, T_MS);
+    int rc = raw_tunnel_request(c, o->port, &r, T_MS);
     ck_assert_msg(rc == RAW_OK, "CONNECT #3: %s", raw_result_name(rc));
     long ra = expect_429(&r, "tun", 2, 10, "over the limit");
     ck_assert_msg(ra >= 9 && ra <= 10, "Retry-After %ld", ra);
