@@ -1176,6 +1176,37 @@ char *origin_get(const struct origin *o, const char *path)
     return body;
 }
 
+long long origin_key_count(const struct origin *o, const char *key)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/count?key=%s", key);
+    char *json = origin_get(o, path);
+    long long n = -1;
+    ck_assert_msg(json_get_int(json, "count", &n) == 0, "/count: %s", json);
+    free(json);
+    return n;
+}
+
+size_t origin_key_times(const struct origin *o, const char *key, double *ms, size_t max)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/count?key=%s", key);
+    char *json = origin_get(o, path);
+    const char *p = strstr(json, "\"times\":[");
+    ck_assert_msg(p != NULL, "/count: %s", json);
+    p += strlen("\"times\":[");
+    size_t n = 0;
+    while (n < max && *p != ']' && *p != '\0') {
+        char *end = NULL;
+        double v = strtod(p, &end);
+        ck_assert_msg(end != p, "/count times: %s", json);
+        ms[n++] = v * 1000.0;
+        p = *end == ',' ? end + 1 : end;
+    }
+    free(json);
+    return n;
+}
+
 long long origin_stat(const struct origin *o, const char *key)
 {
     char *json = origin_get(o, "/stats");
@@ -1944,6 +1975,25 @@ const char *fetch_header(const struct fetch_res *rs, const char *name, int nth)
     return hdr_find(rs->headers, rs->nheaders, name, nth);
 }
 
+void fetch_tls_via_tunnel(int proxy_port, const struct origin *o, size_t n)
+{
+    char url[256], path[64];
+    snprintf(path, sizeof path, "/bytes/%zu", n);
+    struct fetch_req rq = {.url = origin_url(o, path, url, sizeof url),
+                           .proxy_port = proxy_port,
+                           .tunnel = 1,
+                           .cainfo = harness_ca_path(),
+                           .check_pattern = 1};
+    struct fetch_res rs;
+    fetch(&rq, &rs);
+    ck_assert_msg(rs.rc == CURLE_OK, "https via CONNECT: curl error %d: %s", (int)rs.rc, rs.err);
+    ck_assert_int_eq(rs.connect_code, 200);
+    ck_assert_int_eq(rs.status, 200);
+    ck_assert_uint_eq(rs.received, n);
+    ck_assert_int_eq(rs.pattern_bad, -1);
+    fetch_free(&rs);
+}
+
 void fetch_via(int proxy_port, const char *url, struct fetch_res *rs)
 {
     struct fetch_req rq = {.url = url, .proxy_port = proxy_port};
@@ -2337,6 +2387,25 @@ int raw_request_on(struct raw *c, const char *method, const char *host, int port
     if (raw_send_request(c, method, host, port, path) != 0)
         return RAW_CLOSED;
     return raw_read_response(c, r, strcmp(method, "HEAD") == 0 ? RESP_HEAD : 0, timeout_ms);
+}
+
+struct raw *raw_connect_send(int port, const char *method, const struct origin *o, const char *path,
+                             const char *extra)
+{
+    struct raw *c = raw_connect(port);
+    raw_send_proxy_request(c, method, o, path, extra);
+    return c;
+}
+
+int harness_tool_missing(int have, const char *test, const char *tool, const char *package)
+{
+    if (have)
+        return 0;
+    const char *ci = getenv("CI");
+    ck_assert_msg(ci == NULL || strcmp(ci, "true") != 0, "%s is missing (apt-get install %s)", tool,
+                  package);
+    fprintf(stderr, "%s: %s missing, not checked (apt-get install %s)\n", test, tool, package);
+    return 1;
 }
 
 int raw_tunnel_request(struct raw *c, int target_port, struct http_response *r, int timeout_ms)

@@ -175,6 +175,12 @@ char *origin_get(const struct origin *o, const char *path);
  * "streams_active", "bytes_sent"; the /stats request's own connection counts in the first two. */
 long long origin_stat(const struct origin *o, const char *key);
 
+/* The origin's /count?key=KEY: how many requests with that key it received, and when (ms on its
+ * monotonic clock, up to max of them, oldest first; how many). Fail the test on an answer they
+ * cannot read. */
+long long origin_key_count(const struct origin *o, const char *key);
+size_t origin_key_times(const struct origin *o, const char *key, double *ms, size_t max);
+
 /* One request as the origin logged it (its /log): when it arrived (CLOCK_MONOTONIC, ms, like
  * now_ms()), on which of the origin's connections, for which target. */
 struct arrival {
@@ -282,6 +288,9 @@ void http_response_free(struct http_response *r);
 const char *resp_header(const struct http_response *r, const char *name, int nth);
 /* 1 when the peer closed (EOF or reset) within timeout_ms; data arriving meanwhile is dropped */
 int raw_wait_closed(struct raw *c, int timeout_ms);
+/* A new connection to the proxy on port with proxy_request(method, o, path, extra) sent on it */
+struct raw *raw_connect_send(int port, const char *method, const struct origin *o, const char *path,
+                             const char *extra);
 /* proxy_request(method, o, path, extra) sent on c */
 void raw_send_proxy_request(struct raw *c, const char *method, const struct origin *o,
                             const char *path, const char *extra);
@@ -340,6 +349,10 @@ void fetch_free(struct fetch_res *rs);
 const char *fetch_header(const struct fetch_res *rs, const char *name, int nth);
 /* GET url through the proxy on port; fails the test unless curl succeeded */
 void fetch_via(int proxy_port, const char *url, struct fetch_res *rs);
+
+/* An https GET of /bytes/n through a CONNECT tunnel the proxy on proxy_port opens to o; fails the
+ * test unless curl got all n pattern bytes in a 200 after a 200 to the CONNECT */
+void fetch_tls_via_tunnel(int proxy_port, const struct origin *o, size_t n);
 
 /* ---- origin JSON (compact, as origin.py prints it) --------------------------------------------
  */
@@ -403,6 +416,11 @@ char *proxy_access_line(struct proxy *p, const char *needle);
 /* The attempts= and wait= fields of an access-log line; fail the test when the field is missing */
 int line_attempts(const char *line);
 long long line_wait_ms(const char *line);
+
+/* For a test that needs a tool the machine may lack: 0 when have; else fails the test under CI=true
+ * (the CI image must have it) and otherwise says on stderr that test was not checked and how to
+ * install package, and returns 1 for the test to return. */
+int harness_tool_missing(int have, const char *test, const char *tool, const char *package);
 
 /* ---- external commands ------------------------------------------------------------------------
  */

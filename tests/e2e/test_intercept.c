@@ -794,22 +794,10 @@ START_TEST(test_keepalive_tunnel_paced)
     printf("paced tunnel: %zu of %d requests held (limit=delay:pace), e.g.\n  %s\n", delayed, N,
            lines[L]);
     /* the origin's clock: never more than 10 arrivals in any 1 s window */
-    snprintf(path, sizeof path, "/count?key=%s", key);
-    char *json = origin_get(f.o, path);
-    long long count = -1;
-    ck_assert_msg(json_get_int(json, "count", &count) == 0 && count == N, "/count: %s", json);
+    long long count = origin_key_count(f.o, key);
+    ck_assert_msg(count == N, "the origin saw %lld requests, want %d", count, N);
     double times[N];
-    const char *p = strstr(json, "\"times\":[");
-    ck_assert_msg(p != NULL, "/count: %s", json);
-    p += strlen("\"times\":[");
-    size_t n = 0;
-    while (n < N && *p != ']' && *p != '\0') {
-        char *end = NULL;
-        times[n++] = strtod(p, &end) * 1000.0;
-        ck_assert_msg(end != p, "/count times: %s", json);
-        p = *end == ',' ? end + 1 : end;
-    }
-    free(json);
+    size_t n = origin_key_times(f.o, key, times, N);
     ck_assert_uint_eq(n, N);
     double tightest = 1e9, tightest_admit = 1e9;
     for (size_t i = L; i < n; i++) {

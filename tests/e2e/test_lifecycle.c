@@ -203,8 +203,7 @@ START_TEST(test_idle_connections_do_not_delay_exit)
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     /* one keep-alive connection after a request, one that never sent a byte */
-    struct raw *k = raw_connect(p->port);
-    raw_send_proxy_request(k, "GET", o, "/bytes/100", NULL);
+    struct raw *k = raw_connect_send(p->port, "GET", o, "/bytes/100", NULL);
     struct http_response r;
     ck_assert_int_eq(raw_read_response(k, &r, 0, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);

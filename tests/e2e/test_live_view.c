@@ -363,14 +363,9 @@ static int have_chromium(void)
 
 START_TEST(test_page_in_headless_chromium)
 {
-    if (!have_chromium()) {
-        const char *ci = getenv("CI");
-        ck_assert_msg(ci == NULL || strcmp(ci, "true") != 0,
-                      "chromium is missing (apt-get install chromium)");
-        fprintf(stderr, "test_page_in_headless_chromium: chromium missing, not checked "
-                        "(apt-get install chromium)\n");
+    if (harness_tool_missing(have_chromium(), "test_page_in_headless_chromium", "chromium",
+                             "chromium"))
         return;
-    }
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
     ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);

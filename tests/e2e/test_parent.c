@@ -62,26 +62,6 @@ static int hops_via(int port, const struct origin *o)
     return hops;
 }
 
-/* https GET through a CONNECT tunnel opened by the proxy on port; fails the test unless it works */
-static void tls_via(int port, const struct origin *o, size_t n)
-{
-    char url[256], path[64];
-    snprintf(path, sizeof path, "/bytes/%zu", n);
-    struct fetch_req rq = {.url = origin_url(o, path, url, sizeof url),
-                           .proxy_port = port,
-                           .tunnel = 1,
-                           .cainfo = harness_ca_path(),
-                           .check_pattern = 1};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK, "https via CONNECT: curl %d: %s", (int)rs.rc, rs.err);
-    ck_assert_int_eq(rs.connect_code, 200);
-    ck_assert_int_eq(rs.status, 200);
-    ck_assert_uint_eq(rs.received, n);
-    ck_assert_int_eq(rs.pattern_bad, -1);
-    fetch_free(&rs);
-}
-
 /* ---- plain requests through the parent --------------------------------------------------------
  */
 
@@ -132,7 +112,7 @@ START_TEST(test_connect_goes_through_parent)
     struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
                                        "upstream_proxy: \"http://127.0.0.1:%d\"\n",
                                        o->port, parent->port);
-    tls_via(child->port, o, 100000);
+    fetch_tls_via_tunnel(child->port, o, 100000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", o, NULL, 200);
     ck_assert_msg(proxy_wait_log(parent, line, 3000), "parent's log lacks %s:\n%s", line,
@@ -165,7 +145,7 @@ START_TEST(test_proxy_environment_ignored)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unsetenv(names[i]);
     ck_assert_msg(hops_via(child->port, o) == 2, "no_proxy=* took the child past its parent");
-    tls_via(child->port, tls, 1000);
+    fetch_tls_via_tunnel(child->port, tls, 1000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", tls, NULL, 200);
     ck_assert_msg(proxy_wait_log(parent, line, 3000), "the tunnel did not go through the parent");
@@ -215,7 +195,7 @@ START_TEST(test_bypass_address_block_goes_direct)
                                        "upstream_proxy_bypass: [\"*.internal\", \"127.0.0.0/8\"]\n",
                                        o->port, parent->port);
     ck_assert_int_eq(hops_via(child->port, plain), 1);
-    tls_via(child->port, o, 5000);
+    fetch_tls_via_tunnel(child->port, o, 5000);
     char get_line[256], connect_line[256];
     access_text(get_line, sizeof get_line, "GET", plain, "/headers", 200);
     access_text(connect_line, sizeof connect_line, "CONNECT", o, NULL, 200);

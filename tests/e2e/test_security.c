@@ -277,8 +277,7 @@ START_TEST(test_auth_basic)
     http_response_free(&r);
 
     /* a 407 leaves the connection usable: the client retries with credentials on it */
-    struct raw *c = raw_connect(p->port);
-    raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", NULL);
+    struct raw *c = raw_connect_send(p->port, "GET", o, "/headers/retry-after-407", NULL);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     assert_challenge(&r, "first request on a keep-alive connection");
     http_response_free(&r);
