@@ -30,28 +30,11 @@ static void wait_started(struct proxy *p)
     }
 }
 
-/* proxy_start() reads the admin port as soon as the proxy's own listener is logged, which can be
- * before the admin endpoint's line: read it again once start-up is complete. */
-static int admin_port(struct proxy *p)
-{
-    if (p->admin_port > 0)
-        return p->admin_port;
-    wait_started(p);
-    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
-    char *log = read_file(p->log_path, NULL);
-    const char *hit = log != NULL ? strstr(log, needle) : NULL;
-    if (hit != NULL)
-        p->admin_port = atoi(hit + strlen(needle));
-    free(log);
-    return p->admin_port;
-}
-
 /* GET (or another method) on the admin endpoint, no proxy */
 static void admin_fetch(struct proxy *p, const char *method, const char *path, struct fetch_res *rs)
 {
-    ck_assert_msg(admin_port(p) > 0, "no admin endpoint in the log:\n%s", proxy_log_tail(p, 800));
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", p->admin_port, path);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", proxy_admin_port(p), path);
     struct fetch_req rq = {.url = url, .method = method, .timeout_ms = T_MS};
     fetch(&rq, rs);
     ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
@@ -483,7 +466,8 @@ START_TEST(test_admin_disabled)
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, "admin:\n  listen: []\n");
     wait_started(p);
-    ck_assert_int_eq(admin_port(p), -1);
+    ck_assert_int_eq(p->admin_port, -1);
+    ck_assert(!proxy_log_contains(p, "admin endpoint listening on"));
     ck_assert_msg(!proxy_log_contains(p, "admin endpoint"), "log:\n%s", proxy_log_tail(p, 800));
     /* the proxy itself serves */
     char url[256];

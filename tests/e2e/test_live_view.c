@@ -22,32 +22,11 @@
 
 #define T_MS 10000
 
-/* proxy_start() may read the proxy's listener line before the admin endpoint's: read it again
- * once start-up is complete. */
-static int admin_port(struct proxy *p)
-{
-    if (p->admin_port > 0)
-        return p->admin_port;
-    uint64_t deadline = now_ms() + 5000;
-    while (!proxy_log_contains(p, " started: ")) {
-        ck_assert_msg(now_ms() < deadline, "no 'started' line; log:\n%s", proxy_log_tail(p, 800));
-        sleep_ms(10);
-    }
-    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
-    char *log = read_file(p->log_path, NULL);
-    const char *hit = log != NULL ? strstr(log, needle) : NULL;
-    if (hit != NULL)
-        p->admin_port = atoi(hit + strlen(needle));
-    free(log);
-    ck_assert_msg(p->admin_port > 0, "no admin endpoint in the log:\n%s", proxy_log_tail(p, 800));
-    return p->admin_port;
-}
-
 static void admin_call(struct proxy *p, const char *method, const char *path, const char *auth,
                        struct fetch_res *rs)
 {
     char url[2048], header[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", admin_port(p), path);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", proxy_admin_port(p), path);
     const char *headers[] = {header, NULL};
     if (auth != NULL)
         snprintf(header, sizeof header, "Authorization: %s", auth);
@@ -373,7 +352,7 @@ START_TEST(test_page_in_headless_chromium)
     free(limits_with(p, "\"held\":1,\"reset_ms\"", NULL));
     char profile[512], url[128];
     state_path(profile, sizeof profile, "chromium-profile");
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/", admin_port(p));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", proxy_admin_port(p));
     char user_data[600];
     snprintf(user_data, sizeof user_data, "--user-data-dir=%s", profile);
     /* --proxy-server=127.0.0.1:9 (discard, closed) keeps Chromium's own background traffic off
