@@ -2237,6 +2237,12 @@ struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *ya
     return proxy_start(yaml_extra);
 }
 
+struct proxy *proxy_start_tunnel_to(struct origin **o, int tls)
+{
+    *o = origin_start(tls);
+    return proxy_startf("connect:\n  allowed_ports: [%d]\n", (*o)->port);
+}
+
 void proxy_stop_with_origin(struct proxy *p, struct origin *o)
 {
     proxy_stop(p);

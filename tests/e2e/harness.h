@@ -163,6 +163,9 @@ void fixture_still_serving(struct fixture f, size_t body_len);
  * proxy_start(yaml_extra); proxy_stop_with_origin stops both, the proxy first. */
 struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *yaml_extra);
 void proxy_stop_with_origin(struct proxy *p, struct origin *o);
+/* proxy_start_with_origin with `connect: {allowed_ports: [ORIGIN'S PORT]}`: clients may open
+ * CONNECT tunnels to the origin */
+struct proxy *proxy_start_tunnel_to(struct origin **o, int tls);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or

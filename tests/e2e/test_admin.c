@@ -332,8 +332,8 @@ END_TEST
 
 START_TEST(test_tunnel_metrics)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 1);
     double t0 = metric(p, "rlproxy_tunnels_total");
     double out0 = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}");
     ck_assert(metric(p, "rlproxy_open_tunnels") == 0);

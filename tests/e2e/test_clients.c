@@ -100,8 +100,8 @@ END_TEST
 
 START_TEST(test_curl_cli_proxytunnel)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 1);
     char url[256], proxy[64], body[600];
     out_path(body, sizeof body, "curl-tunnel");
     char *argv[] = {"curl",
@@ -167,8 +167,8 @@ END_TEST
 
 START_TEST(test_wget_https)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 1);
     char url[256], proxy[128], env_proxy[160], body[600], ca[700];
     snprintf(env_proxy, sizeof env_proxy, "https_proxy=%s/", proxy_url(p, proxy, sizeof proxy));
     snprintf(ca, sizeof ca, "--ca-certificate=%s", harness_ca_path());
@@ -220,8 +220,8 @@ static void python_fetch(const char *proxy, const char *url, const char *post, s
 START_TEST(test_python_urllib)
 {
     struct origin *o = origin_start(0);
-    struct origin *tls = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", tls->port);
+    struct origin *tls;
+    struct proxy *p = proxy_start_tunnel_to(&tls, 1);
     char url[256], proxy[64], want[128], sha[65];
     proxy_url(p, proxy, sizeof proxy);
     pattern_sha256_hex(SIZE, sha);

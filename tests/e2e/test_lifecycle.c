@@ -241,8 +241,8 @@ END_TEST
 
 START_TEST(test_tunnel_works_during_drain)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 0);
     struct raw *t = raw_connect(p->port);
     struct http_response r;
     ck_assert_int_eq(raw_tunnel_request(t, o->port, &r, T_MS), RAW_OK);

@@ -62,6 +62,15 @@ static int hops_via(int port, const struct origin *o)
     return hops;
 }
 
+/* An rlproxy whose parent proxy is the one on parent_port, allowing CONNECT to connect_port;
+ * extra: more YAML lines ("" for none) */
+static struct proxy *start_child(int connect_port, int parent_port, const char *extra)
+{
+    return proxy_startf("connect:\n  allowed_ports: [%d]\n"
+                        "upstream_proxy: \"http://127.0.0.1:%d\"\n%s",
+                        connect_port, parent_port, extra);
+}
+
 /* ---- plain requests through the parent --------------------------------------------------------
  */
 
@@ -107,11 +116,9 @@ END_TEST
 
 START_TEST(test_connect_goes_through_parent)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       o->port, parent->port);
+    struct origin *o;
+    struct proxy *parent = proxy_start_tunnel_to(&o, 1);
+    struct proxy *child = start_child(o->port, parent->port, "");
     fetch_tls_via_tunnel(child->port, o, 100000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", o, NULL, 200);
@@ -129,17 +136,15 @@ END_TEST
 START_TEST(test_proxy_environment_ignored)
 {
     struct origin *o = origin_start(0);
-    struct origin *tls = origin_start(1);
-    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", tls->port);
+    struct origin *tls;
+    struct proxy *parent = proxy_start_tunnel_to(&tls, 1);
     char dead[64];
     snprintf(dead, sizeof dead, "http://127.0.0.1:%d", harness_closed_port());
     static const char *const names[] = {"no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY",
                                         "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         setenv(names[i], i < 2 ? "*" : dead, 1);
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       tls->port, parent->port);
+    struct proxy *child = start_child(tls->port, parent->port, "");
     struct proxy *direct = proxy_start(NULL);
     /* the test's own libcurl obeys them too */
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -162,9 +167,7 @@ START_TEST(test_parent_refusing_connect)
 {
     struct origin *o;
     struct proxy *parent = proxy_start_with_origin(&o, 1, NULL); /* allowed_ports: [443] */
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       o->port, parent->port);
+    struct proxy *child = start_child(o->port, parent->port, "");
     struct raw *c = raw_connect(child->port);
     struct http_response r;
     int rc = raw_tunnel_request(c, o->port, &r, T_MS);
@@ -187,13 +190,11 @@ END_TEST
 
 START_TEST(test_bypass_address_block_goes_direct)
 {
-    struct origin *o = origin_start(1);
     struct origin *plain = origin_start(0);
-    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n"
-                                       "upstream_proxy_bypass: [\"*.internal\", \"127.0.0.0/8\"]\n",
-                                       o->port, parent->port);
+    struct origin *o;
+    struct proxy *parent = proxy_start_tunnel_to(&o, 1);
+    struct proxy *child = start_child(o->port, parent->port,
+                                      "upstream_proxy_bypass: [\"*.internal\", \"127.0.0.0/8\"]\n");
     ck_assert_int_eq(hops_via(child->port, plain), 1);
     fetch_tls_via_tunnel(child->port, o, 5000);
     char get_line[256], connect_line[256];
@@ -244,9 +245,7 @@ START_TEST(test_parent_down_502)
 {
     struct origin *o = origin_start(0);
     int down = harness_closed_port();
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       o->port, down);
+    struct proxy *child = start_child(o->port, down, "");
     char parent_addr[64];
     snprintf(parent_addr, sizeof parent_addr, "127.0.0.1:%d", down);
     char url[256];
