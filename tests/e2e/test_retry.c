@@ -93,6 +93,13 @@ static void get(const struct fixture *f, const char *url, struct fetch_res *rs)
     send_req(f, NULL, url, NULL, 0, rs);
 }
 
+/* GET /flaky?query from the origin at 127.0.0.1 through the proxy */
+static void get_flaky(const struct fixture *f, const char *query, struct fetch_res *rs)
+{
+    char url[256];
+    get(f, flaky_url(f, "127.0.0.1", query, url, sizeof url), rs);
+}
+
 /* Random bytes (xorshift, seeded) so a replay that starts at the wrong offset cannot pass */
 static unsigned char *random_body(size_t len, uint64_t seed)
 {
@@ -137,9 +144,8 @@ START_TEST(test_503_twice_then_200)
     struct fixture f = up(RETRY_YAML(3, "100ms"));
     long long retries0 = proxy_metric(f.p, "rlproxy_retries_total");
     ck_assert_msg(retries0 == 0, "rlproxy_retries_total starts at %lld", retries0);
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t1&fail=2", url, sizeof url), &rs);
+    get_flaky(&f, "key=t1&fail=2", &rs);
     ck_assert_msg(rs.status == 200, "status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "\"attempt\":3") != NULL, "body: %s", rs.body);
     fetch_free(&rs);
@@ -209,9 +215,8 @@ END_TEST
 START_TEST(test_attempts_exhausted)
 {
     struct fixture f = up(RETRY_YAML(2, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t2&fail=5", url, sizeof url), &rs);
+    get_flaky(&f, "key=t2&fail=5", &rs);
     ck_assert_msg(rs.status == 503, "status %ld: %s", rs.status, rs.body);
     /* the origin's own answer, from the last attempt */
     ck_assert_msg(strstr(rs.body, "flaky: attempt 2 fails with 503") != NULL, "body: %s", rs.body);
@@ -220,11 +225,11 @@ START_TEST(test_attempts_exhausted)
     expect_attempts(f.p, "key=t2", 2);
 
     /* 502 is in the default list too; 500 is not */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t2b&fail=1&status=502", url, sizeof url), &rs);
+    get_flaky(&f, "key=t2b&fail=1&status=502", &rs);
     ck_assert_msg(rs.status == 200, "502 then 200: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "t2b"), 2);
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t2c&fail=1&status=500", url, sizeof url), &rs);
+    get_flaky(&f, "key=t2c&fail=1&status=500", &rs);
     ck_assert_msg(rs.status == 500, "500 is not in retry.on: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "t2c"), 1);
@@ -266,11 +271,9 @@ END_TEST
 START_TEST(test_retry_after_seconds)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=ra1&fail=1&status=429&retry_after=1", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=ra1&fail=1&status=429&retry_after=1", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 200, "status %ld after %llu ms: %s\nlog:\n%s", rs.status,
                   (unsigned long long)ms, rs.body, proxy_log_tail(f.p, 1500));
@@ -290,12 +293,8 @@ END_TEST
 START_TEST(test_retry_after_http_date)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    get(&f,
-        flaky_url(&f, "127.0.0.1", "key=rad&fail=1&status=503&retry_after=date%2B2", url,
-                  sizeof url),
-        &rs);
+    get_flaky(&f, "key=rad&fail=1&status=503&retry_after=date%2B2", &rs);
     ck_assert_msg(rs.status == 200, "status %ld: %s\nlog:\n%s", rs.status, rs.body,
                   proxy_log_tail(f.p, 1500));
     fetch_free(&rs);
@@ -308,10 +307,7 @@ START_TEST(test_retry_after_http_date)
 
     /* a date in the past means now */
     uint64_t t0 = now_ms();
-    get(&f,
-        flaky_url(&f, "127.0.0.1", "key=radp&fail=1&status=503&retry_after=date%2B-100", url,
-                  sizeof url),
-        &rs);
+    get_flaky(&f, "key=radp&fail=1&status=503&retry_after=date%2B-100", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 200, "past date: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(ms < 800, "Retry-After in the past: waited %llu ms", (unsigned long long)ms);
@@ -324,12 +320,9 @@ END_TEST
 START_TEST(test_retry_after_above_max_delay)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f,
-        flaky_url(&f, "127.0.0.1", "key=ra30&fail=1&status=429&retry_after=30", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=ra30&fail=1&status=429&retry_after=30", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 429, "status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "flaky: attempt 1 fails with 429") != NULL,
@@ -363,17 +356,15 @@ static void get_as(const struct fixture *f, const char *url, const char *header,
 START_TEST(test_origin_429_without_rule_pauses_nobody)
 {
     struct fixture f = up("retry:\n  attempts: 1\n");
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=n&fail=1&status=429&retry_after=5", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=n&fail=1&status=429&retry_after=5", &rs);
     ck_assert_msg(rs.status == 429 && strstr(rs.body, "flaky:") != NULL,
                   "the origin's 429 should pass: %ld %s", rs.status, rs.body);
     const char *ra = fetch_header(&rs, "Retry-After", 0);
     ck_assert_msg(ra != NULL && strcmp(ra, "5") == 0, "Retry-After: %s", ra ? ra : "(none)");
     fetch_free(&rs);
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=n&after=1", url, sizeof url), &rs);
+    get_flaky(&f, "key=n&after=1", &rs);
     ck_assert_msg(rs.status == 200 && now_ms() - t0 < 1000,
                   "the same host right after another request's 429: %ld in %llu ms: %s", rs.status,
                   (unsigned long long)(now_ms() - t0), rs.body);
@@ -614,9 +605,8 @@ END_TEST
 START_TEST(test_reset_after_send_not_retried)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=rst&fail=1&mode=reset", url, sizeof url), &rs);
+    get_flaky(&f, "key=rst&fail=1&mode=reset", &rs);
     ck_assert_msg(rs.status == 502, "reset: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "127.0.0.1") != NULL, "502 does not name the target: %s",
                   rs.body);
@@ -660,7 +650,7 @@ START_TEST(test_timeout_retried_get)
     char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=hang1&fail=1&mode=hang", url, sizeof url), &rs);
+    get_flaky(&f, "key=hang1&fail=1&mode=hang", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 200, "GET after a timeout: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(ms >= 450 && ms < 3000, "GET took %llu ms", (unsigned long long)ms);
@@ -852,10 +842,9 @@ START_TEST(test_budget_floor)
     struct fixture f = up("retry:\n  attempts: 3\n  base_delay: 1ms\n  jitter: none\n"
                           "  budget: 0%%\n");
     enum { N = 15 };
-    char url[256];
     for (int i = 0; i < N; i++) {
         struct fetch_res rs;
-        get(&f, flaky_url(&f, "127.0.0.1", "key=bud&fail=1000", url, sizeof url), &rs);
+        get_flaky(&f, "key=bud&fail=1000", &rs);
         ck_assert_msg(rs.status == 503, "request %d: status %ld", i, rs.status);
         fetch_free(&rs);
     }
@@ -879,10 +868,9 @@ START_TEST(test_retry_passes_limiter)
                                                 "    limit: 2\n"
                                                 "    window: 1s\n"
                                                 "    over_limit: reject\n");
-    char url[256];
     struct fetch_res rs;
     /* two admissions fit: the first attempt and its retry */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=lim0&fail=1", url, sizeof url), &rs);
+    get_flaky(&f, "key=lim0&fail=1", &rs);
     ck_assert_msg(rs.status == 200, "first attempt + retry within limit 2: %ld %s", rs.status,
                   rs.body);
     fetch_free(&rs);
@@ -890,10 +878,10 @@ START_TEST(test_retry_passes_limiter)
     sleep_ms(1100); /* the window is empty again */
 
     /* one admission used, then a request whose retry would be the third */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=warm", url, sizeof url), &rs);
+    get_flaky(&f, "key=warm", &rs);
     ck_assert_int_eq(rs.status, 200);
     fetch_free(&rs);
-    get(&f, flaky_url(&f, "127.0.0.1", "key=lim&fail=1", url, sizeof url), &rs);
+    get_flaky(&f, "key=lim&fail=1", &rs);
     ck_assert_msg(rs.status == 429, "retry over the limit: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "rate limit \"two\"") != NULL && strstr(rs.body, "flaky") == NULL,
                   "not the proxy's 429: %s", rs.body);
@@ -915,11 +903,9 @@ END_TEST
 START_TEST(test_deadline_passes_the_last_answer)
 {
     struct fixture f = up("retry:\n  deadline: 3s\n");
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=dl&fail=2&status=429&retry_after=2", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=dl&fail=2&status=429&retry_after=2", &rs);
     uint64_t took = now_ms() - t0;
     printf("retry: deadline 3 s, two 429s with Retry-After 2: %ld after %llu ms\n", rs.status,
            (unsigned long long)took);
@@ -935,8 +921,7 @@ START_TEST(test_deadline_passes_the_last_answer)
 
     f = up("retry:\n  deadline: 0s\n");
     t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=dn&fail=2&status=429&retry_after=2", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=dn&fail=2&status=429&retry_after=2", &rs);
     took = now_ms() - t0;
     ck_assert_msg(rs.status == 200 && took >= 3800, "no deadline: %ld after %llu ms", rs.status,
                   (unsigned long long)took);
