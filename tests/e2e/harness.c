@@ -1745,6 +1745,15 @@ void raw_expect_pattern(struct raw *c, size_t n, const char *what)
     http_response_free(&r);
 }
 
+void raw_expect_status(struct raw *c, int status, const char *what)
+{
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, 10000); /* the T_MS of the suites that call it */
+    ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
+    ck_assert_msg(r.status == status, "%s: status %d, want %d", what, r.status, status);
+    http_response_free(&r);
+}
+
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what)
 {
     uint64_t t0 = now_ms();

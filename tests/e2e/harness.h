@@ -303,6 +303,8 @@ void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const
 /* Reads the next response on c: a 200 whose body is n pattern bytes, or the test fails (naming
  * what) */
 void raw_expect_pattern(struct raw *c, size_t n, const char *what);
+/* Reads the next response on c (10 s at most); the test fails unless it is one with this status */
+void raw_expect_status(struct raw *c, int status, const char *what);
 /* Fails the test unless the peer closes c (a timeout, as what says) no sooner than min_ms and
  * within max_ms from now */
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what);

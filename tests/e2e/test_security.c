@@ -282,9 +282,7 @@ START_TEST(test_auth_basic)
     assert_challenge(&r, "first request on a keep-alive connection");
     http_response_free(&r);
     raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", h);
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "the retry with credentials");
     raw_close(c);
 
     /* the access log names the user (text format: "TIME CLIENT USER \"METHOD TARGET\" ...") */
@@ -360,9 +358,7 @@ START_TEST(test_auth_connect)
     http_response_free(&r);
     raw_send_str(c, "GET /headers/tunnel-authorized HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     "Connection: close\r\n\r\n");
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "a request in the authorized tunnel");
     raw_close(c);
 
     ck_assert_uint_eq(origin_seen(o, "tunnel-unauthorized"), 0);
@@ -478,9 +474,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     struct raw *c = raw_connect(p->port);
     struct http_response r;
     raw_send_proxy_request(c, "GET", o, "/headers/ka-before", alice);
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "alice's first request");
 
     write_users(users, "bob");
     char *conf = read_file(p->conf_path, NULL);
