@@ -49,7 +49,8 @@ static struct config make_config(struct rate_rule *rules, size_t count)
     return c;
 }
 
-static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
+/* A GET from ip at now, decided by the limiter: d as limiter_decide fills it */
+static void decide(struct limiter *l, const char *ip, uint64_t now, struct limiter_decision *d)
 {
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
@@ -62,8 +63,14 @@ static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
                                 .method = "GET",
                                 .path = "/",
                                 .path_len = 1};
+    limiter_decide(l, &r, now, d);
+}
+
+/* decide, and a held request goes at once: the verdict */
+static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
+{
     struct limiter_decision d;
-    limiter_decide(l, &r, now, &d);
+    decide(l, ip, now, &d);
     if (d.hold != NULL)
         limiter_hold_done(d.hold, now);
     return d.verdict;
@@ -100,16 +107,8 @@ START_TEST(test_view_reports_used_held_and_reset)
     ask(l, "10.0.0.1", 1 * S);
     ask(l, "10.0.0.1", 2 * S);
     ask(l, "10.0.0.2", 3 * S);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a,
-                                .user = "-",
-                                .host = "h",
-                                .method = "GET",
-                                .path = "/",
-                                .path_len = 1};
     struct limiter_decision held;
-    limiter_decide(l, &r, 4 * S, &held); /* third of 10.0.0.1: held until 61 s */
+    decide(l, "10.0.0.1", 4 * S, &held); /* third of 10.0.0.1: held until 61 s */
     ck_assert_int_eq(held.verdict, LIMITER_DELAY);
     struct views v = {0};
     limiter_foreach_window(l, 0, 4 * S, collect, &v);
@@ -177,16 +176,8 @@ START_TEST(test_reset_keeps_held_reservations)
     struct limiter *l = limiter_new(&c, NULL, NULL);
     ask(l, "10.0.0.1", 1 * S);
     ask(l, "10.0.0.1", 2 * S);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a,
-                                .user = "-",
-                                .host = "h",
-                                .method = "GET",
-                                .path = "/",
-                                .path_len = 1};
     struct limiter_decision held;
-    limiter_decide(l, &r, 3 * S, &held); /* reserved at 61 s */
+    decide(l, "10.0.0.1", 3 * S, &held); /* reserved at 61 s */
     ck_assert_int_eq(held.verdict, LIMITER_DELAY);
     ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.1", 8, 4 * S), 0);
     struct views v = {0};
@@ -195,7 +186,7 @@ START_TEST(test_reset_keeps_held_reservations)
     ck_assert_uint_eq(v.held[0], 1);
     ck_assert_int_eq(ask(l, "10.0.0.1", 5 * S), LIMITER_ADMIT); /* one slot free again */
     struct limiter_decision d;
-    limiter_decide(l, &r, 6 * S, &d);
+    decide(l, "10.0.0.1", 6 * S, &d);
     ck_assert_int_eq(d.verdict, LIMITER_DELAY); /* full: 5 s and the reservation */
     ck_assert_uint_eq(d.delay_us, 59 * S);      /* when the entry at 5 s leaves */
     limiter_hold_cancel(d.hold);
@@ -229,6 +220,15 @@ static char *render(struct limiter *l, size_t *len)
     return text;
 }
 
+/* The state file a first run leaves (first_run, rendered, the limiter gone) */
+static char *first_run_file(struct rate_rule *rules, struct config *c, size_t *len)
+{
+    struct limiter *before = first_run(rules, c);
+    char *text = render(before, len);
+    limiter_unref(before);
+    return text;
+}
+
 START_TEST(test_crc32_known_value)
 {
     ck_assert_uint_eq(state_file_crc32("123456789", 9), 0xCBF43926u); /* the standard check */
@@ -241,10 +241,8 @@ START_TEST(test_round_trip_across_a_reboot)
 {
     struct rate_rule rules[2];
     struct config c;
-    struct limiter *before = first_run(rules, &c);
     size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    char *text = first_run_file(rules, &c, &len);
 
     struct limiter *after = limiter_new(&c, NULL, NULL);
     uint64_t mono_2 = 40 * S, wall_2 = WALL_1 + 5 * S;
@@ -277,10 +275,8 @@ START_TEST(test_entries_before_boot_clamp_to_zero)
 {
     struct rate_rule rules[2];
     struct config c;
-    struct limiter *before = first_run(rules, &c);
     size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    char *text = first_run_file(rules, &c, &len);
     struct limiter *after = limiter_new(&c, NULL, NULL);
     char err[256];
     uint64_t mono_2 = 2 * S, wall_2 = WALL_1 + 5 * S; /* entries are 15..55 s old, uptime 2 s */
@@ -299,10 +295,8 @@ START_TEST(test_old_entries_dropped)
 {
     struct rate_rule rules[2];
     struct config c;
-    struct limiter *before = first_run(rules, &c);
     size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    char *text = first_run_file(rules, &c, &len);
     struct limiter *after = limiter_new(&c, NULL, NULL);
     struct state_file_counts counts;
     char err[256];
@@ -333,10 +327,8 @@ START_TEST(test_changed_rules_start_empty)
 {
     struct rate_rule rules[2];
     struct config c;
-    struct limiter *before = first_run(rules, &c);
     size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    char *text = first_run_file(rules, &c, &len);
     struct rate_rule changed[] = {rule("api", RATE_KEY_CLIENT, 4, 60000),
                                   rule("everything", RATE_KEY_GLOBAL, 100, 3600000)};
     struct config c2 = make_config(changed, 2);
@@ -358,10 +350,8 @@ START_TEST(test_truncation_at_every_byte)
 {
     struct rate_rule rules[2];
     struct config c;
-    struct limiter *before = first_run(rules, &c);
     size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    char *text = first_run_file(rules, &c, &len);
     struct limiter *after = limiter_new(&c, NULL, NULL);
     char err[256];
     for (size_t cut = 0; cut < len; cut++) {
@@ -380,10 +370,8 @@ START_TEST(test_corruption_of_any_byte)
 {
     struct rate_rule rules[2];
     struct config c;
-    struct limiter *before = first_run(rules, &c);
     size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    char *text = first_run_file(rules, &c, &len);
     struct limiter *after = limiter_new(&c, NULL, NULL);
     char err[256];
     for (size_t at = 0; at < len; at++) {
