@@ -2003,6 +2003,24 @@ void fetch_tls_via_tunnel(int proxy_port, const struct origin *o, size_t n)
     fetch_free(&rs);
 }
 
+int multi_next_done(CURLM *m, struct multi_done *d)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        d->easy = msg->easy_handle;
+        d->result = msg->data.result;
+        d->status = 0;
+        curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &d->status);
+        d->private = NULL;
+        curl_easy_getinfo(d->easy, CURLINFO_PRIVATE, (char **)&d->private);
+        return 1;
+    }
+    return 0;
+}
+
 void fetch_via(int proxy_port, const char *url, struct fetch_res *rs)
 {
     struct fetch_req rq = {.url = url, .proxy_port = proxy_port};

@@ -359,6 +359,17 @@ void fetch_via(int proxy_port, const char *url, struct fetch_res *rs);
  * test unless curl got all n pattern bytes in a 200 after a 200 to the CONNECT */
 void fetch_tls_via_tunnel(int proxy_port, const struct origin *o, size_t n);
 
+/* A transfer of a curl multi that finished: its easy handle (still in the multi), result, response
+ * code and CURLOPT_PRIVATE */
+struct multi_done {
+    CURL *easy;
+    CURLcode result;
+    long status;
+    void *private;
+};
+/* 1 with *d filled for the next transfer of m that finished, 0 when no more have */
+int multi_next_done(CURLM *m, struct multi_done *d);
+
 /* ---- origin JSON (compact, as origin.py prints it) --------------------------------------------
  */
 

@@ -70,17 +70,11 @@ static void run_clients(struct proxy *p, const struct origin *o, struct client *
         }
         int running = 0;
         curl_multi_perform(m, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            struct client *cl;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&cl);
-            cl->rc = msg->data.result;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &cl->status);
-            curl_multi_remove_handle(m, msg->easy_handle);
-            done++;
+        for (struct multi_done d; multi_next_done(m, &d); done++) {
+            struct client *cl = d.private;
+            cl->rc = d.result;
+            cl->status = d.status;
+            curl_multi_remove_handle(m, d.easy);
         }
         curl_multi_poll(m, NULL, 0, 10, NULL);
     }
