@@ -1304,32 +1304,51 @@ static void *relay_serve(void *arg)
     return NULL;
 }
 
+int accept_until_stopped(int listen_fd, _Atomic int *stop, int poll_ms)
+{
+    while (!atomic_load(stop)) {
+        struct pollfd p = {listen_fd, POLLIN, 0};
+        if (poll(&p, 1, poll_ms) <= 0)
+            continue;
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+    }
+    return -1;
+}
+
+int thread_start_detached(void *(*run)(void *), void *arg, size_t stack_bytes)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_bytes > 0)
+        pthread_attr_setstacksize(&attr, stack_bytes);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, run, arg);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
 static void *relay_accept(void *arg)
 {
     struct relay *r = arg;
-    while (!atomic_load(&r->stopping)) {
-        struct pollfd p = {r->listen_fd, POLLIN, 0};
-        if (poll(&p, 1, 20) <= 0)
-            continue;
-        int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
+    int fd;
+    while ((fd = accept_until_stopped(r->listen_fd, &r->stopping, 20)) >= 0) {
         atomic_fetch_add(&r->connections, 1);
         struct relay_connection *c = malloc(sizeof *c);
-        pthread_t t;
         if (c == NULL) {
             close(fd);
             continue;
         }
         *c = (struct relay_connection){r, fd, atomic_load(&r->freezes)};
         atomic_fetch_add(&r->copying, 1);
-        if (pthread_create(&t, NULL, relay_serve, c) != 0) {
+        /* ends when either side closes or the relay stops */
+        if (thread_start_detached(relay_serve, c, 0) != 0) {
             atomic_fetch_sub(&r->copying, 1);
             close(fd);
             free(c);
-            continue;
         }
-        pthread_detach(t); /* ends when either side closes or the relay stops */
     }
     return NULL;
 }

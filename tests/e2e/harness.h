@@ -213,6 +213,12 @@ int relay_port(const struct relay *r);
 long relay_connections(struct relay *r); /* accepted so far */
 void relay_freeze(struct relay *r);
 void relay_stop(struct relay *r);
+/* For a test server's accepting thread: the next connection on listen_fd (close-on-exec), or -1
+ * once *stop is set, which it looks at every poll_ms */
+int accept_until_stopped(int listen_fd, _Atomic int *stop, int poll_ms);
+/* run(arg) on a detached thread with a stack of stack_bytes (0: the default); 0, or -1 when no
+ * thread could be made */
+int thread_start_detached(void *(*run)(void *), void *arg, size_t stack_bytes);
 /* 1 when a TCP connect to 127.0.0.1:port succeeds (within 2 s), 0 when it is refused */
 int port_accepts(int port);
 

@@ -570,31 +570,20 @@ out:
 static void *fo_accept(void *arg)
 {
     struct fast_origin *o = arg;
-    while (!atomic_load(&o->stop)) {
-        struct pollfd pfd = {o->lfd, POLLIN, 0};
-        if (poll(&pfd, 1, 100) <= 0)
-            continue;
-        int fd = accept4(o->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
+    int fd;
+    while ((fd = accept_until_stopped(o->lfd, &o->stop, 100)) >= 0) {
         atomic_fetch_add(&o->connections, 1);
         struct fo_conn *fc = malloc(sizeof *fc);
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
         if (fc == NULL) {
             close(fd);
-        } else {
-            fc->o = o;
-            fc->fd = fd;
-            if (pthread_create(&th, &attr, fo_serve, fc) != 0) {
-                close(fd);
-                free(fc);
-            }
+            continue;
         }
-        pthread_attr_destroy(&attr);
+        fc->o = o;
+        fc->fd = fd;
+        if (thread_start_detached(fo_serve, fc, 256 * 1024) != 0) {
+            close(fd);
+            free(fc);
+        }
     }
     return NULL;
 }
