@@ -2190,6 +2190,31 @@ int proxy_admin_port(struct proxy *p)
     return p->admin_port;
 }
 
+void proxy_admin_fetch(struct proxy *p, const char *method, const char *path, const char *auth,
+                       struct fetch_res *rs)
+{
+    char url[2048], header[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", proxy_admin_port(p), path);
+    const char *headers[] = {header, NULL};
+    if (auth != NULL)
+        snprintf(header, sizeof header, "Authorization: %s", auth);
+    struct fetch_req rq = {.url = url,
+                           .method = method,
+                           .timeout_ms = 10000,
+                           .headers = auth != NULL ? headers : NULL};
+    fetch(&rq, rs);
+    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
+}
+
+long proxy_admin_status(struct proxy *p, const char *method, const char *path, const char *auth)
+{
+    struct fetch_res rs;
+    proxy_admin_fetch(p, method, path, auth, &rs);
+    long status = rs.status;
+    fetch_free(&rs);
+    return status;
+}
+
 long long proxy_metric(struct proxy *p, const char *series)
 {
     char url[128];

@@ -142,6 +142,12 @@ const char *proxy_url(const struct proxy *p, char *buf, size_t len);
  * which can be before the admin endpoint's line: this waits (5 s at most) for that line and fails
  * the test when it never comes. */
 int proxy_admin_port(struct proxy *p);
+/* A request to the admin endpoint (no proxy): method NULL is GET; auth, when not NULL, is sent as
+ * the Authorization header. Fails the test when curl fails. proxy_admin_status: its status. */
+struct fetch_res; /* below, with the libcurl client */
+void proxy_admin_fetch(struct proxy *p, const char *method, const char *path, const char *auth,
+                       struct fetch_res *rs);
+long proxy_admin_status(struct proxy *p, const char *method, const char *path, const char *auth);
 /* A series from the admin endpoint's /metrics; `series` is the whole series name, labels
  * included. -1 when absent; fails the test when /metrics cannot be read. */
 long long proxy_metric(struct proxy *p, const char *series);

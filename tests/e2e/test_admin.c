@@ -30,20 +30,10 @@ static void wait_started(struct proxy *p)
     }
 }
 
-/* GET (or another method) on the admin endpoint, no proxy */
-static void admin_fetch(struct proxy *p, const char *method, const char *path, struct fetch_res *rs)
-{
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", proxy_admin_port(p), path);
-    struct fetch_req rq = {.url = url, .method = method, .timeout_ms = T_MS};
-    fetch(&rq, rs);
-    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
-}
-
 static char *scrape(struct proxy *p)
 {
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/metrics", &rs);
+    proxy_admin_fetch(p, NULL, "/metrics", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     char *body = rs.body;
     rs.body = NULL;
@@ -120,7 +110,7 @@ START_TEST(test_healthz)
 {
     struct proxy *p = proxy_start(NULL);
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/healthz", &rs);
+    proxy_admin_fetch(p, NULL, "/healthz", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     ck_assert_str_eq(rs.body, "ok\n");
     fetch_free(&rs);
@@ -132,7 +122,7 @@ START_TEST(test_metrics_format)
 {
     struct proxy *p = proxy_start(NULL);
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/metrics", &rs);
+    proxy_admin_fetch(p, NULL, "/metrics", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     const char *ct = fetch_header(&rs, "Content-Type", 0);
     ck_assert_msg(ct != NULL && strncmp(ct, "text/plain; version=0.0.4", 25) == 0,
@@ -401,10 +391,7 @@ START_TEST(test_reload_counters)
     ck_assert(metric(p, "rlproxy_config_last_reload_success") == 0);
     ck_assert(metric(p, "rlproxy_config_last_reload_success_timestamp_seconds") == reloaded);
     /* the endpoint survives reloads on the same port */
-    struct fetch_res rs;
-    admin_fetch(p, NULL, "/healthz", &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/healthz", NULL), 200);
     proxy_stop(p);
 }
 END_TEST
@@ -412,26 +399,13 @@ END_TEST
 START_TEST(test_not_found_and_method_not_allowed)
 {
     struct proxy *p = proxy_start(NULL);
-    struct fetch_res rs;
-    admin_fetch(p, NULL, "/nope", &rs);
-    ck_assert_int_eq(rs.status, 404);
-    fetch_free(&rs);
-    admin_fetch(p, NULL, "/metrics/extra", &rs);
-    ck_assert_int_eq(rs.status, 404);
-    fetch_free(&rs);
-    admin_fetch(p, "POST", "/metrics", &rs);
-    ck_assert_int_eq(rs.status, 405);
-    fetch_free(&rs);
-    admin_fetch(p, "DELETE", "/healthz", &rs);
-    ck_assert_int_eq(rs.status, 405);
-    fetch_free(&rs);
-    admin_fetch(p, "HEAD", "/healthz", &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/nope", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/metrics/extra", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/metrics", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "DELETE", "/healthz", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "HEAD", "/healthz", NULL), 200);
     /* a query string does not change the path */
-    admin_fetch(p, NULL, "/healthz?verbose=1", &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/healthz?verbose=1", NULL), 200);
     proxy_stop(p);
 }
 END_TEST
@@ -445,7 +419,7 @@ START_TEST(test_healthz_while_draining)
     ck_assert(kill(p->pid, SIGTERM) == 0);
     ck_assert(proxy_wait_log(p, "stopping", 2000));
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/healthz", &rs);
+    proxy_admin_fetch(p, NULL, "/healthz", NULL, &rs);
     ck_assert_msg(rs.status == 503, "/healthz while draining: %ld", rs.status);
     fetch_free(&rs);
     raw_expect_status(c, 200, "the request in flight while draining");

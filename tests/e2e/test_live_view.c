@@ -22,29 +22,6 @@
 
 #define T_MS 10000
 
-static void admin_call(struct proxy *p, const char *method, const char *path, const char *auth,
-                       struct fetch_res *rs)
-{
-    char url[2048], header[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", proxy_admin_port(p), path);
-    const char *headers[] = {header, NULL};
-    if (auth != NULL)
-        snprintf(header, sizeof header, "Authorization: %s", auth);
-    struct fetch_req rq = {
-        .url = url, .method = method, .timeout_ms = T_MS, .headers = auth != NULL ? headers : NULL};
-    fetch(&rq, rs);
-    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
-}
-
-static long admin_status(struct proxy *p, const char *method, const char *path, const char *auth)
-{
-    struct fetch_res rs;
-    admin_call(p, method, path, auth, &rs);
-    long status = rs.status;
-    fetch_free(&rs);
-    return status;
-}
-
 static long get_via(struct proxy *p, struct origin *o, const char *path)
 {
     char url[256];
@@ -70,7 +47,7 @@ static char *limits_with(struct proxy *p, const char *text, const char *auth)
     uint64_t deadline = now_ms() + 5000;
     for (;;) {
         struct fetch_res rs;
-        admin_call(p, NULL, "/limits", auth, &rs);
+        proxy_admin_fetch(p, NULL, "/limits", auth, &rs);
         ck_assert_int_eq(rs.status, 200);
         char *body = strdup(rs.body != NULL ? rs.body : "");
         fetch_free(&rs);
@@ -230,14 +207,14 @@ START_TEST(test_limits_shows_held_request_and_reset_clears)
     free(json);
     raw_close(c); /* the held request goes away: its reservation is given back */
 
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=nobody", NULL), 404);
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/nope/reset?key=x", NULL), 404);
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset", NULL), 400);
-    ck_assert_int_eq(admin_status(p, NULL, "/limits/api/reset?key=x", NULL), 405);
-    ck_assert_int_eq(admin_status(p, "PUT", "/limits", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset?key=nobody", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/nope/reset?key=x", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset", NULL), 400);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/limits/api/reset?key=x", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "PUT", "/limits", NULL), 405);
     /* the window is full (one admitted 10 s window): the next request would wait ~10 s */
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=127.0.0.1+127.0.0.1", NULL),
-                     200);
+    ck_assert_int_eq(
+        proxy_admin_status(p, "POST", "/limits/api/reset?key=127.0.0.1+127.0.0.1", NULL), 200);
     uint64_t start = now_ms();
     ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
     ck_assert_msg(now_ms() - start < 5000, "the request after a reset waited %llu ms",
@@ -267,7 +244,7 @@ START_TEST(test_limits_escapes_keys)
     ck_assert_msg(strstr(json, "\"key\":\"127.0.0.1\",\"used\":1,\"limit\":5") != NULL, "%s", json);
     free(json);
     struct fetch_res rs;
-    admin_call(p, NULL, "/", NULL, &rs);
+    proxy_admin_fetch(p, NULL, "/", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     ck_assert_ptr_nonnull(strstr(fetch_header(&rs, "Content-Type", 0), "text/html"));
     ck_assert_ptr_nonnull(strstr(rs.body, "textContent"));
@@ -288,15 +265,16 @@ START_TEST(test_token_required_everywhere_but_the_page)
         proxy_start("admin:\n  listen: [\"127.0.0.1:0\"]\n  token: \"t0ken-42\"\n" HOLD_RULE);
     static const char *const paths[] = {"/limits", "/metrics", "/healthz"};
     for (size_t i = 0; i < 3; i++) {
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], NULL), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Bearer t0ken-4"), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Bearer t0ken-42x"), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Basic dDBrZW4tNDI="), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Bearer t0ken-42"), 200);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], NULL), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Bearer t0ken-4"), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Bearer t0ken-42x"), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Basic dDBrZW4tNDI="), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Bearer t0ken-42"), 200);
     }
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=x", NULL), 401);
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=x", "Bearer t0ken-42"), 404);
-    ck_assert_int_eq(admin_status(p, NULL, "/", NULL), 200); /* holds no data */
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset?key=x", NULL), 401);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset?key=x", "Bearer t0ken-42"),
+                     404);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/", NULL), 200); /* holds no data */
     proxy_stop(p);
 }
 END_TEST
