@@ -2048,6 +2048,21 @@ void fetch_via(int proxy_port, const char *url, struct fetch_res *rs)
                   (int)rs->rc, rs->err);
 }
 
+long status_via(int proxy_port, const char *url)
+{
+    struct fetch_res rs;
+    fetch_via(proxy_port, url, &rs);
+    long status = rs.status;
+    fetch_free(&rs);
+    return status;
+}
+
+long origin_status_via(const struct proxy *p, const struct origin *o, const char *path)
+{
+    char url[256];
+    return status_via(p->port, origin_url(o, path, url, sizeof url));
+}
+
 /* ---- origin JSON ----------------------------------------------------------------------------- */
 
 /* Position just after `"key":`, or NULL */

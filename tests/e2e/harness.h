@@ -381,6 +381,10 @@ struct multi_done {
 };
 /* 1 with *d filled for the next transfer of m that finished, 0 when no more have */
 int multi_next_done(CURLM *m, struct multi_done *d);
+/* fetch_via, then the response's status (the response freed) */
+long status_via(int proxy_port, const char *url);
+/* The status of a GET of path from the origin o through the proxy p */
+long origin_status_via(const struct proxy *p, const struct origin *o, const char *path);
 
 /* ---- origin JSON (compact, as origin.py prints it) --------------------------------------------
  */

@@ -477,10 +477,7 @@ END_TEST
 static void one_get(struct proxy *p, struct origin *o, const char *path)
 {
     char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, origin_url(o, path, url, sizeof url)), 200);
 }
 
 static void reload(struct proxy *p, const char *yaml)

@@ -250,10 +250,7 @@ START_TEST(test_5xx_from_origin_counted)
     double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
     double c2 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
     char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, "/status/502", url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 502);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, origin_url(o, "/status/502", url, sizeof url)), 502);
     ck_assert_msg(metric(p, "rlproxy_responses_total{class=\"5xx\"}") == c5 + 1,
                   "an origin's 502 did not move class=\"5xx\"");
     ck_assert(metric(p, "rlproxy_responses_total{class=\"2xx\"}") == c2);
@@ -271,10 +268,7 @@ START_TEST(test_proxy_generated_errors_counted)
     double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", harness_closed_port());
-    struct fetch_res rs;
-    fetch_via(p->port, url, &rs);
-    ck_assert_int_eq(rs.status, 502);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, url), 502);
     /* CONNECT to a port not in connect.allowed_ports: 403 */
     struct raw *c = raw_connect(p->port);
     struct http_response r;
@@ -442,10 +436,7 @@ START_TEST(test_admin_disabled)
     ck_assert_msg(!proxy_log_contains(p, "admin endpoint"), "log:\n%s", proxy_log_tail(p, 800));
     /* the proxy itself serves */
     char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, "/bytes/10", url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, origin_url(o, "/bytes/10", url, sizeof url)), 200);
     proxy_stop_with_origin(p, o);
 }
 END_TEST
@@ -533,12 +524,8 @@ static double histogram_bucket(const char *text, const char *name, const char *r
 
 static void get_status(struct proxy *p, struct origin *o, const char *path, long want)
 {
-    char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
-    ck_assert_msg(rs.status == want, "%s: status %ld, want %ld (%s)", path, rs.status, want,
-                  rs.err);
-    fetch_free(&rs);
+    long status = origin_status_via(p, o, path);
+    ck_assert_msg(status == want, "%s: status %ld, want %ld", path, status, want);
 }
 
 #define H_TOTAL "rlproxy_request_duration_seconds"

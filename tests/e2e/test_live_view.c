@@ -22,16 +22,6 @@
 
 #define T_MS 10000
 
-static long get_via(struct proxy *p, struct origin *o, const char *path)
-{
-    char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
-    long status = rs.status;
-    fetch_free(&rs);
-    return status;
-}
-
 /* A request sent through the proxy on a raw connection and left waiting (held by a delay rule). */
 static struct raw *send_and_leave(struct proxy *p, struct origin *o, const char *path)
 {
@@ -78,21 +68,22 @@ START_TEST(test_full_window_survives_restart)
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf(REJECT_RULE, path);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 429);
+        ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 429);
     proxy_stop(p); /* SIGTERM: the graceful stop writes the file */
     ck_assert_msg(access(path, R_OK) == 0, "no state file at %s after the stop", path);
 
     p = proxy_startf(REJECT_RULE, path);
     ck_assert_msg(proxy_log_contains(p, "state_file: restored 1 windows (3 entries)"), "log:\n%s",
                   proxy_log_tail(p, 1500));
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 429); /* as if there had been no restart */
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"),
+                     429); /* as if there had been no restart */
     proxy_stop(p);
 
     /* the control: the same restart without the file forgets the window */
     p = proxy_start("rate_limits:\n  - name: daily\n    key: global\n    limit: 3\n"
                     "    window: 1m\n    over_limit: reject\n");
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     proxy_stop_with_origin(p, o);
 }
 END_TEST
@@ -108,7 +99,7 @@ START_TEST(test_delay_window_survives_restart)
                                "    window: 1m\n    over_limit: delay\n    max_delay: 2m\n";
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf(yaml, path);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     proxy_stop(p);
     p = proxy_startf(yaml, path);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
@@ -127,7 +118,7 @@ static void start_with_bad_file(struct origin *o, const char *path, const char *
     ck_assert_msg(proxy_log_contains(p, expect) &&
                       proxy_log_contains(p, "starting with empty windows"),
                   "expected a warning with \"%s\"; log:\n%s", expect, proxy_log_tail(p, 1500));
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     ck_assert(proxy_alive(p));
     proxy_stop(p);
 }
@@ -147,7 +138,7 @@ START_TEST(test_corrupt_or_truncated_file_is_an_empty_start)
     unlink(path);
     struct proxy *p = proxy_startf(REJECT_RULE, path);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+        ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     proxy_stop(p);
     size_t len;
     char *text = read_file(path, &len);
@@ -173,7 +164,7 @@ START_TEST(test_unwritable_file_is_a_warning)
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf(REJECT_RULE, path);
     ck_assert(proxy_log_contains(p, "does not exist yet; starting with empty windows"));
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     char *log_path = strdup(p->log_path);
     proxy_stop(p); /* fails the test unless rlproxy exits 0 */
     char *log = read_file(log_path, NULL);
@@ -196,7 +187,7 @@ START_TEST(test_limits_shows_held_request_and_reset_clears)
 {
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
     char *json = limits_with(p, "\"held\":1,\"reset_ms\"", NULL);
     ck_assert_msg(strstr(json, "{\"name\":\"api\",\"key\":\"client+host\",\"limit\":1,") != NULL,
@@ -216,7 +207,7 @@ START_TEST(test_limits_shows_held_request_and_reset_clears)
     ck_assert_int_eq(
         proxy_admin_status(p, "POST", "/limits/api/reset?key=127.0.0.1+127.0.0.1", NULL), 200);
     uint64_t start = now_ms();
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     ck_assert_msg(now_ms() - start < 5000, "the request after a reset waited %llu ms",
                   (unsigned long long)(now_ms() - start));
     ck_assert(proxy_log_contains(p, "admin: window of rule api reset for key 127.0.0.1 127.0.0.1"));
@@ -325,7 +316,7 @@ START_TEST(test_page_in_headless_chromium)
         return;
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
     free(limits_with(p, "\"held\":1,\"reset_ms\"", NULL));
     char profile[512], url[128];
