@@ -194,6 +194,16 @@ static void assert_challenge(const struct http_response *r, const char *what)
                   what, challenge);
 }
 
+/* A request with this header line (NULL: none) is answered with a 407 challenge */
+static void assert_challenged(struct proxy *p, const struct origin *o, const char *path,
+                              const char *header, const char *what)
+{
+    struct http_response r;
+    get_with(p, o, path, header, &r);
+    assert_challenge(&r, what);
+    http_response_free(&r);
+}
+
 START_TEST(test_auth_basic)
 {
     struct origin *o = origin_start(0);
@@ -201,29 +211,19 @@ START_TEST(test_auth_basic)
     struct http_response r;
     char h[600];
 
-    get_with(p, o, "/headers/no-credentials", NULL, &r);
-    assert_challenge(&r, "no credentials");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/no-credentials", NULL, "no credentials");
 
     basic_header("alice", "wrong", h, sizeof h);
-    get_with(p, o, "/headers/wrong-password", h, &r);
-    assert_challenge(&r, "wrong password");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/wrong-password", h, "wrong password");
 
     basic_header("mallory", "alice-pw", h, sizeof h);
-    get_with(p, o, "/headers/unknown-user", h, &r);
-    assert_challenge(&r, "unknown user");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/unknown-user", h, "unknown user");
 
     /* a user name that is a prefix of a real one, and a right password sent for the other user */
     basic_header("alic", "alice-pw", h, sizeof h);
-    get_with(p, o, "/headers/prefix-user", h, &r);
-    assert_challenge(&r, "user name prefix");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/prefix-user", h, "user name prefix");
     basic_header("bob", "alice-pw", h, sizeof h);
-    get_with(p, o, "/headers/other-users-password", h, &r);
-    assert_challenge(&r, "another user's password");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/other-users-password", h, "another user's password");
 
     /* malformed credentials: 407 every time, never a 400/500 or a crash */
     static const char *const malformed[] = {
@@ -259,9 +259,7 @@ START_TEST(test_auth_basic)
     size_t at = strlen(big);
     memset(big + at, 'Q', 4096);
     strcpy(big + at + 4096, "\r\n");
-    get_with(p, o, "/headers/huge-token", big, &r);
-    assert_challenge(&r, "4 KiB token");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/huge-token", big, "4 KiB token");
     free(big);
 
     /* the right credentials: 200, and the origin never sees them */
@@ -437,10 +435,7 @@ START_TEST(test_auth_users_file_and_reload)
     char *conf = read_file(p->conf_path, NULL);
     reload_with(p, conf);
     free(conf);
-    struct http_response r;
-    get_with(p, o, "/headers/f4", alice, &r);
-    assert_challenge(&r, "a user removed by a reload (fresh connection)");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/f4", alice, "a user removed by a reload (fresh connection)");
     ck_assert_int_eq(get_status(p, o, "/headers/f5", bob), 200);
     ck_assert_uint_eq(origin_seen(o, "/headers/f4"), 0);
 
