@@ -502,6 +502,26 @@ static void assert_refused(const struct http_response *r, const char *what, cons
                   what, r->body, needle);
 }
 
+/* GET url through p: refused as assert_refused says (what NULL: named by the url) */
+static void assert_url_refused(struct proxy *p, const char *url, const char *what,
+                               const char *needle)
+{
+    struct http_response r;
+    get_url(p, url, &r);
+    assert_refused(&r, what != NULL ? what : url, needle);
+    http_response_free(&r);
+}
+
+/* The CONNECT request text sent to p on a fresh connection: refused as assert_refused says */
+static void assert_connect_refused(struct proxy *p, const char *request, const char *what,
+                                   const char *needle)
+{
+    struct http_response r;
+    ck_assert_int_eq(raw_exchange(p->port, request, &r, RESP_CONNECT, T_MS), RAW_OK);
+    assert_refused(&r, what, needle);
+    http_response_free(&r);
+}
+
 START_TEST(test_deny_default_link_local)
 {
     struct origin *o = origin_start(0);
@@ -519,12 +539,8 @@ START_TEST(test_deny_default_link_local)
         "http://[::ffff:a9fe:a9fe]/",
         NULL,
     };
-    struct http_response r;
-    for (size_t i = 0; urls[i] != NULL; i++) {
-        get_url(p, urls[i], &r);
-        assert_refused(&r, urls[i], "destinations.deny");
-        http_response_free(&r);
-    }
+    for (size_t i = 0; urls[i] != NULL; i++)
+        assert_url_refused(p, urls[i], NULL, "destinations.deny");
     ck_assert_uint_eq(origin_seen(o, "169.254"), 0);
     ck_assert_uint_eq(origin_seen(o, "fe80"), 0);
     ck_assert_uint_eq(origin_seen(o, "FE80"), 0);
@@ -533,9 +549,7 @@ START_TEST(test_deny_default_link_local)
     char req[300];
     snprintf(req, sizeof req,
              "CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
-    ck_assert_int_eq(raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS), RAW_OK);
-    assert_refused(&r, "CONNECT 169.254.169.254:443", "destinations.deny");
-    http_response_free(&r);
+    assert_connect_refused(p, req, "CONNECT 169.254.169.254:443", "destinations.deny");
     ck_assert_uint_eq(origin_seen(o, "169.254"), 0);
     proxy_stop_with_origin(p, o);
 }
@@ -565,24 +579,16 @@ START_TEST(test_deny_after_dns)
     /* literals are refused before any connection */
     char url[300];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/headers/after-dns", o->port);
-    get_url(p, url, &r);
-    assert_refused(&r, url, "127.0.0.1");
-    http_response_free(&r);
+    assert_url_refused(p, url, NULL, "127.0.0.1");
     snprintf(url, sizeof url, "http://[::ffff:127.0.0.1]:%d/headers/after-dns", o->port);
-    get_url(p, url, &r);
-    assert_refused(&r, url, "destinations.deny");
-    http_response_free(&r);
+    assert_url_refused(p, url, NULL, "destinations.deny");
 
     /* CONNECT: by literal and by name */
     char req[300];
     snprintf(req, sizeof req, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n", o->port);
-    ck_assert_int_eq(raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS), RAW_OK);
-    assert_refused(&r, "CONNECT 127.0.0.1", "destinations.deny");
-    http_response_free(&r);
+    assert_connect_refused(p, req, "CONNECT 127.0.0.1", "destinations.deny");
     snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\nHost: x\r\n\r\n", o->port);
-    ck_assert_int_eq(raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS), RAW_OK);
-    assert_refused(&r, "CONNECT localhost", "resolves to");
-    http_response_free(&r);
+    assert_connect_refused(p, req, "CONNECT localhost", "resolves to");
 
     ck_assert_uint_eq(origin_seen(o, "after-dns"), 0);
     ck_assert_int_eq(origin_stat(o, "accepted"), 2); /* our /log and /stats: nothing else */
@@ -633,16 +639,10 @@ START_TEST(test_deny_name_patterns)
         NULL,
     };
     struct http_response r;
-    for (size_t i = 0; urls[i] != NULL; i++) {
-        get_url(p, urls[i], &r);
-        assert_refused(&r, urls[i], "destinations.deny");
-        http_response_free(&r);
-    }
-    ck_assert_int_eq(raw_exchange(p->port, "CONNECT vault.internal:443 HTTP/1.1\r\nHost: x\r\n\r\n",
-                                  &r, RESP_CONNECT, T_MS),
-                     RAW_OK);
-    assert_refused(&r, "CONNECT vault.internal:443", "destinations.deny");
-    http_response_free(&r);
+    for (size_t i = 0; urls[i] != NULL; i++)
+        assert_url_refused(p, urls[i], NULL, "destinations.deny");
+    assert_connect_refused(p, "CONNECT vault.internal:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+                           "CONNECT vault.internal:443", "destinations.deny");
     /* "*.internal" is a suffix: the bare name and look-alikes are not denied (they go to the
      * parent, here the origin) */
     get_url(p, "http://internal/headers", &r);
@@ -690,9 +690,7 @@ START_TEST(test_allow_ports)
     ck_assert_int_eq(get_status(p, o, "/headers/allowed-port", NULL), 200);
     char url[200];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/headers/other-port", other);
-    get_url(p, url, &r);
-    assert_refused(&r, url, "allow_ports");
-    http_response_free(&r);
+    assert_url_refused(p, url, NULL, "allow_ports");
     get_url(p, "http://127.0.0.1/headers/default-port", &r); /* :80 implied */
     assert_refused(&r, "port 80 implied", "allow_ports");
     http_response_free(&r);
