@@ -90,6 +90,15 @@ static int local_port(const struct raw *c)
 }
 
 /* One request on an open connection; the response (caller frees) */
+/* wait_lines, and the file has exactly want lines (of what) */
+static char *exact_lines(const char *path, size_t want, const char *what)
+{
+    char *text = wait_lines(path, want);
+    ck_assert_msg(count_lines(text) == want, "%zu %s, %zu lines:\n%s", want, what,
+                  count_lines(text), text);
+    return text;
+}
+
 static void exchange(struct raw *c, const char *request, struct http_response *r)
 {
     raw_send_str(c, request);
@@ -203,9 +212,7 @@ START_TEST(test_text_lines)
     http_response_free(&r);
     raw_close(t);
 
-    char *log = wait_lines(path, 4);
-    ck_assert_msg(count_lines(log) == 4, "4 requests and tunnels, %zu lines:\n%s", count_lines(log),
-                  log);
+    char *log = exact_lines(path, 4, "requests and tunnels");
     char line[4096];
     snprintf(want, sizeof want, "GET http://127.0.0.1:%d/bytes/1234", o->port);
     expect_text(nth_line(log, 0, line, sizeof line), client, want, 200, 0, 1234, 1);
@@ -269,8 +276,7 @@ START_TEST(test_error_replies_logged)
     http_response_free(&r);
     raw_close(c);
 
-    char *log = wait_lines(path, 3);
-    ck_assert_msg(count_lines(log) == 3, "3 error replies, %zu lines:\n%s", count_lines(log), log);
+    char *log = exact_lines(path, 3, "error replies");
     char line[4096], want[128];
     struct text_line t;
     parse_text_line(nth_line(log, 0, line, sizeof line), &t);
@@ -321,8 +327,7 @@ START_TEST(test_hostile_target_text)
         raw_expect_status(c, 400, "a request with a bad target");
         raw_close(c);
     }
-    char *log = wait_lines(path, 4);
-    ck_assert_msg(count_lines(log) == 4, "4 requests, %zu lines:\n%s", count_lines(log), log);
+    char *log = exact_lines(path, 4, "requests");
     for (const char *q = log; *q != '\0'; q++)
         ck_assert_msg((unsigned char)*q >= 0x20 && (unsigned char)*q != 0x7f ? 1 : *q == '\n',
                       "control byte 0x%02x in the access log", (unsigned char)*q);
@@ -433,9 +438,7 @@ START_TEST(test_json_lines)
     http_response_free(&r);
     raw_close(c);
 
-    char *log = wait_lines(path, 5);
-    ck_assert_msg(count_lines(log) == 5, "5 requests and tunnels, %zu lines:\n%s", count_lines(log),
-                  log);
+    char *log = exact_lines(path, 5, "requests and tunnels");
     /* by hand: every line one object */
     char line[8192];
     for (size_t i = 0; i < 5; i++) {
