@@ -1773,6 +1773,14 @@ void raw_expect_status(struct raw *c, int status, const char *what)
     http_response_free(&r);
 }
 
+void raw_get_pattern(struct raw *c, const struct origin *o, size_t n, const char *what)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/bytes/%zu", n);
+    raw_send_proxy_request(c, "GET", o, path, NULL);
+    raw_expect_pattern(c, n, what);
+}
+
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what)
 {
     uint64_t t0 = now_ms();

@@ -317,6 +317,8 @@ void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const
 void raw_expect_pattern(struct raw *c, size_t n, const char *what);
 /* Reads the next response on c (10 s at most); the test fails unless it is one with this status */
 void raw_expect_status(struct raw *c, int status, const char *what);
+/* GET /bytes/n from the origin o through the proxy on c, then raw_expect_pattern(c, n, what) */
+void raw_get_pattern(struct raw *c, const struct origin *o, size_t n, const char *what);
 /* Fails the test unless the peer closes c (a timeout, as what says) no sooner than min_ms and
  * within max_ms from now */
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what);
