@@ -49,6 +49,20 @@ static struct config make_config(struct rate_rule *rules, size_t count)
     return c;
 }
 
+/* A limiter of one rule, "api", set up in the caller's api and c (the limiter points into them);
+ * a delay rule holds requests up to 120 s */
+static struct limiter *api_limiter(struct rate_rule *api, struct config *c, enum rate_key key,
+                                   uint32_t limit, uint64_t window_ms,
+                                   enum rate_over_limit over_limit)
+{
+    *api = rule("api", key, limit, window_ms);
+    api->over_limit = over_limit;
+    if (over_limit == RATE_OVER_DELAY)
+        api->max_delay_ms = 120000;
+    *c = make_config(api, 1);
+    return limiter_new(c, NULL, NULL);
+}
+
 /* A GET from ip at now, decided by the limiter: d as limiter_decide fills it */
 static void decide(struct limiter *l, const char *ip, uint64_t now, struct limiter_decision *d)
 {
@@ -99,11 +113,9 @@ static void collect(const struct limiter_window_view *v, void *arg)
 
 START_TEST(test_view_reports_used_held_and_reset)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 2, 60000)};
-    rules[0].over_limit = RATE_OVER_DELAY;
-    rules[0].max_delay_ms = 120000;
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 2, 60000, RATE_OVER_DELAY);
     ask(l, "10.0.0.1", 1 * S);
     ask(l, "10.0.0.1", 2 * S);
     ask(l, "10.0.0.2", 3 * S);
@@ -127,9 +139,9 @@ END_TEST
 
 START_TEST(test_reset_empties_one_window)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 1, 60000)};
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 1, 60000, RATE_OVER_REJECT);
     ck_assert_int_eq(ask(l, "10.0.0.1", 1 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.2", 1 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.1", 2 * S), LIMITER_REJECT);
@@ -145,9 +157,9 @@ END_TEST
 
 START_TEST(test_restore_drops_old_future_and_excess)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_GLOBAL, 3, 10000)};
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT);
     uint64_t now = 100 * S;
     /* 85 s is out of the window, 101 s is in the future; of the five in the window only the
      * newest three (the limit) stay */
@@ -169,11 +181,9 @@ END_TEST
 /* A held request's reservation survives a reset: it will still go, so it still counts. */
 START_TEST(test_reset_keeps_held_reservations)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 2, 60000)};
-    rules[0].over_limit = RATE_OVER_DELAY;
-    rules[0].max_delay_ms = 120000;
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 2, 60000, RATE_OVER_DELAY);
     ask(l, "10.0.0.1", 1 * S);
     ask(l, "10.0.0.1", 2 * S);
     struct limiter_decision held;
@@ -394,9 +404,9 @@ static int parse_with_crc(const char *body, char *err, size_t err_len)
     char text[4096];
     size_t n = (size_t)snprintf(text, sizeof text, "%s", body);
     n += (size_t)snprintf(text + n, sizeof text - n, "end %08x\n", state_file_crc32(text, n));
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 3, 60000)};
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 3, 60000, RATE_OVER_REJECT);
     int rc = state_file_parse(l, text, n, MONO_1, WALL_1, NULL, err, err_len);
     if (rc != 0)
         ck_assert_uint_eq(limiter_total_keys(l), 0);
