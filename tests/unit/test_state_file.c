@@ -230,13 +230,20 @@ static char *render(struct limiter *l, size_t *len)
     return text;
 }
 
-/* The state file a first run leaves (first_run, rendered, the limiter gone) */
-static char *first_run_file(struct rate_rule *rules, struct config *c, size_t *len)
+/* The state file a first run leaves (first_run, rendered, the limiter gone), with the rules and
+ * config it was made under: fill one in place (run.c points into run.rules) */
+struct saved_run {
+    struct rate_rule rules[2];
+    struct config c;
+    char *text;
+    size_t len;
+};
+
+static void save_first_run(struct saved_run *run)
 {
-    struct limiter *before = first_run(rules, c);
-    char *text = render(before, len);
+    struct limiter *before = first_run(run->rules, &run->c);
+    run->text = render(before, &run->len);
     limiter_unref(before);
-    return text;
 }
 
 START_TEST(test_crc32_known_value)
@@ -249,17 +256,16 @@ END_TEST
 /* Restarted 35 s later on a machine that booted since: the monotonic clock is small now. */
 START_TEST(test_round_trip_across_a_reboot)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    size_t len;
-    char *text = first_run_file(rules, &c, &len);
+    struct saved_run run;
+    save_first_run(&run);
 
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     uint64_t mono_2 = 40 * S, wall_2 = WALL_1 + 5 * S;
     struct state_file_counts counts;
     char err[256];
-    ck_assert_msg(state_file_parse(after, text, len, mono_2, wall_2, &counts, err, sizeof err) == 0,
-                  "%s", err);
+    ck_assert_msg(
+        state_file_parse(after, run.text, run.len, mono_2, wall_2, &counts, err, sizeof err) == 0,
+        "%s", err);
     ck_assert_uint_eq(counts.rules, 2);
     ck_assert_uint_eq(counts.matched, 2);
     ck_assert_uint_eq(counts.windows, 2);
@@ -275,7 +281,7 @@ START_TEST(test_round_trip_across_a_reboot)
     ck_assert_int_eq(ask(after, "10.0.0.1", mono_2 + 25 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(after, "10.0.0.3", mono_2), LIMITER_ADMIT);
     limiter_unref(after);
-    free(text);
+    free(run.text);
 }
 END_TEST
 
@@ -283,36 +289,34 @@ END_TEST
  * is later than its true time: stricter, never looser. */
 START_TEST(test_entries_before_boot_clamp_to_zero)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    size_t len;
-    char *text = first_run_file(rules, &c, &len);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     char err[256];
     uint64_t mono_2 = 2 * S, wall_2 = WALL_1 + 5 * S; /* entries are 15..55 s old, uptime 2 s */
-    ck_assert_int_eq(state_file_parse(after, text, len, mono_2, wall_2, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(
+        state_file_parse(after, run.text, run.len, mono_2, wall_2, NULL, err, sizeof err), 0);
     struct views v = {0};
     limiter_foreach_window(after, 0, mono_2, collect, &v);
     int one = strcmp(v.keys[0], "10.0.0.1") == 0 ? 0 : 1;
     ck_assert_uint_eq(v.used[one], 3);
     ck_assert_uint_eq(v.reset_us[one], 58 * S); /* placed at 0, leaves at 60 s */
     limiter_unref(after);
-    free(text);
+    free(run.text);
 }
 END_TEST
 
 START_TEST(test_old_entries_dropped)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    size_t len;
-    char *text = first_run_file(rules, &c, &len);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     struct state_file_counts counts;
     char err[256];
     /* 45 s later: 10.0.0.2's entry (95 s old) and 10.0.0.1's first two are gone from "api" */
-    ck_assert_int_eq(
-        state_file_parse(after, text, len, 100 * S, WALL_1 + 45 * S, &counts, err, sizeof err), 0);
+    ck_assert_int_eq(state_file_parse(after, run.text, run.len, 100 * S, WALL_1 + 45 * S, &counts,
+                                      err, sizeof err),
+                     0);
     struct views v = {0};
     limiter_foreach_window(after, 0, 100 * S, collect, &v);
     ck_assert_uint_eq(v.count, 1);
@@ -321,80 +325,74 @@ START_TEST(test_old_entries_dropped)
     ck_assert_uint_eq(counts.entries, 1);
     /* a day later nothing is left, and that is no error */
     limiter_unref(after);
-    after = limiter_new(&c, NULL, NULL);
-    ck_assert_int_eq(
-        state_file_parse(after, text, len, 100 * S, WALL_1 + 86400 * S, &counts, err, sizeof err),
-        0);
+    after = limiter_new(&run.c, NULL, NULL);
+    ck_assert_int_eq(state_file_parse(after, run.text, run.len, 100 * S, WALL_1 + 86400 * S,
+                                      &counts, err, sizeof err),
+                     0);
     ck_assert_uint_eq(counts.windows, 0);
     ck_assert_uint_eq(limiter_total_keys(after), 0);
     limiter_unref(after);
-    free(text);
+    free(run.text);
 }
 END_TEST
 
 /* A rule whose parameters changed starts empty, as a reload would; renamed rules too. */
 START_TEST(test_changed_rules_start_empty)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    size_t len;
-    char *text = first_run_file(rules, &c, &len);
+    struct saved_run run;
+    save_first_run(&run);
     struct rate_rule changed[] = {rule("api", RATE_KEY_CLIENT, 4, 60000),
                                   rule("everything", RATE_KEY_GLOBAL, 100, 3600000)};
     struct config c2 = make_config(changed, 2);
     struct limiter *after = limiter_new(&c2, NULL, NULL);
     struct state_file_counts counts;
     char err[256];
-    ck_assert_int_eq(state_file_parse(after, text, len, MONO_1, WALL_1, &counts, err, sizeof err),
-                     0);
+    ck_assert_int_eq(
+        state_file_parse(after, run.text, run.len, MONO_1, WALL_1, &counts, err, sizeof err), 0);
     ck_assert_uint_eq(counts.rules, 2);
     ck_assert_uint_eq(counts.matched, 0);
     ck_assert_uint_eq(limiter_total_keys(after), 0);
     limiter_unref(after);
-    free(text);
+    free(run.text);
 }
 END_TEST
 
 /* Every prefix of a valid file is refused as a whole and restores nothing. */
 START_TEST(test_truncation_at_every_byte)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    size_t len;
-    char *text = first_run_file(rules, &c, &len);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     char err[256];
-    for (size_t cut = 0; cut < len; cut++) {
-        ck_assert_msg(state_file_parse(after, text, cut, MONO_1, WALL_1, NULL, err, sizeof err) ==
-                          -1,
-                      "a file cut at %zu of %zu bytes was accepted", cut, len);
+    for (size_t cut = 0; cut < run.len; cut++) {
+        ck_assert_msg(
+            state_file_parse(after, run.text, cut, MONO_1, WALL_1, NULL, err, sizeof err) == -1,
+            "a file cut at %zu of %zu bytes was accepted", cut, run.len);
         ck_assert_uint_eq(limiter_total_keys(after), 0);
     }
     limiter_unref(after);
-    free(text);
+    free(run.text);
 }
 END_TEST
 
 /* Any one byte changed is caught by the checksum, or by the parser when it is in the trailer. */
 START_TEST(test_corruption_of_any_byte)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    size_t len;
-    char *text = first_run_file(rules, &c, &len);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     char err[256];
-    for (size_t at = 0; at < len; at++) {
-        char saved = text[at];
-        text[at] = (char)(saved ^ 0x04);
-        ck_assert_msg(state_file_parse(after, text, len, MONO_1, WALL_1, NULL, err, sizeof err) ==
-                          -1,
-                      "a file with byte %zu changed was accepted", at);
-        text[at] = saved;
+    for (size_t at = 0; at < run.len; at++) {
+        char saved = run.text[at];
+        run.text[at] = (char)(saved ^ 0x04);
+        ck_assert_msg(
+            state_file_parse(after, run.text, run.len, MONO_1, WALL_1, NULL, err, sizeof err) == -1,
+            "a file with byte %zu changed was accepted", at);
+        run.text[at] = saved;
     }
     ck_assert_uint_eq(limiter_total_keys(after), 0);
     limiter_unref(after);
-    free(text);
+    free(run.text);
 }
 END_TEST
 
