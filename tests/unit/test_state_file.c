@@ -246,6 +246,13 @@ static void save_first_run(struct saved_run *run)
     limiter_unref(before);
 }
 
+/* Frees the saved file and the limiter it was restored into */
+static void saved_run_free(struct saved_run *run, struct limiter *after)
+{
+    limiter_unref(after);
+    free(run->text);
+}
+
 START_TEST(test_crc32_known_value)
 {
     ck_assert_uint_eq(state_file_crc32("123456789", 9), 0xCBF43926u); /* the standard check */
@@ -280,8 +287,7 @@ START_TEST(test_round_trip_across_a_reboot)
     ck_assert_uint_eq(v.reset_us[one], 25 * S);
     ck_assert_int_eq(ask(after, "10.0.0.1", mono_2 + 25 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(after, "10.0.0.3", mono_2), LIMITER_ADMIT);
-    limiter_unref(after);
-    free(run.text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -301,8 +307,7 @@ START_TEST(test_entries_before_boot_clamp_to_zero)
     int one = strcmp(v.keys[0], "10.0.0.1") == 0 ? 0 : 1;
     ck_assert_uint_eq(v.used[one], 3);
     ck_assert_uint_eq(v.reset_us[one], 58 * S); /* placed at 0, leaves at 60 s */
-    limiter_unref(after);
-    free(run.text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -331,8 +336,7 @@ START_TEST(test_old_entries_dropped)
                      0);
     ck_assert_uint_eq(counts.windows, 0);
     ck_assert_uint_eq(limiter_total_keys(after), 0);
-    limiter_unref(after);
-    free(run.text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -352,8 +356,7 @@ START_TEST(test_changed_rules_start_empty)
     ck_assert_uint_eq(counts.rules, 2);
     ck_assert_uint_eq(counts.matched, 0);
     ck_assert_uint_eq(limiter_total_keys(after), 0);
-    limiter_unref(after);
-    free(run.text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -370,8 +373,7 @@ START_TEST(test_truncation_at_every_byte)
             "a file cut at %zu of %zu bytes was accepted", cut, run.len);
         ck_assert_uint_eq(limiter_total_keys(after), 0);
     }
-    limiter_unref(after);
-    free(run.text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -391,8 +393,7 @@ START_TEST(test_corruption_of_any_byte)
         run.text[at] = saved;
     }
     ck_assert_uint_eq(limiter_total_keys(after), 0);
-    limiter_unref(after);
-    free(run.text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
