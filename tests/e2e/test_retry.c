@@ -93,11 +93,17 @@ static void get(const struct fixture *f, const char *url, struct fetch_res *rs)
     send_req(f, NULL, url, NULL, 0, rs);
 }
 
-/* GET /flaky?query from the origin at 127.0.0.1 through the proxy */
-static void get_flaky(const struct fixture *f, const char *query, struct fetch_res *rs)
+/* method (NULL: GET) /flaky?query at the origin on 127.0.0.1 through the proxy, with body */
+static void send_flaky(const struct fixture *f, const char *method, const char *query,
+                       const void *body, size_t len, struct fetch_res *rs)
 {
     char url[256];
-    get(f, flaky_url(f, "127.0.0.1", query, url, sizeof url), rs);
+    send_req(f, method, flaky_url(f, "127.0.0.1", query, url, sizeof url), body, len, rs);
+}
+
+static void get_flaky(const struct fixture *f, const char *query, struct fetch_res *rs)
+{
+    send_flaky(f, NULL, query, NULL, 0, rs);
 }
 
 /* Random bytes (xorshift, seeded) so a replay that starts at the wrong offset cannot pass */
@@ -491,23 +497,19 @@ END_TEST
 START_TEST(test_post_not_retried_by_default)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=post1&fail=1", url, sizeof url), "a=1", 3,
-             &rs);
+    send_flaky(&f, "POST", "key=post1&fail=1", "a=1", 3, &rs);
     ck_assert_msg(rs.status == 503, "POST: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "post1"), 1);
     expect_attempts(f.p, "key=post1", 1);
 
     /* HEAD and DELETE are in the default list */
-    send_req(&f, "HEAD", flaky_url(&f, "127.0.0.1", "key=head1&fail=1", url, sizeof url), NULL, 0,
-             &rs);
+    send_flaky(&f, "HEAD", "key=head1&fail=1", NULL, 0, &rs);
     ck_assert_msg(rs.status == 200, "HEAD: status %ld", rs.status);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "head1"), 2);
-    send_req(&f, "DELETE", flaky_url(&f, "127.0.0.1", "key=del1&fail=1", url, sizeof url), NULL, 0,
-             &rs);
+    send_flaky(&f, "DELETE", "key=del1&fail=1", NULL, 0, &rs);
     ck_assert_msg(rs.status == 200, "DELETE: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "del1"), 2);
@@ -521,17 +523,14 @@ START_TEST(test_post_replayed_when_listed)
                           "  methods: [GET, POST]\n  budget: 100%%\n");
     size_t len = 300 * 1024;
     unsigned char *body = random_body(len, 0x5eed);
-    char url[256];
     struct fetch_res rs;
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=post2&fail=2", url, sizeof url), body, len,
-             &rs);
+    send_flaky(&f, "POST", "key=post2&fail=2", body, len, &rs);
     expect_flaky_ok(&rs, body, len, 3, "POST 300 KiB after two 503s");
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "post2"), 3);
     expect_attempts(f.p, "key=post2", 3);
     /* PUT is not in this list any more */
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=put0&fail=1", url, sizeof url), body, 100,
-             &rs);
+    send_flaky(&f, "PUT", "key=put0&fail=1", body, 100, &rs);
     ck_assert_msg(rs.status == 503, "PUT with methods [GET, POST]: status %ld", rs.status);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "put0"), 1);
@@ -547,8 +546,7 @@ START_TEST(test_put_replayed_by_default)
     unsigned char *body = random_body(len, 0xfeed);
     char url[256];
     struct fetch_res rs;
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=put1&fail=1", url, sizeof url), body, len,
-             &rs);
+    send_flaky(&f, "PUT", "key=put1&fail=1", body, len, &rs);
     expect_flaky_ok(&rs, body, len, 2, "PUT 300 KiB after a 503");
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "put1"), 2);
@@ -624,14 +622,12 @@ START_TEST(test_reset_on_reused_connection_post)
 {
     /* one worker: one pool of upstream connections, so the second request reuses the first's */
     struct fixture f = up(RETRY_YAML(3, "10ms") "workers: 1\n");
-    char url[256];
     struct fetch_res rs;
     /* a pooled upstream connection to the origin */
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=warm", url, sizeof url), "w", 1, &rs);
+    send_flaky(&f, "POST", "key=warm", "w", 1, &rs);
     ck_assert_int_eq(rs.status, 200);
     fetch_free(&rs);
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=rstp&fail=1&mode=reset", url, sizeof url),
-             "p=1", 3, &rs);
+    send_flaky(&f, "POST", "key=rstp&fail=1&mode=reset", "p=1", 3, &rs);
     long status = rs.status;
     fetch_free(&rs);
     long long seen = origin_key_count(f.o, "rstp");
@@ -647,7 +643,6 @@ END_TEST
 START_TEST(test_timeout_retried_get)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms") "timeouts:\n  upstream_response: 500ms\n");
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
     get_flaky(&f, "key=hang1&fail=1&mode=hang", &rs);
@@ -661,8 +656,7 @@ START_TEST(test_timeout_retried_get)
                   proxy_log_tail(f.p, 1500));
 
     /* POST without a body: sent, so not retried */
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=hang0&fail=1&mode=hang", url, sizeof url),
-             NULL, 0, &rs);
+    send_flaky(&f, "POST", "key=hang0&fail=1&mode=hang", NULL, 0, &rs);
     ck_assert_msg(rs.status == 504, "POST after a timeout: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "hang0"), 1);
@@ -714,18 +708,15 @@ START_TEST(test_body_over_max_body_not_retried)
     struct fixture f = up(RETRY_YAML(3, "10ms") "  max_body: 64KiB\n");
     size_t len = 1 << 20;
     unsigned char *body = random_body(len, 0xb16);
-    char url[256];
     struct fetch_res rs;
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=big1&fail=1", url, sizeof url), body, len,
-             &rs);
+    send_flaky(&f, "PUT", "key=big1&fail=1", body, len, &rs);
     ck_assert_msg(rs.status == 503, "PUT 1 MiB, max_body 64 KiB: status %ld: %s", rs.status,
                   rs.body);
     fetch_free(&rs);
     ck_assert_int_eq(origin_key_count(f.o, "big1"), 1);
     expect_attempts(f.p, "key=big1", 1);
     /* at the limit it is kept */
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=big2&fail=1", url, sizeof url), body,
-             64 * 1024, &rs);
+    send_flaky(&f, "PUT", "key=big2&fail=1", body, 64 * 1024, &rs);
     expect_flaky_ok(&rs, body, 64 * 1024, 2, "PUT of exactly max_body");
     fetch_free(&rs);
     free(body);
