@@ -71,6 +71,13 @@ static struct proxy *start_child(int connect_port, int parent_port, const char *
                         connect_port, parent_port, extra);
 }
 
+/* Stops a child proxy, then its parent and the origin behind them */
+static void stop_chain(struct proxy *child, struct proxy *parent, struct origin *o)
+{
+    proxy_stop(child);
+    proxy_stop_with_origin(parent, o);
+}
+
 /* ---- plain requests through the parent --------------------------------------------------------
  */
 
@@ -109,8 +116,7 @@ START_TEST(test_get_goes_through_parent)
     ck_assert_msg(sha != NULL && strcmp(sha, rs.upload_sha256) == 0, "origin got %s", rs.body);
     free(sha);
     fetch_free(&rs);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -125,8 +131,7 @@ START_TEST(test_connect_goes_through_parent)
     ck_assert_msg(proxy_wait_log(parent, line, 3000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(proxy_wait_log(child, line, 3000), "child's log lacks %s", line);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -156,8 +161,7 @@ START_TEST(test_proxy_environment_ignored)
     ck_assert_msg(proxy_wait_log(parent, line, 3000), "the tunnel did not go through the parent");
     ck_assert_msg(hops_via(direct->port, o) == 1, "http_proxy sent a proxy without a parent on");
     proxy_stop(direct);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, tls);
+    stop_chain(child, parent, tls);
     origin_stop(o);
 }
 END_TEST
@@ -180,8 +184,7 @@ START_TEST(test_parent_refusing_connect)
     ck_assert_msg(proxy_wait_log(parent, line, 2000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(origin_stat(o, "accepted") == 1, "the origin was reached anyway");
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -207,8 +210,7 @@ START_TEST(test_bypass_address_block_goes_direct)
                   "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));
     /* the parent is up and would have been used: check it serves */
     ck_assert_int_eq(hops_via(parent->port, plain), 1);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, plain);
+    stop_chain(child, parent, plain);
     origin_stop(o);
 }
 END_TEST
@@ -233,8 +235,7 @@ START_TEST(test_bypass_name_patterns_skip_address_literals)
                   "bypass [\"*.0.0.1\"] sent a request for 127.0.0.1 direct (%d hop): a name "
                   "pattern matched an address literal",
                   hops);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -370,8 +371,7 @@ START_TEST(test_credentials_sent_to_parent)
     ck_assert_msg(strcasestr(rs.body, "Proxy-Authorization") == NULL,
                   "the parent passed the credentials on to the origin: %s", rs.body);
     fetch_free(&rs);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -398,8 +398,7 @@ START_TEST(test_parent_and_direct_alternate_on_one_handle)
     }
     ck_assert_msg(!proxy_log_contains(parent, "http://localhost:"),
                   "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
