@@ -1176,6 +1176,37 @@ char *origin_get(const struct origin *o, const char *path)
     return body;
 }
 
+long long origin_key_count(const struct origin *o, const char *key)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/count?key=%s", key);
+    char *json = origin_get(o, path);
+    long long n = -1;
+    ck_assert_msg(json_get_int(json, "count", &n) == 0, "/count: %s", json);
+    free(json);
+    return n;
+}
+
+size_t origin_key_times(const struct origin *o, const char *key, double *ms, size_t max)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/count?key=%s", key);
+    char *json = origin_get(o, path);
+    const char *p = strstr(json, "\"times\":[");
+    ck_assert_msg(p != NULL, "/count: %s", json);
+    p += strlen("\"times\":[");
+    size_t n = 0;
+    while (n < max && *p != ']' && *p != '\0') {
+        char *end = NULL;
+        double v = strtod(p, &end);
+        ck_assert_msg(end != p, "/count times: %s", json);
+        ms[n++] = v * 1000.0;
+        p = *end == ',' ? end + 1 : end;
+    }
+    free(json);
+    return n;
+}
+
 long long origin_stat(const struct origin *o, const char *key)
 {
     char *json = origin_get(o, "/stats");
@@ -1273,32 +1304,51 @@ static void *relay_serve(void *arg)
     return NULL;
 }
 
+int accept_until_stopped(int listen_fd, _Atomic int *stop, int poll_ms)
+{
+    while (!atomic_load(stop)) {
+        struct pollfd p = {listen_fd, POLLIN, 0};
+        if (poll(&p, 1, poll_ms) <= 0)
+            continue;
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+    }
+    return -1;
+}
+
+int thread_start_detached(void *(*run)(void *), void *arg, size_t stack_bytes)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (stack_bytes > 0)
+        pthread_attr_setstacksize(&attr, stack_bytes);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, run, arg);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
 static void *relay_accept(void *arg)
 {
     struct relay *r = arg;
-    while (!atomic_load(&r->stopping)) {
-        struct pollfd p = {r->listen_fd, POLLIN, 0};
-        if (poll(&p, 1, 20) <= 0)
-            continue;
-        int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
+    int fd;
+    while ((fd = accept_until_stopped(r->listen_fd, &r->stopping, 20)) >= 0) {
         atomic_fetch_add(&r->connections, 1);
         struct relay_connection *c = malloc(sizeof *c);
-        pthread_t t;
         if (c == NULL) {
             close(fd);
             continue;
         }
         *c = (struct relay_connection){r, fd, atomic_load(&r->freezes)};
         atomic_fetch_add(&r->copying, 1);
-        if (pthread_create(&t, NULL, relay_serve, c) != 0) {
+        /* ends when either side closes or the relay stops */
+        if (thread_start_detached(relay_serve, c, 0) != 0) {
             atomic_fetch_sub(&r->copying, 1);
             close(fd);
             free(c);
-            continue;
         }
-        pthread_detach(t); /* ends when either side closes or the relay stops */
     }
     return NULL;
 }
@@ -1714,6 +1764,23 @@ void raw_expect_pattern(struct raw *c, size_t n, const char *what)
     http_response_free(&r);
 }
 
+void raw_expect_status(struct raw *c, int status, const char *what)
+{
+    struct http_response r;
+    int rc = raw_read_response(c, &r, 0, 10000); /* the T_MS of the suites that call it */
+    ck_assert_msg(rc == RAW_OK, "%s: %s", what, raw_result_name(rc));
+    ck_assert_msg(r.status == status, "%s: status %d, want %d", what, r.status, status);
+    http_response_free(&r);
+}
+
+void raw_get_pattern(struct raw *c, const struct origin *o, size_t n, const char *what)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/bytes/%zu", n);
+    raw_send_proxy_request(c, "GET", o, path, NULL);
+    raw_expect_pattern(c, n, what);
+}
+
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what)
 {
     uint64_t t0 = now_ms();
@@ -1944,12 +2011,64 @@ const char *fetch_header(const struct fetch_res *rs, const char *name, int nth)
     return hdr_find(rs->headers, rs->nheaders, name, nth);
 }
 
+void fetch_tls_via_tunnel(int proxy_port, const struct origin *o, size_t n)
+{
+    char url[256], path[64];
+    snprintf(path, sizeof path, "/bytes/%zu", n);
+    struct fetch_req rq = {.url = origin_url(o, path, url, sizeof url),
+                           .proxy_port = proxy_port,
+                           .tunnel = 1,
+                           .cainfo = harness_ca_path(),
+                           .check_pattern = 1};
+    struct fetch_res rs;
+    fetch(&rq, &rs);
+    ck_assert_msg(rs.rc == CURLE_OK, "https via CONNECT: curl error %d: %s", (int)rs.rc, rs.err);
+    ck_assert_int_eq(rs.connect_code, 200);
+    ck_assert_int_eq(rs.status, 200);
+    ck_assert_uint_eq(rs.received, n);
+    ck_assert_int_eq(rs.pattern_bad, -1);
+    fetch_free(&rs);
+}
+
+int multi_next_done(CURLM *m, struct multi_done *d)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        d->easy = msg->easy_handle;
+        d->result = msg->data.result;
+        d->status = 0;
+        curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &d->status);
+        d->private = NULL;
+        curl_easy_getinfo(d->easy, CURLINFO_PRIVATE, (char **)&d->private);
+        return 1;
+    }
+    return 0;
+}
+
 void fetch_via(int proxy_port, const char *url, struct fetch_res *rs)
 {
     struct fetch_req rq = {.url = url, .proxy_port = proxy_port};
     fetch(&rq, rs);
     ck_assert_msg(rs->rc == CURLE_OK, "GET %s via proxy %d: curl error %d: %s", url, proxy_port,
                   (int)rs->rc, rs->err);
+}
+
+long status_via(int proxy_port, const char *url)
+{
+    struct fetch_res rs;
+    fetch_via(proxy_port, url, &rs);
+    long status = rs.status;
+    fetch_free(&rs);
+    return status;
+}
+
+long origin_status_via(const struct proxy *p, const struct origin *o, const char *path)
+{
+    char url[256];
+    return status_via(p->port, origin_url(o, path, url, sizeof url));
 }
 
 /* ---- origin JSON ----------------------------------------------------------------------------- */
@@ -2094,6 +2213,31 @@ int proxy_admin_port(struct proxy *p)
     return p->admin_port;
 }
 
+void proxy_admin_fetch(struct proxy *p, const char *method, const char *path, const char *auth,
+                       struct fetch_res *rs)
+{
+    char url[2048], header[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", proxy_admin_port(p), path);
+    const char *headers[] = {header, NULL};
+    if (auth != NULL)
+        snprintf(header, sizeof header, "Authorization: %s", auth);
+    struct fetch_req rq = {.url = url,
+                           .method = method,
+                           .timeout_ms = 10000,
+                           .headers = auth != NULL ? headers : NULL};
+    fetch(&rq, rs);
+    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
+}
+
+long proxy_admin_status(struct proxy *p, const char *method, const char *path, const char *auth)
+{
+    struct fetch_res rs;
+    proxy_admin_fetch(p, method, path, auth, &rs);
+    long status = rs.status;
+    fetch_free(&rs);
+    return status;
+}
+
 long long proxy_metric(struct proxy *p, const char *series)
 {
     char url[128];
@@ -2185,6 +2329,12 @@ struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *ya
 {
     *o = origin_start(tls);
     return proxy_start(yaml_extra);
+}
+
+struct proxy *proxy_start_tunnel_to(struct origin **o, int tls)
+{
+    *o = origin_start(tls);
+    return proxy_startf("connect:\n  allowed_ports: [%d]\n", (*o)->port);
 }
 
 void proxy_stop_with_origin(struct proxy *p, struct origin *o)
@@ -2337,6 +2487,37 @@ int raw_request_on(struct raw *c, const char *method, const char *host, int port
     if (raw_send_request(c, method, host, port, path) != 0)
         return RAW_CLOSED;
     return raw_read_response(c, r, strcmp(method, "HEAD") == 0 ? RESP_HEAD : 0, timeout_ms);
+}
+
+struct raw *raw_connect_send(int port, const char *method, const struct origin *o, const char *path,
+                             const char *extra)
+{
+    struct raw *c = raw_connect(port);
+    raw_send_proxy_request(c, method, o, path, extra);
+    return c;
+}
+
+int harness_tool_missing(int have, const char *test, const char *tool, const char *package)
+{
+    if (have)
+        return 0;
+    const char *ci = getenv("CI");
+    ck_assert_msg(ci == NULL || strcmp(ci, "true") != 0, "%s is missing (apt-get install %s)", tool,
+                  package);
+    fprintf(stderr, "%s: %s missing, not checked (apt-get install %s)\n", test, tool, package);
+    return 1;
+}
+
+int raw_tunnel_request(struct raw *c, int target_port, struct http_response *r, int timeout_ms)
+{
+    memset(r, 0, sizeof *r);
+    char head[128];
+    int n =
+        snprintf(head, sizeof head, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+                 target_port, target_port);
+    if (raw_try_send(c, head, (size_t)n) != 0)
+        return RAW_CLOSED;
+    return raw_read_response(c, r, RESP_CONNECT, timeout_ms);
 }
 
 int resp_wants_close(const struct http_response *r)

@@ -142,6 +142,12 @@ const char *proxy_url(const struct proxy *p, char *buf, size_t len);
  * which can be before the admin endpoint's line: this waits (5 s at most) for that line and fails
  * the test when it never comes. */
 int proxy_admin_port(struct proxy *p);
+/* A request to the admin endpoint (no proxy): method NULL is GET; auth, when not NULL, is sent as
+ * the Authorization header. Fails the test when curl fails. proxy_admin_status: its status. */
+struct fetch_res; /* below, with the libcurl client */
+void proxy_admin_fetch(struct proxy *p, const char *method, const char *path, const char *auth,
+                       struct fetch_res *rs);
+long proxy_admin_status(struct proxy *p, const char *method, const char *path, const char *auth);
 /* A series from the admin endpoint's /metrics; `series` is the whole series name, labels
  * included. -1 when absent; fails the test when /metrics cannot be read. */
 long long proxy_metric(struct proxy *p, const char *series);
@@ -163,6 +169,9 @@ void fixture_still_serving(struct fixture f, size_t body_len);
  * proxy_start(yaml_extra); proxy_stop_with_origin stops both, the proxy first. */
 struct proxy *proxy_start_with_origin(struct origin **o, int tls, const char *yaml_extra);
 void proxy_stop_with_origin(struct proxy *p, struct origin *o);
+/* proxy_start_with_origin with `connect: {allowed_ports: [ORIGIN'S PORT]}`: clients may open
+ * CONNECT tunnels to the origin */
+struct proxy *proxy_start_tunnel_to(struct origin **o, int tls);
 
 /* Fails the test when the proxy's peak RSS (VmHWM) reached limit_kib; prints the figure. Skipped
  * (printed only) under RLPROXY_SANITIZERS=1, under RLPROXY_WRAPPER (valgrind's RSS is its own) or
@@ -174,6 +183,12 @@ char *origin_get(const struct origin *o, const char *path);
 /* A number from the origin's /stats: "connections" (open now), "accepted" (ever), "requests",
  * "streams_active", "bytes_sent"; the /stats request's own connection counts in the first two. */
 long long origin_stat(const struct origin *o, const char *key);
+
+/* The origin's /count?key=KEY: how many requests with that key it received, and when (ms on its
+ * monotonic clock, up to max of them, oldest first; how many). Fail the test on an answer they
+ * cannot read. */
+long long origin_key_count(const struct origin *o, const char *key);
+size_t origin_key_times(const struct origin *o, const char *key, double *ms, size_t max);
 
 /* One request as the origin logged it (its /log): when it arrived (CLOCK_MONOTONIC, ms, like
  * now_ms()), on which of the origin's connections, for which target. */
@@ -204,6 +219,12 @@ int relay_port(const struct relay *r);
 long relay_connections(struct relay *r); /* accepted so far */
 void relay_freeze(struct relay *r);
 void relay_stop(struct relay *r);
+/* For a test server's accepting thread: the next connection on listen_fd (close-on-exec), or -1
+ * once *stop is set, which it looks at every poll_ms */
+int accept_until_stopped(int listen_fd, _Atomic int *stop, int poll_ms);
+/* run(arg) on a detached thread with a stack of stack_bytes (0: the default); 0, or -1 when no
+ * thread could be made */
+int thread_start_detached(void *(*run)(void *), void *arg, size_t stack_bytes);
 /* 1 when a TCP connect to 127.0.0.1:port succeeds (within 2 s), 0 when it is refused */
 int port_accepts(int port);
 
@@ -259,6 +280,10 @@ int raw_send_request(struct raw *c, const char *method, const char *host, int po
  * RAW_CLOSED). r is always initialised (free it). No ck_assert: threads may use it. */
 int raw_request_on(struct raw *c, const char *method, const char *host, int port, const char *path,
                    struct http_response *r, int timeout_ms);
+/* Sends "CONNECT 127.0.0.1:target_port HTTP/1.1" with Host on c, then reads the answer (a 2xx has
+ * no body: the tunnel follows): RAW_OK or the harness's error code (a failed send is RAW_CLOSED).
+ * r is always initialised (free it). No ck_assert: threads may use it. */
+int raw_tunnel_request(struct raw *c, int target_port, struct http_response *r, int timeout_ms);
 /* 1 when the response says Connection: close */
 int resp_wants_close(const struct http_response *r);
 void raw_close(struct raw *c);
@@ -278,6 +303,9 @@ void http_response_free(struct http_response *r);
 const char *resp_header(const struct http_response *r, const char *name, int nth);
 /* 1 when the peer closed (EOF or reset) within timeout_ms; data arriving meanwhile is dropped */
 int raw_wait_closed(struct raw *c, int timeout_ms);
+/* A new connection to the proxy on port with proxy_request(method, o, path, extra) sent on it */
+struct raw *raw_connect_send(int port, const char *method, const struct origin *o, const char *path,
+                             const char *extra);
 /* proxy_request(method, o, path, extra) sent on c */
 void raw_send_proxy_request(struct raw *c, const char *method, const struct origin *o,
                             const char *path, const char *extra);
@@ -287,6 +315,10 @@ void raw_send_pipelined(struct raw *c, const struct origin *o, const char *const
 /* Reads the next response on c: a 200 whose body is n pattern bytes, or the test fails (naming
  * what) */
 void raw_expect_pattern(struct raw *c, size_t n, const char *what);
+/* Reads the next response on c (10 s at most); the test fails unless it is one with this status */
+void raw_expect_status(struct raw *c, int status, const char *what);
+/* GET /bytes/n from the origin o through the proxy on c, then raw_expect_pattern(c, n, what) */
+void raw_get_pattern(struct raw *c, const struct origin *o, size_t n, const char *what);
 /* Fails the test unless the peer closes c (a timeout, as what says) no sooner than min_ms and
  * within max_ms from now */
 void raw_assert_closed_between(struct raw *c, int min_ms, int max_ms, const char *what);
@@ -336,6 +368,25 @@ void fetch_free(struct fetch_res *rs);
 const char *fetch_header(const struct fetch_res *rs, const char *name, int nth);
 /* GET url through the proxy on port; fails the test unless curl succeeded */
 void fetch_via(int proxy_port, const char *url, struct fetch_res *rs);
+
+/* An https GET of /bytes/n through a CONNECT tunnel the proxy on proxy_port opens to o; fails the
+ * test unless curl got all n pattern bytes in a 200 after a 200 to the CONNECT */
+void fetch_tls_via_tunnel(int proxy_port, const struct origin *o, size_t n);
+
+/* A transfer of a curl multi that finished: its easy handle (still in the multi), result, response
+ * code and CURLOPT_PRIVATE */
+struct multi_done {
+    CURL *easy;
+    CURLcode result;
+    long status;
+    void *private;
+};
+/* 1 with *d filled for the next transfer of m that finished, 0 when no more have */
+int multi_next_done(CURLM *m, struct multi_done *d);
+/* fetch_via, then the response's status (the response freed) */
+long status_via(int proxy_port, const char *url);
+/* The status of a GET of path from the origin o through the proxy p */
+long origin_status_via(const struct proxy *p, const struct origin *o, const char *path);
 
 /* ---- origin JSON (compact, as origin.py prints it) --------------------------------------------
  */
@@ -399,6 +450,11 @@ char *proxy_access_line(struct proxy *p, const char *needle);
 /* The attempts= and wait= fields of an access-log line; fail the test when the field is missing */
 int line_attempts(const char *line);
 long long line_wait_ms(const char *line);
+
+/* For a test that needs a tool the machine may lack: 0 when have; else fails the test under CI=true
+ * (the CI image must have it) and otherwise says on stderr that test was not checked and how to
+ * install package, and returns 1 for the test to return. */
+int harness_tool_missing(int have, const char *test, const char *tool, const char *package);
 
 /* ---- external commands ------------------------------------------------------------------------
  */

@@ -90,6 +90,15 @@ static int local_port(const struct raw *c)
 }
 
 /* One request on an open connection; the response (caller frees) */
+/* wait_lines, and the file has exactly want lines (of what) */
+static char *exact_lines(const char *path, size_t want, const char *what)
+{
+    char *text = wait_lines(path, want);
+    ck_assert_msg(count_lines(text) == want, "%zu %s, %zu lines:\n%s", want, what,
+                  count_lines(text), text);
+    return text;
+}
+
 static void exchange(struct raw *c, const char *request, struct http_response *r)
 {
     raw_send_str(c, request);
@@ -194,8 +203,7 @@ START_TEST(test_text_lines)
     struct raw *t = raw_connect(p->port);
     char tunnel_client[64];
     snprintf(tunnel_client, sizeof tunnel_client, "127.0.0.1:%d", local_port(t));
-    raw_sendf(t, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
-    ck_assert_int_eq(raw_read_response(t, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(t, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     static const char inner[] = "GET /bytes/777 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
@@ -204,9 +212,7 @@ START_TEST(test_text_lines)
     http_response_free(&r);
     raw_close(t);
 
-    char *log = wait_lines(path, 4);
-    ck_assert_msg(count_lines(log) == 4, "4 requests and tunnels, %zu lines:\n%s", count_lines(log),
-                  log);
+    char *log = exact_lines(path, 4, "requests and tunnels");
     char line[4096];
     snprintf(want, sizeof want, "GET http://127.0.0.1:%d/bytes/1234", o->port);
     expect_text(nth_line(log, 0, line, sizeof line), client, want, 200, 0, 1234, 1);
@@ -254,8 +260,7 @@ START_TEST(test_error_replies_logged)
     /* 403: CONNECT to a port not allowed */
     c = raw_connect(p->port);
     snprintf(client[1], sizeof client[1], "127.0.0.1:%d", local_port(c));
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 403);
     http_response_free(&r);
     raw_close(c);
@@ -271,8 +276,7 @@ START_TEST(test_error_replies_logged)
     http_response_free(&r);
     raw_close(c);
 
-    char *log = wait_lines(path, 3);
-    ck_assert_msg(count_lines(log) == 3, "3 error replies, %zu lines:\n%s", count_lines(log), log);
+    char *log = exact_lines(path, 3, "error replies");
     char line[4096], want[128];
     struct text_line t;
     parse_text_line(nth_line(log, 0, line, sizeof line), &t);
@@ -320,13 +324,10 @@ START_TEST(test_hostile_target_text)
         c = raw_connect(p->port);
         raw_sendf(c, "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", o->port,
                   bad[i]);
-        ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-        ck_assert_int_eq(r.status, 400);
-        http_response_free(&r);
+        raw_expect_status(c, 400, "a request with a bad target");
         raw_close(c);
     }
-    char *log = wait_lines(path, 4);
-    ck_assert_msg(count_lines(log) == 4, "4 requests, %zu lines:\n%s", count_lines(log), log);
+    char *log = exact_lines(path, 4, "requests");
     for (const char *q = log; *q != '\0'; q++)
         ck_assert_msg((unsigned char)*q >= 0x20 && (unsigned char)*q != 0x7f ? 1 : *q == '\n',
                       "control byte 0x%02x in the access log", (unsigned char)*q);
@@ -431,16 +432,13 @@ START_TEST(test_json_lines)
     raw_close(c);
     /* a tunnel */
     c = raw_connect(p->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     http_response_free(&r);
     exchange(c, "GET /bytes/10 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", &r);
     http_response_free(&r);
     raw_close(c);
 
-    char *log = wait_lines(path, 5);
-    ck_assert_msg(count_lines(log) == 5, "5 requests and tunnels, %zu lines:\n%s", count_lines(log),
-                  log);
+    char *log = exact_lines(path, 5, "requests and tunnels");
     /* by hand: every line one object */
     char line[8192];
     for (size_t i = 0; i < 5; i++) {
@@ -482,10 +480,7 @@ END_TEST
 static void one_get(struct proxy *p, struct origin *o, const char *path)
 {
     char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, origin_url(o, path, url, sizeof url)), 200);
 }
 
 static void reload(struct proxy *p, const char *yaml)

@@ -30,37 +30,10 @@ static void wait_started(struct proxy *p)
     }
 }
 
-/* proxy_start() reads the admin port as soon as the proxy's own listener is logged, which can be
- * before the admin endpoint's line: read it again once start-up is complete. */
-static int admin_port(struct proxy *p)
-{
-    if (p->admin_port > 0)
-        return p->admin_port;
-    wait_started(p);
-    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
-    char *log = read_file(p->log_path, NULL);
-    const char *hit = log != NULL ? strstr(log, needle) : NULL;
-    if (hit != NULL)
-        p->admin_port = atoi(hit + strlen(needle));
-    free(log);
-    return p->admin_port;
-}
-
-/* GET (or another method) on the admin endpoint, no proxy */
-static void admin_fetch(struct proxy *p, const char *method, const char *path, struct fetch_res *rs)
-{
-    ck_assert_msg(admin_port(p) > 0, "no admin endpoint in the log:\n%s", proxy_log_tail(p, 800));
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", p->admin_port, path);
-    struct fetch_req rq = {.url = url, .method = method, .timeout_ms = T_MS};
-    fetch(&rq, rs);
-    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
-}
-
 static char *scrape(struct proxy *p)
 {
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/metrics", &rs);
+    proxy_admin_fetch(p, NULL, "/metrics", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     char *body = rs.body;
     rs.body = NULL;
@@ -137,7 +110,7 @@ START_TEST(test_healthz)
 {
     struct proxy *p = proxy_start(NULL);
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/healthz", &rs);
+    proxy_admin_fetch(p, NULL, "/healthz", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     ck_assert_str_eq(rs.body, "ok\n");
     fetch_free(&rs);
@@ -149,7 +122,7 @@ START_TEST(test_metrics_format)
 {
     struct proxy *p = proxy_start(NULL);
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/metrics", &rs);
+    proxy_admin_fetch(p, NULL, "/metrics", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     const char *ct = fetch_header(&rs, "Content-Type", 0);
     ck_assert_msg(ct != NULL && strncmp(ct, "text/plain; version=0.0.4", 25) == 0,
@@ -229,8 +202,8 @@ END_TEST
 
 START_TEST(test_request_and_response_counters)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     double req0 = metric(p, "rlproxy_requests_total");
     double ok0 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
     double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
@@ -266,49 +239,40 @@ START_TEST(test_request_and_response_counters)
                   n * 20000);
     ck_assert_msg(din >= 5000, "client bytes in moved by %.0f after a 5000-byte upload", din);
     free(text);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_5xx_from_origin_counted)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
     double c2 = metric(p, "rlproxy_responses_total{class=\"2xx\"}");
     char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, "/status/502", url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 502);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, origin_url(o, "/status/502", url, sizeof url)), 502);
     ck_assert_msg(metric(p, "rlproxy_responses_total{class=\"5xx\"}") == c5 + 1,
                   "an origin's 502 did not move class=\"5xx\"");
     ck_assert(metric(p, "rlproxy_responses_total{class=\"2xx\"}") == c2);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 /* Replies the proxy makes itself (a 502 when the origin refuses, a 403, a 400) are responses too */
 START_TEST(test_proxy_generated_errors_counted)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     double req0 = metric(p, "rlproxy_requests_total");
     double c5 = metric(p, "rlproxy_responses_total{class=\"5xx\"}");
     double c4 = metric(p, "rlproxy_responses_total{class=\"4xx\"}");
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", harness_closed_port());
-    struct fetch_res rs;
-    fetch_via(p->port, url, &rs);
-    ck_assert_int_eq(rs.status, 502);
-    fetch_free(&rs);
+    ck_assert_int_eq(status_via(p->port, url), 502);
     /* CONNECT to a port not in connect.allowed_ports: 403 */
     struct raw *c = raw_connect(p->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 403);
     http_response_free(&r);
     raw_close(c);
@@ -320,15 +284,14 @@ START_TEST(test_proxy_generated_errors_counted)
     ck_assert_msg(dreq == 2, "requests_total moved by %.0f", dreq);
     ck_assert_msg(d5 == 1, "a proxy-made 502 moved class=\"5xx\" by %.0f", d5);
     ck_assert_msg(d4 == 1, "a proxy-made 403 moved class=\"4xx\" by %.0f", d4);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_open_connections_gauge)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     ck_assert(metric(p, "rlproxy_open_connections") == 0);
     struct raw *c = raw_connect(p->port);
     double v = wait_metric(p, "rlproxy_open_connections", 1, 3000);
@@ -347,23 +310,21 @@ START_TEST(test_open_connections_gauge)
     raw_close(c2);
     v = wait_metric(p, "rlproxy_open_connections", 0, 3000);
     ck_assert_msg(v == 0, "open_connections %.0f after every client left", v);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_tunnel_metrics)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 1);
     double t0 = metric(p, "rlproxy_tunnels_total");
     double out0 = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}");
     ck_assert(metric(p, "rlproxy_open_tunnels") == 0);
     /* a raw tunnel held open */
     struct raw *c = raw_connect(p->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     double v = wait_metric(p, "rlproxy_open_tunnels", 1, 3000);
@@ -391,8 +352,7 @@ START_TEST(test_tunnel_metrics)
     ck_assert(wait_metric(p, "rlproxy_open_tunnels", 0, 3000) == 0);
     double dout = metric(p, "rlproxy_client_bytes_total{direction=\"out\"}") - out0;
     ck_assert_msg(dout >= 50000, "client bytes out moved by %.0f after 50000 bytes via TLS", dout);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -425,10 +385,7 @@ START_TEST(test_reload_counters)
     ck_assert(metric(p, "rlproxy_config_last_reload_success") == 0);
     ck_assert(metric(p, "rlproxy_config_last_reload_success_timestamp_seconds") == reloaded);
     /* the endpoint survives reloads on the same port */
-    struct fetch_res rs;
-    admin_fetch(p, NULL, "/healthz", &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/healthz", NULL), 200);
     proxy_stop(p);
 }
 END_TEST
@@ -436,49 +393,30 @@ END_TEST
 START_TEST(test_not_found_and_method_not_allowed)
 {
     struct proxy *p = proxy_start(NULL);
-    struct fetch_res rs;
-    admin_fetch(p, NULL, "/nope", &rs);
-    ck_assert_int_eq(rs.status, 404);
-    fetch_free(&rs);
-    admin_fetch(p, NULL, "/metrics/extra", &rs);
-    ck_assert_int_eq(rs.status, 404);
-    fetch_free(&rs);
-    admin_fetch(p, "POST", "/metrics", &rs);
-    ck_assert_int_eq(rs.status, 405);
-    fetch_free(&rs);
-    admin_fetch(p, "DELETE", "/healthz", &rs);
-    ck_assert_int_eq(rs.status, 405);
-    fetch_free(&rs);
-    admin_fetch(p, "HEAD", "/healthz", &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/nope", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/metrics/extra", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/metrics", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "DELETE", "/healthz", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "HEAD", "/healthz", NULL), 200);
     /* a query string does not change the path */
-    admin_fetch(p, NULL, "/healthz?verbose=1", &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/healthz?verbose=1", NULL), 200);
     proxy_stop(p);
 }
 END_TEST
 
 START_TEST(test_healthz_while_draining)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(NULL);
-    struct raw *c = raw_connect(p->port);
-    char *req = proxy_request("GET", o, "/slow?delay=2", NULL);
-    raw_send_str(c, req);
-    free(req);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
+    struct raw *c = raw_connect_send(p->port, "GET", o, "/slow?delay=2", NULL);
     sleep_ms(300);
     ck_assert(kill(p->pid, SIGTERM) == 0);
     ck_assert(proxy_wait_log(p, "stopping", 2000));
     struct fetch_res rs;
-    admin_fetch(p, NULL, "/healthz", &rs);
+    proxy_admin_fetch(p, NULL, "/healthz", NULL, &rs);
     ck_assert_msg(rs.status == 503, "/healthz while draining: %ld", rs.status);
     fetch_free(&rs);
-    struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "the request in flight while draining");
     /* proxy_stop sends another TERM (a second signal) and checks the exit status. The client
      * stays until then: once it leaves, the drain is complete and rlproxy exits by itself, maybe
      * before proxy_stop looks (it failed so on a loaded machine). */
@@ -490,19 +428,16 @@ END_TEST
 
 START_TEST(test_admin_disabled)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("admin:\n  listen: []\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, "admin:\n  listen: []\n");
     wait_started(p);
-    ck_assert_int_eq(admin_port(p), -1);
+    ck_assert_int_eq(p->admin_port, -1);
+    ck_assert(!proxy_log_contains(p, "admin endpoint listening on"));
     ck_assert_msg(!proxy_log_contains(p, "admin endpoint"), "log:\n%s", proxy_log_tail(p, 800));
     /* the proxy itself serves */
     char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, "/bytes/10", url, sizeof url), &rs);
-    ck_assert_int_eq(rs.status, 200);
-    fetch_free(&rs);
-    proxy_stop(p);
-    origin_stop(o);
+    ck_assert_int_eq(status_via(p->port, origin_url(o, "/bytes/10", url, sizeof url)), 200);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -589,12 +524,8 @@ static double histogram_bucket(const char *text, const char *name, const char *r
 
 static void get_status(struct proxy *p, struct origin *o, const char *path, long want)
 {
-    char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
-    ck_assert_msg(rs.status == want, "%s: status %ld, want %ld (%s)", path, rs.status, want,
-                  rs.err);
-    fetch_free(&rs);
+    long status = origin_status_via(p, o, path);
+    ck_assert_msg(status == want, "%s: status %ld, want %ld", path, status, want);
 }
 
 #define H_TOTAL "rlproxy_request_duration_seconds"
@@ -606,13 +537,15 @@ static void get_status(struct proxy *p, struct origin *o, const char *path, long
  * request but never went upstream; a request no rule matched counts under rule="". */
 START_TEST(test_histograms_count_requests)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: held\n    match: { path_prefix: \"/bytes/\" }\n"
-                                  "    limit: 1\n    window: 3s\n    over_limit: delay\n"
-                                  "    max_delay: 20s\n"
-                                  "  - name: refused\n    match: { path_prefix: \"/status/\" }\n"
-                                  "    limit: 1\n    window: 1h\n    over_limit: reject\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0,
+                                "rate_limits:\n"
+                                "  - name: held\n    match: { path_prefix: \"/bytes/\" }\n"
+                                "    limit: 1\n    window: 3s\n    over_limit: delay\n"
+                                "    max_delay: 20s\n"
+                                "  - name: refused\n    match: { path_prefix: \"/status/\" }\n"
+                                "    limit: 1\n    window: 1h\n    over_limit: reject\n");
     char *before = scrape(p);
     ck_assert(histogram_count(before, H_TOTAL, "held") == 0);
     ck_assert(histogram_count(before, H_WAIT, "held") == 0);
@@ -663,8 +596,7 @@ START_TEST(test_histograms_count_requests)
     free(one);
     free(two);
     free(three);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -691,8 +623,7 @@ START_TEST(test_histograms_reset_when_rules_change)
     text = scrape(p);
     ck_assert(histogram_count(text, H_TOTAL, "second") == 1);
     free(text);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -727,17 +658,12 @@ START_TEST(test_promtool_check_metrics)
     run_cmd(which, NULL, T_MS, &r);
     int have = r.exit_code == 0;
     cmd_result_free(&r);
-    if (!have) {
-        const char *ci = getenv("CI");
-        ck_assert_msg(ci == NULL || strcmp(ci, "true") != 0,
-                      "promtool is missing (apt-get install prometheus)");
-        fprintf(stderr, "test_promtool_check_metrics: promtool missing, not checked "
-                        "(apt-get install prometheus)\n");
+    if (harness_tool_missing(have, "test_promtool_check_metrics", "promtool", "prometheus"))
         return;
-    }
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n  - name: api.v1_x-y\n    limit: 100\n"
-                                  "    window: 1s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n  - name: api.v1_x-y\n    limit: 100\n"
+                                              "    window: 1s\n");
     get_status(p, o, "/bytes/10", 200);
     ck_assert(kill(p->pid, SIGHUP) == 0);
     ck_assert(proxy_wait_log(p, "configuration reloaded from", 5000));
@@ -751,8 +677,7 @@ START_TEST(test_promtool_check_metrics)
     ck_assert_msg(r.exit_code == 0, "promtool check metrics: exit %d\n%s%s", r.exit_code, r.out,
                   r.err);
     cmd_result_free(&r);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

@@ -859,26 +859,19 @@ static void hammer(struct proxy *p, const char *url, uint64_t run_ms, struct ham
             next_sample += 100;
         }
         curl_multi_perform(m, &running);
-        CURLMsg *msg;
-        int q;
-        while ((msg = curl_multi_info_read(m, &q)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            long status = 0;
-            int *answered = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&answered);
-            if (msg->data.result == CURLE_OK && answered != NULL)
+        struct multi_done d;
+        while (multi_next_done(m, &d)) {
+            int *answered = d.private;
+            if (d.result == CURLE_OK && answered != NULL)
                 (*answered)++;
-            if (msg->data.result == CURLE_OK && status == 200)
+            if (d.result == CURLE_OK && d.status == 200)
                 h->ok++;
-            else if (msg->data.result == CURLE_OK && status == 503)
+            else if (d.result == CURLE_OK && d.status == 503)
                 h->overloaded++;
             else
                 h->other++;
-            CURL *e = msg->easy_handle;
-            curl_multi_remove_handle(m, e);
-            curl_multi_add_handle(m, e); /* the next request at once */
+            curl_multi_remove_handle(m, d.easy);
+            curl_multi_add_handle(m, d.easy); /* the next request at once */
         }
         curl_multi_poll(m, NULL, 0, 10, NULL);
     }

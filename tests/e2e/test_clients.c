@@ -39,6 +39,27 @@ static void run_ok(char *const argv[], const char *const env[], struct cmd_resul
                   r->exit_code, r->timed_out ? " (timed out)" : "", r->out, r->err);
 }
 
+/* Runs `tool`, the options it always gets, then extra (NULL-terminated, at most 12), then url;
+ * fails the test unless it exits 0. r is for the caller to free. */
+static void run_client(const char *tool, const char *const extra[], const char *url,
+                       const char *const env[], struct cmd_result *r)
+{
+    static const char *const curl_always[] = {"-q", "-sS", "--max-time", "30", NULL};
+    static const char *const wget_always[] = {"--no-config", "-q",           "-e", "use_proxy=on",
+                                              "--tries=1",   "--timeout=30", NULL};
+    const char *const *always = strcmp(tool, "curl") == 0 ? curl_always : wget_always;
+    char *argv[24];
+    size_t n = 0;
+    argv[n++] = (char *)tool;
+    for (size_t i = 0; always[i] != NULL; i++)
+        argv[n++] = (char *)always[i];
+    for (size_t i = 0; extra[i] != NULL && n < 22; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n++] = (char *)url;
+    argv[n] = NULL;
+    run_ok(argv, env, r);
+}
+
 START_TEST(test_curl_cli_http)
 {
     struct origin *o;
@@ -46,21 +67,10 @@ START_TEST(test_curl_cli_http)
     char url[256], proxy[64], body[600], hdrs[600];
     out_path(body, sizeof body, "curl-body");
     out_path(hdrs, sizeof hdrs, "curl-headers");
-    char *argv[] = {"curl",
-                    "-q",
-                    "-sS",
-                    "--max-time",
-                    "30",
-                    "-x",
-                    (char *)proxy_url(p, proxy, sizeof proxy),
-                    "-D",
-                    hdrs,
-                    "-o",
-                    body,
-                    (char *)origin_url(o, "/bytes/100000", url, sizeof url),
-                    NULL};
+    const char *const options[] = {"-x", proxy_url(p, proxy, sizeof proxy), "-D", hdrs, "-o", body,
+                                   NULL};
     struct cmd_result r;
-    run_ok(argv, CLEAN_ENV, &r);
+    run_client("curl", options, origin_url(o, "/bytes/100000", url, sizeof url), CLEAN_ENV, &r);
     cmd_result_free(&r);
     assert_pattern_file(body, "curl -x");
     char *head = read_file(hdrs, NULL);
@@ -76,20 +86,10 @@ START_TEST(test_curl_cli_http)
     ck_assert(f != NULL && fwrite(data, 1, sizeof data, f) == sizeof data && fclose(f) == 0);
     char at_file[620];
     snprintf(at_file, sizeof at_file, "@%s", upload);
-    char *post[] = {"curl",
-                    "-q",
-                    "-sS",
-                    "--max-time",
-                    "30",
-                    "-x",
-                    proxy,
-                    "--data-binary",
-                    at_file,
-                    "-H",
-                    "Content-Type: application/octet-stream",
-                    (char *)origin_url(o, "/sink", url, sizeof url),
-                    NULL};
-    run_ok(post, CLEAN_ENV, &r);
+    const char *const post[] = {"-x",    proxy, "--data-binary",
+                                at_file, "-H",  "Content-Type: application/octet-stream",
+                                NULL};
+    run_client("curl", post, origin_url(o, "/sink", url, sizeof url), CLEAN_ENV, &r);
     char want[65];
     sha256_hex(data, sizeof data, want);
     ck_assert_msg(strstr(r.out, want) != NULL, "origin's view of the POST: %s", r.out);
@@ -100,26 +100,20 @@ END_TEST
 
 START_TEST(test_curl_cli_proxytunnel)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 1);
     char url[256], proxy[64], body[600];
     out_path(body, sizeof body, "curl-tunnel");
-    char *argv[] = {"curl",
-                    "-q",
-                    "-sS",
-                    "--max-time",
-                    "30",
-                    "--proxytunnel",
-                    "-x",
-                    (char *)proxy_url(p, proxy, sizeof proxy),
-                    "--cacert",
-                    (char *)harness_ca_path(),
-                    "-o",
-                    body,
-                    (char *)origin_url(o, "/bytes/100000", url, sizeof url),
-                    NULL};
+    const char *const options[] = {"--proxytunnel",
+                                   "-x",
+                                   proxy_url(p, proxy, sizeof proxy),
+                                   "--cacert",
+                                   harness_ca_path(),
+                                   "-o",
+                                   body,
+                                   NULL};
     struct cmd_result r;
-    run_ok(argv, CLEAN_ENV, &r);
+    run_client("curl", options, origin_url(o, "/bytes/100000", url, sizeof url), CLEAN_ENV, &r);
     cmd_result_free(&r);
     assert_pattern_file(body, "curl --proxytunnel");
     proxy_stop_with_origin(p, o);
@@ -134,28 +128,15 @@ START_TEST(test_wget_http)
     snprintf(env_proxy, sizeof env_proxy, "http_proxy=%s/", proxy_url(p, proxy, sizeof proxy));
     const char *env[] = {"no_proxy", "NO_PROXY", "https_proxy", env_proxy, NULL};
     out_path(body, sizeof body, "wget-body");
-    char *argv[] = {"wget",
-                    "--no-config",
-                    "-q",
-                    "-e",
-                    "use_proxy=on",
-                    "--tries=1",
-                    "--timeout=30",
-                    "-O",
-                    body,
-                    (char *)origin_url(o, "/bytes/100000", url, sizeof url),
-                    NULL};
+    const char *const options[] = {"-O", body, NULL};
     struct cmd_result r;
-    run_ok(argv, env, &r);
+    run_client("wget", options, origin_url(o, "/bytes/100000", url, sizeof url), env, &r);
     cmd_result_free(&r);
     assert_pattern_file(body, "wget");
     /* proof it went through rlproxy: the origin saw our Via */
     out_path(json, sizeof json, "wget-headers");
-    char *argv2[] = {
-        "wget",      "--no-config",  "-q", "-e", "use_proxy=on",
-        "--tries=1", "--timeout=30", "-O", json, (char *)origin_url(o, "/headers", url, sizeof url),
-        NULL};
-    run_ok(argv2, env, &r);
+    const char *const to_json[] = {"-O", json, NULL};
+    run_client("wget", to_json, origin_url(o, "/headers", url, sizeof url), env, &r);
     cmd_result_free(&r);
     char *seen = read_file(json, NULL);
     ck_assert_msg(seen != NULL && strstr(seen, "1.1 rlproxy") != NULL,
@@ -167,27 +148,16 @@ END_TEST
 
 START_TEST(test_wget_https)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 1);
     char url[256], proxy[128], env_proxy[160], body[600], ca[700];
     snprintf(env_proxy, sizeof env_proxy, "https_proxy=%s/", proxy_url(p, proxy, sizeof proxy));
     snprintf(ca, sizeof ca, "--ca-certificate=%s", harness_ca_path());
     const char *env[] = {"no_proxy", "NO_PROXY", "http_proxy", env_proxy, NULL};
     out_path(body, sizeof body, "wget-tunnel");
-    char *argv[] = {"wget",
-                    "--no-config",
-                    "-q",
-                    "-e",
-                    "use_proxy=on",
-                    "--tries=1",
-                    "--timeout=30",
-                    ca,
-                    "-O",
-                    body,
-                    (char *)origin_url(o, "/bytes/100000", url, sizeof url),
-                    NULL};
+    const char *const options[] = {ca, "-O", body, NULL};
     struct cmd_result r;
-    run_ok(argv, env, &r);
+    run_client("wget", options, origin_url(o, "/bytes/100000", url, sizeof url), env, &r);
     cmd_result_free(&r);
     assert_pattern_file(body, "wget over https_proxy");
     proxy_stop_with_origin(p, o);
@@ -220,8 +190,8 @@ static void python_fetch(const char *proxy, const char *url, const char *post, s
 START_TEST(test_python_urllib)
 {
     struct origin *o = origin_start(0);
-    struct origin *tls = origin_start(1);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", tls->port);
+    struct origin *tls;
+    struct proxy *p = proxy_start_tunnel_to(&tls, 1);
     char url[256], proxy[64], want[128], sha[65];
     proxy_url(p, proxy, sizeof proxy);
     pattern_sha256_hex(SIZE, sha);

@@ -55,20 +55,7 @@ static void tunnel_get(struct raw *c, size_t n)
 START_TEST(test_tls_through_tunnel)
 {
     struct fixture f = up(1, NULL);
-    char url[256];
-    struct fetch_req rq = {.url = origin_url(f.o, "/bytes/100000", url, sizeof url),
-                           .proxy_port = f.p->port,
-                           .tunnel = 1,
-                           .cainfo = harness_ca_path(),
-                           .check_pattern = 1};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK, "https via CONNECT: curl error %d: %s", (int)rs.rc, rs.err);
-    ck_assert_int_eq(rs.connect_code, 200);
-    ck_assert_int_eq(rs.status, 200);
-    ck_assert_uint_eq(rs.received, 100000);
-    ck_assert_int_eq(rs.pattern_bad, -1);
-    fetch_free(&rs);
+    fetch_tls_via_tunnel(f.p->port, f.o, 100000);
     fixture_down(f);
 }
 END_TEST

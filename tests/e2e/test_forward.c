@@ -352,8 +352,7 @@ END_TEST
  * a stray byte would show up as a bad status line or a wrong body. */
 static void next_is_clean(struct fixture f, struct raw *c)
 {
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
-    raw_expect_pattern(c, 10, "response after a bodiless one");
+    raw_get_pattern(c, f.o, 10, "response after a bodiless one");
 }
 
 static void bodiless(struct fixture f, struct raw *c, const char *method, const char *path,

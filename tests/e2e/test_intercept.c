@@ -570,31 +570,20 @@ out:
 static void *fo_accept(void *arg)
 {
     struct fast_origin *o = arg;
-    while (!atomic_load(&o->stop)) {
-        struct pollfd pfd = {o->lfd, POLLIN, 0};
-        if (poll(&pfd, 1, 100) <= 0)
-            continue;
-        int fd = accept4(o->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
+    int fd;
+    while ((fd = accept_until_stopped(o->lfd, &o->stop, 100)) >= 0) {
         atomic_fetch_add(&o->connections, 1);
         struct fo_conn *fc = malloc(sizeof *fc);
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
         if (fc == NULL) {
             close(fd);
-        } else {
-            fc->o = o;
-            fc->fd = fd;
-            if (pthread_create(&th, &attr, fo_serve, fc) != 0) {
-                close(fd);
-                free(fc);
-            }
+            continue;
         }
-        pthread_attr_destroy(&attr);
+        fc->o = o;
+        fc->fd = fd;
+        if (thread_start_detached(fo_serve, fc, 256 * 1024) != 0) {
+            close(fd);
+            free(fc);
+        }
     }
     return NULL;
 }
@@ -794,22 +783,10 @@ START_TEST(test_keepalive_tunnel_paced)
     printf("paced tunnel: %zu of %d requests held (limit=delay:pace), e.g.\n  %s\n", delayed, N,
            lines[L]);
     /* the origin's clock: never more than 10 arrivals in any 1 s window */
-    snprintf(path, sizeof path, "/count?key=%s", key);
-    char *json = origin_get(f.o, path);
-    long long count = -1;
-    ck_assert_msg(json_get_int(json, "count", &count) == 0 && count == N, "/count: %s", json);
+    long long count = origin_key_count(f.o, key);
+    ck_assert_msg(count == N, "the origin saw %lld requests, want %d", count, N);
     double times[N];
-    const char *p = strstr(json, "\"times\":[");
-    ck_assert_msg(p != NULL, "/count: %s", json);
-    p += strlen("\"times\":[");
-    size_t n = 0;
-    while (n < N && *p != ']' && *p != '\0') {
-        char *end = NULL;
-        times[n++] = strtod(p, &end) * 1000.0;
-        ck_assert_msg(end != p, "/count times: %s", json);
-        p = *end == ',' ? end + 1 : end;
-    }
-    free(json);
+    size_t n = origin_key_times(f.o, key, times, N);
     ck_assert_uint_eq(n, N);
     double tightest = 1e9, tightest_admit = 1e9;
     for (size_t i = L; i < n; i++) {
@@ -1113,8 +1090,7 @@ START_TEST(test_loose_ca_key_reload_keeps_old)
     fetch_free(&rs);
     free(yaml);
     free(tls);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

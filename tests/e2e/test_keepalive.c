@@ -40,12 +40,8 @@ START_TEST(test_sequential_requests_one_connection)
     }
     raw_send_proxy_request(c, "GET", f.o, "/status/404",
                            NULL); /* an error status keeps the connection too */
-    struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 404);
-    http_response_free(&r);
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/5", NULL);
-    raw_expect_pattern(c, 5, "after a 404");
+    raw_expect_status(c, 404, "a 404 on a kept-alive connection");
+    raw_get_pattern(c, f.o, 5, "after a 404");
     raw_close(c);
     fixture_down(f);
 }
@@ -127,9 +123,8 @@ START_TEST(test_expect_100_continue)
     http_response_free(&r);
     raw_send(c, body, len);
     expect_sink(c, body, len);
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/10",
-                           NULL); /* and the connection is still usable */
-    raw_expect_pattern(c, 10, "after 100-continue");
+    /* and the connection is still usable */
+    raw_get_pattern(c, f.o, 10, "after 100-continue");
     free(body);
     raw_close(c);
     fixture_down(f);
@@ -162,8 +157,7 @@ START_TEST(test_chunked_request_body)
     }
     raw_send_str(c, "0\r\n\r\n");
     expect_sink(c, body, len);
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
-    raw_expect_pattern(c, 10, "after chunked uploads");
+    raw_get_pattern(c, f.o, 10, "after chunked uploads");
     free(body);
     raw_close(c);
     fixture_down(f);
@@ -186,8 +180,7 @@ START_TEST(test_client_idle_timeout)
 {
     struct fixture f = fixture_up(0, "timeouts:\n  client_idle: 1s\n");
     struct raw *c = raw_connect(f.p->port);
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
-    raw_expect_pattern(c, 10, "before idling");
+    raw_get_pattern(c, f.o, 10, "before idling");
     raw_assert_closed_between(c, 700, 5000, "idle keep-alive connection (timeout 1 s)");
     raw_close(c);
     fixture_down(f);
@@ -203,8 +196,7 @@ START_TEST(test_idle_connection_folded)
     struct raw *c = raw_connect(f.p->port);
     ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 3000),
                   "a new connection is not held folded");
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/10", NULL);
-    raw_expect_pattern(c, 10, "first request, from folded");
+    raw_get_pattern(c, f.o, 10, "first request, from folded");
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_idle_connections"), 0);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_open_connections"), 1);
     uint64_t t0 = now_ms();
@@ -222,8 +214,7 @@ START_TEST(test_idle_connection_folded)
     raw_expect_pattern(c, 2000, "split request on a folded connection");
     ck_assert_msg(proxy_wait_metric(f.p, "rlproxy_idle_connections", 1, 5000),
                   "not folded again");
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/100", NULL);
-    raw_expect_pattern(c, 100, "third request");
+    raw_get_pattern(c, f.o, 100, "third request");
     raw_assert_closed_between(c, 2500, 8000, "folded connection (timeout 3 s)");
     raw_close(c);
     ck_assert(proxy_wait_metric(f.p, "rlproxy_open_connections", 0, 3000));
@@ -249,8 +240,7 @@ START_TEST(test_upstream_connection_reused)
     struct raw *c = raw_connect(f.p->port);
     long long first = -1;
     for (int i = 0; i < 5; i++) {
-        raw_send_proxy_request(c, "GET", f.o, "/bytes/100", NULL);
-        raw_expect_pattern(c, 100, "keep-alive request");
+        raw_get_pattern(c, f.o, 100, "keep-alive request");
         long long conn = conn_of_last_request(f);
         if (i == 0)
             first = conn;
@@ -260,8 +250,7 @@ START_TEST(test_upstream_connection_reused)
     raw_close(c);
     /* a new client connection on the same worker reuses the pooled upstream connection too */
     c = raw_connect(f.p->port);
-    raw_send_proxy_request(c, "GET", f.o, "/bytes/100", NULL);
-    raw_expect_pattern(c, 100, "new client connection");
+    raw_get_pattern(c, f.o, 100, "new client connection");
     ck_assert_int_eq(conn_of_last_request(f), first);
     raw_close(c);
     fixture_down(f);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h> /* getpid */
 
 #define LIMIT 10     /* the origin's: requests per window per token */
 #define WINDOW_S 2   /* its window */
@@ -69,17 +70,11 @@ static void run_clients(struct proxy *p, const struct origin *o, struct client *
         }
         int running = 0;
         curl_multi_perform(m, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            struct client *cl;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&cl);
-            cl->rc = msg->data.result;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &cl->status);
-            curl_multi_remove_handle(m, msg->easy_handle);
-            done++;
+        for (struct multi_done d; multi_next_done(m, &d); done++) {
+            struct client *cl = d.private;
+            cl->rc = d.result;
+            cl->status = d.status;
+            curl_multi_remove_handle(m, d.easy);
         }
         curl_multi_poll(m, NULL, 0, 10, NULL);
     }
@@ -152,19 +147,49 @@ static struct proxy *start_proxy(const char *upstream_limits)
                         upstream_limits);
 }
 
+/* An origin, a proxy with upstream_limits set so, and every client's requests run through it */
+struct run {
+    struct origin *o;
+    struct proxy *p;
+    struct client *c; /* the clients' results */
+};
+
+static struct run start_and_run(const char *upstream_limits)
+{
+    struct run r = {.o = origin_start(0)};
+    r.p = start_proxy(upstream_limits);
+    r.c = calloc(CLIENTS, sizeof *r.c);
+    ck_assert_ptr_nonnull(r.c);
+    run_clients(r.p, r.o, r.c);
+    return r;
+}
+
+static void stop_after_run(struct run r)
+{
+    free(r.c);
+    proxy_stop_with_origin(r.p, r.o);
+}
+
+/* The 429s the origin answered, over every family's tokens */
+static long origin_429s(const struct origin *o)
+{
+    long limited = 0;
+    for (size_t f = 0; f < FAMILIES; f++)
+        for (size_t t = 0; t < TOKENS; t++)
+            limited += token_figures(o, families[f], t).limited;
+    return limited;
+}
+
 START_TEST(test_follow_every_family)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = start_proxy("follow");
-    struct client *c = calloc(CLIENTS, sizeof *c);
-    run_clients(p, o, c);
+    struct run r = start_and_run("follow");
     size_t not_ok = 0;
     for (size_t i = 0; i < CLIENTS; i++)
-        not_ok += c[i].rc != CURLE_OK || c[i].status != 200;
+        not_ok += r.c[i].rc != CURLE_OK || r.c[i].status != 200;
     for (size_t f = 0; f < FAMILIES; f++) {
         long limited = 0, windows = 0, served_in = 0, served = 0;
         for (size_t t = 0; t < TOKENS; t++) {
-            struct token_figures fig = token_figures(o, families[f], t);
+            struct token_figures fig = token_figures(r.o, families[f], t);
             ck_assert_msg(fig.limited <= 1, "%s token %zu got %ld 429s from the origin",
                           families[f], t, fig.limited);
             limited += fig.limited;
@@ -182,11 +207,9 @@ START_TEST(test_follow_every_family)
     }
     ck_assert_msg(not_ok == 0, "%zu of %zu client requests did not end 200", not_ok,
                   (size_t)CLIENTS);
-    ck_assert_msg(proxy_metric(p, "rlproxy_upstream_pause_decisions_total") > 0,
+    ck_assert_msg(proxy_metric(r.p, "rlproxy_upstream_pause_decisions_total") > 0,
                   "nothing was held for what the origin said");
-    free(c);
-    proxy_stop(p);
-    origin_stop(o);
+    stop_after_run(r);
 }
 END_TEST
 
@@ -194,21 +217,13 @@ END_TEST
  * through and the origin refuses most of them. Shows the first test measures what it claims. */
 START_TEST(test_ignore_gets_the_origins_429s)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = start_proxy("ignore");
-    struct client *c = calloc(CLIENTS, sizeof *c);
-    run_clients(p, o, c);
-    long limited = 0;
-    for (size_t f = 0; f < FAMILIES; f++)
-        for (size_t t = 0; t < TOKENS; t++)
-            limited += token_figures(o, families[f], t).limited;
+    struct run r = start_and_run("ignore");
+    long limited = origin_429s(r.o);
     printf("learned, ignored: %ld 429s from the origin for %zu requests\n", limited,
            (size_t)CLIENTS);
     ck_assert_msg(limited > (long)(FAMILIES * TOKENS), "only %ld 429s with upstream_limits: ignore",
                   limited);
-    free(c);
-    proxy_stop(p);
-    origin_stop(o);
+    stop_after_run(r);
 }
 END_TEST
 

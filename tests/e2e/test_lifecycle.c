@@ -203,12 +203,8 @@ START_TEST(test_idle_connections_do_not_delay_exit)
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
     /* one keep-alive connection after a request, one that never sent a byte */
-    struct raw *k = raw_connect(p->port);
-    raw_send_proxy_request(k, "GET", o, "/bytes/100", NULL);
-    struct http_response r;
-    ck_assert_int_eq(raw_read_response(k, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    struct raw *k = raw_connect_send(p->port, "GET", o, "/bytes/100", NULL);
+    raw_expect_status(k, 200, "the keep-alive connection's request");
     struct raw *silent = raw_connect(p->port);
     sleep_ms(200); /* let a worker accept it */
     uint64_t t0 = now_ms();
@@ -242,12 +238,11 @@ END_TEST
 
 START_TEST(test_tunnel_works_during_drain)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
+    struct origin *o;
+    struct proxy *p = proxy_start_tunnel_to(&o, 0);
     struct raw *t = raw_connect(p->port);
-    raw_sendf(t, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(t, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(t, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
     ck_assert(kill(p->pid, SIGTERM) == 0);

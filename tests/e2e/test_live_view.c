@@ -22,60 +22,6 @@
 
 #define T_MS 10000
 
-/* proxy_start() may read the proxy's listener line before the admin endpoint's: read it again
- * once start-up is complete. */
-static int admin_port(struct proxy *p)
-{
-    if (p->admin_port > 0)
-        return p->admin_port;
-    uint64_t deadline = now_ms() + 5000;
-    while (!proxy_log_contains(p, " started: ")) {
-        ck_assert_msg(now_ms() < deadline, "no 'started' line; log:\n%s", proxy_log_tail(p, 800));
-        sleep_ms(10);
-    }
-    static const char needle[] = "admin endpoint listening on 127.0.0.1:";
-    char *log = read_file(p->log_path, NULL);
-    const char *hit = log != NULL ? strstr(log, needle) : NULL;
-    if (hit != NULL)
-        p->admin_port = atoi(hit + strlen(needle));
-    free(log);
-    ck_assert_msg(p->admin_port > 0, "no admin endpoint in the log:\n%s", proxy_log_tail(p, 800));
-    return p->admin_port;
-}
-
-static void admin_call(struct proxy *p, const char *method, const char *path, const char *auth,
-                       struct fetch_res *rs)
-{
-    char url[2048], header[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", admin_port(p), path);
-    const char *headers[] = {header, NULL};
-    if (auth != NULL)
-        snprintf(header, sizeof header, "Authorization: %s", auth);
-    struct fetch_req rq = {
-        .url = url, .method = method, .timeout_ms = T_MS, .headers = auth != NULL ? headers : NULL};
-    fetch(&rq, rs);
-    ck_assert_msg(rs->rc == CURLE_OK, "admin %s %s: %s", method ? method : "GET", path, rs->err);
-}
-
-static long admin_status(struct proxy *p, const char *method, const char *path, const char *auth)
-{
-    struct fetch_res rs;
-    admin_call(p, method, path, auth, &rs);
-    long status = rs.status;
-    fetch_free(&rs);
-    return status;
-}
-
-static long get_via(struct proxy *p, struct origin *o, const char *path)
-{
-    char url[256];
-    struct fetch_res rs;
-    fetch_via(p->port, origin_url(o, path, url, sizeof url), &rs);
-    long status = rs.status;
-    fetch_free(&rs);
-    return status;
-}
-
 /* A request sent through the proxy on a raw connection and left waiting (held by a delay rule). */
 static struct raw *send_and_leave(struct proxy *p, struct origin *o, const char *path)
 {
@@ -91,7 +37,7 @@ static char *limits_with(struct proxy *p, const char *text, const char *auth)
     uint64_t deadline = now_ms() + 5000;
     for (;;) {
         struct fetch_res rs;
-        admin_call(p, NULL, "/limits", auth, &rs);
+        proxy_admin_fetch(p, NULL, "/limits", auth, &rs);
         ck_assert_int_eq(rs.status, 200);
         char *body = strdup(rs.body != NULL ? rs.body : "");
         fetch_free(&rs);
@@ -122,23 +68,23 @@ START_TEST(test_full_window_survives_restart)
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf(REJECT_RULE, path);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 429);
+        ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 429);
     proxy_stop(p); /* SIGTERM: the graceful stop writes the file */
     ck_assert_msg(access(path, R_OK) == 0, "no state file at %s after the stop", path);
 
     p = proxy_startf(REJECT_RULE, path);
     ck_assert_msg(proxy_log_contains(p, "state_file: restored 1 windows (3 entries)"), "log:\n%s",
                   proxy_log_tail(p, 1500));
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 429); /* as if there had been no restart */
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"),
+                     429); /* as if there had been no restart */
     proxy_stop(p);
 
     /* the control: the same restart without the file forgets the window */
     p = proxy_start("rate_limits:\n  - name: daily\n    key: global\n    limit: 3\n"
                     "    window: 1m\n    over_limit: reject\n");
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
-    proxy_stop(p);
-    origin_stop(o);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -153,7 +99,7 @@ START_TEST(test_delay_window_survives_restart)
                                "    window: 1m\n    over_limit: delay\n    max_delay: 2m\n";
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf(yaml, path);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     proxy_stop(p);
     p = proxy_startf(yaml, path);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
@@ -162,8 +108,7 @@ START_TEST(test_delay_window_survives_restart)
     ck_assert_msg(raw_pending(c, 300) == 0, "the request was answered at once");
     free(json);
     raw_close(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -173,7 +118,7 @@ static void start_with_bad_file(struct origin *o, const char *path, const char *
     ck_assert_msg(proxy_log_contains(p, expect) &&
                       proxy_log_contains(p, "starting with empty windows"),
                   "expected a warning with \"%s\"; log:\n%s", expect, proxy_log_tail(p, 1500));
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     ck_assert(proxy_alive(p));
     proxy_stop(p);
 }
@@ -193,7 +138,7 @@ START_TEST(test_corrupt_or_truncated_file_is_an_empty_start)
     unlink(path);
     struct proxy *p = proxy_startf(REJECT_RULE, path);
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+        ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     proxy_stop(p);
     size_t len;
     char *text = read_file(path, &len);
@@ -219,7 +164,7 @@ START_TEST(test_unwritable_file_is_a_warning)
     struct origin *o = origin_start(0);
     struct proxy *p = proxy_startf(REJECT_RULE, path);
     ck_assert(proxy_log_contains(p, "does not exist yet; starting with empty windows"));
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     char *log_path = strdup(p->log_path);
     proxy_stop(p); /* fails the test unless rlproxy exits 0 */
     char *log = read_file(log_path, NULL);
@@ -240,9 +185,9 @@ END_TEST
 
 START_TEST(test_limits_shows_held_request_and_reset_clears)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(HOLD_RULE);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
     char *json = limits_with(p, "\"held\":1,\"reset_ms\"", NULL);
     ck_assert_msg(strstr(json, "{\"name\":\"api\",\"key\":\"client+host\",\"limit\":1,") != NULL,
@@ -253,21 +198,20 @@ START_TEST(test_limits_shows_held_request_and_reset_clears)
     free(json);
     raw_close(c); /* the held request goes away: its reservation is given back */
 
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=nobody", NULL), 404);
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/nope/reset?key=x", NULL), 404);
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset", NULL), 400);
-    ck_assert_int_eq(admin_status(p, NULL, "/limits/api/reset?key=x", NULL), 405);
-    ck_assert_int_eq(admin_status(p, "PUT", "/limits", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset?key=nobody", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/nope/reset?key=x", NULL), 404);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset", NULL), 400);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/limits/api/reset?key=x", NULL), 405);
+    ck_assert_int_eq(proxy_admin_status(p, "PUT", "/limits", NULL), 405);
     /* the window is full (one admitted 10 s window): the next request would wait ~10 s */
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=127.0.0.1+127.0.0.1", NULL),
-                     200);
+    ck_assert_int_eq(
+        proxy_admin_status(p, "POST", "/limits/api/reset?key=127.0.0.1+127.0.0.1", NULL), 200);
     uint64_t start = now_ms();
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     ck_assert_msg(now_ms() - start < 5000, "the request after a reset waited %llu ms",
                   (unsigned long long)(now_ms() - start));
     ck_assert(proxy_log_contains(p, "admin: window of rule api reset for key 127.0.0.1 127.0.0.1"));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -275,9 +219,11 @@ END_TEST
  * holds; the page shows it through textContent only. */
 START_TEST(test_limits_escapes_keys)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n  - name: hosts\n    key: host\n    limit: 5\n"
-                                  "    window: 10s\n");
+    struct origin *o;
+    struct proxy *p =
+        proxy_start_with_origin(&o, 0,
+                                "rate_limits:\n  - name: hosts\n    key: host\n    limit: 5\n"
+                                "    window: 10s\n");
     struct raw *c = raw_connect(p->port);
     raw_sendf(c, "GET http://127.0.0.1:%d/bytes/1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port,
               o->port);
@@ -289,7 +235,7 @@ START_TEST(test_limits_escapes_keys)
     ck_assert_msg(strstr(json, "\"key\":\"127.0.0.1\",\"used\":1,\"limit\":5") != NULL, "%s", json);
     free(json);
     struct fetch_res rs;
-    admin_call(p, NULL, "/", NULL, &rs);
+    proxy_admin_fetch(p, NULL, "/", NULL, &rs);
     ck_assert_int_eq(rs.status, 200);
     ck_assert_ptr_nonnull(strstr(fetch_header(&rs, "Content-Type", 0), "text/html"));
     ck_assert_ptr_nonnull(strstr(rs.body, "textContent"));
@@ -297,8 +243,7 @@ START_TEST(test_limits_escapes_keys)
     ck_assert_ptr_null(strstr(rs.body, "src=")); /* no external script, image or frame */
     ck_assert_ptr_null(strstr(rs.body, "https://"));
     fetch_free(&rs);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -311,15 +256,16 @@ START_TEST(test_token_required_everywhere_but_the_page)
         proxy_start("admin:\n  listen: [\"127.0.0.1:0\"]\n  token: \"t0ken-42\"\n" HOLD_RULE);
     static const char *const paths[] = {"/limits", "/metrics", "/healthz"};
     for (size_t i = 0; i < 3; i++) {
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], NULL), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Bearer t0ken-4"), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Bearer t0ken-42x"), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Basic dDBrZW4tNDI="), 401);
-        ck_assert_int_eq(admin_status(p, NULL, paths[i], "Bearer t0ken-42"), 200);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], NULL), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Bearer t0ken-4"), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Bearer t0ken-42x"), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Basic dDBrZW4tNDI="), 401);
+        ck_assert_int_eq(proxy_admin_status(p, NULL, paths[i], "Bearer t0ken-42"), 200);
     }
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=x", NULL), 401);
-    ck_assert_int_eq(admin_status(p, "POST", "/limits/api/reset?key=x", "Bearer t0ken-42"), 404);
-    ck_assert_int_eq(admin_status(p, NULL, "/", NULL), 200); /* holds no data */
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset?key=x", NULL), 401);
+    ck_assert_int_eq(proxy_admin_status(p, "POST", "/limits/api/reset?key=x", "Bearer t0ken-42"),
+                     404);
+    ck_assert_int_eq(proxy_admin_status(p, NULL, "/", NULL), 200); /* holds no data */
     proxy_stop(p);
 }
 END_TEST
@@ -365,22 +311,17 @@ static int have_chromium(void)
 
 START_TEST(test_page_in_headless_chromium)
 {
-    if (!have_chromium()) {
-        const char *ci = getenv("CI");
-        ck_assert_msg(ci == NULL || strcmp(ci, "true") != 0,
-                      "chromium is missing (apt-get install chromium)");
-        fprintf(stderr, "test_page_in_headless_chromium: chromium missing, not checked "
-                        "(apt-get install chromium)\n");
+    if (harness_tool_missing(have_chromium(), "test_page_in_headless_chromium", "chromium",
+                             "chromium"))
         return;
-    }
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start(HOLD_RULE);
-    ck_assert_int_eq(get_via(p, o, "/bytes/1"), 200);
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0, HOLD_RULE);
+    ck_assert_int_eq(origin_status_via(p, o, "/bytes/1"), 200);
     struct raw *c = send_and_leave(p, o, "/bytes/1");
     free(limits_with(p, "\"held\":1,\"reset_ms\"", NULL));
     char profile[512], url[128];
     state_path(profile, sizeof profile, "chromium-profile");
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/", admin_port(p));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", proxy_admin_port(p));
     char user_data[600];
     snprintf(user_data, sizeof user_data, "--user-data-dir=%s", profile);
     /* --proxy-server=127.0.0.1:9 (discard, closed) keeps Chromium's own background traffic off
@@ -415,8 +356,7 @@ START_TEST(test_page_in_headless_chromium)
                   "the page did not say it read /limits (the DOM is in the log)");
     cmd_result_free(&r);
     raw_close(c);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

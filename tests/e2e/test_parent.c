@@ -62,24 +62,20 @@ static int hops_via(int port, const struct origin *o)
     return hops;
 }
 
-/* https GET through a CONNECT tunnel opened by the proxy on port; fails the test unless it works */
-static void tls_via(int port, const struct origin *o, size_t n)
+/* An rlproxy whose parent proxy is the one on parent_port, allowing CONNECT to connect_port;
+ * extra: more YAML lines ("" for none) */
+static struct proxy *start_child(int connect_port, int parent_port, const char *extra)
 {
-    char url[256], path[64];
-    snprintf(path, sizeof path, "/bytes/%zu", n);
-    struct fetch_req rq = {.url = origin_url(o, path, url, sizeof url),
-                           .proxy_port = port,
-                           .tunnel = 1,
-                           .cainfo = harness_ca_path(),
-                           .check_pattern = 1};
-    struct fetch_res rs;
-    fetch(&rq, &rs);
-    ck_assert_msg(rs.rc == CURLE_OK, "https via CONNECT: curl %d: %s", (int)rs.rc, rs.err);
-    ck_assert_int_eq(rs.connect_code, 200);
-    ck_assert_int_eq(rs.status, 200);
-    ck_assert_uint_eq(rs.received, n);
-    ck_assert_int_eq(rs.pattern_bad, -1);
-    fetch_free(&rs);
+    return proxy_startf("connect:\n  allowed_ports: [%d]\n"
+                        "upstream_proxy: \"http://127.0.0.1:%d\"\n%s",
+                        connect_port, parent_port, extra);
+}
+
+/* Stops a child proxy, then its parent and the origin behind them */
+static void stop_chain(struct proxy *child, struct proxy *parent, struct origin *o)
+{
+    proxy_stop(child);
+    proxy_stop_with_origin(parent, o);
 }
 
 /* ---- plain requests through the parent --------------------------------------------------------
@@ -120,26 +116,22 @@ START_TEST(test_get_goes_through_parent)
     ck_assert_msg(sha != NULL && strcmp(sha, rs.upload_sha256) == 0, "origin got %s", rs.body);
     free(sha);
     fetch_free(&rs);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
 START_TEST(test_connect_goes_through_parent)
 {
-    struct origin *o = origin_start(1);
-    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       o->port, parent->port);
-    tls_via(child->port, o, 100000);
+    struct origin *o;
+    struct proxy *parent = proxy_start_tunnel_to(&o, 1);
+    struct proxy *child = start_child(o->port, parent->port, "");
+    fetch_tls_via_tunnel(child->port, o, 100000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", o, NULL, 200);
     ck_assert_msg(proxy_wait_log(parent, line, 3000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(proxy_wait_log(child, line, 3000), "child's log lacks %s", line);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -149,30 +141,27 @@ END_TEST
 START_TEST(test_proxy_environment_ignored)
 {
     struct origin *o = origin_start(0);
-    struct origin *tls = origin_start(1);
-    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", tls->port);
+    struct origin *tls;
+    struct proxy *parent = proxy_start_tunnel_to(&tls, 1);
     char dead[64];
     snprintf(dead, sizeof dead, "http://127.0.0.1:%d", harness_closed_port());
     static const char *const names[] = {"no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY",
                                         "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         setenv(names[i], i < 2 ? "*" : dead, 1);
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       tls->port, parent->port);
+    struct proxy *child = start_child(tls->port, parent->port, "");
     struct proxy *direct = proxy_start(NULL);
     /* the test's own libcurl obeys them too */
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         unsetenv(names[i]);
     ck_assert_msg(hops_via(child->port, o) == 2, "no_proxy=* took the child past its parent");
-    tls_via(child->port, tls, 1000);
+    fetch_tls_via_tunnel(child->port, tls, 1000);
     char line[256];
     access_text(line, sizeof line, "CONNECT", tls, NULL, 200);
     ck_assert_msg(proxy_wait_log(parent, line, 3000), "the tunnel did not go through the parent");
     ck_assert_msg(hops_via(direct->port, o) == 1, "http_proxy sent a proxy without a parent on");
     proxy_stop(direct);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, tls);
+    stop_chain(child, parent, tls);
     origin_stop(o);
 }
 END_TEST
@@ -182,13 +171,10 @@ START_TEST(test_parent_refusing_connect)
 {
     struct origin *o;
     struct proxy *parent = proxy_start_with_origin(&o, 1, NULL); /* allowed_ports: [443] */
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       o->port, parent->port);
+    struct proxy *child = start_child(o->port, parent->port, "");
     struct raw *c = raw_connect(child->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    int rc = raw_read_response(c, &r, RESP_CONNECT, T_MS);
+    int rc = raw_tunnel_request(c, o->port, &r, T_MS);
     ck_assert_msg(rc == RAW_OK, "CONNECT via a refusing parent: %s", raw_result_name(rc));
     ck_assert_msg(r.status >= 400, "CONNECT via a refusing parent got %d", r.status);
     http_response_free(&r);
@@ -198,8 +184,7 @@ START_TEST(test_parent_refusing_connect)
     ck_assert_msg(proxy_wait_log(parent, line, 2000), "parent's log lacks %s:\n%s", line,
                   proxy_log_tail(parent, 1000));
     ck_assert_msg(origin_stat(o, "accepted") == 1, "the origin was reached anyway");
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -208,15 +193,13 @@ END_TEST
 
 START_TEST(test_bypass_address_block_goes_direct)
 {
-    struct origin *o = origin_start(1);
     struct origin *plain = origin_start(0);
-    struct proxy *parent = proxy_startf("connect:\n  allowed_ports: [%d]\n", o->port);
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n"
-                                       "upstream_proxy_bypass: [\"*.internal\", \"127.0.0.0/8\"]\n",
-                                       o->port, parent->port);
+    struct origin *o;
+    struct proxy *parent = proxy_start_tunnel_to(&o, 1);
+    struct proxy *child = start_child(o->port, parent->port,
+                                      "upstream_proxy_bypass: [\"*.internal\", \"127.0.0.0/8\"]\n");
     ck_assert_int_eq(hops_via(child->port, plain), 1);
-    tls_via(child->port, o, 5000);
+    fetch_tls_via_tunnel(child->port, o, 5000);
     char get_line[256], connect_line[256];
     access_text(get_line, sizeof get_line, "GET", plain, "/headers", 200);
     access_text(connect_line, sizeof connect_line, "CONNECT", o, NULL, 200);
@@ -227,8 +210,7 @@ START_TEST(test_bypass_address_block_goes_direct)
                   "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));
     /* the parent is up and would have been used: check it serves */
     ck_assert_int_eq(hops_via(parent->port, plain), 1);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, plain);
+    stop_chain(child, parent, plain);
     origin_stop(o);
 }
 END_TEST
@@ -253,8 +235,7 @@ START_TEST(test_bypass_name_patterns_skip_address_literals)
                   "bypass [\"*.0.0.1\"] sent a request for 127.0.0.1 direct (%d hop): a name "
                   "pattern matched an address literal",
                   hops);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -265,9 +246,7 @@ START_TEST(test_parent_down_502)
 {
     struct origin *o = origin_start(0);
     int down = harness_closed_port();
-    struct proxy *child = proxy_startf("connect:\n  allowed_ports: [%d]\n"
-                                       "upstream_proxy: \"http://127.0.0.1:%d\"\n",
-                                       o->port, down);
+    struct proxy *child = start_child(o->port, down, "");
     char parent_addr[64];
     snprintf(parent_addr, sizeof parent_addr, "127.0.0.1:%d", down);
     char url[256];
@@ -281,9 +260,8 @@ START_TEST(test_parent_down_502)
     fetch_free(&rs);
     /* a tunnel likewise */
     struct raw *c = raw_connect(child->port);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    ck_assert_int_eq(raw_read_response(c, &r, RESP_CONNECT, T_MS), RAW_OK);
+    ck_assert_int_eq(raw_tunnel_request(c, o->port, &r, T_MS), RAW_OK);
     ck_assert_int_eq(r.status, 502);
     ck_assert_msg(strstr(r.body, parent_addr) != NULL,
                   "the CONNECT 502 does not name the parent proxy %s: \"%s\"", parent_addr, r.body);
@@ -393,8 +371,7 @@ START_TEST(test_credentials_sent_to_parent)
     ck_assert_msg(strcasestr(rs.body, "Proxy-Authorization") == NULL,
                   "the parent passed the credentials on to the origin: %s", rs.body);
     fetch_free(&rs);
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 
@@ -421,8 +398,7 @@ START_TEST(test_parent_and_direct_alternate_on_one_handle)
     }
     ck_assert_msg(!proxy_log_contains(parent, "http://localhost:"),
                   "bypassed requests reached the parent:\n%s", proxy_log_tail(parent, 1000));
-    proxy_stop(child);
-    proxy_stop_with_origin(parent, o);
+    stop_chain(child, parent, o);
 }
 END_TEST
 

@@ -349,8 +349,7 @@ static int exactness_attempt(const char *name, uint64_t period_us, int flood, ch
     ck_assert_uint_eq(file_lines_with(acc, " limit=reject:", NULL, NULL, 0), (size_t)total.limited);
     ck_assert_uint_eq(file_lines_with(acc, " 429 ", NULL, NULL, 0), (size_t)total.limited);
     expect_decisions(p, name, (long long)n, 0, total.limited);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
     return timing_ok;
 }
 
@@ -634,8 +633,7 @@ static int delay_attempt(char *why, size_t why_len)
     ck_assert_int_eq(wait_queued(p, "hold5", 0, 2000), 0);
     if (!timing_ok)
         fprintf(stderr, "%s", table);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
     return timing_ok;
 }
 
@@ -656,15 +654,16 @@ END_TEST
 START_TEST(test_delay_disconnect_gives_slot_back)
 {
     enum { W = 2000 }; /* ms: room for slow scrapes of /metrics on a loaded machine */
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: hold1\n"
-                                  "    match: { path_prefix: \"/bytes/1/cancel\" }\n"
-                                  "    key: global\n"
-                                  "    limit: 1\n"
-                                  "    window: 2s\n"
-                                  "    over_limit: delay\n"
-                                  "    max_delay: 10s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n"
+                                              "  - name: hold1\n"
+                                              "    match: { path_prefix: \"/bytes/1/cancel\" }\n"
+                                              "    key: global\n"
+                                              "    limit: 1\n"
+                                              "    window: 2s\n"
+                                              "    over_limit: delay\n"
+                                              "    max_delay: 10s\n");
     ck_assert_int_eq(status_of(p->port, "GET", o, "/bytes/1/warm"), 200);
     uint64_t sent_a = now_us();
     ck_assert_int_eq(status_of(p->port, "GET", o, "/bytes/1/cancel?n=A"), 200);
@@ -709,8 +708,7 @@ START_TEST(test_delay_disconnect_gives_slot_back)
     free(a);
     ck_assert_int_eq(wait_queued(p, "hold1", 0, 2000), 0);
     expect_decisions(p, "hold1", 1, 2, 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -718,20 +716,21 @@ END_TEST
 
 START_TEST(test_429_fields)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: rej\n"
-                                  "    match: { path_prefix: \"/bytes/1/rej\" }\n"
-                                  "    key: global\n"
-                                  "    limit: 3\n"
-                                  "    window: 3s\n"
-                                  "    headers: true\n"
-                                  "  - name: plain\n"
-                                  "    match: { path_prefix: \"/bytes/1/plain\" }\n"
-                                  "    key: global\n"
-                                  "    limit: 2\n"
-                                  "    window: 10s\n"
-                                  "    over_limit: reject\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n"
+                                              "  - name: rej\n"
+                                              "    match: { path_prefix: \"/bytes/1/rej\" }\n"
+                                              "    key: global\n"
+                                              "    limit: 3\n"
+                                              "    window: 3s\n"
+                                              "    headers: true\n"
+                                              "  - name: plain\n"
+                                              "    match: { path_prefix: \"/bytes/1/plain\" }\n"
+                                              "    key: global\n"
+                                              "    limit: 2\n"
+                                              "    window: 10s\n"
+                                              "    over_limit: reject\n");
     struct http_response r;
     uint64_t sent1 = 0, done1 = 0, sent2 = 0;
     /* headers: true — admitted responses carry the fields, r counting down; #2 and #3 go 500 ms
@@ -799,30 +798,30 @@ START_TEST(test_429_fields)
     http_response_free(&r);
     expect_decisions(p, "rej", 4, 0, 2);
     expect_decisions(p, "plain", 2, 0, 1);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_429_over_max_delay_and_max_queue)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: md\n"
-                                  "    match: { path_prefix: \"/bytes/1/md\" }\n"
-                                  "    key: global\n"
-                                  "    limit: 1\n"
-                                  "    window: 10s\n"
-                                  "    over_limit: delay\n"
-                                  "    max_delay: 1s\n"
-                                  "  - name: mq\n"
-                                  "    match: { path_prefix: \"/bytes/1/mq\" }\n"
-                                  "    key: global\n"
-                                  "    limit: 1\n"
-                                  "    window: 3s\n"
-                                  "    over_limit: delay\n"
-                                  "    max_delay: 10s\n"
-                                  "    max_queue: 2\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n"
+                                              "  - name: md\n"
+                                              "    match: { path_prefix: \"/bytes/1/md\" }\n"
+                                              "    key: global\n"
+                                              "    limit: 1\n"
+                                              "    window: 10s\n"
+                                              "    over_limit: delay\n"
+                                              "    max_delay: 1s\n"
+                                              "  - name: mq\n"
+                                              "    match: { path_prefix: \"/bytes/1/mq\" }\n"
+                                              "    key: global\n"
+                                              "    limit: 1\n"
+                                              "    window: 3s\n"
+                                              "    over_limit: delay\n"
+                                              "    max_delay: 10s\n"
+                                              "    max_queue: 2\n");
     struct http_response r;
     /* max_delay: the wait would be about 10 s > 1 s, so 429 at once, not after a second */
     ck_assert_int_eq(status_of(p->port, "GET", o, "/bytes/1/md"), 200);
@@ -859,8 +858,7 @@ START_TEST(test_429_over_max_delay_and_max_queue)
     struct arrival *a;
     ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/mq", &a), 1); /* neither held one nor the 429 */
     free(a);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -896,9 +894,8 @@ START_TEST(test_connect_tunnels_limited)
     }
     /* the third CONNECT to 127.0.0.1 within the window */
     struct raw *c = raw_connect_src(p->port, NULL);
-    raw_sendf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->port, o->port);
     struct http_response r;
-    int rc = raw_read_response(c, &r, RESP_CONNECT, T_MS);
+    int rc = raw_tunnel_request(c, o->port, &r, T_MS);
     ck_assert_msg(rc == RAW_OK, "CONNECT #3: %s", raw_result_name(rc));
     long ra = expect_429(&r, "tun", 2, 10, "over the limit");
     ck_assert_msg(ra >= 9 && ra <= 10, "Retry-After %ld", ra);
@@ -927,8 +924,7 @@ START_TEST(test_connect_tunnels_limited)
     /* tunnels log their decision too (their line is written when the tunnel closes) */
     ck_assert_uint_eq(wait_access_lines(acc, " limit=admit:tun ", 2), 2);
     ck_assert_uint_eq(wait_access_lines(acc, " limit=reject:tun ", 2), 2);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -998,19 +994,19 @@ START_TEST(test_keys)
     expect_decisions(p, "pc", 4, 0, 2);
     expect_decisions(p, "ph", 4, 0, 3);
     expect_decisions(p, "gl", 2, 0, 1);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
 START_TEST(test_key_client_host)
 {
-    struct origin *o = origin_start(0);
-    struct proxy *p = proxy_start("rate_limits:\n"
-                                  "  - name: ch\n"
-                                  "    key: client+host\n"
-                                  "    limit: 1\n"
-                                  "    window: 30s\n");
+    struct origin *o;
+    struct proxy *p = proxy_start_with_origin(&o, 0,
+                                              "rate_limits:\n"
+                                              "  - name: ch\n"
+                                              "    key: client+host\n"
+                                              "    limit: 1\n"
+                                              "    window: 30s\n");
     char got[64];
     statuses(p, NULL, "127.0.0.1", o->port, "/bytes/1", 2, got, sizeof got);
     ck_assert_str_eq(got, "200,429");
@@ -1022,8 +1018,7 @@ START_TEST(test_key_client_host)
     ck_assert_str_eq(got, "200,429");
     ck_assert_int_eq(limiter_metric(p, "rlproxy_limiter_keys", "ch", NULL), 4);
     expect_decisions(p, "ch", 4, 0, 4);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -1114,8 +1109,7 @@ START_TEST(test_reload_keeps_unchanged_windows)
     expect_429(&r, "rl", 3, 30, NULL);
     http_response_free(&r);
     expect_decisions(p, "rl", 3, 0, 1);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 
@@ -1179,8 +1173,7 @@ START_TEST(test_first_match_and_unlimited)
     ck_assert_uint_eq(file_lines_with(acc, " limit=admit:second ", NULL, NULL, 0), 1);
     expect_decisions(p, "first", 1, 0, 1);
     expect_decisions(p, "second", 1, 0, 0);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
 }
 END_TEST
 

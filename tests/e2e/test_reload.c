@@ -421,8 +421,7 @@ START_TEST(test_inflight_request_survives_reloads)
 {
     struct origin *o;
     struct proxy *p = proxy_start_with_origin(&o, 0, NULL);
-    struct raw *c = raw_connect(p->port);
-    raw_send_proxy_request(c, "GET", o, "/slow?delay=2", NULL);
+    struct raw *c = raw_connect_send(p->port, "GET", o, "/slow?delay=2", NULL);
     uint64_t t0 = now_ms();
     sleep_ms(300);
     /* a config that would refuse this client, shorter timeouts, then an invalid file */

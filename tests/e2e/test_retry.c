@@ -50,40 +50,6 @@ static const char *flaky_url(const struct fixture *f, const char *host, const ch
 /* ---- the origin's view -------------------------------------------------------------------------
  */
 
-static long long origin_count(const struct fixture *f, const char *key)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/count?key=%s", key);
-    char *json = origin_get(f->o, path);
-    long long n = -1;
-    ck_assert_msg(json_get_int(json, "count", &n) == 0, "/count: %s", json);
-    free(json);
-    return n;
-}
-
-/* Arrival times (ms, origin's monotonic clock) of the key's requests; how many */
-static size_t origin_times(const struct fixture *f, const char *key, double *ms, size_t max)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/count?key=%s", key);
-    char *json = origin_get(f->o, path);
-    const char *p = strstr(json, "\"times\":[");
-    ck_assert_msg(p != NULL, "/count: %s", json);
-    p += strlen("\"times\":[");
-    size_t n = 0;
-    while (n < max && *p != ']' && *p != '\0') {
-        char *end = NULL;
-        double v = strtod(p, &end);
-        ck_assert_msg(end != p, "/count times: %s", json);
-        ms[n++] = v * 1000.0;
-        p = end;
-        if (*p == ',')
-            p++;
-    }
-    free(json);
-    return n;
-}
-
 /* ---- the proxy's view --------------------------------------------------------------------------
  */
 
@@ -125,6 +91,19 @@ static void send_req(const struct fixture *f, const char *method, const char *ur
 static void get(const struct fixture *f, const char *url, struct fetch_res *rs)
 {
     send_req(f, NULL, url, NULL, 0, rs);
+}
+
+/* method (NULL: GET) /flaky?query at the origin on 127.0.0.1 through the proxy, with body */
+static void send_flaky(const struct fixture *f, const char *method, const char *query,
+                       const void *body, size_t len, struct fetch_res *rs)
+{
+    char url[256];
+    send_req(f, method, flaky_url(f, "127.0.0.1", query, url, sizeof url), body, len, rs);
+}
+
+static void get_flaky(const struct fixture *f, const char *query, struct fetch_res *rs)
+{
+    send_flaky(f, NULL, query, NULL, 0, rs);
 }
 
 /* Random bytes (xorshift, seeded) so a replay that starts at the wrong offset cannot pass */
@@ -171,20 +150,19 @@ START_TEST(test_503_twice_then_200)
     struct fixture f = up(RETRY_YAML(3, "100ms"));
     long long retries0 = proxy_metric(f.p, "rlproxy_retries_total");
     ck_assert_msg(retries0 == 0, "rlproxy_retries_total starts at %lld", retries0);
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t1&fail=2", url, sizeof url), &rs);
+    get_flaky(&f, "key=t1&fail=2", &rs);
     ck_assert_msg(rs.status == 200, "status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "\"attempt\":3") != NULL, "body: %s", rs.body);
     fetch_free(&rs);
 
-    ck_assert_int_eq(origin_count(&f, "t1"), 3);
+    ck_assert_int_eq(origin_key_count(f.o, "t1"), 3);
     expect_attempts(f.p, "key=t1", 3);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_retries_total"), retries0 + 2);
 
     /* base_delay, then twice that, between the origin's arrivals */
     double t[8];
-    ck_assert_uint_eq(origin_times(&f, "t1", t, 8), 3);
+    ck_assert_uint_eq(origin_key_times(f.o, "t1", t, 8), 3);
     double gap1 = t[1] - t[0], gap2 = t[2] - t[1];
     printf("retry: 503x2 gaps %.1f ms, %.1f ms (want 100, 200)\n", gap1, gap2);
     ck_assert_msg(gap1 >= 100 - 30 && gap1 <= 100 + SLACK_MS, "first retry %.1f ms after, want 100",
@@ -243,25 +221,24 @@ END_TEST
 START_TEST(test_attempts_exhausted)
 {
     struct fixture f = up(RETRY_YAML(2, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t2&fail=5", url, sizeof url), &rs);
+    get_flaky(&f, "key=t2&fail=5", &rs);
     ck_assert_msg(rs.status == 503, "status %ld: %s", rs.status, rs.body);
     /* the origin's own answer, from the last attempt */
     ck_assert_msg(strstr(rs.body, "flaky: attempt 2 fails with 503") != NULL, "body: %s", rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "t2"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "t2"), 2);
     expect_attempts(f.p, "key=t2", 2);
 
     /* 502 is in the default list too; 500 is not */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t2b&fail=1&status=502", url, sizeof url), &rs);
+    get_flaky(&f, "key=t2b&fail=1&status=502", &rs);
     ck_assert_msg(rs.status == 200, "502 then 200: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "t2b"), 2);
-    get(&f, flaky_url(&f, "127.0.0.1", "key=t2c&fail=1&status=500", url, sizeof url), &rs);
+    ck_assert_int_eq(origin_key_count(f.o, "t2b"), 2);
+    get_flaky(&f, "key=t2c&fail=1&status=500", &rs);
     ck_assert_msg(rs.status == 500, "500 is not in retry.on: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "t2c"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "t2c"), 1);
     expect_attempts(f.p, "key=t2c", 1);
     fixture_down(f);
 }
@@ -300,18 +277,16 @@ END_TEST
 START_TEST(test_retry_after_seconds)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=ra1&fail=1&status=429&retry_after=1", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=ra1&fail=1&status=429&retry_after=1", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 200, "status %ld after %llu ms: %s\nlog:\n%s", rs.status,
                   (unsigned long long)ms, rs.body, proxy_log_tail(f.p, 1500));
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "ra1"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "ra1"), 2);
     double t[4];
-    ck_assert_uint_eq(origin_times(&f, "ra1", t, 4), 2);
+    ck_assert_uint_eq(origin_key_times(f.o, "ra1", t, 4), 2);
     printf("retry: Retry-After: 1 -> retried after %.1f ms\n", t[1] - t[0]);
     ck_assert_msg(t[1] - t[0] >= 900 && t[1] - t[0] < 1300 + SLACK_MS,
                   "Retry-After: 1 retried after %.1f ms (backoff would be 10 ms)", t[1] - t[0]);
@@ -324,17 +299,13 @@ END_TEST
 START_TEST(test_retry_after_http_date)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    get(&f,
-        flaky_url(&f, "127.0.0.1", "key=rad&fail=1&status=503&retry_after=date%2B2", url,
-                  sizeof url),
-        &rs);
+    get_flaky(&f, "key=rad&fail=1&status=503&retry_after=date%2B2", &rs);
     ck_assert_msg(rs.status == 200, "status %ld: %s\nlog:\n%s", rs.status, rs.body,
                   proxy_log_tail(f.p, 1500));
     fetch_free(&rs);
     double t[4];
-    ck_assert_uint_eq(origin_times(&f, "rad", t, 4), 2);
+    ck_assert_uint_eq(origin_key_times(f.o, "rad", t, 4), 2);
     printf("retry: Retry-After: <date 2 s ahead> -> retried after %.1f ms\n", t[1] - t[0]);
     /* the date has whole seconds: 2 s ahead of a truncated now is 1 to 2 s away */
     ck_assert_msg(t[1] - t[0] >= 900 && t[1] - t[0] < 3500,
@@ -342,15 +313,12 @@ START_TEST(test_retry_after_http_date)
 
     /* a date in the past means now */
     uint64_t t0 = now_ms();
-    get(&f,
-        flaky_url(&f, "127.0.0.1", "key=radp&fail=1&status=503&retry_after=date%2B-100", url,
-                  sizeof url),
-        &rs);
+    get_flaky(&f, "key=radp&fail=1&status=503&retry_after=date%2B-100", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 200, "past date: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(ms < 800, "Retry-After in the past: waited %llu ms", (unsigned long long)ms);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "radp"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "radp"), 2);
     fixture_down(f);
 }
 END_TEST
@@ -358,12 +326,9 @@ END_TEST
 START_TEST(test_retry_after_above_max_delay)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f,
-        flaky_url(&f, "127.0.0.1", "key=ra30&fail=1&status=429&retry_after=30", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=ra30&fail=1&status=429&retry_after=30", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 429, "status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "flaky: attempt 1 fails with 429") != NULL,
@@ -372,7 +337,7 @@ START_TEST(test_retry_after_above_max_delay)
     ck_assert_msg(ra != NULL && strcmp(ra, "30") == 0, "Retry-After: %s", ra ? ra : "(none)");
     ck_assert_msg(ms < 1000, "the 429 took %llu ms", (unsigned long long)ms);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "ra30"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "ra30"), 1);
     expect_attempts(f.p, "key=ra30", 1);
     fixture_down(f);
 }
@@ -397,22 +362,20 @@ static void get_as(const struct fixture *f, const char *url, const char *header,
 START_TEST(test_origin_429_without_rule_pauses_nobody)
 {
     struct fixture f = up("retry:\n  attempts: 1\n");
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=n&fail=1&status=429&retry_after=5", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=n&fail=1&status=429&retry_after=5", &rs);
     ck_assert_msg(rs.status == 429 && strstr(rs.body, "flaky:") != NULL,
                   "the origin's 429 should pass: %ld %s", rs.status, rs.body);
     const char *ra = fetch_header(&rs, "Retry-After", 0);
     ck_assert_msg(ra != NULL && strcmp(ra, "5") == 0, "Retry-After: %s", ra ? ra : "(none)");
     fetch_free(&rs);
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=n&after=1", url, sizeof url), &rs);
+    get_flaky(&f, "key=n&after=1", &rs);
     ck_assert_msg(rs.status == 200 && now_ms() - t0 < 1000,
                   "the same host right after another request's 429: %ld in %llu ms: %s", rs.status,
                   (unsigned long long)(now_ms() - t0), rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "n"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "n"), 2);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total"), 0);
     fixture_down(f);
 }
@@ -454,7 +417,7 @@ START_TEST(test_origin_pause_scoped_to_key)
     ck_assert_msg(ra != NULL && atoi(ra) >= 1 && atoi(ra) <= 2, "Retry-After: %s",
                   ra ? ra : "(none)");
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "pa"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "pa"), 1);
     char *line = proxy_access_line(f.p, "key=pa&after=1");
     char limit[64];
     line_limit(line, limit, sizeof limit);
@@ -477,7 +440,7 @@ START_TEST(test_origin_pause_scoped_to_key)
     get_as(&f, flaky_url(&f, "127.0.0.1", "key=pa&after=3", url, sizeof url), a, &rs);
     ck_assert_msg(rs.status == 200, "after the pause: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "pa"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "pa"), 2);
     fixture_down(f);
 }
 END_TEST
@@ -511,7 +474,7 @@ START_TEST(test_origin_pause_holds_with_delay_rule)
     ck_assert_msg(held >= 1800 && held < 3500, "held %llu ms for a 2 s pause",
                   (unsigned long long)held);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "h"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "h"), 2);
     ck_assert_int_eq(proxy_metric(f.p, "rlproxy_upstream_paused_keys{rule=\"held\"}"), 0);
     ck_assert_msg(proxy_metric(f.p, "rlproxy_upstream_pause_decisions_total") >= 1,
                   "pause decisions not counted");
@@ -534,26 +497,22 @@ END_TEST
 START_TEST(test_post_not_retried_by_default)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=post1&fail=1", url, sizeof url), "a=1", 3,
-             &rs);
+    send_flaky(&f, "POST", "key=post1&fail=1", "a=1", 3, &rs);
     ck_assert_msg(rs.status == 503, "POST: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "post1"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "post1"), 1);
     expect_attempts(f.p, "key=post1", 1);
 
     /* HEAD and DELETE are in the default list */
-    send_req(&f, "HEAD", flaky_url(&f, "127.0.0.1", "key=head1&fail=1", url, sizeof url), NULL, 0,
-             &rs);
+    send_flaky(&f, "HEAD", "key=head1&fail=1", NULL, 0, &rs);
     ck_assert_msg(rs.status == 200, "HEAD: status %ld", rs.status);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "head1"), 2);
-    send_req(&f, "DELETE", flaky_url(&f, "127.0.0.1", "key=del1&fail=1", url, sizeof url), NULL, 0,
-             &rs);
+    ck_assert_int_eq(origin_key_count(f.o, "head1"), 2);
+    send_flaky(&f, "DELETE", "key=del1&fail=1", NULL, 0, &rs);
     ck_assert_msg(rs.status == 200, "DELETE: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "del1"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "del1"), 2);
     fixture_down(f);
 }
 END_TEST
@@ -564,20 +523,17 @@ START_TEST(test_post_replayed_when_listed)
                           "  methods: [GET, POST]\n  budget: 100%%\n");
     size_t len = 300 * 1024;
     unsigned char *body = random_body(len, 0x5eed);
-    char url[256];
     struct fetch_res rs;
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=post2&fail=2", url, sizeof url), body, len,
-             &rs);
+    send_flaky(&f, "POST", "key=post2&fail=2", body, len, &rs);
     expect_flaky_ok(&rs, body, len, 3, "POST 300 KiB after two 503s");
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "post2"), 3);
+    ck_assert_int_eq(origin_key_count(f.o, "post2"), 3);
     expect_attempts(f.p, "key=post2", 3);
     /* PUT is not in this list any more */
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=put0&fail=1", url, sizeof url), body, 100,
-             &rs);
+    send_flaky(&f, "PUT", "key=put0&fail=1", body, 100, &rs);
     ck_assert_msg(rs.status == 503, "PUT with methods [GET, POST]: status %ld", rs.status);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "put0"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "put0"), 1);
     free(body);
     fixture_down(f);
 }
@@ -590,11 +546,10 @@ START_TEST(test_put_replayed_by_default)
     unsigned char *body = random_body(len, 0xfeed);
     char url[256];
     struct fetch_res rs;
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=put1&fail=1", url, sizeof url), body, len,
-             &rs);
+    send_flaky(&f, "PUT", "key=put1&fail=1", body, len, &rs);
     expect_flaky_ok(&rs, body, len, 2, "PUT 300 KiB after a 503");
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "put1"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "put1"), 2);
 
     /* chunked: the spool replays the decoded bytes, re-framed */
     struct fetch_req rq = {.url = flaky_url(&f, "127.0.0.1", "key=put2&fail=2", url, sizeof url),
@@ -608,7 +563,7 @@ START_TEST(test_put_replayed_by_default)
     ck_assert_msg(rs.rc == CURLE_OK, "chunked PUT: %s", rs.err);
     expect_flaky_ok(&rs, body, len, 3, "chunked PUT 300 KiB after two 503s");
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "put2"), 3);
+    ck_assert_int_eq(origin_key_count(f.o, "put2"), 3);
     free(body);
     fixture_down(f);
 }
@@ -648,14 +603,13 @@ END_TEST
 START_TEST(test_reset_after_send_not_retried)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms"));
-    char url[256];
     struct fetch_res rs;
-    get(&f, flaky_url(&f, "127.0.0.1", "key=rst&fail=1&mode=reset", url, sizeof url), &rs);
+    get_flaky(&f, "key=rst&fail=1&mode=reset", &rs);
     ck_assert_msg(rs.status == 502, "reset: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "127.0.0.1") != NULL, "502 does not name the target: %s",
                   rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "rst"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "rst"), 1);
     expect_attempts(f.p, "key=rst", 1);
     fixture_down(f);
 }
@@ -668,17 +622,15 @@ START_TEST(test_reset_on_reused_connection_post)
 {
     /* one worker: one pool of upstream connections, so the second request reuses the first's */
     struct fixture f = up(RETRY_YAML(3, "10ms") "workers: 1\n");
-    char url[256];
     struct fetch_res rs;
     /* a pooled upstream connection to the origin */
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=warm", url, sizeof url), "w", 1, &rs);
+    send_flaky(&f, "POST", "key=warm", "w", 1, &rs);
     ck_assert_int_eq(rs.status, 200);
     fetch_free(&rs);
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=rstp&fail=1&mode=reset", url, sizeof url),
-             "p=1", 3, &rs);
+    send_flaky(&f, "POST", "key=rstp&fail=1&mode=reset", "p=1", 3, &rs);
     long status = rs.status;
     fetch_free(&rs);
-    long long seen = origin_count(&f, "rstp");
+    long long seen = origin_key_count(f.o, "rstp");
     printf("retry: POST reset on a reused connection: client got %ld, origin saw it %lld times\n",
            status, seen);
     ck_assert_msg(seen == 1 && status == 502,
@@ -691,25 +643,23 @@ END_TEST
 START_TEST(test_timeout_retried_get)
 {
     struct fixture f = up(RETRY_YAML(3, "10ms") "timeouts:\n  upstream_response: 500ms\n");
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=hang1&fail=1&mode=hang", url, sizeof url), &rs);
+    get_flaky(&f, "key=hang1&fail=1&mode=hang", &rs);
     uint64_t ms = now_ms() - t0;
     ck_assert_msg(rs.status == 200, "GET after a timeout: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(ms >= 450 && ms < 3000, "GET took %llu ms", (unsigned long long)ms);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "hang1"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "hang1"), 2);
     expect_attempts(f.p, "key=hang1", 2);
     ck_assert_msg(proxy_log_contains(f.p, "attempt 1 failed (upstream timed out"), "log:\n%s",
                   proxy_log_tail(f.p, 1500));
 
     /* POST without a body: sent, so not retried */
-    send_req(&f, "POST", flaky_url(&f, "127.0.0.1", "key=hang0&fail=1&mode=hang", url, sizeof url),
-             NULL, 0, &rs);
+    send_flaky(&f, "POST", "key=hang0&fail=1&mode=hang", NULL, 0, &rs);
     ck_assert_msg(rs.status == 504, "POST after a timeout: status %ld: %s", rs.status, rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "hang0"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "hang0"), 1);
     fixture_down(f);
 }
 END_TEST
@@ -734,7 +684,7 @@ START_TEST(test_timeout_with_body)
                   "curl %d (%s), status %ld after %llu ms",
                   (int)rs.rc, rs.err, rs.status, (unsigned long long)(now_ms() - t0));
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "hang2"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "hang2"), 1);
 
     rq.url = flaky_url(&f, "127.0.0.1", "key=hang3&fail=1&mode=hang", url, sizeof url);
     rq.method = "PUT";
@@ -745,7 +695,7 @@ START_TEST(test_timeout_with_body)
                   "status %ld after %llu ms",
                   (int)rs.rc, rs.err, rs.status, (unsigned long long)(now_ms() - t0));
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "hang3"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "hang3"), 2);
     fixture_down(f);
 }
 END_TEST
@@ -758,18 +708,15 @@ START_TEST(test_body_over_max_body_not_retried)
     struct fixture f = up(RETRY_YAML(3, "10ms") "  max_body: 64KiB\n");
     size_t len = 1 << 20;
     unsigned char *body = random_body(len, 0xb16);
-    char url[256];
     struct fetch_res rs;
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=big1&fail=1", url, sizeof url), body, len,
-             &rs);
+    send_flaky(&f, "PUT", "key=big1&fail=1", body, len, &rs);
     ck_assert_msg(rs.status == 503, "PUT 1 MiB, max_body 64 KiB: status %ld: %s", rs.status,
                   rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "big1"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "big1"), 1);
     expect_attempts(f.p, "key=big1", 1);
     /* at the limit it is kept */
-    send_req(&f, "PUT", flaky_url(&f, "127.0.0.1", "key=big2&fail=1", url, sizeof url), body,
-             64 * 1024, &rs);
+    send_flaky(&f, "PUT", "key=big2&fail=1", body, 64 * 1024, &rs);
     expect_flaky_ok(&rs, body, 64 * 1024, 2, "PUT of exactly max_body");
     fetch_free(&rs);
     free(body);
@@ -854,7 +801,7 @@ START_TEST(test_2gib_upload_not_retried)
     long status = huge_put(&f, "key=huge&fail=1", size, 0, &sent);
     ck_assert_msg(status == 503, "status %ld", status);
     ck_assert_uint_eq(sent, size);
-    ck_assert_int_eq(origin_count(&f, "huge"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "huge"), 1);
     expect_attempts(f.p, "key=huge", 1);
     assert_peak_rss_below(f.p, 64 * 1024, "after a 2 GiB PUT answered 503");
     fixture_down(f);
@@ -869,7 +816,7 @@ START_TEST(test_big_upload_early_503_not_retried)
     struct fixture f = up(RETRY_YAML(3, "10ms"));
     uint64_t size = harness_size(64ull << 20, 16ull << 20), sent = 0;
     long status = huge_put(&f, "key=early&fail=1&early=1", size, 64 * 1024, &sent);
-    long long seen = origin_count(&f, "early");
+    long long seen = origin_key_count(f.o, "early");
     ck_assert_msg(status == 503 && seen == 1,
                   "a %llu-byte PUT (max_body 1 MiB) was sent %lld times; the client got %ld",
                   (unsigned long long)size, seen, status);
@@ -886,14 +833,13 @@ START_TEST(test_budget_floor)
     struct fixture f = up("retry:\n  attempts: 3\n  base_delay: 1ms\n  jitter: none\n"
                           "  budget: 0%%\n");
     enum { N = 15 };
-    char url[256];
     for (int i = 0; i < N; i++) {
         struct fetch_res rs;
-        get(&f, flaky_url(&f, "127.0.0.1", "key=bud&fail=1000", url, sizeof url), &rs);
+        get_flaky(&f, "key=bud&fail=1000", &rs);
         ck_assert_msg(rs.status == 503, "request %d: status %ld", i, rs.status);
         fetch_free(&rs);
     }
-    long long seen = origin_count(&f, "bud");
+    long long seen = origin_key_count(f.o, "bud");
     ck_assert_msg(seen == N + 10,
                   "%d requests with budget 0%% reached the origin %lld times, want %d", N, seen,
                   N + 10);
@@ -913,27 +859,26 @@ START_TEST(test_retry_passes_limiter)
                                                 "    limit: 2\n"
                                                 "    window: 1s\n"
                                                 "    over_limit: reject\n");
-    char url[256];
     struct fetch_res rs;
     /* two admissions fit: the first attempt and its retry */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=lim0&fail=1", url, sizeof url), &rs);
+    get_flaky(&f, "key=lim0&fail=1", &rs);
     ck_assert_msg(rs.status == 200, "first attempt + retry within limit 2: %ld %s", rs.status,
                   rs.body);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "lim0"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "lim0"), 2);
     sleep_ms(1100); /* the window is empty again */
 
     /* one admission used, then a request whose retry would be the third */
-    get(&f, flaky_url(&f, "127.0.0.1", "key=warm", url, sizeof url), &rs);
+    get_flaky(&f, "key=warm", &rs);
     ck_assert_int_eq(rs.status, 200);
     fetch_free(&rs);
-    get(&f, flaky_url(&f, "127.0.0.1", "key=lim&fail=1", url, sizeof url), &rs);
+    get_flaky(&f, "key=lim&fail=1", &rs);
     ck_assert_msg(rs.status == 429, "retry over the limit: status %ld: %s", rs.status, rs.body);
     ck_assert_msg(strstr(rs.body, "rate limit \"two\"") != NULL && strstr(rs.body, "flaky") == NULL,
                   "not the proxy's 429: %s", rs.body);
     ck_assert_msg(fetch_header(&rs, "RateLimit-Policy", 0) != NULL, "no RateLimit-Policy");
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "lim"), 1);
+    ck_assert_int_eq(origin_key_count(f.o, "lim"), 1);
     char *line = proxy_access_line(f.p, "key=lim&fail=1");
     char limit[64];
     line_limit(line, limit, sizeof limit);
@@ -949,11 +894,9 @@ END_TEST
 START_TEST(test_deadline_passes_the_last_answer)
 {
     struct fixture f = up("retry:\n  deadline: 3s\n");
-    char url[256];
     struct fetch_res rs;
     uint64_t t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=dl&fail=2&status=429&retry_after=2", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=dl&fail=2&status=429&retry_after=2", &rs);
     uint64_t took = now_ms() - t0;
     printf("retry: deadline 3 s, two 429s with Retry-After 2: %ld after %llu ms\n", rs.status,
            (unsigned long long)took);
@@ -963,14 +906,13 @@ START_TEST(test_deadline_passes_the_last_answer)
     ck_assert_msg(ra != NULL && strcmp(ra, "2") == 0, "Retry-After: %s", ra ? ra : "(none)");
     ck_assert_msg(took >= 1800 && took < 3000, "answered after %llu ms", (unsigned long long)took);
     fetch_free(&rs);
-    ck_assert_int_eq(origin_count(&f, "dl"), 2);
+    ck_assert_int_eq(origin_key_count(f.o, "dl"), 2);
     expect_attempts(f.p, "key=dl", 2);
     fixture_down(f);
 
     f = up("retry:\n  deadline: 0s\n");
     t0 = now_ms();
-    get(&f, flaky_url(&f, "127.0.0.1", "key=dn&fail=2&status=429&retry_after=2", url, sizeof url),
-        &rs);
+    get_flaky(&f, "key=dn&fail=2&status=429&retry_after=2", &rs);
     took = now_ms() - t0;
     ck_assert_msg(rs.status == 200 && took >= 3800, "no deadline: %ld after %llu ms", rs.status,
                   (unsigned long long)took);

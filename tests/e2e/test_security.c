@@ -194,6 +194,16 @@ static void assert_challenge(const struct http_response *r, const char *what)
                   what, challenge);
 }
 
+/* A request with this header line (NULL: none) is answered with a 407 challenge */
+static void assert_challenged(struct proxy *p, const struct origin *o, const char *path,
+                              const char *header, const char *what)
+{
+    struct http_response r;
+    get_with(p, o, path, header, &r);
+    assert_challenge(&r, what);
+    http_response_free(&r);
+}
+
 START_TEST(test_auth_basic)
 {
     struct origin *o = origin_start(0);
@@ -201,29 +211,19 @@ START_TEST(test_auth_basic)
     struct http_response r;
     char h[600];
 
-    get_with(p, o, "/headers/no-credentials", NULL, &r);
-    assert_challenge(&r, "no credentials");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/no-credentials", NULL, "no credentials");
 
     basic_header("alice", "wrong", h, sizeof h);
-    get_with(p, o, "/headers/wrong-password", h, &r);
-    assert_challenge(&r, "wrong password");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/wrong-password", h, "wrong password");
 
     basic_header("mallory", "alice-pw", h, sizeof h);
-    get_with(p, o, "/headers/unknown-user", h, &r);
-    assert_challenge(&r, "unknown user");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/unknown-user", h, "unknown user");
 
     /* a user name that is a prefix of a real one, and a right password sent for the other user */
     basic_header("alic", "alice-pw", h, sizeof h);
-    get_with(p, o, "/headers/prefix-user", h, &r);
-    assert_challenge(&r, "user name prefix");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/prefix-user", h, "user name prefix");
     basic_header("bob", "alice-pw", h, sizeof h);
-    get_with(p, o, "/headers/other-users-password", h, &r);
-    assert_challenge(&r, "another user's password");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/other-users-password", h, "another user's password");
 
     /* malformed credentials: 407 every time, never a 400/500 or a crash */
     static const char *const malformed[] = {
@@ -259,9 +259,7 @@ START_TEST(test_auth_basic)
     size_t at = strlen(big);
     memset(big + at, 'Q', 4096);
     strcpy(big + at + 4096, "\r\n");
-    get_with(p, o, "/headers/huge-token", big, &r);
-    assert_challenge(&r, "4 KiB token");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/huge-token", big, "4 KiB token");
     free(big);
 
     /* the right credentials: 200, and the origin never sees them */
@@ -277,15 +275,12 @@ START_TEST(test_auth_basic)
     http_response_free(&r);
 
     /* a 407 leaves the connection usable: the client retries with credentials on it */
-    struct raw *c = raw_connect(p->port);
-    raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", NULL);
+    struct raw *c = raw_connect_send(p->port, "GET", o, "/headers/retry-after-407", NULL);
     ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
     assert_challenge(&r, "first request on a keep-alive connection");
     http_response_free(&r);
     raw_send_proxy_request(c, "GET", o, "/headers/retry-after-407", h);
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "the retry with credentials");
     raw_close(c);
 
     /* the access log names the user (text format: "TIME CLIENT USER \"METHOD TARGET\" ...") */
@@ -361,9 +356,7 @@ START_TEST(test_auth_connect)
     http_response_free(&r);
     raw_send_str(c, "GET /headers/tunnel-authorized HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     "Connection: close\r\n\r\n");
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "a request in the authorized tunnel");
     raw_close(c);
 
     ck_assert_uint_eq(origin_seen(o, "tunnel-unauthorized"), 0);
@@ -442,10 +435,7 @@ START_TEST(test_auth_users_file_and_reload)
     char *conf = read_file(p->conf_path, NULL);
     reload_with(p, conf);
     free(conf);
-    struct http_response r;
-    get_with(p, o, "/headers/f4", alice, &r);
-    assert_challenge(&r, "a user removed by a reload (fresh connection)");
-    http_response_free(&r);
+    assert_challenged(p, o, "/headers/f4", alice, "a user removed by a reload (fresh connection)");
     ck_assert_int_eq(get_status(p, o, "/headers/f5", bob), 200);
     ck_assert_uint_eq(origin_seen(o, "/headers/f4"), 0);
 
@@ -479,9 +469,7 @@ START_TEST(test_auth_reload_revokes_keepalive)
     struct raw *c = raw_connect(p->port);
     struct http_response r;
     raw_send_proxy_request(c, "GET", o, "/headers/ka-before", alice);
-    ck_assert_int_eq(raw_read_response(c, &r, 0, T_MS), RAW_OK);
-    ck_assert_int_eq(r.status, 200);
-    http_response_free(&r);
+    raw_expect_status(c, 200, "alice's first request");
 
     write_users(users, "bob");
     char *conf = read_file(p->conf_path, NULL);
@@ -514,6 +502,26 @@ static void assert_refused(const struct http_response *r, const char *what, cons
                   what, r->body, needle);
 }
 
+/* GET url through p: refused as assert_refused says (what NULL: named by the url) */
+static void assert_url_refused(struct proxy *p, const char *url, const char *what,
+                               const char *needle)
+{
+    struct http_response r;
+    get_url(p, url, &r);
+    assert_refused(&r, what != NULL ? what : url, needle);
+    http_response_free(&r);
+}
+
+/* The CONNECT request text sent to p on a fresh connection: refused as assert_refused says */
+static void assert_connect_refused(struct proxy *p, const char *request, const char *what,
+                                   const char *needle)
+{
+    struct http_response r;
+    ck_assert_int_eq(raw_exchange(p->port, request, &r, RESP_CONNECT, T_MS), RAW_OK);
+    assert_refused(&r, what, needle);
+    http_response_free(&r);
+}
+
 START_TEST(test_deny_default_link_local)
 {
     struct origin *o = origin_start(0);
@@ -531,12 +539,8 @@ START_TEST(test_deny_default_link_local)
         "http://[::ffff:a9fe:a9fe]/",
         NULL,
     };
-    struct http_response r;
-    for (size_t i = 0; urls[i] != NULL; i++) {
-        get_url(p, urls[i], &r);
-        assert_refused(&r, urls[i], "destinations.deny");
-        http_response_free(&r);
-    }
+    for (size_t i = 0; urls[i] != NULL; i++)
+        assert_url_refused(p, urls[i], NULL, "destinations.deny");
     ck_assert_uint_eq(origin_seen(o, "169.254"), 0);
     ck_assert_uint_eq(origin_seen(o, "fe80"), 0);
     ck_assert_uint_eq(origin_seen(o, "FE80"), 0);
@@ -545,9 +549,7 @@ START_TEST(test_deny_default_link_local)
     char req[300];
     snprintf(req, sizeof req,
              "CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
-    ck_assert_int_eq(raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS), RAW_OK);
-    assert_refused(&r, "CONNECT 169.254.169.254:443", "destinations.deny");
-    http_response_free(&r);
+    assert_connect_refused(p, req, "CONNECT 169.254.169.254:443", "destinations.deny");
     ck_assert_uint_eq(origin_seen(o, "169.254"), 0);
     proxy_stop_with_origin(p, o);
 }
@@ -577,24 +579,16 @@ START_TEST(test_deny_after_dns)
     /* literals are refused before any connection */
     char url[300];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/headers/after-dns", o->port);
-    get_url(p, url, &r);
-    assert_refused(&r, url, "127.0.0.1");
-    http_response_free(&r);
+    assert_url_refused(p, url, NULL, "127.0.0.1");
     snprintf(url, sizeof url, "http://[::ffff:127.0.0.1]:%d/headers/after-dns", o->port);
-    get_url(p, url, &r);
-    assert_refused(&r, url, "destinations.deny");
-    http_response_free(&r);
+    assert_url_refused(p, url, NULL, "destinations.deny");
 
     /* CONNECT: by literal and by name */
     char req[300];
     snprintf(req, sizeof req, "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n", o->port);
-    ck_assert_int_eq(raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS), RAW_OK);
-    assert_refused(&r, "CONNECT 127.0.0.1", "destinations.deny");
-    http_response_free(&r);
+    assert_connect_refused(p, req, "CONNECT 127.0.0.1", "destinations.deny");
     snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\nHost: x\r\n\r\n", o->port);
-    ck_assert_int_eq(raw_exchange(p->port, req, &r, RESP_CONNECT, T_MS), RAW_OK);
-    assert_refused(&r, "CONNECT localhost", "resolves to");
-    http_response_free(&r);
+    assert_connect_refused(p, req, "CONNECT localhost", "resolves to");
 
     ck_assert_uint_eq(origin_seen(o, "after-dns"), 0);
     ck_assert_int_eq(origin_stat(o, "accepted"), 2); /* our /log and /stats: nothing else */
@@ -645,16 +639,10 @@ START_TEST(test_deny_name_patterns)
         NULL,
     };
     struct http_response r;
-    for (size_t i = 0; urls[i] != NULL; i++) {
-        get_url(p, urls[i], &r);
-        assert_refused(&r, urls[i], "destinations.deny");
-        http_response_free(&r);
-    }
-    ck_assert_int_eq(raw_exchange(p->port, "CONNECT vault.internal:443 HTTP/1.1\r\nHost: x\r\n\r\n",
-                                  &r, RESP_CONNECT, T_MS),
-                     RAW_OK);
-    assert_refused(&r, "CONNECT vault.internal:443", "destinations.deny");
-    http_response_free(&r);
+    for (size_t i = 0; urls[i] != NULL; i++)
+        assert_url_refused(p, urls[i], NULL, "destinations.deny");
+    assert_connect_refused(p, "CONNECT vault.internal:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+                           "CONNECT vault.internal:443", "destinations.deny");
     /* "*.internal" is a suffix: the bare name and look-alikes are not denied (they go to the
      * parent, here the origin) */
     get_url(p, "http://internal/headers", &r);
@@ -702,9 +690,7 @@ START_TEST(test_allow_ports)
     ck_assert_int_eq(get_status(p, o, "/headers/allowed-port", NULL), 200);
     char url[200];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/headers/other-port", other);
-    get_url(p, url, &r);
-    assert_refused(&r, url, "allow_ports");
-    http_response_free(&r);
+    assert_url_refused(p, url, NULL, "allow_ports");
     get_url(p, "http://127.0.0.1/headers/default-port", &r); /* :80 implied */
     assert_refused(&r, "port 80 implied", "allow_ports");
     http_response_free(&r);

@@ -1066,8 +1066,7 @@ START_TEST(test_slow_then_stopped_logged_again)
                   "Redis stopped after a slow spell that had ended, but the new incident was not "
                   "logged (\"%s\" %d× in all); log:\n%s",
                   DOWN_LINE, down, proxy_log_tail(p, 1500));
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
     redis_free(rd);
 }
 END_TEST
@@ -1235,12 +1234,8 @@ START_TEST(test_origin_pause_shared_between_instances)
                       strcasestr(r.body, "pause") != NULL,
                   "instance B during A's pause: %d %s", status, r.body ? r.body : "");
     http_response_free(&r);
-    snprintf(path, sizeof path, "/count?key=%s", key);
-    char *json = origin_get(o, path);
-    long long count = -1;
-    ck_assert_msg(json_get_int(json, "count", &count) == 0 && count == 1,
-                  "the origin saw %lld requests: %s", count, json);
-    free(json);
+    long long count = origin_key_count(o, key);
+    ck_assert_msg(count == 1, "the origin saw %lld requests", count);
     while (now_ms() - paused_at < 2400)
         sleep_ms(50);
     snprintf(path, sizeof path, "/flaky?key=%s&after=2", key);
@@ -1299,8 +1294,7 @@ START_TEST(test_hung_connection_replaced)
     ck_assert_msg(denied > 0, "the black hole never showed: no 503");
     ck_assert_int_ge((int)proxy_log_count(p, "no reply from Redis"), 1);
     ck_assert_int_ge(relay_connections(rl) - before, 1);
-    proxy_stop(p);
-    origin_stop(o);
+    proxy_stop_with_origin(p, o);
     relay_stop(rl);
     redis_free(rd);
 }

@@ -53,19 +53,44 @@ static size_t module_index(const char *name, size_t len, int create)
     return name_count++;
 }
 
-/* src/'s files ending in .c or .h, one at a time */
-static int next_source(DIR *d, char *file, size_t len, size_t *stem_len, int *is_c)
+/* src/'s files ending in .c or .h, one at a time, each open for reading in `f`:
+ * src_files_open, then src_files_next until it returns 0 (it closes what it opened) */
+struct src_files {
+    DIR *dir;
+    FILE *f;
+    char file[256];
+    size_t stem_len;
+    int is_c;
+};
+
+static FILE *open_source(const char *file);
+
+static void src_files_open(struct src_files *s)
 {
+    s->f = NULL;
+    char dir_path[4096];
+    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
+    s->dir = opendir(dir_path);
+    ck_assert_msg(s->dir != NULL, "cannot open %s", dir_path);
+}
+
+static int src_files_next(struct src_files *s)
+{
+    if (s->f != NULL)
+        fclose(s->f);
+    s->f = NULL;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    while ((e = readdir(s->dir)) != NULL) {
         size_t n = strlen(e->d_name);
         if (n < 3 || e->d_name[n - 2] != '.' || (e->d_name[n - 1] != 'c' && e->d_name[n - 1] != 'h'))
             continue;
-        snprintf(file, len, "%s", e->d_name);
-        *stem_len = n - 2;
-        *is_c = e->d_name[n - 1] == 'c';
+        snprintf(s->file, sizeof s->file, "%s", e->d_name);
+        s->stem_len = n - 2;
+        s->is_c = e->d_name[n - 1] == 'c';
+        s->f = open_source(s->file);
         return 1;
     }
+    closedir(s->dir);
     return 0;
 }
 
@@ -80,18 +105,12 @@ static FILE *open_source(const char *file)
 
 static void read_graph(void)
 {
-    char dir_path[4096];
-    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
-    DIR *d = opendir(dir_path);
-    ck_assert_msg(d != NULL, "cannot open %s", dir_path);
-    char file[256];
-    size_t stem_len;
-    int is_c;
-    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
-        size_t from = module_index(file, stem_len, 1);
-        FILE *f = open_source(file);
+    struct src_files src;
+    src_files_open(&src);
+    while (src_files_next(&src)) {
+        size_t from = module_index(src.file, src.stem_len, 1);
         char line[1024];
-        while (fgets(line, sizeof line, f) != NULL) {
+        while (fgets(line, sizeof line, src.f) != NULL) {
             if (strncmp(line, "#include \"", 10) != 0)
                 continue;
             char *name = line + 10, *dot = strstr(name, ".h\"");
@@ -101,9 +120,7 @@ static void read_graph(void)
             if (to != from && to < MAX_MODULES && from < MAX_MODULES)
                 edge[from][to] = 1;
         }
-        fclose(f);
     }
-    closedir(d);
 }
 
 /* DFS; on a cycle, its path in `path` */
@@ -148,47 +165,31 @@ END_TEST
 
 START_TEST(test_worker_is_opaque)
 {
-    char dir_path[4096];
-    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
-    DIR *d = opendir(dir_path);
-    ck_assert_ptr_nonnull(d);
-    char file[256];
-    size_t stem_len;
-    int is_c;
-    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
-        FILE *f = open_source(file);
+    struct src_files src;
+    src_files_open(&src);
+    while (src_files_next(&src)) {
         char line[1024];
-        while (fgets(line, sizeof line, f) != NULL)
+        while (fgets(line, sizeof line, src.f) != NULL)
             ck_assert_msg(strncmp(line, "struct worker {", 15) != 0 ||
-                              strcmp(file, "worker.c") == 0,
-                          "%s defines struct worker: only worker.c may", file);
-        fclose(f);
+                              strcmp(src.file, "worker.c") == 0,
+                          "%s defines struct worker: only worker.c may", src.file);
     }
-    closedir(d);
 }
 END_TEST
 
 START_TEST(test_file_sizes)
 {
-    char dir_path[4096];
-    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
-    DIR *d = opendir(dir_path);
-    ck_assert_ptr_nonnull(d);
-    char file[256];
-    size_t stem_len;
-    int is_c;
-    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
-        FILE *f = open_source(file);
+    struct src_files src;
+    src_files_open(&src);
+    while (src_files_next(&src)) {
         size_t lines = 0;
         int ch;
-        while ((ch = fgetc(f)) != EOF)
+        while ((ch = fgetc(src.f)) != EOF)
             lines += ch == '\n';
-        fclose(f);
-        ck_assert_msg(lines <= line_limit(file),
-                      "src/%s has %zu lines (more than %zu: two modules?)", file, lines,
-                      line_limit(file));
+        ck_assert_msg(lines <= line_limit(src.file),
+                      "src/%s has %zu lines (more than %zu: two modules?)", src.file, lines,
+                      line_limit(src.file));
     }
-    closedir(d);
 }
 END_TEST
 
@@ -245,19 +246,13 @@ static int is_static_variable(const char *line)
 
 START_TEST(test_no_process_state_in_statics)
 {
-    char dir_path[4096];
-    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
-    DIR *d = opendir(dir_path);
-    ck_assert_ptr_nonnull(d);
-    char file[256];
-    size_t stem_len;
-    int is_c;
-    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
-        if (!is_c)
+    struct src_files src;
+    src_files_open(&src);
+    while (src_files_next(&src)) {
+        if (!src.is_c)
             continue;
-        FILE *f = open_source(file);
         char line[1024], name[128];
-        while (fgets(line, sizeof line, f) != NULL) {
+        while (fgets(line, sizeof line, src.f) != NULL) {
             if (!is_static_variable(line))
                 continue;
             size_t n = strlen(line);
@@ -265,18 +260,16 @@ START_TEST(test_no_process_state_in_statics)
                 line[--n] = '\0';
             if (n > 0 && line[n - 1] == '{' && strchr(line, '=') == NULL) {
                 /* "static struct {": the name follows the closing brace */
-                while (fgets(line, sizeof line, f) != NULL && line[0] != '}')
+                while (fgets(line, sizeof line, src.f) != NULL && line[0] != '}')
                     continue;
             }
             declared_name(line[0] == '}' ? line + 1 : line, name, sizeof name);
-            ck_assert_msg(static_allowed(file, name),
+            ck_assert_msg(static_allowed(src.file, name),
                           "src/%s keeps process-wide state in a file static (%s): make it part "
                           "of an object server.c owns (process.h)",
-                          file, name);
+                          src.file, name);
         }
-        fclose(f);
     }
-    closedir(d);
 }
 END_TEST
 
@@ -306,21 +299,16 @@ static char *architecture_section(void)
 START_TEST(test_readme_lists_every_file)
 {
     char *section = architecture_section();
-    char dir_path[4096];
-    snprintf(dir_path, sizeof dir_path, "%s/src", srcdir());
-    DIR *d = opendir(dir_path);
-    ck_assert_ptr_nonnull(d);
-    char file[256], quoted[300];
-    size_t stem_len;
-    int is_c;
-    while (next_source(d, file, sizeof file, &stem_len, &is_c)) {
-        if (!is_c)
+    char quoted[300];
+    struct src_files src;
+    src_files_open(&src);
+    while (src_files_next(&src)) {
+        if (!src.is_c)
             continue;
-        snprintf(quoted, sizeof quoted, "`%s`", file);
+        snprintf(quoted, sizeof quoted, "`%s`", src.file);
         ck_assert_msg(strstr(section, quoted) != NULL,
                       "README.md's architecture section does not name %s", quoted);
     }
-    closedir(d);
     /* and every `NAME.c` it names exists */
     for (const char *p = strchr(section, '`'); p != NULL; p = strchr(p + 1, '`')) {
         const char *end = strchr(p + 1, '`');

@@ -1212,9 +1212,9 @@ static int occurs_within(const char *from, const char *to, const char *text)
  * there, holding its doc sentence and either "Required." or its default. */
 START_TEST(test_man_page_lists_every_rule_field)
 {
-    char *man = unit_slurp("man/rlproxy.yaml.5");
-    const char *section = strstr(man, "\n.Sh RATE LIMITS\n");
-    ck_assert_msg(section != NULL, "man page lacks a RATE LIMITS section");
+    const char *section;
+    char *man =
+        unit_slurp_at("man/rlproxy.yaml.5", "\n.Sh RATE LIMITS\n", "RATE LIMITS section", &section);
     size_t n;
     const struct config_key *f = config_rule_fields(&n);
     for (size_t i = 0; i < n; i++) {
@@ -1243,9 +1243,9 @@ END_TEST
 /* The commented example in conf/rlproxy.yaml, uncommented, is the two rules. */
 START_TEST(test_sample_config_rate_example)
 {
-    char *conf = unit_slurp("conf/rlproxy.yaml");
-    const char *start = strstr(conf, "\n# rate_limits:\n");
-    ck_assert_msg(start != NULL, "conf/rlproxy.yaml has no commented rate_limits example");
+    const char *start;
+    char *conf = unit_slurp_at("conf/rlproxy.yaml", "\n# rate_limits:\n",
+                               "commented rate_limits example", &start);
     char *yaml = calloc(1, strlen(conf) + 1), *out = yaml;
     /* "# rate_limits:" and every following line that starts "#  ", without the "# ". */
     for (const char *line = start + 1;
@@ -1580,9 +1580,9 @@ END_TEST
 /* The README's rate-limit example is a working HTTPS rule: it loads and draws no warning. */
 START_TEST(test_readme_rate_example_warns_nothing)
 {
-    char *readme = unit_slurp("README.md");
-    const char *start = strstr(readme, "```yaml\ntls_intercept:");
-    ck_assert_msg(start != NULL, "README.md has no yaml example starting with tls_intercept:");
+    const char *start;
+    char *readme = unit_slurp_at("README.md", "```yaml\ntls_intercept:",
+                                 "yaml example starting with tls_intercept:", &start);
     start += strlen("```yaml\n");
     const char *end = strstr(start, "```");
     ck_assert_ptr_nonnull(end);

@@ -51,7 +51,22 @@ static struct config make_config(struct rate_rule *rules, size_t count)
     return c;
 }
 
-static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
+/* A limiter of one rule, "api", set up in the caller's api and c (the limiter points into them);
+ * a delay rule holds requests up to 120 s */
+static struct limiter *api_limiter(struct rate_rule *api, struct config *c, enum rate_key key,
+                                   uint32_t limit, uint64_t window_ms,
+                                   enum rate_over_limit over_limit)
+{
+    *api = rule("api", key, limit, window_ms);
+    api->over_limit = over_limit;
+    if (over_limit == RATE_OVER_DELAY)
+        api->max_delay_ms = 120000;
+    *c = make_config(api, 1);
+    return limiter_new(c, NULL, NULL);
+}
+
+/* A GET from ip at now, decided by the limiter: d as limiter_decide fills it */
+static void decide(struct limiter *l, const char *ip, uint64_t now, struct limiter_decision *d)
 {
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
@@ -64,8 +79,14 @@ static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
                                 .method = "GET",
                                 .path = "/",
                                 .path_len = 1};
+    limiter_decide(l, &r, now, d);
+}
+
+/* decide, and a held request goes at once: the verdict */
+static enum limiter_verdict ask(struct limiter *l, const char *ip, uint64_t now)
+{
     struct limiter_decision d;
-    limiter_decide(l, &r, now, &d);
+    decide(l, ip, now, &d);
     if (d.hold != NULL)
         limiter_hold_done(d.hold, now);
     return d.verdict;
@@ -94,24 +115,14 @@ static void collect(const struct limiter_window_view *v, void *arg)
 
 START_TEST(test_view_reports_used_held_and_reset)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 2, 60000)};
-    rules[0].over_limit = RATE_OVER_DELAY;
-    rules[0].max_delay_ms = 120000;
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 2, 60000, RATE_OVER_DELAY);
     ask(l, "10.0.0.1", 1 * S);
     ask(l, "10.0.0.1", 2 * S);
     ask(l, "10.0.0.2", 3 * S);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a,
-                                .user = "-",
-                                .host = "h",
-                                .method = "GET",
-                                .path = "/",
-                                .path_len = 1};
     struct limiter_decision held;
-    limiter_decide(l, &r, 4 * S, &held); /* third of 10.0.0.1: held until 61 s */
+    decide(l, "10.0.0.1", 4 * S, &held); /* third of 10.0.0.1: held until 61 s */
     ck_assert_int_eq(held.verdict, LIMITER_DELAY);
     struct views v = {0};
     limiter_foreach_window(l, 0, 4 * S, collect, &v);
@@ -130,9 +141,9 @@ END_TEST
 
 START_TEST(test_reset_empties_one_window)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 1, 60000)};
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 1, 60000, RATE_OVER_REJECT);
     ck_assert_int_eq(ask(l, "10.0.0.1", 1 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.2", 1 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(l, "10.0.0.1", 2 * S), LIMITER_REJECT);
@@ -148,9 +159,9 @@ END_TEST
 
 START_TEST(test_restore_drops_old_future_and_excess)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_GLOBAL, 3, 10000)};
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT);
     uint64_t now = 100 * S;
     /* 85 s is out of the window, 101 s is in the future; of the five in the window only the
      * newest three (the limit) stay */
@@ -172,23 +183,13 @@ END_TEST
 /* A held request's reservation survives a reset: it will still go, so it still counts. */
 START_TEST(test_reset_keeps_held_reservations)
 {
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 2, 60000)};
-    rules[0].over_limit = RATE_OVER_DELAY;
-    rules[0].max_delay_ms = 120000;
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 2, 60000, RATE_OVER_DELAY);
     ask(l, "10.0.0.1", 1 * S);
     ask(l, "10.0.0.1", 2 * S);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "10.0.0.1", &a.sin_addr);
-    struct limiter_request r = {.client = (struct sockaddr *)&a,
-                                .user = "-",
-                                .host = "h",
-                                .method = "GET",
-                                .path = "/",
-                                .path_len = 1};
     struct limiter_decision held;
-    limiter_decide(l, &r, 3 * S, &held); /* reserved at 61 s */
+    decide(l, "10.0.0.1", 3 * S, &held); /* reserved at 61 s */
     ck_assert_int_eq(held.verdict, LIMITER_DELAY);
     ck_assert_int_eq(limiter_reset_window(l, 0, "10.0.0.1", 8, 4 * S), 0);
     struct views v = {0};
@@ -197,7 +198,7 @@ START_TEST(test_reset_keeps_held_reservations)
     ck_assert_uint_eq(v.held[0], 1);
     ck_assert_int_eq(ask(l, "10.0.0.1", 5 * S), LIMITER_ADMIT); /* one slot free again */
     struct limiter_decision d;
-    limiter_decide(l, &r, 6 * S, &d);
+    decide(l, "10.0.0.1", 6 * S, &d);
     ck_assert_int_eq(d.verdict, LIMITER_DELAY); /* full: 5 s and the reservation */
     ck_assert_uint_eq(d.delay_us, 59 * S);      /* when the entry at 5 s leaves */
     limiter_hold_cancel(d.hold);
@@ -231,6 +232,29 @@ static char *render(struct limiter *l, size_t *len)
     return text;
 }
 
+/* The state file a first run leaves (first_run, rendered, the limiter gone), with the rules and
+ * config it was made under: fill one in place (run.c points into run.rules) */
+struct saved_run {
+    struct rate_rule rules[2];
+    struct config c;
+    char *text;
+    size_t len;
+};
+
+static void save_first_run(struct saved_run *run)
+{
+    struct limiter *before = first_run(run->rules, &run->c);
+    run->text = render(before, &run->len);
+    limiter_unref(before);
+}
+
+/* Frees the saved file and the limiter it was restored into */
+static void saved_run_free(struct saved_run *run, struct limiter *after)
+{
+    limiter_unref(after);
+    free(run->text);
+}
+
 START_TEST(test_crc32_known_value)
 {
     ck_assert_uint_eq(state_file_crc32("123456789", 9), 0xCBF43926u); /* the standard check */
@@ -241,19 +265,16 @@ END_TEST
 /* Restarted 35 s later on a machine that booted since: the monotonic clock is small now. */
 START_TEST(test_round_trip_across_a_reboot)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    struct limiter *before = first_run(rules, &c);
-    size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    struct saved_run run;
+    save_first_run(&run);
 
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     uint64_t mono_2 = 40 * S, wall_2 = WALL_1 + 5 * S;
     struct state_file_counts counts;
     char err[256];
-    ck_assert_msg(state_file_parse(after, text, len, mono_2, wall_2, &counts, err, sizeof err) == 0,
-                  "%s", err);
+    ck_assert_msg(
+        state_file_parse(after, run.text, run.len, mono_2, wall_2, &counts, err, sizeof err) == 0,
+        "%s", err);
     ck_assert_uint_eq(counts.rules, 2);
     ck_assert_uint_eq(counts.matched, 2);
     ck_assert_uint_eq(counts.windows, 2);
@@ -268,8 +289,7 @@ START_TEST(test_round_trip_across_a_reboot)
     ck_assert_uint_eq(v.reset_us[one], 25 * S);
     ck_assert_int_eq(ask(after, "10.0.0.1", mono_2 + 25 * S), LIMITER_ADMIT);
     ck_assert_int_eq(ask(after, "10.0.0.3", mono_2), LIMITER_ADMIT);
-    limiter_unref(after);
-    free(text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -277,40 +297,33 @@ END_TEST
  * is later than its true time: stricter, never looser. */
 START_TEST(test_entries_before_boot_clamp_to_zero)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    struct limiter *before = first_run(rules, &c);
-    size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     char err[256];
     uint64_t mono_2 = 2 * S, wall_2 = WALL_1 + 5 * S; /* entries are 15..55 s old, uptime 2 s */
-    ck_assert_int_eq(state_file_parse(after, text, len, mono_2, wall_2, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(
+        state_file_parse(after, run.text, run.len, mono_2, wall_2, NULL, err, sizeof err), 0);
     struct views v = {0};
     limiter_foreach_window(after, 0, mono_2, collect, &v);
     int one = strcmp(v.keys[0], "10.0.0.1") == 0 ? 0 : 1;
     ck_assert_uint_eq(v.used[one], 3);
     ck_assert_uint_eq(v.reset_us[one], 58 * S); /* placed at 0, leaves at 60 s */
-    limiter_unref(after);
-    free(text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
 START_TEST(test_old_entries_dropped)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    struct limiter *before = first_run(rules, &c);
-    size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     struct state_file_counts counts;
     char err[256];
     /* 45 s later: 10.0.0.2's entry (95 s old) and 10.0.0.1's first two are gone from "api" */
-    ck_assert_int_eq(
-        state_file_parse(after, text, len, 100 * S, WALL_1 + 45 * S, &counts, err, sizeof err), 0);
+    ck_assert_int_eq(state_file_parse(after, run.text, run.len, 100 * S, WALL_1 + 45 * S, &counts,
+                                      err, sizeof err),
+                     0);
     struct views v = {0};
     limiter_foreach_window(after, 0, 100 * S, collect, &v);
     ck_assert_uint_eq(v.count, 1);
@@ -319,86 +332,70 @@ START_TEST(test_old_entries_dropped)
     ck_assert_uint_eq(counts.entries, 1);
     /* a day later nothing is left, and that is no error */
     limiter_unref(after);
-    after = limiter_new(&c, NULL, NULL);
-    ck_assert_int_eq(
-        state_file_parse(after, text, len, 100 * S, WALL_1 + 86400 * S, &counts, err, sizeof err),
-        0);
+    after = limiter_new(&run.c, NULL, NULL);
+    ck_assert_int_eq(state_file_parse(after, run.text, run.len, 100 * S, WALL_1 + 86400 * S,
+                                      &counts, err, sizeof err),
+                     0);
     ck_assert_uint_eq(counts.windows, 0);
     ck_assert_uint_eq(limiter_total_keys(after), 0);
-    limiter_unref(after);
-    free(text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
 /* A rule whose parameters changed starts empty, as a reload would; renamed rules too. */
 START_TEST(test_changed_rules_start_empty)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    struct limiter *before = first_run(rules, &c);
-    size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
+    struct saved_run run;
+    save_first_run(&run);
     struct rate_rule changed[] = {rule("api", RATE_KEY_CLIENT, 4, 60000),
                                   rule("everything", RATE_KEY_GLOBAL, 100, 3600000)};
     struct config c2 = make_config(changed, 2);
     struct limiter *after = limiter_new(&c2, NULL, NULL);
     struct state_file_counts counts;
     char err[256];
-    ck_assert_int_eq(state_file_parse(after, text, len, MONO_1, WALL_1, &counts, err, sizeof err),
-                     0);
+    ck_assert_int_eq(
+        state_file_parse(after, run.text, run.len, MONO_1, WALL_1, &counts, err, sizeof err), 0);
     ck_assert_uint_eq(counts.rules, 2);
     ck_assert_uint_eq(counts.matched, 0);
     ck_assert_uint_eq(limiter_total_keys(after), 0);
-    limiter_unref(after);
-    free(text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
 /* Every prefix of a valid file is refused as a whole and restores nothing. */
 START_TEST(test_truncation_at_every_byte)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    struct limiter *before = first_run(rules, &c);
-    size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     char err[256];
-    for (size_t cut = 0; cut < len; cut++) {
-        ck_assert_msg(state_file_parse(after, text, cut, MONO_1, WALL_1, NULL, err, sizeof err) ==
-                          -1,
-                      "a file cut at %zu of %zu bytes was accepted", cut, len);
+    for (size_t cut = 0; cut < run.len; cut++) {
+        ck_assert_msg(
+            state_file_parse(after, run.text, cut, MONO_1, WALL_1, NULL, err, sizeof err) == -1,
+            "a file cut at %zu of %zu bytes was accepted", cut, run.len);
         ck_assert_uint_eq(limiter_total_keys(after), 0);
     }
-    limiter_unref(after);
-    free(text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
 /* Any one byte changed is caught by the checksum, or by the parser when it is in the trailer. */
 START_TEST(test_corruption_of_any_byte)
 {
-    struct rate_rule rules[2];
-    struct config c;
-    struct limiter *before = first_run(rules, &c);
-    size_t len;
-    char *text = render(before, &len);
-    limiter_unref(before);
-    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct saved_run run;
+    save_first_run(&run);
+    struct limiter *after = limiter_new(&run.c, NULL, NULL);
     char err[256];
-    for (size_t at = 0; at < len; at++) {
-        char saved = text[at];
-        text[at] = (char)(saved ^ 0x04);
-        ck_assert_msg(state_file_parse(after, text, len, MONO_1, WALL_1, NULL, err, sizeof err) ==
-                          -1,
-                      "a file with byte %zu changed was accepted", at);
-        text[at] = saved;
+    for (size_t at = 0; at < run.len; at++) {
+        char saved = run.text[at];
+        run.text[at] = (char)(saved ^ 0x04);
+        ck_assert_msg(
+            state_file_parse(after, run.text, run.len, MONO_1, WALL_1, NULL, err, sizeof err) == -1,
+            "a file with byte %zu changed was accepted", at);
+        run.text[at] = saved;
     }
     ck_assert_uint_eq(limiter_total_keys(after), 0);
-    limiter_unref(after);
-    free(text);
+    saved_run_free(&run, after);
 }
 END_TEST
 
@@ -408,9 +405,9 @@ static int parse_with_crc(const char *body, char *err, size_t err_len)
     char text[4096];
     size_t n = (size_t)snprintf(text, sizeof text, "%s", body);
     n += (size_t)snprintf(text + n, sizeof text - n, "end %08x\n", state_file_crc32(text, n));
-    struct rate_rule rules[] = {rule("api", RATE_KEY_CLIENT, 3, 60000)};
-    struct config c = make_config(rules, 1);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 3, 60000, RATE_OVER_REJECT);
     int rc = state_file_parse(l, text, n, MONO_1, WALL_1, NULL, err, err_len);
     if (rc != 0)
         ck_assert_uint_eq(limiter_total_keys(l), 0);

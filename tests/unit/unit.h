@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static inline int unit_run(Suite *suite)
 {
@@ -40,6 +41,17 @@ static inline char *unit_slurp(const char *relative)
     fclose(f);
     buf[n] = '\0';
     return buf;
+}
+
+/* unit_slurp(relative), and in *at the first place marker stands in it: the test fails, saying
+ * the file lacks what, when it is not there */
+static inline char *unit_slurp_at(const char *relative, const char *marker, const char *what,
+                                  const char **at)
+{
+    char *text = unit_slurp(relative);
+    *at = strstr(text, marker);
+    ck_assert_msg(*at != NULL, "%s has no %s", relative, what);
+    return text;
 }
 
 /* Adds each test to tc, in order, and tc to s; returns tc for loop tests and fixtures. A suite's
