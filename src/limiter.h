@@ -17,6 +17,10 @@
 #include "limiter_view.h"
 #include "util.h"
 
+/* The request, decision, stamp and flight types and the LIMITER_HOLD_EXPIRED and
+ * LIMITER_PENDING_RECHECK_US values are in limiter_types.h; rule matching and keys in
+ * limiter_key.h; views and snapshots in limiter_view.h. All of them come with this header. */
+
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
  * name and parameters keep their windows, so a reload does not reset them. Header keys are hashed
  * under `credential_key`, which must outlive the limiter (NULL: unkeyed SHA-256). */
