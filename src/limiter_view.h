@@ -1,0 +1,55 @@
+/* limiter_view.h — the limiter's windows as others may see them: the admin endpoint's /limits
+ * (one view per window), the state file's export and restore of window entries, and the admin
+ * reset of one key. Included by limiter.h. Reads and writes windows only under their stripe
+ * locks, through window.h; must not decide, hold or learn anything (limiter.c does). */
+#ifndef RLPROXY_LIMITER_VIEW_H
+#define RLPROXY_LIMITER_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct limiter;
+
+/* These read and write windows through the same locks as decisions; callbacks run with one
+ * stripe locked, so they must be quick and must not call back into the limiter. Every ring entry
+ * counts as a plain entry (an admission or a reservation). */
+#define LIMITER_KEY_TEXT_MAX 600 /* longest key text, terminating NUL included */
+
+struct limiter_window_view {
+    const char *key; /* the key text as windows use it (not NUL-terminated) */
+    size_t key_len;
+    uint32_t used; /* entries that count now, reservations of held requests included */
+    uint32_t limit;
+    uint32_t held;      /* requests of this key held now */
+    uint64_t reset_us;  /* until the oldest counted entry leaves the window; 0 when none counts */
+    uint32_t in_flight; /* admitted, not departed yet */
+    int64_t origin_limit, origin_remaining; /* what the origin said (-1: nothing) */
+    uint64_t origin_reset_us;               /* until the origin's quota renews; 0: not said */
+    uint64_t paused_us;                     /* until an origin's pause of the key is over */
+};
+typedef void (*limiter_window_fn)(const struct limiter_window_view *view, void *arg);
+/* Calls fn for every window of rule `rule_index` that holds an entry or a held request. */
+void limiter_foreach_window(struct limiter *limiter, size_t rule_index, uint64_t now_us,
+                            limiter_window_fn fn, void *arg);
+
+/* The entries of one window that count at now_us and are not in the future (reservations of held
+ * requests are left out: those requests do not outlive the process), oldest first, in the
+ * limiter's monotonic microseconds. */
+typedef void (*limiter_entries_fn)(const char *key, size_t key_len, const uint64_t *times_us,
+                                   uint32_t count, void *arg);
+void limiter_export_windows(struct limiter *limiter, size_t rule_index, uint64_t now_us,
+                            limiter_entries_fn fn, void *arg);
+/* Adds entries (monotonic microseconds, any order) to the window of `key` under rule
+ * `rule_index`: entries that no longer count at now_us or lie in the future are dropped, and of
+ * the rest at most `limit` (the newest) are kept. Returns how many entries the window gained, or
+ * -1 when the window cannot be had (key cap, out of memory). */
+int limiter_restore_window(struct limiter *limiter, size_t rule_index, const char *key,
+                           size_t key_len, const uint64_t *times_us, uint32_t count,
+                           uint64_t now_us);
+/* Empties the window of `key` under rule `rule_index` of every entry up to now_us (admin reset):
+ * the key's next request is admitted as if the key were new, unless requests are held on it,
+ * whose reservations stay and count. 0, or -1 when the rule has no such window. */
+int limiter_reset_window(struct limiter *limiter, size_t rule_index, const char *key,
+                         size_t key_len, uint64_t now_us);
+
+#endif
