@@ -384,6 +384,17 @@ struct limiter_flight admission_take_flight(struct admission *a)
     return flight;
 }
 
+void admission_own_headers(const struct admission *a, const char *out[3])
+{
+    const struct rate_rule *rule = a->decision.rule;
+    size_t n = 0;
+    if (rule != NULL && rule->cost_header[0] != '\0')
+        out[n++] = rule->cost_header;
+    if (rule != NULL && rule->weight_header[0] != '\0')
+        out[n++] = rule->weight_header;
+    out[n] = NULL;
+}
+
 void admission_depart(struct admission *a)
 {
     limiter_depart(&a->stamp, util_now_us(), &a->answer);

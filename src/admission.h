@@ -99,6 +99,10 @@ void admission_release(struct admission *a);
  * (max_concurrent) and ends it with limiter_flight_end when it closes. */
 struct limiter_flight admission_take_flight(struct admission *a);
 
+/* The request headers the admitting rule reads for rlproxy alone (cost_header, weight_header),
+ * NULL-terminated in out: they are never forwarded. */
+void admission_own_headers(const struct admission *a, const char *out[3]);
+
 /* The request's head goes to the origin now (forward.c, from libcurl's pre-request callback, or
  * when a CONNECT's connection is up): the window counts it from here. Once per attempt; later
  * calls change nothing. */

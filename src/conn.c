@@ -295,14 +295,6 @@ static void send_407(struct conn *c, int had_credentials)
     reply_keeping(c, &reply);
 }
 
-static void send_429(struct conn *c)
-{
-    struct reply reply;
-    struct reply_text text;
-    reply_429(&reply, &text, &c->admission.decision, c->parser.req.target.host);
-    reply_keeping(c, &reply);
-}
-
 /* ---- after the response ----------------------------------------------------------------------- */
 
 static void finish_request(struct conn *c)
@@ -416,14 +408,8 @@ static void on_admission_proceed(void *owner)
     }
     if (!conn_set_state(c, CONN_FORWARD))
         return;
-    /* headers meant for rlproxy alone: a rule's cost_header and weight_header */
-    const struct rate_rule *rule = c->admission.decision.rule;
-    const char *drop[3] = {NULL, NULL, NULL};
-    size_t n = 0;
-    if (rule != NULL && rule->cost_header[0] != '\0')
-        drop[n++] = rule->cost_header;
-    if (rule != NULL && rule->weight_header[0] != '\0')
-        drop[n++] = rule->weight_header;
+    const char *drop[3];
+    admission_own_headers(&c->admission, drop);
     forward_start(&c->forward, &c->parser.req, c->config, c->intercept != NULL, drop);
     if (c->state == CONN_FORWARD) {
         after_head_done(c);
@@ -434,11 +420,15 @@ static void on_admission_proceed(void *owner)
 static void on_admission_refuse(void *owner)
 {
     struct conn *c = owner;
-    if (c->admission.decision.bad_request) /* a rule's cost_header or weight_header */
-        send_error(c, 400, "%s: %s", c->admission.decision.bad_header,
-                   c->admission.decision.reason);
-    else
-        send_429(c);
+    const struct limiter_decision *d = &c->admission.decision;
+    if (d->bad_request) { /* a rule's cost_header or weight_header */
+        send_error(c, 400, "%s: %s", d->bad_header, d->reason);
+        return;
+    }
+    struct reply reply;
+    struct reply_text text;
+    reply_429(&reply, &text, d, c->parser.req.target.host);
+    reply_keeping(c, &reply);
 }
 
 static void on_admission_overload(void *owner, const char *why) { send_overload(owner, why); }
