@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
 """bench/backpressure.py — the measurements of issue 6 at the issue's sizes (the e2e suite
 tests/e2e/test_backpressure.c checks the same bounds with smaller ones).
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* connect_load.c — load generator for bench/intercept and bench/tunnel: GETs inside CONNECT
  * tunnels (optionally TLS inside them), which wrk cannot send. It owns its sockets and its
  * figures only: no timing here decides anything, the scripts read the RESULT line.

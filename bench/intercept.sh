@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
 # bench/intercept.sh — what TLS interception costs (issue 10): handshakes per second through an
 # intercepted CONNECT, the leaf-certificate cache hit rate, and 1 KiB requests per second inside one
 # intercepted keep-alive tunnel against the same requests as plain HTTP through the same rlproxy,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_bench.c — micro-benchmark of the sliding-window limiter (src/limiter.c), no network:
  * limiter_decide() called in a loop with a fake clock, so the figures are the cost of one decision
  * (rule match, key, hash, stripe lock, ring update), not of the event loop around it.

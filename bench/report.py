@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
 """bench/report.py — turn bench/run's raw results into the text table (and gnuplot input).
 
 usage: report.py RESULTS.tsv STATUS.tsv HEADER.txt [PLOT_PREFIX]

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
 -- bench/request.lua — wrk script used by bench/run for every target.
 --
 -- wrk only speaks origin-form ("GET /path"); a forward proxy needs absolute-form

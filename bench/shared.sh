@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
 # bench/shared.sh — what a shared (Redis) rate limit costs per request, next to the same rule kept
 # in the process (issue #9). See bench/SHARED.md for the method and the figures.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* source_addresses.c — LD_PRELOAD shim for bench/run: gives each TCP connection a program opens to
  * 127.0.0.0/8 its own loopback source address, so one wrk process looks like many clients (wrk has
  * no option to choose a source address). It only binds sockets before connect(); it must not touch

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* splice_relay.c — the reference relay of bench/tunnel: a plain TCP relay that moves bytes with
  * splice(2) through a pipe, never copying them to user space, so rlproxy's opaque tunnels can be
  * compared with the cheapest relay Linux offers. It owns nothing but its sockets: no HTTP, no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* access.h — who may use the proxy and where it may go: client address allow list and CONNECT
  * ports, destination policy (pure functions over a config), and the per-client connection counts. */
 #ifndef RLPROXY_ACCESS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* accesslog.c — see accesslog.h. */
 #include "accesslog.h"
 

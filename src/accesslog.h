@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* accesslog.h — the one formatter of access-log lines, for proxied requests and CONNECT tunnels
  * alike: text or JSON (log.access_format), every outside string sanitized so that a hostile
  * target or user name cannot forge a line or break the JSON. Writes through log.c's sink; keeps

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admin.c — see admin.h. evhttp is a web-server API, which is what this endpoint is: small
  * requests, whole responses. What a request asks for is admin_request.c's (fuzzed); this file
  * answers it. */

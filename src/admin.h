@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admin.h — the admin endpoint (admin.listen): GET /metrics (Prometheus text), GET /healthz,
  * GET /limits (every rule's keys nearest their limit, JSON), POST /limits/RULE/reset?key=KEY
  * (empties one window) and GET / (a page showing /limits), served by libevent's evhttp on the main

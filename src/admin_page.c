@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admin_page.c — see admin_page.h. Kept as one C string so the binary serves it with no file to
  * install; edit it as HTML (each line is one string literal). */
 #include "admin_page.h"

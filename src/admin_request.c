@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admin_request.c — see admin_request.h. */
 #include "admin_request.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admin_request.h — what an admin request asks for: its route from the method and the raw
  * request target (path, and for a reset the rule and the percent-decoded key), and whether its
  * Authorization header carries admin.token. Pure functions over bytes from the network, so they

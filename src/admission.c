@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admission.c — see admission.h. */
 #include "admission.h"
 

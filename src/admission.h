@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* admission.h — one request's way to the origin, between its checked head and its upstream
  * transfer: the wait for an upstream slot (backpressure.max_inflight, a FIFO per worker), the
  * rate-limit decision (local limiter, or Redis for shared rules, with shared.on_error), the hold

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* auth.c — see auth.h. */
 #include "auth.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* auth.h — proxy authentication (RFC 9110 11.7: Basic over Proxy-Authorization). Verifies the
  * client's credentials against the config's users (crypt(3) hashes), with a small per-thread
  * cache so a keep-alive client does not pay a slow hash on every request, and the hashes run on

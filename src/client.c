@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* client.c — see client.h.
  *
  * Writing: a socket bufferevent with EV_WRITE enabled registers EPOLLOUT as soon as bytes are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* client.h — the client's socket as a byte stream under flow control: reading up to the
  * backpressure mark (on plain sockets without libevent's ioctl(FIONREAD) per read), writing with
  * the write side parked between responses, timeouts, the TLS filter of an intercepted tunnel,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config.c — owns the declaration table (every key: name, type, default, bounds, doc, reloadable)
  * and the table of a rate rule's fields. Building a config from them (the embedded default, files,
  * the reference count) is config_load.c's; what a value means is config_value.c's; where it is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config.h — rlproxy's configuration: one table declares every key (name, type, default, bounds,
  * one-line doc, reloadable); config_load_*() turn YAML (libyaml) or the embedded defaults into an
  * immutable, reference-counted struct config. Loading never exits and never touches sockets.

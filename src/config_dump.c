@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_dump.c — writes a loaded config back as YAML, key by key through the table (what `-T`
  * prints), and compares two configs the same way (what a reload warns about). Values are written
  * in the form the parsers read, so the output loads again as the same config; values of rows

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_dump.h — a loaded config written back as YAML through the table (`rlproxy -T`), and two
  * configs compared key by key (reload warnings). Reads configs only; must not load, change or
  * free one. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_load.c — builds configs from config.c's table: the embedded default (each key's
  * default_text through the YAML walker, so a documented default cannot drift from the one that
  * serves), YAML text and files (size limit, the walk, config_finish for what needs more than one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_rule_value.c — what the values of a rate rule's own field types mean: names, methods,
  * path prefixes, keys, fair_by and its weights, header names, user lists; see config_rule_value.h.
  */

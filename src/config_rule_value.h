@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_rule_value.h — the value types of a rate rule's own fields (rule name, match.host,
  * match.method, match.path_prefix, match.user, key, header names, fair_by, weights): how each is
  * parsed, compared and released. The ops of a type live in one struct config_type_ops, shared with

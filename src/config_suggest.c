@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_suggest.c — "did you mean": the known key or section closest to an unknown one. Pure
  * string work over a table's names; no YAML, no values. */
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_suggest.h — "did you mean": finds the known key or section closest to an unknown one. Pure
  * string work over a table's names; must not read YAML or values. */
 #ifndef RLPROXY_CONFIG_SUGGEST_H

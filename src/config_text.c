@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_text.c — what the words of a config mean, below the level of keys: numbers with units,
  * address blocks, listen addresses, host names and patterns, and the short forms messages echo.
  * Knows nothing of the table or of YAML. */

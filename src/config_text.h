@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_text.h — the words of a config below the level of keys: numbers with units, listen
  * addresses, host names, and the short echo of a value in messages. Shared by config_value.c and
  * config_dump.c; must not know the table or YAML. (cidr_*, host_pattern_match and

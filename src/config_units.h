@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_units.h — the units the table's bounds (config.c) and the value parsers (config_text.c)
  * share. Constants only: it includes nothing of the config, so the table can use it without
  * depending on the parsers. */

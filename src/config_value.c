@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_value.c — what each type of value means and how it is stored: one entry per type in
  * type_ops[] (a scalar parser, or an element parser, elem_size, a sameness test and a release hook
  * for a list; the rate-rule field types' entries are config_rule_value.c's), and the generic

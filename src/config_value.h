@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_value.h — what each type of config value means and how it is stored at a table row's
  * offset (parse, compare entries, store, free). Between config.c, config_yaml.c and config_dump.c;
  * the rest of rlproxy has no use for these. Must not find values in YAML or declare keys.

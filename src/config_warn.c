@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_warn.c — see config_warn.h. A CONNECT tunnel shows rlproxy only its host and port, so a
  * rule's path or method can only be compared with requests that rlproxy reads: plain http://
  * requests, and https:// requests to hosts in tls_intercept.hosts, whose tunnels it opens. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_warn.h — advice about a config that loads but cannot do all it says: rules that name a
  * host and look inside requests (match.path_prefix, match.method) while https:// requests to that
  * host stay inside CONNECT tunnels that are not intercepted, and shared rules keyed by a header

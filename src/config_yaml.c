@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_yaml.c — turns YAML text into a struct config by walking libyaml's event stream against
  * the declaration table in config.c, and owns every position: each error names FILE:LINE:COLUMN of
  * the node at fault. What a value means is config_value.c's business; this file only finds values

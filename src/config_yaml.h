@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_yaml.h — the libyaml walk: finds values in YAML text and hands them to config_value.c,
  * naming FILE:LINE:COLUMN of the node at fault in every error. Must not decide what a value means,
  * open files, or touch anything but the struct config it fills. */

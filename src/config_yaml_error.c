@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_yaml_error.c — see config_yaml_error.h. */
 #include "config_yaml_error.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* config_yaml_error.h — config errors as FILE:LINE:COLUMN messages: libyaml's parser errors worded
  * to name the likely mistake (a tab, bytes that are not UTF-8), and the walk's own messages
  * composed in the same form. Owns only the wording and the position; must not walk events or know

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* conn.c — the client connection and its state machine; see conn.h. */
 #include "conn.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* conn.h — one client connection and its state machine: reads requests (llhttp via http.c),
  * checks them (access, auth, destinations), hands them to admission.c, then to forward.c for the
  * exchange with the origin or to tunnel.c for a CONNECT, answers in rlproxy's own name through

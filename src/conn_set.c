@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* conn_set.c — see conn_set.h. */
 #include "conn_set.h"
 

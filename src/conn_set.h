@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* conn_set.h — a worker's client connections as the worker sees them (struct worker_clients):
  * accepting (the per-client connection cap; a new connection starts asleep, sleeper.h),
  * draining and closing them all, and the sleepers and tunnels that go with them. The policy of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* conn_state.c — see conn_state.h. */
 #include "conn_state.h"
 

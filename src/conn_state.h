@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* conn_state.h — the states of a client connection (conn.c) and the only moves between them: one
  * table, in conn_state.c, that conn_set_state consults. Data and names only; no behaviour.
  *

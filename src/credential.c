@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* credential.c — see credential.h.
  *
  * HMAC rather than a bare hash of key and value: HMAC-SHA256 is a PRF under its key, so equal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* credential.h — turns a credential (the value of a header such as Authorization) into the text a
  * rate-limit window is counted under: "h:" and 32 hex digits of HMAC-SHA256 under a secret key,
  * so windows, logs, metrics, 429 bodies and Redis never hold the credential itself. Owns the

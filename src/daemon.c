@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* daemon.c — see daemon.h. */
 #include "daemon.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* daemon.h — telling the service manager what we are doing (sd_notify: READY, RELOADING, STOPPING,
  * WATCHDOG). Without libsystemd, or when not started by systemd, every call is a no-op. */
 #ifndef RLPROXY_DAEMON_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fair_queue.c — see fair_queue.h.
  *
  * The flows with items form a circular list; the cursor's flow is served while its deficit covers

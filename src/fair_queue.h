@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fair_queue.h — deficit round robin (Shreedhar and Varghese, 1995) over the items of one queue:
  * one FIFO per flow (a fair key's value), a cursor over the flows that have items, a weight as
  * each flow's quantum. It decides only *who* is next; when is the caller's (the limiter's window).

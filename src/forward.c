@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* forward.c — see forward.h. */
 #include "forward.h"
 

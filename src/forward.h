@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* forward.h — one admitted request's exchange with the origin through upstream.c: the request
  * body fed to curl with a bounded replay spool, the origin's response head and body framed for
  * the client with flow control both ways, the retry of a failed attempt (through admission), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* http.c — request parsing with llhttp in strict mode, plus the checks llhttp leaves to us (obs-fold,
  * empty header names, a bare LF ending a line, versions other than 1.0/1.1, Transfer-Encoding other
  * than a single final "chunked"). Each of these is a request-smuggling hole in a proxy. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* http.h — HTTP/1.x request parsing on top of llhttp (strict mode) and target parsing. No I/O:
  * bytes in, structs out, so every hostile input can be a unit test or a fuzz case. What passes
  * between client and origin (hop-by-hop, Via, the response head) is http_response.h's. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* http_response.c — what passes through between client and origin: the hop-by-hop rules both
  * ways, Via, the response head written to the client from curl's header block, status lines and
  * Retry-After. Pure functions over bytes (the Via token aside); the parser is http.c's. */

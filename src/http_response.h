@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* http_response.h — the header rules between client and origin: hop-by-hop removal both ways,
  * our Via entry and loop detection, the client's response head written from the origin's, status
  * lines and Retry-After. No I/O beyond filling an evbuffer it is given; no parsing of requests

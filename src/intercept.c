@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* intercept.c — see intercept.h. */
 #include "intercept.h"
 

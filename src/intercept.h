@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* intercept.h — an opened (intercepted) CONNECT tunnel as the requests inside it see it: the
  * host and port the client asked to CONNECT to (every request inside must be for them) and the
  * user who opened it. Pure: the TLS itself is client.c's and tls.c's. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limit_headers.c — see limit_headers.h. */
 #include "limit_headers.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limit_headers.h — reading an API's own rate limits from its response headers: the IETF
  * RateLimit/RateLimit-Policy fields (every draft form), X-RateLimit-*, X-Rate-Limit-*, OpenAI's
  * -requests forms and Retry-After, reduced to one most restrictive limit. A pure parser of outside

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter.c — see limiter.h.
  *
  * Each key's window (window.h) is a ring of at most `limit` timestamps kept in ascending order.

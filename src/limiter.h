@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter.h — rate-limit rules and their exact sliding windows, shared by all workers.
  * A window is a sorted ring of the admission times of one key (past admissions and future
  * reservations): at no instant has a key admitted more than `limit` requests in the last `window`.

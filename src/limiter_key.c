@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_key.c — see limiter_key.h. */
 #include "limiter_key.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_key.h — what a request is to the limiter's rules: which rule matches it, the key it is
  * counted under, the units it costs, its weight and its fair_by value. Included by limiter.h.
  * Pure functions of the request and the rule; must not touch windows, locks or time. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_queue.c — see limiter_queue.h.
  *
  * Such a rule's held requests reserve no slot: they wait in the window's fair queue, and when the

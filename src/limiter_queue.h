@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_queue.h — held requests of rules with fair_by or max_concurrent: they wait in their
  * key's fair queue (fair_queue.h decides whose turn) instead of reserving a time, and take their
  * entries when the window has room and the key is below max_concurrent. Private to the limiter's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_state.h — the limiter's private state, shared by its files only (limiter.c,
  * limiter_key.c, limiter_queue.c, limiter_view.c): the limiter object, each rule's striped table
  * of windows, held requests, and the decision helpers limiter.c lends the others. Nothing outside

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_types.h — the values the limiter's interface is made of: a request as the limiter sees
  * it, a decision, and the stamps and places a request keeps until it departs or ends. Included by
  * limiter.h, which documents the functions that use them; apart from it so that the limiter's own

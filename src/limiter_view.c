@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_view.c — see limiter_view.h. */
 #include "limiter_view.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_view.h — the limiter's windows as others may see them: the admin endpoint's /limits
  * (one view per window), the state file's export and restore of window entries, and the admin
  * reset of one key. Included by limiter.h. Reads and writes windows only under their stripe

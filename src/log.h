@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* log.h — leveled diagnostics to stderr (journald reads the "<N>" syslog prefix when stderr is the
  * journal) and the access log sink. Thread-safe: each line goes out in one write(2). */
 #ifndef RLPROXY_LOG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* main.c — command line, process-wide set-up (libcurl, libevent threads, signal dispositions),
  * config loading and `-t`. The only place that decides the exit status. */
 #include <curl/curl.h>

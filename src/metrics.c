@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* metrics.c — see metrics.h. Names follow Prometheus conventions: counters end in _total, units
  * in the name (_bytes, _seconds), one HELP and TYPE line per family, written only by
  * metrics_render from the table below; readers write samples only, through sample(). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* metrics.h — owns the table of metric families (name, type, help, labels, reader) that renders
  * /metrics in the Prometheus text format (0.0.4), and the per-worker request histograms. Reads
  * workers only through worker.h's accessors and atomics, so the admin endpoint can run on the main

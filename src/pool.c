@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* pool.c — see pool.h. A block is one mmap: a header, then slots of [owning block][object]. */
 #include "pool.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* pool.h — a pool of same-size objects for one thread, kept in its own mmap'd blocks. It is for
  * small objects that outlive the larger allocations around them (conn.c's sleepers): from
  * malloc, each would land in a hole left by freed memory and keep that whole page resident. An

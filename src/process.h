@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* process.h — the process-wide objects that every worker and connection share: made and freed by
  * server.c (which owns them), handed to each worker, read through worker_process(). Each object
  * is thread-safe on its own; this header only gathers them and has no code. */

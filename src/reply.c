@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* reply.c — see reply.h. */
 #include "reply.h"
 

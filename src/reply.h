@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* reply.h — every response rlproxy writes itself (errors, 407, 429, overload, the per-client
  * connection cap): one function builds the status line, Content-Type, a Content-Length counted
  * from the body, Retry-After, RateLimit fields, Connection and Via. Owns no connection state and

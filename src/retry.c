@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* retry.c — see retry.h. */
 #include "retry.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* retry.h — when to fetch again and how long to wait: which failures and methods qualify, the
  * exponential backoff with full jitter, the upstream's Retry-After, and the budget that keeps
  * retries from turning into a storm. Pure: time and randomness are arguments; the caller owns

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* server.h — the process's life on the main thread: opens the listening sockets, starts the worker
  * threads, handles signals (TERM/INT drain then stop, a second one stops at once; HUP reloads the
  * config file, keeping the old config on error), talks to systemd. Workers do all proxying. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* shared.c — see shared.h. */
 #include "shared.h"
 

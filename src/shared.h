@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* shared.h — rate limits shared by several rlproxy instances through Redis (rules with
  * `shared: true`). Each worker owns one hiredis async connection on its own event loop; every
  * decision is one atomic Lua script (EVALSHA) that keeps the same exact sliding window as

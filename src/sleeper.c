@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* sleeper.c — see sleeper.h. A new connection starts as a sleeper, so a connection that never
  * sends costs as little as an idle one. */
 #include "sleeper.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* sleeper.h — idle keep-alive connections folded to their socket. A connection waiting for its
  * next request needs none of a request's state (bufferevent, parser, timers, buffers: ~4 KB);
  * folded into a sleeper it is one event on the socket (readable, or the rest of its idle timeout)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* state_file.c — see state_file.h.
  *
  * The format, one record per line (all numbers decimal; times are wall-clock microseconds since

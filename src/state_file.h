@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* state_file.h — the state file (state_file:): the local limiter's windows written to disk so that
  * a restart does not reset them, and read back at start. Owns the file format (versioned text with
  * a CRC-32 trailer), the atomic write (temporary file, fsync, rename, fsync of the directory) and

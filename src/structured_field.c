@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* structured_field.c — see structured_field.h. */
 #include "structured_field.h"
 

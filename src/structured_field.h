@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* structured_field.h — one HTTP field line read as an RFC 9651 Structured Field: a List of Items
  * with Parameters, or a Dictionary. A pure parser of outside input: no I/O, no heap, no global
  * state. It owns the syntax only and must not know what any field, key or parameter means (its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* tls.c — see tls.h. One leaf key (P-256) per process signs nothing and is shared by every leaf
  * certificate, as interception proxies commonly do: minting a certificate is then one signature,
  * not a key generation. Leaf contexts are cached per host name (LEAF_CACHE entries, least

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* tls.h — TLS interception for the hosts listed under tls_intercept: the operator's CA, leaf
  * certificates minted per host (ECDSA P-256, cached with a bound), server-side SSL objects for
  * the client end of an opened CONNECT tunnel, and `rlproxy ca init`. Also the extra CA bundle for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* tunnel.c — CONNECT splice. Both sockets are plain TCP, so each direction moves its bytes with
  * splice(2) through a pipe of backpressure.buffer bytes, never through user space: a direction
  * whose pipe is full stops reading its source until the pipe drains, so a slow reader pushes back

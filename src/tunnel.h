@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* tunnel.h — a CONNECT tunnel: two bufferevents spliced together with watermarks (a side whose
  * peer is slow stops being read), an idle timeout, half-close, and one access-log line at the end.
  * Owns both sockets once started. */

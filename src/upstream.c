@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* upstream.c — transfers to origins: pooled easy handles, the options of a forward or a tunnel,
  * curl's header, body and socket callbacks, and the result a finished transfer gets. The event
  * glue that drives the multi is upstream_loop.c's; handles are removed only from its done callback

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* upstream.h — fetching from origins with libcurl multi on a worker's event loop. Owns the pool
  * of easy handles, the options and callbacks of each transfer, and the mapping of curl errors to
  * 502/504 with a cause; the libevent<->curl socket/timer glue is upstream_loop.h's (nothing here

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* upstream_loop.c — see upstream_loop.h. curl tells us which sockets to watch and when to wake
  * it; we call curl_multi_socket_action and then drain curl_multi_info_read. libcurl is never
  * called from inside its own callbacks: handles are removed only in the info_read loop or from

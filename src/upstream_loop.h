@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* upstream_loop.h — the libevent<->libcurl multi glue of one worker (the pattern of curl's
  * docs/examples/multi-event.c): owns the CURLM, the socket watches curl asks for and the one timer
  * curl wants. The only caller of curl_multi_socket_action and curl_multi_info_read. Knows nothing

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* upstream_request.c — see upstream_request.h. */
 #include "upstream_request.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* upstream_request.h — turns a client's parsed request into what libcurl is given
  * (struct upstream_request): the origin's URL, the request target exactly as the client wrote
  * it, the header list in curl's conventions ("Name;" sends an empty value, "Name:" removes one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* util.h — small helpers shared by every module: monotonic time, case-insensitive token compare,
  * socket address formatting. No state, no allocation. */
 #ifndef RLPROXY_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* window.c — see window.h.
  *
  * Each key's window is a ring of at most `limit` timestamps kept in ascending order; the ring

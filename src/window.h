@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* window.h — one key's window as a data structure: the sorted ring of entry times (admissions,
  * departures and reservations), the entries still pending departure, the log of late releases and
  * of cancelled reservations' links, and the departures not answered yet. Private to the limiter's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* worker.c — see worker.h. Every worker watches the same listening sockets with its own read
  * event. Whichever wakes first takes what is queued, so by itself that spreads nothing: wrk's 50
  * connections, opened at once, all went to one worker and the other stayed idle. So a worker

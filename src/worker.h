@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* worker.h — one thread: its event_base, its CURLM (struct upstream_multi), its listeners, its
  * admission queue, and the counts of the client connections and tunnels it serves. It knows
  * nothing of what a connection is: server.c gives it the functions that accept, drain and close

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* cases.c — reads, expands and plays the request cases of tests/cases/ (format:
  * tests/cases/README). Line ends in the request section are layout, not bytes, so that a bare LF, a
  * bare CR or a missing CRLF is always written out and never depends on an editor; anything that is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* cases.h — request cases kept as data, one per file under tests/cases/<dir>/ (the format is in
  * tests/cases/README): lists a case directory, parses a file, expands its request into exact bytes
  * and plays it against a running rlproxy. It must not guess: a malformed file fails the running

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* harness.c — see harness.h. Processes, sockets and clients for rlproxy's end-to-end tests. */
 #include "harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* harness.h — end-to-end test support: spawns the real test origin (tests/origin/origin.py) and a
  * real rlproxy on loopback ephemeral ports, and talks to them through raw sockets, libcurl and the
  * curl/wget/python CLIs. No mocks. Every wait is bounded; helpers fail the running Check test

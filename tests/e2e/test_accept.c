@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_workers.c — how connections spread over the worker threads (worker.c): every worker takes
  * its share, whoever happened to wake first.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_accesslog.c — the access log (issue 3, item 6): one line per request and per tunnel with
  * time, client, user, method, target, status, bytes in/out, total and upstream time, limiter
  * decision and wait, attempts; `log.access_format: json` lines each parse as JSON with those keys;

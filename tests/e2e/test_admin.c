@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_admin.c — the admin endpoint (issue 3, item 7): /healthz, /metrics in the Prometheus text
  * format (0.0.4) with HELP and TYPE for every family, and the values moving with the traffic:
  * requests and responses by class, open connections, tunnels, client bytes, config reloads;

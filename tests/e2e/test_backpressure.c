@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_backpressure.c — backpressure and overload (issue 6): memory stays bounded whatever the mix
  * of slow peers, and rlproxy keeps serving the clients it can.
  *

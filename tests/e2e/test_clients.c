@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_clients.c — real clients pointed at rlproxy work as they do without a proxy (issue 2,
  * items 2 and 9): the curl and wget command-line tools and python3's urllib, for plain HTTP and
  * for https:// through a CONNECT tunnel to the local TLS origin. Each client's own proxy

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_connect.c — CONNECT tunnels (issue 2, item 6): TLS end to end through the tunnel, only
  * allowed ports (403 otherwise), 502 when the target refuses, idle timeout, bytes that follow the
  * CONNECT head in the same packet, and either side closing tears the tunnel down. */

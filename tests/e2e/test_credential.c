@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_credential.c — rate-limit keys by credential (issue 16, `key: header:NAME`), end to end
  * through a real rlproxy to the real test origin with libcurl clients:
  *   1. two API tokens through one rule each get their own window: one token exhausted gets 429

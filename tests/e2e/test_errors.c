@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_errors.c — errors that say what happened (issue 2, item 7): 502/504 with a one-line body
  * naming cause and target; hostile or malformed requests get 400/414/431 and a clean close, and
  * the daemon keeps serving; a client that leaves mid-download aborts the upstream transfer;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_fairness.c — sharing one budget (issue 17), end to end through a real rlproxy to the real
  * test origin:
  *   costs: a request of cost n (the rule's cost, or its cost_header) takes n units of the

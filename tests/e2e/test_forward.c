@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_forward.c — a request through rlproxy reaches the origin as the client sent it, and the
  * response comes back as the origin sent it (issue 2, items 3 and 4): methods, status and reason,
  * duplicate headers, exact bytes, nothing invented, hop-by-hop headers removed, Via both ways. */

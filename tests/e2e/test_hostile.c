@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_hostile.c — issue 8, item 7: hostile input. The driver of tests/cases/hostile/ (format:
  * tests/cases/README): each file holds the exact request bytes and the status rlproxy must answer
  * (or, where the file says so, a clean close with no response at all), then the proxy's close

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_intercept.c — TLS interception for listed hosts (issue 10), end to end: `rlproxy ca init`
  * makes the interception CA; the test origin serves TLS with the harness's own test CA, which the
  * proxy trusts through tls_intercept.upstream_ca_file; clients trust the interception CA and talk

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_keepalive.c — connection handling toward the client (issue 2, item 3): keep-alive,
  * pipelining answered in order, HTTP/1.0 clients, Expect: 100-continue, chunked request bodies,
  * idle timeout; and toward the origin (item 4): upstream connections are reused. */

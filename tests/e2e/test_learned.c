@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_learned.c — limits as the API sees them (issue 16, upstream_limits: follow), end to end:
  * the test origin's /api enforces its own limit per token (10 requests per fixed 2 s window,
  * aligned to the clock) and announces it in one vendor's header family (GitHub, X, Reddit,

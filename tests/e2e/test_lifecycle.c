@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_lifecycle.c — graceful stop (issue 3, item 3) and the command line (item 1): SIGTERM lets a
  * request in flight finish and exits 0; new connections are refused once the stop has begun;
  * shutdown_timeout cuts a drain short; a second signal stops at once; idle keep-alive connections

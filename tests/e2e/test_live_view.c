@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_live_view.c — windows that survive a restart and the operators' live view (issue 17, items
  * 6 and 7), against a real origin:
  *   - state_file: a filled 1-minute window is still full after SIGTERM and a start with the same

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_parent.c — parent proxy (issue 3, item 8), tested with a second rlproxy as the parent: plain
  * requests and CONNECT tunnels from the child go through the parent; upstream_proxy_bypass sends
  * matching destinations direct (an address block matches address literals, a name pattern only

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_ratelimit.c — the sliding-window limiter end to end (issue 4), through a real rlproxy to the
  * real test origin, judged on the arrival times the origin records (its /log "mono" field,
  * CLOCK_MONOTONIC like now_ms()) and on the clients' own send and answer times:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_reload.c — SIGHUP reload (issue 3, item 2): 20 reloads alternating valid and invalid files
  * under a steady stream of requests lose none of them, and every invalid file is logged with
  * FILE:LINE:COLUMN; a reloadable key (access.allow, http.max_header_size) applies to new

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_retry.c — retries with backoff, the upstream's Retry-After, and "upstream says stop"
  * (issue 5), end to end against tests/origin/origin.py's /flaky endpoint: the first N requests
  * of a key fail (a status, a reset or a hang), later ones answer 200 with the sha256 of the body

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_security.c — issue 8: rlproxy is not an open proxy, proxy authentication (Basic over
  * Proxy-Authorization, crypt(3) hashes, users file, reload, per-user limits, CONNECT), the
  * destination policy (default link-local deny, address blocks checked after DNS, name patterns,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_shared.c — limits shared by several rlproxy instances through Redis (issue 9), end to end:
  * a real redis-server started by the test on 127.0.0.1 and a free port (never 6379, never a system
  * service), real rlproxy instances, the real test origin. Judged on the origin's arrival times

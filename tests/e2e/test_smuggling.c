@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_smuggling.c — request smuggling never reaches the origin. The driver of
  * tests/cases/smuggling/ (format: tests/cases/README): each file is an outer request whose framing
  * is ambiguous, with inner requests in its body ("/smuggled" in origin-form and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_stream.c — bodies stream through rlproxy both ways without being held in memory (issue 2,
  * item 5), and an upstream that dies mid-body is never passed on as a complete response (item 7).
  * Peak RSS (VmHWM) of a fresh rlproxy is checked after each big transfer; the figures are printed

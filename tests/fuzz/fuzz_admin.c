@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_admin.c — libFuzzer target for what the admin endpoint reads from the network before it
  * answers (admin_request.c): the method and request target (path, rule name, percent-decoded
  * key) and the Authorization header's token check. Besides crashes and sanitizer reports it traps

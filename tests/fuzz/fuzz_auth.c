@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_auth.c — libFuzzer target for proxy authentication (auth.c): the base64 decoder against a
  * reference decoder, with an output buffer of exactly the size the caller claims (so ASan sees any
  * write past it), and auth_check on arbitrary Proxy-Authorization values, which may only ever

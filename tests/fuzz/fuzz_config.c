@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_config.c — libFuzzer target for the config loader: any byte string must come back as a
  * config or as one error message, without crashes, leaks or undefined behaviour; a config that
  * loads must load again, the same, from what -T prints of it. Build by hand:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_http.c — libFuzzer target for the request parser (http.c): the input is fed as a stream of
  * pipelined requests, split at a boundary taken from the first byte, the way conn.c feeds reads.
  * Besides crashes and sanitizer reports, every head the parser accepts must keep the promises the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_limit_headers.c — libFuzzer target for the parser of the rate limits an origin announces
  * (limit_headers.c). The origin is outside input, so besides crashes and sanitizer reports the
  * result must keep the promises admission relies on (check), or it traps:

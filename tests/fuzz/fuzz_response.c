@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_response.c — libFuzzer target for what an origin's response head turns into on its way to
  * the client (http.c): the status line's reason phrase and curl's header block go through
  * http_write_response_head for a GET or HEAD request over HTTP/1.0 or 1.1. The origin is outside

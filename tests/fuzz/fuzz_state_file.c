@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* fuzz_state_file.c — libFuzzer target for the state file reader (state_file.c). The file is
  * outside input (a disk, an operator's editor, a crash mid-write), so besides crashes and sanitizer
  * reports the reader must keep its promises, or this traps:

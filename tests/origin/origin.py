@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
 """rlproxy's test origin: a threaded HTTP/1.1 keep-alive server on loopback (python3 stdlib only).
 
 It parses requests itself (not http.server) so it can report the raw request-target and header

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_access.c — address blocks: cidr_parse() (what access.allow accepts) and cidr_contains()
  * (which clients a block admits), including IPv4 clients seen through dual-stack IPv6 sockets. */
 

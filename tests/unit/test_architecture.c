@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_architecture.c — the shape of src/ that the design relies on, read from the files
  * themselves: no include cycle between modules (a module is NAME.c with NAME.h), struct worker
  * defined only in worker.c, no source file over 800 lines, the README's architecture section
@@ -178,6 +179,21 @@ START_TEST(test_file_sizes)
 }
 END_TEST
 
+/* LICENSE is BSD-2-Clause, and each source file says so in its first line, where license scanners
+ * (licensecheck, reuse, Debian's copyright tools) look. */
+START_TEST(test_license_line)
+{
+    struct src_files src;
+    src_files_open(&src);
+    while (src_files_next(&src)) {
+        char line[256] = "";
+        ck_assert_msg(fgets(line, sizeof line, src.f) != NULL &&
+                          strstr(line, "SPDX-License-Identifier: BSD-2-Clause") != NULL,
+                      "src/%s does not start with its license line: %s", src.file, line);
+    }
+}
+END_TEST
+
 /* Process-wide state lives in objects server.c makes and hands down (process.h), not in file
  * statics: a file-scope variable that is not const is allowed only here, each for its reason.
  * (_Thread_local ones are per thread, not process-wide.) */
@@ -317,7 +333,8 @@ static Suite *suite(void)
     Suite *s = suite_create("architecture");
     unit_add_tcase(s, tcase_create("src"),
                    UNIT_TESTS(test_no_include_cycle, test_worker_is_opaque, test_file_sizes,
-                              test_readme_lists_every_file, test_no_process_state_in_statics));
+                              test_readme_lists_every_file, test_no_process_state_in_statics,
+                              test_license_line));
     return s;
 }
 

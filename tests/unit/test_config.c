@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_config.c — the configuration module: the declaration table, defaults, every value type,
  * every error form with its exact FILE:LINE:COLUMN, files on disk, reference counting, and the
  * drift check that keeps man/rlproxy.yaml.5 and conf/rlproxy.yaml in step with the table. */

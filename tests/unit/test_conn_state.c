@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_conn_state.c — the connection's state machine (conn_state.c): the diagram in
  * conn_state.h's opening comment and the table conn_set_state consults say the same, both ways,
  * and every state has a name. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_docs.c — the operator documents agree with the option table (issue 18, item 4). The man page
  * and sample-config checks in test_config.c follow the table into rlproxy.yaml(5) and
  * conf/rlproxy.yaml; these widen them to every document an operator reads (rlproxy(8), the README,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_http.c — the request parser (http.c): strict framing, the checks llhttp leaves to us,
  * targets, hop-by-hop rules. Every input is fed whole and also one byte at a time, since a proxy
  * sees requests split at arbitrary read boundaries. */

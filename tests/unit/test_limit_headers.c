@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_limit_headers.c — the parser of upstream rate-limit headers (limit_headers.c): each
  * vendor's real header shapes, every IETF draft form, Retry-After, which candidate wins, the
  * sanity rules and malformed input, as rows of one table run against a fixed clock. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_limiter.c — the sliding-window limiter (limiter.c) with an injected clock: exactness on
  * random arrivals, delay order and reservations, cancellation, rule matching, keys (header values
  * only as keyed hashes), expiry, the key cap, reload adoption and two threads on one key. No

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_pool.c — the object pool (pool.c): objects are distinct, aligned and writable, freed slots
  * are reused, empty blocks are unmapped, and objects never overlap across many get/put rounds. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_retry.c — retry policy (retry.c): what qualifies, the backoff schedule with and without
  * jitter, Retry-After, and the budget, with an injected clock and injected randomness. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_state_file.c — windows that survive a restart, with an injected clock: the limiter's view,
  * export, restore and reset (limiter.c's snapshot API), the state file's round trip, truncation at
  * every byte, corruption, old and future entries dropped, the monotonic/wall-clock conversion,

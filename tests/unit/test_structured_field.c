@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* test_structured_field.c — the RFC 9651 subset parser (structured_field.c) as a table of field
  * lines: each valid one with every member and parameter it yields, written out as text, and each
  * invalid one with the rule it breaks (no member may be handed out then). */

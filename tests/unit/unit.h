@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* unit.h — what every Check program shares (unit suites, and the e2e harness through harness.h):
  * registering a list of tests in one statement, reading files of the source tree, and running a
  * suite into the exit status automake's test driver reads. Header-only: each unit program is one
