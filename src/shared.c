@@ -358,8 +358,12 @@ static int send_script(struct shared_request *r, int as_eval);
 /* A reservation's time came: it may go when the entry `limit` places before it in the set has
  * left the window. That entry may have departed later than the time the reservation was computed
  * from (departures move members later): then the member moves to when it may go, and the caller
- * waits that long more; while that entry's request has not departed at all, the caller asks again
- * after ARGV[4] microseconds. A member gone from the set goes. */
+ * waits that long more. While that entry, or any entry scored at or below it, has not departed,
+ * the caller asks again after ARGV[4] microseconds: such an entry moves later when it departs and
+ * may overtake it, so the one `limit` places back would be a later one. A member gone from the set
+ * goes. The pending set holds the key's requests in flight and held, so the loop is bounded by
+ * that (max_queue and the in-flight requests), not by the window's size; a pending entry older
+ * than ARGV[5] past its window is one an instance left behind, as in the decision script. */
 static const char ready_script[] =
     "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
     "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
@@ -368,8 +372,12 @@ static const char ready_script[] =
     "local rank = redis.call('ZRANK', z, member)\n"
     "if not rank or rank < limit then return 0 end\n"
     "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"
-    "if redis.call('SISMEMBER', pending, e[1]) == 1 then return tonumber(ARGV[4]) end\n"
-    "local free = tonumber(e[2]) + window\n"
+    "local score, stale = tonumber(e[2]), now - window - tonumber(ARGV[5])\n"
+    "for _, p in ipairs(redis.call('SMEMBERS', pending)) do\n"
+    "  local s = tonumber(redis.call('ZSCORE', z, p))\n"
+    "  if s and p ~= member and s <= score and s >= stale then return tonumber(ARGV[4]) end\n"
+    "end\n"
+    "local free = score + window\n"
     "if free <= now then return 0 end\n"
     "redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
     "return free - now\n";
@@ -510,10 +518,11 @@ struct shared_request *shared_ready(struct shared *s, const struct rate_rule *ru
     snprintf(r->member, sizeof r->member, "%s", member);
     r->timer = evtimer_new(s->base, on_timeout, r);
     if (r->timer == NULL ||
-        redisAsyncCommand(s->ac, on_reply, r, "EVAL %s 2 %s %s:pending %s %u %llu %llu",
+        redisAsyncCommand(s->ac, on_reply, r, "EVAL %s 2 %s %s:pending %s %u %llu %llu %llu",
                           ready_script, r->zkey, r->zkey, r->member, rule->limit,
                           (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000,
-                          (unsigned long long)SHARED_PENDING_RECHECK_US) != REDIS_OK) {
+                          (unsigned long long)SHARED_PENDING_RECHECK_US,
+                          (unsigned long long)SHARED_PENDING_STALE_US) != REDIS_OK) {
         if (r->timer != NULL)
             event_free(r->timer);
         free(r);
