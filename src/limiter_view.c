@@ -149,6 +149,61 @@ int limiter_restore_window(struct limiter *l, size_t rule_index, const char *key
     return rc;
 }
 
+struct learned_visit {
+    uint64_t now_us;
+    limiter_learned_fn fn;
+    void *arg;
+};
+
+static void export_learned_one(struct rule_state *st, struct window *w, void *arg)
+{
+    (void)st;
+    struct learned_visit *v = arg;
+    const struct learned *k = &w->learned;
+    if (k->reset_us <= v->now_us && k->paused_until_us <= v->now_us)
+        return; /* said nothing that still holds */
+    struct limiter_learned_view view = {k->remaining, k->reset_us, k->limit, k->period_us,
+                                        k->paused_until_us};
+    /* departures since the answered request count against it here; after a restart there is
+     * no departure sequence to count them from */
+    uint64_t since = w->departures > k->seq ? w->departures - k->seq : 0;
+    if (view.remaining > 0)
+        view.remaining = since < (uint64_t)view.remaining ? view.remaining - (int64_t)since : 0;
+    v->fn(w->key, w->key_len, &view, v->arg);
+}
+
+void limiter_export_learned(struct limiter *l, size_t rule_index, uint64_t now_us,
+                            limiter_learned_fn fn, void *arg)
+{
+    if (rule_index >= l->rule_count)
+        return;
+    struct learned_visit v = {now_us, fn, arg};
+    rule_visit(l->states[rule_index], export_learned_one, &v);
+}
+
+int limiter_restore_learned(struct limiter *l, size_t rule_index, const char *key, size_t key_len,
+                            const struct limiter_learned_view *learned)
+{
+    if (rule_index >= l->rule_count || key_len >= KEY_MAX)
+        return -1;
+    struct rule_state *st = l->states[rule_index];
+    uint64_t hash = limiter_key_hash(key, key_len);
+    struct stripe *s = &st->stripes[hash % STRIPES];
+    pthread_mutex_lock(&s->lock);
+    struct window *w = limiter_window_get(st, s, hash, key, key_len, l->max_keys);
+    if (w != NULL) {
+        struct learned *k = &w->learned;
+        k->remaining = learned->remaining;
+        k->seq = w->departures; /* remaining is as of now: only later departures count */
+        k->reset_us = k->last_reset_us = learned->reset_us;
+        k->limit = learned->limit;
+        k->period_us = learned->period_us;
+        k->paused_until_us = learned->paused_until_us;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return w != NULL ? 0 : -1;
+}
+
 int limiter_reset_window(struct limiter *l, size_t rule_index, const char *key, size_t key_len,
                          uint64_t now_us)
 {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_view.h — the limiter's windows as others may see them: the admin endpoint's /limits
- * (one view per window), the state file's export and restore of window entries, and the admin
+ * (one view per window), the state file's export and restore of window entries and learned
+ * limits, and the admin
  * reset of one key. Included by limiter.h. Reads and writes windows only under their stripe
  * locks, through window.h; must not decide, hold or learn anything (limiter.c does). */
 #ifndef RLPROXY_LIMITER_VIEW_H
@@ -47,6 +48,22 @@ void limiter_export_windows(struct limiter *limiter, size_t rule_index, uint64_t
 int limiter_restore_window(struct limiter *limiter, size_t rule_index, const char *key,
                            size_t key_len, const uint64_t *times_us, uint32_t count,
                            uint64_t now_us);
+/* What a key learned from its origin, as the state file keeps it: remaining as it stands at the
+ * export (what the origin said, less the requests that departed since), times in the limiter's
+ * monotonic microseconds (0: not said). */
+struct limiter_learned_view {
+    int64_t remaining; /* -1: nothing said */
+    uint64_t reset_us, limit, period_us, paused_until_us;
+};
+typedef void (*limiter_learned_fn)(const char *key, size_t key_len,
+                                   const struct limiter_learned_view *learned, void *arg);
+/* Calls fn for every key of rule `rule_index` whose learned reset or pause is after now_us. */
+void limiter_export_learned(struct limiter *limiter, size_t rule_index, uint64_t now_us,
+                            limiter_learned_fn fn, void *arg);
+/* Sets what the key of rule `rule_index` learned, making its window if needed: the key is held
+ * as if the origin had just said it. 0, or -1 when the window cannot be had (key cap, memory). */
+int limiter_restore_learned(struct limiter *limiter, size_t rule_index, const char *key,
+                            size_t key_len, const struct limiter_learned_view *learned);
 /* Empties the window of `key` under rule `rule_index` of every entry up to now_us (admin reset):
  * the key's next request is admitted as if the key were new, unless requests are held on it,
  * whose reservations stay and count. 0, or -1 when the rule has no such window. */

@@ -370,11 +370,11 @@ static void load_state(struct server *s)
     else if (rc > 0)
         log_notice("state_file: %s does not exist yet; starting with empty windows", s->state_path);
     else
-        log_notice("state_file: restored %llu windows (%llu entries) of %llu of %llu saved rules "
-                   "from %s",
+        log_notice("state_file: restored %llu windows (%llu entries) and %llu learned limits of "
+                   "%llu of %llu saved rules from %s",
                    (unsigned long long)counts.windows, (unsigned long long)counts.entries,
-                   (unsigned long long)counts.matched, (unsigned long long)counts.rules,
-                   s->state_path);
+                   (unsigned long long)counts.learned, (unsigned long long)counts.matched,
+                   (unsigned long long)counts.rules, s->state_path);
 }
 
 /* Joins every worker, forcing them to stop when the drain deadline passes. A second signal during

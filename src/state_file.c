@@ -4,11 +4,16 @@
  * The format, one record per line (all numbers decimal; times are wall-clock microseconds since
  * the epoch; a key is hex, "-" for the empty key of `key: global`):
  *
- *   rlproxy-state 1
+ *   rlproxy-state 2
  *   saved WALL_US
  *   rule NAME KEY LIMIT WINDOW_MS OVER_LIMIT MAX_DELAY_MS MAX_QUEUE SHARED
  *   window HEXKEY COUNT T1 T2 ... TCOUNT
+ *   learned HEXKEY REMAINING RESET_WALL_US LIMIT PERIOD_US PAUSED_UNTIL_WALL_US
  *   end CRC32
+ *
+ * A learned line (version 2) is what the origin said of a key whose reset or pause was still
+ * ahead at the save: REMAINING as it stood then ("-": not said), times 0 when not said. Version
+ * 1 files (no learned lines) are still read, so an upgrade keeps its windows.
  *
  * CRC32 is 8 lower-case hex digits over every byte before "end". Text rather than binary: an
  * operator can read it with less(1), and the parser is as strict either way. A rule section
@@ -30,8 +35,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "limit_headers.h"
+
 #define MAGIC "rlproxy-state"
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2
+#define FORMAT_VERSION_OLDEST 1
 
 uint32_t state_file_crc32(const void *data, size_t len)
 {
@@ -109,18 +117,41 @@ struct render {
     uint64_t offset_us; /* wall - monotonic at the save */
 };
 
+/* A line's first word and its key: hex, two digits a byte, or "-" for the empty key. */
+static void render_key(struct text *t, const char *word, const char *key, size_t key_len)
+{
+    static const char hex[] = "0123456789abcdef";
+    text_add(t, word, strlen(word));
+    if (key_len == 0)
+        text_add(t, "-", 1);
+    for (size_t i = 0; i < key_len; i++) {
+        char pair[2] = {hex[(unsigned char)key[i] >> 4], hex[(unsigned char)key[i] & 15]};
+        text_add(t, pair, 2);
+    }
+}
+
+static void render_learned(const char *key, size_t key_len,
+                           const struct limiter_learned_view *learned, void *arg)
+{
+    struct render *r = arg;
+    render_key(r->text, "learned ", key, key_len);
+    if (learned->remaining < 0)
+        text_add(r->text, " -", 2);
+    else
+        text_printf(r->text, " %lld", (long long)learned->remaining);
+    uint64_t reset_wall_us = learned->reset_us ? learned->reset_us + r->offset_us : 0;
+    uint64_t paused_wall_us =
+        learned->paused_until_us ? learned->paused_until_us + r->offset_us : 0;
+    text_printf(r->text, " %llu %llu %llu %llu\n", (unsigned long long)reset_wall_us,
+                (unsigned long long)learned->limit, (unsigned long long)learned->period_us,
+                (unsigned long long)paused_wall_us);
+}
+
 static void render_window(const char *key, size_t key_len, const uint64_t *times_us, uint32_t count,
                           void *arg)
 {
     struct render *r = arg;
-    static const char hex[] = "0123456789abcdef";
-    text_add(r->text, "window ", 7);
-    if (key_len == 0)
-        text_add(r->text, "-", 1);
-    for (size_t i = 0; i < key_len; i++) {
-        char pair[2] = {hex[(unsigned char)key[i] >> 4], hex[(unsigned char)key[i] & 15]};
-        text_add(r->text, pair, 2);
-    }
+    render_key(r->text, "window ", key, key_len);
     text_printf(r->text, " %u", count);
     for (uint32_t i = 0; i < count; i++)
         text_printf(r->text, " %llu", (unsigned long long)(times_us[i] + r->offset_us));
@@ -140,6 +171,7 @@ char *state_file_render(struct limiter *limiter, uint64_t now_mono_us, uint64_t 
                     rule->limit, (unsigned long long)rule->window_ms, (int)rule->over_limit,
                     (unsigned long long)rule->max_delay_ms, rule->max_queue, rule->shared ? 1 : 0);
         limiter_export_windows(limiter, i, now_mono_us, render_window, &r);
+        limiter_export_learned(limiter, i, now_mono_us, render_learned, &r);
     }
     if (!t.failed)
         text_printf(&t, "end %08x\n", state_file_crc32(t.data, t.len));
@@ -364,6 +396,7 @@ static size_t match_rule(struct limiter *limiter, const struct rule_line *r)
 
 struct pass {
     struct limiter *limiter; /* NULL: check only */
+    uint64_t version;
     uint64_t now_mono_us, now_wall_us;
     struct state_file_counts *counts;
     uint64_t *times; /* scratch: the current rule's limit entries */
@@ -408,6 +441,54 @@ static int parse_window(struct cursor *c, struct pass *pass, const struct rule_l
     return 0;
 }
 
+/* A learned time (wall clock, 0: not said) as the limiter's monotonic time at the load: 0 when
+ * not said or past; at most max_ahead_us ahead, the bound the limiter itself applies, so a clock
+ * set back cannot make an origin's word hold longer than the origin could have asked. */
+static uint64_t learned_time(const struct pass *pass, uint64_t wall_us, uint64_t max_ahead_us)
+{
+    if (wall_us <= pass->now_wall_us)
+        return 0;
+    uint64_t ahead_us = wall_us - pass->now_wall_us;
+    return pass->now_mono_us + (ahead_us < max_ahead_us ? ahead_us : max_ahead_us);
+}
+
+/* One learned line, restored when the pass applies and its rule is running; dropped when its
+ * reset and its pause are both past. */
+static int parse_learned(struct cursor *c, struct pass *pass, size_t rule_index, int rule_running)
+{
+    char key[LIMITER_KEY_TEXT_MAX];
+    size_t key_len;
+    uint64_t remaining = 0, reset_wall_us, limit, period_us, paused_wall_us;
+    int said = 1;
+    if (key_text(c, key, &key_len) || space(c))
+        return -1;
+    if (c->p < c->end && *c->p == '-') {
+        c->p++;
+        said = 0;
+    } else if (number(c, LIMIT_HEADERS_MAX_COUNT, &remaining)) {
+        return -1;
+    }
+    /* bounds: limit_headers.c's, which is all an origin can have said */
+    uint64_t max_wait_us = (uint64_t)LIMIT_HEADERS_MAX_WAIT_MS * 1000;
+    if (space(c) || number(c, UINT64_MAX, &reset_wall_us) || space(c) ||
+        number(c, LIMIT_HEADERS_MAX_COUNT, &limit) || space(c) ||
+        number(c, max_wait_us, &period_us) || space(c) || number(c, UINT64_MAX, &paused_wall_us) ||
+        newline(c))
+        return -1;
+    if (said && limit > 0 && remaining > limit)
+        return fail(c, "more remaining than the limit");
+    if (pass->limiter == NULL || !rule_running)
+        return 0;
+    struct limiter_learned_view learned = {
+        said ? (int64_t)remaining : -1, learned_time(pass, reset_wall_us, max_wait_us), limit,
+        period_us, learned_time(pass, paused_wall_us, LIMITER_MAX_PAUSE_US)};
+    if (learned.reset_us == 0 && learned.paused_until_us == 0)
+        return 0; /* holds nothing any more */
+    if (limiter_restore_learned(pass->limiter, rule_index, key, key_len, &learned) == 0)
+        pass->counts->learned++;
+    return 0;
+}
+
 /* The body: header, saved line, rule sections. The trailer was checked before. */
 static int parse_body(struct cursor *c, struct pass *pass)
 {
@@ -416,8 +497,9 @@ static int parse_body(struct cursor *c, struct pass *pass)
         return fail(c, "not an rlproxy state file");
     if (number(c, UINT32_MAX, &version) || newline(c))
         return -1;
-    if (version != FORMAT_VERSION)
+    if (version < FORMAT_VERSION_OLDEST || version > FORMAT_VERSION)
         return fail(c, "a version this build does not read");
+    pass->version = version;
     if (!at_word(c, "saved") || number(c, UINT64_MAX, &saved) || newline(c))
         return fail(c, "expected \"saved WALL_US\"");
     struct rule_line rule;
@@ -445,8 +527,14 @@ static int parse_body(struct cursor *c, struct pass *pass)
                 return fail(c, "a window before any rule");
             if (parse_window(c, pass, &rule, rule_index) != 0)
                 return -1;
+        } else if (pass->version >= 2 && at_word(c, "learned")) {
+            if (!in_rule)
+                return fail(c, "a learned line before any rule");
+            int running = pass->limiter != NULL && rule_index < limiter_rule_count(pass->limiter);
+            if (parse_learned(c, pass, rule_index, running) != 0)
+                return -1;
         } else {
-            return fail(c, "expected \"rule\" or \"window\"");
+            return fail(c, "expected \"rule\", \"window\" or \"learned\"");
         }
     }
     return 0;
@@ -494,13 +582,13 @@ int state_file_parse(struct limiter *limiter, const char *text, size_t len, uint
         snprintf(err, err_len, "checksum mismatch (file says %08x, content gives %08x)", want, got);
         return -1;
     }
-    struct pass check = {NULL, now_mono_us, now_wall_us, counts, NULL};
+    struct pass check = {NULL, 0, now_mono_us, now_wall_us, counts, NULL};
     if (run_pass(&check, text, len - trailer, err, err_len) != 0)
         return -1;
     if (limiter == NULL)
         return 0;
     memset(counts, 0, sizeof *counts);
-    struct pass apply = {limiter, now_mono_us, now_wall_us, counts, NULL};
+    struct pass apply = {limiter, 0, now_mono_us, now_wall_us, counts, NULL};
     return run_pass(&apply, text, len - trailer, err, err_len);
 }
 

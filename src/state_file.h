@@ -24,6 +24,7 @@ struct state_file_counts {
     uint64_t matched; /* of those, rules of the running config (same name and parameters) */
     uint64_t windows; /* windows restored */
     uint64_t entries; /* entries restored (ones too old or in the future are dropped) */
+    uint64_t learned; /* keys whose learned limits were restored (ones all past are dropped) */
 };
 
 /* The file's text for every window of `limiter`, in malloc'd memory (*len bytes, NUL-terminated),
