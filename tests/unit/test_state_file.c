@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admin_request.h"
+#include "limit_headers.h"
 #include "limiter.h"
 #include "state_file.h"
 
@@ -420,7 +421,8 @@ START_TEST(test_bad_bodies_refused)
 {
     char err[256];
     static const char *const bad[] = {
-        "rlproxy-state 2\nsaved 1\n",                /* a future version */
+        "rlproxy-state 3\nsaved 1\n", /* a future version */
+        "rlproxy-state 0\nsaved 1\n",
         "something 1\nsaved 1\n",                    /* not ours */
         "rlproxy-state 1\n",                         /* no saved line */
         "rlproxy-state 1\nsaved 1\nwindow 41 1 5\n", /* window before rule */
@@ -433,6 +435,17 @@ START_TEST(test_bad_bodies_refused)
         "rlproxy-state 1\nsaved 1\nrule a$i 0 3 60000 1 30000 1000 0\n",
         "rlproxy-state 1\nsaved 99999999999999999999\n", /* over 64 bits */
         "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 1 5 \n",
+        /* learned lines: only from version 2, inside a rule, every field bounded */
+        "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nlearned 41 0 5 3 0 0\n",
+        "rlproxy-state 2\nsaved 1\nlearned 41 0 5 3 0 0\n",
+        "rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nlearned 41 4 5 3 0 0\n",
+        "rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nlearned 41 0 5 3 0\n",
+        "rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nlearned 41 -1 5 3 0 0\n",
+        "rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\n"
+        "learned 41 0 5 1000000000000000 0 0\n", /* limit over 15 digits */
+        "rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\n"
+        "learned 41 0 5 3 604800000001 0\n", /* a period over 7 days */
+        "rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nlearned 41 0 5 3 0 0 \n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(parse_with_crc(bad[i], err, sizeof err) == -1, "bad[%zu] accepted", i);
@@ -442,6 +455,125 @@ START_TEST(test_bad_bodies_refused)
             "rlproxy-state 1\nsaved 1\nrule api 0 3 60000 1 30000 1000 0\nwindow 41 1 5\n", err,
             sizeof err),
         0);
+    ck_assert_int_eq(parse_with_crc("rlproxy-state 2\nsaved 1\nrule api 0 3 60000 1 30000 1000 "
+                                    "0\nwindow 41 1 5\nlearned 41 - 5 3 0 0\n",
+                                    err, sizeof err),
+                     0);
+}
+END_TEST
+
+/* A version 1 file (windows only, as the previous release wrote it) still restores its windows:
+ * an upgrade is not an empty start. */
+START_TEST(test_version_1_file_still_read)
+{
+    struct rate_rule api;
+    struct config c;
+    struct limiter *l = api_limiter(&api, &c, RATE_KEY_CLIENT, 3, 60000, RATE_OVER_REJECT);
+    char text[512];
+    /* 10.0.0.1 ("31302e302e302e31") sent three in the last 30 s */
+    size_t n = (size_t)snprintf(text, sizeof text,
+                                "rlproxy-state 1\nsaved %llu\nrule api 0 3 60000 1 30000 1000 0\n"
+                                "window 31302e302e302e31 3 %llu %llu %llu\n",
+                                (unsigned long long)WALL_1, (unsigned long long)(WALL_1 - 30 * S),
+                                (unsigned long long)(WALL_1 - 20 * S),
+                                (unsigned long long)(WALL_1 - 10 * S));
+    n += (size_t)snprintf(text + n, sizeof text - n, "end %08x\n", state_file_crc32(text, n));
+    struct state_file_counts counts;
+    char err[256];
+    ck_assert_msg(state_file_parse(l, text, n, MONO_1, WALL_1, &counts, err, sizeof err) == 0, "%s",
+                  err);
+    ck_assert_uint_eq(counts.windows, 1);
+    ck_assert_uint_eq(counts.entries, 3);
+    ck_assert_uint_eq(counts.learned, 0);
+    ck_assert_int_eq(ask(l, "10.0.0.1", MONO_1), LIMITER_REJECT);
+    ck_assert_int_eq(ask(l, "10.0.0.1", MONO_1 + 30 * S), LIMITER_ADMIT);
+    limiter_unref(l);
+}
+END_TEST
+
+/* One request of ip admitted at now, departed at once and answered with h (status). */
+static void exchange(struct limiter *l, const char *ip, uint64_t now, int status,
+                     struct limit_headers h)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    struct limiter_request r = {.client = (struct sockaddr *)&a,
+                                .user = "-",
+                                .host = "h",
+                                .port = 80,
+                                .method = "GET",
+                                .path = "/",
+                                .path_len = 1,
+                                .depart_later = 1};
+    struct limiter_decision d;
+    limiter_decide(l, &r, now, &d);
+    ck_assert_int_eq(d.verdict, LIMITER_ADMIT);
+    struct limiter_stamp answer = {0};
+    limiter_depart(&d.stamp, now, &answer);
+    if (h.found)
+        limiter_learn(&answer, status, &h, now);
+    limiter_answered(&answer);
+}
+
+static struct limit_headers origin_said(int64_t limit, int64_t remaining, int64_t reset_ms,
+                                        int64_t retry_after_ms)
+{
+    struct limit_headers h;
+    memset(&h, 0, sizeof h);
+    h.found = limit >= 0 || remaining >= 0 || reset_ms >= 0 || retry_after_ms >= 0;
+    h.limit = limit;
+    h.remaining = remaining;
+    h.reset_ms = reset_ms;
+    h.window_ms = -1;
+    h.retry_after_ms = retry_after_ms;
+    return h;
+}
+
+/* What the origin said outlives a restart: a key whose quota is spent until a reset 30 s after
+ * the save is held until then by the new process, and free after; a pause over by the load is
+ * dropped. The rule alone (100 a minute) would admit every request here. */
+START_TEST(test_learned_limits_survive_a_restart)
+{
+    struct rate_rule api;
+    struct config c;
+    struct limiter *before = api_limiter(&api, &c, RATE_KEY_CLIENT, 100, 60000, RATE_OVER_REJECT);
+    /* 10.0.0.1: the origin says 1 of 5 left, renewing 30 s after the save; one more request
+     * departs unanswered and spends it */
+    exchange(before, "10.0.0.1", MONO_1 - 1 * S, 200, origin_said(5, 1, 31000, -1));
+    exchange(before, "10.0.0.1", MONO_1 - 500 * MS, 200, origin_said(-1, -1, -1, -1));
+    /* 10.0.0.3: a 429 asking for 2 s, over 1 s after the save */
+    exchange(before, "10.0.0.3", MONO_1 - 1 * S, 429, origin_said(-1, -1, -1, 2000));
+    size_t len;
+    char *text = render(before, &len);
+    limiter_unref(before);
+
+    /* restarted 5 s later after a reboot */
+    struct limiter *after = limiter_new(&c, NULL, NULL);
+    uint64_t mono_2 = 40 * S, wall_2 = WALL_1 + 5 * S;
+    struct state_file_counts counts;
+    char err[256];
+    ck_assert_msg(state_file_parse(after, text, len, mono_2, wall_2, &counts, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_uint_eq(counts.learned, 1);
+    struct limiter_decision d;
+    decide(after, "10.0.0.1", mono_2, &d);
+    ck_assert_int_ne(d.verdict, LIMITER_ADMIT);
+    ck_assert_uint_eq(d.reset_us, 25 * S); /* until the origin's reset */
+    if (d.hold != NULL)
+        limiter_hold_cancel(d.hold);
+    decide(after, "10.0.0.1", mono_2 + 25 * S - 1, &d);
+    ck_assert_int_ne(d.verdict, LIMITER_ADMIT);
+    if (d.hold != NULL)
+        limiter_hold_cancel(d.hold);
+    /* at the reset the quota renews to the origin's 5 */
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(ask(after, "10.0.0.1", mono_2 + 25 * S), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(after, "10.0.0.3", mono_2), LIMITER_ADMIT); /* its pause was over */
+    ck_assert_int_eq(ask(after, "10.0.0.2", mono_2), LIMITER_ADMIT);
+    limiter_unref(after);
+    free(text);
 }
 END_TEST
 
@@ -570,6 +702,8 @@ int main(void)
     tcase_add_test(file, test_truncation_at_every_byte);
     tcase_add_test(file, test_corruption_of_any_byte);
     tcase_add_test(file, test_bad_bodies_refused);
+    tcase_add_test(file, test_version_1_file_still_read);
+    tcase_add_test(file, test_learned_limits_survive_a_restart);
     tcase_add_test(file, test_save_and_load_a_file);
     suite_add_tcase(s, file);
     TCase *admin = tcase_create("admin_request");
