@@ -4,6 +4,7 @@
  *   - state_file: a filled 1-minute window is still full after SIGTERM and a start with the same
  *     file (the next request is refused, as if there had been no restart), and a held request's
  *     window likewise holds the next one; without state_file the restart forgets (the control);
+ *     an origin's Retry-After pause of a key is still kept after the restart;
  *     a corrupt or truncated file is a warning and an empty start, one that cannot be written a
  *     warning;
  *   - GET /limits shows the rule, the key, used/limit and a held request; POST
@@ -109,6 +110,31 @@ START_TEST(test_delay_window_survives_restart)
     ck_assert_msg(raw_pending(c, 300) == 0, "the request was answered at once");
     free(json);
     raw_close(c);
+    proxy_stop_with_origin(p, o);
+}
+END_TEST
+
+/* An origin's 429 with Retry-After: 60 pauses the key; after a restart with the same file the next
+ * request is still refused by rlproxy, and the origin never sees it (its /flaky would answer 200
+ * to a second request). */
+START_TEST(test_origin_pause_survives_restart)
+{
+    char path[512];
+    state_path(path, sizeof path, "windows-learned");
+    unlink(path);
+    static const char yaml[] = "state_file: %s\nretry:\n  attempts: 1\n"
+                               "rate_limits:\n  - name: api\n    key: global\n    limit: 1000\n"
+                               "    window: 1m\n    over_limit: reject\n";
+    struct origin *o = origin_start(0);
+    struct proxy *p = proxy_startf(yaml, path);
+    ck_assert_int_eq(origin_status_via(p, o, "/flaky?key=lp&fail=1&status=429&retry_after=60"),
+                     429);
+    proxy_stop(p);
+    p = proxy_startf(yaml, path);
+    ck_assert_msg(proxy_log_contains(p, "and 1 learned limits"), "log:\n%s",
+                  proxy_log_tail(p, 1500));
+    ck_assert_int_eq(origin_status_via(p, o, "/flaky?key=lp"), 429);
+    ck_assert_int_eq(origin_key_count(o, "lp"), 1);
     proxy_stop_with_origin(p, o);
 }
 END_TEST
@@ -367,6 +393,7 @@ int main(void)
     TCase *tc = harness_tcase("live_view", 120);
     tcase_add_test(tc, test_full_window_survives_restart);
     tcase_add_test(tc, test_delay_window_survives_restart);
+    tcase_add_test(tc, test_origin_pause_survives_restart);
     tcase_add_test(tc, test_corrupt_or_truncated_file_is_an_empty_start);
     tcase_add_test(tc, test_unwritable_file_is_a_warning);
     tcase_add_test(tc, test_limits_shows_held_request_and_reset_clears);
