@@ -4,10 +4,12 @@
  * reports the reader must keep its promises, or this traps:
  *   - all or nothing: a refused file restores no window;
  *   - an accepted file restores at most `limit` entries per window, none older than its window
- *     or in the future (checked through the limiter's view);
+ *     or in the future (checked through the limiter's view); a window without entries only for a
+ *     learned limit that still holds (a pause or a reset ahead, at most their bounds away);
  *   - the same bytes with a checksum recomputed over them are parsed too, so the fuzzer reaches
  *     the parser and not only the checksum;
- *   - a rendered limiter parses again and renders to the same windows.
+ *   - a rendered limiter parses again and renders to the same windows (and no more learned
+ *     limits: a file may name a key twice, a render names it once).
  * Input: byte 0 picks the clock (monotonic small or large, wall before or after the saves in the
  * corpus); the rest is the file. */
 #include <stdint.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "limit_headers.h"
 #include "limiter.h"
 #include "state_file.h"
 
@@ -59,7 +62,10 @@ struct check {
 static void check_window(const struct limiter_window_view *v, void *arg)
 {
     struct check *c = arg;
-    if (v->used == 0 || v->used > c->limit || v->held != 0 || v->key_len >= LIMITER_KEY_TEXT_MAX)
+    int learned = v->paused_us > 0 || v->origin_reset_us > 0;
+    if ((v->used == 0 && !learned) || v->used > c->limit || v->held != 0 ||
+        v->key_len >= LIMITER_KEY_TEXT_MAX || v->paused_us > LIMITER_MAX_PAUSE_US ||
+        v->origin_reset_us > (uint64_t)LIMIT_HEADERS_MAX_WAIT_MS * 1000)
         abort();
     c->total += v->used;
 }
@@ -94,9 +100,10 @@ static void parse_one(const char *text, size_t len, uint64_t mono, uint64_t wall
         if (again != NULL) {
             struct limiter *l2 = limiter_new(&config, NULL, NULL);
             struct state_file_counts counts2;
-            if (l2 != NULL && (state_file_parse(l2, again, again_len, mono, wall, &counts2, err,
-                                                sizeof err) != 0 ||
-                               check_limiter(l2, mono) != entries))
+            if (l2 != NULL &&
+                (state_file_parse(l2, again, again_len, mono, wall, &counts2, err, sizeof err) !=
+                     0 ||
+                 check_limiter(l2, mono) != entries || counts2.learned > counts.learned))
                 abort();
             limiter_unref(l2);
             free(again);
