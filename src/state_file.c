@@ -134,16 +134,25 @@ static void render_learned(const char *key, size_t key_len,
                            const struct limiter_learned_view *learned, void *arg)
 {
     struct render *r = arg;
+    /* within the bounds the reader checks, or the whole file would be refused: a limit said
+     * after the remaining (a smaller quota) caps it, and a period seen between resets days apart
+     * is taken as not known, as limit_headers.c takes a window that long */
+    int64_t remaining = learned->remaining;
+    if (learned->limit > 0 && remaining > (int64_t)learned->limit)
+        remaining = (int64_t)learned->limit;
+    uint64_t period_us = learned->period_us;
+    if (period_us > (uint64_t)LIMIT_HEADERS_MAX_WAIT_MS * 1000)
+        period_us = 0;
     render_key(r->text, "learned ", key, key_len);
-    if (learned->remaining < 0)
+    if (remaining < 0)
         text_add(r->text, " -", 2);
     else
-        text_printf(r->text, " %lld", (long long)learned->remaining);
+        text_printf(r->text, " %lld", (long long)remaining);
     uint64_t reset_wall_us = learned->reset_us ? learned->reset_us + r->offset_us : 0;
     uint64_t paused_wall_us =
         learned->paused_until_us ? learned->paused_until_us + r->offset_us : 0;
     text_printf(r->text, " %llu %llu %llu %llu\n", (unsigned long long)reset_wall_us,
-                (unsigned long long)learned->limit, (unsigned long long)learned->period_us,
+                (unsigned long long)learned->limit, (unsigned long long)period_us,
                 (unsigned long long)paused_wall_us);
 }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
-/* state_file.h — the state file (state_file:): the local limiter's windows written to disk so that
- * a restart does not reset them, and read back at start. Owns the file format (versioned text with
+/* state_file.h — the state file (state_file:): the local limiter's windows, and what origins said
+ * of their limits while it still holds, written to disk so that a restart does not reset them, and
+ * read back at start. Owns the file format (versioned text with
  * a CRC-32 trailer), the atomic write (temporary file, fsync, rename, fsync of the directory) and
  * the bounded reader. Must not decide anything about requests, and must never make a start fail:
  * every problem with the file is a message for a warning and an empty start.

@@ -577,6 +577,31 @@ START_TEST(test_learned_limits_survive_a_restart)
 }
 END_TEST
 
+/* What the limiter learned is written within the bounds the reader checks, whatever order the
+ * origin's answers came in: a quota said smaller than the remaining caps it, and the file loads. */
+START_TEST(test_learned_lines_always_read_back)
+{
+    struct rate_rule api;
+    struct config c;
+    struct limiter *before = api_limiter(&api, &c, RATE_KEY_CLIENT, 100, 60000, RATE_OVER_REJECT);
+    exchange(before, "10.0.0.4", MONO_1 - 1 * S, 200, origin_said(2, 5, 10000, -1));
+    size_t len;
+    char *text = render(before, &len);
+    limiter_unref(before);
+    struct limiter *after = limiter_new(&c, NULL, NULL);
+    struct state_file_counts counts;
+    char err[256];
+    ck_assert_msg(state_file_parse(after, text, len, MONO_1, WALL_1, &counts, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_uint_eq(counts.learned, 1);
+    ck_assert_int_eq(ask(after, "10.0.0.4", MONO_1), LIMITER_ADMIT);
+    ck_assert_int_eq(ask(after, "10.0.0.4", MONO_1), LIMITER_ADMIT);
+    ck_assert_int_ne(ask(after, "10.0.0.4", MONO_1), LIMITER_ADMIT); /* 2, not 5 */
+    limiter_unref(after);
+    free(text);
+}
+END_TEST
+
 START_TEST(test_save_and_load_a_file)
 {
     struct rate_rule rules[2];
@@ -704,6 +729,7 @@ int main(void)
     tcase_add_test(file, test_bad_bodies_refused);
     tcase_add_test(file, test_version_1_file_still_read);
     tcase_add_test(file, test_learned_limits_survive_a_restart);
+    tcase_add_test(file, test_learned_lines_always_read_back);
     tcase_add_test(file, test_save_and_load_a_file);
     suite_add_tcase(s, file);
     TCase *admin = tcase_create("admin_request");
