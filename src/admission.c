@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "limit_headers.h"
 #include "log.h"
@@ -443,7 +442,7 @@ static void note_shared_response(struct admission *a, int status, const char *he
 {
     struct limit_headers said;
     if (a->shared_key == NULL ||
-        !limit_headers_parse(headers, headers_len, status, (int64_t)time(NULL), &said))
+        !limit_headers_parse(headers, headers_len, status, (int64_t)util_wall_ms(), &said))
         return;
     a->origin_remaining = said.remaining;
     a->origin_reset_ms = said.reset_ms;
@@ -469,7 +468,7 @@ void admission_note_response(struct admission *a, int status, const char *header
     }
     struct limit_headers said;
     if (a->answer.window != NULL &&
-        limit_headers_parse(headers, headers_len, status, (int64_t)time(NULL), &said)) {
+        limit_headers_parse(headers, headers_len, status, (int64_t)util_wall_ms(), &said)) {
         limiter_learn(&a->answer, status, &said, util_now_us());
         a->origin_remaining = said.remaining;
         a->origin_reset_ms = said.reset_ms;

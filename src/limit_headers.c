@@ -147,27 +147,29 @@ static int64_t parse_duration_ms(const char *s, size_t len)
 }
 
 /* Seconds (whole and fraction) as a reset from now: an epoch at or above the threshold. */
-static int64_t seconds_to_reset_ms(int64_t whole, int64_t fraction, int digits, int64_t now_s)
+static int64_t seconds_to_reset_ms(int64_t whole, int64_t fraction, int digits, int64_t now_ms)
 {
     int64_t ms = whole * 1000 + fraction_of(fraction, digits, 1000);
     if (whole >= LIMIT_HEADERS_EPOCH_THRESHOLD_S) {
-        if (now_s < 0)
-            now_s = 0;
-        if (now_s > LIMIT_HEADERS_MAX_COUNT)
-            now_s = LIMIT_HEADERS_MAX_COUNT;
-        ms -= now_s * 1000;
+        /* to the millisecond: from whole seconds, a reset would look up to 1 s further off
+         * than it is, and two resets seen at different fractions would give a wrong period */
+        if (now_ms < 0)
+            now_ms = 0;
+        if (now_ms > LIMIT_HEADERS_MAX_COUNT)
+            now_ms = LIMIT_HEADERS_MAX_COUNT;
+        ms -= now_ms;
         if (ms < 0)
             ms = 0; /* already reset */
     }
     return ms > LIMIT_HEADERS_MAX_WAIT_MS ? UNKNOWN : ms;
 }
 
-static int64_t parse_reset_ms(const char *s, size_t len, int64_t now_s)
+static int64_t parse_reset_ms(const char *s, size_t len, int64_t now_ms)
 {
     int64_t whole, fraction;
     int digits;
     if (parse_decimal(s, len, &whole, &fraction, &digits) == 0)
-        return seconds_to_reset_ms(whole, fraction, digits, now_s);
+        return seconds_to_reset_ms(whole, fraction, digits, now_ms);
     return parse_duration_ms(s, len);
 }
 
@@ -175,7 +177,7 @@ static int64_t parse_reset_ms(const char *s, size_t len, int64_t now_s)
  * a line with any element that does not parse is unknown as a whole, so that "5, 0x" cannot come
  * out as 5. Lines combine by the rule given: lowest count, latest reset. */
 static int64_t read_plain_field(const char *head, size_t len, const char *name, int is_reset,
-                                int64_t now_s)
+                                int64_t now_ms)
 {
     const char *cursor = head, *end = head + len, *value;
     size_t value_len;
@@ -192,7 +194,7 @@ static int64_t read_plain_field(const char *head, size_t len, const char *name, 
                 p++;
             while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
                 e--;
-            int64_t v = is_reset ? parse_reset_ms(p, (size_t)(e - p), now_s)
+            int64_t v = is_reset ? parse_reset_ms(p, (size_t)(e - p), now_ms)
                                  : parse_count(p, (size_t)(e - p));
             if (v < 0)
                 bad = 1;
@@ -465,25 +467,25 @@ static int64_t read_old_ietf_field(const char *head, size_t len, const char *nam
     return result;
 }
 
-static void read_old_ietf(const char *head, size_t len, int64_t now_s, struct candidate *c)
+static void read_old_ietf(const char *head, size_t len, int64_t now_ms, struct candidate *c)
 {
     int64_t window_s = UNKNOWN, ignored;
     c->limit = read_old_ietf_field(head, len, "RateLimit-Limit", 0, &window_s);
     c->window_ms = seconds_bounded_ms(window_s);
     c->remaining = read_old_ietf_field(head, len, "RateLimit-Remaining", 0, &ignored);
     int64_t reset_s = read_old_ietf_field(head, len, "RateLimit-Reset", 1, &ignored);
-    c->reset_ms = reset_s < 0 ? UNKNOWN : seconds_to_reset_ms(reset_s, 0, 0, now_s);
+    c->reset_ms = reset_s < 0 ? UNKNOWN : seconds_to_reset_ms(reset_s, 0, 0, now_ms);
 }
 
 /* Retry-After line by line through http_retry_after_ms, which reads only the first: an unusable
  * line is skipped, and of several usable ones the latest counts. */
-static int64_t read_retry_after_ms(const char *head, size_t len, int64_t now_s)
+static int64_t read_retry_after_ms(const char *head, size_t len, int64_t now_ms)
 {
     const char *cursor = head, *end = head + len, *value, *line;
     size_t value_len;
     int64_t result = UNKNOWN;
     while (next_field(&cursor, end, "Retry-After", &value, &value_len, &line)) {
-        int64_t ms = http_retry_after_ms(line, (size_t)(cursor - line), (time_t)now_s);
+        int64_t ms = http_retry_after_ms(line, (size_t)(cursor - line), (time_t)(now_ms / 1000));
         if (ms <= LIMIT_HEADERS_MAX_WAIT_MS)
             result = higher(result, ms);
     }
@@ -492,16 +494,16 @@ static int64_t read_retry_after_ms(const char *head, size_t len, int64_t now_s)
 
 /* ---- the whole block ---- */
 
-static void read_plain_family(const char *head, size_t len, int64_t now_s, const char *limit_name,
+static void read_plain_family(const char *head, size_t len, int64_t now_ms, const char *limit_name,
                               const char *remaining_name, const char *reset_name,
                               const char *used_name, struct candidate *c)
 {
-    c->limit = read_plain_field(head, len, limit_name, 0, now_s);
-    c->remaining = read_plain_field(head, len, remaining_name, 0, now_s);
-    c->reset_ms = read_plain_field(head, len, reset_name, 1, now_s);
+    c->limit = read_plain_field(head, len, limit_name, 0, now_ms);
+    c->remaining = read_plain_field(head, len, remaining_name, 0, now_ms);
+    c->reset_ms = read_plain_field(head, len, reset_name, 1, now_ms);
     /* Reddit sends no limit, but what was used: the quota is used + remaining */
     if (c->limit < 0 && c->remaining >= 0 && used_name != NULL) {
-        int64_t used = read_plain_field(head, len, used_name, 0, now_s);
+        int64_t used = read_plain_field(head, len, used_name, 0, now_ms);
         if (used >= 0 && used <= LIMIT_HEADERS_MAX_COUNT - c->remaining)
             c->limit = used + c->remaining;
     }
@@ -529,7 +531,7 @@ static int may_have_limits(const char *head, size_t len)
     return 0;
 }
 
-int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
+int limit_headers_parse(const char *head, size_t len, int status, int64_t now_ms,
                         struct limit_headers *out)
 {
     if (status != 429 && !may_have_limits(head, len)) {
@@ -545,21 +547,21 @@ int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
     consider(&best, &c);
 
     candidate_init(&c, "ietf-old", 1);
-    read_old_ietf(head, len, now_s, &c);
+    read_old_ietf(head, len, now_ms, &c);
     consider(&best, &c);
 
     candidate_init(&c, "openai", 2);
-    read_plain_family(head, len, now_s, "x-ratelimit-limit-requests",
+    read_plain_family(head, len, now_ms, "x-ratelimit-limit-requests",
                       "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", NULL, &c);
     consider(&best, &c);
 
     candidate_init(&c, "x-ratelimit", 3);
-    read_plain_family(head, len, now_s, "X-RateLimit-Limit", "X-RateLimit-Remaining",
+    read_plain_family(head, len, now_ms, "X-RateLimit-Limit", "X-RateLimit-Remaining",
                       "X-RateLimit-Reset", "X-RateLimit-Used", &c);
     consider(&best, &c);
 
     candidate_init(&c, "x-rate-limit", 4);
-    read_plain_family(head, len, now_s, "X-Rate-Limit-Limit", "X-Rate-Limit-Remaining",
+    read_plain_family(head, len, now_ms, "X-Rate-Limit-Limit", "X-Rate-Limit-Remaining",
                       "X-Rate-Limit-Reset", NULL, &c);
     consider(&best, &c);
 
@@ -579,7 +581,7 @@ int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
             out->family = "status";
     }
     if (status >= 400 && status <= 599) {
-        int64_t retry_after_ms = read_retry_after_ms(head, len, now_s);
+        int64_t retry_after_ms = read_retry_after_ms(head, len, now_ms);
         if (retry_after_ms >= 0) {
             out->retry_after_ms = retry_after_ms;
             out->reset_ms = retry_after_ms;

@@ -66,9 +66,9 @@ struct limit_headers {
 };
 
 /* head: curl's header block ("Name: value\r\n" lines, as http_retry_after_ms takes it); status:
- * the response's status code; now_s: wall-clock seconds since the epoch. Fills *out and returns
- * out->found. */
-int limit_headers_parse(const char *head, size_t len, int status, int64_t now_s,
+ * the response's status code; now_ms: wall-clock milliseconds since the epoch. Fills *out and
+ * returns out->found. */
+int limit_headers_parse(const char *head, size_t len, int status, int64_t now_ms,
                         struct limit_headers *out);
 
 #endif

@@ -11,9 +11,11 @@
 
 uint64_t util_now_ms(void); /* CLOCK_MONOTONIC */
 uint64_t util_now_us(void);
+uint64_t util_wall_ms(void); /* CLOCK_REALTIME: for dates and epoch times that origins send */
 void util_ms_to_timeval(uint64_t ms, struct timeval *tv);
 
-/* A fast per-thread pseudo-random 32-bit draw (xorshift, seeded per thread); for jitter, not secrets. */
+/* A fast per-thread pseudo-random 32-bit draw (xorshift, seeded per thread); for jitter, not
+ * secrets. */
 uint32_t util_random32(void);
 
 /* 1 when the len bytes at a equal the NUL-terminated word, ignoring ASCII case. */
@@ -33,7 +35,8 @@ struct util_call {
 };
 typedef void (*util_post_fn)(void *target, struct util_call *call);
 
-/* For each comma-separated token (trimmed of SP/HT) in value[0..len): fn returns non-zero to stop. */
+/* For each comma-separated token (trimmed of SP/HT) in value[0..len): fn returns non-zero to stop.
+ */
 int util_for_each_token(const char *value, size_t len,
                         int (*fn)(const char *token, size_t token_len, void *arg), void *arg);
 

@@ -48,11 +48,11 @@ static void check(const struct limit_headers *lh, int status, int found)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const int64_t clocks[] = {1700000000, 0, 1000000000, 4102444800};
+    static const int64_t clocks_ms[] = {1700000000000, 0, 1000000000999, 4102444800500};
     if (size < 3)
         return 0;
     int status = 100 + (int)(((unsigned)data[0] << 8 | data[1]) % 500);
-    int64_t now_s = clocks[data[2] % 4];
+    int64_t now_ms = clocks_ms[data[2] % 4];
     const char *head = (const char *)data + 3;
     size_t len = size - 3;
 
@@ -62,9 +62,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(block, head, len);
     struct limit_headers first, second;
-    int found = limit_headers_parse(block, len, status, now_s, &first);
+    int found = limit_headers_parse(block, len, status, now_ms, &first);
     check(&first, status, found);
-    limit_headers_parse(block, len, status, now_s, &second);
+    limit_headers_parse(block, len, status, now_ms, &second);
     if (memcmp(&first, &second, sizeof first) != 0)
         abort();
     free(block);
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(after_clean, clean, clean_len);
     memcpy(after_clean + clean_len, head, len);
-    found = limit_headers_parse(after_clean, clean_len + len, status, now_s, &first);
+    found = limit_headers_parse(after_clean, clean_len + len, status, now_ms, &first);
     check(&first, status, found);
     if (first.remaining < 0 || first.remaining > 7)
         abort();

@@ -11,6 +11,7 @@
 #include "unit.h"
 
 #define NOW_S INT64_C(1700000000) /* Tue, 14 Nov 2023 22:13:20 GMT */
+#define NOW_MS (NOW_S * 1000)     /* what limit_headers_parse takes */
 #define U (-1)                    /* unknown */
 #define DAYS_7_MS (INT64_C(604800) * 1000)
 
@@ -252,7 +253,7 @@ START_TEST(test_rows)
     const struct row *r = &rows[_i];
     struct limit_headers lh;
     memset(&lh, 0x5a, sizeof lh); /* nothing may be left over from the caller */
-    int found = limit_headers_parse(r->head, strlen(r->head), r->status, NOW_S, &lh);
+    int found = limit_headers_parse(r->head, strlen(r->head), r->status, NOW_MS, &lh);
     expect_int(r->what, "limit", lh.limit, r->limit);
     expect_int(r->what, "remaining", lh.remaining, r->remaining);
     expect_int(r->what, "reset_ms", lh.reset_ms, r->reset_ms);
@@ -276,7 +277,7 @@ START_TEST(test_garbage)
     const char *head = garbage[_i];
     for (int status = 200; status <= 503; status += 303) { /* 200 and 503 */
         struct limit_headers lh;
-        int found = limit_headers_parse(head, strlen(head), status, NOW_S, &lh);
+        int found = limit_headers_parse(head, strlen(head), status, NOW_MS, &lh);
         ck_assert_msg(found == 0 && lh.limit == U && lh.remaining == U && lh.reset_ms == U &&
                           lh.window_ms == U && lh.retry_after_ms == U && lh.family == NULL,
                       "garbage %d read as something: \"%s\"", _i, head);
@@ -296,9 +297,9 @@ START_TEST(test_garbled_duplicate_is_not_looser)
         "RateLimit: \"p\";r=99;t=1, \r\nX-RateLimit-Remaining: 3\r\nX-RateLimit-Reset: 300\r\n",
     };
     struct limit_headers want, got;
-    limit_headers_parse(clean, strlen(clean), 200, NOW_S, &want);
+    limit_headers_parse(clean, strlen(clean), 200, NOW_MS, &want);
     for (size_t i = 0; i < sizeof garbled / sizeof garbled[0]; i++) {
-        limit_headers_parse(garbled[i], strlen(garbled[i]), 200, NOW_S, &got);
+        limit_headers_parse(garbled[i], strlen(garbled[i]), 200, NOW_MS, &got);
         ck_assert_int_eq(got.remaining, want.remaining);
         ck_assert_int_eq(got.reset_ms, want.reset_ms);
     }
@@ -306,16 +307,30 @@ START_TEST(test_garbled_duplicate_is_not_looser)
 END_TEST
 
 /* The header block is read within its length: a value cut by len is not read past it. */
+/* An epoch reset is counted from the wall clock to the millisecond: from whole seconds it would
+ * look up to 1 s further off, and two resets read at different fractions of a second would make a
+ * wrong quota period (rlproxy renewed early and the origin answered 429s). */
+START_TEST(test_epoch_reset_from_the_millisecond)
+{
+    struct limit_headers lh;
+    const char *head = "X-RateLimit-Remaining: 0\r\nX-RateLimit-Reset: 1700000002\r\n";
+    ck_assert(limit_headers_parse(head, strlen(head), 200, NOW_MS + 700, &lh));
+    ck_assert_int_eq(lh.reset_ms, 1300);
+    ck_assert(limit_headers_parse(head, strlen(head), 200, NOW_MS + 2500, &lh));
+    ck_assert_int_eq(lh.reset_ms, 0); /* already past */
+}
+END_TEST
+
 START_TEST(test_length_bounds_the_block)
 {
     static const char head[] = "X-RateLimit-Remaining: 12\r\nX-RateLimit-Reset: 60\r\n";
     struct limit_headers lh;
-    limit_headers_parse(head, strlen("X-RateLimit-Remaining: 1"), 200, NOW_S, &lh);
+    limit_headers_parse(head, strlen("X-RateLimit-Remaining: 1"), 200, NOW_MS, &lh);
     ck_assert_int_eq(lh.remaining, 1);
     ck_assert_int_eq(lh.reset_ms, U);
-    limit_headers_parse(head, 0, 200, NOW_S, &lh);
+    limit_headers_parse(head, 0, 200, NOW_MS, &lh);
     ck_assert_int_eq(lh.found, 0);
-    limit_headers_parse(NULL, 0, 429, NOW_S, &lh); /* no headers at all */
+    limit_headers_parse(NULL, 0, 429, NOW_MS, &lh); /* no headers at all */
     ck_assert_int_eq(lh.remaining, 0);
     ck_assert_str_eq(lh.family, "status");
 }
@@ -324,9 +339,10 @@ END_TEST
 static Suite *limit_headers_suite(void)
 {
     Suite *s = suite_create("limit_headers");
-    TCase *tc = unit_add_tcase(
-        s, tcase_create("parse"),
-        UNIT_TESTS(test_garbled_duplicate_is_not_looser, test_length_bounds_the_block));
+    TCase *tc = unit_add_tcase(s, tcase_create("parse"),
+                               UNIT_TESTS(test_garbled_duplicate_is_not_looser,
+                                          test_length_bounds_the_block,
+                                          test_epoch_reset_from_the_millisecond));
     tcase_add_loop_test(tc, test_rows, 0, (int)(sizeof rows / sizeof rows[0]));
     tcase_add_loop_test(tc, test_garbage, 0, (int)(sizeof garbage / sizeof garbage[0]));
     return s;
