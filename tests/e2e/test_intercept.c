@@ -1712,7 +1712,11 @@ START_TEST(test_slow_first_connection_counted_at_departure)
            "(window 1000 ms), from arrival %zu\n",
            relay_connections(relay), L + 1, span, worst);
     ck_assert_msg(relay_connections(relay) >= 1, "rlproxy never went through the slow relay");
-    ck_assert_msg(span >= 1000.0 - JITTER_MS,
+    /* rlproxy stamps a departure before it encrypts and writes the request: under valgrind
+     * or the sanitizers (many times slower) that alone varies by several ms, still far below the
+     * relay's 150 ms */
+    double jitter_ms = harness_slow() ? 30.0 : JITTER_MS;
+    ck_assert_msg(span >= 1000.0 - jitter_ms,
                   "%d arrivals at the origin within %.1f ms (arrivals %zu..%zu): the window "
                   "counted admissions, not departures",
                   L + 1, span, worst, worst + L);
