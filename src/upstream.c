@@ -21,6 +21,7 @@
 #include "log.h"
 #include "tls.h"
 #include "upstream_loop.h"
+#include "upstream_result.h"
 #include "util.h"
 
 #define POOL_MAX 64                     /* idle easy handles kept per worker */
@@ -28,6 +29,15 @@
 #define ORIGIN_CACHE_MAX 16             /* parsed origin URLs kept per worker */
 #define ORIGIN_URL_MAX 512
 #define SPARE_HEAD_MAX (8 * 1024)       /* a head buffer up to this size is kept for reuse */
+/* A worker's transfers are spread over up to SHARDS_MAX curl multi handles of at most
+ * SHARD_TRANSFERS transfers each. curl 7.88 walks a host's cached connections to find an idle one
+ * for every transfer, and every cached connection of the multi when a handle is removed: O(n)
+ * per request with a cache miss per connection. At 1,000 client connections, one multi with
+ * 1,000 origin connections spent ~55 us of CPU per request against ~32 with at most 256
+ * (bench/PROFILE.md). Shards fill in order, so up to SHARD_TRANSFERS in flight everything
+ * shares one connection cache, as before. */
+#define SHARD_TRANSFERS 128
+#define SHARDS_MAX 16
 
 /* An origin's URL ("http://host:port/") parsed once: curl would parse CURLOPT_URL again on every
  * transfer (~5k instructions). curl reads the CURLU when the transfer connects, so an entry in
@@ -39,9 +49,16 @@ struct origin_url {
     uint64_t last_used; /* for replacing the least recently used */
 };
 
+struct upstream_shard {
+    struct upstream_loop *loop;
+    uint32_t active; /* transfers in this shard's multi */
+};
+
 struct upstream_multi {
     struct event_base *base;
-    struct upstream_loop *loop;
+    struct upstream_shard shards[SHARDS_MAX];
+    size_t shard_count;
+    uint32_t shard_capacity; /* transfers a shard takes before the next one is used */
     CURL *pool[POOL_MAX];
     size_t pool_count;
     _Atomic size_t active; /* read by the admin thread for /metrics */
@@ -53,6 +70,7 @@ struct upstream_multi {
 
 struct upstream {
     struct upstream_multi *m;
+    struct upstream_shard *shard;
     CURL *easy;
     struct curl_slist *headers;
     struct curl_slist *proxy_headers; /* CONNECT to a parent: an ordinary curl list */
@@ -93,16 +111,25 @@ struct upstream_multi *upstream_multi_new(struct event_base *base, uint32_t max_
     if (m == NULL)
         return NULL;
     m->base = base;
-    m->loop = upstream_loop_new(base, transfer_done);
-    if (m->loop == NULL) {
-        free(m);
-        return NULL;
+    if (max_connections == 0)
+        max_connections = 1;
+    m->shard_count = (max_connections + SHARD_TRANSFERS - 1) / SHARD_TRANSFERS;
+    if (m->shard_count > SHARDS_MAX)
+        m->shard_count = SHARDS_MAX;
+    m->shard_capacity = (uint32_t)((max_connections + m->shard_count - 1) / m->shard_count);
+    for (size_t i = 0; i < m->shard_count; i++) {
+        m->shards[i].loop = upstream_loop_new(base, transfer_done);
+        if (m->shards[i].loop == NULL) {
+            upstream_multi_free(m);
+            return NULL;
+        }
+        /* connections kept for reuse: as many as the shard may have transfers in flight (the
+         * worker's share of backpressure.max_inflight). Fewer, and past that many clients each
+         * finished transfer closed a connection the next one opened again (measured at 1,000
+         * clients on a cap of 256: ~575 origin connections closed and reopened a second) */
+        curl_multi_setopt(upstream_loop_multi(m->shards[i].loop), CURLMOPT_MAXCONNECTS,
+                          (long)m->shard_capacity);
     }
-    /* connections kept for reuse by this worker: as many as it may have transfers in flight
-     * (backpressure.max_inflight). Fewer, and past that many clients each finished transfer
-     * closed a connection the next one opened again (measured at 1,000 clients on a cap of 256:
-     * ~575 origin connections closed and reopened a second) */
-    curl_multi_setopt(upstream_loop_multi(m->loop), CURLMOPT_MAXCONNECTS, (long)max_connections);
     return m;
 }
 
@@ -112,7 +139,8 @@ void upstream_multi_free(struct upstream_multi *m)
         return;
     for (size_t i = 0; i < m->pool_count; i++)
         curl_easy_cleanup(m->pool[i]);
-    upstream_loop_free(m->loop);
+    for (size_t i = 0; i < m->shard_count; i++)
+        upstream_loop_free(m->shards[i].loop);
     for (size_t i = 0; i < ORIGIN_CACHE_MAX; i++)
         curl_url_cleanup(m->origins[i].uh);
     free(m->spare_head);
@@ -141,7 +169,6 @@ static void easy_base(struct upstream_multi *m, CURL *e)
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    upstream_loop_watch_closes(m->loop, e);
 }
 
 /* A pooled handle is configured for forwarding once, here, and keeps these between transfers:
@@ -203,11 +230,11 @@ static void easy_put(struct upstream_multi *m, CURL *easy, int dirty)
 static void upstream_free(struct upstream *u)
 {
     struct upstream_multi *m = u->m;
-    curl_multi_remove_handle(upstream_loop_multi(m->loop), u->easy);
+    curl_multi_remove_handle(upstream_loop_multi(u->shard->loop), u->easy);
     /* curl counts resends after a reused connection died per handle, and only curl_easy_reset
      * sets the count back; a resend closes that connection first, so a transfer during which no
      * connection closed has not resent */
-    easy_put(m, u->easy, u->dirty || u->closes_at_start != upstream_loop_closes(m->loop));
+    easy_put(m, u->easy, u->dirty || u->closes_at_start != upstream_loop_closes(u->shard->loop));
     if (u->origin != NULL)
         u->origin->refs--;
     free(u->headers); /* one block: see upstream.h */
@@ -221,6 +248,7 @@ static void upstream_free(struct upstream *u)
     } else {
         free(u->head);
     }
+    u->shard->active--;
     m->active--;
     free(u);
 }
@@ -231,37 +259,6 @@ void upstream_abort(struct upstream *u)
         return;
     u->dirty = 1; /* stopped mid-transfer: whatever curl left, reset it */
     upstream_free(u);
-}
-
-/* ---- result classification -------------------------------------------------------------------- */
-
-static enum retry_failure failure_kind(struct upstream *u, CURLcode code)
-{
-    curl_off_t connect_us = 0;
-    curl_easy_getinfo(u->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    if (u->discarded_status)
-        return RETRY_STATUS;
-    if (u->timed_out)
-        return RETRY_TIMEOUT;
-    switch (code) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SSL_CONNECT_ERROR:
-        return RETRY_CONNECT_ERROR;
-    case CURLE_OPERATION_TIMEDOUT:
-        return connect_us == 0 ? RETRY_CONNECT_ERROR : RETRY_TIMEOUT;
-    default:
-        return RETRY_OTHER;
-    }
-}
-
-/* With a parent proxy, curl's connect time is the time to reach the parent. */
-static int proxy_connected(struct upstream *u)
-{
-    curl_off_t connect_us = 0;
-    curl_easy_getinfo(u->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    return connect_us > 0;
 }
 
 /* "http://user:secret@host:3128" -> "http://host:3128": credentials never reach logs or clients. */
@@ -277,80 +274,6 @@ static void strip_credentials(const char *url, char *out, size_t len)
         snprintf(out, len, "%s", url);
 }
 
-static void classify(struct upstream *u, CURLcode code, struct upstream_result *r)
-{
-    long os_errno = 0, request_size = 0;
-    curl_easy_getinfo(u->easy, CURLINFO_OS_ERRNO, &os_errno);
-    curl_easy_getinfo(u->easy, CURLINFO_REQUEST_SIZE, &request_size);
-    r->failure = failure_kind(u, code);
-    /* nginx's rule: a request is safe to send again when no byte of it left */
-    r->nothing_sent = r->failure == RETRY_CONNECT_ERROR || request_size == 0;
-    r->discarded_status = u->discarded_status;
-    r->retry_after_ms = u->retry_after_ms;
-    const char *detail = u->error[0] ? u->error : curl_easy_strerror(code);
-    const char *t = u->target_text;
-    r->status = 502;
-    if (u->timed_out) {
-        r->status = 504;
-        snprintf(r->message, sizeof r->message,
-                 "upstream timed out: no response from %s within %llu ms", t,
-                 (unsigned long long)u->response_timeout_ms);
-        return;
-    }
-    if (u->head_too_big) {
-        snprintf(r->message, sizeof r->message, "response header from %s too large", t);
-        return;
-    }
-    if (u->denied[0] != '\0') {
-        r->status = 403;
-        r->failure = RETRY_OTHER;
-        r->nothing_sent = 0; /* never worth a retry: the answer would be the same */
-        snprintf(r->message, sizeof r->message,
-                 "destination %s resolves to %s, which destinations.deny refuses", t, u->denied);
-        return;
-    }
-    long connect_code = 0; /* the parent's answer to our CONNECT, if any */
-    curl_easy_getinfo(u->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
-    if (u->parent[0] != '\0' &&
-        (code == CURLE_COULDNT_RESOLVE_PROXY || connect_code >= 300 ||
-         (code == CURLE_COULDNT_CONNECT && !proxy_connected(u)))) {
-        if (os_errno == ECONNREFUSED)
-            snprintf(r->message, sizeof r->message,
-                     "connection refused by parent proxy %s (for %s)", u->parent, t);
-        else
-            snprintf(r->message, sizeof r->message, "parent proxy %s failed for %s: %s",
-                     u->parent, t, detail);
-        return;
-    }
-    switch (code) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-        snprintf(r->message, sizeof r->message, "cannot resolve host for %s: %s", t, detail);
-        break;
-    case CURLE_COULDNT_CONNECT:
-        if (os_errno == ECONNREFUSED)
-            snprintf(r->message, sizeof r->message, "connection refused by %s", t);
-        else
-            snprintf(r->message, sizeof r->message, "cannot connect to %s: %s", t, detail);
-        break;
-    case CURLE_OPERATION_TIMEDOUT:
-        r->status = 504;
-        snprintf(r->message, sizeof r->message, "upstream timed out: %s: %s", t, detail);
-        break;
-    case CURLE_GOT_NOTHING:
-        snprintf(r->message, sizeof r->message, "%s closed the connection without a response", t);
-        break;
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CACERT_BADFILE:
-        snprintf(r->message, sizeof r->message, "TLS with %s failed: %s", t, detail);
-        break;
-    default:
-        snprintf(r->message, sizeof r->message, "upstream error from %s: %s", t, detail);
-        break;
-    }
-}
-
 static void finish(struct upstream *u, CURLcode code)
 {
     struct upstream_result r;
@@ -362,7 +285,13 @@ static void finish(struct upstream *u, CURLcode code)
         r.ok = 1;
     } else {
         u->dirty = 1; /* ended early or in error: a clean slate for the next user */
-        classify(u, code, &r);
+        struct upstream_outcome outcome = {
+            .easy = u->easy, .code = code, .discarded_status = u->discarded_status,
+            .timed_out = u->timed_out, .head_too_big = u->head_too_big,
+            .retry_after_ms = u->retry_after_ms, .response_timeout_ms = u->response_timeout_ms,
+            .error = u->error, .target_text = u->target_text, .denied = u->denied,
+            .parent = u->parent};
+        upstream_result_classify(&outcome, &r);
     }
     const struct upstream_callbacks *cb = u->cb;
     void *ctx = u->ctx;
@@ -565,7 +494,7 @@ static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl
         util_format_sockaddr(&address->addr, u->denied, sizeof u->denied);
         return CURL_SOCKET_BAD;
     }
-    return upstream_loop_open_socket(u->m->loop, address);
+    return upstream_loop_open_socket(u->shard->loop, address);
 }
 
 static CURLcode ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
@@ -577,6 +506,26 @@ static CURLcode ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *arg)
 }
 
 /* ---- starting transfers ----------------------------------------------------------------------- */
+
+/* The first shard with room (see SHARD_TRANSFERS), else the least busy. */
+static struct upstream_shard *shard_pick(struct upstream_multi *m)
+{
+    struct upstream_shard *least = &m->shards[0];
+    for (size_t i = 0; i < m->shard_count; i++) {
+        if (m->shards[i].active < m->shard_capacity)
+            return &m->shards[i];
+        if (m->shards[i].active < least->active)
+            least = &m->shards[i];
+    }
+    return least;
+}
+
+/* Sockets curl closes are unregistered from the shard that watches them: set on every transfer,
+ * since a pooled handle moves between shards (curl keeps the callback with each connection). */
+static void shard_bind(struct upstream *u)
+{
+    upstream_loop_watch_closes(u->shard->loop, u->easy);
+}
 
 static struct upstream *upstream_new(struct upstream_multi *m, const struct upstream_callbacks *cb,
                                      void *ctx, const char *target_text)
@@ -590,9 +539,12 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
         return NULL;
     }
     u->m = m;
+    u->shard = shard_pick(m);
+    u->shard->active++;
+    shard_bind(u);
     u->cb = cb;
     u->ctx = ctx;
-    u->closes_at_start = upstream_loop_closes(m->loop);
+    u->closes_at_start = upstream_loop_closes(u->shard->loop);
     /* (not snprintf: ~500 instructions per request for a bounded copy) */
     size_t len = strnlen(target_text, sizeof u->target_text - 1);
     memcpy(u->target_text, target_text, len);
@@ -605,7 +557,7 @@ static struct upstream *upstream_new(struct upstream_multi *m, const struct upst
 
 static int add_to_multi(struct upstream *u)
 {
-    if (curl_multi_add_handle(upstream_loop_multi(u->m->loop), u->easy) != CURLM_OK) {
+    if (curl_multi_add_handle(upstream_loop_multi(u->shard->loop), u->easy) != CURLM_OK) {
         u->headers = NULL;
         u->dirty = 1;
         upstream_free(u);
@@ -768,6 +720,7 @@ struct upstream *upstream_connect(struct upstream_multi *m, const char *host, un
     CURL *e = u->easy;
     curl_easy_reset(e);
     easy_base(m, e);
+    shard_bind(u);
     curl_easy_setopt(e, CURLOPT_PRIVATE, u);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, u->error);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);

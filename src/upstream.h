@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "retry.h"
+#include "upstream_result.h"
 
 struct upstream_multi;
 struct upstream;
@@ -21,17 +22,6 @@ struct upstream;
 enum upstream_body_result { UPSTREAM_BODY_OK, UPSTREAM_BODY_PAUSE, UPSTREAM_BODY_ABORT };
 #define UPSTREAM_READ_PAUSE CURL_READFUNC_PAUSE
 #define UPSTREAM_READ_ABORT CURL_READFUNC_ABORT
-
-struct upstream_result {
-    int ok;            /* 1: the whole response arrived */
-    enum retry_failure failure; /* when !ok: what kind of failure, for the retry policy */
-    int nothing_sent;  /* when !ok: not one request byte reached the origin */
-    int discarded_status; /* when on_status asked to discard the response: its status */
-    int64_t retry_after_ms; /* the origin's Retry-After, -1 when absent */
-    int status;        /* when !ok: what the client should get if no head was sent (502, 504) */
-    char message[900]; /* when !ok: the cause, one line, names the target */
-    uint64_t bytes_received;
-};
 
 /* Callbacks run inside libcurl's callbacks (except on_done and on_connected): they must not call
  * back into this module; they may touch their own buffers and arm libevent events. */
