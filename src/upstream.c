@@ -24,7 +24,12 @@
 #include "upstream_result.h"
 #include "util.h"
 
-#define POOL_MAX 64                     /* idle easy handles kept per worker */
+/* Idle easy handles kept per worker: up to as many as it may have transfers in flight
+ * (backpressure.max_inflight), at most POOL_MAX. A configured handle costs ~20 curl_easy_setopt
+ * and an init to make; with fewer kept than in flight, a burst of finished transfers destroyed
+ * handles that the next burst made again (at 1,000 clients, a 64-handle pool did so for most
+ * requests). Their memory is what the transfers in flight held anyway. */
+#define POOL_MAX 4096
 #define UPSTREAM_MAX_HEAD (64 * 1024)   /* response head bound; more is a 502 */
 #define ORIGIN_CACHE_MAX 16             /* parsed origin URLs kept per worker */
 #define ORIGIN_URL_MAX 512
@@ -59,8 +64,8 @@ struct upstream_multi {
     struct upstream_shard shards[SHARDS_MAX];
     size_t shard_count;
     uint32_t shard_capacity; /* transfers a shard takes before the next one is used */
-    CURL *pool[POOL_MAX];
-    size_t pool_count;
+    CURL **pool;
+    size_t pool_count, pool_cap;
     _Atomic size_t active; /* read by the admin thread for /metrics */
     struct origin_url origins[ORIGIN_CACHE_MAX];
     uint64_t origin_clock;
@@ -113,6 +118,12 @@ struct upstream_multi *upstream_multi_new(struct event_base *base, uint32_t max_
     m->base = base;
     if (max_connections == 0)
         max_connections = 1;
+    m->pool_cap = max_connections < POOL_MAX ? max_connections : POOL_MAX;
+    m->pool = calloc(m->pool_cap, sizeof *m->pool);
+    if (m->pool == NULL) {
+        free(m);
+        return NULL;
+    }
     m->shard_count = (max_connections + SHARD_TRANSFERS - 1) / SHARD_TRANSFERS;
     if (m->shard_count > SHARDS_MAX)
         m->shard_count = SHARDS_MAX;
@@ -139,6 +150,7 @@ void upstream_multi_free(struct upstream_multi *m)
         return;
     for (size_t i = 0; i < m->pool_count; i++)
         curl_easy_cleanup(m->pool[i]);
+    free(m->pool);
     for (size_t i = 0; i < m->shard_count; i++)
         upstream_loop_free(m->shards[i].loop);
     for (size_t i = 0; i < ORIGIN_CACHE_MAX; i++)
@@ -210,7 +222,7 @@ static CURL *easy_get(struct upstream_multi *m)
  * clears): it is reset and configured again before anyone else gets it. */
 static void easy_put(struct upstream_multi *m, CURL *easy, int dirty)
 {
-    if (m->pool_count >= POOL_MAX) {
+    if (m->pool_count >= m->pool_cap) {
         curl_easy_cleanup(easy);
         return;
     }
