@@ -125,9 +125,11 @@ static int64_t parse_content_length(const char *v, size_t len)
     }
 }
 
-/* Iterates "Name: value\r\n" lines of curl's header block. */
-static size_t next_header(const char *p, const char *end, const char **name, size_t *name_len,
-                          const char **value, size_t *value_len)
+/* Reads one "Name: value\r\n" line of curl's header block: its length. A line with no name
+ * (the status line, the blank line at the end, one with no colon or starting with one) gets
+ * name_len 0. */
+static size_t read_header_line(const char *p, const char *end, const char **name, size_t *name_len,
+                               const char **value, size_t *value_len)
 {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *line_end = eol ? eol + 1 : end;
@@ -150,6 +152,19 @@ static size_t next_header(const char *p, const char *end, const char **name, siz
     *value = v;
     *value_len = (size_t)(v_end - v);
     return (size_t)(line_end - p);
+}
+
+/* The next header of the block from *p on, passing over lines with no name, and *p past it: 1,
+ * or 0 when the block has no more. */
+static int next_header(const char **p, const char *end, const char **name, size_t *name_len,
+                       const char **value, size_t *value_len)
+{
+    while (*p < end) {
+        *p += read_header_line(*p, end, name, name_len, value, value_len);
+        if (*name_len > 0)
+            return 1;
+    }
+    return 0;
 }
 
 static int note_connection_token(const char *token, size_t len, void *arg)
@@ -188,12 +203,9 @@ static void scan_response_head(const char *h, size_t len, struct head_scan *s)
     s->invalid = 0;
     s->named_count = 0;
     s->named_overflow = 0;
-    while (p < end) {
-        const char *name, *value;
-        size_t name_len, value_len;
-        p += next_header(p, end, &name, &name_len, &value, &value_len);
-        if (name_len == 0)
-            continue;
+    const char *name, *value;
+    size_t name_len, value_len;
+    while (next_header(&p, end, &name, &name_len, &value, &value_len)) {
         if (NAME_IS(name, name_len, "Connection")) {
             s->connection = value;
             s->connection_len = value_len;
@@ -295,12 +307,9 @@ enum http_framing http_write_response_head(struct evbuffer *out, const struct ht
     o = put_text(o, reason, reason_len);
     o = put(o, "\r\n", 2);
     const char *p = headers, *end = headers + headers_len;
-    while (p < end) {
-        const char *name, *value;
-        size_t name_len, value_len;
-        p += next_header(p, end, &name, &name_len, &value, &value_len);
-        if (name_len == 0)
-            continue;
+    const char *name, *value;
+    size_t name_len, value_len;
+    while (next_header(&p, end, &name, &name_len, &value, &value_len)) {
         if (scanned_hop(&scan, name, name_len))
             continue;
         /* written once below, from the value checked above */

@@ -106,7 +106,8 @@ struct shared_request {
     int cancelled;
     int retried_eval;
     struct shared_result result;
-    /* the command's arguments, kept for a NOSCRIPT retry with EVAL */
+    /* the command's arguments, kept for a NOSCRIPT retry with EVAL (limit and window_us: a
+     * ready check's too) */
     char zkey[720], seqkey[730];
     unsigned limit;
     unsigned long long window_us, max_delay_us;
@@ -459,6 +460,50 @@ static int send_script(struct shared_request *r, int as_eval)
     return 0;
 }
 
+static int send_ready(struct shared_request *r)
+{
+    if (redisAsyncCommand(r->s->ac, on_reply, r, "EVAL %s 2 %s %s:pending %s %u %llu %llu %llu",
+                          ready_script, r->zkey, r->zkey, r->member, r->limit, r->window_us,
+                          (unsigned long long)SHARED_PENDING_RECHECK_US,
+                          (unsigned long long)SHARED_PENDING_STALE_US) != REDIS_OK)
+        return -1;
+    note_sent(r->s);
+    return 0;
+}
+
+/* A request of `rule`'s key answering done(arg), not sent yet; NULL when out of memory. */
+static struct shared_request *request_new(struct shared *s, const struct rate_rule *rule,
+                                          shared_done_fn done, void *arg)
+{
+    struct shared_request *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->s = s;
+    r->done = done;
+    r->arg = arg;
+    r->limit = rule->limit;
+    r->window_us = (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000;
+    return r;
+}
+
+/* Sends r (a decision, or a ready check) and gives Redis timeout_ms to answer. The timer is made
+ * before the command goes, so a reply always finds one. 0, or -1 with r freed when the timer
+ * cannot be made or the command cannot be queued. */
+static int request_send(struct shared_request *r, uint64_t timeout_ms)
+{
+    r->timer = evtimer_new(r->s->base, on_timeout, r);
+    if (r->timer == NULL || (r->ready ? send_ready(r) : send_script(r, 0)) != 0) {
+        if (r->timer != NULL)
+            event_free(r->timer);
+        free(r);
+        return -1;
+    }
+    struct timeval tv;
+    util_ms_to_timeval(timeout_ms, &tv);
+    evtimer_add(r->timer, &tv);
+    return 0;
+}
+
 struct shared_request *shared_decide(struct shared *s, const struct rate_rule *rule,
                                      const struct limiter_request *request, uint64_t timeout_ms,
                                      shared_done_fn done, void *arg)
@@ -470,34 +515,22 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
             atomic_fetch_add(&s->errors, 1);
         return NULL;
     }
-    struct shared_request *r = calloc(1, sizeof *r);
+    struct shared_request *r = request_new(s, rule, done, arg);
     if (r == NULL)
         return NULL;
-    r->s = s;
-    r->done = done;
-    r->arg = arg;
     char key[600];
     limiter_key(rule, request, s->credential_key, key, sizeof key);
     /* one hash tag: the set and its counter live in the same Redis Cluster slot */
     snprintf(r->zkey, sizeof r->zkey, "rlproxy:{%s:%s}", rule->name, key);
     snprintf(r->result.key, sizeof r->result.key, "%s", r->zkey);
     snprintf(r->seqkey, sizeof r->seqkey, "%s:seq", r->zkey);
-    r->limit = rule->limit;
-    r->window_us = (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000;
     r->delay = rule->over_limit == RATE_OVER_DELAY;
     r->max_delay_us = (unsigned long long)rule->max_delay_ms * 1000;
     r->max_queue = rule->max_queue;
-    r->timer = evtimer_new(s->base, on_timeout, r);
-    if (r->timer == NULL || send_script(r, 0) != 0) {
-        if (r->timer != NULL)
-            event_free(r->timer);
-        free(r);
+    if (request_send(r, s->timeout_ms) != 0) {
         atomic_fetch_add(&s->errors, 1);
         return NULL;
     }
-    struct timeval tv;
-    util_ms_to_timeval(s->timeout_ms, &tv);
-    evtimer_add(r->timer, &tv);
     return r;
 }
 
@@ -507,32 +540,13 @@ struct shared_request *shared_ready(struct shared *s, const struct rate_rule *ru
 {
     if (s == NULL || s->ac == NULL || !s->connected || member[0] == '\0')
         return NULL;
-    struct shared_request *r = calloc(1, sizeof *r);
+    struct shared_request *r = request_new(s, rule, done, arg);
     if (r == NULL)
         return NULL;
-    r->s = s;
-    r->done = done;
-    r->arg = arg;
     r->ready = 1;
     snprintf(r->zkey, sizeof r->zkey, "%s", key);
     snprintf(r->member, sizeof r->member, "%s", member);
-    r->timer = evtimer_new(s->base, on_timeout, r);
-    if (r->timer == NULL ||
-        redisAsyncCommand(s->ac, on_reply, r, "EVAL %s 2 %s %s:pending %s %u %llu %llu %llu",
-                          ready_script, r->zkey, r->zkey, r->member, rule->limit,
-                          (unsigned long long)(rule->window_ms + rule->margin_ms) * 1000,
-                          (unsigned long long)SHARED_PENDING_RECHECK_US,
-                          (unsigned long long)SHARED_PENDING_STALE_US) != REDIS_OK) {
-        if (r->timer != NULL)
-            event_free(r->timer);
-        free(r);
-        return NULL;
-    }
-    note_sent(s);
-    struct timeval tv;
-    util_ms_to_timeval(timeout_ms, &tv);
-    evtimer_add(r->timer, &tv);
-    return r;
+    return request_send(r, timeout_ms) == 0 ? r : NULL;
 }
 
 void shared_cancel(struct shared_request *r)

@@ -1639,6 +1639,87 @@ START_TEST(test_random_fair_never_exceed)
 }
 END_TEST
 
+/* ---- an operator's reset (POST /limits/RULE/reset) and held requests ------------------------- */
+
+/* Two requests of a global `delay` rule of 2 per second, admitted and departed at t0: the window
+ * is full. A third is held, its reservation at t0 + 1 s displacing one of them: its hold. */
+static struct limiter_hold *full_window_and_hold(struct limiter *l, uint64_t t0_us)
+{
+    struct limiter_decision a, b, held;
+    ck_assert_int_eq(ask_departing(l, t0_us, &a), LIMITER_ADMIT);
+    ck_assert_int_eq(ask_departing(l, t0_us, &b), LIMITER_ADMIT);
+    limiter_depart(&a.stamp, t0_us, NULL);
+    limiter_depart(&b.stamp, t0_us, NULL);
+    ck_assert_int_eq(ask_departing(l, t0_us + 5 * MS, &held), LIMITER_DELAY);
+    ck_assert_uint_eq(t0_us + 5 * MS + held.delay_us, t0_us + 1000 * MS);
+    return held.hold;
+}
+
+static const char *verdict_text(enum limiter_verdict v)
+{
+    static const char *const text[] = {"unlimited", "admit", "delay", "reject"};
+    return (size_t)v < sizeof text / sizeof *text ? text[v] : "?";
+}
+
+/* A request of the key that must go at once: admitted, and departed at now_us. */
+static void assert_admitted_now(struct limiter *l, uint64_t now_us, const char *which)
+{
+    struct limiter_decision d;
+    enum limiter_verdict v = ask_departing(l, now_us, &d);
+    ck_assert_msg(v == LIMITER_ADMIT, "%s request at %llu ms: %s, delay %llu ms (want admit)",
+                  which, (unsigned long long)(now_us / MS), verdict_text(v),
+                  (unsigned long long)(d.delay_us / MS));
+    limiter_depart(&d.stamp, now_us, NULL);
+}
+
+/* A request of the key that must wait: the window holds exactly its limit. */
+static void assert_held_now(struct limiter *l, uint64_t now_us, const char *which)
+{
+    struct limiter_decision d;
+    enum limiter_verdict v = ask_departing(l, now_us, &d);
+    ck_assert_msg(v == LIMITER_DELAY, "%s request at %llu ms: %s (want delay)", which,
+                  (unsigned long long)(now_us / MS), verdict_text(v));
+    limiter_hold_cancel(d.hold);
+}
+
+/* The reset emptied the window of the two entries at t0. The held request, cancelled after it,
+ * must not bring back the entry its reservation displaced (the reset removed that entry): the key
+ * then has its whole limit again, and no more. */
+START_TEST(test_reset_then_cancelled_hold_gives_nothing_back)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct limiter *l = limiter_over(rules, 1);
+    const uint64_t t0_us = 5000 * MS;
+    struct limiter_hold *held = full_window_and_hold(l, t0_us);
+    ck_assert_int_eq(limiter_reset_window(l, 0, "", 0, t0_us + 10 * MS), 0);
+    limiter_hold_cancel(held); /* its client went away */
+    assert_admitted_now(l, t0_us + 20 * MS, "first");
+    assert_admitted_now(l, t0_us + 20 * MS, "second");
+    assert_held_now(l, t0_us + 20 * MS, "third"); /* the limit still holds: 2 in the window */
+    limiter_unref(l);
+}
+END_TEST
+
+/* The reset keeps the held request's reservation: not cancelled, it goes at its time and counts,
+ * so just after it only limit - 1 more go at once. */
+START_TEST(test_reset_then_held_request_goes_and_counts)
+{
+    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct limiter *l = limiter_over(rules, 1);
+    const uint64_t t0_us = 5000 * MS;
+    struct limiter_hold *held = full_window_and_hold(l, t0_us);
+    ck_assert_int_eq(limiter_reset_window(l, 0, "", 0, t0_us + 10 * MS), 0);
+    const uint64_t its_time_us = t0_us + 1000 * MS;
+    ck_assert_uint_eq(limiter_hold_ready(held, its_time_us), 0);
+    struct limiter_stamp stamp;
+    limiter_hold_go(held, &stamp, NULL);
+    limiter_depart(&stamp, its_time_us, NULL);
+    assert_admitted_now(l, its_time_us + 10 * MS, "first");
+    assert_held_now(l, its_time_us + 10 * MS, "second"); /* the held request is the other one */
+    limiter_unref(l);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limiter");
@@ -1662,5 +1743,8 @@ int main(void)
                    test_dry_run_counts_and_lets_through, test_fair_release_round_robin,
                    test_cancelled_hold_moves_queue_up, test_max_concurrent, test_weighted_turns,
                    test_random_fair_never_exceed));
+    unit_add_tcase(s, tcase_create("reset"),
+                   UNIT_TESTS(test_reset_then_cancelled_hold_gives_nothing_back,
+                              test_reset_then_held_request_goes_and_counts));
     return unit_run(s);
 }
