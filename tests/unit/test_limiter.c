@@ -411,11 +411,14 @@ START_TEST(test_header_key_text)
     ck_assert_uint_eq(limiter_key(&r, &request, k1, first, sizeof first), 34);
     ck_assert_msg(strncmp(first, "h:", 2) == 0 && strspn(first + 2, "0123456789abcdef") == 32,
                   "%s", first);
-    /* no 4-character piece of the value appears in the text */
+    /* no 4-character piece of the value appears in the text; pieces made only of hex digits
+     * ("abcd", "0123") are skipped: a random digest holds one of them in about 0.4% of runs */
     for (size_t i = 0; i + 4 <= strlen(secret_value); i++) {
         char piece[5];
         memcpy(piece, secret_value + i, 4);
         piece[4] = '\0';
+        if (strspn(piece, "0123456789abcdef") == 4)
+            continue;
         ck_assert_msg(strstr(first, piece) == NULL, "%s holds %s", first, piece);
     }
     limiter_key(&r, &request, k1, again, sizeof again);
