@@ -268,7 +268,7 @@ START_TEST(test_upstream_connection_reused)
 }
 END_TEST
 
-/* ---- many transfers in flight at once --------------------------------------------------------- */
+/* ---- many transfers in flight at once -------------------------------------------------------- */
 
 #define WAVE_CLIENTS 200
 /* src/upstream.c's SHARD_TRANSFERS: more requests than this in flight at once use a second shard */
@@ -283,21 +283,22 @@ struct held_connection {
     int fd; /* -1: closed, to be compacted away */
     char head[HOLD_HEAD_MAX];
     size_t len;
-    uint64_t arrived_ms; /* when its request was complete; 0 while none waits for an answer */
+    uint64_t arrived_ms;   /* when its request was complete; 0 while none waits for an answer */
+    uint64_t answer_at_ms; /* once its whole wave waits: when it is answered; else 0 */
     char path[128];
 };
 
 /* An origin on a thread of this test process, so it can count the TCP connections it accepts and
  * close its idle ones on demand (tests/origin/origin.py can do neither). It holds every answer
- * until `gate` requests are waiting at once, then answers them all; a request that waited
- * fallback_ms is answered anyway (a proxy that never gets a whole wave in flight then fails on
- * held_max, not on a hang). Releasing on the count, not after a fixed delay, keeps a whole wave in
- * flight together however loaded the machine is. */
+ * until `gate` requests are waiting at once, then answers them all hold_ms later; a request that
+ * waited fallback_ms is answered anyway (a proxy that never gets a whole wave in flight then
+ * fails on held_max, not on a hang). Releasing on the count, not after a fixed delay alone, keeps
+ * a whole wave in flight together however loaded the machine is. */
 struct hold_origin {
     int listen_fd;
     int port;
     long gate;
-    uint64_t fallback_ms;
+    uint64_t hold_ms, fallback_ms;
     pthread_t thread;
     _Atomic int stopping;
     _Atomic long accepted;    /* TCP connections, ever */
@@ -345,10 +346,12 @@ static void held_answer(struct hold_origin *h, struct held_connection *c)
 {
     char body[160], response[320];
     int body_len = snprintf(body, sizeof body, "held %s", c->path);
-    int len = snprintf(response, sizeof response,
-                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
-                       body_len, body);
+    int len =
+        snprintf(response, sizeof response,
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
+                 body_len, body);
     c->arrived_ms = 0;
+    c->answer_at_ms = 0;
     /* a few hundred bytes into an empty socket buffer go in one write */
     if (send(c->fd, response, (size_t)len, MSG_NOSIGNAL) != len) {
         atomic_fetch_add(&h->bad, 1);
@@ -401,7 +404,7 @@ static void hold_origin_close_idle_now(struct hold_origin *h)
     atomic_store(&h->close_done, asked);
 }
 
-/* Answers what waits: everything once the gate is reached, else what waited fallback_ms */
+/* Answers what waits: a whole wave hold_ms after it was all there, else what waited fallback_ms */
 static void hold_origin_release(struct hold_origin *h)
 {
     long held = 0;
@@ -414,8 +417,12 @@ static void hold_origin_release(struct hold_origin *h)
     uint64_t now = now_ms();
     for (size_t i = 0; i < h->count; i++) {
         struct held_connection *c = &h->connections[i];
-        if (c->fd >= 0 && c->arrived_ms != 0 &&
-            (held >= h->gate || now - c->arrived_ms >= h->fallback_ms))
+        if (c->fd < 0 || c->arrived_ms == 0)
+            continue;
+        if (held >= h->gate && c->answer_at_ms == 0)
+            c->answer_at_ms = now + h->hold_ms;
+        if ((c->answer_at_ms != 0 && now >= c->answer_at_ms) ||
+            now - c->arrived_ms >= h->fallback_ms)
             held_answer(h, c);
     }
 }
@@ -461,13 +468,14 @@ static void *hold_origin_run(void *arg)
     return NULL;
 }
 
-static struct hold_origin *hold_origin_start(long gate, uint64_t fallback_ms)
+static struct hold_origin *hold_origin_start(long gate, uint64_t hold_ms, uint64_t fallback_ms)
 {
     struct hold_origin *h = calloc(1, sizeof *h);
     ck_assert(h != NULL);
     h->connections = calloc(HOLD_CONNECTIONS_MAX, sizeof *h->connections);
     ck_assert(h->connections != NULL);
     h->gate = gate;
+    h->hold_ms = hold_ms;
     h->fallback_ms = fallback_ms;
     h->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     ck_assert(h->listen_fd >= 0);
@@ -576,7 +584,7 @@ START_TEST(test_many_in_flight_reuse_origin_connections)
     raise_nofile(4096);
     int slow = harness_slow() || harness_wrapped();
     int timeout_ms = slow ? 60000 : 10000;
-    struct hold_origin *h = hold_origin_start(WAVE_CLIENTS, slow ? 20000 : 3000);
+    struct hold_origin *h = hold_origin_start(WAVE_CLIENTS, 300, slow ? 20000 : 3000);
     /* all clients come from 127.0.0.1: no per-client cap */
     struct proxy *p = proxy_start("workers: 1\naccess:\n  max_connections_per_client: 0\n");
     struct raw *clients[WAVE_CLIENTS] = {0};
@@ -587,16 +595,20 @@ START_TEST(test_many_in_flight_reuse_origin_connections)
     for (int wave = 1; wave <= 3; wave++) {
         if (wave == 3) {
             closed = hold_origin_close_idle(h);
-            sleep_ms(100); /* the FINs reach rlproxy (a pass does not need it: curl checks at reuse) */
+            /* the FINs reach rlproxy (a pass does not need it: curl checks at reuse) */
+            sleep_ms(100);
         }
+        uint64_t started_ms = now_ms();
         ok[wave] = run_wave(p, h, clients, wave, timeout_ms, failure, sizeof failure);
+        uint64_t took_ms = now_ms() - started_ms;
         accepted[wave] = atomic_load(&h->accepted);
         held_max[wave] = hold_origin_take_held_max(h);
         fprintf(stderr,
-                "keepalive: wave %d: %d of %d answered, %ld in flight at once at most, origin "
-                "connections accepted %ld (total %ld)%s\n",
-                wave, ok[wave], WAVE_CLIENTS, held_max[wave], accepted[wave] - accepted[wave - 1],
-                accepted[wave], wave == 3 ? ", after the origin closed its idle ones" : "");
+                "keepalive: wave %d: %d of %d answered in %llu ms, %ld in flight at once at most, "
+                "origin connections accepted %ld (total %ld)%s\n",
+                wave, ok[wave], WAVE_CLIENTS, (unsigned long long)took_ms, held_max[wave],
+                accepted[wave] - accepted[wave - 1], accepted[wave],
+                wave == 3 ? ", after the origin closed its idle ones" : "");
         ck_assert_msg(ok[wave] == WAVE_CLIENTS, "wave %d: %d of %d answered; %s", wave, ok[wave],
                       WAVE_CLIENTS, failure);
         ck_assert_msg(held_max[wave] > SHARD_TRANSFERS,
