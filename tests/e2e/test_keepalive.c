@@ -342,19 +342,25 @@ static void held_take_request(struct hold_origin *h, struct held_connection *c)
     c->arrived_ms = now_ms();
 }
 
+/* The body names the request; a path ending in "?close" is answered with Connection: close and
+ * the connection closed after it */
 static void held_answer(struct hold_origin *h, struct held_connection *c)
 {
-    char body[160], response[320];
+    char body[160], response[360];
     int body_len = snprintf(body, sizeof body, "held %s", c->path);
-    int len =
-        snprintf(response, sizeof response,
-                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s",
-                 body_len, body);
+    const char *query = strchr(c->path, '?');
+    int closing = query != NULL && strcmp(query, "?close") == 0;
+    int len = snprintf(response, sizeof response,
+                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s"
+                       "\r\n%s",
+                       body_len, closing ? "Connection: close\r\n" : "", body);
     c->arrived_ms = 0;
     c->answer_at_ms = 0;
     /* a few hundred bytes into an empty socket buffer go in one write */
     if (send(c->fd, response, (size_t)len, MSG_NOSIGNAL) != len) {
         atomic_fetch_add(&h->bad, 1);
+        held_close(c);
+    } else if (closing) {
         held_close(c);
     }
 }
@@ -530,19 +536,19 @@ static void raise_nofile(rlim_t need)
                 (unsigned long long)rl.rlim_cur, strerror(errno));
 }
 
-/* One GET per client (a new connection where clients[i] is NULL), all sent before any answer is
- * read, so they are in flight together; each must be a 200 whose body names its own request.
- * How many were; the first failure is described in failure. */
+/* One GET per client (a new connection where clients[i] is NULL) of /waveW/clientI + query, all
+ * sent before any answer is read, so they are in flight together; each must be a 200 whose body
+ * names its own request. How many were; the first failure is described in failure. */
 static int run_wave(struct proxy *p, struct hold_origin *h, struct raw **clients, int wave,
-                    int timeout_ms, char *failure, size_t failure_len)
+                    const char *query, int timeout_ms, char *failure, size_t failure_len)
 {
     failure[0] = '\0';
     int sent[WAVE_CLIENTS] = {0};
     for (int i = 0; i < WAVE_CLIENTS; i++) {
         if (clients[i] == NULL)
             clients[i] = raw_connect(p->port);
-        char path[64];
-        snprintf(path, sizeof path, "/wave%d/client%d", wave, i);
+        char path[80];
+        snprintf(path, sizeof path, "/wave%d/client%d%s", wave, i, query);
         sent[i] = raw_send_request(clients[i], "GET", "127.0.0.1", h->port, path) == 0;
         if (!sent[i]) {
             if (failure[0] == '\0')
@@ -559,8 +565,8 @@ static int run_wave(struct proxy *p, struct hold_origin *h, struct raw **clients
         int64_t left = (int64_t)(deadline - now_ms());
         struct http_response r;
         int rc = raw_read_response(clients[i], &r, 0, left > 0 ? (int)left : 1);
-        char want[80];
-        snprintf(want, sizeof want, "held /wave%d/client%d", wave, i);
+        char want[96];
+        snprintf(want, sizeof want, "held /wave%d/client%d%s", wave, i, query);
         if (rc == RAW_OK && r.status == 200 && r.body != NULL && strcmp(r.body, want) == 0)
             ok++;
         else if (failure[0] == '\0')
@@ -576,41 +582,52 @@ static int run_wave(struct proxy *p, struct hold_origin *h, struct raw **clients
 }
 
 /* 200 requests in flight at once on one worker (default backpressure.max_inflight 1024: 8 shards
- * of 128 transfers) take two shards; a second wave reuses the origin connections the first opened,
- * and after the origin closed all of them a third wave is served on new ones: curl finds the dead
- * connections and closes them through the close-socket callback of the shard that watches them. */
+ * of 128 transfers) take two shards, in five waves of 200:
+ *   1. on new client connections: 200 origin connections;
+ *   2. on the same client connections: the first wave's origin connections, none new;
+ *   3. after the origin closed all of them (FIN): curl finds them dead and opens 200 new ones;
+ *   4. answered with Connection: close: curl closes every connection as its transfer ends, while
+ *      the shard still watches it for reading (an idle connection stays registered);
+ *   5. on 200 new client connections, which rlproxy accepts on the descriptor numbers wave 4 freed:
+ *      a socket closed without its shard's watch dropped would leave libevent believing the number
+ *      is still in epoll, and the client on it would never be read.
+ * Connections curl closes must be unregistered from the shard that watches them (shard_bind). */
 START_TEST(test_many_in_flight_reuse_origin_connections)
 {
+    enum { WAVES = 5 };
     raise_nofile(4096);
     int slow = harness_slow() || harness_wrapped();
     int timeout_ms = slow ? 60000 : 10000;
     struct hold_origin *h = hold_origin_start(WAVE_CLIENTS, 300, slow ? 20000 : 3000);
     /* all clients come from 127.0.0.1: no per-client cap */
     struct proxy *p = proxy_start("workers: 1\naccess:\n  max_connections_per_client: 0\n");
-    struct raw *clients[WAVE_CLIENTS] = {0};
+    struct raw *clients[WAVE_CLIENTS] = {0}, *fresh[WAVE_CLIENTS] = {0};
     char failure[256];
-    long accepted[4] = {0}, held_max[4] = {0}, closed = 0;
-    int ok[4] = {0};
+    long accepted[WAVES + 1] = {0}, held_max[WAVES + 1] = {0}, closed = 0;
+    int ok[WAVES + 1] = {0};
 
-    for (int wave = 1; wave <= 3; wave++) {
+    for (int wave = 1; wave <= WAVES; wave++) {
         if (wave == 3) {
             closed = hold_origin_close_idle(h);
             /* the FINs reach rlproxy (a pass does not need it: curl checks at reuse) */
             sleep_ms(100);
         }
         uint64_t started_ms = now_ms();
-        ok[wave] = run_wave(p, h, clients, wave, timeout_ms, failure, sizeof failure);
+        ok[wave] = run_wave(p, h, wave == 5 ? fresh : clients, wave, wave == 4 ? "?close" : "",
+                            timeout_ms, failure, sizeof failure);
         uint64_t took_ms = now_ms() - started_ms;
         accepted[wave] = atomic_load(&h->accepted);
         held_max[wave] = hold_origin_take_held_max(h);
+        static const char *const what[WAVES + 1] = {
+            "", "", "", ", after the origin closed its idle ones",
+            ", answered with Connection: close", ", on new client connections"};
         fprintf(stderr,
                 "keepalive: wave %d: %d of %d answered in %llu ms, %ld in flight at once at most, "
                 "origin connections accepted %ld (total %ld)%s\n",
                 wave, ok[wave], WAVE_CLIENTS, (unsigned long long)took_ms, held_max[wave],
-                accepted[wave] - accepted[wave - 1], accepted[wave],
-                wave == 3 ? ", after the origin closed its idle ones" : "");
-        ck_assert_msg(ok[wave] == WAVE_CLIENTS, "wave %d: %d of %d answered; %s", wave, ok[wave],
-                      WAVE_CLIENTS, failure);
+                accepted[wave] - accepted[wave - 1], accepted[wave], what[wave]);
+        ck_assert_msg(ok[wave] == WAVE_CLIENTS, "wave %d%s: %d of %d answered; %s", wave,
+                      what[wave], ok[wave], WAVE_CLIENTS, failure);
         ck_assert_msg(held_max[wave] > SHARD_TRANSFERS,
                       "wave %d: only %ld requests reached the origin at once (more than %d take a "
                       "second shard)",
@@ -618,19 +635,22 @@ START_TEST(test_many_in_flight_reuse_origin_connections)
         ck_assert_msg(accepted[wave] - accepted[wave - 1] <= WAVE_CLIENTS + REUSE_SLACK,
                       "wave %d opened %ld origin connections for %d requests", wave,
                       accepted[wave] - accepted[wave - 1], WAVE_CLIENTS);
-        if (wave == 2)
-            ck_assert_msg(accepted[2] - accepted[1] <= REUSE_SLACK,
-                          "the second wave did not reuse the first wave's origin connections: it "
+        if (wave == 2 || wave == 4)
+            ck_assert_msg(accepted[wave] - accepted[wave - 1] <= REUSE_SLACK,
+                          "wave %d did not reuse the previous wave's origin connections: it "
                           "opened %ld more",
-                          accepted[2] - accepted[1]);
+                          wave, accepted[wave] - accepted[wave - 1]);
         if (wave == 3)
             ck_assert_msg(closed >= WAVE_CLIENTS - REUSE_SLACK,
                           "the origin closed only %ld idle connections before wave 3", closed);
     }
     ck_assert_int_eq(atomic_load(&h->bad), 0);
-    for (int i = 0; i < WAVE_CLIENTS; i++)
+    for (int i = 0; i < WAVE_CLIENTS; i++) {
         if (clients[i] != NULL)
             raw_close(clients[i]);
+        if (fresh[i] != NULL)
+            raw_close(fresh[i]);
+    }
     proxy_stop(p);
     hold_origin_stop(h);
 }
