@@ -281,7 +281,7 @@ END_TEST
 
 struct held_connection {
     int fd; /* -1: closed, to be compacted away */
-    char head[HOLD_HEAD_MAX];
+    char head[HOLD_HEAD_MAX + 1]; /* NUL-terminated for sscanf */
     size_t len;
     uint64_t arrived_ms;   /* when its request was complete; 0 while none waits for an answer */
     uint64_t answer_at_ms; /* once its whole wave waits: when it is answered; else 0 */
@@ -324,7 +324,7 @@ static void held_take_request(struct hold_origin *h, struct held_connection *c)
         return;
     char *end = memmem(c->head, c->len, "\r\n\r\n", 4);
     if (end == NULL) {
-        if (c->len == sizeof c->head) { /* our clients' heads are small: this is not one */
+        if (c->len == HOLD_HEAD_MAX) { /* our clients' heads are small: this is not one */
             atomic_fetch_add(&h->bad, 1);
             held_close(c);
         }
@@ -339,6 +339,7 @@ static void held_take_request(struct hold_origin *h, struct held_connection *c)
     size_t used = (size_t)(end + 4 - c->head);
     memmove(c->head, end + 4, c->len - used); /* GETs only: nothing of a body follows */
     c->len -= used;
+    c->head[c->len] = '\0';
     c->arrived_ms = now_ms();
 }
 
@@ -367,7 +368,7 @@ static void held_answer(struct hold_origin *h, struct held_connection *c)
 
 static void held_read(struct hold_origin *h, struct held_connection *c)
 {
-    ssize_t n = recv(c->fd, c->head + c->len, sizeof c->head - c->len, 0);
+    ssize_t n = recv(c->fd, c->head + c->len, HOLD_HEAD_MAX - c->len, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) { /* rlproxy closed it (or reset it) */
@@ -375,6 +376,7 @@ static void held_read(struct hold_origin *h, struct held_connection *c)
         return;
     }
     c->len += (size_t)n;
+    c->head[c->len] = '\0';
     held_take_request(h, c);
 }
 
