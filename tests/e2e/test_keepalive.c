@@ -280,7 +280,7 @@ END_TEST
 #define HOLD_HEAD_MAX 2048
 
 struct held_connection {
-    int fd; /* -1: closed, to be compacted away */
+    int fd;                       /* -1: closed, to be compacted away */
     char head[HOLD_HEAD_MAX + 1]; /* NUL-terminated for sscanf */
     size_t len;
     uint64_t arrived_ms;   /* when its request was complete; 0 while none waits for an answer */
@@ -607,6 +607,14 @@ START_TEST(test_many_in_flight_reuse_origin_connections)
     char failure[256];
     long accepted[WAVES + 1] = {0}, held_max[WAVES + 1] = {0}, closed = 0;
     int ok[WAVES + 1] = {0};
+    static const char *const what[WAVES + 1] = {
+        "", /* waves count from 1 */
+        "",
+        "",
+        ", after the origin closed its idle ones",
+        ", answered with Connection: close",
+        ", on new client connections",
+    };
 
     for (int wave = 1; wave <= WAVES; wave++) {
         if (wave == 3) {
@@ -620,9 +628,6 @@ START_TEST(test_many_in_flight_reuse_origin_connections)
         uint64_t took_ms = now_ms() - started_ms;
         accepted[wave] = atomic_load(&h->accepted);
         held_max[wave] = hold_origin_take_held_max(h);
-        static const char *const what[WAVES + 1] = {
-            "", "", "", ", after the origin closed its idle ones",
-            ", answered with Connection: close", ", on new client connections"};
         fprintf(stderr,
                 "keepalive: wave %d: %d of %d answered in %llu ms, %ld in flight at once at most, "
                 "origin connections accepted %ld (total %ld)%s\n",
