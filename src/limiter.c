@@ -10,8 +10,8 @@
  *
  * This file keeps the limiter object, each rule's striped table of windows, the decisions,
  * departures and what the origin said. Rules with fair_by or max_concurrent hold requests in a
- * queue instead (limiter_queue.c); keys and costs are limiter_key.c's; views and snapshots
- * limiter_view.c's.
+ * queue instead (limiter_queue.c); keys and costs are limiter_key.c's; views, snapshots and the
+ * counts /metrics reads limiter_view.c's.
  *
  * Memory: a window costs ~64 bytes plus 8 bytes per ring slot; the ring starts at 4 slots and
  * doubles up to `limit`, so keys that send little cost little. */
@@ -245,25 +245,6 @@ void limiter_unref(struct limiter *l)
     key_count_unref(l->total_keys);
     free(l->states);
     free(l);
-}
-
-size_t limiter_rule_count(const struct limiter *l) { return l->rule_count; }
-
-const struct rate_rule *limiter_rule(const struct limiter *l, size_t index)
-{
-    return &l->rules[index];
-}
-
-void limiter_rule_stats(struct limiter *l, size_t index, struct limiter_rule_stats *out)
-{
-    struct rule_state *st = l->states[index];
-    out->admitted = atomic_load(&st->admitted);
-    out->delayed = atomic_load(&st->delayed);
-    out->rejected = atomic_load(&st->rejected);
-    out->would_delay = atomic_load(&st->would_delay);
-    out->would_reject = atomic_load(&st->would_reject);
-    out->queued = atomic_load(&st->queued);
-    out->keys = atomic_load(&st->keys);
 }
 
 /* ---- decisions ---------------------------------------------------------------------------- */
@@ -570,23 +551,6 @@ void limiter_answered(struct limiter_stamp *answer)
         }
     pthread_mutex_unlock(&((struct stripe *)answer->stripe)->lock);
     answer->window = NULL;
-}
-
-size_t limiter_paused_keys(struct limiter *l, size_t rule_index, uint64_t now_us)
-{
-    struct rule_state *st = l->states[rule_index];
-    size_t n = 0;
-    for (size_t j = 0; j < STRIPES; j++) {
-        struct stripe *s = &st->stripes[j];
-        pthread_mutex_lock(&s->lock);
-        for (size_t b = 0; b < s->bucket_count; b++)
-            for (struct window *w = s->buckets[b]; w != NULL; w = w->next) {
-                const char *why;
-                n += limiter_learned_until(&st->params, w, now_us, &why) > now_us;
-            }
-        pthread_mutex_unlock(&s->lock);
-    }
-    return n;
 }
 
 /* With the stripe locked: takes a cancelled reservation's entries out and puts back the entries it
