@@ -261,6 +261,17 @@ void limiter_reject(struct rule_state *st, struct limiter_decision *out, uint64_
 /* ---- what the origin said (upstream_limits: follow) -------------------------------------------
  */
 
+/* With the stripe locked: 1 when the lowest remaining said for the origin's current window is
+ * taken by the requests it may not have counted yet. Every answered request of that window is in
+ * the lowest count, in whatever order the answers came; the others are on their way. */
+static int lowest_spent(const struct learned *k, const struct window *w, uint64_t now,
+                        uint64_t margin_us)
+{
+    if (k->lowest_reset_us == 0 || k->lowest_reset_us + margin_us <= now)
+        return 0;
+    return (int64_t)w->unanswered_count + (int64_t)w->pending_count >= k->lowest_remaining;
+}
+
 /* With the stripe locked: until when the origin's word holds the key (0: it does not), and why.
  * A quota whose reset passed renews at its announced size, counting from now. */
 uint64_t limiter_learned_until(const struct rate_rule *p, struct window *w, uint64_t now,
@@ -273,6 +284,10 @@ uint64_t limiter_learned_until(const struct rate_rule *p, struct window *w, uint
     if (k->paused_until_us > now) {
         *why = "the origin asked for a pause (Retry-After)";
         return k->paused_until_us + margin_us;
+    }
+    if (lowest_spent(k, w, now, margin_us)) {
+        *why = "the origin's quota for this key is spent";
+        return k->lowest_reset_us + margin_us;
     }
     if (k->remaining < 0)
         return 0;
@@ -497,6 +512,26 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     pthread_mutex_unlock(&s->lock);
 }
 
+/* A remaining said for the quota window that resets at reset_us, by an answer to any request:
+ * a window is known by its reset (within the slack of whole seconds), and its lowest remaining
+ * is the origin's latest count. A late answer about an earlier window says nothing of this one. */
+static void learn_lowest(struct learned *k, int64_t remaining, uint64_t reset_us)
+{
+    uint64_t known = k->lowest_reset_us;
+    if (remaining < 0 || reset_us == 0)
+        return;
+    if (known != 0 && reset_us + LIMITER_RESET_SLACK_US > known &&
+        reset_us < known + LIMITER_RESET_SLACK_US) {
+        if (remaining < k->lowest_remaining)
+            k->lowest_remaining = remaining;
+        if (reset_us > known) /* the later reset holds longer */
+            k->lowest_reset_us = reset_us;
+    } else if (known == 0 || reset_us > known) {
+        k->lowest_remaining = remaining;
+        k->lowest_reset_us = reset_us;
+    }
+}
+
 void limiter_learn(struct limiter_stamp *answer, int status, const struct limit_headers *h,
                    uint64_t now_us)
 {
@@ -517,10 +552,11 @@ void limiter_learn(struct limiter_stamp *answer, int status, const struct limit_
         k->limit = (uint64_t)h->limit;
     if (h->window_ms > 0)
         k->period_us = (uint64_t)h->window_ms * 1000;
-    /* a response to an earlier request than the one the key learned from says less: it was
-     * counted before requests the newer one already includes */
+    uint64_t reset = h->reset_ms >= 0 ? now_us + (uint64_t)h->reset_ms * 1000 : 0;
+    learn_lowest(k, h->remaining, reset);
+    /* a response to an earlier request than the one the key learned from says less when the
+     * origin counted in departure order (when it did not, the lowest count above holds) */
     if (h->remaining >= 0 && (k->remaining < 0 || departure >= k->seq)) {
-        uint64_t reset = h->reset_ms >= 0 ? now_us + (uint64_t)h->reset_ms * 1000 : 0;
         /* a quota window seen from two resets (X-RateLimit-Reset says when, not how long) */
         uint64_t known = reset != 0 && k->reset_us == 0 ? k->last_reset_us : k->reset_us;
         if (h->window_ms <= 0 && reset != 0 && known != 0 && reset > known + LIMITER_RESET_SLACK_US)

@@ -62,7 +62,8 @@ void limiter_hold_cancel(struct limiter_hold *hold);
 /* What an origin said in its response to a request (upstream_limits: follow): its quota for the
  * request's key (limit, remaining, reset; limit_headers.h) and a 429/503's Retry-After. `answer`
  * is what limiter_depart filled for that request: requests of the key that departed after it are
- * not in the origin's count yet, nor, maybe, those that departed before it and are not answered.
+ * not in the origin's count yet, nor, maybe, those that departed before it and are not answered;
+ * answers may arrive in another order than the origin counted their requests.
  * From then on the key is held (delay rules, within max_delay) or refused until the reset or the
  * pause is over; requests of other keys, and requests matching no rule, are not. Never loosens
  * the rule. */

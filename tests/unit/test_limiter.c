@@ -899,6 +899,41 @@ START_TEST(test_learned_budget_counts_requests_in_flight)
 }
 END_TEST
 
+/* Answers come back in another order than the origin counted their requests (a threaded origin,
+ * one connection per request): the answer of the last request to leave is the last to arrive,
+ * but the origin counted that request first. It says 4 left; the four answered before it said
+ * 3, 2, 1, 0, so the quota is spent. Seen in test_learned, where the key then sent a request
+ * into a full window and got the origin's 429. */
+START_TEST(test_learned_answers_out_of_counting_order)
+{
+    struct rate_rule rules[] = {rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = make_config(rules, 1, 1000000);
+    struct limiter *l = limiter_new(&c, NULL, NULL);
+    struct limiter_decision d[5];
+    struct limiter_stamp answer[5];
+    memset(answer, 0, sizeof answer);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(ask_departing(l, 0, &d[i]), LIMITER_ADMIT);
+        limiter_depart(&d[i].stamp, 0, &answer[i]);
+    }
+    /* the origin (5 per window, resetting at 2 s) counted the 5th first, then the 1st to 4th */
+    static const int64_t remaining_said[5] = {3, 2, 1, 0, 4};
+    for (int i = 0; i < 5; i++) {
+        struct limit_headers h = said(5, remaining_said[i], 1999 - i, -1);
+        limiter_learn(&answer[i], 200, &h, (uint64_t)(1 + i) * MS);
+        limiter_answered(&answer[i]);
+    }
+    struct limiter_decision e;
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &e), LIMITER_REJECT);
+    ck_assert(e.paused);
+    ck_assert_uint_eq(e.retry_after_us, 2000 * MS - 10 * MS);
+    /* the origin's next window is the key's */
+    ck_assert_int_eq(ask_departing(l, 2001 * MS, &e), LIMITER_ADMIT);
+    limiter_abandon(&e.stamp);
+    limiter_unref(l);
+}
+END_TEST
+
 /* A 429's Retry-After pauses the key that got it, not another key of the rule. */
 START_TEST(test_learned_pause_scoped_to_key)
 {
@@ -1655,7 +1690,7 @@ int main(void)
                    test_pending_entry_never_expires, test_random_departures_never_exceed,
                    test_learned_quota_holds_until_reset,
                    test_learned_budget_counts_requests_in_flight,
-                   test_learned_pause_scoped_to_key,
+                   test_learned_answers_out_of_counting_order, test_learned_pause_scoped_to_key,
                    test_cancelled_reservation_keeps_what_it_followed,
                    test_cancelled_reservation_puts_back_departure, test_cost_takes_units,
                    test_cost_holds_and_cancels, test_random_costs_never_exceed,
