@@ -106,12 +106,23 @@ struct window *limiter_window_get(struct rule_state *st, struct stripe *s, uint6
     return w;
 }
 
+/* The last time what the key learned holds it: a reset (its own or its lowest count's) or a
+ * pause; 0 when it learned none. */
+static uint64_t learned_last_us(const struct learned *k)
+{
+    uint64_t last = k->reset_us > k->lowest_reset_us ? k->reset_us : k->lowest_reset_us;
+    return k->paused_until_us > last ? k->paused_until_us : last;
+}
+
 static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
-    /* a key that learned something keeps it until its reset or pause is over */
+    /* A key that learned something keeps it a window past its last reset or pause: the requests
+     * held for it (no reservation counts them) wake then, plus the margin, and must find the
+     * quota to renew at, not a key that knows nothing and lets all of them go. */
+    uint64_t learned_us = learned_last_us(&w->learned);
     return w->queued == 0 && w->pending_count == 0 && w->unanswered_count == 0 &&
-           (w->kq == NULL || w->kq->inflight == 0) && w->learned.reset_us <= now &&
-           w->learned.paused_until_us <= now &&
+           (w->kq == NULL || w->kq->inflight == 0) &&
+           (learned_us == 0 || learned_us + window_us <= now) &&
            (w->count == 0 || window_at(w, w->count - 1) + window_us <= now);
 }
 

@@ -934,6 +934,43 @@ START_TEST(test_learned_answers_out_of_counting_order)
 }
 END_TEST
 
+/* A key held by what its origin said keeps it past the reset its held requests wake at: an expiry
+ * pass between the reset and their turn left them an unknown key, and all of them went at once
+ * (test_learned: 19 held requests of a token, 9 of them into the origin's 429). */
+START_TEST(test_learned_quota_outlives_expiry_at_reset)
+{
+    struct rate_rule rules[] = {rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY)};
+    struct limiter *l = limiter_over(rules, 1);
+    struct limiter_decision d;
+    struct limiter_stamp answer[2];
+    memset(answer, 0, sizeof answer);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(ask_departing(l, 0, &d), LIMITER_ADMIT);
+        limiter_depart(&d.stamp, 0, &answer[i]);
+    }
+    /* the origin (3 per window) counted the 2nd first; the 1st's answer, later, has a later
+     * reset (delta seconds are counted from when the origin answered) */
+    struct limit_headers h = said(3, 1, 2000, -1);
+    limiter_learn(&answer[1], 200, &h, 1 * MS);
+    h = said(3, 0, 2003, -1);
+    limiter_learn(&answer[0], 200, &h, 2 * MS);
+    for (int i = 0; i < 2; i++)
+        limiter_answered(&answer[i]);
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &d), LIMITER_DELAY);
+    ck_assert(d.paused);
+    ck_assert_uint_eq(d.delay_us, 2005 * MS - 10 * MS); /* the later reset */
+    /* the held requests' turn: the key renews at 3, whenever the expiry pass runs */
+    ck_assert_uint_eq(limiter_expire(l, 2005 * MS), 1);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(ask_departing(l, 2005 * MS, &d), LIMITER_ADMIT);
+        limiter_depart(&d.stamp, 2005 * MS, NULL);
+    }
+    ck_assert_int_eq(ask_departing(l, 2005 * MS, &d), LIMITER_DELAY);
+    ck_assert(d.paused);
+    limiter_unref(l);
+}
+END_TEST
+
 /* A 429's Retry-After pauses the key that got it, not another key of the rule. */
 START_TEST(test_learned_pause_scoped_to_key)
 {
@@ -1690,7 +1727,8 @@ int main(void)
                    test_pending_entry_never_expires, test_random_departures_never_exceed,
                    test_learned_quota_holds_until_reset,
                    test_learned_budget_counts_requests_in_flight,
-                   test_learned_answers_out_of_counting_order, test_learned_pause_scoped_to_key,
+                   test_learned_answers_out_of_counting_order,
+                   test_learned_quota_outlives_expiry_at_reset, test_learned_pause_scoped_to_key,
                    test_cancelled_reservation_keeps_what_it_followed,
                    test_cancelled_reservation_puts_back_departure, test_cost_takes_units,
                    test_cost_holds_and_cancels, test_random_costs_never_exceed,
