@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "limiter.h"
+#include "limiter_fixture.h"
 
 #define MS 1000ULL /* microseconds */
 
@@ -51,34 +52,6 @@ static void start_timing(void)
 {
     wall0 = now_s();
     cpu0 = cpu_s();
-}
-
-static struct rate_rule make_rule(const char *name, enum rate_key key, uint32_t limit,
-                                  uint64_t window_ms, enum rate_over_limit over)
-{
-    struct rate_rule r;
-    memset(&r, 0, sizeof r);
-    snprintf(r.name, sizeof r.name, "%s", name);
-    r.key = key;
-    r.limit = limit;
-    r.window_ms = window_ms;
-    r.over_limit = over;
-    r.max_delay_ms = 30000;
-    r.max_queue = 1000;
-    r.cost = 1;
-    r.enforce = 1;
-    return r;
-}
-
-/* A config holding only what limiter_new reads (as tests/unit/test_limiter.c builds it) */
-static struct config make_config(struct rate_rule *rules, size_t count, uint32_t max_keys)
-{
-    struct config c;
-    memset(&c, 0, sizeof c);
-    c.rate_limits = rules;
-    c.rate_limits_count = count;
-    c.rate_limits_max_keys = max_keys;
-    return c;
 }
 
 /* client address number i: 10.x.y.z */
@@ -132,8 +105,9 @@ static void one_key_admit_note(uint64_t calls, const char *note)
 {
     /* limit 100 per 1 s, one call every 10 ms: the oldest entry leaves exactly as the next
      * arrives, so every call admits (after the first 100 the ring is full: pop + insert) */
-    struct rate_rule rules[] = {make_rule("one", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 2000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("one", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 2000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in a = client(1);
     uint64_t ok = 0, t = 0;
@@ -151,9 +125,10 @@ static void one_key_admit_note(uint64_t calls, const char *note)
  * finds it empty. */
 static void one_key_admit_fair(uint64_t calls)
 {
-    struct rate_rule rules[] = {make_rule("fair", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("fair", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_DELAY)};
     rules[0].fair_by = RATE_FAIR_CLIENT;
-    struct config c = make_config(rules, 1, 2000000);
+    struct config c = limiter_fixture_config(rules, 1, 2000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in a = client(1);
     uint64_t ok = 0, t = 0;
@@ -168,8 +143,9 @@ static void rotating_keys_admit(uint64_t calls, uint32_t keys)
 {
     /* keys in turn, 1 µs apart: each key gets a call every `keys` µs = 10 ms for 10,000 keys,
      * exactly its limit (100 per second) */
-    struct rate_rule rules[] = {make_rule("rot", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 2000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("rot", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 2000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in *addrs = malloc(keys * sizeof *addrs);
     for (uint32_t k = 0; k < keys; k++)
@@ -188,8 +164,9 @@ static void rotating_keys_admit(uint64_t calls, uint32_t keys)
 
 static void new_keys_admit(uint64_t calls)
 {
-    struct rate_rule rules[] = {make_rule("new", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 100000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("new", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 100000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     uint64_t ok = 0;
     start_timing();
@@ -203,8 +180,9 @@ static void new_keys_admit(uint64_t calls)
 
 static void one_key_reject(uint64_t calls)
 {
-    struct rate_rule rules[] = {make_rule("over", RATE_KEY_CLIENT, 100, 3600000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 2000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("over", RATE_KEY_CLIENT, 100, 3600000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 2000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in a = client(1);
     for (uint64_t t = 0; t < 100; t++)
@@ -249,8 +227,9 @@ static void two_threads(uint64_t calls_each, int same_key, const char *note)
     /* limit 100 per 1 s. One key: both threads advance one shared clock by 5 ms per call, so the
      * key is asked twice as often as it allows and half the calls admit. A key each: each thread
      * has its own clock advancing 10 ms per call (exactly the limit), so every call admits. */
-    struct rate_rule rules[] = {make_rule("two", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 2000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("two", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 2000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct padded_clock clocks[2];
     atomic_init(&clocks[0].t, 0);
@@ -316,8 +295,9 @@ static size_t heap_bytes(void)
 
 static void memory(uint32_t keys)
 {
-    struct rate_rule rules[] = {make_rule("mem", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 100000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("mem", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 100000000);
     malloc_trim(0);
     size_t heap0 = heap_bytes();
     long rss0 = rss_kib();

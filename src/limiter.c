@@ -10,8 +10,8 @@
  *
  * This file keeps the limiter object, each rule's striped table of windows, the decisions,
  * departures and what the origin said. Rules with fair_by or max_concurrent hold requests in a
- * queue instead (limiter_queue.c); keys and costs are limiter_key.c's; views and snapshots
- * limiter_view.c's.
+ * queue instead (limiter_queue.c); keys and costs are limiter_key.c's; views, snapshots and the
+ * counts /metrics reads limiter_view.c's.
  *
  * Memory: a window costs ~64 bytes plus 8 bytes per ring slot; the ring starts at 4 slots and
  * doubles up to `limit`, so keys that send little cost little. */
@@ -106,12 +106,23 @@ struct window *limiter_window_get(struct rule_state *st, struct stripe *s, uint6
     return w;
 }
 
+/* The last time what the key learned holds it: a reset (its own or its lowest count's) or a
+ * pause; 0 when it learned none. */
+static uint64_t learned_last_us(const struct learned *k)
+{
+    uint64_t last = k->reset_us > k->lowest_reset_us ? k->reset_us : k->lowest_reset_us;
+    return k->paused_until_us > last ? k->paused_until_us : last;
+}
+
 static int window_idle(const struct window *w, uint64_t now, uint64_t window_us)
 {
-    /* a key that learned something keeps it until its reset or pause is over */
+    /* A key that learned something keeps it a window past its last reset or pause: the requests
+     * held for it (no reservation counts them) wake then, plus the margin, and must find the
+     * quota to renew at, not a key that knows nothing and lets all of them go. */
+    uint64_t learned_us = learned_last_us(&w->learned);
     return w->queued == 0 && w->pending_count == 0 && w->unanswered_count == 0 &&
-           (w->kq == NULL || w->kq->inflight == 0) && w->learned.reset_us <= now &&
-           w->learned.paused_until_us <= now &&
+           (w->kq == NULL || w->kq->inflight == 0) &&
+           (learned_us == 0 || learned_us + window_us <= now) &&
            (w->count == 0 || window_at(w, w->count - 1) + window_us <= now);
 }
 
@@ -247,25 +258,6 @@ void limiter_unref(struct limiter *l)
     free(l);
 }
 
-size_t limiter_rule_count(const struct limiter *l) { return l->rule_count; }
-
-const struct rate_rule *limiter_rule(const struct limiter *l, size_t index)
-{
-    return &l->rules[index];
-}
-
-void limiter_rule_stats(struct limiter *l, size_t index, struct limiter_rule_stats *out)
-{
-    struct rule_state *st = l->states[index];
-    out->admitted = atomic_load(&st->admitted);
-    out->delayed = atomic_load(&st->delayed);
-    out->rejected = atomic_load(&st->rejected);
-    out->would_delay = atomic_load(&st->would_delay);
-    out->would_reject = atomic_load(&st->would_reject);
-    out->queued = atomic_load(&st->queued);
-    out->keys = atomic_load(&st->keys);
-}
-
 /* ---- decisions ---------------------------------------------------------------------------- */
 
 void limiter_reject(struct rule_state *st, struct limiter_decision *out, uint64_t retry_after_us,
@@ -280,6 +272,17 @@ void limiter_reject(struct rule_state *st, struct limiter_decision *out, uint64_
 /* ---- what the origin said (upstream_limits: follow) -------------------------------------------
  */
 
+/* With the stripe locked: 1 when the lowest remaining said for the origin's current window is
+ * taken by the requests it may not have counted yet. Every answered request of that window is in
+ * the lowest count, in whatever order the answers came; the others are on their way. */
+static int lowest_spent(const struct learned *k, const struct window *w, uint64_t now,
+                        uint64_t margin_us)
+{
+    if (k->lowest_reset_us == 0 || k->lowest_reset_us + margin_us <= now)
+        return 0;
+    return (int64_t)w->unanswered_count + (int64_t)w->pending_count >= k->lowest_remaining;
+}
+
 /* With the stripe locked: until when the origin's word holds the key (0: it does not), and why.
  * A quota whose reset passed renews at its announced size, counting from now. */
 uint64_t limiter_learned_until(const struct rate_rule *p, struct window *w, uint64_t now,
@@ -292,6 +295,10 @@ uint64_t limiter_learned_until(const struct rate_rule *p, struct window *w, uint
     if (k->paused_until_us > now) {
         *why = "the origin asked for a pause (Retry-After)";
         return k->paused_until_us + margin_us;
+    }
+    if (lowest_spent(k, w, now, margin_us)) {
+        *why = "the origin's quota for this key is spent";
+        return k->lowest_reset_us + margin_us;
     }
     if (k->remaining < 0)
         return 0;
@@ -516,6 +523,26 @@ void limiter_decide(struct limiter *l, const struct limiter_request *r, uint64_t
     pthread_mutex_unlock(&s->lock);
 }
 
+/* A remaining said for the quota window that resets at reset_us, by an answer to any request:
+ * a window is known by its reset (within the slack of whole seconds), and its lowest remaining
+ * is the origin's latest count. A late answer about an earlier window says nothing of this one. */
+static void learn_lowest(struct learned *k, int64_t remaining, uint64_t reset_us)
+{
+    uint64_t known = k->lowest_reset_us;
+    if (remaining < 0 || reset_us == 0)
+        return;
+    if (known != 0 && reset_us + LIMITER_RESET_SLACK_US > known &&
+        reset_us < known + LIMITER_RESET_SLACK_US) {
+        if (remaining < k->lowest_remaining)
+            k->lowest_remaining = remaining;
+        if (reset_us > known) /* the later reset holds longer */
+            k->lowest_reset_us = reset_us;
+    } else if (known == 0 || reset_us > known) {
+        k->lowest_remaining = remaining;
+        k->lowest_reset_us = reset_us;
+    }
+}
+
 void limiter_learn(struct limiter_stamp *answer, int status, const struct limit_headers *h,
                    uint64_t now_us)
 {
@@ -536,10 +563,11 @@ void limiter_learn(struct limiter_stamp *answer, int status, const struct limit_
         k->limit = (uint64_t)h->limit;
     if (h->window_ms > 0)
         k->period_us = (uint64_t)h->window_ms * 1000;
-    /* a response to an earlier request than the one the key learned from says less: it was
-     * counted before requests the newer one already includes */
+    uint64_t reset = h->reset_ms >= 0 ? now_us + (uint64_t)h->reset_ms * 1000 : 0;
+    learn_lowest(k, h->remaining, reset);
+    /* a response to an earlier request than the one the key learned from says less when the
+     * origin counted in departure order (when it did not, the lowest count above holds) */
     if (h->remaining >= 0 && (k->remaining < 0 || departure >= k->seq)) {
-        uint64_t reset = h->reset_ms >= 0 ? now_us + (uint64_t)h->reset_ms * 1000 : 0;
         /* a quota window seen from two resets (X-RateLimit-Reset says when, not how long) */
         uint64_t known = reset != 0 && k->reset_us == 0 ? k->last_reset_us : k->reset_us;
         if (h->window_ms <= 0 && reset != 0 && known != 0 && reset > known + LIMITER_RESET_SLACK_US)
@@ -570,23 +598,6 @@ void limiter_answered(struct limiter_stamp *answer)
         }
     pthread_mutex_unlock(&((struct stripe *)answer->stripe)->lock);
     answer->window = NULL;
-}
-
-size_t limiter_paused_keys(struct limiter *l, size_t rule_index, uint64_t now_us)
-{
-    struct rule_state *st = l->states[rule_index];
-    size_t n = 0;
-    for (size_t j = 0; j < STRIPES; j++) {
-        struct stripe *s = &st->stripes[j];
-        pthread_mutex_lock(&s->lock);
-        for (size_t b = 0; b < s->bucket_count; b++)
-            for (struct window *w = s->buckets[b]; w != NULL; w = w->next) {
-                const char *why;
-                n += limiter_learned_until(&st->params, w, now_us, &why) > now_us;
-            }
-        pthread_mutex_unlock(&s->lock);
-    }
-    return n;
 }
 
 /* With the stripe locked: takes a cancelled reservation's entries out and puts back the entries it

@@ -20,7 +20,8 @@
 
 /* The request, decision, stamp and flight types and the LIMITER_HOLD_EXPIRED and
  * LIMITER_PENDING_RECHECK_US values are in limiter_types.h; rule matching and keys in
- * limiter_key.h; views and snapshots in limiter_view.h. All of them come with this header. */
+ * limiter_key.h; views, snapshots and counts per rule in limiter_view.h. All of them come with
+ * this header. */
 
 /* Builds the limiter for `config`'s rate_limits. Rules of `previous` (may be NULL) with the same
  * name and parameters keep their windows, so a reload does not reset them. Header keys are hashed
@@ -61,7 +62,8 @@ void limiter_hold_cancel(struct limiter_hold *hold);
 /* What an origin said in its response to a request (upstream_limits: follow): its quota for the
  * request's key (limit, remaining, reset; limit_headers.h) and a 429/503's Retry-After. `answer`
  * is what limiter_depart filled for that request: requests of the key that departed after it are
- * not in the origin's count yet, nor, maybe, those that departed before it and are not answered.
+ * not in the origin's count yet, nor, maybe, those that departed before it and are not answered;
+ * answers may arrive in another order than the origin counted their requests.
  * From then on the key is held (delay rules, within max_delay) or refused until the reset or the
  * pause is over; requests of other keys, and requests matching no rule, are not. Never loosens
  * the rule. */
@@ -74,8 +76,6 @@ void limiter_answered(struct limiter_stamp *answer);
 #define LIMITER_MAX_PAUSE_US (3600ULL * 1000000) /* a Retry-After longer than an hour is capped */
 /* Two resets this far apart or more are two quota windows (seconds in headers round). */
 #define LIMITER_RESET_SLACK_US 500000ULL
-/* Keys of the rule held now by what their origin said, for /metrics (walks every window). */
-size_t limiter_paused_keys(struct limiter *limiter, size_t rule_index, uint64_t now_us);
 uint64_t limiter_pause_decisions(void); /* requests held or refused for what an origin said */
 
 /* limiter_match and limiter_key: limiter_key.h. */
@@ -83,19 +83,11 @@ uint64_t limiter_pause_decisions(void); /* requests held or refused for what an 
 /* Frees windows idle for longer than their window. Returns the windows left. */
 size_t limiter_expire(struct limiter *limiter, uint64_t now_us);
 
-struct limiter_rule_stats {
-    uint64_t admitted, delayed, rejected;
-    uint64_t would_delay, would_reject; /* enforce: false: let through at once */
-    uint64_t queued;                    /* gauge: requests held now */
-    uint64_t keys;                      /* gauge: windows kept now */
-};
-size_t limiter_rule_count(const struct limiter *limiter);
-const struct rate_rule *limiter_rule(const struct limiter *limiter, size_t index);
-void limiter_rule_stats(struct limiter *limiter, size_t index, struct limiter_rule_stats *out);
 /* Windows over all rules (what rate_limits_max_keys caps), counted over this limiter and the
  * ones it was built over (limiter_new's previous) and after. */
 uint64_t limiter_total_keys(const struct limiter *limiter);
 
-/* Views and snapshots (the admin endpoint's /limits, the state file): limiter_view.h. */
+/* Views, snapshots and counts per rule (the admin endpoint's /limits and /metrics, the state
+ * file): limiter_view.h. */
 
 #endif

@@ -230,3 +230,41 @@ int limiter_reset_window(struct limiter *l, size_t rule_index, const char *key, 
     pthread_mutex_unlock(&s->lock);
     return w != NULL ? 0 : -1;
 }
+
+size_t limiter_rule_count(const struct limiter *l) { return l->rule_count; }
+
+const struct rate_rule *limiter_rule(const struct limiter *l, size_t index)
+{
+    return &l->rules[index];
+}
+
+void limiter_rule_stats(struct limiter *l, size_t index, struct limiter_rule_stats *out)
+{
+    struct rule_state *st = l->states[index];
+    out->admitted = atomic_load(&st->admitted);
+    out->delayed = atomic_load(&st->delayed);
+    out->rejected = atomic_load(&st->rejected);
+    out->would_delay = atomic_load(&st->would_delay);
+    out->would_reject = atomic_load(&st->would_reject);
+    out->queued = atomic_load(&st->queued);
+    out->keys = atomic_load(&st->keys);
+}
+
+struct paused_visit {
+    uint64_t now_us;
+    size_t count;
+};
+
+static void count_paused_one(struct rule_state *st, struct window *w, void *arg)
+{
+    struct paused_visit *v = arg;
+    const char *why;
+    v->count += limiter_learned_until(&st->params, w, v->now_us, &why) > v->now_us;
+}
+
+size_t limiter_paused_keys(struct limiter *l, size_t rule_index, uint64_t now_us)
+{
+    struct paused_visit v = {now_us, 0};
+    rule_visit(l->states[rule_index], count_paused_one, &v);
+    return v.count;
+}

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_view.h — the limiter's windows as others may see them: the admin endpoint's /limits
- * (one view per window), the state file's export and restore of window entries and learned
- * limits, and the admin
- * reset of one key. Included by limiter.h. Reads and writes windows only under their stripe
- * locks, through window.h; must not decide, hold or learn anything (limiter.c does). */
+ * (one view per window), the counts per rule /metrics reads, the state file's export and restore
+ * of window entries and learned limits, and the admin reset of one key. Included by limiter.h.
+ * Reads and writes windows only under their stripe locks, through window.h; must not decide, hold
+ * or learn anything (limiter.c does; counting the keys an origin holds renews a quota whose reset
+ * passed, as the key's next decision would). */
 #ifndef RLPROXY_LIMITER_VIEW_H
 #define RLPROXY_LIMITER_VIEW_H
 
@@ -11,6 +12,19 @@
 #include <stdint.h>
 
 struct limiter;
+struct rate_rule;
+
+struct limiter_rule_stats {
+    uint64_t admitted, delayed, rejected;
+    uint64_t would_delay, would_reject; /* enforce: false: let through at once */
+    uint64_t queued;                    /* gauge: requests held now */
+    uint64_t keys;                      /* gauge: windows kept now */
+};
+size_t limiter_rule_count(const struct limiter *limiter);
+const struct rate_rule *limiter_rule(const struct limiter *limiter, size_t index);
+void limiter_rule_stats(struct limiter *limiter, size_t index, struct limiter_rule_stats *out);
+/* Keys of the rule held now by what their origin said, for /metrics (walks every window). */
+size_t limiter_paused_keys(struct limiter *limiter, size_t rule_index, uint64_t now_us);
 
 /* These read and write windows through the same locks as decisions; callbacks run with one
  * stripe locked, so they must be quick and must not call back into the limiter. Every ring entry

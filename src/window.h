@@ -24,6 +24,11 @@ struct learned {
     uint64_t period_us;       /* the quota's window: said (IETF w) or seen between resets */
     uint64_t paused_until_us; /* a 429/503's Retry-After */
     uint64_t last_reset_us;   /* the last reset said, kept across renewals: for period_us */
+    /* The lowest remaining said for the quota window that resets at lowest_reset_us (0: none).
+     * An origin's answers may arrive in another order than it counted their requests: the
+     * lowest is the latest count, whichever request it answered. */
+    int64_t lowest_remaining;
+    uint64_t lowest_reset_us;
 };
 
 struct window {

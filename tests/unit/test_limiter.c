@@ -16,6 +16,7 @@
 #include "limit_headers.h"
 #include "limiter.h"
 
+#include "limiter_fixture.h"
 #include "unit.h"
 
 #define MS 1000ULL /* microseconds */
@@ -30,39 +31,11 @@ static struct sockaddr_in client_addr(const char *ip)
     return a;
 }
 
-static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit, uint64_t window_ms,
-                             enum rate_over_limit over)
-{
-    struct rate_rule r;
-    memset(&r, 0, sizeof r);
-    snprintf(r.name, sizeof r.name, "%s", name);
-    r.key = key;
-    r.limit = limit;
-    r.window_ms = window_ms;
-    r.over_limit = over;
-    r.max_delay_ms = 30000;
-    r.max_queue = 1000;
-    r.cost = 1;
-    r.enforce = 1;
-    return r;
-}
-
-/* A config holding only what limiter_new reads; never passed to config_unref. */
-static struct config make_config(struct rate_rule *rules, size_t count, uint32_t max_keys)
-{
-    struct config c;
-    memset(&c, 0, sizeof c);
-    c.rate_limits = rules;
-    c.rate_limits_count = count;
-    c.rate_limits_max_keys = max_keys;
-    return c;
-}
-
 /* A limiter over count rules with room for a million keys, as most tests want; the limiter keeps
  * the rules, not the config. */
 static struct limiter *limiter_over(struct rate_rule *rules, size_t count)
 {
-    struct config c = make_config(rules, count, 1000000);
+    struct config c = limiter_fixture_config(rules, count, 1000000);
     return limiter_new(&c, NULL, NULL);
 }
 
@@ -84,7 +57,8 @@ static enum limiter_verdict ask(struct limiter *l, const char *ip, const char *h
 
 START_TEST(test_reject_exact)
 {
-    struct rate_rule rules[] = {rule("r", RATE_KEY_CLIENT, 5, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("r", RATE_KEY_CLIENT, 5, 1000, RATE_OVER_REJECT)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     for (int i = 0; i < 5; i++) {
@@ -127,7 +101,8 @@ START_TEST(test_random_arrivals_never_exceed)
 {
     const uint32_t limit = 50;
     const uint64_t window_ms = 1000;
-    struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("r", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_REJECT)};
     struct limiter *l = limiter_over(rules, 1);
     unsigned seed = 12345;
     uint64_t now = 0;
@@ -150,7 +125,7 @@ END_TEST
 
 START_TEST(test_delay_reserves_in_order)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_HOST, 3, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {limiter_fixture_rule("d", RATE_KEY_HOST, 3, 1000, RATE_OVER_DELAY)};
     rules[0].max_delay_ms = 2500;
     rules[0].max_queue = 5;
     struct limiter *l = limiter_over(rules, 1);
@@ -195,7 +170,8 @@ END_TEST
 
 START_TEST(test_cancel_gives_slot_back)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -220,7 +196,8 @@ END_TEST
 /* A hold released late pushes the holds computed from it: the gap at the origin stays a window. */
 START_TEST(test_late_release_propagates)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -240,7 +217,7 @@ END_TEST
 START_TEST(test_matching_first_rule_wins)
 {
     struct rate_rule rules[3];
-    rules[0] = rule("github", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT);
+    rules[0] = limiter_fixture_rule("github", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT);
     struct host_pattern hosts[2];
     memset(hosts, 0, sizeof hosts);
     snprintf(hosts[0].text, sizeof hosts[0].text, "api.github.com");
@@ -255,10 +232,10 @@ START_TEST(test_matching_first_rule_wins)
     cidr_parse("10.0.0.0/8", &nets[0]);
     rules[0].match_client = nets;
     rules[0].match_client_count = 1;
-    rules[1] = rule("post", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT);
+    rules[1] = limiter_fixture_rule("post", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT);
     snprintf(rules[1].match_method[0], sizeof rules[1].match_method[0], "POST");
     rules[1].match_method_count = 1;
-    rules[2] = rule("default", RATE_KEY_CLIENT_HOST, 100, 1000, RATE_OVER_REJECT);
+    rules[2] = limiter_fixture_rule("default", RATE_KEY_CLIENT_HOST, 100, 1000, RATE_OVER_REJECT);
     rules[2].match_client = nets;
     rules[2].match_client_count = 1;
     struct limiter *l = limiter_over(rules, 3);
@@ -288,7 +265,8 @@ END_TEST
 
 START_TEST(test_host_key_ignores_case)
 {
-    struct rate_rule rules[] = {rule("h", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("h", RATE_KEY_HOST, 1, 1000, RATE_OVER_REJECT)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l, "1.1.1.1", "API.Example.com", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -330,9 +308,10 @@ static enum limiter_verdict ask_with_headers(struct limiter *l, const char *host
 
 START_TEST(test_header_values_get_own_windows)
 {
-    struct rate_rule rules[] = {rule("tokens", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("tokens", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT)};
     snprintf(rules[0].key_header, sizeof rules[0].key_header, "X-Api-Key");
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     char err[256];
     struct credential_key *key = credential_key_new_random(err, sizeof err);
     ck_assert_msg(key != NULL, "%s", err);
@@ -370,7 +349,8 @@ END_TEST
 
 START_TEST(test_host_header_key)
 {
-    struct rate_rule rules[] = {rule("r", RATE_KEY_HOST_HEADER, 1, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("r", RATE_KEY_HOST_HEADER, 1, 1000, RATE_OVER_REJECT)};
     snprintf(rules[0].key_header, sizeof rules[0].key_header, "Authorization");
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
@@ -397,7 +377,7 @@ END_TEST
  * and HMAC-SHA256 as specified (RFC 4231 test case 2), or plain SHA-256 without a key. */
 START_TEST(test_header_key_text)
 {
-    struct rate_rule r = rule("r", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT);
+    struct rate_rule r = limiter_fixture_rule("r", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT);
     snprintf(r.key_header, sizeof r.key_header, "Authorization");
     const char *secret_value = "Bearer ghp_abcdefghijklmnopqrstuvwxyz0123456789";
     const char *headers[] = {"Authorization", secret_value, NULL};
@@ -443,13 +423,14 @@ END_TEST
 /* Another header name is another rule's windows; the same name in another case is the same. */
 START_TEST(test_reload_header_name)
 {
-    struct rate_rule r1[] = {rule("r", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT)};
+    struct rate_rule r1[] = {limiter_fixture_rule("r", RATE_KEY_HEADER, 1, 1000, RATE_OVER_REJECT)};
     snprintf(r1[0].key_header, sizeof r1[0].key_header, "X-Api-Key");
     struct rate_rule r2[] = {r1[0]}, r3[] = {r1[0]};
     snprintf(r2[0].key_header, sizeof r2[0].key_header, "x-api-KEY");
     snprintf(r3[0].key_header, sizeof r3[0].key_header, "X-Other-Key");
-    struct config c1 = make_config(r1, 1, 1000000), c2 = make_config(r2, 1, 1000000),
-                  c3 = make_config(r3, 1, 1000000);
+    struct config c1 = limiter_fixture_config(r1, 1, 1000000),
+                  c2 = limiter_fixture_config(r2, 1, 1000000),
+                  c3 = limiter_fixture_config(r3, 1, 1000000);
     const char *headers[] = {"X-Api-Key", "t", "X-Other-Key", "t", NULL};
     struct limiter_decision d;
     struct limiter *l1 = limiter_new(&c1, NULL, NULL);
@@ -469,8 +450,9 @@ END_TEST
  * reload keeps counting the windows it carries over. */
 START_TEST(test_key_count_per_limiter)
 {
-    struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 2);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 2);
     struct limiter *a = limiter_new(&c, NULL, NULL);
     struct limiter *b = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
@@ -492,8 +474,9 @@ END_TEST
 
 START_TEST(test_expiry_and_key_cap)
 {
-    struct rate_rule rules[] = {rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 100);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("c", RATE_KEY_CLIENT, 2, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 100);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     uint64_t before = limiter_total_keys(l);
     struct limiter_decision d;
@@ -520,13 +503,14 @@ END_TEST
 
 START_TEST(test_reload_keeps_unchanged_rules)
 {
-    struct rate_rule rules1[] = {rule("a", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT),
-                                 rule("b", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules1[] = {
+        limiter_fixture_rule("a", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT),
+        limiter_fixture_rule("b", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
     snprintf(rules1[1].match_method[0], 24, "POST");
     rules1[1].match_method_count = 1;
     snprintf(rules1[0].match_method[0], 24, "GET");
     rules1[0].match_method_count = 1;
-    struct config c1 = make_config(rules1, 2, 1000000);
+    struct config c1 = limiter_fixture_config(rules1, 2, 1000000);
     struct limiter *l1 = limiter_new(&c1, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask(l1, "1.1.1.1", "h", "GET", "/", 0, &d), LIMITER_ADMIT);
@@ -534,7 +518,7 @@ START_TEST(test_reload_keeps_unchanged_rules)
     /* a keeps its parameters, b gets a new limit */
     struct rate_rule rules2[] = {rules1[0], rules1[1]};
     rules2[1].limit = 2;
-    struct config c2 = make_config(rules2, 2, 1000000);
+    struct config c2 = limiter_fixture_config(rules2, 2, 1000000);
     struct limiter *l2 = limiter_new(&c2, l1, NULL);
     limiter_unref(l1);
     ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 10 * MS, &d), LIMITER_REJECT);
@@ -557,10 +541,11 @@ START_TEST(test_random_delays_and_cancels_never_exceed)
     unsigned seed = 777;
     for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
         uint32_t limit = limits[li];
-        struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, limit, 100, RATE_OVER_DELAY)};
+        struct rate_rule rules[] = {
+            limiter_fixture_rule("d", RATE_KEY_GLOBAL, limit, 100, RATE_OVER_DELAY)};
         rules[0].max_delay_ms = 1000;
         rules[0].max_queue = 50;
-        struct config c = make_config(rules, 1, 1000000);
+        struct config c = limiter_fixture_config(rules, 1, 1000000);
         struct limiter *l = limiter_new(&c, NULL, NULL);
         size_t cap = 20000, n = 0, nholds = 0;
         uint64_t *admitted = malloc(cap * sizeof *admitted);
@@ -625,7 +610,8 @@ static void *contend(void *arg)
 
 START_TEST(test_two_threads_one_key)
 {
-    struct rate_rule rules[] = {rule("g", RATE_KEY_GLOBAL, 1000, 60000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("g", RATE_KEY_GLOBAL, 1000, 60000, RATE_OVER_REJECT)};
     struct limiter *l = limiter_over(rules, 1);
     struct contender a = {l, 0}, b = {l, 0};
     pthread_t ta, tb;
@@ -640,7 +626,8 @@ END_TEST
 
 START_TEST(test_remaining_and_reset)
 {
-    struct rate_rule rules[] = {rule("r", RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("r", RATE_KEY_GLOBAL, 3, 10000, RATE_OVER_REJECT)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision d;
     ask(l, "1.1.1.1", "h", "GET", "/", 1000 * MS, &d);
@@ -671,7 +658,8 @@ static enum limiter_verdict ask_departing(struct limiter *l, uint64_t now,
 /* The window counts departures: an entry moves to when its request reached the origin. */
 START_TEST(test_departure_moves_entry)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision a, b, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
@@ -696,7 +684,8 @@ END_TEST
  * waits for its departure plus the window. */
 START_TEST(test_pending_entry_never_expires)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
     struct limiter *l = limiter_over(rules, 1);
     struct limiter_decision a, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
@@ -708,8 +697,9 @@ START_TEST(test_pending_entry_never_expires)
     ck_assert_uint_eq(limiter_hold_ready(d.hold, 3600 * MS), 0);
     limiter_hold_done(d.hold, 3600 * MS);
     /* a reject rule says the same with Retry-After */
-    struct rate_rule strict[] = {rule("r", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
-    struct config c2 = make_config(strict, 1, 1000000);
+    struct rate_rule strict[] = {
+        limiter_fixture_rule("r", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_REJECT)};
+    struct config c2 = limiter_fixture_config(strict, 1, 1000000);
     struct limiter *l2 = limiter_new(&c2, NULL, NULL);
     ck_assert_int_eq(ask_departing(l2, 0, &a), LIMITER_ADMIT);
     ck_assert_int_eq(ask_departing(l2, 5000 * MS, &d), LIMITER_REJECT);
@@ -732,10 +722,11 @@ START_TEST(test_random_departures_never_exceed)
     for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
         uint32_t limit = limits[li];
         const uint64_t window = 200 * MS;
-        struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
+        struct rate_rule rules[] = {
+            limiter_fixture_rule("d", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
         rules[0].max_delay_ms = 60000;
         rules[0].max_queue = 100000;
-        struct config c = make_config(rules, 1, 1000000);
+        struct config c = limiter_fixture_config(rules, 1, 1000000);
         struct limiter *l = limiter_new(&c, NULL, NULL);
         enum { HELD, ON_THE_WAY };
         struct request {
@@ -842,11 +833,23 @@ static enum limiter_verdict exchange(struct limiter *l, uint64_t now, int status
     return v;
 }
 
+/* n requests of the key admitted and departed at 0, their answers to come in answer[] */
+static void depart_at_zero(struct limiter *l, struct limiter_stamp *answer, int n)
+{
+    memset(answer, 0, (size_t)n * sizeof *answer);
+    for (int i = 0; i < n; i++) {
+        struct limiter_decision d;
+        ck_assert_int_eq(ask_departing(l, 0, &d), LIMITER_ADMIT);
+        limiter_depart(&d.stamp, 0, &answer[i]);
+    }
+}
+
 /* The origin's quota is stricter than the rule: the key keeps under it and renews at its reset. */
 START_TEST(test_learned_quota_holds_until_reset)
 {
-    struct rate_rule rules[] = {rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY)};
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     /* the origin allows 3 per 2 s, with 2 s to go */
@@ -871,16 +874,11 @@ END_TEST
  * counts as not including the requests that departed before it and are not answered yet. */
 START_TEST(test_learned_budget_counts_requests_in_flight)
 {
-    struct rate_rule rules[] = {rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
-    struct limiter *l = limiter_new(&c, NULL, NULL);
-    struct limiter_decision d[4];
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    struct limiter *l = limiter_over(rules, 1);
     struct limiter_stamp answer[4];
-    memset(answer, 0, sizeof answer);
-    for (int i = 0; i < 4; i++) {
-        ck_assert_int_eq(ask_departing(l, 0, &d[i]), LIMITER_ADMIT);
-        limiter_depart(&d[i].stamp, 0, &answer[i]);
-    }
+    depart_at_zero(l, answer, 4);
     /* the origin (limit 5) answers the 4th first: it counted only itself, 4 left */
     struct limit_headers h = said(5, 4, 60000, -1);
     limiter_learn(&answer[3], 200, &h, 1 * MS);
@@ -902,11 +900,76 @@ START_TEST(test_learned_budget_counts_requests_in_flight)
 }
 END_TEST
 
+/* Answers come back in another order than the origin counted their requests (a threaded origin,
+ * one connection per request): the answer of the last request to leave is the last to arrive,
+ * but the origin counted that request first. It says 4 left; the four answered before it said
+ * 3, 2, 1, 0, so the quota is spent. Seen in test_learned, where the key then sent a request
+ * into a full window and got the origin's 429. */
+START_TEST(test_learned_answers_out_of_counting_order)
+{
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    struct limiter *l = limiter_over(rules, 1);
+    struct limiter_stamp answer[5];
+    depart_at_zero(l, answer, 5);
+    /* the origin (5 per window, resetting at 2 s) counted the 5th first, then the 1st to 4th */
+    static const int64_t remaining_said[5] = {3, 2, 1, 0, 4};
+    for (int i = 0; i < 5; i++) {
+        struct limit_headers h = said(5, remaining_said[i], 1999 - i, -1);
+        limiter_learn(&answer[i], 200, &h, (uint64_t)(1 + i) * MS);
+        limiter_answered(&answer[i]);
+    }
+    struct limiter_decision e;
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &e), LIMITER_REJECT);
+    ck_assert(e.paused);
+    ck_assert_uint_eq(e.retry_after_us, 2000 * MS - 10 * MS);
+    /* the origin's next window is the key's */
+    ck_assert_int_eq(ask_departing(l, 2001 * MS, &e), LIMITER_ADMIT);
+    limiter_abandon(&e.stamp);
+    limiter_unref(l);
+}
+END_TEST
+
+/* A key held by what its origin said keeps it past the reset its held requests wake at: an expiry
+ * pass between the reset and their turn left them an unknown key, and all of them went at once
+ * (test_learned: 19 held requests of a token, 9 of them into the origin's 429). */
+START_TEST(test_learned_quota_outlives_expiry_at_reset)
+{
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("q", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY)};
+    struct limiter *l = limiter_over(rules, 1);
+    struct limiter_decision d;
+    struct limiter_stamp answer[2];
+    depart_at_zero(l, answer, 2);
+    /* the origin (3 per window) counted the 2nd first; the 1st's answer, later, has a later
+     * reset (delta seconds are counted from when the origin answered) */
+    struct limit_headers h = said(3, 1, 2000, -1);
+    limiter_learn(&answer[1], 200, &h, 1 * MS);
+    h = said(3, 0, 2003, -1);
+    limiter_learn(&answer[0], 200, &h, 2 * MS);
+    for (int i = 0; i < 2; i++)
+        limiter_answered(&answer[i]);
+    ck_assert_int_eq(ask_departing(l, 10 * MS, &d), LIMITER_DELAY);
+    ck_assert(d.paused);
+    ck_assert_uint_eq(d.delay_us, 2005 * MS - 10 * MS); /* the later reset */
+    /* the held requests' turn: the key renews at 3, whenever the expiry pass runs */
+    ck_assert_uint_eq(limiter_expire(l, 2005 * MS), 1);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(ask_departing(l, 2005 * MS, &d), LIMITER_ADMIT);
+        limiter_depart(&d.stamp, 2005 * MS, NULL);
+    }
+    ck_assert_int_eq(ask_departing(l, 2005 * MS, &d), LIMITER_DELAY);
+    ck_assert(d.paused);
+    limiter_unref(l);
+}
+END_TEST
+
 /* A 429's Retry-After pauses the key that got it, not another key of the rule. */
 START_TEST(test_learned_pause_scoped_to_key)
 {
-    struct rate_rule rules[] = {rule("p", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
-    struct config c = make_config(rules, 1, 1000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("p", RATE_KEY_CLIENT, 100, 1000, RATE_OVER_REJECT)};
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct sockaddr_in a = client_addr("1.1.1.1"), b = client_addr("2.2.2.2");
     struct limiter_request ra = {.client = (struct sockaddr *)&a, .user = "-", .host = "h",
@@ -949,8 +1012,9 @@ END_TEST
  * what that reservation was computed from: here a request still on its way. */
 START_TEST(test_cancelled_reservation_keeps_what_it_followed)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision a, h1, h2;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT); /* connecting for a long time */
@@ -974,8 +1038,9 @@ END_TEST
 /* A cancelled reservation puts back what it displaced no earlier than that request departed. */
 START_TEST(test_cancelled_reservation_puts_back_departure)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
-    struct config c = make_config(rules, 1, 1000000);
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 1, 1000, RATE_OVER_DELAY)};
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision a, h, d;
     ck_assert_int_eq(ask_departing(l, 0, &a), LIMITER_ADMIT);
@@ -1018,10 +1083,11 @@ static enum limiter_verdict ask_cost(struct limiter *l, const char *cost, uint64
  * units; a header's cost replaces the rule's, and a value that is no cost is a bad request. */
 START_TEST(test_cost_takes_units)
 {
-    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 10, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("c", RATE_KEY_GLOBAL, 10, 1000, RATE_OVER_REJECT)};
     rules[0].cost = 4;
     snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask_cost(l, NULL, 0, 0, &d), LIMITER_ADMIT);
@@ -1060,9 +1126,10 @@ END_TEST
  * gives them back. */
 START_TEST(test_cost_holds_and_cancels)
 {
-    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 3, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("c", RATE_KEY_GLOBAL, 3, 1000, RATE_OVER_DELAY)};
     snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     ck_assert_int_eq(ask_cost(l, NULL, 0, 0, &d), LIMITER_ADMIT);
@@ -1101,11 +1168,12 @@ END_TEST
 static void random_costs_run(uint32_t limit, unsigned seed)
 {
     const uint64_t window = 200 * MS;
-    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("c", RATE_KEY_GLOBAL, limit, 200, RATE_OVER_DELAY)};
     snprintf(rules[0].cost_header, sizeof rules[0].cost_header, "X-Cost");
     rules[0].max_delay_ms = 60000;
     rules[0].max_queue = 100000;
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     enum { HELD, ON_THE_WAY };
     struct request {
@@ -1196,14 +1264,15 @@ END_TEST
  * gone; a reload that turns enforcing on keeps the window. */
 START_TEST(test_dry_run_counts_and_lets_through)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY),
-                                rule("r", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY),
+        limiter_fixture_rule("r", RATE_KEY_CLIENT, 1, 1000, RATE_OVER_REJECT)};
     rules[0].enforce = 0;
     rules[0].max_delay_ms = 1500;
     snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
     rules[0].match_method_count = 1;
     rules[1].enforce = 0;
-    struct config c = make_config(rules, 2, 1000000);
+    struct config c = limiter_fixture_config(rules, 2, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     for (int i = 0; i < 2; i++) {
@@ -1234,7 +1303,7 @@ START_TEST(test_dry_run_counts_and_lets_through)
     /* enforcing from a reload: the same windows, now held */
     struct rate_rule enforced[] = {rules[0], rules[1]};
     enforced[0].enforce = enforced[1].enforce = 1;
-    struct config c2 = make_config(enforced, 2, 1000000);
+    struct config c2 = limiter_fixture_config(enforced, 2, 1000000);
     struct limiter *l2 = limiter_new(&c2, l, NULL);
     limiter_unref(l);
     ck_assert_int_eq(ask(l2, "1.1.1.1", "h", "GET", "/", 200 * MS, &d), LIMITER_DELAY);
@@ -1292,7 +1361,8 @@ static enum limiter_verdict ask_from(struct limiter *l, const char *ip, const ch
 
 static struct rate_rule fair_rule(uint32_t limit, uint64_t window_ms)
 {
-    struct rate_rule r = rule("f", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_DELAY);
+    struct rate_rule r =
+        limiter_fixture_rule("f", RATE_KEY_GLOBAL, limit, window_ms, RATE_OVER_DELAY);
     r.fair_by = RATE_FAIR_CLIENT;
     r.max_delay_ms = 60000;
     snprintf(r.cost_header, sizeof r.cost_header, "X-Cost");
@@ -1303,7 +1373,7 @@ static struct rate_rule fair_rule(uint32_t limit, uint64_t window_ms)
 START_TEST(test_fair_release_round_robin)
 {
     struct rate_rule rules[] = {fair_rule(1, 100)};
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     struct {
@@ -1356,7 +1426,7 @@ END_TEST
 START_TEST(test_cancelled_hold_moves_queue_up)
 {
     struct rate_rule rules[] = {fair_rule(1, 1000)};
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision d;
     int woken_b = 0, woken_c = 0;
@@ -1393,14 +1463,15 @@ END_TEST
 /* max_concurrent: at most N in flight per key; the next goes when one ends, told at once. */
 START_TEST(test_max_concurrent)
 {
-    struct rate_rule rules[] = {rule("c", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY),
-                                rule("r", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("c", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_DELAY),
+        limiter_fixture_rule("r", RATE_KEY_GLOBAL, 100, 1000, RATE_OVER_REJECT)};
     rules[0].max_concurrent = 2;
     rules[0].max_delay_ms = 1000;
     snprintf(rules[0].match_method[0], sizeof rules[0].match_method[0], "GET");
     rules[0].match_method_count = 1;
     rules[1].max_concurrent = 1;
-    struct config c = make_config(rules, 2, 1000000);
+    struct config c = limiter_fixture_config(rules, 2, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     struct limiter_decision a, b, d;
     int woken = 0;
@@ -1513,7 +1584,7 @@ START_TEST(test_weighted_turns)
     rules[0].weights = weights;
     rules[0].weights_count = 1;
     snprintf(rules[0].weight_header, sizeof rules[0].weight_header, "X-Weight");
-    struct config c = make_config(rules, 1, 1000000);
+    struct config c = limiter_fixture_config(rules, 1, 1000000);
     struct limiter *l = limiter_new(&c, NULL, NULL);
     char order[32];
     weighted_order(l, NULL, order, 12);
@@ -1542,7 +1613,7 @@ START_TEST(test_random_fair_never_exceed)
         struct rate_rule rules[] = {fair_rule(limit, 200)};
         rules[0].max_queue = 100000;
         rules[0].max_concurrent = run >= 3 ? 2 : 0;
-        struct config c = make_config(rules, 1, 1000000);
+        struct config c = limiter_fixture_config(rules, 1, 1000000);
         struct limiter *l = limiter_new(&c, NULL, NULL);
         enum { HELD, ON_THE_WAY };
         struct request {
@@ -1739,7 +1810,8 @@ int main(void)
                    test_pending_entry_never_expires, test_random_departures_never_exceed,
                    test_learned_quota_holds_until_reset,
                    test_learned_budget_counts_requests_in_flight,
-                   test_learned_pause_scoped_to_key,
+                   test_learned_answers_out_of_counting_order,
+                   test_learned_quota_outlives_expiry_at_reset, test_learned_pause_scoped_to_key,
                    test_cancelled_reservation_keeps_what_it_followed,
                    test_cancelled_reservation_puts_back_departure, test_cost_takes_units,
                    test_cost_holds_and_cancels, test_random_costs_never_exceed,

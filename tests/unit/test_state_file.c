@@ -18,6 +18,7 @@
 #include "limiter.h"
 #include "state_file.h"
 
+#include "limiter_fixture.h"
 #include "unit.h"
 
 #define MS 1000ULL /* microseconds */
@@ -26,44 +27,17 @@
 #define MONO_1 (5000 * S)
 #define WALL_1 (1800000000ULL * S)
 
-static struct rate_rule rule(const char *name, enum rate_key key, uint32_t limit,
-                             uint64_t window_ms)
-{
-    struct rate_rule r;
-    memset(&r, 0, sizeof r);
-    snprintf(r.name, sizeof r.name, "%s", name);
-    r.key = key;
-    r.limit = limit;
-    r.window_ms = window_ms;
-    r.over_limit = RATE_OVER_REJECT;
-    r.max_delay_ms = 30000;
-    r.max_queue = 1000;
-    r.cost = 1;
-    r.enforce = 1;
-    return r;
-}
-
-static struct config make_config(struct rate_rule *rules, size_t count)
-{
-    struct config c;
-    memset(&c, 0, sizeof c);
-    c.rate_limits = rules;
-    c.rate_limits_count = count;
-    c.rate_limits_max_keys = 100000;
-    return c;
-}
-
 /* A limiter of one rule, "api", set up in the caller's api and c (the limiter points into them);
  * a delay rule holds requests up to 120 s */
 static struct limiter *api_limiter(struct rate_rule *api, struct config *c, enum rate_key key,
                                    uint32_t limit, uint64_t window_ms,
                                    enum rate_over_limit over_limit)
 {
-    *api = rule("api", key, limit, window_ms);
+    *api = limiter_fixture_rule("api", key, limit, window_ms, RATE_OVER_REJECT);
     api->over_limit = over_limit;
     if (over_limit == RATE_OVER_DELAY)
         api->max_delay_ms = 120000;
-    *c = make_config(api, 1);
+    *c = limiter_fixture_config(api, 1, 100000);
     return limiter_new(c, NULL, NULL);
 }
 
@@ -214,9 +188,9 @@ END_TEST
 /* A limiter of two rules with some windows, as a first run leaves it at MONO_1. */
 static struct limiter *first_run(struct rate_rule *rules, struct config *c)
 {
-    rules[0] = rule("api", RATE_KEY_CLIENT, 3, 60000);
-    rules[1] = rule("all", RATE_KEY_GLOBAL, 100, 3600000);
-    *c = make_config(rules, 2);
+    rules[0] = limiter_fixture_rule("api", RATE_KEY_CLIENT, 3, 60000, RATE_OVER_REJECT);
+    rules[1] = limiter_fixture_rule("all", RATE_KEY_GLOBAL, 100, 3600000, RATE_OVER_REJECT);
+    *c = limiter_fixture_config(rules, 2, 100000);
     struct limiter *l = limiter_new(c, NULL, NULL);
     /* 10.0.0.1 fills its window (3 of 3) in the last 30 s; 10.0.0.2 sends one 50 s ago; "api"
      * matches every request first, so "all" stays empty (and is saved as an empty section) */
@@ -349,9 +323,10 @@ START_TEST(test_changed_rules_start_empty)
 {
     struct saved_run run;
     save_first_run(&run);
-    struct rate_rule changed[] = {rule("api", RATE_KEY_CLIENT, 4, 60000),
-                                  rule("everything", RATE_KEY_GLOBAL, 100, 3600000)};
-    struct config c2 = make_config(changed, 2);
+    struct rate_rule changed[] = {
+        limiter_fixture_rule("api", RATE_KEY_CLIENT, 4, 60000, RATE_OVER_REJECT),
+        limiter_fixture_rule("everything", RATE_KEY_GLOBAL, 100, 3600000, RATE_OVER_REJECT)};
+    struct config c2 = limiter_fixture_config(changed, 2, 100000);
     struct limiter *after = limiter_new(&c2, NULL, NULL);
     struct state_file_counts counts;
     char err[256];
