@@ -1761,7 +1761,8 @@ static void assert_held_now(struct limiter *l, uint64_t now_us, const char *whic
  * then has its whole limit again, and no more. */
 START_TEST(test_reset_then_cancelled_hold_gives_nothing_back)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct limiter *l = limiter_over(rules, 1);
     const uint64_t t0_us = 5000 * MS;
     struct limiter_hold *held = full_window_and_hold(l, t0_us);
@@ -1778,7 +1779,8 @@ END_TEST
  * so just after it only limit - 1 more go at once. */
 START_TEST(test_reset_then_held_request_goes_and_counts)
 {
-    struct rate_rule rules[] = {rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
+    struct rate_rule rules[] = {
+        limiter_fixture_rule("d", RATE_KEY_GLOBAL, 2, 1000, RATE_OVER_DELAY)};
     struct limiter *l = limiter_over(rules, 1);
     const uint64_t t0_us = 5000 * MS;
     struct limiter_hold *held = full_window_and_hold(l, t0_us);
