@@ -43,6 +43,14 @@ struct view_visit {
     void *arg;
 };
 
+/* 1 when the lowest remaining said for the origin's current window is below what the key learned
+ * from its latest departure: the origin's latest count, shown and saved as what is left. */
+static int lowest_holds(const struct learned *k, uint64_t now_us)
+{
+    return k->lowest_reset_us > now_us && k->lowest_remaining >= 0 &&
+           (k->remaining < 0 || k->lowest_remaining < k->remaining);
+}
+
 static void view_one(struct rule_state *st, struct window *w, void *arg)
 {
     struct view_visit *v = arg;
@@ -56,6 +64,10 @@ static void view_one(struct rule_state *st, struct window *w, void *arg)
     view.origin_limit = k->limit > 0 ? (int64_t)k->limit : -1;
     view.origin_remaining = k->remaining;
     view.origin_reset_us = k->reset_us > v->now_us ? k->reset_us - v->now_us : 0;
+    if (lowest_holds(k, v->now_us)) { /* answers came back out of the origin's counting order */
+        view.origin_remaining = k->lowest_remaining;
+        view.origin_reset_us = k->lowest_reset_us - v->now_us;
+    }
     view.paused_us = k->paused_until_us > v->now_us ? k->paused_until_us - v->now_us : 0;
     if (view.used > 0 || view.held > 0 || view.in_flight > 0 || view.paused_us > 0 ||
         view.origin_reset_us > 0)
@@ -169,6 +181,8 @@ static void export_learned_one(struct rule_state *st, struct window *w, void *ar
     uint64_t since = w->departures > k->seq ? w->departures - k->seq : 0;
     if (view.remaining > 0)
         view.remaining = since < (uint64_t)view.remaining ? view.remaining - (int64_t)since : 0;
+    if (lowest_holds(k, v->now_us) && k->lowest_remaining < view.remaining)
+        view.remaining = k->lowest_remaining;
     v->fn(w->key, w->key_len, &view, v->arg);
 }
 

@@ -905,6 +905,17 @@ END_TEST
  * but the origin counted that request first. It says 4 left; the four answered before it said
  * 3, 2, 1, 0, so the quota is spent. Seen in test_learned, where the key then sent a request
  * into a full window and got the origin's 429. */
+static void copy_view(const struct limiter_window_view *view, void *arg)
+{
+    *(struct limiter_window_view *)arg = *view;
+}
+
+static void copy_learned(const char *key, size_t key_len, const struct limiter_learned_view *learned,
+                         void *arg)
+{
+    *(struct limiter_learned_view *)arg = *learned;
+}
+
 START_TEST(test_learned_answers_out_of_counting_order)
 {
     struct rate_rule rules[] = {
@@ -923,6 +934,15 @@ START_TEST(test_learned_answers_out_of_counting_order)
     ck_assert_int_eq(ask_departing(l, 10 * MS, &e), LIMITER_REJECT);
     ck_assert(e.paused);
     ck_assert_uint_eq(e.retry_after_us, 2000 * MS - 10 * MS);
+    /* /limits shows the origin's latest count, not the late answer's "4 left" */
+    struct limiter_window_view shown = {.origin_remaining = -2};
+    limiter_foreach_window(l, 0, 10 * MS, copy_view, &shown);
+    ck_assert_int_eq(shown.origin_remaining, 0);
+    ck_assert_uint_eq(shown.origin_reset_us, 2000 * MS - 10 * MS);
+    /* and the state file saves it */
+    struct limiter_learned_view saved = {.remaining = -2};
+    limiter_export_learned(l, 0, 10 * MS, copy_learned, &saved);
+    ck_assert_int_eq(saved.remaining, 0);
     /* the origin's next window is the key's */
     ck_assert_int_eq(ask_departing(l, 2001 * MS, &e), LIMITER_ADMIT);
     limiter_abandon(&e.stamp);
