@@ -54,7 +54,8 @@ void shared_cancel(struct shared_request *r);
  * with delay_us to wait more (the entry it followed departed later than it was admitted, or, asked
  * late, it now follows requests that departed after its reserved time), or SHARED_ERROR (go: the
  * reservation was granted). NULL when it cannot be asked (then go). Ask no earlier than the
- * reserved time: an early check only says to wait, but an unasked reservation goes at once. */
+ * reserved time by your own clock: Redis judges a check by its clock, but a reservation that
+ * cannot be asked goes unchecked. */
 struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
                                     const char *key, const char *member, uint64_t timeout_ms,
                                     shared_done_fn done, void *arg);
