@@ -204,6 +204,7 @@ static void on_shared_decided(void *arg, const struct shared_result *result)
         a->decision.verdict = result->outcome == SHARED_DELAY ? LIMITER_DELAY : LIMITER_ADMIT;
         a->decision.delay_us = result->delay_us;
         a->shared_held = result->outcome == SHARED_DELAY; /* it goes after the wait, unasked */
+        a->shared_due_us = util_now_us() + result->delay_us;
     }
     apply_decision(a);
 }
@@ -249,6 +250,7 @@ static void on_shared_ready(void *arg, const struct shared_result *result)
     struct admission *a = arg;
     a->shared_request = NULL;
     if (result->outcome == SHARED_DELAY) { /* the request it followed departed late */
+        a->shared_due_us = util_now_us() + result->delay_us;
         arm(a, result->delay_us);
         return;
     }
@@ -260,6 +262,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct admission *a = arg;
     if (a->shared_held) { /* our slot reserved in Redis has come: did its predecessor go late? */
+        /* libevent arms a timer from the time it read before this loop iteration's callbacks,
+         * and Redis' answer may have come in after that: the timer can fire a little before the
+         * reserved time. Asked early, Redis would only say to wait; but when it cannot be asked
+         * the request goes unchecked, and early it would break the window at the origin. */
+        uint64_t now_us = util_now_us();
+        if (now_us < a->shared_due_us) {
+            arm(a, a->shared_due_us - now_us);
+            return;
+        }
         a->shared_request =
             shared_ready(a->queue->shared, a->decision.rule, a->shared_key, a->shared_member,
                          a->config->shared_timeout_ms, on_shared_ready, a);

@@ -77,6 +77,8 @@ struct admission {
     char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
     char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */
     int shared_held;        /* the member is a reservation we wait for */
+    uint64_t shared_due_us; /* held: when that reservation comes by our clock (never before
+                               Redis' own: read when its answer was) */
     struct event *timer;    /* made the first time a request waits */
     int pause_before;       /* the last wait was an origin's pause: the log shows it */
     int held;               /* it waited for admission (not only for a slot) */

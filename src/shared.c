@@ -357,19 +357,25 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 static int send_script(struct shared_request *r, int as_eval);
 
 /* A reservation's time came: it may go when the entry `limit` places before it in the set has
- * left the window. That entry may have departed later than the time the reservation was computed
- * from (departures move members later): then the member moves to when it may go, and the caller
- * waits that long more. While that entry, or any entry scored at or below it, has not departed,
- * the caller asks again after ARGV[4] microseconds: such an entry moves later when it departs and
- * may overtake it, so the one `limit` places back would be a later one. A member gone from the set
- * goes. The pending set holds the key's requests in flight and held, so the loop is bounded by
- * that (max_queue and the in-flight requests), not by the window's size; a pending entry older
- * than ARGV[5] past its window is one an instance left behind, as in the decision script. */
+ * left the window. It is ranked at now when its reserved time has passed (its timer fired late: a
+ * loaded machine, a busy loop), not at that stale score: it cannot depart before now, so a member
+ * that departed in between (after the reserved time, before now) is ahead of it in the window's
+ * final order. Ranked at its reserved time it would follow that member instead, the entry `limit`
+ * places back would be one too early, and limit + 1 could go within one window. That entry may
+ * have departed later than the time the reservation was computed from (departures move members
+ * later): then the member moves to when it may go, and the caller waits that long more. While
+ * that entry, or any entry scored at or below it, has not departed, the caller asks again after
+ * ARGV[4] microseconds: such an entry moves later when it departs and may overtake it, so the one
+ * `limit` places back would be a later one. A member gone from the set goes. The pending set holds
+ * the key's requests in flight and held, so the loop is bounded by that (max_queue and the
+ * in-flight requests), not by the window's size; a pending entry older than ARGV[5] past its
+ * window is one an instance left behind, as in the decision script. */
 static const char ready_script[] =
     "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
     "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "redis.call('ZADD', z, 'XX', 'GT', now, member)\n"
     "local rank = redis.call('ZRANK', z, member)\n"
     "if not rank or rank < limit then return 0 end\n"
     "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"

@@ -51,8 +51,11 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
                                      shared_done_fn done, void *arg);
 void shared_cancel(struct shared_request *r);
 /* A reservation (SHARED_DELAY) whose time came: done gets SHARED_ADMIT to go now, SHARED_DELAY
- * with delay_us to wait more (the entry it followed departed later than it was admitted), or
- * SHARED_ERROR (go: the reservation was granted). NULL when it cannot be asked (then go). */
+ * with delay_us to wait more (the entry it followed departed later than it was admitted, or, asked
+ * late, it now follows requests that departed after its reserved time), or SHARED_ERROR (go: the
+ * reservation was granted). NULL when it cannot be asked (then go). Ask no earlier than the
+ * reserved time by your own clock: Redis judges a check by its clock, but a reservation that
+ * cannot be asked goes unchecked. */
 struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
                                     const char *key, const char *member, uint64_t timeout_ms,
                                     shared_done_fn done, void *arg);
