@@ -24,11 +24,12 @@
  * limiter.c's rule. Members whose request has not departed yet are also in the set KEYS[4]
  * (shared_depart takes them out): such a member never leaves the window (an instance that went
  * away leaves them behind: after ARGV[6] more microseconds they do), and the entry the new one
- * would follow, when it is one of them, departs no earlier than now. A key held for what its origin said (shared_hold: a Retry-After, a spent
- * quota) answers 3 (wait that long, then ask again) or 4 (refused) while the hold lasts.
- * ARGV[7] 1 is a dry run (enforce: false): a request that would reserve a slot answers 5 (it
- * would be held that long) and takes no entry, so the window holds only what enforcing would
- * have let through; every other answer is the one enforcing would give. */
+ * would follow, when it is one of them, departs no earlier than now. A key held for what its origin
+ * said (shared_hold: a Retry-After, a spent quota) answers 3 (wait that long, then ask again) or 4
+ * (refused) while the hold lasts. ARGV[7] 1 is a dry run (enforce: false): a request that would
+ * reserve a slot answers 5 (it would be held that long) and takes no entry, so the window holds
+ * only what enforcing would have let through; every other answer is the one enforcing would give.
+ */
 static const char script[] =
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
@@ -424,7 +425,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
         r->result.remaining = (uint32_t)reply->element[2]->integer;
         if (reply->element[3]->type == REDIS_REPLY_STRING)
             snprintf(r->result.member, sizeof r->result.member, "%s", reply->element[3]->str);
-        outcome = verdict == 1                                 ? SHARED_ADMIT
+        outcome = verdict == 1                                   ? SHARED_ADMIT
                   : verdict == 2 || verdict == 3 || verdict == 5 ? SHARED_DELAY
                                                                  : SHARED_REJECT;
         r->result.paused = verdict == 3 || verdict == 4;
@@ -462,12 +463,11 @@ static int send_script(struct shared_request *r, int as_eval)
     if (s->ac == NULL || !s->connected)
         return -1;
     r->retried_eval = as_eval;
-    if (redisAsyncCommand(s->ac, on_reply, r,
-                          "%s %s 4 %s %s %s:hold %s:pending %u %llu %d %llu %u %llu %d",
-                          as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey,
-                          r->seqkey, r->zkey, r->zkey, r->limit, r->window_us, r->delay,
-                          r->max_delay_us, r->max_queue,
-                          (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run) != REDIS_OK)
+    if (redisAsyncCommand(
+            s->ac, on_reply, r, "%s %s 4 %s %s %s:hold %s:pending %u %llu %d %llu %u %llu %d",
+            as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey, r->seqkey, r->zkey,
+            r->zkey, r->limit, r->window_us, r->delay, r->max_delay_us, r->max_queue,
+            (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run) != REDIS_OK)
         return -1;
     note_sent(s);
     return 0;

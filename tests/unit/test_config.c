@@ -1586,16 +1586,17 @@ START_TEST(test_shared_dry_run_loads)
         return; /* shared: true is refused at load: see test_shared_refused_until_available */
     static const char redis[] = "shared: {redis: \"redis://127.0.0.1:6379/0\"}\n";
     char yaml[1024];
-    snprintf(yaml, sizeof yaml,
-             "%srate_limits:\n  - {name: dry, limit: 5, window: 2s, shared: true, enforce: false}\n",
-             redis);
+    snprintf(
+        yaml, sizeof yaml,
+        "%srate_limits:\n  - {name: dry, limit: 5, window: 2s, shared: true, enforce: false}\n",
+        redis);
     struct config *c = load_ok(yaml);
     ck_assert_int_eq(c->rate_limits[0].shared, 1);
     ck_assert_int_eq(c->rate_limits[0].enforce, 0);
     config_unref(c);
-    static const char *const local_only[] = {
-        "cost: 2", "cost_header: X-Cost", "fair_by: client, over_limit: delay",
-        "max_concurrent: 1"};
+    static const char *const local_only[] = {"cost: 2", "cost_header: X-Cost",
+                                             "fair_by: client, over_limit: delay",
+                                             "max_concurrent: 1"};
     for (size_t i = 0; i < sizeof local_only / sizeof local_only[0]; i++) {
         snprintf(yaml, sizeof yaml,
                  "%srate_limits:\n  - {name: s, limit: 5, window: 2s, shared: true, %s}\n", redis,
@@ -1650,8 +1651,8 @@ static Suite *config_suite(void)
     find_cases();
     t = unit_add_tcase(s, tcase_create("errors"),
                        UNIT_TESTS(test_error_cases_found, test_shared_refused_until_available,
-                                  test_shared_dry_run_loads, test_auth_users, test_invalid_utf8, test_numeric_bounds,
-                                  test_list_length_bounds, test_size_limit,
+                                  test_shared_dry_run_loads, test_auth_users, test_invalid_utf8,
+                                  test_numeric_bounds, test_list_length_bounds, test_size_limit,
                                   test_small_or_missing_error_buffer, test_not_nul_terminated));
     tcase_add_loop_test(t, test_error_cases, 0, case_count);
 
