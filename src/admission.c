@@ -153,17 +153,37 @@ static void apply_decision(struct admission *a)
     }
 }
 
+/* enforce: false on a shared rule: what enforcing would have done is counted with the rule's
+ * local decisions (rlproxy_limiter_decisions_total, the access log) and the request goes on at
+ * once, as a local dry run's does. */
+static void shared_would(struct admission *a, enum limiter_verdict would)
+{
+    a->decision.verdict = LIMITER_ADMIT;
+    a->decision.would = would;
+    limiter_count_would(a->limiter, a->decision.rule_index, would == LIMITER_DELAY);
+    proceed(a);
+}
+
 /* Redis could not decide (down, slow, overloaded): shared.on_error says what to do. */
 static void shared_failed(struct admission *a, const struct rate_rule *rule)
 {
+    size_t rule_index = a->decision.rule_index;
     switch (a->config->shared_on_error) {
     case SHARED_ON_ERROR_DENY:
+        if (!rule->enforce) { /* a dry run refuses nothing: the 503 it would be is counted */
+            memset(&a->decision, 0, sizeof a->decision);
+            a->decision.rule = rule;
+            a->decision.rule_index = rule_index;
+            shared_would(a, LIMITER_REJECT);
+            return;
+        }
         a->callbacks->overload(a->owner, "the shared rate-limit store (Redis) is unavailable");
         return;
     case SHARED_ON_ERROR_ALLOW:
         memset(&a->decision, 0, sizeof a->decision);
         a->decision.verdict = LIMITER_ADMIT;
         a->decision.rule = rule;
+        a->decision.rule_index = rule_index;
         proceed(a);
         return;
     default: /* local: this instance's own window for the rule */
@@ -177,14 +197,20 @@ static void on_shared_decided(void *arg, const struct shared_result *result)
     struct admission *a = arg;
     a->shared_request = NULL;
     const struct rate_rule *rule = a->decision.rule;
+    size_t rule_index = a->decision.rule_index;
     if (result->outcome == SHARED_ERROR) {
         shared_failed(a, rule);
         return;
     }
     memset(&a->decision, 0, sizeof a->decision);
     a->decision.rule = rule;
+    a->decision.rule_index = rule_index;
     a->decision.remaining = result->remaining;
     a->decision.reset_us = rule->window_ms * 1000;
+    if (result->would != SHARED_ADMIT) { /* enforce: false: no entry was taken */
+        shared_would(a, result->would == SHARED_DELAY ? LIMITER_DELAY : LIMITER_REJECT);
+        return;
+    }
     if (result->outcome == SHARED_REJECT) {
         a->decision.verdict = LIMITER_REJECT;
         a->decision.retry_after_us = result->retry_after_us;

@@ -149,13 +149,13 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
                      cfg->source, i, rule->cost, rule->limit);
             return -1;
         }
-        /* Redis' script counts one member per request and has no queue: units, dry runs, turns
-         * and in-flight caps are this instance's */
-        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' || !rule->enforce ||
+        /* Redis' script counts one member per request and has no queue: units, turns and
+         * in-flight caps are this instance's */
+        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' ||
                              rule->fair_by != RATE_FAIR_NONE || rule->max_concurrent > 0)) {
             snprintf(err, err_len,
-                     "%s: rate_limits[%zu]: cost, cost_header, enforce: false, fair_by and "
-                     "max_concurrent are for local rules only, not with shared: true",
+                     "%s: rate_limits[%zu]: cost, cost_header, fair_by and max_concurrent are for "
+                     "local rules only, not with shared: true",
                      cfg->source, i);
             return -1;
         }

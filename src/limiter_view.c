@@ -264,6 +264,12 @@ void limiter_rule_stats(struct limiter *l, size_t index, struct limiter_rule_sta
     out->keys = atomic_load(&st->keys);
 }
 
+void limiter_count_would(struct limiter *l, size_t index, int would_delay)
+{
+    struct rule_state *st = l->states[index];
+    atomic_fetch_add(would_delay ? &st->would_delay : &st->would_reject, 1);
+}
+
 struct paused_visit {
     uint64_t now_us;
     size_t count;

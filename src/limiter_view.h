@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
 /* limiter_view.h — the limiter's windows as others may see them: the admin endpoint's /limits
- * (one view per window), the counts per rule /metrics reads, the state file's export and restore
- * of window entries and learned limits, and the admin reset of one key. Included by limiter.h.
+ * (one view per window), the counts per rule /metrics reads (with the dry-run decisions Redis
+ * made for shared rules), the state file's export and restore of window entries and learned
+ * limits, and the admin reset of one key. Included by limiter.h.
  * Reads and writes windows only under their stripe locks, through window.h; must not decide, hold
  * or learn anything (limiter.c does; counting the keys an origin holds renews a quota whose reset
  * passed, as the key's next decision would). */
@@ -23,6 +24,9 @@ struct limiter_rule_stats {
 size_t limiter_rule_count(const struct limiter *limiter);
 const struct rate_rule *limiter_rule(const struct limiter *limiter, size_t index);
 void limiter_rule_stats(struct limiter *limiter, size_t index, struct limiter_rule_stats *out);
+/* A shared rule's dry-run decision (Redis made it): counted as the rule's would_delay (1) or
+ * would_reject (0), so the rule's counts say what enforcing would do wherever it was decided. */
+void limiter_count_would(struct limiter *limiter, size_t index, int would_delay);
 /* Keys of the rule held now by what their origin said, for /metrics (walks every window). */
 size_t limiter_paused_keys(struct limiter *limiter, size_t rule_index, uint64_t now_us);
 

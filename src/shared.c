@@ -24,13 +24,17 @@
  * limiter.c's rule. Members whose request has not departed yet are also in the set KEYS[4]
  * (shared_depart takes them out): such a member never leaves the window (an instance that went
  * away leaves them behind: after ARGV[6] more microseconds they do), and the entry the new one
- * would follow, when it is one of them, departs no earlier than now. A key held for what its origin said (shared_hold: a Retry-After, a spent
- * quota) answers 3 (wait that long, then ask again) or 4 (refused) while the hold lasts. */
+ * would follow, when it is one of them, departs no earlier than now. A key held for what its origin
+ * said (shared_hold: a Retry-After, a spent quota) answers 3 (wait that long, then ask again) or 4
+ * (refused) while the hold lasts. ARGV[7] 1 is a dry run (enforce: false): a request that would
+ * reserve a slot answers 5 (it would be held that long) and takes no entry, so the window holds
+ * only what enforcing would have let through; every other answer is the one enforcing would give.
+ */
 static const char script[] =
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-    "local stale = tonumber(ARGV[6])\n"
+    "local stale, dry = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "local held = redis.call('PTTL', hold)\n"
     "if held > 0 then\n"
     "  if delay == 1 and held * 1000 <= max_delay then return {3, held * 1000, 0, ''} end\n"
@@ -55,6 +59,7 @@ static const char script[] =
     "  if delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
     "  elseif redis.call('ZCOUNT', z, '(' .. now, '+inf') >= max_queue then\n"
     "    return {0, at - now, 0, ''}\n"
+    "  elseif dry == 1 then return {5, at - now, 0, ''}\n"
     "  else verdict = 2 end\n"
     "end\n"
     "local member = tostring(redis.call('INCR', seq))\n"
@@ -112,6 +117,7 @@ struct shared_request {
     unsigned limit;
     unsigned long long window_us, max_delay_us;
     int delay;
+    int dry_run; /* enforce: false */
     unsigned max_queue;
     int ready;           /* a shared_ready check, not a decision */
     char member[48];     /* ready: the reservation checked */
@@ -425,16 +431,24 @@ static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *arg)
         r->result.remaining = (uint32_t)reply->element[2]->integer;
         if (reply->element[3]->type == REDIS_REPLY_STRING)
             snprintf(r->result.member, sizeof r->result.member, "%s", reply->element[3]->str);
-        outcome = verdict == 1                 ? SHARED_ADMIT
-                  : verdict == 2 || verdict == 3 ? SHARED_DELAY
-                                                 : SHARED_REJECT;
+        outcome = verdict == 1                                   ? SHARED_ADMIT
+                  : verdict == 2 || verdict == 3 || verdict == 5 ? SHARED_DELAY
+                                                                 : SHARED_REJECT;
         r->result.paused = verdict == 3 || verdict == 4;
         r->result.delay_us = outcome == SHARED_DELAY ? (uint64_t)wait : 0;
         r->result.retry_after_us = outcome == SHARED_REJECT ? (uint64_t)wait : 0;
         _Atomic uint64_t *counter = outcome == SHARED_ADMIT   ? &r->s->admitted
                                     : outcome == SHARED_DELAY ? &r->s->delayed
                                                               : &r->s->rejected;
-        atomic_fetch_add(counter, 1);
+        if (r->dry_run && outcome != SHARED_ADMIT) {
+            /* what enforcing would do, counted by the caller (would_delay, would_reject): the
+             * request goes on without an entry */
+            r->result.would = outcome;
+            outcome = SHARED_ADMIT;
+            r->result.member[0] = '\0';
+        } else {
+            atomic_fetch_add(counter, 1);
+        }
     }
     if (reply != NULL && outcome != SHARED_ERROR && r->s->down_logged) {
         log_notice("shared limits: Redis is back"); /* answering again after a slow spell */
@@ -455,12 +469,11 @@ static int send_script(struct shared_request *r, int as_eval)
     if (s->ac == NULL || !s->connected)
         return -1;
     r->retried_eval = as_eval;
-    if (redisAsyncCommand(s->ac, on_reply, r,
-                          "%s %s 4 %s %s %s:hold %s:pending %u %llu %d %llu %u %llu",
-                          as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey,
-                          r->seqkey, r->zkey, r->zkey, r->limit, r->window_us, r->delay,
-                          r->max_delay_us, r->max_queue,
-                          (unsigned long long)SHARED_PENDING_STALE_US) != REDIS_OK)
+    if (redisAsyncCommand(
+            s->ac, on_reply, r, "%s %s 4 %s %s %s:hold %s:pending %u %llu %d %llu %u %llu %d",
+            as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey, r->seqkey, r->zkey,
+            r->zkey, r->limit, r->window_us, r->delay, r->max_delay_us, r->max_queue,
+            (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run) != REDIS_OK)
         return -1;
     note_sent(s);
     return 0;
@@ -533,6 +546,7 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     r->delay = rule->over_limit == RATE_OVER_DELAY;
     r->max_delay_us = (unsigned long long)rule->max_delay_ms * 1000;
     r->max_queue = rule->max_queue;
+    r->dry_run = !rule->enforce;
     if (request_send(r, s->timeout_ms) != 0) {
         atomic_fetch_add(&s->errors, 1);
         return NULL;

@@ -30,7 +30,10 @@ struct shared_result {
     uint32_t remaining;
     int paused;      /* DELAY or REJECT because the key is held for what its origin said:
                         no reservation; ask again after delay_us */
-    char member[48]; /* DELAY: the reservation, for shared_release */
+    /* enforce: false: outcome is ADMIT, and this is what enforcing would have done (DELAY or
+       REJECT, member empty: nothing was taken), or ADMIT when it would have admitted too */
+    enum shared_outcome would;
+    char member[48]; /* ADMIT: the entry, for shared_depart; DELAY: the reservation */
     char key[720];   /* the Redis key of the window, for shared_release */
 };
 

@@ -20,7 +20,11 @@
  *   leaves no slot taken in Redis when Redis runs the late script; the incident after a slow
  *   spell that ended is logged again; a reloaded shared.timeout applies;
  *   6. key: header:NAME: one window per token across two instances, named by the token's HMAC
- *      under shared.key_secret (or its SHA-256 without one), never by the token.
+ *      under shared.key_secret (or its SHA-256 without one), never by the token;
+ *   7. enforce: false: a dry run over two instances lets every request through at once, Redis
+ *      keeps only what enforcing would have admitted, the rest is counted as would_reject or
+ *      would_delay, and a reload to enforce: true refuses from where the window stands; with
+ *      Redis unreachable, on_error local and deny stay dry runs.
  * Needs redis-server and redis-cli (Debian package redis-server); without them every test FAILS
  * with a message saying so — a CI without Redis must not pass this suite by skipping it. */
 #include "harness.h"
@@ -1139,6 +1143,187 @@ START_TEST(test_header_keys_one_window_per_token)
 }
 END_TEST
 
+/* ---- 7. dry runs (enforce: false) ------------------------------------------------------------ */
+
+/* rlproxy_limiter_decisions_total of rule and decision, summed over the instances */
+static long long fleet_decisions(struct proxy *const *p, int n, const char *rule,
+                                 const char *decision)
+{
+    char series[256];
+    snprintf(series, sizeof series, "rlproxy_limiter_decisions_total{rule=\"%s\",decision=\"%s\"}",
+             rule, decision);
+    long long sum = 0;
+    for (int i = 0; i < n; i++) {
+        long long v = proxy_metric(p[i], series);
+        ck_assert_msg(v >= 0, "series %s missing from /metrics", series);
+        sum += v;
+    }
+    return sum;
+}
+
+/* Access-log lines with `text` over the instances, polled (bounded) until they reach want */
+static int fleet_log_lines(struct proxy *const *p, int n, const char *text, int want)
+{
+    uint64_t deadline = now_ms() + 3000;
+    int sum;
+    for (;;) {
+        sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += (int)proxy_log_count(p[i], text);
+        if (sum >= want || now_ms() > deadline)
+            return sum;
+        sleep_ms(10);
+    }
+}
+
+#define DRY_RULES                                                                                  \
+    "  - name: dryrej\n"                                                                           \
+    "    match: { path_prefix: \"/bytes/1/dryrej\" }\n"                                            \
+    "    key: global\n"                                                                            \
+    "    limit: 5\n"                                                                               \
+    "    window: 10s\n"                                                                            \
+    "    shared: true\n"                                                                           \
+    "    over_limit: reject\n"                                                                     \
+    "    enforce: false\n"                                                                         \
+    "  - name: drydel\n"                                                                           \
+    "    match: { path_prefix: \"/bytes/1/drydel\" }\n"                                            \
+    "    key: global\n"                                                                            \
+    "    limit: 5\n"                                                                               \
+    "    window: 10s\n"                                                                            \
+    "    shared: true\n"                                                                           \
+    "    over_limit: delay\n"                                                                      \
+    "    max_delay: 30s\n"                                                                         \
+    "    enforce: false\n"
+
+/* A dry-run shared rule over two instances: every request goes at once and reaches the origin;
+ * Redis holds exactly `limit` entries (the would-be-held and refused took none), and the
+ * instances' access logs and metrics together count the rest as would_reject (would_delay for the
+ * delay rule). A reload to enforce: true on one instance then refuses from where the window
+ * stands, while the other goes on dry. The window (10 s) is long enough that none of it expires
+ * while the test runs on a loaded machine. */
+START_TEST(test_dry_run_two_instances)
+{
+    enum { L = 5, N = 12 };
+    struct redis *rd = redis_start();
+    struct origin *o = origin_start(0);
+    struct proxy *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = shared_proxy(rd->port, "deny", "1s", DRY_RULES);
+        warm(p[i], o, 3);
+    }
+    const char *rules[2] = {"dryrej", "drydel"};
+    for (int r = 0; r < 2; r++) {
+        char path[64];
+        snprintf(path, sizeof path, "/bytes/1/%s", rules[r]);
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            double ms;
+            int status = status_of(p[i % 2]->port, o, path, &ms);
+            ck_assert_msg(status == 200, "%s request %d through instance %d: %d", rules[r], i,
+                          i % 2, status);
+            worst = ms > worst ? ms : worst;
+        }
+        /* enforcing would hold the delay rule's for ~10 s */
+        ck_assert_msg(worst < 3000, "a dry-run request of %s took %.0f ms", rules[r], worst);
+        struct arrival *a;
+        ck_assert_uint_eq(origin_arrivals(o, path, &a), N);
+        free(a);
+        ck_assert_int_eq(window_card(rd->port, rules[r]), L);
+    }
+    ck_assert_int_eq(fleet_decisions(p, 2, "dryrej", "would_reject"), N - L);
+    ck_assert_int_eq(fleet_decisions(p, 2, "drydel", "would_delay"), N - L);
+    const char *never[] = {"rejected", "delayed", "would_delay"};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(fleet_decisions(p, 2, "dryrej", never[i]), 0);
+    ck_assert_int_eq(fleet_decisions(p, 2, "drydel", "would_reject"), 0);
+    ck_assert_int_eq(fleet_decisions(p, 2, "drydel", "delayed"), 0);
+    ck_assert_int_eq(fleet_log_lines(p, 2, "limit=would_reject:dryrej", N - L), N - L);
+    ck_assert_int_eq(fleet_log_lines(p, 2, "limit=would_delay:drydel", N - L), N - L);
+    ck_assert_int_eq(fleet_log_lines(p, 2, "limit=admit:dryrej", L), L);
+    ck_assert_int_eq(fleet_log_lines(p, 2, "limit=admit:drydel", L), L);
+    /* Redis decided every one of them: no on_error */
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(proxy_metric(p[i], "rlproxy_shared_decisions_total{outcome=\"error\"}"),
+                         0);
+
+    /* instance 0 enforces dryrej from a reload: the window the dry run filled stands */
+    char *conf = read_file(p[0]->conf_path, NULL);
+    ck_assert(conf != NULL);
+    char *at = strstr(conf, "    enforce: false\n");
+    ck_assert(at != NULL);
+    char *changed = NULL;
+    ck_assert(asprintf(&changed, "%.*s%s", (int)(at - conf), conf,
+                       at + strlen("    enforce: false\n")) > 0);
+    free(conf);
+    ck_assert_msg(strstr(changed, "name: dryrej") < strstr(changed, "name: drydel") &&
+                      strstr(strstr(changed, "name: drydel"), "enforce: false") != NULL,
+                  "the reload should enforce dryrej only:\n%s", changed);
+    ck_assert_msg(proxy_reload(p[0], changed, 5000), "reload failed; log:\n%s",
+                  proxy_log_tail(p[0], 1500));
+    free(changed);
+    uint64_t deadline = now_ms() + 5000;
+    int status;
+    while ((status = status_of(p[0]->port, o, "/bytes/1/dryrej/enforced", NULL)) == 200) {
+        ck_assert_msg(now_ms() < deadline, "still not enforced after the reload");
+        sleep_ms(50);
+    }
+    ck_assert_int_eq(status, 429);
+    struct arrival *a;
+    ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/dryrej/enforced", &a), 0);
+    free(a);
+    ck_assert_int_eq(window_card(rd->port, "dryrej"), L);
+    /* the other instance still runs it dry, and the delay rule stays dry on both */
+    ck_assert_int_eq(status_of(p[1]->port, o, "/bytes/1/dryrej/still-dry", NULL), 200);
+    ck_assert_int_eq(status_of(p[0]->port, o, "/bytes/1/drydel/still-dry", NULL), 200);
+    ck_assert_int_eq(window_card(rd->port, "dryrej"), L);
+    ck_assert_int_eq(window_card(rd->port, "drydel"), L);
+    for (int i = 0; i < 2; i++)
+        proxy_stop(p[i]);
+    origin_stop(o);
+    redis_free(rd);
+}
+END_TEST
+
+/* With Redis unreachable, a dry run stays a dry run: on_error local decides with this instance's
+ * window, in dry run too (2 admitted, the rest would_reject, all sent); on_error deny lets every
+ * request through and counts the 503 it would have been as would_reject. */
+START_TEST(test_dry_run_redis_down)
+{
+    enum { L = 2, N = 5 };
+    int port = harness_closed_port(); /* no Redis ever listens there */
+    struct origin *o = origin_start(0);
+    char *rule = NULL;
+    ck_assert(asprintf(&rule,
+                       "  - name: drydown\n"
+                       "    match: { path_prefix: \"/bytes/1/drydown\" }\n"
+                       "    key: global\n"
+                       "    limit: %d\n"
+                       "    window: 30s\n"
+                       "    shared: true\n"
+                       "    enforce: false\n",
+                       L) > 0);
+    struct proxy *local = shared_proxy(port, "local", "50ms", rule);
+    struct proxy *deny = shared_proxy(port, "deny", "50ms", rule);
+    free(rule);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(status_of(local->port, o, "/bytes/1/drydown/local", NULL), 200);
+        ck_assert_int_eq(status_of(deny->port, o, "/bytes/1/drydown/deny", NULL), 200);
+    }
+    struct arrival *a;
+    ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/drydown/", &a), 2 * N);
+    free(a);
+    ck_assert_int_eq(fleet_decisions(&local, 1, "drydown", "admitted"), L);
+    ck_assert_int_eq(fleet_decisions(&local, 1, "drydown", "would_reject"), N - L);
+    ck_assert_int_eq(fleet_decisions(&local, 1, "drydown", "rejected"), 0);
+    ck_assert_int_eq(fleet_decisions(&deny, 1, "drydown", "would_reject"), N);
+    ck_assert_int_eq(fleet_log_lines(&local, 1, "limit=would_reject:drydown", N - L), N - L);
+    ck_assert_int_eq(fleet_log_lines(&deny, 1, "limit=would_reject:drydown", N), N);
+    proxy_stop(local);
+    proxy_stop(deny);
+    origin_stop(o);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shared");
@@ -1155,5 +1340,7 @@ int main(void)
     ADD(s, hung_connection_replaced, 30);
     ADD(s, header_keys_one_window_per_token, 30);
     ADD(s, origin_pause_shared_between_instances, 30);
+    ADD(s, dry_run_two_instances, 30);
+    ADD(s, dry_run_redis_down, 30);
     return harness_run_suite(s);
 }

@@ -1578,6 +1578,36 @@ START_TEST(test_shared_header_key_warning)
 }
 END_TEST
 
+/* enforce: false on a shared rule is a dry run in Redis (it loads, and shows in -T); units, turns
+ * and in-flight caps stay this instance's, and the message names each of them. */
+START_TEST(test_shared_dry_run_loads)
+{
+    if (!shared_available())
+        return; /* shared: true is refused at load: see test_shared_refused_until_available */
+    static const char redis[] = "shared: {redis: \"redis://127.0.0.1:6379/0\"}\n";
+    char yaml[1024];
+    snprintf(
+        yaml, sizeof yaml,
+        "%srate_limits:\n  - {name: dry, limit: 5, window: 2s, shared: true, enforce: false}\n",
+        redis);
+    struct config *c = load_ok(yaml);
+    ck_assert_int_eq(c->rate_limits[0].shared, 1);
+    ck_assert_int_eq(c->rate_limits[0].enforce, 0);
+    config_unref(c);
+    static const char *const local_only[] = {"cost: 2", "cost_header: X-Cost",
+                                             "fair_by: client, over_limit: delay",
+                                             "max_concurrent: 1"};
+    for (size_t i = 0; i < sizeof local_only / sizeof local_only[0]; i++) {
+        snprintf(yaml, sizeof yaml,
+                 "%srate_limits:\n  - {name: s, limit: 5, window: 2s, shared: true, %s}\n", redis,
+                 local_only[i]);
+        ck_assert_str_eq(load_err(yaml), "t.yaml: rate_limits[0]: cost, cost_header, fair_by and "
+                                         "max_concurrent are for local rules only, not with "
+                                         "shared: true");
+    }
+}
+END_TEST
+
 /* The README's rate-limit example is a working HTTPS rule: it loads and draws no warning. */
 START_TEST(test_readme_rate_example_warns_nothing)
 {
@@ -1621,8 +1651,8 @@ static Suite *config_suite(void)
     find_cases();
     t = unit_add_tcase(s, tcase_create("errors"),
                        UNIT_TESTS(test_error_cases_found, test_shared_refused_until_available,
-                                  test_auth_users, test_invalid_utf8, test_numeric_bounds,
-                                  test_list_length_bounds, test_size_limit,
+                                  test_shared_dry_run_loads, test_auth_users, test_invalid_utf8,
+                                  test_numeric_bounds, test_list_length_bounds, test_size_limit,
                                   test_small_or_missing_error_buffer, test_not_nul_terminated));
     tcase_add_loop_test(t, test_error_cases, 0, case_count);
 
