@@ -408,6 +408,9 @@ static void forget_entries(struct admission *a)
         shared_release(a->queue->shared, a->shared_key, a->shared_member);
     else if (a->shared_key != NULL) /* admitted, never departed: counted where it was admitted */
         shared_abandon(a->queue->shared, a->shared_key, a->shared_member);
+    if (a->shared_key != NULL) /* departed and never answered (failed, or its client left) */
+        shared_learn(a->queue->shared, a->shared_key, a->shared_unanswered, NULL, 0);
+    a->shared_unanswered[0] = '\0';
     a->shared_held = 0;
     a->shared_member[0] = '\0';
     free(a->shared_key);
@@ -436,7 +439,11 @@ void admission_depart(struct admission *a)
 {
     limiter_depart(&a->stamp, util_now_us(), &a->answer);
     if (a->shared_key != NULL && a->shared_member[0] != '\0') {
-        shared_depart(a->queue->shared, a->shared_key, a->shared_member);
+        int learn = a->decision.rule != NULL &&
+                    a->decision.rule->upstream_limits == RATE_UPSTREAM_FOLLOW;
+        shared_depart(a->queue->shared, a->shared_key, a->shared_member, learn);
+        if (learn)
+            memcpy(a->shared_unanswered, a->shared_member, sizeof a->shared_unanswered);
         a->shared_member[0] = '\0'; /* once per attempt */
     }
 }
@@ -471,15 +478,21 @@ void admission_release(struct admission *a)
 
 /* ---- origin pauses and retries ---------------------------------------------------------------- */
 
-/* A shared rule's key learns through Redis what holds it: a 429/503's Retry-After, or a quota
- * the origin says is spent until its reset (the budget before that is not tracked across
- * instances: each request's own answer is). */
+/* A shared rule's key learns through Redis what the origin says, for every instance: the budget
+ * its remaining leaves (shared_learn), and a hold for a 429/503's Retry-After or a quota it says
+ * is spent until its reset. Every departed request is answered, said or not, so that Redis stops
+ * counting it among the requests the origin may not have counted yet. */
 static void note_shared_response(struct admission *a, int status, const char *headers,
                                  size_t headers_len)
 {
     struct limit_headers said;
-    if (a->shared_key == NULL ||
-        !limit_headers_parse(headers, headers_len, status, (int64_t)util_wall_ms(), &said))
+    if (a->shared_key == NULL)
+        return;
+    int found = limit_headers_parse(headers, headers_len, status, (int64_t)util_wall_ms(), &said);
+    shared_learn(a->queue->shared, a->shared_key, a->shared_unanswered, found ? &said : NULL,
+                 a->decision.rule->margin_ms);
+    a->shared_unanswered[0] = '\0';
+    if (!found)
         return;
     a->origin_remaining = said.remaining;
     a->origin_reset_ms = said.reset_ms;

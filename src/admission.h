@@ -76,6 +76,8 @@ struct admission {
     struct shared_request *shared_request;
     char shared_member[48]; /* our entry in Redis: departure moves it, a cancelled hold frees it */
     char *shared_key;       /* its Redis key (allocated only for a shared rule's request) */
+    char shared_unanswered[48]; /* departed, following the origin's limits: Redis waits for its
+                                   answer (shared_learn) */
     int shared_held;        /* the member is a reservation we wait for */
     uint64_t shared_due_us; /* held: when that reservation comes by our clock (never before
                                Redis' own: read when its answer was) */

@@ -10,6 +10,7 @@
 
 #include "credential.h"
 #include "log.h"
+#include "shared_script.h"
 #include "util.h"
 
 #ifdef HAVE_HIREDIS
@@ -18,60 +19,6 @@
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 
-/* One admission, atomically. The sorted set holds admission times (past admissions and future
- * reservations, scored in microseconds of Redis' own clock; departures move them later); the new
- * entry goes at the earliest time at which the last `limit` entries span a whole window — exactly
- * limiter.c's rule. Members whose request has not departed yet are also in the set KEYS[4]
- * (shared_depart takes them out): such a member never leaves the window (an instance that went
- * away leaves them behind: after ARGV[6] more microseconds they do), and the entry the new one
- * would follow, when it is one of them, departs no earlier than now. A key held for what its origin
- * said (shared_hold: a Retry-After, a spent quota) answers 3 (wait that long, then ask again) or 4
- * (refused) while the hold lasts. ARGV[7] 1 is a dry run (enforce: false): a request that would
- * reserve a slot answers 5 (it would be held that long) and takes no entry, so the window holds
- * only what enforcing would have let through; every other answer is the one enforcing would give.
- */
-static const char script[] =
-    "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
-    "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-    "local stale, dry = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local held = redis.call('PTTL', hold)\n"
-    "if held > 0 then\n"
-    "  if delay == 1 and held * 1000 <= max_delay then return {3, held * 1000, 0, ''} end\n"
-    "  return {4, held * 1000, 0, ''}\n"
-    "end\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local old = redis.call('ZRANGEBYSCORE', z, '-inf', now - window, 'WITHSCORES')\n"
-    "for i = 1, #old, 2 do\n"
-    "  if redis.call('SISMEMBER', pending, old[i]) == 0 then redis.call('ZREM', z, old[i])\n"
-    "  elseif tonumber(old[i + 1]) < now - window - stale then\n"
-    "    redis.call('ZREM', z, old[i])\n"
-    "    redis.call('SREM', pending, old[i])\n"
-    "  end\n"
-    "end\n"
-    "local count = redis.call('ZCARD', z)\n"
-    "local at, verdict = now, 1\n"
-    "if count >= limit then\n"
-    "  local e = redis.call('ZRANGE', z, count - limit, count - limit, 'WITHSCORES')\n"
-    "  at = tonumber(e[2]) + window\n"
-    "  if at <= now then at = now + window end\n"
-    "  if delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
-    "  elseif redis.call('ZCOUNT', z, '(' .. now, '+inf') >= max_queue then\n"
-    "    return {0, at - now, 0, ''}\n"
-    "  elseif dry == 1 then return {5, at - now, 0, ''}\n"
-    "  else verdict = 2 end\n"
-    "end\n"
-    "local member = tostring(redis.call('INCR', seq))\n"
-    "redis.call('ZADD', z, at, member)\n"
-    "redis.call('SADD', pending, member)\n"
-    "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
-    "redis.call('PEXPIRE', z, ttl)\n"
-    "redis.call('PEXPIRE', seq, ttl)\n"
-    "redis.call('PEXPIRE', pending, ttl)\n"
-    "local left = limit - count - 1\n"
-    "if left < 0 then left = 0 end\n"
-    "return {verdict, at - now, left, member}\n";
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -312,7 +259,7 @@ struct shared *shared_new(struct event_base *base, const struct config *config)
         return NULL;
     }
     unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)script, sizeof script - 1, digest);
+    SHA1((const unsigned char *)shared_script_decide, strlen(shared_script_decide), digest);
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
         snprintf(s->sha + 2 * i, 3, "%02x", digest[i]);
     connect_now(s);
@@ -362,38 +309,6 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 static int send_script(struct shared_request *r, int as_eval);
 
-/* A reservation's time came: it may go when the entry `limit` places before it in the set has
- * left the window. It is ranked at now when its reserved time has passed (its timer fired late: a
- * loaded machine, a busy loop), not at that stale score: it cannot depart before now, so a member
- * that departed in between (after the reserved time, before now) is ahead of it in the window's
- * final order. Ranked at its reserved time it would follow that member instead, the entry `limit`
- * places back would be one too early, and limit + 1 could go within one window. That entry may
- * have departed later than the time the reservation was computed from (departures move members
- * later): then the member moves to when it may go, and the caller waits that long more. While
- * that entry, or any entry scored at or below it, has not departed, the caller asks again after
- * ARGV[4] microseconds: such an entry moves later when it departs and may overtake it, so the one
- * `limit` places back would be a later one. A member gone from the set goes. The pending set holds
- * the key's requests in flight and held, so the loop is bounded by that (max_queue and the
- * in-flight requests), not by the window's size; a pending entry older than ARGV[5] past its
- * window is one an instance left behind, as in the decision script. */
-static const char ready_script[] =
-    "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
-    "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "redis.call('ZADD', z, 'XX', 'GT', now, member)\n"
-    "local rank = redis.call('ZRANK', z, member)\n"
-    "if not rank or rank < limit then return 0 end\n"
-    "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"
-    "local score, stale = tonumber(e[2]), now - window - tonumber(ARGV[5])\n"
-    "for _, p in ipairs(redis.call('SMEMBERS', pending)) do\n"
-    "  local s = tonumber(redis.call('ZSCORE', z, p))\n"
-    "  if s and p ~= member and s <= score and s >= stale then return tonumber(ARGV[4]) end\n"
-    "end\n"
-    "local free = score + window\n"
-    "if free <= now then return 0 end\n"
-    "redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
-    "return free - now\n";
 
 static void on_ready_reply(struct shared_request *r, redisReply *reply)
 {
@@ -470,9 +385,12 @@ static int send_script(struct shared_request *r, int as_eval)
         return -1;
     r->retried_eval = as_eval;
     if (redisAsyncCommand(
-            s->ac, on_reply, r, "%s %s 4 %s %s %s:hold %s:pending %u %llu %d %llu %u %llu %d",
-            as_eval ? "EVAL" : "EVALSHA", as_eval ? script : s->sha, r->zkey, r->seqkey, r->zkey,
-            r->zkey, r->limit, r->window_us, r->delay, r->max_delay_us, r->max_queue,
+            s->ac, on_reply, r,
+            "%s %s 7 %s %s %s:hold %s:pending %s:learned %s:departed %s:unanswered %u %llu %d "
+            "%llu %u %llu %d",
+            as_eval ? "EVAL" : "EVALSHA", as_eval ? shared_script_decide : s->sha, r->zkey,
+            r->seqkey, r->zkey, r->zkey, r->zkey, r->zkey, r->zkey, r->limit, r->window_us,
+            r->delay, r->max_delay_us, r->max_queue,
             (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run) != REDIS_OK)
         return -1;
     note_sent(s);
@@ -482,7 +400,7 @@ static int send_script(struct shared_request *r, int as_eval)
 static int send_ready(struct shared_request *r)
 {
     if (redisAsyncCommand(r->s->ac, on_reply, r, "EVAL %s 2 %s %s:pending %s %u %llu %llu %llu",
-                          ready_script, r->zkey, r->zkey, r->member, r->limit, r->window_us,
+                          shared_script_ready, r->zkey, r->zkey, r->member, r->limit, r->window_us,
                           (unsigned long long)SHARED_PENDING_RECHECK_US,
                           (unsigned long long)SHARED_PENDING_STALE_US) != REDIS_OK)
         return -1;
@@ -578,19 +496,39 @@ void shared_cancel(struct shared_request *r)
     evtimer_del(r->timer);
 }
 
-/* XX: a member the window dropped meanwhile stays dropped; GT: never earlier (a reservation's
- * time may be later than its request's departure by the timer's slack). */
-static const char depart_script[] =
-    "local t = redis.call('TIME')\n"
-    "redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
-    "redis.call('SREM', KEYS[2], ARGV[1])\n"
-    "return 1\n";
 
-void shared_depart(struct shared *s, const char *key, const char *member)
+void shared_depart(struct shared *s, const char *key, const char *member, int learn)
 {
-    if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
-        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 2 %s %s:pending %s", depart_script,
-                          key, key, member) == REDIS_OK)
+    if (s == NULL || s->ac == NULL || !s->connected || member[0] == '\0')
+        return;
+    int sent = learn ? redisAsyncCommand(s->ac, ignore_reply, NULL,
+                                         "EVAL %s 4 %s %s:pending %s:departed %s:unanswered %s %d",
+                                         shared_script_depart_learn, key, key, key, key, member,
+                                         SHARED_UNANSWERED_MAX)
+                     : redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 2 %s %s:pending %s",
+                                         shared_script_depart, key, key, member);
+    if (sent == REDIS_OK)
+        note_sent(s);
+}
+
+void shared_learn(struct shared *s, const char *key, const char *member,
+                  const struct limit_headers *said, uint64_t margin_ms)
+{
+    if (s == NULL || s->ac == NULL || !s->connected || member[0] == '\0')
+        return;
+    long long remaining = -1, reset_us = -1, limit = -1, period_us = -1;
+    if (said != NULL && said->remaining >= 0 && said->reset_ms >= 0) {
+        remaining = said->remaining;
+        reset_us = said->reset_ms * 1000;
+        limit = said->limit;
+        period_us = said->window_ms > 0 ? said->window_ms * 1000 : -1;
+    }
+    if (redisAsyncCommand(s->ac, ignore_reply, NULL,
+                          "EVAL %s 3 %s:learned %s:departed %s:unanswered %s %lld %lld %lld %lld "
+                          "%llu %llu",
+                          shared_script_learn, key, key, key, member, remaining, reset_us, limit,
+                          period_us, (unsigned long long)margin_ms * 1000,
+                          (unsigned long long)LIMITER_RESET_SLACK_US) == REDIS_OK)
         note_sent(s);
 }
 
@@ -602,16 +540,11 @@ void shared_abandon(struct shared *s, const char *key, const char *member)
         note_sent(s);
 }
 
-/* Extends a hold, never shortens one. */
-static const char hold_script[] =
-    "local ms = tonumber(ARGV[1])\n"
-    "if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end\n"
-    "return 1\n";
 
 void shared_hold(struct shared *s, const char *key, uint64_t for_ms)
 {
     if (s != NULL && s->ac != NULL && s->connected && for_ms > 0 &&
-        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s:hold %llu", hold_script, key,
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s:hold %llu", shared_script_hold, key,
                           (unsigned long long)for_ms) == REDIS_OK)
         note_sent(s);
 }
@@ -649,7 +582,11 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     return NULL;
 }
 void shared_cancel(struct shared_request *r) {}
-void shared_depart(struct shared *s, const char *key, const char *member) {}
+void shared_depart(struct shared *s, const char *key, const char *member, int learn) {}
+void shared_learn(struct shared *s, const char *key, const char *member,
+                  const struct limit_headers *said, uint64_t margin_ms)
+{
+}
 void shared_hold(struct shared *s, const char *key, uint64_t for_ms) {}
 struct shared_request *shared_ready(struct shared *s, const struct rate_rule *rule,
                                     const char *key, const char *member, uint64_t timeout_ms,

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "limit_headers.h"
 #include "limiter.h"
 
 struct shared;
@@ -63,8 +64,18 @@ struct shared_request *shared_ready(struct shared *s, const struct rate_rule *ru
                                     const char *key, const char *member, uint64_t timeout_ms,
                                     shared_done_fn done, void *arg);
 /* The request of `member` departs now: its entry moves to Redis' current time (never earlier),
- * so the shared window counts arrivals at the origin, as limiter.c's does. Fire and forget. */
-void shared_depart(struct shared *s, const char *key, const char *member);
+ * so the shared window counts arrivals at the origin, as limiter.c's does. learn (the rule follows
+ * the origin's limits): it also takes the key's next departure number and waits for its answer,
+ * for shared_learn. Fire and forget. */
+void shared_depart(struct shared *s, const char *key, const char *member, int learn);
+/* The answer to `member`, departed with learn (once per departure; said NULL, or without a
+ * remaining and a reset: it is only answered): the fleet's budget for the key becomes what the
+ * origin says remains, less the departures it has not counted yet and the requests on their way
+ * (the lower for the same quota window), and shared_decide holds or refuses the key's requests
+ * while it is spent, until the announced reset plus margin_ms. Fire and forget: the departure went
+ * on this same connection, so Redis has it first. */
+void shared_learn(struct shared *s, const char *key, const char *member,
+                  const struct limit_headers *said, uint64_t margin_ms);
 /* The origin said to hold the key of `key` (a 429/503's Retry-After, a quota spent until its
  * reset) for for_ms: every instance holds or refuses its requests until then (an existing longer
  * hold stays). Fire and forget. */

@@ -201,10 +201,9 @@ void window_key(int port, const char *name, char *out, size_t len)
     for (char *save = NULL, *k = strtok_r(keys, "\n", &save); k != NULL;
          k = strtok_r(NULL, "\n", &save)) {
         size_t n = strlen(k);
-        /* beside the set: its counter, its members not departed yet, a hold the origin asked for */
-        if ((n >= 4 && strcmp(k + n - 4, ":seq") == 0) ||
-            (n >= 8 && strcmp(k + n - 8, ":pending") == 0) ||
-            (n >= 5 && strcmp(k + n - 5, ":hold") == 0))
+        /* the set's name ends with its hash tag; the keys beside it (:seq, :pending, :hold,
+         * :departed, :unanswered, :learned: see shared_script.h) add a suffix after it */
+        if (n == 0 || k[n - 1] != '}')
             continue;
         snprintf(out, len, "%s", k);
     }

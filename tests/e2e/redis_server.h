@@ -45,8 +45,8 @@ long long redis_int(int port, const char *cmd, const char *arg);
  * the field is absent (Redis lists no line for an error that never happened) */
 long long redis_info(int port, const char *section, const char *field);
 
-/* The sorted set of rule `name` (rlproxy:{NAME:KEY}, its counter rlproxy:{NAME:KEY}:seq, its
- * pending set :pending and a hold :hold beside it); "" while there is none */
+/* The sorted set of rule `name` (rlproxy:{NAME:KEY}; the keys beside it, :seq, :pending, :hold,
+ * :departed, :unanswered and :learned, are skipped); "" while there is none */
 void window_key(int port, const char *name, char *out, size_t len);
 /* ZCARD of rule `name`'s set; 0 while there is none */
 long long window_card(int port, const char *name);

@@ -116,7 +116,7 @@ static void barrier(struct redis_fixture *f, const char *key)
 /* The request of member departs now (and Redis has recorded it when this returns) */
 static void depart(struct redis_fixture *f, const char *key, const char *member)
 {
-    shared_depart(f->shared, key, member);
+    shared_depart(f->shared, key, member, 1);
     barrier(f, key);
 }
 

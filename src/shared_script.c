@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: BSD-2-Clause (see LICENSE) */
+/* shared_script.c — see shared_script.h. */
+#include "shared_script.h"
+
+/* One admission, atomically. The sorted set holds admission times (past admissions and future
+ * reservations, scored in microseconds of Redis' own clock; departures move them later); the new
+ * entry goes at the earliest time at which the last `limit` entries span a whole window — exactly
+ * limiter.c's rule. Members whose request has not departed yet are also in the set KEYS[4]
+ * (shared_depart takes them out): such a member never leaves the window (an instance that went
+ * away leaves them behind: after ARGV[6] more microseconds they do), and the entry the new one
+ * would follow, when it is one of them, departs no earlier than now. A key held for what its origin
+ * said (shared_hold: a Retry-After, a spent quota) answers 3 (wait that long, then ask again) or 4
+ * (refused) while the hold lasts. ARGV[7] 1 is a dry run (enforce: false): a request that would
+ * reserve a slot answers 5 (it would be held that long) and takes no entry, so the window holds
+ * only what enforcing would have let through; every other answer is the one enforcing would give.
+ * KEYS[5..7] (learned, departed, unanswered; absent from instances that predate them) hold the
+ * budget the origin's answers leave, as a ceiling on departures: the key may send while its
+ * departures (KEYS[6]) plus its requests on their way (KEYS[4]) stay below it. Spent, it answers 3
+ * or 4 until the announced reset (plus margin) as a hold does; past that reset it renews at the
+ * announced limit when the quota's period is known (announced, or seen between two resets), and
+ * is forgotten when it is not. O(1): a counter and two cardinalities.
+ */
+const char shared_script_decide[] =
+    "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+    "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local stale, dry = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local held = redis.call('PTTL', hold)\n"
+    "if held > 0 then\n"
+    "  if delay == 1 and held * 1000 <= max_delay then return {3, held * 1000, 0, ''} end\n"
+    "  return {4, held * 1000, 0, ''}\n"
+    "end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local old = redis.call('ZRANGEBYSCORE', z, '-inf', now - window, 'WITHSCORES')\n"
+    "for i = 1, #old, 2 do\n"
+    "  if redis.call('SISMEMBER', pending, old[i]) == 0 then redis.call('ZREM', z, old[i])\n"
+    "  elseif tonumber(old[i + 1]) < now - window - stale then\n"
+    "    redis.call('ZREM', z, old[i])\n"
+    "    redis.call('SREM', pending, old[i])\n"
+    "  end\n"
+    "end\n"
+    "local learned, departed, unanswered = KEYS[5], KEYS[6], KEYS[7]\n"
+    "if learned then\n"
+    "  local l = redis.call('HMGET', learned, 'ceiling', 'until', 'limit', 'period', 'reset')\n"
+    "  local ceiling, till = tonumber(l[1]), tonumber(l[2])\n"
+    "  if till and now >= till then\n"
+    "    local quota, period, reset = tonumber(l[3]), tonumber(l[4]), tonumber(l[5])\n"
+    "    ceiling = nil\n"
+    "    if quota and period and period > 0 then\n"
+    "      local renewed = reset + (math.floor((now - reset) / period) + 1) * period\n"
+    "      till = renewed + till - reset\n"
+    "      ceiling = quota + tonumber(redis.call('GET', departed) or '0')\n"
+    "      redis.call('HSET', learned, 'ceiling', ceiling, 'until', till, 'reset', renewed)\n"
+    "      local ttl = math.floor((till - now + period) / 1000) + 1000\n"
+    "      for _, k in ipairs({learned, departed, unanswered}) do\n"
+    "        if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end\n"
+    "      end\n"
+    "    else redis.call('DEL', learned) end\n"
+    "  end\n"
+    "  if ceiling and tonumber(redis.call('GET', departed) or '0') +\n"
+    "                 redis.call('SCARD', pending) >= ceiling then\n"
+    "    if delay == 1 and till - now <= max_delay then return {3, till - now, 0, ''} end\n"
+    "    return {4, till - now, 0, ''}\n"
+    "  end\n"
+    "end\n"
+    "local count = redis.call('ZCARD', z)\n"
+    "local at, verdict = now, 1\n"
+    "if count >= limit then\n"
+    "  local e = redis.call('ZRANGE', z, count - limit, count - limit, 'WITHSCORES')\n"
+    "  at = tonumber(e[2]) + window\n"
+    "  if at <= now then at = now + window end\n"
+    "  if delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
+    "  elseif redis.call('ZCOUNT', z, '(' .. now, '+inf') >= max_queue then\n"
+    "    return {0, at - now, 0, ''}\n"
+    "  elseif dry == 1 then return {5, at - now, 0, ''}\n"
+    "  else verdict = 2 end\n"
+    "end\n"
+    "local member = tostring(redis.call('INCR', seq))\n"
+    "redis.call('ZADD', z, at, member)\n"
+    "redis.call('SADD', pending, member)\n"
+    "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
+    "redis.call('PEXPIRE', z, ttl)\n"
+    "redis.call('PEXPIRE', seq, ttl)\n"
+    "redis.call('PEXPIRE', pending, ttl)\n"
+    "local left = limit - count - 1\n"
+    "if left < 0 then left = 0 end\n"
+    "return {verdict, at - now, left, member}\n";
+
+/* A reservation's time came: it may go when the entry `limit` places before it in the set has
+ * left the window. It is ranked at now when its reserved time has passed (its timer fired late: a
+ * loaded machine, a busy loop), not at that stale score: it cannot depart before now, so a member
+ * that departed in between (after the reserved time, before now) is ahead of it in the window's
+ * final order. Ranked at its reserved time it would follow that member instead, the entry `limit`
+ * places back would be one too early, and limit + 1 could go within one window. That entry may
+ * have departed later than the time the reservation was computed from (departures move members
+ * later): then the member moves to when it may go, and the caller waits that long more. While
+ * that entry, or any entry scored at or below it, has not departed, the caller asks again after
+ * ARGV[4] microseconds: such an entry moves later when it departs and may overtake it, so the one
+ * `limit` places back would be a later one. A member gone from the set goes. The pending set holds
+ * the key's requests in flight and held, so the loop is bounded by that (max_queue and the
+ * in-flight requests), not by the window's size; a pending entry older than ARGV[5] past its
+ * window is one an instance left behind, as in the decision script. */
+const char shared_script_ready[] =
+    "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
+    "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "redis.call('ZADD', z, 'XX', 'GT', now, member)\n"
+    "local rank = redis.call('ZRANK', z, member)\n"
+    "if not rank or rank < limit then return 0 end\n"
+    "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"
+    "local score, stale = tonumber(e[2]), now - window - tonumber(ARGV[5])\n"
+    "for _, p in ipairs(redis.call('SMEMBERS', pending)) do\n"
+    "  local s = tonumber(redis.call('ZSCORE', z, p))\n"
+    "  if s and p ~= member and s <= score and s >= stale then return tonumber(ARGV[4]) end\n"
+    "end\n"
+    "local free = score + window\n"
+    "if free <= now then return 0 end\n"
+    "redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
+    "return free - now\n";
+
+/* XX: a member the window dropped meanwhile stays dropped; GT: never earlier (a reservation's
+ * time may be later than its request's departure by the timer's slack). */
+const char shared_script_depart[] =
+    "local t = redis.call('TIME')\n"
+    "redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "redis.call('SREM', KEYS[2], ARGV[1])\n"
+    "return 1\n";
+
+/* Extends a hold, never shortens one. */
+const char shared_script_hold[] =
+    "local ms = tonumber(ARGV[1])\n"
+    "if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end\n"
+    "return 1\n";
+
+/* The departure of a request whose rule follows the origin's limits: as shared_script_depart, and
+ * it takes the key's next departure number and is unanswered until shared_script_learn hears of
+ * it. Counted even when the member left the pending set meanwhile (taken for stale): it reaches
+ * the origin all the same. The counter and the unanswered set live at least as long as the
+ * window's set, and as long as a learned budget that counts on them (shared_script_learn extends
+ * them). ARGV[2]: how many departures back an unanswered member is taken as lost. */
+const char shared_script_depart_learn[] =
+    "local z, pending, departed, unanswered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+    "local t = redis.call('TIME')\n"
+    "redis.call('ZADD', z, 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "redis.call('SREM', pending, ARGV[1])\n"
+    "local d = redis.call('INCR', departed)\n"
+    "redis.call('ZADD', unanswered, d, ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', unanswered, '-inf', '(' .. (d - tonumber(ARGV[2])))\n"
+    "local ttl = redis.call('PTTL', z)\n"
+    "if ttl < 1000000 then ttl = 1000000 end\n"
+    "for _, k in ipairs({departed, unanswered}) do\n"
+    "  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end\n"
+    "end\n"
+    "return d\n";
+
+/* An answer to the departed request ARGV[1] (once per departure; ARGV[2] -1 when it said nothing:
+ * it is only answered). What it says is the origin's count as of that request: the budget left is
+ * its remaining less the departures after it, less those before it not answered yet (the origin
+ * may count them after it: answers overtake each other), less the requests on their way. Kept as a
+ * ceiling on departures + requests on their way, ceiling = remaining - earlier unanswered + its
+ * departure number, so that each admission spends one without a write. A quota window is known by
+ * its reset (Redis' clock, within ARGV[7] µs): for the same window the lower ceiling stays (the
+ * lowest count is the latest, whichever answer came last) and the later reset; a later window
+ * replaces it; an answer about an earlier window says nothing. A remaining without a reset is not
+ * learned (a shared budget needs an end every instance agrees on). ARGV: member, remaining,
+ * reset_us, limit, period_us (-1 when not said), margin_us, slack_us. O(log of unanswered). */
+const char shared_script_learn[] =
+    "local learned, departed, unanswered = KEYS[1], KEYS[2], KEYS[3]\n"
+    "local d = tonumber(redis.call('ZSCORE', unanswered, ARGV[1]))\n"
+    "if not d then return 0 end\n"
+    "redis.call('ZREM', unanswered, ARGV[1])\n"
+    "local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "if remaining < 0 or reset < 0 then return 0 end\n"
+    "local quota, period = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local margin, slack = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local at = now + reset\n"
+    "local ceiling = remaining - redis.call('ZCOUNT', unanswered, '-inf', '(' .. d) + d\n"
+    "local l = redis.call('HMGET', learned, 'ceiling', 'reset', 'period')\n"
+    "local known, known_period = tonumber(l[2]), tonumber(l[3]) or 0\n"
+    "if period <= 0 then period = known_period end\n"
+    "if known and at + slack > known and at < known + slack then\n"
+    "  if ceiling < tonumber(l[1]) then redis.call('HSET', learned, 'ceiling', ceiling) end\n"
+    "  if at > known then redis.call('HSET', learned, 'reset', at, 'until', at + margin) end\n"
+    "elseif not known or at > known then\n"
+    "  if tonumber(ARGV[5]) <= 0 and known then period = at - known end\n"
+    "  redis.call('HSET', learned, 'ceiling', ceiling, 'reset', at, 'until', at + margin)\n"
+    "else\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('HSET', learned, 'period', period)\n"
+    "if quota > 0 then redis.call('HSET', learned, 'limit', quota) end\n"
+    "local till = tonumber(redis.call('HGET', learned, 'until'))\n"
+    "local ttl = math.floor((till - now + period) / 1000) + 1000\n"
+    "for _, k in ipairs({learned, departed, unanswered}) do\n"
+    "  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end\n"
+    "end\n"
+    "return 1\n";
