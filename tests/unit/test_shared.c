@@ -8,6 +8,11 @@
  *   1. a reservation checked late (its timer fired after its time, on a loaded machine) while a
  *      request checked before it departed in between, after its reserved time: it is ranked at the
  *      time it can go, not at its stale reserved time, so it follows that request.
+ *   2. the learned budget (shared_learn): the origin's remaining less the departures it has not
+ *      counted (later ones, and earlier unanswered ones) less the requests on their way, the lower
+ *      kept when a later answer for the same quota window says more; 3. an answer about the next
+ *      window replaces a spent one; 4. past its reset a quota of known size and period renews.
+ *      Pass or fail is the verdicts Redis gives; the one sleep waits out a reset.
  * Needs redis-server and redis-cli (Debian package redis-server); without them the test FAILS. */
 #include <event2/event.h>
 #include <limits.h>
@@ -199,11 +204,119 @@ START_TEST(test_late_ready_check_ranks_at_now)
 }
 END_TEST
 
+/* ---- the learned budget (upstream_limits: follow) ---------------------------------------------- */
+
+/* A new request that must be admitted */
+static struct shared_result admitted(struct redis_fixture *f, const char *what)
+{
+    uint64_t due_us;
+    struct shared_result r = decide(f, &due_us);
+    ck_assert_msg(r.outcome == SHARED_ADMIT && !r.paused && r.member[0] != '\0',
+                  "%s: outcome %d (paused %d), not admitted", what, r.outcome, r.paused);
+    return r;
+}
+
+/* A new request that the learned budget must refuse (over_limit reject), held until about
+ * reset_ms from now */
+static void refused_for_budget(struct redis_fixture *f, const char *what, uint64_t reset_ms)
+{
+    uint64_t due_us;
+    struct shared_result r = decide(f, &due_us);
+    ck_assert_msg(r.outcome == SHARED_REJECT && r.paused,
+                  "%s: outcome %d (paused %d), not refused for the origin's budget", what,
+                  r.outcome, r.paused);
+    ck_assert_msg(r.retry_after_us <= reset_ms * 1000 && r.retry_after_us + 1000000 > reset_ms * 1000,
+                  "%s: Retry-After of %llu us, not about the announced reset (%llu ms)", what,
+                  (unsigned long long)r.retry_after_us, (unsigned long long)reset_ms);
+}
+
+/* The origin's answer to member: remaining, its reset from now, its limit and window (-1: not
+ * said); Redis has it when this returns */
+static void answer(struct redis_fixture *f, const struct shared_result *to, int64_t remaining,
+                   int64_t reset_ms, int64_t limit, int64_t window_ms)
+{
+    struct limit_headers said = {.found = 1,
+                                 .limit = limit,
+                                 .remaining = remaining,
+                                 .reset_ms = reset_ms,
+                                 .window_ms = window_ms,
+                                 .retry_after_ms = -1};
+    shared_learn(f->shared, to->key, to->member, &said, 0);
+    barrier(f, to->key);
+}
+
+/* A rule far looser than its origin (100 per 10 s) that refuses over its limit */
+static void learned_fixture_up(struct redis_fixture *f, const char *name)
+{
+    redis_fixture_up(f, name, 100, 10000);
+    f->rule.over_limit = RATE_OVER_REJECT;
+}
+
+/* A, B, C admitted; A and B departed (in that order), C still on its way. B's answer comes first:
+ * 5 remaining. The origin may not have counted A yet (departed before B, unanswered) and will
+ * count C: the budget is 5 - 1 - 1 = 3 across the fleet. A's answer then says 6 remaining for the
+ * same quota window (it was counted first, its answer came last): that must not raise the budget.
+ * Three more requests go, the fourth is refused until the reset. */
+START_TEST(test_learned_budget_counts_in_flight_and_keeps_the_lower)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "budget");
+    struct shared_result a = admitted(&f, "A"), b = admitted(&f, "B");
+    admitted(&f, "C");
+    shared_depart(f.shared, a.key, a.member, 1);
+    depart(&f, b.key, b.member);
+    answer(&f, &b, 5, 8000, 10, -1);
+    answer(&f, &a, 6, 8000, 10, -1);
+    for (int i = 0; i < 3; i++)
+        admitted(&f, "within the budget");
+    refused_for_budget(&f, "past the budget", 8000);
+    redis_fixture_down(&f);
+}
+END_TEST
+
+/* A spent budget for a quota window that resets in 8 s; an answer about the next window (reset
+ * in 18 s, 50 remaining) replaces it, and requests go again. */
+START_TEST(test_learned_new_window_replaces)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "next");
+    struct shared_result a = admitted(&f, "A"), b = admitted(&f, "B");
+    depart(&f, a.key, a.member);
+    answer(&f, &a, 0, 8000, 10, -1);
+    refused_for_budget(&f, "spent", 8000);
+    depart(&f, b.key, b.member);
+    answer(&f, &b, 50, 18000, 60, -1);
+    admitted(&f, "in the next window");
+    redis_fixture_down(&f);
+}
+END_TEST
+
+/* A quota of 2 per 1 s (announced), spent until a reset 300 ms away: after it the budget renews
+ * at the announced limit, so two requests go and the third is refused until the next reset. */
+START_TEST(test_learned_renews_at_the_announced_limit)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "renew");
+    struct shared_result a = admitted(&f, "A");
+    depart(&f, a.key, a.member);
+    answer(&f, &a, 0, 300, 2, 1000);
+    refused_for_budget(&f, "spent", 300);
+    sleep_ms(400);
+    admitted(&f, "renewed, 1");
+    admitted(&f, "renewed, 2");
+    refused_for_budget(&f, "renewed and spent", 1000);
+    redis_fixture_down(&f);
+}
+END_TEST
+
 static void add_tests(Suite *s)
 {
     TCase *tc = harness_tcase("shared", 60);
     tcase_add_checked_fixture(tc, NULL, redis_teardown);
     tcase_add_test(tc, test_late_ready_check_ranks_at_now);
+    tcase_add_test(tc, test_learned_budget_counts_in_flight_and_keeps_the_lower);
+    tcase_add_test(tc, test_learned_new_window_replaces);
+    tcase_add_test(tc, test_learned_renews_at_the_announced_limit);
     suite_add_tcase(s, tc);
 }
 
