@@ -24,7 +24,10 @@
  *   7. enforce: false: a dry run over two instances lets every request through at once, Redis
  *      keeps only what enforcing would have admitted, the rest is counted as would_reject or
  *      would_delay, and a reload to enforce: true refuses from where the window stands; with
- *      Redis unreachable, on_error local and deny stay dry runs.
+ *      Redis unreachable, on_error local and deny stay dry runs;
+ *   8. upstream_limits: follow: an origin with a quota lower than the rule, announced in its
+ *      headers, is never sent a request past it by two instances driven at once (no 429 of its
+ *      own): the fleet's budget in Redis refuses the rest with 429 and Retry-After.
  * Needs redis-server and redis-cli (Debian package redis-server); without them every test FAILS
  * with a message saying so — a CI without Redis must not pass this suite by skipping it. */
 #include "harness.h"
@@ -976,6 +979,149 @@ START_TEST(test_origin_pause_shared_between_instances)
 }
 END_TEST
 
+/* ---- 8. what the origin says, learned by the fleet --------------------------------------------- */
+
+#define QUOTA 10           /* the origin's: requests per window for the token */
+#define QUOTA_WINDOW_S 60  /* its window, aligned to the clock: the run stays inside one */
+#define QUOTA_THREADS 8    /* clients, half on each instance */
+#define QUOTA_PER_THREAD 4 /* requests each sends, one after another */
+
+struct quota_client {
+    int proxy_port, origin_port;
+    const char *token;
+    pthread_barrier_t *start;
+    /* what came back: the origin's 200s, rlproxy's own 429s (with Retry-After), the origin's
+     * 429s, anything else, and failures */
+    int ok, refused, origin_429, other, errors;
+    char error[160];
+};
+
+/* One GET of the token's /api through the proxy on a fresh connection; its response in *r. No
+ * ck_assert: client threads use it. */
+static int quota_get(struct quota_client *q, struct http_response *r)
+{
+    char err[128];
+    memset(r, 0, sizeof *r);
+    struct raw *c = raw_connect_from(q->proxy_port, NULL, err, sizeof err);
+    if (c == NULL) {
+        snprintf(q->error, sizeof q->error, "connect: %s", err);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET http://127.0.0.1:%d/api?family=github&limit=%d&window=%d HTTP/1.1\r\n"
+                     "Host: 127.0.0.1:%d\r\nAuthorization: %s\r\n\r\n",
+                     q->origin_port, QUOTA, QUOTA_WINDOW_S, q->origin_port, q->token);
+    int rc = raw_try_send(c, req, (size_t)n) == 0 ? raw_read_response(c, r, 0, T_MS) : RAW_CLOSED;
+    raw_close(c);
+    if (rc != RAW_OK)
+        snprintf(q->error, sizeof q->error, "request: %s", raw_result_name(rc));
+    return rc == RAW_OK ? 0 : -1;
+}
+
+static void *quota_client_run(void *arg)
+{
+    struct quota_client *q = arg;
+    pthread_barrier_wait(q->start);
+    for (int i = 0; i < QUOTA_PER_THREAD; i++) {
+        struct http_response r;
+        if (quota_get(q, &r) != 0)
+            q->errors++;
+        else if (r.status == 200)
+            q->ok++;
+        else if (r.status == 429 && r.body != NULL && strstr(r.body, "api:") != NULL)
+            q->origin_429++;
+        else if (r.status == 429 && resp_header(&r, "Retry-After", 0) != NULL)
+            q->refused++;
+        else
+            q->other++;
+        http_response_free(&r);
+    }
+    return NULL;
+}
+
+/* upstream_limits: follow on a shared rule: the origin enforces a quota of 10 per minute for one
+ * token and announces it (GitHub's X-RateLimit-* fields); the rule is far looser (100 per 10 s).
+ * One request learns the quota; then 8 clients over two instances send 32 requests at once. The
+ * fleet keeps under what the origin said is left, counting each other's requests on their way:
+ * the origin sees no request beyond its quota (no 429 of its own), and the requests past it are
+ * refused by rlproxy itself with 429 and Retry-After. Holds alone (a remaining of 0, a
+ * Retry-After) come only after the requests in flight have reached the origin: it answers 429s. */
+START_TEST(test_learned_budget_two_instances)
+{
+    require_redis();
+    /* the origin's quota window is a clock minute: keep the run (a few seconds) inside one */
+    while (time(NULL) % QUOTA_WINDOW_S > QUOTA_WINDOW_S - 15)
+        sleep_ms(200);
+    struct redis *rd = redis_start();
+    struct origin *o = origin_start(0);
+    const char *rule = "  - name: quota\n"
+                       "    match: { path_prefix: \"/api\" }\n"
+                       "    key: global\n"
+                       "    limit: 100\n"
+                       "    window: 10s\n"
+                       "    shared: true\n"
+                       "    over_limit: reject\n"
+                       "    upstream_limits: follow\n"
+                       "retry:\n"
+                       "  attempts: 1\n";
+    struct proxy *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = shared_proxy(rd->port, "deny", "1s", rule);
+        warm(p[i], o, 3);
+    }
+    char token[64];
+    snprintf(token, sizeof token, "Bearer fleet-%d", (int)getpid());
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, QUOTA_THREADS + 1);
+    struct quota_client q[QUOTA_THREADS];
+    for (int i = 0; i < QUOTA_THREADS; i++)
+        q[i] = (struct quota_client){
+            .proxy_port = p[i % 2]->port, .origin_port = o->port, .token = token, .start = &start};
+    struct quota_client first = q[0];
+    struct http_response r;
+    ck_assert_msg(quota_get(&first, &r) == 0 && r.status == 200, "the first request: %d %s",
+                  r.status, first.error);
+    http_response_free(&r);
+    pthread_t t[QUOTA_THREADS];
+    for (int i = 0; i < QUOTA_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, quota_client_run, &q[i]), 0);
+    pthread_barrier_wait(&start);
+    struct quota_client sum = {0};
+    for (int i = 0; i < QUOTA_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        sum.ok += q[i].ok;
+        sum.refused += q[i].refused;
+        sum.origin_429 += q[i].origin_429;
+        sum.other += q[i].other;
+        sum.errors += q[i].errors;
+        if (q[i].errors > 0)
+            snprintf(sum.error, sizeof sum.error, "%s", q[i].error);
+    }
+    pthread_barrier_destroy(&start);
+    char path[200];
+    snprintf(path, sizeof path, "/api/stats?token=Bearer%%20fleet-%d", (int)getpid());
+    char *json = origin_get(o, path);
+    long long limited = -1;
+    ck_assert_msg(json_get_int(json, "limited", &limited) == 0, "/api/stats: %s", json);
+    fprintf(stderr,
+            "shared learned: %d requests over 2 instances after the first: %d served, %d refused "
+            "by rlproxy, %d refused by the origin (its stats: %s)\n",
+            QUOTA_THREADS * QUOTA_PER_THREAD, sum.ok, sum.refused, sum.origin_429, json);
+    free(json);
+    ck_assert_msg(sum.errors == 0 && sum.other == 0, "%d failed (%s), %d other answers",
+                  sum.errors, sum.error, sum.other);
+    ck_assert_msg(limited == 0 && sum.origin_429 == 0,
+                  "the origin answered %lld requests past its quota with 429", limited);
+    ck_assert_msg(sum.ok >= 1 && sum.ok + 1 <= QUOTA, "%d served after the first", sum.ok);
+    ck_assert_int_eq(sum.ok + sum.refused, QUOTA_THREADS * QUOTA_PER_THREAD);
+    for (int i = 0; i < 2; i++)
+        proxy_stop(p[i]);
+    origin_stop(o);
+    redis_free(rd);
+}
+END_TEST
+
 /* One TCase per test, so CK_RUN_CASE=restarted (say) runs just that one */
 #define ADD(s, name, timeout)                                                                      \
     do {                                                                                           \
@@ -1340,6 +1486,7 @@ int main(void)
     ADD(s, hung_connection_replaced, 30);
     ADD(s, header_keys_one_window_per_token, 30);
     ADD(s, origin_pause_shared_between_instances, 30);
+    ADD(s, learned_budget_two_instances, 60);
     ADD(s, dry_run_two_instances, 30);
     ADD(s, dry_run_redis_down, 30);
     return harness_run_suite(s);
