@@ -439,8 +439,8 @@ void admission_depart(struct admission *a)
 {
     limiter_depart(&a->stamp, util_now_us(), &a->answer);
     if (a->shared_key != NULL && a->shared_member[0] != '\0') {
-        int learn = a->decision.rule != NULL &&
-                    a->decision.rule->upstream_limits == RATE_UPSTREAM_FOLLOW;
+        int learn =
+            a->decision.rule != NULL && a->decision.rule->upstream_limits == RATE_UPSTREAM_FOLLOW;
         shared_depart(a->queue->shared, a->shared_key, a->shared_member, learn);
         if (learn)
             memcpy(a->shared_unanswered, a->shared_member, sizeof a->shared_unanswered);

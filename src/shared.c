@@ -19,7 +19,6 @@
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 
-
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 /* A connection with commands outstanding and no reply for this many shared.timeouts (and at least
@@ -65,6 +64,7 @@ struct shared_request {
     unsigned long long window_us, max_delay_us;
     int delay;
     int dry_run; /* enforce: false */
+    int follow;  /* upstream_limits: follow: the learned budget counts */
     unsigned max_queue;
     int ready;           /* a shared_ready check, not a decision */
     char member[48];     /* ready: the reservation checked */
@@ -309,7 +309,6 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 static int send_script(struct shared_request *r, int as_eval);
 
-
 static void on_ready_reply(struct shared_request *r, redisReply *reply)
 {
     enum shared_outcome outcome = SHARED_ERROR;
@@ -387,11 +386,11 @@ static int send_script(struct shared_request *r, int as_eval)
     if (redisAsyncCommand(
             s->ac, on_reply, r,
             "%s %s 7 %s %s %s:hold %s:pending %s:learned %s:departed %s:unanswered %u %llu %d "
-            "%llu %u %llu %d",
+            "%llu %u %llu %d %d",
             as_eval ? "EVAL" : "EVALSHA", as_eval ? shared_script_decide : s->sha, r->zkey,
             r->seqkey, r->zkey, r->zkey, r->zkey, r->zkey, r->zkey, r->limit, r->window_us,
-            r->delay, r->max_delay_us, r->max_queue,
-            (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run) != REDIS_OK)
+            r->delay, r->max_delay_us, r->max_queue, (unsigned long long)SHARED_PENDING_STALE_US,
+            r->dry_run, r->follow) != REDIS_OK)
         return -1;
     note_sent(s);
     return 0;
@@ -465,6 +464,7 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     r->max_delay_us = (unsigned long long)rule->max_delay_ms * 1000;
     r->max_queue = rule->max_queue;
     r->dry_run = !rule->enforce;
+    r->follow = rule->upstream_limits == RATE_UPSTREAM_FOLLOW;
     if (request_send(r, s->timeout_ms) != 0) {
         atomic_fetch_add(&s->errors, 1);
         return NULL;
@@ -495,7 +495,6 @@ void shared_cancel(struct shared_request *r)
     r->finished = 1;
     evtimer_del(r->timer);
 }
-
 
 void shared_depart(struct shared *s, const char *key, const char *member, int learn)
 {
@@ -540,12 +539,11 @@ void shared_abandon(struct shared *s, const char *key, const char *member)
         note_sent(s);
 }
 
-
 void shared_hold(struct shared *s, const char *key, uint64_t for_ms)
 {
     if (s != NULL && s->ac != NULL && s->connected && for_ms > 0 &&
-        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s:hold %llu", shared_script_hold, key,
-                          (unsigned long long)for_ms) == REDIS_OK)
+        redisAsyncCommand(s->ac, ignore_reply, NULL, "EVAL %s 1 %s:hold %llu", shared_script_hold,
+                          key, (unsigned long long)for_ms) == REDIS_OK)
         note_sent(s);
 }
 

@@ -14,7 +14,8 @@
  * reserve a slot answers 5 (it would be held that long) and takes no entry, so the window holds
  * only what enforcing would have let through; every other answer is the one enforcing would give.
  * KEYS[5..7] (learned, departed, unanswered; absent from instances that predate them) hold the
- * budget the origin's answers leave, as a ceiling on departures: the key may send while its
+ * budget the origin's answers leave (it counts when ARGV[8] is 1: upstream_limits: follow), as a
+ * ceiling on departures: the key may send while its
  * departures (KEYS[6]) plus its requests on their way (KEYS[4]) stay below it. Spent, it answers 3
  * or 4 until the announced reset (plus margin) as a hold does; past that reset it renews at the
  * announced limit when the quota's period is known (announced, or seen between two resets), and
@@ -41,7 +42,7 @@ const char shared_script_decide[] =
     "  end\n"
     "end\n"
     "local learned, departed, unanswered = KEYS[5], KEYS[6], KEYS[7]\n"
-    "if learned then\n"
+    "if learned and ARGV[8] == '1' then\n"
     "  local l = redis.call('HMGET', learned, 'ceiling', 'until', 'limit', 'period', 'reset')\n"
     "  local ceiling, till = tonumber(l[1]), tonumber(l[2])\n"
     "  if till and now >= till then\n"

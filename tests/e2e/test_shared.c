@@ -979,7 +979,8 @@ START_TEST(test_origin_pause_shared_between_instances)
 }
 END_TEST
 
-/* ---- 8. what the origin says, learned by the fleet --------------------------------------------- */
+/* ---- 8. what the origin says, learned by the fleet ---------------------------------------------
+ */
 
 #define QUOTA 10           /* the origin's: requests per window for the token */
 #define QUOTA_WINDOW_S 60  /* its window, aligned to the clock: the run stays inside one */
@@ -1109,8 +1110,8 @@ START_TEST(test_learned_budget_two_instances)
             "by rlproxy, %d refused by the origin (its stats: %s)\n",
             QUOTA_THREADS * QUOTA_PER_THREAD, sum.ok, sum.refused, sum.origin_429, json);
     free(json);
-    ck_assert_msg(sum.errors == 0 && sum.other == 0, "%d failed (%s), %d other answers",
-                  sum.errors, sum.error, sum.other);
+    ck_assert_msg(sum.errors == 0 && sum.other == 0, "%d failed (%s), %d other answers", sum.errors,
+                  sum.error, sum.other);
     ck_assert_msg(limited == 0 && sum.origin_429 == 0,
                   "the origin answered %lld requests past its quota with 429", limited);
     ck_assert_msg(sum.ok >= 1 && sum.ok + 1 <= QUOTA, "%d served after the first", sum.ok);

@@ -11,7 +11,9 @@
  *   2. the learned budget (shared_learn): the origin's remaining less the departures it has not
  *      counted (later ones, and earlier unanswered ones) less the requests on their way, the lower
  *      kept when a later answer for the same quota window says more; 3. an answer about the next
- *      window replaces a spent one; 4. past its reset a quota of known size and period renews.
+ *      window replaces a spent one; 4. past its reset a quota of known size and period renews;
+ *      5. a dry run is not held by it (counted as would-refuse), and upstream_limits: ignore
+ *      does not count it.
  *      Pass or fail is the verdicts Redis gives; the one sleep waits out a reset.
  * Needs redis-server and redis-cli (Debian package redis-server); without them the test FAILS. */
 #include <event2/event.h>
@@ -204,7 +206,8 @@ START_TEST(test_late_ready_check_ranks_at_now)
 }
 END_TEST
 
-/* ---- the learned budget (upstream_limits: follow) ---------------------------------------------- */
+/* ---- the learned budget (upstream_limits: follow) ----------------------------------------------
+ */
 
 /* A new request that must be admitted */
 static struct shared_result admitted(struct redis_fixture *f, const char *what)
@@ -225,7 +228,8 @@ static void refused_for_budget(struct redis_fixture *f, const char *what, uint64
     ck_assert_msg(r.outcome == SHARED_REJECT && r.paused,
                   "%s: outcome %d (paused %d), not refused for the origin's budget", what,
                   r.outcome, r.paused);
-    ck_assert_msg(r.retry_after_us <= reset_ms * 1000 && r.retry_after_us + 1000000 > reset_ms * 1000,
+    ck_assert_msg(r.retry_after_us <= reset_ms * 1000 &&
+                      r.retry_after_us + 1000000 > reset_ms * 1000,
                   "%s: Retry-After of %llu us, not about the announced reset (%llu ms)", what,
                   (unsigned long long)r.retry_after_us, (unsigned long long)reset_ms);
 }
@@ -309,6 +313,29 @@ START_TEST(test_learned_renews_at_the_announced_limit)
 }
 END_TEST
 
+/* A spent budget holds nothing in a dry run (enforce: false): the request goes, counted as what
+ * enforcing would have done (would: refused); with upstream_limits: ignore it does not count. */
+START_TEST(test_learned_dry_run_and_ignore)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "dry");
+    struct shared_result a = admitted(&f, "A");
+    depart(&f, a.key, a.member);
+    answer(&f, &a, 0, 8000, 10, -1);
+    refused_for_budget(&f, "spent", 8000);
+    f.rule.enforce = 0;
+    uint64_t due_us;
+    struct shared_result dry = decide(&f, &due_us);
+    ck_assert_msg(dry.outcome == SHARED_ADMIT && dry.would == SHARED_REJECT,
+                  "a dry run past the budget: outcome %d, would %d", dry.outcome, dry.would);
+    f.rule.enforce = 1;
+    f.rule.upstream_limits = RATE_UPSTREAM_IGNORE;
+    struct shared_result ignored = admitted(&f, "upstream_limits: ignore");
+    ck_assert_int_eq(ignored.would, SHARED_ADMIT);
+    redis_fixture_down(&f);
+}
+END_TEST
+
 static void add_tests(Suite *s)
 {
     TCase *tc = harness_tcase("shared", 60);
@@ -317,6 +344,7 @@ static void add_tests(Suite *s)
     tcase_add_test(tc, test_learned_budget_counts_in_flight_and_keeps_the_lower);
     tcase_add_test(tc, test_learned_new_window_replaces);
     tcase_add_test(tc, test_learned_renews_at_the_announced_limit);
+    tcase_add_test(tc, test_learned_dry_run_and_ignore);
     suite_add_tcase(s, tc);
 }
 
