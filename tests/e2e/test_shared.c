@@ -1267,8 +1267,10 @@ START_TEST(test_header_keys_one_window_per_token)
                                                           "rlproxy:{tokens:*");
         token_window_key(secret, a, want_a, sizeof want_a);
         token_window_key(secret, b, want_b, sizeof want_b);
-        ck_assert_msg(text_count(scan, "\n") == 4 && strstr(scan, want_a) != NULL &&
-                          strstr(scan, want_b) != NULL,
+        /* two sets and their counters; the keys a following rule keeps beside them (its
+         * departures, see shared_script.h) are named after the same hashes */
+        ck_assert_msg(text_count(scan, "}\n") == 2 && text_count(scan, "}:seq\n") == 2 &&
+                          strstr(scan, want_a) != NULL && strstr(scan, want_b) != NULL,
                       "round %d: want %s and %s (and their :seq), Redis has:\n%s", round, want_a,
                       want_b, scan);
         free(scan);
