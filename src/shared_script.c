@@ -18,8 +18,10 @@
  * ceiling on departures: the key may send while its
  * departures (KEYS[6]) plus its requests on their way (KEYS[4]) stay below it. Spent, it answers 3
  * or 4 until the announced reset (plus margin) as a hold does; past that reset it renews at the
- * announced limit when the quota's period is known (announced, or seen between two resets), and
- * is forgotten when it is not. O(1): a counter and two cardinalities.
+ * announced limit (forgotten when none was announced) until the next reset: one quota period
+ * later when the period is known (announced, or seen between two resets), else one window of the
+ * rule later (a guess, marked so: an answer soon says when). O(1): a counter and two
+ * cardinalities.
  */
 const char shared_script_decide[] =
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
@@ -48,12 +50,16 @@ const char shared_script_decide[] =
     "  if till and now >= till then\n"
     "    local quota, period, reset = tonumber(l[3]), tonumber(l[4]), tonumber(l[5])\n"
     "    ceiling = nil\n"
-    "    if quota and period and period > 0 then\n"
-    "      local renewed = reset + (math.floor((now - reset) / period) + 1) * period\n"
+    "    if quota then\n"
+    "      local renewed, guessed = now + window, 1\n"
+    "      if period and period > 0 then\n"
+    "        renewed, guessed = reset + (math.floor((now - reset) / period) + 1) * period, 0\n"
+    "      end\n"
     "      till = renewed + till - reset\n"
     "      ceiling = quota + tonumber(redis.call('GET', departed) or '0')\n"
-    "      redis.call('HSET', learned, 'ceiling', ceiling, 'until', till, 'reset', renewed)\n"
-    "      local ttl = math.floor((till - now + period) / 1000) + 1000\n"
+    "      redis.call('HSET', learned, 'ceiling', ceiling, 'until', till, 'reset', renewed,\n"
+    "                 'guessed', guessed)\n"
+    "      local ttl = math.floor((till - now + (period or 0)) / 1000) + 1000\n"
     "      for _, k in ipairs({learned, departed, unanswered}) do\n"
     "        if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end\n"
     "      end\n"
@@ -180,15 +186,16 @@ const char shared_script_learn[] =
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local at = now + reset\n"
     "local ceiling = remaining - redis.call('ZCOUNT', unanswered, '-inf', '(' .. d) + d\n"
-    "local l = redis.call('HMGET', learned, 'ceiling', 'reset', 'period')\n"
+    "local l = redis.call('HMGET', learned, 'ceiling', 'reset', 'period', 'guessed')\n"
     "local known, known_period = tonumber(l[2]), tonumber(l[3]) or 0\n"
     "if period <= 0 then period = known_period end\n"
     "if known and at + slack > known and at < known + slack then\n"
     "  if ceiling < tonumber(l[1]) then redis.call('HSET', learned, 'ceiling', ceiling) end\n"
     "  if at > known then redis.call('HSET', learned, 'reset', at, 'until', at + margin) end\n"
     "elseif not known or at > known then\n"
-    "  if tonumber(ARGV[5]) <= 0 and known then period = at - known end\n"
-    "  redis.call('HSET', learned, 'ceiling', ceiling, 'reset', at, 'until', at + margin)\n"
+    "  if tonumber(ARGV[5]) <= 0 and known and l[4] ~= '1' then period = at - known end\n"
+    "  redis.call('HSET', learned, 'ceiling', ceiling, 'reset', at, 'until', at + margin,\n"
+    "             'guessed', 0)\n"
     "else\n"
     "  return 0\n"
     "end\n"

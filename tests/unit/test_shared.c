@@ -11,7 +11,8 @@
  *   2. the learned budget (shared_learn): the origin's remaining less the departures it has not
  *      counted (later ones, and earlier unanswered ones) less the requests on their way, the lower
  *      kept when a later answer for the same quota window says more; 3. an answer about the next
- *      window replaces a spent one; 4. past its reset a quota of known size and period renews;
+ *      window replaces a spent one; 4. past its reset a quota of known size renews (for its
+ *      period, or for the rule's window when no period is known);
  *      5. a dry run is not held by it (counted as would-refuse), and upstream_limits: ignore
  *      does not count it.
  *      Pass or fail is the verdicts Redis gives; the one sleep waits out a reset.
@@ -313,6 +314,24 @@ START_TEST(test_learned_renews_at_the_announced_limit)
 }
 END_TEST
 
+/* The same without the quota's period (GitHub's fields: a limit and a reset): past the reset the
+ * budget renews at the announced limit for one window of the rule (10 s), not unbounded. */
+START_TEST(test_learned_renews_without_a_period)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "renew_guess");
+    struct shared_result a = admitted(&f, "A");
+    depart(&f, a.key, a.member);
+    answer(&f, &a, 0, 300, 2, -1);
+    refused_for_budget(&f, "spent", 300);
+    sleep_ms(400);
+    admitted(&f, "renewed, 1");
+    admitted(&f, "renewed, 2");
+    refused_for_budget(&f, "renewed and spent", 10000);
+    redis_fixture_down(&f);
+}
+END_TEST
+
 /* A spent budget holds nothing in a dry run (enforce: false): the request goes, counted as what
  * enforcing would have done (would: refused); with upstream_limits: ignore it does not count. */
 START_TEST(test_learned_dry_run_and_ignore)
@@ -344,6 +363,7 @@ static void add_tests(Suite *s)
     tcase_add_test(tc, test_learned_budget_counts_in_flight_and_keeps_the_lower);
     tcase_add_test(tc, test_learned_new_window_replaces);
     tcase_add_test(tc, test_learned_renews_at_the_announced_limit);
+    tcase_add_test(tc, test_learned_renews_without_a_period);
     tcase_add_test(tc, test_learned_dry_run_and_ignore);
     suite_add_tcase(s, tc);
 }
