@@ -170,9 +170,11 @@ const char shared_script_depart_learn[] =
  * departure number, so that each admission spends one without a write. A quota window is known by
  * its reset (Redis' clock, within ARGV[7] µs): for the same window the lower ceiling stays (the
  * lowest count is the latest, whichever answer came last) and the later reset; a later window
- * replaces it; an answer about an earlier window says nothing. A remaining without a reset is not
- * learned (a shared budget needs an end every instance agrees on). ARGV: member, remaining,
- * reset_us, limit, period_us (-1 when not said), margin_us, slack_us. O(log of unanswered). */
+ * replaces it; an answer about an earlier window says nothing. A reset guessed at a renewal (no
+ * period known) gives way to the one an answer says, keeping the lower ceiling. A remaining
+ * without a reset is not learned (a shared budget needs an end every instance agrees on). ARGV:
+ * member, remaining, reset_us, limit, period_us (-1 when not said), margin_us, slack_us.
+ * O(log of unanswered). */
 const char shared_script_learn[] =
     "local learned, departed, unanswered = KEYS[1], KEYS[2], KEYS[3]\n"
     "local d = tonumber(redis.call('ZSCORE', unanswered, ARGV[1]))\n"
@@ -189,7 +191,11 @@ const char shared_script_learn[] =
     "local l = redis.call('HMGET', learned, 'ceiling', 'reset', 'period', 'guessed')\n"
     "local known, known_period = tonumber(l[2]), tonumber(l[3]) or 0\n"
     "if period <= 0 then period = known_period end\n"
-    "if known and at + slack > known and at < known + slack then\n"
+    "if known and l[4] == '1' then\n"
+    "  if ceiling > tonumber(l[1]) then ceiling = tonumber(l[1]) end\n"
+    "  redis.call('HSET', learned, 'ceiling', ceiling, 'reset', at, 'until', at + margin,\n"
+    "             'guessed', 0)\n"
+    "elseif known and at + slack > known and at < known + slack then\n"
     "  if ceiling < tonumber(l[1]) then redis.call('HSET', learned, 'ceiling', ceiling) end\n"
     "  if at > known then redis.call('HSET', learned, 'reset', at, 'until', at + margin) end\n"
     "elseif not known or at > known then\n"

@@ -315,7 +315,8 @@ START_TEST(test_learned_renews_at_the_announced_limit)
 END_TEST
 
 /* The same without the quota's period (GitHub's fields: a limit and a reset): past the reset the
- * budget renews at the announced limit for one window of the rule (10 s), not unbounded. */
+ * budget renews at the announced limit for one window of the rule (10 s), not unbounded, until
+ * an answer says when the origin's window ends. */
 START_TEST(test_learned_renews_without_a_period)
 {
     struct redis_fixture f;
@@ -325,9 +326,13 @@ START_TEST(test_learned_renews_without_a_period)
     answer(&f, &a, 0, 300, 2, -1);
     refused_for_budget(&f, "spent", 300);
     sleep_ms(400);
-    admitted(&f, "renewed, 1");
+    struct shared_result b = admitted(&f, "renewed, 1");
     admitted(&f, "renewed, 2");
     refused_for_budget(&f, "renewed and spent", 10000);
+    /* the origin's answer says when its window really ends: that reset replaces the guess */
+    depart(&f, b.key, b.member);
+    answer(&f, &b, 1, 2000, 2, -1);
+    refused_for_budget(&f, "spent until the reset said", 2000);
     redis_fixture_down(&f);
 }
 END_TEST
