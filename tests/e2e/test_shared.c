@@ -27,7 +27,8 @@
  *      Redis unreachable, on_error local and deny stay dry runs;
  *   8. upstream_limits: follow: an origin with a quota lower than the rule, announced in its
  *      headers, is never sent a request past it by two instances driven at once (no 429 of its
- *      own): the fleet's budget in Redis refuses the rest with 429 and Retry-After.
+ *      own): the fleet's budget in Redis refuses the rest with 429 and Retry-After, or, with
+ *      delay, holds them until the origin's reset and serves them all.
  * Needs redis-server and redis-cli (Debian package redis-server); without them every test FAILS
  * with a message saying so — a CI without Redis must not pass this suite by skipping it. */
 #include "harness.h"
@@ -983,12 +984,13 @@ END_TEST
  */
 
 #define QUOTA 10           /* the origin's: requests per window for the token */
-#define QUOTA_WINDOW_S 60  /* its window, aligned to the clock: the run stays inside one */
+#define QUOTA_WINDOW_S 60  /* its window for a reject rule: the run stays inside one */
 #define QUOTA_THREADS 8    /* clients, half on each instance */
 #define QUOTA_PER_THREAD 4 /* requests each sends, one after another */
 
 struct quota_client {
     int proxy_port, origin_port;
+    int window_s; /* the origin's quota window */
     const char *token;
     pthread_barrier_t *start;
     /* what came back: the origin's 200s, rlproxy's own 429s (with Retry-After), the origin's
@@ -1012,7 +1014,7 @@ static int quota_get(struct quota_client *q, struct http_response *r)
     int n = snprintf(req, sizeof req,
                      "GET http://127.0.0.1:%d/api?family=github&limit=%d&window=%d HTTP/1.1\r\n"
                      "Host: 127.0.0.1:%d\r\nAuthorization: %s\r\n\r\n",
-                     q->origin_port, QUOTA, QUOTA_WINDOW_S, q->origin_port, q->token);
+                     q->origin_port, QUOTA, q->window_s, q->origin_port, q->token);
     int rc = raw_try_send(c, req, (size_t)n) == 0 ? raw_read_response(c, r, 0, T_MS) : RAW_CLOSED;
     raw_close(c);
     if (rc != RAW_OK)
@@ -1048,37 +1050,48 @@ static void *quota_client_run(void *arg)
  * the origin sees no request beyond its quota (no 429 of its own), and the requests past it are
  * refused by rlproxy itself with 429 and Retry-After. Holds alone (a remaining of 0, a
  * Retry-After) come only after the requests in flight have reached the origin: it answers 429s. */
-START_TEST(test_learned_budget_two_instances)
+/* Two instances with the shared rule "quota" (100 per 10 s, over_limit as given, following the
+ * origin's limits) in front of the origin's /api with a quota of QUOTA per window_s for one
+ * token: one request learns the quota, then QUOTA_THREADS clients over both instances send
+ * QUOTA_PER_THREAD requests each at once. Returns what they got; *origin_limited: the 429s the
+ * origin answered itself. */
+static struct quota_client quota_run(const char *over_limit, int window_s,
+                                     long long *origin_limited)
 {
-    require_redis();
-    /* the origin's quota window is a clock minute: keep the run (a few seconds) inside one */
-    while (time(NULL) % QUOTA_WINDOW_S > QUOTA_WINDOW_S - 15)
-        sleep_ms(200);
     struct redis *rd = redis_start();
     struct origin *o = origin_start(0);
-    const char *rule = "  - name: quota\n"
+    char *rule = NULL;
+    ck_assert(asprintf(&rule,
+                       "  - name: quota\n"
                        "    match: { path_prefix: \"/api\" }\n"
                        "    key: global\n"
                        "    limit: 100\n"
                        "    window: 10s\n"
                        "    shared: true\n"
-                       "    over_limit: reject\n"
+                       "    over_limit: %s\n"
+                       "    max_delay: 10s\n"
                        "    upstream_limits: follow\n"
                        "retry:\n"
-                       "  attempts: 1\n";
+                       "  attempts: 1\n"
+                       "  deadline: 60s\n",
+                       over_limit) > 0);
     struct proxy *p[2];
     for (int i = 0; i < 2; i++) {
         p[i] = shared_proxy(rd->port, "deny", "1s", rule);
         warm(p[i], o, 3);
     }
+    free(rule);
     char token[64];
-    snprintf(token, sizeof token, "Bearer fleet-%d", (int)getpid());
+    snprintf(token, sizeof token, "Bearer fleet-%s-%d", over_limit, (int)getpid());
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, QUOTA_THREADS + 1);
     struct quota_client q[QUOTA_THREADS];
     for (int i = 0; i < QUOTA_THREADS; i++)
-        q[i] = (struct quota_client){
-            .proxy_port = p[i % 2]->port, .origin_port = o->port, .token = token, .start = &start};
+        q[i] = (struct quota_client){.proxy_port = p[i % 2]->port,
+                                     .origin_port = o->port,
+                                     .window_s = window_s,
+                                     .token = token,
+                                     .start = &start};
     struct quota_client first = q[0];
     struct http_response r;
     ck_assert_msg(quota_get(&first, &r) == 0 && r.status == 200, "the first request: %d %s",
@@ -1101,25 +1114,59 @@ START_TEST(test_learned_budget_two_instances)
     }
     pthread_barrier_destroy(&start);
     char path[200];
-    snprintf(path, sizeof path, "/api/stats?token=Bearer%%20fleet-%d", (int)getpid());
+    snprintf(path, sizeof path, "/api/stats?token=Bearer%%20fleet-%s-%d", over_limit,
+             (int)getpid());
     char *json = origin_get(o, path);
-    long long limited = -1;
-    ck_assert_msg(json_get_int(json, "limited", &limited) == 0, "/api/stats: %s", json);
+    ck_assert_msg(json_get_int(json, "limited", origin_limited) == 0, "/api/stats: %s", json);
     fprintf(stderr,
-            "shared learned: %d requests over 2 instances after the first: %d served, %d refused "
-            "by rlproxy, %d refused by the origin (its stats: %s)\n",
-            QUOTA_THREADS * QUOTA_PER_THREAD, sum.ok, sum.refused, sum.origin_429, json);
+            "shared learned [%s]: %d requests over 2 instances after the first: %d served, %d "
+            "refused by rlproxy, %d refused by the origin (its stats: %s)\n",
+            over_limit, QUOTA_THREADS * QUOTA_PER_THREAD, sum.ok, sum.refused, sum.origin_429,
+            json);
     free(json);
-    ck_assert_msg(sum.errors == 0 && sum.other == 0, "%d failed (%s), %d other answers", sum.errors,
-                  sum.error, sum.other);
-    ck_assert_msg(limited == 0 && sum.origin_429 == 0,
-                  "the origin answered %lld requests past its quota with 429", limited);
-    ck_assert_msg(sum.ok >= 1 && sum.ok + 1 <= QUOTA, "%d served after the first", sum.ok);
-    ck_assert_int_eq(sum.ok + sum.refused, QUOTA_THREADS * QUOTA_PER_THREAD);
     for (int i = 0; i < 2; i++)
         proxy_stop(p[i]);
     origin_stop(o);
     redis_free(rd);
+    ck_assert_msg(sum.errors == 0 && sum.other == 0, "%d failed (%s), %d other answers", sum.errors,
+                  sum.error, sum.other);
+    return sum;
+}
+
+/* upstream_limits: follow on a shared rule: the origin enforces a quota of 10 per minute for one
+ * token and announces it (GitHub's X-RateLimit-* fields); the rule is far looser (100 per 10 s).
+ * One request learns the quota; then 8 clients over two instances send 32 requests at once. The
+ * fleet keeps under what the origin said is left, counting each other's requests on their way:
+ * the origin sees no request beyond its quota (no 429 of its own), and the requests past it are
+ * refused by rlproxy itself with 429 and Retry-After. Holds alone (a remaining of 0, a
+ * Retry-After) come only after the requests in flight have reached the origin: it answers 429s. */
+START_TEST(test_learned_budget_two_instances)
+{
+    require_redis();
+    /* the origin's quota window is a clock minute: keep the run (a few seconds) inside one */
+    while (time(NULL) % QUOTA_WINDOW_S > QUOTA_WINDOW_S - 15)
+        sleep_ms(200);
+    long long limited = -1;
+    struct quota_client sum = quota_run("reject", QUOTA_WINDOW_S, &limited);
+    ck_assert_msg(limited == 0 && sum.origin_429 == 0,
+                  "the origin answered %lld requests past its quota with 429", limited);
+    ck_assert_msg(sum.ok >= 1 && sum.ok + 1 <= QUOTA, "%d served after the first", sum.ok);
+    ck_assert_int_eq(sum.ok + sum.refused, QUOTA_THREADS * QUOTA_PER_THREAD);
+}
+END_TEST
+
+/* The same with over_limit: delay and a quota of 10 per 2 s: the requests past what the origin
+ * said is left are held until its reset, when the budget renews at the announced limit (GitHub's
+ * fields say no period: for one rule window, until the next answer says the reset), and so on
+ * window after window. Every request is served, and the origin answers none with 429. */
+START_TEST(test_learned_budget_two_instances_delay)
+{
+    require_redis();
+    long long limited = -1;
+    struct quota_client sum = quota_run("delay", 2, &limited);
+    ck_assert_msg(limited == 0 && sum.origin_429 == 0,
+                  "the origin answered %lld requests past its quota with 429", limited);
+    ck_assert_int_eq(sum.ok, QUOTA_THREADS * QUOTA_PER_THREAD);
 }
 END_TEST
 
@@ -1490,6 +1537,7 @@ int main(void)
     ADD(s, header_keys_one_window_per_token, 30);
     ADD(s, origin_pause_shared_between_instances, 30);
     ADD(s, learned_budget_two_instances, 60);
+    ADD(s, learned_budget_two_instances_delay, 60);
     ADD(s, dry_run_two_instances, 30);
     ADD(s, dry_run_redis_down, 30);
     return harness_run_suite(s);
