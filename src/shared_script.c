@@ -199,7 +199,7 @@ const char shared_script_learn[] =
     "  if ceiling < tonumber(l[1]) then redis.call('HSET', learned, 'ceiling', ceiling) end\n"
     "  if at > known then redis.call('HSET', learned, 'reset', at, 'until', at + margin) end\n"
     "elseif not known or at > known then\n"
-    "  if tonumber(ARGV[5]) <= 0 and known and l[4] ~= '1' then period = at - known end\n"
+    "  if tonumber(ARGV[5]) <= 0 and known then period = at - known end\n"
     "  redis.call('HSET', learned, 'ceiling', ceiling, 'reset', at, 'until', at + margin,\n"
     "             'guessed', 0)\n"
     "else\n"
