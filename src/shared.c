@@ -613,13 +613,17 @@ void shared_learn(struct shared *s, const char *key, const char *member,
 {
     if (s == NULL || s->ac == NULL || !s->connected || member[0] == '\0')
         return;
-    long long remaining = -1, reset_us = -1, limit = -1, period_us = -1;
-    if (said != NULL && said->remaining >= 0 && said->reset_ms >= 0) {
-        remaining = said->remaining;
-        reset_us = said->reset_ms * 1000;
-        limit = said->limit;
-        period_us = said->window_ms > 0 ? said->window_ms * 1000 : -1;
+    if (said == NULL || said->remaining < 0 || said->reset_ms < 0) {
+        /* Nothing to learn: this is all the script would do, and a plain command costs Redis a
+         * fraction of a script call (an origin that sends no limit fields answers every request
+         * so: 3.6 of 23 µs of Redis CPU per request, measured in bench/SHARED.md) */
+        if (redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s:unanswered %s", key, member) ==
+            REDIS_OK)
+            note_sent(s);
+        return;
     }
+    long long remaining = said->remaining, reset_us = said->reset_ms * 1000, limit = said->limit;
+    long long period_us = said->window_ms > 0 ? said->window_ms * 1000 : -1;
     script_send(s, SCRIPT_LEARN, NULL, NULL,
                 "3 %s:learned %s:departed %s:unanswered %s %lld %lld %lld %lld %llu %llu", key, key,
                 key, member, remaining, reset_us, limit, period_us,
