@@ -21,6 +21,8 @@
 #   ROUNDS [5]  DURATION [4] (seconds per wrk run)  CONNS ["1 50"]  WORKERS [2] (rlproxy)
 #   TIMEOUT [50ms] (shared.timeout)  PAIRS [5000] (paired-latency requests per rule)
 #   LIMIT [1000] WINDOW [10ms] (the rule: key global, reject; must never limit)
+#   UPSTREAM_LIMITS [follow] (both rules' upstream_limits; follow makes a shared rule number its
+#   departures and hear every answer in Redis, ignore leaves one decision and one departure)
 #   RLPROXY [src/rlproxy]
 # Output: bench/out/shared-STAMP.txt (copied to bench/out/shared-latest.txt) and the logs in
 # bench/out/shared-logs-STAMP/. Everything started here is stopped on exit, by PID.
@@ -36,6 +38,7 @@ PAIRS=${PAIRS:-5000}
 # in-process limiter keeps admissions in a ring of up to `limit` entries and scans the expired
 # ones on every decision (see bench/SHARED.md), so a huge limit would measure that instead.
 LIMIT=${LIMIT:-1000}
+UPSTREAM_LIMITS=${UPSTREAM_LIMITS:-follow}
 WINDOW=${WINDOW:-10ms}
 
 bench=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -187,11 +190,13 @@ rate_limits:
     key: global
     limit: $LIMIT
     window: $WINDOW
+    upstream_limits: $UPSTREAM_LIMITS
   - name: shared
     match: { path_prefix: "/shared/" }
     key: global
     limit: $LIMIT
     window: $WINDOW
+    upstream_limits: $UPSTREAM_LIMITS
     shared: true
 EOF
 "$RLPROXY" -t -c "$tmp/rlproxy.yaml" >/dev/null 2>&1 ||
@@ -304,17 +309,17 @@ DOWN=$(grep -c 'Redis unavailable' "$tmp/rlproxy.log" || true)
 report=$out/shared-$stamp.txt
 python3 - "$results" "$ROUNDS" "$DURATION" "$WORKERS" "$TIMEOUT" "$REDIS_VERSION" "$USEC_PER_CALL" \
     "$ZCARD" "$MEM" "$DOWN" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$PAIRED" "$LIMIT" "$WINDOW" \
-    >"$report" <<'PY'
+    "$UPSTREAM_LIMITS" >"$report" <<'PY'
 import csv, statistics, sys
 (path, rounds, duration, workers, timeout, rver, usec, zcard, mem, down, ncpu, load0,
- load1, paired, limit, window) = sys.argv[1:]
+ load1, paired, limit, window, upstream) = sys.argv[1:]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 def med(c, rule, k):
     return statistics.median(float(r[k]) for r in rows if r["conns"] == c and r["rule"] == rule)
 def tot(c, rule, k):
     return sum(float(r[k]) for r in rows if r["conns"] == c and r["rule"] == rule)
-print("bench/shared.sh: rlproxy (%s workers), one never-limiting rule (key global, limit %s per %s)"
-      % (workers, limit, window))
+print("bench/shared.sh: rlproxy (%s workers), one never-limiting rule (key global, limit %s per %s,"
+      " upstream_limits: %s)" % (workers, limit, window, upstream))
 print("kept in the process (local) vs in Redis %s (shared: true, shared.timeout %s, on_error deny);"
       % (rver, timeout))
 print("1 KiB GETs from an nginx origin, wrk -t1, %s rounds x %s s per rule, interleaved; %s CPUs"
