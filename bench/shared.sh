@@ -11,7 +11,8 @@
 # Then, interleaved in the same run against the same rlproxy:
 #     for conns in CONNS: for round in 1..ROUNDS: for rule in local shared: wrk -t1 -cCONNS ...
 # and prints medians of req/s, p50 and p99 latency per rule, the difference shared − local, and
-# what Redis saw (EVALSHA calls, its own µs per call, its CPU time per 1000 decisions), then a
+# what Redis saw (script calls, EVAL or EVALSHA, per request; its own µs per call; its CPU time
+# per 1000 decisions, i.e. per 1000 shared requests, whatever number of scripts each runs), then a
 # paired latency run (one connection alternating the two rules request by request).
 # wrk counts non-2xx answers; with shared.on_error: deny any request Redis did not decide in time
 # would be a 503 there, so "errors 0" also says every shared request was decided by Redis.
@@ -20,6 +21,8 @@
 #   ROUNDS [5]  DURATION [4] (seconds per wrk run)  CONNS ["1 50"]  WORKERS [2] (rlproxy)
 #   TIMEOUT [50ms] (shared.timeout)  PAIRS [5000] (paired-latency requests per rule)
 #   LIMIT [1000] WINDOW [10ms] (the rule: key global, reject; must never limit)
+#   UPSTREAM_LIMITS [follow] (both rules' upstream_limits; follow makes a shared rule number its
+#   departures and hear every answer in Redis, ignore leaves one decision and one departure)
 #   RLPROXY [src/rlproxy]
 # Output: bench/out/shared-STAMP.txt (copied to bench/out/shared-latest.txt) and the logs in
 # bench/out/shared-logs-STAMP/. Everything started here is stopped on exit, by PID.
@@ -35,6 +38,7 @@ PAIRS=${PAIRS:-5000}
 # in-process limiter keeps admissions in a ring of up to `limit` entries and scans the expired
 # ones on every decision (see bench/SHARED.md), so a huge limit would measure that instead.
 LIMIT=${LIMIT:-1000}
+UPSTREAM_LIMITS=${UPSTREAM_LIMITS:-follow}
 WINDOW=${WINDOW:-10ms}
 
 bench=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -186,11 +190,13 @@ rate_limits:
     key: global
     limit: $LIMIT
     window: $WINDOW
+    upstream_limits: $UPSTREAM_LIMITS
   - name: shared
     match: { path_prefix: "/shared/" }
     key: global
     limit: $LIMIT
     window: $WINDOW
+    upstream_limits: $UPSTREAM_LIMITS
     shared: true
 EOF
 "$RLPROXY" -t -c "$tmp/rlproxy.yaml" >/dev/null 2>&1 ||
@@ -205,8 +211,9 @@ curl -sf -o /dev/null --noproxy '' -x "http://127.0.0.1:$PROXY_PORT" "$(url loca
 # ---- measurements ------------------------------------------------------------------------------------
 # cpu_ticks PID: utime+stime of a process in clock ticks
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-evalsha_calls() { redis INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\).*/\1/p'; }
-evalsha_usec() { redis INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p'; }
+# every script a request runs (decision, departure, answer), whether sent by SHA or as its text
+script_calls() { redis INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_eval\(sha\)\{0,1\}:calls=\([0-9]*\).*/\2/p' | awk '{n += $1} END {print n + 0}'; }
+script_usec() { redis INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_\(eval\(sha\)\{0,1\}\):.*usec_per_call=\([0-9.]*\).*/\1 \3 µs/p' | paste -sd, - | sed 's/,/, /g'; }
 HZ=$(getconf CLK_TCK)
 
 results=$tmp/results.tsv
@@ -215,14 +222,12 @@ printf 'conns\tround\trule\treq_s\tp50_us\tp99_us\terrors\tredis_calls\tredis_cp
 run_wrk()
 {
     local c=$1 round=$2 rule=$3 line req dur p50 p99 errs calls0 calls1 cpu0 cpu1
-    calls0=$(evalsha_calls)
-    calls0=${calls0:-0}
+    calls0=$(script_calls)
     cpu0=$(cpu_ticks "$REDIS_PID")
     line=$(wrk -t1 -c"$c" -d"${DURATION}s" --timeout 5s -s "$LUA" "http://127.0.0.1:$PROXY_PORT" \
         -- "$(url "$rule")" "127.0.0.1:$ORIGIN_PORT" 2>>"$tmp/wrk.log" | tee -a "$tmp/wrk.log" | grep '^RESULT') ||
         die "wrk failed (see $tmp/wrk.log)"
-    calls1=$(evalsha_calls)
-    calls1=${calls1:-0}
+    calls1=$(script_calls)
     cpu1=$(cpu_ticks "$REDIS_PID")
     req=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line")
     dur=$(sed -n 's/.* duration_us=\([0-9]*\).*/\1/p' <<<"$line")
@@ -293,7 +298,7 @@ PY
 ) || die "paired latency client failed"
 say "  paired: $PAIRED (pairs local_p50 local_p99 shared_p50 shared_p99 added_p50 added_p99 non200)"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-USEC_PER_CALL=$(evalsha_usec)
+USEC_PER_CALL=$(script_usec)
 KEY=$(redis --scan --pattern 'rlproxy:{shared:*' | grep -v ':seq$' | head -1)
 ZCARD=$([[ -n $KEY ]] && redis ZCARD "$KEY" || echo 0)
 MEM=$([[ -n $KEY ]] && redis MEMORY USAGE "$KEY" || echo 0)
@@ -304,17 +309,17 @@ DOWN=$(grep -c 'Redis unavailable' "$tmp/rlproxy.log" || true)
 report=$out/shared-$stamp.txt
 python3 - "$results" "$ROUNDS" "$DURATION" "$WORKERS" "$TIMEOUT" "$REDIS_VERSION" "$USEC_PER_CALL" \
     "$ZCARD" "$MEM" "$DOWN" "$(nproc)" "$LOAD_BEFORE" "$LOAD_AFTER" "$PAIRED" "$LIMIT" "$WINDOW" \
-    >"$report" <<'PY'
+    "$UPSTREAM_LIMITS" >"$report" <<'PY'
 import csv, statistics, sys
 (path, rounds, duration, workers, timeout, rver, usec, zcard, mem, down, ncpu, load0,
- load1, paired, limit, window) = sys.argv[1:]
+ load1, paired, limit, window, upstream) = sys.argv[1:]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 def med(c, rule, k):
     return statistics.median(float(r[k]) for r in rows if r["conns"] == c and r["rule"] == rule)
 def tot(c, rule, k):
     return sum(float(r[k]) for r in rows if r["conns"] == c and r["rule"] == rule)
-print("bench/shared.sh: rlproxy (%s workers), one never-limiting rule (key global, limit %s per %s)"
-      % (workers, limit, window))
+print("bench/shared.sh: rlproxy (%s workers), one never-limiting rule (key global, limit %s per %s,"
+      " upstream_limits: %s)" % (workers, limit, window, upstream))
 print("kept in the process (local) vs in Redis %s (shared: true, shared.timeout %s, on_error deny);"
       % (rver, timeout))
 print("1 KiB GETs from an nginx origin, wrk -t1, %s rounds x %s s per rule, interleaved; %s CPUs"
@@ -323,7 +328,7 @@ print("load average %s before, %s after (other work on the machine skews every f
       % (load0, load1))
 print("medians over the rounds (req/s: lowest-highest round); errors = non-2xx + socket errors"
       " summed over the rounds\n")
-print("| conns | rule | req/s | (range) | p50 | p99 | errors | Redis EVALSHA per request | Redis CPU per 1000 decisions |")
+print("| conns | rule | req/s | (range) | p50 | p99 | errors | Redis scripts per request | Redis CPU per 1000 decisions |")
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted({r["conns"] for r in rows}, key=int):
     for rule in ("local", "shared"):
@@ -331,7 +336,7 @@ for c in sorted({r["conns"] for r in rows}, key=int):
         reqs = tot(c, rule, "requests")
         calls, cpu = tot(c, rule, "redis_calls"), tot(c, rule, "redis_cpu_ms")
         per = "%.2f" % (calls / reqs) if reqs else "-"
-        cpu_k = "%.1f ms" % (cpu / calls * 1000) if calls else "-"
+        cpu_k = "%.1f ms" % (cpu / reqs * 1000) if calls and reqs else "-"
         vals = [float(r["req_s"]) for r in rows if r["conns"] == c and r["rule"] == rule]
         print("| %s | %s | %.0f | %.0f-%.0f | %.0f µs | %.0f µs | %d | %s | %s |" % (
             c, rule, rps, min(vals), max(vals), med(c, rule, "p50_us"), med(c, rule, "p99_us"),
@@ -346,7 +351,7 @@ n, lp50, lp99, sp50, sp99, ap50, ap99, bad = paired.split()
 print("\npaired, one connection alternating the two rules request by request (%s each, Python"
       " client):\n  local p50 %s µs p99 %s µs; shared p50 %s µs p99 %s µs; added by Redis: p50 %+d µs,"
       " p99 %+d µs; non-200: %s" % (n, lp50, lp99, sp50, sp99, int(ap50), int(ap99), bad))
-print("\nRedis: %s µs per EVALSHA inside Redis (INFO commandstats); the window's sorted set held %s"
+print("\nRedis: %s per call inside Redis (INFO commandstats); the window's sorted set held %s"
       " entries (%s bytes, MEMORY USAGE) at the end; \"Redis unavailable\" logged %s times"
       % (usec, zcard, mem, down))
 PY

@@ -16,6 +16,9 @@
  *      5. a dry run is not held by it (counted as would-refuse), and upstream_limits: ignore
  *      does not count it.
  *      Pass or fail is the verdicts Redis gives; the one sleep waits out a reset.
+ *   6. an answer without limit fields only answers (its request stops counting as unanswered);
+ *   7. Redis' script cache flushed between a decision, its departure and its answer: nothing is
+ *      lost (every script goes by its SHA, and again as EVAL after NOSCRIPT).
  * Needs redis-server and redis-cli (Debian package redis-server); without them the test FAILS. */
 #include <event2/event.h>
 #include <limits.h>
@@ -360,6 +363,58 @@ START_TEST(test_learned_dry_run_and_ignore)
 }
 END_TEST
 
+/* An answer that says nothing (no limit fields) only answers: A and B depart, A's answer says
+ * nothing, B's says 3 remaining. A is no longer unanswered, so the budget is 3 (not 2): three
+ * more requests go, the fourth is refused. */
+START_TEST(test_learned_answer_without_fields_only_answers)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "silent");
+    struct shared_result a = admitted(&f, "A"), b = admitted(&f, "B");
+    shared_depart(f.shared, a.key, a.member, 1);
+    depart(&f, b.key, b.member);
+    shared_learn(f.shared, a.key, a.member, NULL, 0);
+    answer(&f, &b, 3, 8000, 10, -1);
+    for (int i = 0; i < 3; i++)
+        admitted(&f, "within the budget");
+    refused_for_budget(&f, "past the budget", 8000);
+    redis_fixture_down(&f);
+}
+END_TEST
+
+/* Redis' script cache emptied (SCRIPT FLUSH; a restart under a connection does the same) while a
+ * request is on its way: its departure, its answer and the next decision, each sent by SHA, are
+ * answered NOSCRIPT and must reach Redis all the same. A admitted; flushed; A departs: no longer
+ * pending, departure 1 recorded and unanswered; flushed; A's answer (0 remaining, reset in 8 s)
+ * is learned; flushed; the next request is refused for that budget. */
+START_TEST(test_flushed_scripts_lose_nothing)
+{
+    struct redis_fixture f;
+    learned_fixture_up(&f, "flush");
+    int port = f.redis->port;
+    struct shared_result a = admitted(&f, "A");
+    char pending[800], departed[800], unanswered[800];
+    snprintf(pending, sizeof pending, "%s:pending", a.key);
+    snprintf(departed, sizeof departed, "%s:departed", a.key);
+    snprintf(unanswered, sizeof unanswered, "%s:unanswered", a.key);
+    free(redis_cli(port, "SCRIPT", "FLUSH"));
+    depart(&f, a.key, a.member);
+    ck_assert_msg(redis_int(port, "SCARD", pending) == 0 && redis_int(port, "EXISTS", departed) == 1,
+                  "A's departure did not reach Redis after its script cache was flushed");
+    ck_assert_int_eq(redis_int(port, "GET", departed), 1);
+    ck_assert_int_eq(redis_int(port, "ZCARD", unanswered), 1);
+    free(redis_cli(port, "SCRIPT", "FLUSH"));
+    answer(&f, &a, 0, 8000, 10, -1);
+    ck_assert_msg(redis_int(port, "ZCARD", unanswered) == 0,
+                  "A's answer did not reach Redis after its script cache was flushed");
+    free(redis_cli(port, "SCRIPT", "FLUSH"));
+    refused_for_budget(&f, "after a flush, past the learned budget", 8000);
+    /* each flush was seen: the scripts went by SHA, not as their whole text */
+    ck_assert_int_ge(redis_info(port, "errorstats", "errorstat_NOSCRIPT:count="), 3);
+    redis_fixture_down(&f);
+}
+END_TEST
+
 static void add_tests(Suite *s)
 {
     TCase *tc = harness_tcase("shared", 60);
@@ -370,6 +425,8 @@ static void add_tests(Suite *s)
     tcase_add_test(tc, test_learned_renews_at_the_announced_limit);
     tcase_add_test(tc, test_learned_renews_without_a_period);
     tcase_add_test(tc, test_learned_dry_run_and_ignore);
+    tcase_add_test(tc, test_learned_answer_without_fields_only_answers);
+    tcase_add_test(tc, test_flushed_scripts_lose_nothing);
     suite_add_tcase(s, tc);
 }
 
