@@ -2,6 +2,31 @@
 /* shared_script.c — see shared_script.h. */
 #include "shared_script.h"
 
+/* A request of cost n is n members of the window's set, all scored alike, as limiter.c's ring
+ * holds n entries: its base member "SEQ" (cost 1) or "SEQxN", and "SEQxN.2" to "SEQxN.N". The
+ * base names the request everywhere else (the pending and unanswered sets, shared.c), so a script
+ * finds all of a request's units from it, and a cost-1 request's one member is named as before
+ * costs existed. zadd_units adds (or with xx, moves later: ZADD XX GT) them all, in one ZADD per
+ * 1000 units (Lua's unpack has a stack limit of a few thousand values). */
+#define SHARED_SCRIPT_UNITS                                                                       \
+    "local function units(m) return tonumber(string.match(m, 'x(%d+)$') or '1') end\n"             \
+    "local function zadd_units(z, xx, score, m)\n"                                                 \
+    "  local n = units(m)\n"                                                                       \
+    "  if n == 1 then\n"                                                                           \
+    "    if xx then return redis.call('ZADD', z, 'XX', 'GT', score, m) end\n"                      \
+    "    return redis.call('ZADD', z, score, m)\n"                                                 \
+    "  end\n"                                                                                      \
+    "  for first = 1, n, 1000 do\n"                                                                \
+    "    local args = {}\n"                                                                        \
+    "    if xx then args = {'XX', 'GT'} end\n"                                                     \
+    "    for u = first, math.min(n, first + 999) do\n"                                             \
+    "      args[#args + 1] = score\n"                                                              \
+    "      args[#args + 1] = u == 1 and m or m .. '.' .. u\n"                                      \
+    "    end\n"                                                                                    \
+    "    redis.call('ZADD', z, unpack(args))\n"                                                    \
+    "  end\n"                                                                                      \
+    "end\n"
+
 /* One admission, atomically. The sorted set holds admission times (past admissions and future
  * reservations, scored in microseconds of Redis' own clock; departures move them later); the new
  * entry goes at the earliest time at which the last `limit` entries span a whole window — exactly
@@ -23,11 +48,12 @@
  * rule later (a guess, marked so: an answer soon says when). O(1): a counter and two
  * cardinalities.
  */
-const char shared_script_decide[] =
+const char shared_script_decide[] = SHARED_SCRIPT_UNITS
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local stale, dry = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local cost, costs = tonumber(ARGV[9] or '1'), ARGV[10] == '1'\n"
     "local held = redis.call('PTTL', hold)\n"
     "if held > 0 then\n"
     "  if delay == 1 and held * 1000 <= max_delay then return {3, held * 1000, 0, ''} end\n"
@@ -37,10 +63,12 @@ const char shared_script_decide[] =
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local old = redis.call('ZRANGEBYSCORE', z, '-inf', now - window, 'WITHSCORES')\n"
     "for i = 1, #old, 2 do\n"
-    "  if redis.call('SISMEMBER', pending, old[i]) == 0 then redis.call('ZREM', z, old[i])\n"
+    "  local base, dot = old[i], string.find(old[i], '.', 1, true)\n"
+    "  if dot then base = string.sub(base, 1, dot - 1) end\n"
+    "  if redis.call('SISMEMBER', pending, base) == 0 then redis.call('ZREM', z, old[i])\n"
     "  elseif tonumber(old[i + 1]) < now - window - stale then\n"
     "    redis.call('ZREM', z, old[i])\n"
-    "    redis.call('SREM', pending, old[i])\n"
+    "    redis.call('SREM', pending, base)\n"
     "  end\n"
     "end\n"
     "local learned, departed, unanswered = KEYS[5], KEYS[6], KEYS[7]\n"
@@ -65,32 +93,45 @@ const char shared_script_decide[] =
     "      end\n"
     "    else redis.call('DEL', learned) end\n"
     "  end\n"
-    "  if ceiling and tonumber(redis.call('GET', departed) or '0') +\n"
-    "                 redis.call('SCARD', pending) >= ceiling then\n"
+    "  local on_way = 0\n"
+    "  if not ceiling then\n"
+    "  elseif costs then\n"
+    "    for _, p in ipairs(redis.call('SMEMBERS', pending)) do on_way = on_way + units(p) end\n"
+    "  else on_way = redis.call('SCARD', pending) end\n"
+    "  if ceiling and tonumber(redis.call('GET', departed) or '0') + on_way >= ceiling then\n"
     "    if delay == 1 and till - now <= max_delay then return {3, till - now, 0, ''} end\n"
     "    return {4, till - now, 0, ''}\n"
     "  end\n"
     "end\n"
     "local count = redis.call('ZCARD', z)\n"
     "local at, verdict = now, 1\n"
-    "if count >= limit then\n"
-    "  local e = redis.call('ZRANGE', z, count - limit, count - limit, 'WITHSCORES')\n"
+    "if count + cost > limit then\n"
+    "  local room = limit - count\n"
+    "  if room < 0 then room = 0 end\n"
+    "  local last = count + cost - limit - 1\n"
+    "  local e = redis.call('ZRANGE', z, last, last, 'WITHSCORES')\n"
     "  at = tonumber(e[2]) + window\n"
     "  if at <= now then at = now + window end\n"
-    "  if delay == 0 or at - now > max_delay then return {0, at - now, 0, ''}\n"
-    "  elseif redis.call('ZCOUNT', z, '(' .. now, '+inf') >= max_queue then\n"
-    "    return {0, at - now, 0, ''}\n"
-    "  elseif dry == 1 then return {5, at - now, 0, ''}\n"
+    "  local queued = 0\n"
+    "  if delay == 0 or at - now > max_delay then return {0, at - now, room, ''}\n"
+    "  elseif costs then\n"
+    "    for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, '(' .. now, '+inf')) do\n"
+    "      if not string.find(m, '.', 1, true) then queued = queued + 1 end\n"
+    "    end\n"
+    "  else queued = redis.call('ZCOUNT', z, '(' .. now, '+inf') end\n"
+    "  if queued >= max_queue then return {0, at - now, room, ''}\n"
+    "  elseif dry == 1 then return {5, at - now, room, ''}\n"
     "  else verdict = 2 end\n"
     "end\n"
     "local member = tostring(redis.call('INCR', seq))\n"
-    "redis.call('ZADD', z, at, member)\n"
+    "if cost > 1 then member = member .. 'x' .. cost end\n"
+    "zadd_units(z, false, at, member)\n"
     "redis.call('SADD', pending, member)\n"
     "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
     "redis.call('PEXPIRE', z, ttl)\n"
     "redis.call('PEXPIRE', seq, ttl)\n"
     "redis.call('PEXPIRE', pending, ttl)\n"
-    "local left = limit - count - 1\n"
+    "local left = limit - count - cost\n"
     "if left < 0 then left = 0 end\n"
     "return {verdict, at - now, left, member}\n";
 
@@ -108,15 +149,17 @@ const char shared_script_decide[] =
  * the key's requests in flight and held, so the loop is bounded by that (max_queue and the
  * in-flight requests), not by the window's size; a pending entry older than ARGV[5] past its
  * window is one an instance left behind, as in the decision script. */
-const char shared_script_ready[] =
+const char shared_script_ready[] = SHARED_SCRIPT_UNITS
     "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
     "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "redis.call('ZADD', z, 'XX', 'GT', now, member)\n"
+    "zadd_units(z, true, now, member)\n"
     "local rank = redis.call('ZRANK', z, member)\n"
-    "if not rank or rank < limit then return 0 end\n"
-    "local e = redis.call('ZRANGE', z, rank - limit, rank - limit, 'WITHSCORES')\n"
+    "if not rank then return 0 end\n"
+    "local last = rank + units(member) - 1 - limit\n"
+    "if last < 0 then return 0 end\n"
+    "local e = redis.call('ZRANGE', z, last, last, 'WITHSCORES')\n"
     "local score, stale = tonumber(e[2]), now - window - tonumber(ARGV[5])\n"
     "for _, p in ipairs(redis.call('SMEMBERS', pending)) do\n"
     "  local s = tonumber(redis.call('ZSCORE', z, p))\n"
@@ -124,14 +167,14 @@ const char shared_script_ready[] =
     "end\n"
     "local free = score + window\n"
     "if free <= now then return 0 end\n"
-    "redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
+    "zadd_units(z, true, free, member)\n"
     "return free - now\n";
 
 /* XX: a member the window dropped meanwhile stays dropped; GT: never earlier (a reservation's
  * time may be later than its request's departure by the timer's slack). */
-const char shared_script_depart[] =
+const char shared_script_depart[] = SHARED_SCRIPT_UNITS
     "local t = redis.call('TIME')\n"
-    "redis.call('ZADD', KEYS[1], 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "zadd_units(KEYS[1], true, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
     "redis.call('SREM', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
@@ -147,10 +190,10 @@ const char shared_script_hold[] =
  * the origin all the same. The counter and the unanswered set live at least as long as the
  * window's set, and as long as a learned budget that counts on them (shared_script_learn extends
  * them). ARGV[2]: how many departures back an unanswered member is taken as lost. */
-const char shared_script_depart_learn[] =
+const char shared_script_depart_learn[] = SHARED_SCRIPT_UNITS
     "local z, pending, departed, unanswered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local t = redis.call('TIME')\n"
-    "redis.call('ZADD', z, 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "zadd_units(z, true, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
     "redis.call('SREM', pending, ARGV[1])\n"
     "local d = redis.call('INCR', departed)\n"
     "redis.call('ZADD', unanswered, d, ARGV[1])\n"
@@ -212,4 +255,17 @@ const char shared_script_learn[] =
     "for _, k in ipairs({learned, departed, unanswered}) do\n"
     "  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end\n"
     "end\n"
+    "return 1\n";
+
+/* Gives back the reservation of a request of cost n > 1 (shared.c sends a cost-1 one as a plain
+ * ZREM and SREM): all of its units, and its place in the pending set. */
+const char shared_script_release[] =
+    "local z, member = KEYS[1], ARGV[1]\n"
+    "local n = tonumber(string.match(member, 'x(%d+)$') or '1')\n"
+    "for first = 1, n, 1000 do\n"
+    "  local args = {}\n"
+    "  for u = first, math.min(n, first + 999) do args[#args + 1] = u == 1 and member or member .. '.' .. u end\n"
+    "  redis.call('ZREM', z, unpack(args))\n"
+    "end\n"
+    "redis.call('SREM', KEYS[2], member)\n"
     "return 1\n";

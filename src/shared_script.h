@@ -5,7 +5,8 @@
  * and unanswered requests), never O(the window's size).
  *
  * Keys of one rule key, ZKEY = rlproxy:{RULE:KEY} (one hash tag: one Redis Cluster slot):
- *   ZKEY             sorted set: admission, reservation and departure times (µs, Redis' clock)
+ *   ZKEY             sorted set: admission, reservation and departure times (µs, Redis' clock),
+ *                    one member per unit of a request's cost (shared_script.c says how named)
  *   ZKEY:seq         counter naming members
  *   ZKEY:pending     set: members admitted or reserved and not departed yet
  *   ZKEY:hold        a hold for what the origin said (a Retry-After), with its own expiry
@@ -25,5 +26,6 @@ extern const char shared_script_depart[];
 extern const char shared_script_depart_learn[];
 extern const char shared_script_learn[];
 extern const char shared_script_hold[];
+extern const char shared_script_release[];
 
 #endif
