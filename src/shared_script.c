@@ -47,7 +47,14 @@
  * later when the period is known (announced, or seen between two resets), else one window of the
  * rule later (a guess, marked so: an answer soon says when). O(1): a counter and two
  * cardinalities.
- */
+ * ARGV[9] is the request's cost n (absent: 1, from an instance older than costs): it is admitted
+ * while count + n <= limit, else reserved when the (count + n - limit)th oldest unit leaves, and
+ * remaining is in units, as limiter.c's decide_window. ARGV[10] 1 says the rule has costs (its
+ * requests' units may differ): max_queue then counts held requests by their base members, not
+ * future units, and the learned budget counts the units of the requests on their way, as
+ * limiter.c's pending entries do (its departures count one a request there too); both walk a
+ * list (held units, pending requests) instead of taking a cardinality, so a cost-1 rule keeps
+ * the O(1) path. */
 const char shared_script_decide[] = SHARED_SCRIPT_UNITS
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
@@ -135,8 +142,9 @@ const char shared_script_decide[] = SHARED_SCRIPT_UNITS
     "if left < 0 then left = 0 end\n"
     "return {verdict, at - now, left, member}\n";
 
-/* A reservation's time came: it may go when the entry `limit` places before it in the set has
- * left the window. It is ranked at now when its reserved time has passed (its timer fired late: a
+/* A reservation's time came: it may go when the entry `limit` places before its last unit in the
+ * set has left the window (n units before it: all of its units rank together, the base member
+ * first, so the last is n - 1 past the base's rank). It is ranked at now when its reserved time has passed (its timer fired late: a
  * loaded machine, a busy loop), not at that stale score: it cannot depart before now, so a member
  * that departed in between (after the reserved time, before now) is ahead of it in the window's
  * final order. Ranked at its reserved time it would follow that member instead, the entry `limit`
