@@ -6,26 +6,28 @@
  * holds n entries: its base member "SEQ" (cost 1) or "SEQxN", and "SEQxN.2" to "SEQxN.N". The
  * base names the request everywhere else (the pending and unanswered sets, shared.c), so a script
  * finds all of a request's units from it, and a cost-1 request's one member is named as before
- * costs existed. zadd_units adds (or with xx, moves later: ZADD XX GT) them all, in one ZADD per
- * 1000 units (Lua's unpack has a stack limit of a few thousand values). */
-#define SHARED_SCRIPT_UNITS                                                                       \
-    "local function units(m) return tonumber(string.match(m, 'x(%d+)$') or '1') end\n"             \
-    "local function zadd_units(z, xx, score, m)\n"                                                 \
-    "  local n = units(m)\n"                                                                       \
-    "  if n == 1 then\n"                                                                           \
-    "    if xx then return redis.call('ZADD', z, 'XX', 'GT', score, m) end\n"                      \
-    "    return redis.call('ZADD', z, score, m)\n"                                                 \
-    "  end\n"                                                                                      \
-    "  for first = 1, n, 1000 do\n"                                                                \
-    "    local args = {}\n"                                                                        \
-    "    if xx then args = {'XX', 'GT'} end\n"                                                     \
-    "    for u = first, math.min(n, first + 999) do\n"                                             \
-    "      args[#args + 1] = score\n"                                                              \
-    "      args[#args + 1] = u == 1 and m or m .. '.' .. u\n"                                      \
-    "    end\n"                                                                                    \
-    "    redis.call('ZADD', z, unpack(args))\n"                                                    \
-    "  end\n"                                                                                      \
+ * costs existed. Inline code, not Lua functions: a function is a closure made on every call, and
+ * a cost-1 request must cost Redis what it did before costs (bench/SHARED.md). */
+/* Lua that sets the local VAR to the units of base member MEMBER */
+#define SHARED_SCRIPT_UNITS_OF(var, member)                                                      \
+    "local " var ", x_ = 1, string.find(" member ", 'x', 1, true)\n"                             \
+    "if x_ then " var " = tonumber(string.sub(" member ", x_ + 1)) end\n"
+/* Lua that adds (FLAGS "'XX', 'GT'": moves later) the N units of MEMBER to sorted set Z at SCORE,
+ * one ZADD per 1000 units (Lua's unpack has a stack limit of a few thousand values) */
+#define SHARED_SCRIPT_ZADD_UNITS(z, flags, score, member, n)                                     \
+    "for first = 1, " n ", 1000 do\n"                                                             \
+    "  local args = {" flags "}\n"                                                                \
+    "  for u = first, math.min(" n ", first + 999) do\n"                                          \
+    "    args[#args + 1] = " score "\n"                                                           \
+    "    args[#args + 1] = u == 1 and " member " or " member " .. '.' .. u\n"                     \
+    "  end\n"                                                                                     \
+    "  redis.call('ZADD', " z ", unpack(args))\n"                                                 \
     "end\n"
+/* Moves all units of MEMBER in Z to SCORE, never earlier, leaving out units no longer there */
+#define SHARED_SCRIPT_MOVE_UNITS(z, score, member)                                               \
+    SHARED_SCRIPT_UNITS_OF("n_", member)                                                          \
+    "if n_ == 1 then redis.call('ZADD', " z ", 'XX', 'GT', " score ", " member ")\n"              \
+    "else\n" SHARED_SCRIPT_ZADD_UNITS(z, "'XX', 'GT'", score, member, "n_") "end\n"
 
 /* One admission, atomically. The sorted set holds admission times (past admissions and future
  * reservations, scored in microseconds of Redis' own clock; departures move them later); the new
@@ -55,7 +57,7 @@
  * limiter.c's pending entries do (its departures count one a request there too); both walk a
  * list (held units, pending requests) instead of taking a cardinality, so a cost-1 rule keeps
  * the O(1) path. */
-const char shared_script_decide[] = SHARED_SCRIPT_UNITS
+const char shared_script_decide[] =
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local delay, max_delay, max_queue = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
@@ -103,7 +105,10 @@ const char shared_script_decide[] = SHARED_SCRIPT_UNITS
     "  local on_way = 0\n"
     "  if not ceiling then\n"
     "  elseif costs then\n"
-    "    for _, p in ipairs(redis.call('SMEMBERS', pending)) do on_way = on_way + units(p) end\n"
+    "    for _, p in ipairs(redis.call('SMEMBERS', pending)) do\n"
+    "      local x = string.find(p, 'x', 1, true)\n"
+    "      on_way = on_way + (x and tonumber(string.sub(p, x + 1)) or 1)\n"
+    "    end\n"
     "  else on_way = redis.call('SCARD', pending) end\n"
     "  if ceiling and tonumber(redis.call('GET', departed) or '0') + on_way >= ceiling then\n"
     "    if delay == 1 and till - now <= max_delay then return {3, till - now, 0, ''} end\n"
@@ -132,7 +137,8 @@ const char shared_script_decide[] = SHARED_SCRIPT_UNITS
     "end\n"
     "local member = tostring(redis.call('INCR', seq))\n"
     "if cost > 1 then member = member .. 'x' .. cost end\n"
-    "zadd_units(z, false, at, member)\n"
+    "if cost == 1 then redis.call('ZADD', z, at, member)\n"
+    "else\n" SHARED_SCRIPT_ZADD_UNITS("z", "", "at", "member", "cost") "end\n"
     "redis.call('SADD', pending, member)\n"
     "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
     "redis.call('PEXPIRE', z, ttl)\n"
@@ -157,15 +163,15 @@ const char shared_script_decide[] = SHARED_SCRIPT_UNITS
  * the key's requests in flight and held, so the loop is bounded by that (max_queue and the
  * in-flight requests), not by the window's size; a pending entry older than ARGV[5] past its
  * window is one an instance left behind, as in the decision script. */
-const char shared_script_ready[] = SHARED_SCRIPT_UNITS
+const char shared_script_ready[] =
     "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
     "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "zadd_units(z, true, now, member)\n"
+    SHARED_SCRIPT_MOVE_UNITS("z", "now", "member")
     "local rank = redis.call('ZRANK', z, member)\n"
     "if not rank then return 0 end\n"
-    "local last = rank + units(member) - 1 - limit\n"
+    "local last = rank + n_ - 1 - limit\n"
     "if last < 0 then return 0 end\n"
     "local e = redis.call('ZRANGE', z, last, last, 'WITHSCORES')\n"
     "local score, stale = tonumber(e[2]), now - window - tonumber(ARGV[5])\n"
@@ -175,14 +181,16 @@ const char shared_script_ready[] = SHARED_SCRIPT_UNITS
     "end\n"
     "local free = score + window\n"
     "if free <= now then return 0 end\n"
-    "zadd_units(z, true, free, member)\n"
+    "if n_ == 1 then redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
+    "else\n" SHARED_SCRIPT_ZADD_UNITS("z", "'XX', 'GT'", "free", "member", "n_") "end\n"
     "return free - now\n";
 
 /* XX: a member the window dropped meanwhile stays dropped; GT: never earlier (a reservation's
  * time may be later than its request's departure by the timer's slack). */
-const char shared_script_depart[] = SHARED_SCRIPT_UNITS
+const char shared_script_depart[] =
     "local t = redis.call('TIME')\n"
-    "zadd_units(KEYS[1], true, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    SHARED_SCRIPT_MOVE_UNITS("KEYS[1]", "now", "ARGV[1]")
     "redis.call('SREM', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
@@ -198,10 +206,11 @@ const char shared_script_hold[] =
  * the origin all the same. The counter and the unanswered set live at least as long as the
  * window's set, and as long as a learned budget that counts on them (shared_script_learn extends
  * them). ARGV[2]: how many departures back an unanswered member is taken as lost. */
-const char shared_script_depart_learn[] = SHARED_SCRIPT_UNITS
+const char shared_script_depart_learn[] =
     "local z, pending, departed, unanswered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local t = redis.call('TIME')\n"
-    "zadd_units(z, true, tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    SHARED_SCRIPT_MOVE_UNITS("z", "now", "ARGV[1]")
     "redis.call('SREM', pending, ARGV[1])\n"
     "local d = redis.call('INCR', departed)\n"
     "redis.call('ZADD', unanswered, d, ARGV[1])\n"
@@ -269,7 +278,7 @@ const char shared_script_learn[] =
  * ZREM and SREM): all of its units, and its place in the pending set. */
 const char shared_script_release[] =
     "local z, member = KEYS[1], ARGV[1]\n"
-    "local n = tonumber(string.match(member, 'x(%d+)$') or '1')\n"
+    "local n = tonumber(string.sub(member, string.find(member, 'x', 1, true) + 1))\n"
     "for first = 1, n, 1000 do\n"
     "  local args = {}\n"
     "  for u = first, math.min(n, first + 999) do args[#args + 1] = u == 1 and member or member .. '.' .. u end\n"
