@@ -499,8 +499,8 @@ static int send_decide(struct shared_request *r)
                        "%llu %u %llu %d %d %u %d",
                        r->zkey, r->seqkey, r->zkey, r->zkey, r->zkey, r->zkey, r->zkey, r->limit,
                        r->window_us, r->delay, r->max_delay_us, r->max_queue,
-                       (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run, r->follow,
-                       r->cost, r->costs);
+                       (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run, r->follow, r->cost,
+                       r->costs);
 }
 
 static int send_ready(struct shared_request *r)

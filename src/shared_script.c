@@ -7,27 +7,29 @@
  * base names the request everywhere else (the pending and unanswered sets, shared.c), so a script
  * finds all of a request's units from it, and a cost-1 request's one member is named as before
  * costs existed. Inline code, not Lua functions: a function is a closure made on every call, and
- * a cost-1 request must cost Redis what it did before costs (bench/SHARED.md). */
+ * a cost-1 request must cost Redis what it did before costs (bench/SHARED.md). The scripts that
+ * splice these macros into their text are kept out of clang-format, which would scatter them. */
 /* Lua that sets the local VAR to the units of base member MEMBER */
-#define SHARED_SCRIPT_UNITS_OF(var, member)                                                      \
-    "local " var ", x_ = 1, string.find(" member ", 'x', 1, true)\n"                             \
+#define SHARED_SCRIPT_UNITS_OF(var, member)                                                        \
+    "local " var ", x_ = 1, string.find(" member ", 'x', 1, true)\n"                               \
     "if x_ then " var " = tonumber(string.sub(" member ", x_ + 1)) end\n"
-/* Lua that adds (FLAGS "'XX', 'GT'": moves later) the N units of MEMBER to sorted set Z at SCORE,
- * one ZADD per 1000 units (Lua's unpack has a stack limit of a few thousand values) */
-#define SHARED_SCRIPT_ZADD_UNITS(z, flags, score, member, n)                                     \
-    "for first = 1, " n ", 1000 do\n"                                                             \
-    "  local args = {" flags "}\n"                                                                \
-    "  for u = first, math.min(" n ", first + 999) do\n"                                          \
-    "    args[#args + 1] = " score "\n"                                                           \
-    "    args[#args + 1] = u == 1 and " member " or " member " .. '.' .. u\n"                     \
-    "  end\n"                                                                                     \
-    "  redis.call('ZADD', " z ", unpack(args))\n"                                                 \
-    "end\n"
+/* Lua that adds the N units of MEMBER to sorted set Z at SCORE (FLAGS "'XX', 'GT', ": moves
+ * them later): one plain ZADD for one unit, else one ZADD per 1000 units (Lua's unpack has a
+ * stack limit of a few thousand values) */
+#define SHARED_SCRIPT_ADD_UNITS(z, flags, score, member, n)                                        \
+    "if " n " == 1 then redis.call('ZADD', " z ", " flags score ", " member ")\n"                  \
+    "else for first = 1, " n ", 1000 do\n"                                                         \
+    "  local args = {" flags "}\n"                                                                 \
+    "  for u = first, math.min(" n ", first + 999) do\n"                                           \
+    "    args[#args + 1] = " score "\n"                                                            \
+    "    args[#args + 1] = u == 1 and " member " or " member " .. '.' .. u\n"                      \
+    "  end\n"                                                                                      \
+    "  redis.call('ZADD', " z ", unpack(args))\n"                                                  \
+    "end end\n"
 /* Moves all units of MEMBER in Z to SCORE, never earlier, leaving out units no longer there */
-#define SHARED_SCRIPT_MOVE_UNITS(z, score, member)                                               \
-    SHARED_SCRIPT_UNITS_OF("n_", member)                                                          \
-    "if n_ == 1 then redis.call('ZADD', " z ", 'XX', 'GT', " score ", " member ")\n"              \
-    "else\n" SHARED_SCRIPT_ZADD_UNITS(z, "'XX', 'GT'", score, member, "n_") "end\n"
+#define SHARED_SCRIPT_MOVE_UNITS(z, score, member)                                                 \
+    SHARED_SCRIPT_UNITS_OF("n_", member)                                                           \
+    SHARED_SCRIPT_ADD_UNITS(z, "'XX', 'GT', ", score, member, "n_")
 
 /* One admission, atomically. The sorted set holds admission times (past admissions and future
  * reservations, scored in microseconds of Redis' own clock; departures move them later); the new
@@ -57,6 +59,7 @@
  * limiter.c's pending entries do (its departures count one a request there too); both walk a
  * list (held units, pending requests) instead of taking a cardinality, so a cost-1 rule keeps
  * the O(1) path. */
+/* clang-format off */
 const char shared_script_decide[] =
     "local z, seq, hold, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
@@ -137,8 +140,7 @@ const char shared_script_decide[] =
     "end\n"
     "local member = tostring(redis.call('INCR', seq))\n"
     "if cost > 1 then member = member .. 'x' .. cost end\n"
-    "if cost == 1 then redis.call('ZADD', z, at, member)\n"
-    "else\n" SHARED_SCRIPT_ZADD_UNITS("z", "", "at", "member", "cost") "end\n"
+    SHARED_SCRIPT_ADD_UNITS("z", "", "at", "member", "cost")
     "redis.call('SADD', pending, member)\n"
     "local ttl = math.floor((window + max_delay) / 1000) + 1000\n"
     "redis.call('PEXPIRE', z, ttl)\n"
@@ -147,22 +149,24 @@ const char shared_script_decide[] =
     "local left = limit - count - cost\n"
     "if left < 0 then left = 0 end\n"
     "return {verdict, at - now, left, member}\n";
+/* clang-format on */
 
 /* A reservation's time came: it may go when the entry `limit` places before its last unit in the
- * set has left the window (n units before it: all of its units rank together, the base member
- * first, so the last is n - 1 past the base's rank). It is ranked at now when its reserved time has passed (its timer fired late: a
- * loaded machine, a busy loop), not at that stale score: it cannot depart before now, so a member
- * that departed in between (after the reserved time, before now) is ahead of it in the window's
- * final order. Ranked at its reserved time it would follow that member instead, the entry `limit`
- * places back would be one too early, and limit + 1 could go within one window. That entry may
- * have departed later than the time the reservation was computed from (departures move members
- * later): then the member moves to when it may go, and the caller waits that long more. While
- * that entry, or any entry scored at or below it, has not departed, the caller asks again after
- * ARGV[4] microseconds: such an entry moves later when it departs and may overtake it, so the one
- * `limit` places back would be a later one. A member gone from the set goes. The pending set holds
- * the key's requests in flight and held, so the loop is bounded by that (max_queue and the
- * in-flight requests), not by the window's size; a pending entry older than ARGV[5] past its
- * window is one an instance left behind, as in the decision script. */
+ * set has left the window (all of a request's units rank together, the base member first, so its
+ * last is n - 1 past the base's rank). It is ranked at now when its reserved time has passed (its
+ * timer fired late: a loaded machine, a busy loop), not at that stale score: it cannot depart
+ * before now, so a member that departed in between (after the reserved time, before now) is ahead
+ * of it in the window's final order. Ranked at its reserved time it would follow that member
+ * instead, the entry `limit` places back would be one too early, and limit + 1 could go within one
+ * window. That entry may have departed later than the time the reservation was computed from
+ * (departures move members later): then the member moves to when it may go, and the caller waits
+ * that long more. While that entry, or any entry scored at or below it, has not departed, the
+ * caller asks again after ARGV[4] microseconds: such an entry moves later when it departs and may
+ * overtake it, so the one `limit` places back would be a later one. A member gone from the set
+ * goes. The pending set holds the key's requests in flight and held, so the loop is bounded by that
+ * (max_queue and the in-flight requests), not by the window's size; a pending entry older than
+ * ARGV[5] past its window is one an instance left behind, as in the decision script. */
+/* clang-format off */
 const char shared_script_ready[] =
     "local z, pending, member = KEYS[1], KEYS[2], ARGV[1]\n"
     "local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
@@ -181,18 +185,20 @@ const char shared_script_ready[] =
     "end\n"
     "local free = score + window\n"
     "if free <= now then return 0 end\n"
-    "if n_ == 1 then redis.call('ZADD', z, 'XX', 'GT', free, member)\n"
-    "else\n" SHARED_SCRIPT_ZADD_UNITS("z", "'XX', 'GT'", "free", "member", "n_") "end\n"
+    SHARED_SCRIPT_ADD_UNITS("z", "'XX', 'GT', ", "free", "member", "n_")
     "return free - now\n";
+/* clang-format on */
 
 /* XX: a member the window dropped meanwhile stays dropped; GT: never earlier (a reservation's
  * time may be later than its request's departure by the timer's slack). */
+/* clang-format off */
 const char shared_script_depart[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     SHARED_SCRIPT_MOVE_UNITS("KEYS[1]", "now", "ARGV[1]")
     "redis.call('SREM', KEYS[2], ARGV[1])\n"
     "return 1\n";
+/* clang-format on */
 
 /* Extends a hold, never shortens one. */
 const char shared_script_hold[] =
@@ -206,6 +212,7 @@ const char shared_script_hold[] =
  * the origin all the same. The counter and the unanswered set live at least as long as the
  * window's set, and as long as a learned budget that counts on them (shared_script_learn extends
  * them). ARGV[2]: how many departures back an unanswered member is taken as lost. */
+/* clang-format off */
 const char shared_script_depart_learn[] =
     "local z, pending, departed, unanswered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local t = redis.call('TIME')\n"
@@ -221,6 +228,7 @@ const char shared_script_depart_learn[] =
     "  if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end\n"
     "end\n"
     "return d\n";
+/* clang-format on */
 
 /* An answer to the departed request ARGV[1] (once per departure; ARGV[2] -1 when it said nothing:
  * it is only answered). What it says is the origin's count as of that request: the budget left is
@@ -281,7 +289,8 @@ const char shared_script_release[] =
     "local n = tonumber(string.sub(member, string.find(member, 'x', 1, true) + 1))\n"
     "for first = 1, n, 1000 do\n"
     "  local args = {}\n"
-    "  for u = first, math.min(n, first + 999) do args[#args + 1] = u == 1 and member or member .. '.' .. u end\n"
+    "  for u = first, math.min(n, first + 999) do args[#args + 1] = u == 1 and member or member .. "
+    "'.' .. u end\n"
     "  redis.call('ZREM', z, unpack(args))\n"
     "end\n"
     "redis.call('SREM', KEYS[2], member)\n"

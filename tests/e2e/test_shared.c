@@ -1721,13 +1721,14 @@ START_TEST(test_cost_header_remaining_dry_run_and_bad_values)
         const char *cost;
         int status;
         long remaining; /* in a 429's RateLimit field */
-    } steps[] = {{0, "4", 200, 0}, {1, "4", 200, 0}, {0, "4", 429, 2},
-                 {1, "2", 200, 0}, {0, "1", 429, 0}};
+    } steps[] = {
+        {0, "4", 200, 0}, {1, "4", 200, 0}, {0, "4", 429, 2}, {1, "2", 200, 0}, {0, "1", 429, 0}};
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
         struct http_response r;
         int status = cost_get(p[steps[i].proxy]->port, o, "/bytes/1/unitsleft", steps[i].cost, &r);
-        ck_assert_msg(status == steps[i].status, "step %zu (cost %s through instance %d): %d, not %d",
-                      i, steps[i].cost, steps[i].proxy, status, steps[i].status);
+        ck_assert_msg(status == steps[i].status,
+                      "step %zu (cost %s through instance %d): %d, not %d", i, steps[i].cost,
+                      steps[i].proxy, status, steps[i].status);
         if (status == 429) {
             ck_assert_int_eq(ratelimit_remaining(&r), steps[i].remaining);
             ck_assert_ptr_nonnull(resp_header(&r, "Retry-After", 0));

@@ -517,8 +517,8 @@ START_TEST(test_cost_held_until_its_units_left)
     ck_assert_int_eq(redis_int(port, "ZCARD", e.key), 7);
     sleep_until_us(t0 + w_us * 105 / 100); /* A's unit has left, B's has not */
     struct call early = {0};
-    ck_assert_ptr_nonnull(shared_ready(f.shared, &f.rule, d.key, d.member, ANSWER_TIMEOUT_MS,
-                                       on_answer, &early));
+    ck_assert_ptr_nonnull(
+        shared_ready(f.shared, &f.rule, d.key, d.member, ANSWER_TIMEOUT_MS, on_answer, &early));
     const struct shared_result *r = wait_answer(&f, &early, "D's early ready check");
     ck_assert_msg(r->outcome == SHARED_DELAY, "D may go when only one of its 2 units left");
     go_when_ready(&f, &d, now_us() + r->delay_us);
