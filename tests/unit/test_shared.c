@@ -22,7 +22,8 @@
  *   8. cost: a request of cost n takes n units (admitted while at most limit - n are in the
  *      window; remaining and Retry-After in units; a dry run takes none when it would not fit),
  *      and its units leave the window together; 9. a held request of cost n goes only when n
- *      units have left, and given back its units all leave.
+ *      units have left, and given back its units all leave; 10. a departure moves all of a
+ *      request's units.
  * Needs redis-server and redis-cli (Debian package redis-server); without them the test FAILS. */
 #include <event2/event.h>
 #include <limits.h>
@@ -528,6 +529,40 @@ START_TEST(test_cost_held_until_its_units_left)
 }
 END_TEST
 
+/* Limit 5 per 500 ms, reject. A (cost 3) is admitted at 0 and departs at 150 ms: all three of its
+ * units move to its departure, so at 550 ms (past A's admission's window, within its departure's)
+ * they are all still in the window and B (cost 3) is refused; at 700 ms they have all left and C
+ * (cost 5) fills the window. Moving only one unit would let B go at 550 ms. */
+START_TEST(test_cost_departure_moves_every_unit)
+{
+    const uint64_t window_ms = 500, w_us = window_ms * 1000;
+    struct redis_fixture f;
+    redis_fixture_up(&f, "cost_depart", 5, window_ms);
+    f.rule.over_limit = RATE_OVER_REJECT;
+    uint64_t due_us, t0 = now_us();
+    struct shared_result a = decide_cost(&f, 3, &due_us);
+    ck_assert_int_eq(a.outcome, SHARED_ADMIT);
+    sleep_until_us(t0 + w_us * 3 / 10);
+    depart(&f, a.key, a.member);
+    long long *scores;
+    size_t n = window_scores(f.redis->port, "cost_depart", &scores);
+    ck_assert_msg(n == 3 && scores[0] == scores[2],
+                  "A's 3 units are not all at its departure (%zu entries)", n);
+    free(scores);
+    sleep_until_us(t0 + w_us * 11 / 10);
+    struct shared_result b = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(b.outcome == SHARED_REJECT && b.remaining == 2,
+                  "B (cost 3) within A's departure's window: outcome %d, remaining %u", b.outcome,
+                  b.remaining);
+    sleep_until_us(t0 + w_us * 14 / 10);
+    struct shared_result c = decide_cost(&f, 5, &due_us);
+    ck_assert_msg(c.outcome == SHARED_ADMIT && c.remaining == 0,
+                  "C (cost 5) after A's units left: outcome %d, remaining %u", c.outcome,
+                  c.remaining);
+    redis_fixture_down(&f);
+}
+END_TEST
+
 static void add_tests(Suite *s)
 {
     TCase *tc = harness_tcase("shared", 60);
@@ -542,6 +577,7 @@ static void add_tests(Suite *s)
     tcase_add_test(tc, test_flushed_scripts_lose_nothing);
     tcase_add_test(tc, test_cost_takes_units);
     tcase_add_test(tc, test_cost_held_until_its_units_left);
+    tcase_add_test(tc, test_cost_departure_moves_every_unit);
     suite_add_tcase(s, tc);
 }
 
