@@ -248,6 +248,16 @@ static void admit(struct admission *a)
         memset(&a->decision, 0, sizeof a->decision);
         a->decision.rule = rule;
         a->decision.rule_index = index;
+        a->decision.cost = limiter_key_cost(rule, &a->request);
+        if (a->decision.cost == 0) { /* the same 400 as a local rule's, without asking Redis */
+            a->decision.verdict = LIMITER_REJECT;
+            a->decision.bad_request = 1;
+            a->decision.bad_header = rule->cost_header;
+            a->decision.reason =
+                "the cost header's value is not a whole number from 1 to the rule's limit";
+            apply_decision(a);
+            return;
+        }
         hold(a);
         a->shared_request = shared_decide(q->shared, rule, &a->request,
                                           a->config->shared_timeout_ms, on_shared_decided, a);

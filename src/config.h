@@ -96,6 +96,9 @@ struct fair_weight {
     uint32_t weight;
 };
 #define RATE_WEIGHT_MAX 1000
+/* The most units one request of a shared rule may take (cost, and a cost_header's values, which
+ * go up to limit): each unit is a member of a sorted set in Redis (see bench/SHARED.md). */
+#define RATE_SHARED_COST_MAX 1000
 
 /* One `auth.users` entry: a user name and its crypt(3) hash. */
 struct auth_user {

@@ -149,14 +149,28 @@ int config_finish(struct config *cfg, char *err, size_t err_len)
                      cfg->source, i, rule->cost, rule->limit);
             return -1;
         }
-        /* Redis' script counts one member per request and has no queue: units, turns and
-         * in-flight caps are this instance's */
-        if (rule->shared && (rule->cost != 1 || rule->cost_header[0] != '\0' ||
-                             rule->fair_by != RATE_FAIR_NONE || rule->max_concurrent > 0)) {
+        /* Redis keeps no queue of its own: turns and in-flight caps are this instance's */
+        if (rule->shared && (rule->fair_by != RATE_FAIR_NONE || rule->max_concurrent > 0)) {
             snprintf(err, err_len,
-                     "%s: rate_limits[%zu]: cost, cost_header, fair_by and max_concurrent are for "
-                     "local rules only, not with shared: true",
+                     "%s: rate_limits[%zu]: fair_by and max_concurrent are for local rules only, "
+                     "not with shared: true",
                      cfg->source, i);
+            return -1;
+        }
+        /* Redis writes one sorted-set member per unit (O(cost log N) per request, in a script
+         * that blocks every other client of that Redis while it runs: bench/SHARED.md) */
+        if (rule->shared && rule->cost > RATE_SHARED_COST_MAX) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].cost: %u is more than %u, the most a shared rule's "
+                     "request may cost",
+                     cfg->source, i, rule->cost, RATE_SHARED_COST_MAX);
+            return -1;
+        }
+        if (rule->shared && rule->cost_header[0] != '\0' && rule->limit > RATE_SHARED_COST_MAX) {
+            snprintf(err, err_len,
+                     "%s: rate_limits[%zu].cost_header: a value may be up to limit (%u), more than "
+                     "%u, the most a shared rule's request may cost",
+                     cfg->source, i, rule->limit, RATE_SHARED_COST_MAX);
             return -1;
         }
         if ((rule->weights_count > 0 || rule->weight_header[0] != '\0') &&

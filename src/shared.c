@@ -36,11 +36,12 @@ enum script {
     SCRIPT_DEPART_LEARN,
     SCRIPT_LEARN,
     SCRIPT_HOLD,
+    SCRIPT_RELEASE,
     SCRIPT_COUNT
 };
 static const char *const script_text[SCRIPT_COUNT] = {
     shared_script_decide,       shared_script_ready, shared_script_depart,
-    shared_script_depart_learn, shared_script_learn, shared_script_hold,
+    shared_script_depart_learn, shared_script_learn, shared_script_hold, shared_script_release,
 };
 
 struct shared {
@@ -80,6 +81,8 @@ struct shared_request {
     int delay;
     int dry_run; /* enforce: false */
     int follow;  /* upstream_limits: follow: the learned budget counts */
+    unsigned cost; /* units the request takes */
+    int costs;     /* the rule has cost or cost_header: requests' units may differ */
     unsigned max_queue;
     int ready;           /* a shared_ready check, not a decision */
     char member[48];     /* ready: the reservation checked */
@@ -493,10 +496,11 @@ static int send_decide(struct shared_request *r)
 {
     return script_send(r->s, SCRIPT_DECIDE, on_reply, r,
                        "7 %s %s %s:hold %s:pending %s:learned %s:departed %s:unanswered %u %llu %d "
-                       "%llu %u %llu %d %d",
+                       "%llu %u %llu %d %d %u %d",
                        r->zkey, r->seqkey, r->zkey, r->zkey, r->zkey, r->zkey, r->zkey, r->limit,
                        r->window_us, r->delay, r->max_delay_us, r->max_queue,
-                       (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run, r->follow);
+                       (unsigned long long)SHARED_PENDING_STALE_US, r->dry_run, r->follow, r->cost,
+                       r->costs);
 }
 
 static int send_ready(struct shared_request *r)
@@ -565,6 +569,13 @@ struct shared_request *shared_decide(struct shared *s, const struct rate_rule *r
     r->max_queue = rule->max_queue;
     r->dry_run = !rule->enforce;
     r->follow = rule->upstream_limits == RATE_UPSTREAM_FOLLOW;
+    /* admission refused a bad cost_header value (400) before asking */
+    r->cost = limiter_key_cost(rule, request);
+    if (r->cost == 0)
+        r->cost = 1;
+    if (r->cost > r->limit)
+        r->cost = r->limit;
+    r->costs = rule->cost > 1 || rule->cost_header[0] != '\0';
     if (request_send(r, s->timeout_ms) != 0) {
         atomic_fetch_add(&s->errors, 1);
         return NULL;
@@ -646,6 +657,10 @@ void shared_hold(struct shared *s, const char *key, uint64_t for_ms)
 
 void shared_release(struct shared *s, const char *key, const char *member)
 {
+    if (strchr(member, 'x') != NULL) { /* a request of cost n: its n members */
+        script_send(s, SCRIPT_RELEASE, NULL, NULL, "2 %s %s:pending %s", key, key, member);
+        return;
+    }
     if (s != NULL && s->ac != NULL && s->connected && member[0] != '\0' &&
         redisAsyncCommand(s->ac, ignore_reply, NULL, "ZREM %s %s", key, member) == REDIS_OK) {
         note_sent(s);

@@ -34,7 +34,8 @@ struct shared_result {
     /* enforce: false: outcome is ADMIT, and this is what enforcing would have done (DELAY or
        REJECT, member empty: nothing was taken), or ADMIT when it would have admitted too */
     enum shared_outcome would;
-    char member[48]; /* ADMIT: the entry, for shared_depart; DELAY: the reservation */
+    char member[48]; /* ADMIT: the entry, for shared_depart; DELAY: the reservation (the base
+                        member of a request's units: it names them all) */
     char key[720];   /* the Redis key of the window, for shared_release */
 };
 

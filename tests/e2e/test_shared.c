@@ -28,7 +28,10 @@
  *   8. upstream_limits: follow: an origin with a quota lower than the rule, announced in its
  *      headers, is never sent a request past it by two instances driven at once (no 429 of its
  *      own): the fleet's budget in Redis refuses the rest with 429 and Retry-After, or, with
- *      delay, holds them until the origin's reset and serves them all.
+ *      delay, holds them until the origin's reset and serves them all;
+ *   9. cost_header: two instances driven at 10x the limit in units never let more units than the
+ *      limit reach the origin within a window (counted there); a 429 says the units remaining; a
+ *      dry run takes only what would go; a bad value is a 400 naming the header.
  * Needs redis-server and redis-cli (Debian package redis-server); without them every test FAILS
  * with a message saying so — a CI without Redis must not pass this suite by skipping it. */
 #include "harness.h"
@@ -1523,6 +1526,248 @@ START_TEST(test_dry_run_redis_down)
 }
 END_TEST
 
+/* ---- 9. cost_header: units of a shared window ------------------------------------------------ */
+
+#define COST_RULES                                                                                 \
+    "  - name: units\n"                                                                            \
+    "    match: { path_prefix: \"/bytes/1/units/\" }\n"                                            \
+    "    key: global\n"                                                                            \
+    "    limit: 10\n"                                                                              \
+    "    window: 1s\n"                                                                             \
+    "    shared: true\n"                                                                           \
+    "    cost_header: X-Cost\n"                                                                    \
+    "  - name: unitsleft\n"                                                                        \
+    "    match: { path_prefix: \"/bytes/1/unitsleft\" }\n"                                         \
+    "    key: global\n"                                                                            \
+    "    limit: 10\n"                                                                              \
+    "    window: 1h\n"                                                                             \
+    "    shared: true\n"                                                                           \
+    "    cost_header: X-Cost\n"                                                                    \
+    "  - name: unitsdry\n"                                                                         \
+    "    match: { path_prefix: \"/bytes/1/unitsdry\" }\n"                                          \
+    "    key: global\n"                                                                            \
+    "    limit: 10\n"                                                                              \
+    "    window: 1h\n"                                                                             \
+    "    shared: true\n"                                                                           \
+    "    over_limit: delay\n"                                                                      \
+    "    max_delay: 1h\n"                                                                          \
+    "    cost_header: X-Cost\n"                                                                    \
+    "    enforce: false\n"
+
+/* A GET with `X-Cost: cost` on a fresh connection through p; the status (-1: no answer), the
+ * response in *r (free it) when r is not NULL. No ck_assert: client threads use it. */
+static int cost_get(int proxy_port, const struct origin *o, const char *path, const char *cost,
+                    struct http_response *r)
+{
+    char extra[64];
+    snprintf(extra, sizeof extra, "X-Cost: %s\r\n", cost);
+    char *req = proxy_request("GET", o, path, extra);
+    struct http_response own;
+    struct http_response *resp = r != NULL ? r : &own;
+    int rc = raw_exchange(proxy_port, req, resp, 0, T_MS);
+    free(req);
+    if (rc != RAW_OK)
+        return -1;
+    int status = resp->status;
+    if (r == NULL)
+        http_response_free(&own);
+    return status;
+}
+
+struct cost_client {
+    int proxy_port, index;
+    const struct origin *o;
+    uint64_t start_us, end_us, every_us;
+    long ok, limited, other, errors;
+};
+
+/* Requests of cost 1, 2, 3, 4, 1, ... (shifted by the client's index) every every_us; the cost
+ * is in the path too, for the origin's count */
+static void *cost_client_run(void *arg)
+{
+    struct cost_client *c = arg;
+    for (unsigned k = 0;; k++) {
+        uint64_t at = c->start_us + k * c->every_us;
+        if (at >= c->end_us)
+            break;
+        sleep_until_us(at);
+        unsigned cost = 1 + (k + (unsigned)c->index) % 4;
+        char path[96], value[8];
+        snprintf(path, sizeof path, "/bytes/1/units/c%u/%d-%u", cost, c->index, k);
+        snprintf(value, sizeof value, "%u", cost);
+        int status = cost_get(c->proxy_port, c->o, path, value, NULL);
+        if (status == 200)
+            c->ok++;
+        else if (status == 429)
+            c->limited++;
+        else if (status < 0)
+            c->errors++;
+        else
+            c->other++;
+    }
+    return NULL;
+}
+
+/* The units of an arrival at /bytes/1/units/cN/... */
+static int arrival_units(const struct arrival *a)
+{
+    const char *c = strstr(a->target, "/units/c");
+    return c != NULL ? atoi(c + strlen("/units/c")) : 0;
+}
+
+/* The most units that arrived at the origin within any interval shorter than window_ms (less the
+ * delivery jitter); *at: the index it starts at */
+static int max_units_in_window(const struct arrival *a, size_t n, double window_ms, size_t *at)
+{
+    int most = 0;
+    for (size_t i = 0; i < n; i++) {
+        int units = 0;
+        for (size_t j = i; j < n && a[j].ms - a[i].ms < window_ms - JITTER_MS; j++)
+            units += arrival_units(&a[j]);
+        if (units > most) {
+            most = units;
+            *at = i;
+        }
+    }
+    return most;
+}
+
+/* cost_header on a shared rule over two instances (limit 10 units per 1 s, reject): four clients,
+ * two per instance, send requests of cost 1 to 4 (2.5 on average) every 100 ms for 3 windows,
+ * 100 units a window, 10x the limit. At the origin no interval shorter than the window holds more
+ * than 10 units, though more than 10 requests get through in all; both instances answer 429s. */
+START_TEST(test_cost_header_two_instances)
+{
+    enum { L = 10, W = 1000, CLIENTS = 4 };
+    struct redis *rd = redis_start();
+    struct origin *o = origin_start(0);
+    struct proxy *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = shared_proxy(rd->port, "deny", "1s", COST_RULES);
+        warm(p[i], o, 3);
+    }
+    struct cost_client c[CLIENTS];
+    pthread_t t[CLIENTS];
+    uint64_t start = now_us() + 100000;
+    for (int i = 0; i < CLIENTS; i++) {
+        c[i] = (struct cost_client){.proxy_port = p[i % 2]->port,
+                                    .index = i,
+                                    .o = o,
+                                    .start_us = start + (uint64_t)i * 25000,
+                                    .end_us = start + 3ULL * W * 1000,
+                                    .every_us = 100000};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, cost_client_run, &c[i]), 0);
+    }
+    long ok = 0, limited[2] = {0, 0};
+    for (int i = 0; i < CLIENTS; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(c[i].errors == 0 && c[i].other == 0,
+                      "client %d: %ld without an answer, %ld neither 200 nor 429", i, c[i].errors,
+                      c[i].other);
+        ok += c[i].ok;
+        limited[i % 2] += c[i].limited;
+    }
+    struct arrival *a;
+    size_t n = origin_arrivals(o, "/bytes/1/units/", &a), at = 0;
+    ck_assert_msg((long)n == ok, "the origin saw %zu requests, the clients got %ld 200s", n, ok);
+    int units = 0;
+    for (size_t i = 0; i < n; i++)
+        units += arrival_units(&a[i]);
+    int most = max_units_in_window(a, n, W, &at);
+    fprintf(stderr,
+            "shared cost: %zu requests (%d units) reached the origin in 3 windows; at most %d "
+            "units within one window (limit %d); 429s: A %ld, B %ld\n",
+            n, units, most, L, limited[0], limited[1]);
+    ck_assert_msg(most <= L, "%d units arrived within %d ms (limit %d), from arrival %zu (%s)",
+                  most, W, L, at, n > 0 ? a[at].target : "");
+    ck_assert_msg(n > L, "only %zu requests reached the origin", n);
+    ck_assert_msg(limited[0] > 0 && limited[1] > 0, "429s: instance A %ld, B %ld; want both",
+                  limited[0], limited[1]);
+    free(a);
+    for (int i = 0; i < 2; i++)
+        proxy_stop(p[i]);
+    origin_stop(o);
+    redis_free(rd);
+}
+END_TEST
+
+/* The `r` of a response's RateLimit field, `"unitsleft";r=R;t=T` */
+static long ratelimit_remaining(const struct http_response *r)
+{
+    const char *v = resp_header(r, "RateLimit", 0);
+    long remaining = -1, t = -1;
+    ck_assert_msg(v != NULL && sscanf(v, "\"%*[^\"]\";r=%ld;t=%ld", &remaining, &t) == 2,
+                  "a %d response without a RateLimit field \"name\";r=N;t=N: %s", r->status,
+                  v != NULL ? v : "(none)");
+    return remaining;
+}
+
+/* Over two instances (limit 10 units per hour): 4 + 4 units go; 4 more are refused with 2 units
+ * remaining and a Retry-After; 2 go; 1 is refused with 0 remaining. Redis holds 10 entries. A dry
+ * run (delay) takes 4 + 4 + 2, and the 4 units that would wait take nothing: all five requests
+ * go at once, and one is counted would_delay. A bad X-Cost (not a number, 0, more than the limit)
+ * is a 400 that names the header, and reaches neither Redis nor the origin. */
+START_TEST(test_cost_header_remaining_dry_run_and_bad_values)
+{
+    struct redis *rd = redis_start();
+    struct origin *o = origin_start(0);
+    struct proxy *p[2];
+    for (int i = 0; i < 2; i++) {
+        p[i] = shared_proxy(rd->port, "deny", "1s", COST_RULES);
+        warm(p[i], o, 3);
+    }
+    static const struct {
+        int proxy;
+        const char *cost;
+        int status;
+        long remaining; /* in a 429's RateLimit field */
+    } steps[] = {
+        {0, "4", 200, 0}, {1, "4", 200, 0}, {0, "4", 429, 2}, {1, "2", 200, 0}, {0, "1", 429, 0}};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        struct http_response r;
+        int status = cost_get(p[steps[i].proxy]->port, o, "/bytes/1/unitsleft", steps[i].cost, &r);
+        ck_assert_msg(status == steps[i].status,
+                      "step %zu (cost %s through instance %d): %d, not %d", i, steps[i].cost,
+                      steps[i].proxy, status, steps[i].status);
+        if (status == 429) {
+            ck_assert_int_eq(ratelimit_remaining(&r), steps[i].remaining);
+            ck_assert_ptr_nonnull(resp_header(&r, "Retry-After", 0));
+        }
+        http_response_free(&r);
+    }
+    ck_assert_int_eq(window_card(rd->port, "unitsleft"), 10);
+    struct arrival *a;
+    ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/unitsleft", &a), 3);
+    free(a);
+
+    static const char *const dry[] = {"4", "4", "4", "2", "1"};
+    for (size_t i = 0; i < sizeof dry / sizeof dry[0]; i++) {
+        double t = (double)now_us();
+        ck_assert_int_eq(cost_get(p[i % 2]->port, o, "/bytes/1/unitsdry", dry[i], NULL), 200);
+        ck_assert_msg(((double)now_us() - t) / 1000 < 3000, "dry run request %zu was held", i);
+    }
+    ck_assert_int_eq(window_card(rd->port, "unitsdry"), 10);
+    ck_assert_int_eq(fleet_decisions(p, 2, "unitsdry", "would_delay"), 2);
+    ck_assert_int_eq(fleet_decisions(p, 2, "unitsdry", "delayed"), 0);
+
+    static const char *const bad[] = {"lots", "0", "11", "-1", "2.5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct http_response r;
+        int status = cost_get(p[i % 2]->port, o, "/bytes/1/units/bad", bad[i], &r);
+        ck_assert_msg(status == 400 && r.body != NULL && strstr(r.body, "X-Cost") != NULL,
+                      "X-Cost: %s: %d, body %s", bad[i], status, r.body ? r.body : "(none)");
+        http_response_free(&r);
+    }
+    ck_assert_uint_eq(origin_arrivals(o, "/bytes/1/units/bad", &a), 0);
+    free(a);
+    ck_assert_int_eq(window_card(rd->port, "units"), 0);
+    for (int i = 0; i < 2; i++)
+        proxy_stop(p[i]);
+    origin_stop(o);
+    redis_free(rd);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shared");
@@ -1543,5 +1788,7 @@ int main(void)
     ADD(s, learned_budget_two_instances_delay, 60);
     ADD(s, dry_run_two_instances, 30);
     ADD(s, dry_run_redis_down, 30);
+    ADD(s, cost_header_two_instances, 30);
+    ADD(s, cost_header_remaining_dry_run_and_bad_values, 30);
     return harness_run_suite(s);
 }

@@ -1578,8 +1578,9 @@ START_TEST(test_shared_header_key_warning)
 }
 END_TEST
 
-/* enforce: false on a shared rule is a dry run in Redis (it loads, and shows in -T); units, turns
- * and in-flight caps stay this instance's, and the message names each of them. */
+/* enforce: false on a shared rule is a dry run in Redis (it loads, and shows in -T); so do cost
+ * and cost_header (units in Redis), up to RATE_SHARED_COST_MAX units a request; turns and
+ * in-flight caps stay this instance's, and the message names just those. */
 START_TEST(test_shared_dry_run_loads)
 {
     if (!shared_available())
@@ -1594,17 +1595,35 @@ START_TEST(test_shared_dry_run_loads)
     ck_assert_int_eq(c->rate_limits[0].shared, 1);
     ck_assert_int_eq(c->rate_limits[0].enforce, 0);
     config_unref(c);
-    static const char *const local_only[] = {"cost: 2", "cost_header: X-Cost",
-                                             "fair_by: client, over_limit: delay",
+    snprintf(yaml, sizeof yaml,
+             "%srate_limits:\n  - {name: units, limit: 1000, window: 2s, shared: true, cost: 1000}"
+             "\n  - {name: header, limit: 1000, window: 2s, shared: true, cost_header: X-Cost}\n",
+             redis);
+    c = load_ok(yaml);
+    ck_assert_uint_eq(c->rate_limits[0].cost, 1000);
+    ck_assert_str_eq(c->rate_limits[1].cost_header, "X-Cost");
+    config_unref(c);
+    static const char *const local_only[] = {"fair_by: client, over_limit: delay",
                                              "max_concurrent: 1"};
     for (size_t i = 0; i < sizeof local_only / sizeof local_only[0]; i++) {
         snprintf(yaml, sizeof yaml,
                  "%srate_limits:\n  - {name: s, limit: 5, window: 2s, shared: true, %s}\n", redis,
                  local_only[i]);
-        ck_assert_str_eq(load_err(yaml), "t.yaml: rate_limits[0]: cost, cost_header, fair_by and "
-                                         "max_concurrent are for local rules only, not with "
-                                         "shared: true");
+        ck_assert_str_eq(load_err(yaml), "t.yaml: rate_limits[0]: fair_by and max_concurrent are "
+                                         "for local rules only, not with shared: true");
     }
+    snprintf(yaml, sizeof yaml,
+             "%srate_limits:\n  - {name: s, limit: 5000, window: 2s, shared: true, cost: 1001}\n",
+             redis);
+    ck_assert_str_eq(load_err(yaml), "t.yaml: rate_limits[0].cost: 1001 is more than 1000, the "
+                                     "most a shared rule's request may cost");
+    snprintf(yaml, sizeof yaml,
+             "%srate_limits:\n  - {name: s, limit: 1001, window: 2s, shared: true, "
+             "cost_header: X-Cost}\n",
+             redis);
+    ck_assert_str_eq(load_err(yaml), "t.yaml: rate_limits[0].cost_header: a value may be up to "
+                                     "limit (1001), more than 1000, the most a shared rule's "
+                                     "request may cost");
 }
 END_TEST
 

@@ -19,6 +19,11 @@
  *   6. an answer without limit fields only answers (its request stops counting as unanswered);
  *   7. Redis' script cache flushed between a decision, its departure and its answer: nothing is
  *      lost (every script goes by its SHA, and again as EVAL after NOSCRIPT).
+ *   8. cost: a request of cost n takes n units (admitted while at most limit - n are in the
+ *      window; remaining and Retry-After in units; a dry run takes none when it would not fit),
+ *      and its units leave the window together; 9. a held request of cost n goes only when n
+ *      units have left, and given back its units all leave; 10. a departure moves all of a
+ *      request's units.
  * Needs redis-server and redis-cli (Debian package redis-server); without them the test FAILS. */
 #include <event2/event.h>
 #include <limits.h>
@@ -415,6 +420,149 @@ START_TEST(test_flushed_scripts_lose_nothing)
 }
 END_TEST
 
+/* ---- cost: a request takes its units of the shared window -------------------------------------
+ */
+
+/* A new request of cost units' decision */
+static struct shared_result decide_cost(struct redis_fixture *f, uint32_t cost, uint64_t *due_us)
+{
+    f->rule.cost = cost;
+    struct shared_result r = decide(f, due_us);
+    f->rule.cost = 1;
+    return r;
+}
+
+/* Limit 5 per 500 ms, over_limit reject. A (cost 3) is admitted with 2 remaining and is 3 entries
+ * in Redis; B (cost 3) is refused, remaining 2 in units, Retry-After when A's units leave (500 ms
+ * after A departed); C (cost 2) fits. A dry run of cost 3 then takes nothing (the window is full:
+ * it would be refused). Past the window
+ * A's 3 units have left, C's 2 (never departed: still on their way) stay, so D (cost 3) fits and
+ * E (cost 1) does not. */
+START_TEST(test_cost_takes_units)
+{
+    const uint64_t window_ms = 500;
+    struct redis_fixture f;
+    redis_fixture_up(&f, "cost", 5, window_ms);
+    f.rule.over_limit = RATE_OVER_REJECT;
+    int port = f.redis->port;
+    uint64_t due_us, t0 = now_us();
+    struct shared_result a = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(a.outcome == SHARED_ADMIT && a.remaining == 2,
+                  "A (cost 3 of 5): outcome %d, remaining %u", a.outcome, a.remaining);
+    ck_assert_int_eq(redis_int(port, "ZCARD", a.key), 3);
+    depart(&f, a.key, a.member);
+    uint64_t departed_us = now_us();
+    struct shared_result b = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(b.outcome == SHARED_REJECT && b.remaining == 2,
+                  "B (cost 3, 3 of 5 used): outcome %d, remaining %u", b.outcome, b.remaining);
+    ck_assert_msg(b.retry_after_us <= window_ms * 1000 &&
+                      b.retry_after_us + (now_us() - t0) >= window_ms * 1000,
+                  "B: Retry-After %llu us, not when A's units leave",
+                  (unsigned long long)b.retry_after_us);
+    struct shared_result c = decide_cost(&f, 2, &due_us);
+    ck_assert_msg(c.outcome == SHARED_ADMIT && c.remaining == 0,
+                  "C (cost 2, 3 of 5 used): outcome %d, remaining %u", c.outcome, c.remaining);
+    f.rule.enforce = 0;
+    struct shared_result dry = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(dry.outcome == SHARED_ADMIT && dry.would == SHARED_REJECT &&
+                      dry.member[0] == '\0',
+                  "a dry run over the limit: outcome %d, would %d", dry.outcome, dry.would);
+    f.rule.enforce = 1;
+    ck_assert_int_eq(redis_int(port, "ZCARD", a.key), 5);
+    sleep_until_us(departed_us + window_ms * 1000 + 50000);
+    struct shared_result d = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(d.outcome == SHARED_ADMIT && d.remaining == 0,
+                  "D (cost 3, after A's units left): outcome %d, remaining %u", d.outcome,
+                  d.remaining);
+    struct shared_result e = decide_cost(&f, 1, &due_us);
+    ck_assert_int_eq(e.outcome, SHARED_REJECT);
+    ck_assert_int_eq(redis_int(port, "ZCARD", a.key), 5);
+    redis_fixture_down(&f);
+}
+END_TEST
+
+/* Limit 5 per window W, over_limit delay. A (cost 1) departs at 0, B (cost 1) and C (cost 3) at
+ * W/5: the window is full. D (cost 2) must wait until two units have left, A's and B's: it is
+ * reserved at 1.2 W, not at W (when A's one unit leaves). Asked at 1.05 W it waits more; at its
+ * time it goes, and no 6 units ever lie within one window. Given back, a held request's units
+ * all leave: E (cost 2), reserved after D and released, leaves the set as it was. */
+START_TEST(test_cost_held_until_its_units_left)
+{
+    const uint64_t window_ms = 600, w_us = window_ms * 1000;
+    struct redis_fixture f;
+    redis_fixture_up(&f, "cost_held", 5, window_ms);
+    int port = f.redis->port;
+    uint64_t due_us, t0 = now_us();
+    struct shared_result a = decide_cost(&f, 1, &due_us);
+    depart(&f, a.key, a.member);
+    sleep_until_us(t0 + w_us / 5);
+    struct shared_result b = decide_cost(&f, 1, &due_us);
+    struct shared_result c = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(b.outcome == SHARED_ADMIT && c.outcome == SHARED_ADMIT,
+                  "B and C fit (outcomes %d, %d)", b.outcome, c.outcome);
+    shared_depart(f.shared, b.key, b.member, 1);
+    depart(&f, c.key, c.member);
+    uint64_t due_d;
+    struct shared_result d = decide_cost(&f, 2, &due_d);
+    ck_assert_msg(d.outcome == SHARED_DELAY && d.remaining == 0,
+                  "D (cost 2, window full): outcome %d, remaining %u", d.outcome, d.remaining);
+    ck_assert_msg(due_d >= t0 + w_us * 6 / 5,
+                  "D is due %lld ms after A, before B's unit leaves (%llu ms)",
+                  (long long)(due_d - t0) / 1000, (unsigned long long)window_ms * 6 / 5);
+    uint64_t due_e;
+    struct shared_result e = decide_cost(&f, 2, &due_e);
+    ck_assert_int_eq(e.outcome, SHARED_DELAY);
+    ck_assert_int_eq(redis_int(port, "ZCARD", e.key), 9);
+    shared_release(f.shared, e.key, e.member);
+    barrier(&f, e.key);
+    ck_assert_int_eq(redis_int(port, "ZCARD", e.key), 7);
+    sleep_until_us(t0 + w_us * 105 / 100); /* A's unit has left, B's has not */
+    struct call early = {0};
+    ck_assert_ptr_nonnull(
+        shared_ready(f.shared, &f.rule, d.key, d.member, ANSWER_TIMEOUT_MS, on_answer, &early));
+    const struct shared_result *r = wait_answer(&f, &early, "D's early ready check");
+    ck_assert_msg(r->outcome == SHARED_DELAY, "D may go when only one of its 2 units left");
+    go_when_ready(&f, &d, now_us() + r->delay_us);
+    depart(&f, d.key, d.member);
+    assert_window_kept(&f, "cost_held", 7, 5, window_ms);
+    redis_fixture_down(&f);
+}
+END_TEST
+
+/* Limit 5 per 500 ms, reject. A (cost 3) is admitted at 0 and departs at 150 ms: all three of its
+ * units move to its departure, so at 550 ms (past A's admission's window, within its departure's)
+ * they are all still in the window and B (cost 3) is refused; at 700 ms they have all left and C
+ * (cost 5) fills the window. Moving only one unit would let B go at 550 ms. */
+START_TEST(test_cost_departure_moves_every_unit)
+{
+    const uint64_t window_ms = 500, w_us = window_ms * 1000;
+    struct redis_fixture f;
+    redis_fixture_up(&f, "cost_depart", 5, window_ms);
+    f.rule.over_limit = RATE_OVER_REJECT;
+    uint64_t due_us, t0 = now_us();
+    struct shared_result a = decide_cost(&f, 3, &due_us);
+    ck_assert_int_eq(a.outcome, SHARED_ADMIT);
+    sleep_until_us(t0 + w_us * 3 / 10);
+    depart(&f, a.key, a.member);
+    long long *scores;
+    size_t n = window_scores(f.redis->port, "cost_depart", &scores);
+    ck_assert_msg(n == 3 && scores[0] == scores[2],
+                  "A's 3 units are not all at its departure (%zu entries)", n);
+    free(scores);
+    sleep_until_us(t0 + w_us * 11 / 10);
+    struct shared_result b = decide_cost(&f, 3, &due_us);
+    ck_assert_msg(b.outcome == SHARED_REJECT && b.remaining == 2,
+                  "B (cost 3) within A's departure's window: outcome %d, remaining %u", b.outcome,
+                  b.remaining);
+    sleep_until_us(t0 + w_us * 14 / 10);
+    struct shared_result c = decide_cost(&f, 5, &due_us);
+    ck_assert_msg(c.outcome == SHARED_ADMIT && c.remaining == 0,
+                  "C (cost 5) after A's units left: outcome %d, remaining %u", c.outcome,
+                  c.remaining);
+    redis_fixture_down(&f);
+}
+END_TEST
+
 static void add_tests(Suite *s)
 {
     TCase *tc = harness_tcase("shared", 60);
@@ -427,6 +575,9 @@ static void add_tests(Suite *s)
     tcase_add_test(tc, test_learned_dry_run_and_ignore);
     tcase_add_test(tc, test_learned_answer_without_fields_only_answers);
     tcase_add_test(tc, test_flushed_scripts_lose_nothing);
+    tcase_add_test(tc, test_cost_takes_units);
+    tcase_add_test(tc, test_cost_held_until_its_units_left);
+    tcase_add_test(tc, test_cost_departure_moves_every_unit);
     suite_add_tcase(s, tc);
 }
 
