@@ -299,7 +299,9 @@ PY
 say "  paired: $PAIRED (pairs local_p50 local_p99 shared_p50 shared_p99 added_p50 added_p99 non200)"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 USEC_PER_CALL=$(script_usec)
-KEY=$(redis --scan --pattern 'rlproxy:{shared:*' | grep -v ':seq$' | head -1)
+# the window itself: the one sorted set without a suffix (beside it: :seq, :pending, :departed,
+# :unanswered, :learned, :hold, of other types)
+KEY=$(redis --scan --pattern 'rlproxy:{shared:*' | grep -v '}:' | head -1)
 ZCARD=$([[ -n $KEY ]] && redis ZCARD "$KEY" || echo 0)
 MEM=$([[ -n $KEY ]] && redis MEMORY USAGE "$KEY" || echo 0)
 kill -0 "$PROXY_PID" 2>/dev/null || die "rlproxy died during the run: $(tail -3 "$tmp/rlproxy.log")"
